@@ -1,0 +1,276 @@
+//! `stash.appscode.com/v1beta1` BackupConfiguration and BackupSession.
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{Condition, Handler, ObjectRef, TargetRef, TaskRef};
+
+pub type BackupConfiguration =
+    crate::Object<BackupConfigurationSpec, BackupConfigurationStatus>;
+pub type BackupSession = crate::Object<BackupSessionSpec, BackupSessionStatus>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupConfigurationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// coffer: IANA time zone the schedule is read in (default: the server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub repository: ObjectRef,
+    #[serde(default)]
+    pub task: TaskRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<BackupTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<RetentionPolicy>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_settings: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_dir: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interim_volume_template: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<BackupHooks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_history_limit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_out: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_config: Option<RetryConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, rename = "ref")]
+    pub ref_: TargetRef,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionPolicy {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_tags: Vec<String>,
+    #[serde(default)]
+    pub prune: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupHooks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_backup: Option<Handler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_backup: Option<Handler>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupConfigurationStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Ready, NotReady or Invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupSessionSpec {
+    #[serde(default)]
+    pub invoker: Invoker,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_left: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Invoker {
+    #[serde(default)]
+    pub api_group: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Session phases, as Stash names them.
+pub mod phase {
+    pub const PENDING: &str = "Pending";
+    pub const SKIPPED: &str = "Skipped";
+    pub const RUNNING: &str = "Running";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const FAILED: &str = "Failed";
+    pub const UNKNOWN: &str = "Unknown";
+    pub const INVALID: &str = "Invalid";
+
+    pub fn is_final(p: &str) -> bool {
+        matches!(p, SUCCEEDED | FAILED | SKIPPED | INVALID)
+    }
+}
+
+/// Condition types Stash sets on sessions.
+pub mod condition {
+    pub const BACKEND_REPOSITORY_INITIALIZED: &str = "BackendRepositoryInitialized";
+    pub const RETENTION_POLICY_APPLIED: &str = "RetentionPolicyApplied";
+    pub const REPOSITORY_INTEGRITY_VERIFIED: &str = "RepositoryIntegrityVerified";
+    pub const REPOSITORY_METRICS_PUSHED: &str = "RepositoryMetricsPushed";
+    pub const BACKUP_SKIPPED: &str = "BackupSkipped";
+    pub const BACKUP_HISTORY_CLEANED: &str = "BackupHistoryCleaned";
+    pub const BACKUP_EXECUTOR_ENSURED: &str = "BackupExecutorEnsured";
+    pub const RESTORE_EXECUTOR_ENSURED: &str = "RestoreExecutorEnsured";
+    pub const PRE_BACKUP_HOOK_EXECUTION_SUCCEEDED: &str = "PreBackupHookExecutionSucceeded";
+    pub const POST_BACKUP_HOOK_EXECUTION_SUCCEEDED: &str = "PostBackupHookExecutionSucceeded";
+    pub const PRE_RESTORE_HOOK_EXECUTION_SUCCEEDED: &str = "PreRestoreHookExecutionSucceeded";
+    pub const POST_RESTORE_HOOK_EXECUTION_SUCCEEDED: &str = "PostRestoreHookExecutionSucceeded";
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+    pub const BACKUP_DISRUPTED: &str = "BackupDisrupted";
+    pub const METRICS_PUSHED: &str = "MetricsPushed";
+    pub const REPOSITORY_FOUND: &str = "RepositoryFound";
+    pub const BACKEND_SECRET_FOUND: &str = "BackendSecretFound";
+    pub const BACKUP_TARGET_FOUND: &str = "BackupTargetFound";
+    pub const VALIDATION_PASSED: &str = "ValidationPassed";
+    pub const CRON_JOB_CREATED: &str = "CronJobCreated";
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSessionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<BackupTargetStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry: Option<String>,
+    /// coffer: why the session failed, in words, with what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupTargetStatus {
+    #[serde(default, rename = "ref")]
+    pub ref_: TargetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_hosts: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats: Vec<HostBackupStats>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_backup_actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_backup_actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostBackupStats {
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotStats>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStats {
+    /// The restic snapshot id.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_stats: Option<FileStats>,
+    /// coffer: bytes read from the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    /// coffer: bytes the repository grew by (after compression and encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_bytes: Option<u64>,
+    /// coffer: wall time of the data transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_files: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_files: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_files: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmodified_files: Option<i64>,
+}

@@ -1,0 +1,147 @@
+//! `stash.appscode.com/v1alpha1` Repository: where backups live.
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::TargetRef;
+
+pub type Repository = crate::Object<RepositorySpec, RepositoryStatus>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositorySpec {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe_out: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_policy: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    #[serde(default)]
+    pub storage_secret_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swift: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b2: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<serde_json::Value>,
+}
+
+impl Backend {
+    /// Names of the backend kinds that are set.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.local.is_some() {
+            v.push("local");
+        }
+        if self.s3.is_some() {
+            v.push("s3");
+        }
+        if self.gcs.is_some() {
+            v.push("gcs");
+        }
+        if self.azure.is_some() {
+            v.push("azure");
+        }
+        if self.swift.is_some() {
+            v.push("swift");
+        }
+        if self.b2.is_some() {
+            v.push("b2");
+        }
+        if self.rest.is_some() {
+            v.push("rest");
+        }
+        v
+    }
+}
+
+/// A local backend is a Kubernetes volume mounted at `mountPath`. On one machine the
+/// repository lives at `hostPath.path` (plus `subPath`) when a hostPath volume is given, and
+/// at `mountPath` (plus `subPath`) otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSpec {
+    #[serde(default)]
+    pub mount_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPath>,
+    /// Any other volume source (persistentVolumeClaim, nfs, emptyDir, …), kept as given.
+    #[serde(flatten)]
+    pub volume_source: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl LocalSpec {
+    pub fn repository_path(&self) -> std::path::PathBuf {
+        let base = match &self.host_path {
+            Some(h) if !h.path.is_empty() => std::path::PathBuf::from(&h.path),
+            _ => std::path::PathBuf::from(&self.mount_path),
+        };
+        match &self.sub_path {
+            Some(s) if !s.is_empty() => base.join(s),
+            _ => base,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPath {
+    #[serde(default)]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub type_: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Spec {
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "insecureTLS")]
+    pub insecure_tls: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_backup_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_removed_on_last_cleanup: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<TargetRef>,
+    /// coffer: total size in bytes, for metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size_bytes: Option<u64>,
+}
+

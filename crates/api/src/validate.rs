@@ -1,0 +1,539 @@
+//! Validation: every problem of a resource, each with its field path and what is expected.
+
+use std::fmt;
+
+use crate::{
+    manifest::Resource,
+    meta::{ObjectMeta, TargetRef},
+};
+
+/// One thing wrong with a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Dotted field path, e.g. `spec.retentionPolicy.name` ("" for the whole resource).
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Checks a parsed resource. `raw` is the manifest as written, for facts the typed form loses
+/// (whether a boolean was given at all).
+pub fn validate(res: &Resource, raw: &serde_json::Value) -> Vec<Problem> {
+    let mut p = Vec::new();
+    meta(res.meta(), &mut p);
+    match res {
+        Resource::Secret(s) => {
+            for (k, v) in &s.data {
+                use base64::Engine;
+                if base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .is_err()
+                {
+                    p.push(Problem::new(
+                        format!("data.{k}"),
+                        "not valid base64; put plain text under stringData instead",
+                    ));
+                }
+            }
+        }
+        Resource::Repository(r) => repository(&r.spec, &mut p),
+        Resource::AppBinding(a) => appbinding(&a.spec, &mut p),
+        Resource::BackupConfiguration(bc) => backup_configuration(&bc.spec, raw, &mut p),
+        Resource::BackupSession(bs) => {
+            if bs.spec.invoker.name.is_empty() {
+                p.push(Problem::new(
+                    "spec.invoker.name",
+                    "required: the BackupConfiguration this session runs",
+                ));
+            }
+        }
+        Resource::RestoreSession(rs) => restore_session(&rs.spec, &mut p),
+        Resource::Task(t) => {
+            if t.spec.steps.is_empty() {
+                p.push(Problem::new("spec.steps", "required: at least one step"));
+            }
+            for (i, s) in t.spec.steps.iter().enumerate() {
+                if s.name.is_empty() {
+                    p.push(Problem::new(
+                        format!("spec.steps[{i}].name"),
+                        "required: the Function this step runs",
+                    ));
+                }
+            }
+        }
+        Resource::Function(f) => {
+            if f.spec.command.is_empty() && f.spec.image.is_none() {
+                p.push(Problem::new(
+                    "spec.command",
+                    "required: the command the step runs (or an image, for Kubernetes)",
+                ));
+            }
+        }
+    }
+    p
+}
+
+fn meta(m: &ObjectMeta, p: &mut Vec<Problem>) {
+    if m.name.is_empty() {
+        p.push(Problem::new("metadata.name", "required"));
+    } else if let Err(why) = dns_subdomain(&m.name) {
+        p.push(Problem::new("metadata.name", why));
+    }
+    if let Some(ns) = &m.namespace {
+        if let Err(why) = dns_label(ns) {
+            p.push(Problem::new("metadata.namespace", why));
+        }
+    }
+}
+
+/// Kubernetes' rule for object names: lower-case alphanumerics, '-' and '.', at most 253.
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a valid name: use lower-case letters, digits, '-' and '.', \
+             starting and ending with a letter or digit (at most 253 characters)"
+        ))
+    }
+}
+
+fn dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{s}` is not a valid namespace: use lower-case letters, digits and '-' (at most 63)"
+        ))
+    }
+}
+
+fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
+    let b = &s.backend;
+    let kinds = b.kinds();
+    match kinds.as_slice() {
+        [] => p.push(Problem::new(
+            "spec.backend",
+            "required: exactly one of local or s3 (Stash's gcs, azure, swift, b2 and rest \
+             backends are not supported by coffer yet)",
+        )),
+        [_] => {}
+        many => p.push(Problem::new(
+            "spec.backend",
+            format!(
+                "exactly one backend may be set, found {}",
+                many.join(", ")
+            ),
+        )),
+    }
+    for k in &kinds {
+        if !matches!(*k, "local" | "s3") {
+            p.push(Problem::new(
+                format!("spec.backend.{k}"),
+                "this backend is not supported by coffer yet: use local or s3 (an S3-compatible \
+                 gateway in front of the store works)",
+            ));
+        }
+    }
+    if b.storage_secret_name.is_empty() {
+        p.push(Problem::new(
+            "spec.backend.storageSecretName",
+            "required: the Secret holding RESTIC_PASSWORD (and the backend's keys)",
+        ));
+    }
+    if let Some(l) = &b.local {
+        if l.mount_path.is_empty() {
+            p.push(Problem::new("spec.backend.local.mountPath", "required"));
+        } else if l.mount_path == "/stash" || l.mount_path.starts_with("/stash/") {
+            p.push(Problem::new(
+                "spec.backend.local.mountPath",
+                "must not be /stash or below it (reserved, as in Stash)",
+            ));
+        }
+        if l.repository_path().is_relative() {
+            p.push(Problem::new(
+                "spec.backend.local",
+                "the repository path must be absolute",
+            ));
+        }
+    }
+    if let Some(s3) = &b.s3 {
+        if s3.endpoint.is_empty() {
+            p.push(Problem::new(
+                "spec.backend.s3.endpoint",
+                "required, e.g. https://s3.amazonaws.com or http://127.0.0.1:3900",
+            ));
+        } else if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://")) {
+            // Stash accepts a bare host and means https.
+            if s3.endpoint.contains("://") {
+                p.push(Problem::new(
+                    "spec.backend.s3.endpoint",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if s3.bucket.is_empty() {
+            p.push(Problem::new("spec.backend.s3.bucket", "required"));
+        }
+    }
+}
+
+fn appbinding(s: &crate::appbinding::AppBindingSpec, p: &mut Vec<Problem>) {
+    let cc = &s.client_config;
+    let has_url = cc.url.as_deref().is_some_and(|u| !u.is_empty());
+    if !has_url && cc.service.is_none() {
+        p.push(Problem::new(
+            "spec.clientConfig",
+            "required: `url` (mysql://HOST:PORT/) or `service` (name and port)",
+        ));
+    }
+    if has_url {
+        if let Err(e) = crate::appbinding::parse_url(cc.url.as_deref().unwrap_or("")) {
+            p.push(Problem::new("spec.clientConfig.url", e));
+        }
+    } else if let Some(svc) = &cc.service {
+        if svc.name.is_empty() {
+            p.push(Problem::new("spec.clientConfig.service.name", "required"));
+        }
+        if let Some(port) = svc.port {
+            if !(1..=65535).contains(&port) {
+                p.push(Problem::new(
+                    "spec.clientConfig.service.port",
+                    format!("{port} is not a TCP port (1-65535)"),
+                ));
+            }
+        }
+    }
+    if let Some(ca) = &cc.ca_bundle {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD
+            .decode(ca.trim())
+            .is_err()
+        {
+            p.push(Problem::new(
+                "spec.clientConfig.caBundle",
+                "not valid base64 (it holds the PEM CA bundle, base64-encoded)",
+            ));
+        }
+    }
+    match &s.secret {
+        Some(sec) if !sec.name.is_empty() => {}
+        _ => p.push(Problem::new(
+            "spec.secret.name",
+            "required: the Secret holding the database `username` and `password`",
+        )),
+    }
+    if let Some(params) = &s.parameters {
+        if params.get("group").is_some() && s.galera().is_some() {
+            let g = s.galera().unwrap_or_default();
+            if g.address.is_empty() {
+                p.push(Problem::new(
+                    "spec.parameters.address",
+                    "required for a Galera cluster: gcomm://HOST:PORT[,HOST:PORT...]",
+                ));
+            }
+        }
+    }
+}
+
+fn target_ref(path: &str, r: &TargetRef, p: &mut Vec<Problem>) {
+    if r.name.is_empty() {
+        p.push(Problem::new(
+            format!("{path}.name"),
+            "required: the AppBinding of the database",
+        ));
+    }
+    if !r.kind.is_empty() && r.kind != "AppBinding" {
+        p.push(Problem::new(
+            format!("{path}.kind"),
+            format!(
+                "`{}` targets are not supported: coffer backs up databases through an AppBinding",
+                r.kind
+            ),
+        ));
+    }
+}
+
+fn duration_field(path: &str, v: &Option<String>, p: &mut Vec<Problem>) {
+    if let Some(d) = v {
+        if let Err(e) = crate::duration::parse(d) {
+            p.push(Problem::new(path, e));
+        }
+    }
+}
+
+fn driver(path: &str, d: &Option<String>, p: &mut Vec<Problem>) {
+    if let Some(d) = d {
+        if d != "Restic" {
+            p.push(Problem::new(
+                path,
+                format!("`{d}` is not supported: coffer's driver is Restic"),
+            ));
+        }
+    }
+}
+
+fn backup_configuration(
+    s: &crate::backup::BackupConfigurationSpec,
+    raw: &serde_json::Value,
+    p: &mut Vec<Problem>,
+) {
+    if s.repository.name.is_empty() {
+        p.push(Problem::new(
+            "spec.repository.name",
+            "required: the Repository to back up into",
+        ));
+    }
+    match &s.target {
+        None => p.push(Problem::new(
+            "spec.target",
+            "required: target.ref names the AppBinding to back up",
+        )),
+        Some(t) => target_ref("spec.target.ref", &t.ref_, p),
+    }
+    match &s.retention_policy {
+        None => p.push(Problem::new(
+            "spec.retentionPolicy",
+            "required: {name, keepLast/keepDaily/..., prune}",
+        )),
+        Some(rp) => {
+            if rp.name.is_empty() {
+                p.push(Problem::new("spec.retentionPolicy.name", "required"));
+            }
+            let given = raw
+                .pointer("/spec/retentionPolicy/prune")
+                .is_some_and(|v| v.is_boolean());
+            if !given {
+                p.push(Problem::new(
+                    "spec.retentionPolicy.prune",
+                    "required: true to free the space of forgotten snapshots, false to keep it",
+                ));
+            }
+            for (f, v) in [
+                ("keepLast", rp.keep_last),
+                ("keepHourly", rp.keep_hourly),
+                ("keepDaily", rp.keep_daily),
+                ("keepWeekly", rp.keep_weekly),
+                ("keepMonthly", rp.keep_monthly),
+                ("keepYearly", rp.keep_yearly),
+            ] {
+                if let Some(n) = v {
+                    if n < 0 {
+                        p.push(Problem::new(
+                            format!("spec.retentionPolicy.{f}"),
+                            format!("{n} is negative; use 0 or leave it out"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(sched) = &s.schedule {
+        if let Err(e) = crate::validate::cron_shape(sched) {
+            p.push(Problem::new("spec.schedule", e));
+        }
+    }
+    driver("spec.driver", &s.driver, p);
+    duration_field("spec.timeOut", &s.time_out, p);
+    if let Some(rc) = &s.retry_config {
+        duration_field("spec.retryConfig.delay", &rc.delay, p);
+        if rc.max_retry.is_some_and(|m| m < 0) {
+            p.push(Problem::new("spec.retryConfig.maxRetry", "must not be negative"));
+        }
+    }
+    if s.backup_history_limit.is_some_and(|l| l < 0) {
+        p.push(Problem::new(
+            "spec.backupHistoryLimit",
+            "must not be negative",
+        ));
+    }
+    if let Some(h) = &s.hooks {
+        if let Some(post) = &h.post_backup {
+            execution_policy("spec.hooks.postBackup.executionPolicy", post, p);
+        }
+    }
+}
+
+fn execution_policy(path: &str, h: &crate::meta::Handler, p: &mut Vec<Problem>) {
+    if let Some(ep) = &h.execution_policy {
+        if !matches!(
+            ep.as_str(),
+            "Always" | "OnSuccess" | "OnFailure" | "OnFinalRetryFailure"
+        ) {
+            p.push(Problem::new(
+                path,
+                format!("`{ep}`: expected Always, OnSuccess, OnFailure or OnFinalRetryFailure"),
+            ));
+        }
+    }
+}
+
+fn restore_session(s: &crate::restore::RestoreSessionSpec, p: &mut Vec<Problem>) {
+    if s.repository.name.is_empty() {
+        p.push(Problem::new(
+            "spec.repository.name",
+            "required: the Repository to restore from",
+        ));
+    }
+    match &s.target {
+        None => p.push(Problem::new(
+            "spec.target",
+            "required: target.ref names the AppBinding to restore into",
+        )),
+        Some(t) => {
+            target_ref("spec.target.ref", &t.ref_, p);
+            if t.replicas.is_some_and(|r| r < 1) {
+                p.push(Problem::new("spec.target.replicas", "must be at least 1"));
+            }
+        }
+    }
+    driver("spec.driver", &s.driver, p);
+    duration_field("spec.timeOut", &s.time_out, p);
+    if let Some(h) = &s.hooks {
+        if let Some(post) = &h.post_restore {
+            execution_policy("spec.hooks.postRestore.executionPolicy", post, p);
+        }
+    }
+}
+
+/// A cheap shape check for a cron schedule: five fields, or one of the @-forms. The scheduler
+/// parses it fully.
+pub fn cron_shape(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    let body = match s.strip_prefix("CRON_TZ=").or_else(|| s.strip_prefix("TZ=")) {
+        Some(r) => r.split_once(' ').map(|(_, b)| b.trim()).unwrap_or(""),
+        None => s,
+    };
+    if body.starts_with('@') {
+        return match body {
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
+            | "@hourly" => Ok(()),
+            _ if body.starts_with("@every ") => Ok(()),
+            _ => Err(format!("`{s}`: unknown @-schedule")),
+        };
+    }
+    let n = body.split_whitespace().count();
+    if n != 5 {
+        return Err(format!(
+            "`{s}` has {n} fields; expected 5 (minute hour day-of-month month day-of-week)"
+        ));
+    }
+    for f in body.split_whitespace() {
+        if !f
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
+        {
+            return Err(format!("`{s}`: field `{f}` has characters cron does not use"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::parse_manifests;
+
+    fn errors(text: &str) -> String {
+        parse_manifests(text, "t.yaml")
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn backup_configuration_requires_retention_policy() {
+        let e = errors(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\nmetadata: {name: b}\n\
+             spec: {repository: {name: r}, target: {ref: {kind: AppBinding, name: db}}}\n",
+        );
+        assert!(e.contains("spec.retentionPolicy: required"), "{e}");
+    }
+
+    #[test]
+    fn retention_policy_needs_prune_stated() {
+        let e = errors(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\nmetadata: {name: b}\n\
+             spec: {repository: {name: r}, target: {ref: {kind: AppBinding, name: db}}, \
+             retentionPolicy: {name: k, keepLast: 3}, schedule: '* * *'}\n",
+        );
+        assert!(e.contains("spec.retentionPolicy.prune: required"), "{e}");
+        assert!(e.contains("spec.schedule"), "{e}");
+    }
+
+    #[test]
+    fn repository_requires_a_backend() {
+        let e = errors(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
+             spec: {backend: {storageSecretName: s}}\n",
+        );
+        assert!(e.contains("spec.backend: required"), "{e}");
+        let e = errors(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
+             spec: {backend: {storageSecretName: s, gcs: {bucket: b}}}\n",
+        );
+        assert!(e.contains("spec.backend.gcs: this backend is not supported"), "{e}");
+        let e = errors(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
+             spec: {backend: {storageSecretName: s, s3: {endpoint: 'http://x'}}}\n",
+        );
+        assert!(e.contains("spec.backend.s3.bucket: required"), "{e}");
+    }
+
+    #[test]
+    fn appbinding_needs_an_address_and_a_secret() {
+        let e = errors(
+            "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {name: a}\n\
+             spec: {clientConfig: {url: 'mysql://h:99999/'}}\n",
+        );
+        assert!(e.contains("spec.clientConfig.url"), "{e}");
+        assert!(e.contains("spec.secret.name: required"), "{e}");
+    }
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        let e = errors(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: Bad_Name}\nstringData: {a: b}\n",
+        );
+        assert!(e.contains("metadata.name: `Bad_Name` is not a valid name"), "{e}");
+    }
+
+    #[test]
+    fn cron_shapes() {
+        assert!(super::cron_shape("*/5 * * * *").is_ok());
+        assert!(super::cron_shape("@hourly").is_ok());
+        assert!(super::cron_shape("CRON_TZ=Europe/Paris 0 3 * * *").is_ok());
+        assert!(super::cron_shape("* * * *").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The bridge from coffer's [`ObjectStore`] to rustic_core's backend traits.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustic_core::{
+    BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
+};
+
+use crate::store::{ObjectStore, StoreError};
+
+/// restic's key for a repository file: `data/` is fanned out by the first two hex digits.
+pub(crate) fn key_for(tpe: FileType, id: &Id) -> String {
+    let hex = id.to_hex();
+    match tpe {
+        FileType::Config => "config".to_string(),
+        FileType::Pack => format!("data/{}/{}", &hex[..2], hex.as_str()),
+        other => format!("{}/{}", other.dirname(), hex.as_str()),
+    }
+}
+
+fn rustic_err(err: StoreError) -> Box<RusticError> {
+    RusticError::with_source(ErrorKind::Backend, "storage operation failed", err)
+}
+
+/// Serves rustic_core's reads and writes from one [`ObjectStore`].
+#[derive(Clone)]
+pub struct StoreBackend {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl StoreBackend {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+}
+
+impl ReadBackend for StoreBackend {
+    fn location(&self) -> String {
+        self.store.location()
+    }
+
+    fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        if tpe == FileType::Config {
+            return match self.store.read("config") {
+                Ok(b) => Ok(vec![(Id::default(), b.len() as u32)]),
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                Err(e) => Err(rustic_err(e)),
+            };
+        }
+        let files = self.store.list(tpe.dirname()).map_err(rustic_err)?;
+        Ok(files
+            .into_iter()
+            .filter_map(|(key, size)| {
+                let name = key.rsplit('/').next()?;
+                let id: Id = name.parse().ok()?;
+                Some((id, u32::try_from(size).unwrap_or(u32::MAX)))
+            })
+            .collect())
+    }
+
+    fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
+        self.store.read(&key_for(tpe, id)).map_err(rustic_err)
+    }
+
+    fn read_partial(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        _cacheable: bool,
+        offset: u32,
+        length: u32,
+    ) -> RusticResult<Bytes> {
+        self.store
+            .read_range(&key_for(tpe, id), offset.into(), length.into())
+            .map_err(rustic_err)
+    }
+
+    fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
+        key_for(tpe, id)
+    }
+}
+
+impl WriteBackend for StoreBackend {
+    fn create(&self) -> RusticResult<()> {
+        self.store.create().map_err(rustic_err)
+    }
+
+    fn write_bytes(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        _cacheable: bool,
+        content: BytesList,
+    ) -> RusticResult<()> {
+        self.store
+            .write(&key_for(tpe, id), content.slice())
+            .map_err(rustic_err)
+    }
+
+    fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
+        self.store.delete(&key_for(tpe, id)).map_err(rustic_err)
+    }
+}

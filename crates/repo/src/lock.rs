@@ -1,0 +1,385 @@
+//! Repository locks in restic's own format (`locks/<id>`, encrypted JSON), so that coffer and
+//! restic see each other's work: coffer refuses to write while restic holds a conflicting lock and
+//! restic refuses to prune while coffer writes.
+
+use std::{
+    sync::{Arc, Condvar, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use aes256ctr_poly1305aes::{
+    aead::AeadInPlace,
+    Aes256CtrPoly1305Aes,
+};
+use bytes::Bytes;
+use rand::RngCore;
+use rustic_core::{jiff::Timestamp, repofile::MasterKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{ObjectStore, StoreError};
+
+/// restic considers a lock stale when it has not been refreshed for this long.
+const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// restic refreshes its locks every five minutes; so do we.
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// The JSON body of a restic lock file. Unknown fields are ignored by restic, so `program` lets
+/// coffer recognise its own locks without confusing anyone else.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockInfo {
+    pub time: String,
+    pub exclusive: bool,
+    pub hostname: String,
+    #[serde(default)]
+    pub username: String,
+    pub pid: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uid: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl LockInfo {
+    fn age(&self) -> Option<Duration> {
+        let t: Timestamp = self.time.parse().ok()?;
+        let secs = Timestamp::now().as_second() - t.as_second();
+        Some(Duration::from_secs(secs.max(0) as u64))
+    }
+
+    /// restic's rule: older than 30 minutes, or on this host with its process gone.
+    pub fn is_stale(&self) -> bool {
+        if self.age().is_none_or(|a| a > STALE_AFTER) {
+            return true;
+        }
+        self.hostname == hostname() && !process_alive(self.pid)
+    }
+
+    pub fn is_coffers(&self) -> bool {
+        self.program.as_deref() == Some("coffer")
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock held by {}{} on host {} (pid {}) since {}",
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
+            if self.is_coffers() { "coffer" } else { "restic" },
+            if self.username.is_empty() {
+                String::new()
+            } else {
+                format!(" as user {}", self.username)
+            },
+            self.hostname,
+            self.pid,
+            self.time
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "repository {location} is locked: {holder}. Another backup, restore, prune or restic \
+         command is using it; wait for it to finish, or if that process is gone run \
+         `coffer unlock` for this repository"
+    )]
+    Locked { location: String, holder: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot encrypt or decrypt lock file {0}: wrong repository key or corrupt file")]
+    Crypto(String),
+}
+
+/// Encrypts and decrypts restic "unpacked" files (lock files) with the repository's master key.
+#[derive(Clone)]
+pub struct LockCipher {
+    key: [u8; 64],
+}
+
+impl LockCipher {
+    pub fn new(master: &MasterKey) -> Self {
+        let mut key = [0u8; 64];
+        key[..32].copy_from_slice(&master.encrypt);
+        key[32..48].copy_from_slice(&master.mac.k);
+        key[48..].copy_from_slice(&master.mac.r);
+        Self { key }
+    }
+
+    fn cipher(&self) -> Aes256CtrPoly1305Aes {
+        Aes256CtrPoly1305Aes::new((&self.key).into())
+    }
+
+    pub fn encrypt(&self, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 16];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut out = Vec::with_capacity(plain.len() + 32);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .cipher()
+            .encrypt_in_place_detached((&nonce).into(), &[], &mut out[16..])
+            .expect("AES-CTR encryption cannot fail");
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    pub fn decrypt(&self, data: &[u8]) -> Option<Vec<u8>> {
+        if data.len() < 32 {
+            return None;
+        }
+        let (nonce, rest) = data.split_at(16);
+        let (body, tag) = rest.split_at(rest.len() - 16);
+        let mut plain = body.to_vec();
+        self.cipher()
+            .decrypt_in_place_detached(nonce.into(), &[], &mut plain, tag.into())
+            .ok()?;
+        // Repository format v2 may compress unpacked files: a leading 2 means zstd follows.
+        if plain.first() == Some(&2) {
+            return zstd::decode_all(&plain[1..]).ok();
+        }
+        Some(plain)
+    }
+}
+
+/// A lock this process holds; refreshed in the background and removed on drop.
+pub struct RepoLock {
+    shared: Arc<Shared>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    cipher: LockCipher,
+    exclusive: bool,
+    current: Mutex<String>,
+    stop: (Mutex<bool>, Condvar),
+}
+
+impl std::fmt::Debug for RepoLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoLock")
+            .field("key", &*self.shared.current.lock().unwrap())
+            .finish()
+    }
+}
+
+fn write_lock(
+    store: &dyn ObjectStore,
+    cipher: &LockCipher,
+    exclusive: bool,
+) -> Result<String, LockError> {
+    let info = LockInfo {
+        time: Timestamp::now().to_string(),
+        exclusive,
+        hostname: hostname(),
+        username: username(),
+        pid: i64::from(std::process::id()),
+        uid: unsafe { libc::getuid() },
+        gid: unsafe { libc::getgid() },
+        program: Some("coffer".into()),
+    };
+    let body = cipher.encrypt(&serde_json::to_vec(&info).expect("lock serialises"));
+    let id = hex(&Sha256::digest(&body));
+    let key = format!("locks/{id}");
+    store.write(&key, &[Bytes::from(body)])?;
+    Ok(key)
+}
+
+impl RepoLock {
+    /// Takes a lock like restic does: write ours, then look for conflicting live locks and back
+    /// off if there is one. Stale locks left by a crashed coffer on this host are removed.
+    pub fn acquire(
+        store: Arc<dyn ObjectStore>,
+        cipher: LockCipher,
+        exclusive: bool,
+    ) -> Result<RepoLock, LockError> {
+        let ours = write_lock(store.as_ref(), &cipher, exclusive)?;
+        let conflict = (|| -> Result<Option<LockInfo>, LockError> {
+            for (key, info) in list_locks(store.as_ref(), &cipher)? {
+                if key == ours {
+                    continue;
+                }
+                let Some(info) = info else {
+                    // A lock we cannot read (another key, or corrupt) cannot be judged: restic
+                    // treats it as held.
+                    return Ok(Some(LockInfo {
+                        time: "unknown".into(),
+                        exclusive: true,
+                        hostname: "unknown".into(),
+                        username: String::new(),
+                        pid: 0,
+                        uid: 0,
+                        gid: 0,
+                        program: None,
+                    }));
+                };
+                if info.is_stale() {
+                    if info.is_coffers() && info.hostname == hostname() {
+                        tracing::info!(lock = %key, "removing stale lock left by a crashed coffer process (pid {})", info.pid);
+                        store.delete(&key)?;
+                    }
+                    continue;
+                }
+                if exclusive || info.exclusive {
+                    return Ok(Some(info));
+                }
+            }
+            Ok(None)
+        })();
+        match conflict {
+            Ok(None) => {}
+            Ok(Some(info)) => {
+                let _ = store.delete(&ours);
+                return Err(LockError::Locked {
+                    location: store.location(),
+                    holder: info.describe(),
+                });
+            }
+            Err(e) => {
+                let _ = store.delete(&ours);
+                return Err(e);
+            }
+        }
+        let shared = Arc::new(Shared {
+            store,
+            cipher,
+            exclusive,
+            current: Mutex::new(ours),
+            stop: (Mutex::new(false), Condvar::new()),
+        });
+        let s = shared.clone();
+        let refresher = std::thread::Builder::new()
+            .name("coffer-lock-refresh".into())
+            .spawn(move || refresh_loop(&s))
+            .ok();
+        Ok(RepoLock { shared, refresher })
+    }
+
+    pub fn key(&self) -> String {
+        self.shared.current.lock().unwrap().clone()
+    }
+}
+
+fn refresh_loop(s: &Shared) {
+    let (stopped, cv) = &s.stop;
+    let mut guard = stopped.lock().unwrap();
+    loop {
+        let (g, _) = cv.wait_timeout(guard, REFRESH_EVERY).unwrap();
+        guard = g;
+        if *guard {
+            return;
+        }
+        match write_lock(s.store.as_ref(), &s.cipher, s.exclusive) {
+            Ok(new) => {
+                let old = std::mem::replace(&mut *s.current.lock().unwrap(), new);
+                let _ = s.store.delete(&old);
+            }
+            Err(e) => tracing::warn!("cannot refresh the repository lock: {e}"),
+        }
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        *self.shared.stop.0.lock().unwrap() = true;
+        self.shared.stop.1.notify_all();
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let key = self.shared.current.lock().unwrap().clone();
+        if let Err(e) = self.shared.store.delete(&key) {
+            tracing::warn!("cannot remove the repository lock {key}: {e}");
+        }
+    }
+}
+
+/// Every lock file with its decoded body (None when it cannot be decrypted).
+pub fn list_locks(
+    store: &dyn ObjectStore,
+    cipher: &LockCipher,
+) -> Result<Vec<(String, Option<LockInfo>)>, LockError> {
+    let mut out = Vec::new();
+    for (key, _) in store.list("locks")? {
+        let data = match store.read(&key) {
+            Ok(d) => d,
+            // Removed between list and read: its holder finished.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let info = cipher
+            .decrypt(&data)
+            .and_then(|p| serde_json::from_slice(&p).ok());
+        out.push((key, info));
+    }
+    Ok(out)
+}
+
+/// Removes locks: only stale ones, or every lock with `all` (as `restic unlock --remove-all`).
+/// Returns the removed locks' descriptions.
+pub fn unlock(
+    store: &dyn ObjectStore,
+    cipher: &LockCipher,
+    all: bool,
+) -> Result<Vec<String>, LockError> {
+    let mut removed = Vec::new();
+    for (key, info) in list_locks(store, cipher)? {
+        let stale = info.as_ref().is_some_and(LockInfo::is_stale);
+        if all || stale {
+            store.delete(&key)?;
+            removed.push(match info {
+                Some(i) => i.describe(),
+                None => format!("unreadable lock {key}"),
+            });
+        }
+    }
+    Ok(removed)
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn username() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            if unsafe { libc::getuid() } == 0 {
+                "root".into()
+            } else {
+                unsafe { libc::getuid() }.to_string()
+            }
+        })
+}
+
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

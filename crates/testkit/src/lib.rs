@@ -1,0 +1,122 @@
+//! Test harness for coffer's integration tests.
+//!
+//! Everything here starts *real* servers — MariaDB, Garage (S3) and the Prometheus
+//! Pushgateway — bound to `127.0.0.1` on free ports, each in its own temporary
+//! directory, and stops them and removes the directory on `Drop`. Nothing reads or
+//! writes `/etc/mysql`, the default MariaDB socket or any system service.
+//!
+//! Children are started in their own process group and with `PR_SET_PDEATHSIG =
+//! SIGKILL` (tied to a dedicated long-lived spawner thread), so they die with the test
+//! process even when it is killed or aborts without running destructors.
+//!
+//! * [`MariaDb`] — a throwaway MariaDB server (optionally with TLS).
+//! * [`Garage`] — a single-node Garage S3 server with a default bucket and key.
+//! * [`Pushgateway`] — a Prometheus Pushgateway.
+//! * [`fidelity`] — a schema that exercises everything a faithful backup must keep.
+//! * [`verify`] — checksums and definitions to compare a source and a restored server.
+
+mod garage;
+mod http;
+mod mariadb;
+mod process;
+mod pushgateway;
+mod tls;
+
+pub mod fidelity;
+pub mod verify;
+
+pub use garage::{garage_binary, Garage};
+pub use mariadb::{MariaDb, MariaDbOptions};
+pub use pushgateway::Pushgateway;
+pub use tls::TlsMaterial;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// Binds `127.0.0.1:0`, reads the port the kernel chose and releases it. A port is
+/// never returned twice in one process, so several servers started by one test binary
+/// do not race for the same port. (Another process can still take the port before the
+/// caller binds it; the servers report that clearly as "address in use".)
+pub fn free_port() -> u16 {
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed_out = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..1000 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .expect("free_port: cannot bind 127.0.0.1:0 — is the loopback interface up?");
+        let port = listener
+            .local_addr()
+            .expect("free_port: local_addr of a bound listener")
+            .port();
+        drop(listener);
+        let mut set = handed_out.lock().unwrap_or_else(|e| e.into_inner());
+        if set.insert(port) {
+            return port;
+        }
+    }
+    panic!("free_port: the kernel kept returning ports this process already handed out");
+}
+
+/// `n` random bytes from the kernel, hex-encoded (`2n` lowercase hex characters).
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("cannot read /dev/urandom");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last `lines` lines of a (log) file, reading at most its last 256 KiB.
+/// Never fails: a missing or unreadable file yields a one-line explanation instead.
+pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
+    use std::io::{Seek, SeekFrom};
+    const MAX: u64 = 256 * 1024;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return format!("<cannot open {}: {e}>", path.display()),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX {
+        let _ = file.seek(SeekFrom::Start(len - MAX));
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = file.read_to_end(&mut bytes) {
+        return format!("<cannot read {}: {e}>", path.display());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..].join("\n")
+}
+
+/// Finds an executable: the environment variable `env` if set (an explicit path),
+/// else the first of `names` found on `PATH`, else the first existing `fallbacks`.
+pub(crate) fn find_executable(env: &str, names: &[&str], fallbacks: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in names {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+    fallbacks
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| is_executable(p))
+}
+
+pub(crate) fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything coffer's quickstart and test suite need on Debian 12:
+# MariaDB (server, client, mariabackup, Galera 4 + garbd), restic, the Prometheus
+# Pushgateway, sysbench, and Garage (an S3-compatible server, built once with cargo and
+# reused wherever it is already installed). Idempotent; safe to re-run.
+set -euo pipefail
+
+need_apt=()
+for pair in mariadbd:mariadb-server mariadb:mariadb-client mariabackup:mariadb-backup \
+            garbd:galera-arbitrator-4 restic:restic prometheus-pushgateway:prometheus-pushgateway \
+            sysbench:sysbench socat:socat; do
+  bin=${pair%%:*}; pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
+done
+[ -e /usr/lib/galera/libgalera_smm.so ] || need_apt+=(galera-4)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt packages: ${need_apt[*]}"
+  # Our harness starts its own servers on loopback ports; keep the packages' own
+  # services from starting (and from holding 3306 or 9091).
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+# Garage: not packaged for Debian, so build it once with cargo. The binary is kept in
+# cargo's bin directory and reused by every later run on this machine.
+GARAGE_VERSION=2.5.0
+garage_bin=${CARGO_HOME:-$HOME/.cargo}/bin/garage
+if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; }; then
+  echo "install-deps: building garage $GARAGE_VERSION (once per machine; 10-25 min on 2 cores)"
+  cargo install "garage@$GARAGE_VERSION" --locked --quiet
+fi
+echo "install-deps: ok"
