@@ -4,15 +4,19 @@
 # Pushgateway, sysbench, and Garage (an S3-compatible server, built once with cargo and
 # reused wherever it is already installed). Idempotent; safe to re-run.
 set -euo pipefail
+# --database-only: just the MariaDB server and clients (what the quickstart needs).
+only_db=false
+[ "${1:-}" = "--database-only" ] && only_db=true
 
 need_apt=()
-for pair in mariadbd:mariadb-server mariadb:mariadb-client mariabackup:mariadb-backup \
-            garbd:galera-arbitrator-4 restic:restic prometheus-pushgateway:prometheus-pushgateway \
-            sysbench:sysbench socat:socat; do
+pairs="mariadbd:mariadb-server mariadb:mariadb-client"
+$only_db || pairs="$pairs mariabackup:mariadb-backup garbd:galera-arbitrator-4 restic:restic \
+  prometheus-pushgateway:prometheus-pushgateway sysbench:sysbench socat:socat"
+for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done
-[ -e /usr/lib/galera/libgalera_smm.so ] || need_apt+=(galera-4)
+$only_db || [ -e /usr/lib/galera/libgalera_smm.so ] || need_apt+=(galera-4)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt packages: ${need_apt[*]}"
@@ -25,6 +29,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
+
+if $only_db; then echo "install-deps: ok"; exit 0; fi
 
 # Garage: not packaged for Debian, so build it once with cargo. The binary is kept in
 # cargo's bin directory and reused by every later run on this machine.

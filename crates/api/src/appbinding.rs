@@ -98,10 +98,9 @@ impl AppBindingSpec {
                 return Err("spec.clientConfig.service.name is empty".into());
             }
             let port = svc.port.unwrap_or(3306);
-            let port = u16::try_from(port)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("spec.clientConfig.service.port {port} is not a TCP port"))?;
+            let port = u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                format!("spec.clientConfig.service.port {port} is not a TCP port")
+            })?;
             return Ok(Endpoint {
                 host: svc.name.clone(),
                 port,
@@ -180,13 +179,26 @@ mod tests {
             host: h.into(),
             port: p,
         };
-        assert_eq!(parse_url("mysql://127.0.0.1:3307/").unwrap(), e("127.0.0.1", 3307));
-        assert_eq!(parse_url("tcp(db.example:3310)/").unwrap(), e("db.example", 3310));
-        assert_eq!(parse_url("root@tcp(db:3310)/mysql?tls=true").unwrap(), e("db", 3310));
+        assert_eq!(
+            parse_url("mysql://127.0.0.1:3307/").unwrap(),
+            e("127.0.0.1", 3307)
+        );
+        assert_eq!(
+            parse_url("tcp(db.example:3310)/").unwrap(),
+            e("db.example", 3310)
+        );
+        assert_eq!(
+            parse_url("root@tcp(db:3310)/mysql?tls=true").unwrap(),
+            e("db", 3310)
+        );
         assert_eq!(parse_url("mysql://db/").unwrap(), e("db", 3306));
         assert_eq!(parse_url("mysql://u@[::1]:3400/x").unwrap(), e("::1", 3400));
-        assert!(parse_url("mysql://db:notaport/").unwrap_err().contains("invalid port"));
-        assert!(parse_url("http://db:1/").unwrap_err().contains("unsupported scheme"));
+        assert!(parse_url("mysql://db:notaport/")
+            .unwrap_err()
+            .contains("invalid port"));
+        assert!(parse_url("http://db:1/")
+            .unwrap_err()
+            .contains("unsupported scheme"));
         assert!(parse_url("tcp(db:1/").unwrap_err().contains("closing"));
     }
 }

@@ -4,8 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{Condition, Handler, ObjectRef, TargetRef, TaskRef};
 
-pub type BackupConfiguration =
-    crate::Object<BackupConfigurationSpec, BackupConfigurationStatus>;
+pub type BackupConfiguration = crate::Object<BackupConfigurationSpec, BackupConfigurationStatus>;
 pub type BackupSession = crate::Object<BackupSessionSpec, BackupSessionStatus>;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

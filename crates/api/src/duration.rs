@@ -36,7 +36,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(format!("`{s}` has an unknown unit `{unit}` (use ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "`{s}` has an unknown unit `{unit}` (use ms, s, m or h)"
+                ))
+            }
         };
         total += value * scale;
     }

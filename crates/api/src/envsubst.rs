@@ -59,7 +59,10 @@ mod tests {
         v.insert("EMPTY".to_string(), String::new());
         let s = |t: &str| substitute(t, &v).unwrap();
         assert_eq!(s("--a=${A}"), "--a=x");
-        assert_eq!(s("--args=${args:=--all-databases}"), "--args=--all-databases");
+        assert_eq!(
+            s("--args=${args:=--all-databases}"),
+            "--args=--all-databases"
+        );
         assert_eq!(s("${EMPTY:=d}"), "d");
         assert_eq!(s("${EMPTY=d}"), "");
         assert_eq!(s("${MISSING=d}"), "d");

@@ -186,7 +186,10 @@ pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Resource>, Vec<Ma
                 errors.push(err(
                     document,
                     None,
-                    vec![Problem::new("", format!("cannot be read as an object: {e}"))],
+                    vec![Problem::new(
+                        "",
+                        format!("cannot be read as an object: {e}"),
+                    )],
                 ));
                 continue;
             }
@@ -331,7 +334,10 @@ spec:
         let Resource::BackupConfiguration(bc) = &rs[2] else {
             panic!()
         };
-        assert_eq!(bc.spec.retention_policy.as_ref().unwrap().keep_last, Some(5));
+        assert_eq!(
+            bc.spec.retention_policy.as_ref().unwrap().keep_last,
+            Some(5)
+        );
     }
 
     #[test]
@@ -345,7 +351,10 @@ spec:
         )
         .unwrap_err();
         let msg = e[0].to_string();
-        assert!(msg.contains("f.yaml (document 1), Repository/default/x: apiVersion"), "{msg}");
+        assert!(
+            msg.contains("f.yaml (document 1), Repository/default/x: apiVersion"),
+            "{msg}"
+        );
         assert!(msg.contains("stash.appscode.com/v1alpha1"), "{msg}");
     }
 
@@ -378,6 +387,10 @@ spec:
         let text = GOOD.replace("storageSecretName: repo-secret", "");
         let e = parse_manifests(&text, "f.yaml").unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(e[0].to_string().contains("spec.backend.storageSecretName"), "{}", e[0]);
+        assert!(
+            e[0].to_string().contains("spec.backend.storageSecretName"),
+            "{}",
+            e[0]
+        );
     }
 }

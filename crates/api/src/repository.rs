@@ -117,7 +117,11 @@ pub struct S3Spec {
     pub prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "insecureTLS")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "insecureTLS"
+    )]
     pub insecure_tls: Option<bool>,
 }
 
@@ -144,4 +148,3 @@ pub struct RepositoryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_size_bytes: Option<u64>,
 }
-

@@ -133,4 +133,3 @@ impl RestoreSessionSpec {
         self.target.as_ref().map(|t| &t.ref_)
     }
 }
-

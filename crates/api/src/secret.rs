@@ -69,8 +69,7 @@ impl Secret {
 
     /// The decoded value of a key as UTF-8 text.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.get_bytes(key)
-            .and_then(|b| String::from_utf8(b).ok())
+        self.get_bytes(key).and_then(|b| String::from_utf8(b).ok())
     }
 
     /// A copy safe to print: every value replaced by its length.

@@ -150,10 +150,7 @@ fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
         [_] => {}
         many => p.push(Problem::new(
             "spec.backend",
-            format!(
-                "exactly one backend may be set, found {}",
-                many.join(", ")
-            ),
+            format!("exactly one backend may be set, found {}", many.join(", ")),
         )),
     }
     for k in &kinds {
@@ -368,7 +365,10 @@ fn backup_configuration(
     if let Some(rc) = &s.retry_config {
         duration_field("spec.retryConfig.delay", &rc.delay, p);
         if rc.max_retry.is_some_and(|m| m < 0) {
-            p.push(Problem::new("spec.retryConfig.maxRetry", "must not be negative"));
+            p.push(Problem::new(
+                "spec.retryConfig.maxRetry",
+                "must not be negative",
+            ));
         }
     }
     if s.backup_history_limit.is_some_and(|l| l < 0) {
@@ -453,7 +453,9 @@ pub fn cron_shape(s: &str) -> Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
         {
-            return Err(format!("`{s}`: field `{f}` has characters cron does not use"));
+            return Err(format!(
+                "`{s}`: field `{f}` has characters cron does not use"
+            ));
         }
     }
     Ok(())
@@ -503,7 +505,10 @@ mod tests {
             "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
              spec: {backend: {storageSecretName: s, gcs: {bucket: b}}}\n",
         );
-        assert!(e.contains("spec.backend.gcs: this backend is not supported"), "{e}");
+        assert!(
+            e.contains("spec.backend.gcs: this backend is not supported"),
+            "{e}"
+        );
         let e = errors(
             "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
              spec: {backend: {storageSecretName: s, s3: {endpoint: 'http://x'}}}\n",
@@ -526,7 +531,10 @@ mod tests {
         let e = errors(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: Bad_Name}\nstringData: {a: b}\n",
         );
-        assert!(e.contains("metadata.name: `Bad_Name` is not a valid name"), "{e}");
+        assert!(
+            e.contains("metadata.name: `Bad_Name` is not a valid name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,10 +8,7 @@ use std::{
     time::Duration,
 };
 
-use aes256ctr_poly1305aes::{
-    aead::AeadInPlace,
-    Aes256CtrPoly1305Aes,
-};
+use aes256ctr_poly1305aes::{aead::AeadInPlace, Aes256CtrPoly1305Aes};
 use bytes::Bytes;
 use rand::RngCore;
 use rustic_core::{jiff::Timestamp, repofile::MasterKey};
@@ -74,7 +71,11 @@ impl LockInfo {
             } else {
                 "a shared"
             },
-            if self.is_coffers() { "coffer" } else { "restic" },
+            if self.is_coffers() {
+                "coffer"
+            } else {
+                "restic"
+            },
             if self.username.is_empty() {
                 String::new()
             } else {

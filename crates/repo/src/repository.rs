@@ -172,6 +172,7 @@ fn raw(store: &Arc<dyn ObjectStore>) -> RepoResult<Repository<()>> {
 }
 
 /// Picks the message of the deepest cause worth showing from a rustic error.
+#[allow(clippy::boxed_local)] // rustic_core hands its errors out boxed
 fn op_err(store: &Arc<dyn ObjectStore>, e: Box<RusticError>) -> RepoError {
     // A storage failure carries our own StoreError: surface it unchanged.
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&*e);
@@ -207,17 +208,15 @@ impl Repo {
                 location: store.location(),
             });
         }
-        let open = r
-            .open(&Credentials::password(password))
-            .map_err(|e| {
-                if e.is_incorrect_password() {
-                    RepoError::WrongPassword {
-                        location: store.location(),
-                    }
-                } else {
-                    op_err(&store, e)
+        let open = r.open(&Credentials::password(password)).map_err(|e| {
+            if e.is_incorrect_password() {
+                RepoError::WrongPassword {
+                    location: store.location(),
                 }
-            })?;
+            } else {
+                op_err(&store, e)
+            }
+        })?;
         Ok(Repo {
             key: open.key(),
             store,
@@ -298,10 +297,7 @@ impl Repo {
     /// reader has reached its end without error: a reader that fails (for example because the
     /// dump behind it failed) leaves no snapshot behind.
     pub fn backup(&self, files: Vec<SourceFile>, meta: &SnapshotMeta) -> RepoResult<SnapshotInfo> {
-        let repo = self
-            .opened()?
-            .to_indexed_ids()
-            .map_err(|e| self.err(e))?;
+        let repo = self.opened()?.to_indexed_ids().map_err(|e| self.err(e))?;
         let mut sopts = SnapshotOptions::default().host(meta.host.clone());
         for t in &meta.tags {
             // restic's StringList splits on commas; one tag per call keeps them whole.
@@ -328,7 +324,7 @@ impl Repo {
             .opened()?
             .get_all_snapshots()
             .map_err(|e| self.err(e))?;
-        snaps.sort_unstable_by(|a, b| b.time.timestamp().cmp(&a.time.timestamp()));
+        snaps.sort_unstable_by_key(|s| std::cmp::Reverse(s.time.timestamp()));
         Ok(snaps.iter().map(SnapshotInfo::from_file).collect())
     }
 
@@ -384,16 +380,18 @@ impl Repo {
             .get_snapshot_from_str(snapshot_id, |_| true)
             .map_err(|e| self.err(e))?;
         let rel = path.trim_start_matches('/');
-        let node = repo
-            .node_from_snapshot_and_path(&snap, rel)
-            .map_err(|_| RepoError::NoSuchFile {
-                location: self.location(),
-                snapshot: snapshot_id.chars().take(8).collect(),
-                path: path.to_string(),
-            })?;
+        let node =
+            repo.node_from_snapshot_and_path(&snap, rel)
+                .map_err(|_| RepoError::NoSuchFile {
+                    location: self.location(),
+                    snapshot: snapshot_id.chars().take(8).collect(),
+                    path: path.to_string(),
+                })?;
         let mut counting = CountingWriter { inner: w, n: 0 };
         repo.dump(&node, &mut counting).map_err(|e| self.err(e))?;
-        counting.flush().map_err(|e| RepoError::Source(e.to_string()))?;
+        counting
+            .flush()
+            .map_err(|e| RepoError::Source(e.to_string()))?;
         Ok(counting.n)
     }
 

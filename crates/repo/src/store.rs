@@ -148,8 +148,7 @@ impl ObjectStore for LocalStore {
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| self.io("seek in", &p, e))?;
         let mut buf = vec![0; len as usize];
-        f.read_exact(&mut buf)
-            .map_err(|e| self.io("read", &p, e))?;
+        f.read_exact(&mut buf).map_err(|e| self.io("read", &p, e))?;
         Ok(buf.into())
     }
 
@@ -437,7 +436,7 @@ impl ObjectStore for S3Store {
 
     fn write(&self, key: &str, parts: &[Bytes]) -> StoreResult<()> {
         let _guard = runtime().enter();
-        let buf: opendal::Buffer = parts.to_vec().into_iter().collect();
+        let buf: opendal::Buffer = parts.iter().cloned().collect();
         self.op
             .write(key, buf)
             .map(|_| ())

@@ -33,7 +33,8 @@ pub fn garage_binary() -> Option<PathBuf> {
 /// A single-node Garage server (`server --single-node --default-bucket`, sqlite
 /// metadata) with its S3 API, RPC and admin API on free ports of 127.0.0.1, region
 /// `"garage"`, one bucket ([`bucket`](Self::bucket)) and one key with read/write/owner
-/// access to it. Killed and its directory removed on `Drop`.
+/// access to it. Stopped (SIGTERM, SIGKILL after 10 s) and its directory removed on
+/// `Drop`.
 pub struct Garage {
     child: Option<Child>,
     bin: PathBuf,
@@ -97,6 +98,7 @@ admin_token = "{admin_token}"
             .env("GARAGE_DEFAULT_ACCESS_KEY", &access_key)
             .env("GARAGE_DEFAULT_SECRET_KEY", &secret_key)
             .env("GARAGE_DEFAULT_BUCKET", DEFAULT_BUCKET)
+            .env("NO_COLOR", "1")
             .env(
                 "RUST_LOG",
                 std::env::var("COFFER_GARAGE_LOG").unwrap_or_else(|_| "garage=info".into()),
@@ -208,6 +210,11 @@ admin_token = "{admin_token}"
         crate::file_tail(&self.log, 40)
     }
 
+    /// Process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stops the server (SIGTERM, SIGKILL after 10 s). No-op when stopped.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -220,17 +227,26 @@ admin_token = "{admin_token}"
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port));
         let auth = format!("Bearer {}", self.admin_token);
         let bucket_path = format!("/v2/GetBucketInfo?globalAlias={DEFAULT_BUCKET}");
+        let access_key = self.access_key.clone();
         let child = self.child.as_mut().expect("started");
         process::wait_until(child, "garage server", READY_TIMEOUT, || {
             // The S3 API answers (any HTTP status; anonymous requests are refused).
             http::request(s3, "GET", "/", &[], b"").context("S3 API")?;
             let health = http::request(admin, "GET", "/health", &[], b"").context("admin API")?;
             if health.status != 200 {
-                bail!("GET /health answered {}: {}", health.status, health.body.trim());
+                bail!(
+                    "GET /health answered {}: {}",
+                    health.status,
+                    health.body.trim()
+                );
             }
             let info = http::request(admin, "GET", &bucket_path, &[("Authorization", &auth)], b"")?;
-            if info.status != 200 {
-                bail!("default bucket not there yet ({}): {}", info.status, info.body.trim());
+            if info.status != 200 || !info.body.contains(access_key.as_str()) {
+                bail!(
+                    "default bucket/key not there yet ({}): {}",
+                    info.status,
+                    info.body.trim()
+                );
             }
             Ok(Some(()))
         })
@@ -240,12 +256,18 @@ admin_token = "{admin_token}"
 impl Drop for Garage {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- coffer-testkit: Garage log (tail) ---\n{}\n---", self.log_tail());
+            eprintln!(
+                "--- coffer-testkit: Garage log (tail) ---\n{}\n---",
+                self.log_tail()
+            );
         }
         self.stop();
         if crate::mariadb::keep_dirs() {
             if let Some(dir) = self.dir.take() {
-                eprintln!("coffer-testkit: kept Garage directory {}", dir.keep().display());
+                eprintln!(
+                    "coffer-testkit: kept Garage directory {}",
+                    dir.keep().display()
+                );
             }
         }
     }

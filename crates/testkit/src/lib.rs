@@ -14,6 +14,29 @@
 //! * [`Pushgateway`] — a Prometheus Pushgateway.
 //! * [`fidelity`] — a schema that exercises everything a faithful backup must keep.
 //! * [`verify`] — checksums and definitions to compare a source and a restored server.
+//!
+//! ```ignore
+//! use coffer_testkit::{fidelity, verify, MariaDb};
+//!
+//! let src = MariaDb::start()?;
+//! let mut conn = src.conn()?;
+//! fidelity::load(&mut conn, "shop")?;
+//! let before = verify::checksums_without_float_tables(&mut conn, &["shop"])?;
+//! // ... back up `src`, restore into `dst = MariaDb::start()?` ...
+//! let after = verify::checksums_without_float_tables(&mut dst.conn()?, &["shop"])?;
+//! assert!(verify::diff(&before, &after).is_none());
+//! ```
+//!
+//! Environment variables:
+//!
+//! | variable | effect |
+//! | --- | --- |
+//! | `COFFER_MARIADBD`, `COFFER_MARIADB_INSTALL_DB` | paths of `mariadbd` / `mariadb-install-db` (default: `PATH`, then `/usr/sbin`, `/usr/bin`) |
+//! | `COFFER_GARAGE` | path of `garage` (default: `~/.cargo/bin/garage`, then `PATH`) |
+//! | `COFFER_PUSHGATEWAY` | path of the Pushgateway (default: `prometheus-pushgateway` on `PATH`) |
+//! | `COFFER_GARAGE_LOG` | `RUST_LOG` for Garage servers (default `garage=info`) |
+//! | `COFFER_TESTKIT_KEEP=1` | keep every server's temporary directory (printed on drop) |
+//! | `COFFER_TESTKIT_NO_TEMPLATE=1` | run `mariadb-install-db` for every MariaDB instead of copying the cached pristine datadir |
 
 mod garage;
 mod http;
@@ -29,6 +52,9 @@ pub use garage::{garage_binary, Garage};
 pub use mariadb::{MariaDb, MariaDbOptions};
 pub use pushgateway::Pushgateway;
 pub use tls::TlsMaterial;
+
+/// The `mysql` crate this harness uses, for tests that need its types.
+pub use mysql;
 
 use std::collections::HashSet;
 use std::io::Read;

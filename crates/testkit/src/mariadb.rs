@@ -19,7 +19,10 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(180);
 const LOG_TAIL_LINES: usize = 40;
 /// Server settings that also shape the files mariadb-install-db creates.
-const SIZE_ARGS: [&str; 2] = ["--innodb-buffer-pool-size=64M", "--innodb-log-file-size=48M"];
+const SIZE_ARGS: [&str; 2] = [
+    "--innodb-buffer-pool-size=64M",
+    "--innodb-log-file-size=48M",
+];
 /// Bump when the template's contents change, so stale cached templates are not used.
 const TEMPLATE_FORMAT: u32 = 1;
 
@@ -80,6 +83,7 @@ impl MariaDb {
         let error_log = root.join("error.log");
         let pid_file = root.join("mysqld.pid");
         let defaults_file = root.join("client.cnf");
+        let tmpdir = root.join("tmp");
         if socket.as_os_str().len() > 100 {
             bail!(
                 "MariaDB socket path {} is too long for a Unix socket; set TMPDIR to a shorter directory",
@@ -93,6 +97,7 @@ impl MariaDb {
             None => install_db(&datadir, &root.join("install.log"))?,
         }
 
+        std::fs::create_dir_all(&tmpdir).with_context(|| format!("create {}", tmpdir.display()))?;
         let tls = if opts.tls {
             Some(TlsMaterial::generate(&root.join("tls"))?)
         } else {
@@ -108,6 +113,9 @@ impl MariaDb {
             format!("--bind-address={HOST}").into(),
             arg("--pid-file=", &pid_file),
             arg("--log-error=", &error_log),
+            // A private tmpdir: servers sharing /tmp can collide on temporary-table
+            // file names (seen with concurrent mariadb-install-db bootstraps).
+            arg("--tmpdir=", &tmpdir),
         ];
         if is_root() {
             args.push("--user=root".into());
@@ -145,7 +153,25 @@ impl MariaDb {
             tls,
             dir: Some(dir),
         };
-        db.spawn_and_wait()?;
+        // Another process may grab the port between free_port() and the server's
+        // bind(); pick a new one then (restart() keeps the port, as documented).
+        let mut attempts = 0;
+        while let Err(e) = db.spawn_and_wait() {
+            attempts += 1;
+            if attempts >= 3 || !db.log_tail().contains("Address already in use") {
+                return Err(e);
+            }
+            db.port = crate::free_port();
+            let port_arg = OsString::from(format!("--port={}", db.port));
+            for a in db
+                .args
+                .iter_mut()
+                .filter(|a| a.to_string_lossy().starts_with("--port="))
+            {
+                *a = port_arg.clone();
+            }
+            let _ = std::fs::remove_file(&db.error_log);
+        }
         db.secure_accounts()
             .map_err(|e| db.failure(e.context("set up root accounts")))?;
         db.write_defaults_file()?;
@@ -167,6 +193,15 @@ impl MariaDb {
     /// Password of `root@localhost` and `root@'%'`.
     pub fn root_password(&self) -> &str {
         &self.password
+    }
+
+    /// Makes [`conn`](Self::conn), [`opts`](Self::opts) and the
+    /// [`defaults_file`](Self::defaults_file) use another root password, without
+    /// touching the server: for after a restore that brought another server's `mysql`
+    /// schema (and so its root password) into this one.
+    pub fn use_root_password(&mut self, password: &str) -> Result<()> {
+        self.password = password.to_string();
+        self.write_defaults_file()
     }
 
     /// `"mysql://127.0.0.1:PORT/"` (no credentials).
@@ -388,7 +423,10 @@ impl Drop for MariaDb {
         self.stop();
         if keep_dirs() {
             if let Some(dir) = self.dir.take() {
-                eprintln!("coffer-testkit: kept MariaDB directory {}", dir.keep().display());
+                eprintln!(
+                    "coffer-testkit: kept MariaDB directory {}",
+                    dir.keep().display()
+                );
             }
         }
     }
@@ -475,7 +513,11 @@ fn mariadbd() -> Result<PathBuf> {
     crate::find_executable(
         "COFFER_MARIADBD",
         &["mariadbd", "mysqld"],
-        &["/usr/sbin/mariadbd", "/usr/local/sbin/mariadbd", "/usr/sbin/mysqld"],
+        &[
+            "/usr/sbin/mariadbd",
+            "/usr/local/sbin/mariadbd",
+            "/usr/sbin/mysqld",
+        ],
     )
     .ok_or_else(|| anyhow!("mariadbd not found (PATH, /usr/sbin; or set COFFER_MARIADBD)"))
 }
@@ -484,7 +526,10 @@ fn install_db_binary() -> Result<PathBuf> {
     crate::find_executable(
         "COFFER_MARIADB_INSTALL_DB",
         &["mariadb-install-db", "mysql_install_db"],
-        &["/usr/bin/mariadb-install-db", "/usr/local/bin/mariadb-install-db"],
+        &[
+            "/usr/bin/mariadb-install-db",
+            "/usr/local/bin/mariadb-install-db",
+        ],
     )
     .ok_or_else(|| anyhow!("mariadb-install-db not found (or set COFFER_MARIADB_INSTALL_DB)"))
 }
@@ -515,16 +560,25 @@ fn probe_handshake(port: u16) -> Result<Option<()>> {
     }
 }
 
-/// Runs mariadb-install-db into `datadir` (which must not exist yet).
+/// Runs mariadb-install-db into `datadir` (which must not exist yet), with a private
+/// tmpdir next to it: concurrent bootstraps sharing /tmp fail now and then with
+/// "Unknown table 'mysql.tmp_user_sys'" (their temporary tables collide).
 fn install_db(datadir: &Path, log: &Path) -> Result<()> {
     let bin = install_db_binary()?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let tmpdir = datadir
+        .parent()
+        .ok_or_else(|| anyhow!("datadir {} has no parent", datadir.display()))?
+        .join("tmp");
+    std::fs::create_dir_all(&tmpdir).with_context(|| format!("create {}", tmpdir.display()))?;
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
     let mut cmd = Command::new(&bin);
     cmd.arg("--no-defaults")
         .arg(arg("--datadir=", datadir))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db")
         .arg("--skip-name-resolve")
+        .arg(arg("--tmpdir=", &tmpdir))
         .args(SIZE_ARGS);
     if is_root() {
         cmd.arg("--user=root");
@@ -564,8 +618,7 @@ fn install_db(datadir: &Path, log: &Path) -> Result<()> {
 /// the MariaDB binaries and the harness's install options). `None` when disabled
 /// with `COFFER_TESTKIT_NO_TEMPLATE=1`.
 fn pristine_datadir() -> Option<Result<&'static Path>> {
-    if std::env::var_os("COFFER_TESTKIT_NO_TEMPLATE").is_some_and(|v| !v.is_empty() && v != "0")
-    {
+    if std::env::var_os("COFFER_TESTKIT_NO_TEMPLATE").is_some_and(|v| !v.is_empty() && v != "0") {
         return None;
     }
     static TEMPLATE: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
@@ -589,7 +642,10 @@ fn build_template() -> Result<PathBuf> {
         .prefix(&format!(".coffer-testkit-mariadb-{key}-"))
         .tempdir_in(&tmp)
         .context("create a directory for the MariaDB template")?;
-    install_db(&build.path().join("data"), &build.path().join("install.log"))?;
+    install_db(
+        &build.path().join("data"),
+        &build.path().join("install.log"),
+    )?;
     std::fs::write(build.path().join("complete"), b"ok\n")?;
     if final_dir.exists() && !marker.exists() {
         // Left over from something other than this code (which renames atomically).

@@ -119,7 +119,9 @@ pub(crate) fn wait_until<T>(
             return Err(anyhow!("{what} exited during startup ({status})"));
         }
         if start.elapsed() > timeout {
-            let detail = last_err.map(|e| format!("; last error: {e:#}")).unwrap_or_default();
+            let detail = last_err
+                .map(|e| format!("; last error: {e:#}"))
+                .unwrap_or_default();
             return Err(anyhow!(
                 "{what} was not ready after {}s{detail}",
                 timeout.as_secs()

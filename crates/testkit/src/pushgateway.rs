@@ -59,7 +59,11 @@ impl Pushgateway {
         let ready = process::wait_until(child, "prometheus-pushgateway", READY_TIMEOUT, || {
             match http::request(addr, "GET", "/-/ready", &[], b"") {
                 Ok(r) if r.status == 200 => Ok(Some(())),
-                Ok(r) => Err(anyhow!("GET /-/ready answered {}: {}", r.status, r.body.trim())),
+                Ok(r) => Err(anyhow!(
+                    "GET /-/ready answered {}: {}",
+                    r.status,
+                    r.body.trim()
+                )),
                 Err(e) => Err(e),
             }
         });
@@ -82,11 +86,26 @@ impl Pushgateway {
         self.port
     }
 
+    /// The temporary directory holding the log.
+    pub fn dir(&self) -> &Path {
+        self.log.parent().expect("log has a parent")
+    }
+
+    /// Process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The body of `GET /metrics` (the Pushgateway's own metrics plus everything pushed).
     pub fn metrics_text(&self) -> Result<String> {
         let r = http::request(self.addr(), "GET", "/metrics", &[], b"")?;
         if r.status != 200 {
-            bail!("GET {}/metrics answered {}: {}", self.url(), r.status, r.body);
+            bail!(
+                "GET {}/metrics answered {}: {}",
+                self.url(),
+                r.status,
+                r.body
+            );
         }
         Ok(r.body)
     }
@@ -95,7 +114,12 @@ impl Pushgateway {
     pub fn wipe(&self) -> Result<()> {
         let r = http::request(self.addr(), "PUT", "/api/v1/admin/wipe", &[], b"")?;
         if !(200..300).contains(&r.status) {
-            bail!("PUT {}/api/v1/admin/wipe answered {}: {}", self.url(), r.status, r.body);
+            bail!(
+                "PUT {}/api/v1/admin/wipe answered {}: {}",
+                self.url(),
+                r.status,
+                r.body
+            );
         }
         Ok(())
     }
@@ -127,7 +151,10 @@ impl Drop for Pushgateway {
         self.stop();
         if crate::mariadb::keep_dirs() {
             if let Some(dir) = self.dir.take() {
-                eprintln!("coffer-testkit: kept Pushgateway directory {}", dir.keep().display());
+                eprintln!(
+                    "coffer-testkit: kept Pushgateway directory {}",
+                    dir.keep().display()
+                );
             }
         }
     }

@@ -170,7 +170,10 @@ fn show_create(conn: &mut Conn, sql: &str, statement_column: &str) -> Result<Str
     let mut text = statement;
     for (column, label) in CONTEXT {
         if let Some(value) = get(column) {
-            text.push_str(&format!("\n{label}={}", value.unwrap_or_else(|| "NULL".into())));
+            text.push_str(&format!(
+                "\n{label}={}",
+                value.unwrap_or_else(|| "NULL".into())
+            ));
         }
     }
     Ok(text)
@@ -216,9 +219,9 @@ pub fn diff<K: Ord + Debug, V: PartialEq + Debug>(
     for (k, v) in left {
         match right.get(k) {
             None => lines.push(format!("only in left:  {k:?}")),
-            Some(w) if w != v => {
-                lines.push(format!("differs:       {k:?}\n  left:  {v:?}\n  right: {w:?}"))
-            }
+            Some(w) if w != v => lines.push(format!(
+                "differs:       {k:?}\n  left:  {v:?}\n  right: {w:?}"
+            )),
             Some(_) => {}
         }
     }

@@ -1,0 +1,118 @@
+//! `coffer`: declarative backup and restore for the MySQL family.
+
+mod commands;
+mod home;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coffer",
+    version,
+    about = "Declarative, scheduled backup and restore for MySQL, MariaDB and Percona XtraDB",
+    long_about = "coffer keeps Stash's resource model (Repository, AppBinding, BackupConfiguration, \
+RestoreSession, ...) and backs databases up into encrypted, deduplicated restic repositories."
+)]
+pub struct Cli {
+    /// Where coffer keeps its state (default: $COFFER_HOME, else ~/.local/share/coffer)
+    #[arg(long, global = true, env = "COFFER_HOME_FLAG", hide_env = true)]
+    pub home: Option<PathBuf>,
+    /// Namespace of the resources named on the command line
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or update resources from manifests (files, directories, or - for stdin)
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+    },
+    /// List resources of a kind, or show one
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+        /// Every namespace
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Show one resource in detail, with its conditions and failure reason
+    Describe { kind: String, name: String },
+    /// Delete a resource
+    Delete { kind: String, name: String },
+    /// Run a backup of a BackupConfiguration now
+    Backup {
+        backup_configuration: String,
+        /// Wait for the session to finish; exit 0 only if it Succeeded
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Apply a RestoreSession manifest and run it
+    Restore {
+        #[arg(short = 'f', long = "filename", required = true)]
+        file: String,
+        /// Wait for the session to finish; exit 0 only if it Succeeded
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Wait for a session to finish (running it here if no server is running); exit 0 only if it Succeeded
+    Wait {
+        kind: String,
+        name: String,
+        /// Give up after this long (e.g. 30m)
+        #[arg(long, default_value = "24h")]
+        timeout: String,
+    },
+    /// List the snapshots in a Repository, newest first
+    Snapshots {
+        repository: String,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Remove stale locks from a Repository (all locks with --remove-all)
+    Unlock {
+        repository: String,
+        #[arg(long)]
+        remove_all: bool,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,rustic_core=warn,opendal=warn,hyper=warn,reqwest=warn")
+    });
+    fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    match commands::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Printing resources: kubectl-style tables, YAML, JSON, and `describe`.
+
+use coffer_api::{
+    backup::{BackupSession, BackupTargetStatus},
+    meta::Condition,
+    Kind, Resource,
+};
+
+pub fn age(ts: Option<&str>) -> String {
+    let Some(t) = ts.and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
+        return "<unknown>".into();
+    };
+    let secs = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn or_dash(s: Option<&str>) -> String {
+    match s {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// Column headers and one row per resource, as Stash's printer columns show them.
+pub fn table(kind: Kind, items: &[Resource], all_namespaces: bool) -> String {
+    let header: Vec<&str> = match kind {
+        Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
+        Kind::Repository => vec![
+            "NAME",
+            "INTEGRITY",
+            "SIZE",
+            "SNAPSHOT-COUNT",
+            "LAST-SUCCESSFUL-BACKUP",
+            "AGE",
+        ],
+        Kind::AppBinding => vec!["NAME", "TYPE", "VERSION", "AGE"],
+        Kind::BackupConfiguration => vec!["NAME", "TASK", "SCHEDULE", "PAUSED", "PHASE", "AGE"],
+        Kind::BackupSession => vec![
+            "NAME",
+            "INVOKER-TYPE",
+            "INVOKER-NAME",
+            "PHASE",
+            "DURATION",
+            "AGE",
+        ],
+        Kind::RestoreSession => vec!["NAME", "REPOSITORY", "PHASE", "DURATION", "AGE"],
+        Kind::Task | Kind::Function => vec!["NAME", "AGE"],
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for r in items {
+        let created = r.meta().creation_timestamp.as_deref();
+        let mut row = match r {
+            Resource::Secret(s) => vec![
+                s.metadata.name.clone(),
+                or_dash(s.type_.as_deref()),
+                s.keys().len().to_string(),
+            ],
+            Resource::Repository(x) => {
+                let st = x.status.clone().unwrap_or_default();
+                vec![
+                    x.metadata.name.clone(),
+                    st.integrity.map(|b| b.to_string()).unwrap_or_default(),
+                    st.total_size.unwrap_or_default(),
+                    st.snapshot_count.map(|n| n.to_string()).unwrap_or_default(),
+                    st.last_backup_time
+                        .as_deref()
+                        .map(|t| age(Some(t)))
+                        .unwrap_or_default(),
+                ]
+            }
+            Resource::AppBinding(a) => vec![
+                a.metadata.name.clone(),
+                or_dash(a.spec.type_.as_deref()),
+                or_dash(a.spec.version.as_deref()),
+            ],
+            Resource::BackupConfiguration(b) => vec![
+                b.metadata.name.clone(),
+                b.spec.task.name.clone(),
+                b.spec.schedule.clone().unwrap_or_default(),
+                b.spec.paused.to_string(),
+                b.status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default(),
+            ],
+            Resource::BackupSession(b) => {
+                let st = b.status.clone().unwrap_or_default();
+                vec![
+                    b.metadata.name.clone(),
+                    b.spec.invoker.kind.clone(),
+                    b.spec.invoker.name.clone(),
+                    st.phase.unwrap_or_else(|| "Pending".into()),
+                    st.session_duration.unwrap_or_default(),
+                ]
+            }
+            Resource::RestoreSession(x) => {
+                let st = x.status.clone().unwrap_or_default();
+                vec![
+                    x.metadata.name.clone(),
+                    x.spec.repository.name.clone(),
+                    st.phase.unwrap_or_else(|| "Pending".into()),
+                    st.session_duration.unwrap_or_default(),
+                ]
+            }
+            Resource::Task(t) => vec![t.metadata.name.clone()],
+            Resource::Function(f) => vec![f.metadata.name.clone()],
+        };
+        row.push(age(created));
+        if all_namespaces && !kind.cluster_scoped() {
+            row.insert(0, r.namespace().to_string());
+        }
+        rows.push(row);
+    }
+    let mut header: Vec<String> = header.into_iter().map(String::from).collect();
+    if all_namespaces && !kind.cluster_scoped() {
+        header.insert(0, "NAMESPACE".into());
+    }
+    render(&header, &rows)
+}
+
+pub fn render(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header);
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
+/// What may be printed of a resource: Secret values are never shown.
+pub fn printable(r: &Resource) -> serde_json::Value {
+    match r {
+        Resource::Secret(s) => Resource::Secret(s.redacted()).to_json(),
+        other => other.to_json(),
+    }
+}
+
+fn conditions(out: &mut String, conds: &[Condition]) {
+    if conds.is_empty() {
+        return;
+    }
+    out.push_str("Conditions:\n");
+    let header: Vec<String> = ["TYPE", "STATUS", "REASON", "MESSAGE"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = conds
+        .iter()
+        .map(|c| {
+            vec![
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+            ]
+        })
+        .collect();
+    for l in render(&header, &rows).lines() {
+        out.push_str("  ");
+        out.push_str(l);
+        out.push('\n');
+    }
+}
+
+fn targets(out: &mut String, ts: &[BackupTargetStatus]) {
+    for t in ts {
+        out.push_str(&format!(
+            "Target: {} {}\n  Phase: {}\n",
+            t.ref_.kind,
+            t.ref_.name,
+            t.phase.as_deref().unwrap_or("-")
+        ));
+        for h in &t.stats {
+            out.push_str(&format!(
+                "  Host {}: {}{}\n",
+                h.hostname,
+                h.phase.as_deref().unwrap_or("-"),
+                h.duration
+                    .as_deref()
+                    .map(|d| format!(" in {d}"))
+                    .unwrap_or_default()
+            ));
+            for s in &h.snapshots {
+                out.push_str(&format!(
+                    "    Snapshot {} {}: size {}, uploaded {}, processing time {}\n",
+                    &s.name.chars().take(8).collect::<String>(),
+                    s.path.as_deref().unwrap_or(""),
+                    s.total_size.as_deref().unwrap_or("-"),
+                    s.uploaded.as_deref().unwrap_or("-"),
+                    s.processing_time.as_deref().unwrap_or("-"),
+                ));
+            }
+            if let Some(e) = &h.error {
+                out.push_str(&format!("    Error: {e}\n"));
+            }
+        }
+    }
+}
+
+fn session_head(out: &mut String, r: &Resource) {
+    out.push_str(&format!(
+        "Name:       {}\nNamespace:  {}\nKind:       {}\nCreated:    {}\n",
+        r.name(),
+        r.namespace(),
+        r.kind(),
+        r.meta().creation_timestamp.as_deref().unwrap_or("-")
+    ));
+}
+
+/// A person's view of one resource.
+pub fn describe(r: &Resource) -> String {
+    let mut out = String::new();
+    match r {
+        Resource::BackupSession(b) => {
+            describe_backup_session(&mut out, r, b);
+        }
+        Resource::RestoreSession(x) => {
+            session_head(&mut out, r);
+            let st = x.status.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "Repository: {}\nTarget:     {}\nPhase:      {}\nDuration:   {}\n",
+                x.spec.repository.name,
+                x.spec
+                    .target
+                    .as_ref()
+                    .map(|t| format!("{} {}", t.ref_.kind, t.ref_.name))
+                    .unwrap_or_default(),
+                st.phase.as_deref().unwrap_or("Pending"),
+                st.session_duration.as_deref().unwrap_or("-")
+            ));
+            if let Some(e) = &st.error {
+                out.push_str(&format!("Reason:     {e}\n"));
+            }
+            for h in &st.stats {
+                out.push_str(&format!(
+                    "Host {}: {}{}{}\n",
+                    h.hostname,
+                    h.phase.as_deref().unwrap_or("-"),
+                    h.snapshot
+                        .as_deref()
+                        .map(|s| format!(", snapshot {}", &s[..s.len().min(8)]))
+                        .unwrap_or_default(),
+                    h.restored_bytes
+                        .map(|b| format!(", {b} bytes"))
+                        .unwrap_or_default()
+                ));
+            }
+            conditions(&mut out, &st.conditions);
+        }
+        Resource::BackupConfiguration(b) => {
+            session_head(&mut out, r);
+            let st = b.status.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "Schedule:   {}\nPaused:     {}\nRepository: {}\nTarget:     {}\nPhase:      {}\n",
+                b.spec.schedule.as_deref().unwrap_or("-"),
+                b.spec.paused,
+                b.spec.repository.name,
+                b.spec
+                    .target
+                    .as_ref()
+                    .map(|t| format!("{} {}", t.ref_.kind, t.ref_.name))
+                    .unwrap_or_default(),
+                st.phase.as_deref().unwrap_or("-"),
+            ));
+            conditions(&mut out, &st.conditions);
+        }
+        other => {
+            out.push_str(&serde_yaml::to_string(&printable(other)).unwrap_or_default());
+        }
+    }
+    out
+}
+
+fn describe_backup_session(out: &mut String, r: &Resource, b: &BackupSession) {
+    session_head(out, r);
+    let st = b.status.clone().unwrap_or_default();
+    out.push_str(&format!(
+        "Invoker:    {} {}\nPhase:      {}\nDuration:   {}\n",
+        b.spec.invoker.kind,
+        b.spec.invoker.name,
+        st.phase.as_deref().unwrap_or("Pending"),
+        st.session_duration.as_deref().unwrap_or("-")
+    ));
+    if let Some(e) = &st.error {
+        out.push_str(&format!("Reason:     {e}\n"));
+    }
+    targets(out, &st.targets);
+    conditions(out, &st.conditions);
+}

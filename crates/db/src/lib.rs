@@ -1,0 +1,48 @@
+//! The MySQL family, as coffer reaches it: connections with verified TLS, and streaming
+//! sources (mysqldump) and sinks (the mysql client). Nothing here knows about repositories.
+
+pub mod client;
+pub mod conn;
+pub mod mysql_client;
+pub mod mysqldump;
+mod process;
+
+pub use client::Clients;
+pub use conn::{connect, ping, ClientFiles, ClientFlavor, ConnSpec, ServerInfo, TlsSpec};
+pub use mysql_client::LoadSink;
+pub use mysqldump::DumpStream;
+
+/// What went wrong with a database, on which target, and what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database of {target} at {address}: {reason}")]
+    Connect {
+        target: String,
+        address: String,
+        reason: String,
+    },
+    #[error(
+        "the database of {target} at {address} refused user `{user}`: {reason} — check \
+         `username` and `password` in the AppBinding's Secret"
+    )]
+    Auth {
+        target: String,
+        address: String,
+        user: String,
+        reason: String,
+    },
+    #[error("TLS to the database of {target} at {address} failed: {reason}")]
+    Tls {
+        target: String,
+        address: String,
+        reason: String,
+    },
+    #[error("query on the database of {target} failed: {reason}")]
+    Query { target: String, reason: String },
+    #[error("the dump of {target} failed: {reason}")]
+    Dump { target: String, reason: String },
+    #[error("loading into the database of {target} failed: {reason}")]
+    Load { target: String, reason: String },
+    #[error("{0}")]
+    Local(String),
+}

@@ -1,0 +1,588 @@
+//! One BackupSession, start to finish: resolve, open the repository, stream the dump into one
+//! snapshot, apply retention, verify integrity, record stats and the repository's status.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use coffer_api::{
+    backup::{
+        condition as cond, phase, BackupConfiguration, BackupSession, BackupTargetStatus,
+        FileStats, HostBackupStats, SnapshotStats,
+    },
+    meta::{set_condition, TargetRef},
+    repository::Repository,
+    Kind, Resource,
+};
+use coffer_db::{ClientFiles, Clients, DumpStream};
+use coffer_repo::{Repo, Retention, SnapshotInfo, SnapshotMeta, SourceFile};
+
+use crate::{
+    catalog::Catalog,
+    clock,
+    error::{EngineError, EngineResult},
+    format,
+    progress::Progress,
+    resolve::{self, RepoAccess},
+    tasks::{self, Builtin, Direction, Step},
+};
+
+/// How long to wait for a database that refuses connections before failing (Stash's
+/// `waitTimeout` task param overrides it).
+pub const DEFAULT_DB_WAIT: Duration = Duration::from_secs(10);
+
+/// The snapshot path of a logical dump, as Stash writes it.
+pub const DUMP_PATH: &str = "/dumpfile.sql";
+
+/// Everything a backup needs, resolved from resources.
+struct Plan {
+    bc: BackupConfiguration,
+    repo_res: Repository,
+    access: RepoAccess,
+    conn: coffer_db::ConnSpec,
+    host: String,
+    task: tasks::ResolvedTask,
+    target_ref: TargetRef,
+    vars: BTreeMap<String, String>,
+}
+
+pub fn get_bc(
+    cat: &dyn Catalog,
+    ns: &str,
+    name: &str,
+    by: &str,
+) -> EngineResult<BackupConfiguration> {
+    match cat
+        .get(Kind::BackupConfiguration, ns, name)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::BackupConfiguration(bc)) => Ok(bc),
+        _ => Err(EngineError::Missing {
+            kind: Kind::BackupConfiguration,
+            namespace: ns.into(),
+            name: name.into(),
+            referenced_by: by.into(),
+        }),
+    }
+}
+
+fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
+    let ns = session.metadata.namespace().to_string();
+    let by = format!(
+        "spec.invoker of BackupSession {ns}/{}",
+        session.metadata.name
+    );
+    let bc = get_bc(cat, &ns, &session.spec.invoker.name, &by)?;
+    let bc_label = format!("BackupConfiguration {ns}/{}", bc.metadata.name);
+    let repo_ns = bc.spec.repository.namespace.clone().unwrap_or(ns.clone());
+    let repo_res = resolve::get_repository(
+        cat,
+        &repo_ns,
+        &bc.spec.repository.name,
+        &format!("spec.repository of {bc_label}"),
+    )?;
+    let access = resolve::repo_access(cat, &repo_res)?;
+    let target = bc.spec.target.clone().ok_or_else(|| EngineError::Invalid {
+        resource: bc_label.clone(),
+        message: "spec.target is required".into(),
+    })?;
+    let ab = resolve::get_appbinding(
+        cat,
+        &ns,
+        &target.ref_,
+        &format!("spec.target.ref of {bc_label}"),
+    )?;
+    if ab.spec.galera().is_some() {
+        return Err(EngineError::Invalid {
+            resource: format!(
+                "AppBinding {}/{}",
+                ab.metadata.namespace(),
+                ab.metadata.name
+            ),
+            message: "its parameters name a Galera group: cluster backups through garbd are not \
+                      supported by this version of coffer"
+                .into(),
+        });
+    }
+    let conn = resolve::conn_spec(cat, &ab)?;
+    let host = target
+        .alias
+        .clone()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "host-0".into());
+    let mut vars = BTreeMap::new();
+    vars.insert("NAMESPACE".into(), ns.clone());
+    vars.insert("BACKUP_SESSION".into(), session.metadata.name.clone());
+    vars.insert("INVOKER_KIND".into(), "BackupConfiguration".into());
+    vars.insert("INVOKER_NAME".into(), bc.metadata.name.clone());
+    vars.insert("HOSTNAME".into(), host.clone());
+    vars.insert("TARGET_NAME".into(), ab.metadata.name.clone());
+    vars.insert(
+        "TARGET_NAMESPACE".into(),
+        ab.metadata.namespace().to_string(),
+    );
+    vars.insert("TARGET_KIND".into(), "AppBinding".into());
+    repo_vars(&mut vars, &repo_res, &access);
+    if let Some(rp) = &bc.spec.retention_policy {
+        for (k, v) in [
+            ("RETENTION_KEEP_LAST", rp.keep_last),
+            ("RETENTION_KEEP_HOURLY", rp.keep_hourly),
+            ("RETENTION_KEEP_DAILY", rp.keep_daily),
+            ("RETENTION_KEEP_WEEKLY", rp.keep_weekly),
+            ("RETENTION_KEEP_MONTHLY", rp.keep_monthly),
+            ("RETENTION_KEEP_YEARLY", rp.keep_yearly),
+        ] {
+            if let Some(n) = v.filter(|n| *n > 0) {
+                vars.insert(k.into(), n.to_string());
+            }
+        }
+        if !rp.keep_tags.is_empty() {
+            vars.insert("RETENTION_KEEP_TAGS".into(), rp.keep_tags.join(","));
+        }
+        if rp.prune {
+            vars.insert("RETENTION_PRUNE".into(), "true".into());
+        }
+        if rp.dry_run {
+            vars.insert("RETENTION_DRY_RUN".into(), "true".into());
+        }
+    }
+    let name = tasks::task_name(
+        &bc.spec.task,
+        ab.spec.parameters.as_ref(),
+        Direction::Backup,
+    );
+    let task = tasks::resolve(
+        cat,
+        &name,
+        &bc.spec.task.params,
+        Direction::Backup,
+        &vars,
+        &bc_label,
+    )?;
+    let target_ref = TargetRef {
+        api_version: "appcatalog.appscode.com/v1alpha1".into(),
+        kind: "AppBinding".into(),
+        name: ab.metadata.name.clone(),
+        namespace: Some(ab.metadata.namespace().to_string()),
+    };
+    Ok(Plan {
+        bc,
+        repo_res,
+        access,
+        conn,
+        host,
+        task,
+        target_ref,
+        vars,
+    })
+}
+
+pub(crate) fn repo_vars(
+    vars: &mut BTreeMap<String, String>,
+    repo: &Repository,
+    access: &RepoAccess,
+) {
+    vars.insert("REPOSITORY_NAME".into(), repo.metadata.name.clone());
+    vars.insert(
+        "REPOSITORY_NAMESPACE".into(),
+        repo.metadata.namespace().to_string(),
+    );
+    vars.insert("REPOSITORY_PROVIDER".into(), access.provider.into());
+    vars.insert("REPOSITORY_BUCKET".into(), access.bucket.clone());
+    vars.insert("REPOSITORY_PREFIX".into(), access.prefix.clone());
+    vars.insert(
+        "REPOSITORY_SECRET_NAME".into(),
+        repo.spec.backend.storage_secret_name.clone(),
+    );
+    vars.insert(
+        "REPOSITORY_SECRET_NAMESPACE".into(),
+        repo.metadata.namespace().to_string(),
+    );
+    if let Some(s3) = &repo.spec.backend.s3 {
+        vars.insert("REPOSITORY_ENDPOINT".into(), s3.endpoint.clone());
+        vars.insert(
+            "REPOSITORY_REGION".into(),
+            s3.region.clone().unwrap_or_default(),
+        );
+        vars.insert(
+            "REPOSITORY_INSECURE_TLS".into(),
+            s3.insecure_tls.unwrap_or(false).to_string(),
+        );
+    }
+}
+
+pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> Duration {
+    task.param("waitTimeout")
+        .and_then(|w| w.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_DB_WAIT)
+}
+
+/// Splits a Stash `args` param on whitespace, as Stash does.
+pub(crate) fn split_args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+/// Runs a BackupSession to its end and returns it with its final status (also written to the
+/// catalog as it goes). Never panics on a bad resource: every failure becomes a Failed phase
+/// with the reason.
+pub fn run_backup(cat: &dyn Catalog, mut session: BackupSession) -> BackupSession {
+    let started = Instant::now();
+    {
+        let st = session.status_mut();
+        st.phase = Some(phase::RUNNING.into());
+        st.error = None;
+    }
+    let _ = cat.put_status(&Resource::BackupSession(session.clone()));
+    let result = plan(cat, &session).and_then(|p| execute(cat, &mut session, &p, started));
+    let st = session.status_mut();
+    match result {
+        Ok(()) => {
+            st.phase = Some(phase::SUCCEEDED.into());
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!("backup session failed: {msg}");
+            st.phase = Some(phase::FAILED.into());
+            st.error = Some(msg.clone());
+            if st.targets.is_empty() {
+                st.targets.push(BackupTargetStatus::default());
+            }
+            let t = &mut st.targets[0];
+            t.phase = Some(phase::FAILED.into());
+            if t.stats.is_empty() {
+                t.stats.push(HostBackupStats {
+                    hostname: "host-0".into(),
+                    ..Default::default()
+                });
+            }
+            let h = &mut t.stats[0];
+            h.phase = Some(phase::FAILED.into());
+            h.error = Some(msg);
+        }
+    }
+    st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
+        started.elapsed().as_secs(),
+    )));
+    if let Err(e) = cat.put_status(&Resource::BackupSession(session.clone())) {
+        tracing::error!("cannot record the session's final status: {e}");
+    }
+    session
+}
+
+fn execute(
+    cat: &dyn Catalog,
+    session: &mut BackupSession,
+    p: &Plan,
+    started: Instant,
+) -> EngineResult<()> {
+    let now = clock::now();
+    {
+        let st = session.status_mut();
+        st.targets = vec![BackupTargetStatus {
+            ref_: p.target_ref.clone(),
+            total_hosts: Some(1),
+            phase: Some(phase::RUNNING.into()),
+            stats: vec![HostBackupStats {
+                hostname: p.host.clone(),
+                phase: None,
+                ..Default::default()
+            }],
+            pre_backup_actions: vec!["InitializeBackendRepository".into()],
+            post_backup_actions: vec![
+                "ApplyRetentionPolicy".into(),
+                "VerifyRepositoryIntegrity".into(),
+                "SendRepositoryMetrics".into(),
+            ],
+            conditions: vec![],
+        }];
+    }
+    let opened = Repo::open_or_init(p.access.store.clone(), &p.access.password);
+    let repo = match opened {
+        Ok((repo, created)) => {
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::BACKEND_REPOSITORY_INITIALIZED,
+                true,
+                if created {
+                    "RepositoryInitialized"
+                } else {
+                    "RepositoryExists"
+                },
+                &format!("repository {} is ready", repo.location()),
+                &now,
+            );
+            repo
+        }
+        Err(e) => {
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::BACKEND_REPOSITORY_INITIALIZED,
+                false,
+                "FailedToInitializeRepository",
+                &e.to_string(),
+                &now,
+            );
+            return Err(repo_err(&p.repo_res, e));
+        }
+    };
+    let _ = cat.put_status(&Resource::BackupSession(session.clone()));
+    let _lock = repo.lock(true).map_err(|e| repo_err(&p.repo_res, e))?;
+
+    let mut snapshot: Option<SnapshotInfo> = None;
+    for step in &p.task.steps {
+        tracing::info!("step {}", step.function());
+        match step {
+            Step::Builtin {
+                builtin: Builtin::LogicalBackup,
+                ..
+            } => {
+                let s = logical_backup(&repo, p, session)?;
+                record_snapshot(session, p, &s, started);
+                let _ = cat.put_status(&Resource::BackupSession(session.clone()));
+                snapshot = Some(s);
+            }
+            Step::Builtin {
+                builtin: Builtin::UpdateStatus,
+                ..
+            } => {
+                update_status(cat, &repo, p, session)?;
+            }
+            Step::Builtin {
+                builtin: Builtin::LogicalRestore,
+                function,
+            } => {
+                return Err(EngineError::Step(format!(
+                    "step `{function}` restores; it cannot run in a backup session"
+                )))
+            }
+            Step::Exec {
+                function,
+                command,
+                working_dir,
+            } => tasks::run_exec(function, command, working_dir.as_deref(), &p.vars)?,
+        }
+    }
+    let st = session.status_mut();
+    let t = &mut st.targets[0];
+    t.phase = Some(phase::SUCCEEDED.into());
+    if let Some(h) = t.stats.first_mut() {
+        h.phase = Some(phase::SUCCEEDED.into());
+        h.duration = Some(coffer_api::duration::format(started.elapsed()));
+    }
+    if snapshot.is_none() {
+        tracing::warn!("task {} produced no snapshot", p.task.name);
+    }
+    Ok(())
+}
+
+pub(crate) fn repo_err(repo: &Repository, e: coffer_repo::RepoError) -> EngineError {
+    EngineError::Invalid {
+        resource: format!(
+            "Repository {}/{}",
+            repo.metadata.namespace(),
+            repo.metadata.name
+        ),
+        message: e.to_string(),
+    }
+}
+
+fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResult<SnapshotInfo> {
+    let clients = Clients::detect()?;
+    let files = Arc::new(ClientFiles::new(&p.conn, clients.flavor)?);
+    let info = coffer_db::ping(&p.conn, &files, db_wait(&p.task))?;
+    tracing::info!(
+        "connected to {} at {} (server {})",
+        p.conn.label,
+        p.conn.address(),
+        info.version
+    );
+    let args = split_args(p.task.param("args").unwrap_or("--all-databases"));
+    let dump = DumpStream::start(&clients, &p.conn, files, &args)?;
+    let progress = Progress::start("dumped", dump.counter(), Duration::from_secs(10));
+    let meta = SnapshotMeta {
+        host: p.host.clone(),
+        tags: vec![
+            "coffer".into(),
+            "method=mysqldump".into(),
+            format!(
+                "session={}.{}",
+                session.metadata.namespace(),
+                session.metadata.name
+            ),
+            format!("server-version={}", info.version),
+        ],
+    };
+    let result = repo.backup(
+        vec![SourceFile {
+            path: DUMP_PATH.into(),
+            reader: Box::new(dump),
+        }],
+        &meta,
+    );
+    drop(progress);
+    result.map_err(|e| match e {
+        // The dump's own error (mysqldump failed, output truncated) is the cause to report.
+        coffer_repo::RepoError::Source(m) => EngineError::Step(m),
+        other => repo_err(&p.repo_res, other),
+    })
+}
+
+fn record_snapshot(session: &mut BackupSession, p: &Plan, s: &SnapshotInfo, started: Instant) {
+    let st = session.status_mut();
+    let h = &mut st.targets[0].stats[0];
+    h.snapshots = vec![SnapshotStats {
+        name: s.id.clone(),
+        path: Some(DUMP_PATH.into()),
+        total_size: Some(format::size(s.total_bytes)),
+        uploaded: Some(format::size(s.data_added_packed)),
+        processing_time: Some(format::processing_time(started.elapsed())),
+        file_stats: Some(FileStats {
+            total_files: Some(s.total_files as i64),
+            new_files: Some(s.files_new as i64),
+            modified_files: Some(s.files_changed as i64),
+            unmodified_files: Some(s.files_unmodified as i64),
+        }),
+        total_bytes: Some(s.total_bytes),
+        uploaded_bytes: Some(s.data_added_packed),
+        duration_seconds: Some(s.duration_seconds),
+    }];
+    tracing::info!(
+        "snapshot {} of {}: {} read, {} added to the repository",
+        s.short_id,
+        p.host,
+        format::size(s.total_bytes),
+        format::size(s.data_added_packed)
+    );
+}
+
+pub(crate) fn retention_of(rp: &coffer_api::backup::RetentionPolicy) -> Retention {
+    let pos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| n.min(i32::MAX as i64) as i32);
+    Retention {
+        keep_last: pos(rp.keep_last),
+        keep_hourly: pos(rp.keep_hourly),
+        keep_daily: pos(rp.keep_daily),
+        keep_weekly: pos(rp.keep_weekly),
+        keep_monthly: pos(rp.keep_monthly),
+        keep_yearly: pos(rp.keep_yearly),
+        keep_tags: rp.keep_tags.clone(),
+    }
+}
+
+/// Stash's update-status: retention, integrity, repository status.
+fn update_status(
+    cat: &dyn Catalog,
+    repo: &Repo,
+    p: &Plan,
+    session: &mut BackupSession,
+) -> EngineResult<()> {
+    let now = clock::now();
+    let rp = p.bc.spec.retention_policy.clone().unwrap_or_default();
+    let rules = retention_of(&rp);
+    let forget = match repo.forget(&rules, rp.dry_run) {
+        Ok(f) => f,
+        Err(e) => {
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::RETENTION_POLICY_APPLIED,
+                false,
+                "FailedToApplyRetentionPolicy",
+                &e.to_string(),
+                &now,
+            );
+            return Err(repo_err(&p.repo_res, e));
+        }
+    };
+    if rp.prune && !rp.dry_run && !forget.removed.is_empty() {
+        if let Err(e) = repo.prune() {
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::RETENTION_POLICY_APPLIED,
+                false,
+                "FailedToApplyRetentionPolicy",
+                &format!("prune failed: {e}"),
+                &now,
+            );
+            return Err(repo_err(&p.repo_res, e));
+        }
+    }
+    set_condition(
+        &mut session.status_mut().conditions,
+        cond::RETENTION_POLICY_APPLIED,
+        true,
+        "SuccessfullyAppliedRetentionPolicy",
+        &format!(
+            "policy {}: kept {}, {} {}",
+            rp.name,
+            forget.kept.len(),
+            if rp.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            forget.removed.len()
+        ),
+        &now,
+    );
+    let problems = repo.check(false).map_err(|e| repo_err(&p.repo_res, e))?;
+    let integrity = problems.is_empty();
+    set_condition(
+        &mut session.status_mut().conditions,
+        cond::REPOSITORY_INTEGRITY_VERIFIED,
+        integrity,
+        if integrity {
+            "SuccessfullyVerifiedRepositoryIntegrity"
+        } else {
+            "FailedToVerifyRepositoryIntegrity"
+        },
+        &if integrity {
+            "no errors were found".to_string()
+        } else {
+            problems.join("; ")
+        },
+        &now,
+    );
+    let size = repo.size().map_err(|e| repo_err(&p.repo_res, e))?;
+    // Re-read: another session may have written the Repository's status meanwhile.
+    let mut current = match cat
+        .get(
+            Kind::Repository,
+            p.repo_res.metadata.namespace(),
+            &p.repo_res.metadata.name,
+        )
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::Repository(r)) => r,
+        _ => p.repo_res.clone(),
+    };
+    let created = session
+        .metadata
+        .creation_timestamp
+        .clone()
+        .unwrap_or_else(|| now.clone());
+    let rs = current.status_mut();
+    rs.integrity = Some(integrity);
+    rs.total_size = Some(format::size(size));
+    rs.total_size_bytes = Some(size);
+    rs.snapshot_count = Some(forget.kept.len() as i64);
+    rs.snapshots_removed_on_last_cleanup = Some(if rp.dry_run {
+        0
+    } else {
+        forget.removed.len() as i64
+    });
+    rs.last_backup_time = Some(created.clone());
+    if rs.first_backup_time.is_none() {
+        rs.first_backup_time = Some(created);
+    }
+    cat.put_status(&Resource::Repository(current))
+        .map_err(EngineError::Catalog)?;
+    if !integrity {
+        return Err(EngineError::Step(format!(
+            "the repository's integrity check found problems: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Runs one session: resolves its Task into steps, streams database -> repository (backup) or
+//! repository -> database (restore), applies retention, verifies integrity and records stats.
+//! It reads and writes resources only through [`Catalog`], so it runs the same on every
+//! platform.
+
+pub mod backup;
+pub mod catalog;
+pub mod clock;
+pub mod error;
+pub mod format;
+pub mod progress;
+pub mod resolve;
+pub mod restore;
+pub mod tasks;
+
+pub use backup::run_backup;
+pub use catalog::Catalog;
+pub use error::{EngineError, EngineResult};
+pub use restore::run_restore;

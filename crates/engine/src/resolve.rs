@@ -1,0 +1,240 @@
+//! From resources to the concrete things a session uses: a repository, a database connection,
+//! and the task's steps.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use coffer_api::{
+    appbinding::AppBinding, meta::TargetRef, repository::Repository, secret::Secret, Kind, Resource,
+};
+use coffer_db::{ConnSpec, TlsSpec};
+use coffer_repo::{LocalStore, ObjectStore, S3Config, S3Store};
+
+use crate::{
+    catalog::Catalog,
+    error::{EngineError, EngineResult},
+};
+
+pub(crate) fn get_secret(
+    cat: &dyn Catalog,
+    namespace: &str,
+    name: &str,
+    referenced_by: &str,
+) -> EngineResult<Secret> {
+    match cat
+        .get(Kind::Secret, namespace, name)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::Secret(s)) => Ok(s),
+        _ => Err(EngineError::Missing {
+            kind: Kind::Secret,
+            namespace: namespace.into(),
+            name: name.into(),
+            referenced_by: referenced_by.into(),
+        }),
+    }
+}
+
+pub(crate) fn get_repository(
+    cat: &dyn Catalog,
+    namespace: &str,
+    name: &str,
+    referenced_by: &str,
+) -> EngineResult<Repository> {
+    match cat
+        .get(Kind::Repository, namespace, name)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::Repository(r)) => Ok(r),
+        _ => Err(EngineError::Missing {
+            kind: Kind::Repository,
+            namespace: namespace.into(),
+            name: name.into(),
+            referenced_by: referenced_by.into(),
+        }),
+    }
+}
+
+pub(crate) fn get_appbinding(
+    cat: &dyn Catalog,
+    default_ns: &str,
+    r: &TargetRef,
+    referenced_by: &str,
+) -> EngineResult<AppBinding> {
+    let ns = r.namespace.as_deref().unwrap_or(default_ns);
+    match cat
+        .get(Kind::AppBinding, ns, &r.name)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::AppBinding(a)) => Ok(a),
+        _ => Err(EngineError::Missing {
+            kind: Kind::AppBinding,
+            namespace: ns.into(),
+            name: r.name.clone(),
+            referenced_by: referenced_by.into(),
+        }),
+    }
+}
+
+/// A repository's storage and password, ready to open.
+pub struct RepoAccess {
+    pub store: Arc<dyn ObjectStore>,
+    pub password: String,
+    /// Task variables: provider, bucket, prefix, endpoint, region.
+    pub provider: &'static str,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+pub fn repo_access(cat: &dyn Catalog, repo: &Repository) -> EngineResult<RepoAccess> {
+    let ns = repo.metadata.namespace();
+    let label = format!("Repository {ns}/{}", repo.metadata.name);
+    let backend = &repo.spec.backend;
+    let secret = get_secret(
+        cat,
+        ns,
+        &backend.storage_secret_name,
+        &format!("spec.backend.storageSecretName of {label}"),
+    )?;
+    let secret_label = format!("Secret {ns}/{}", backend.storage_secret_name);
+    let password = secret
+        .get("RESTIC_PASSWORD")
+        .ok_or_else(|| EngineError::Invalid {
+            resource: secret_label.clone(),
+            message: "has no RESTIC_PASSWORD: add the repository password under that key".into(),
+        })?;
+    if password.is_empty() {
+        return Err(EngineError::Invalid {
+            resource: secret_label,
+            message: "RESTIC_PASSWORD is empty".into(),
+        });
+    }
+    if let Some(local) = &backend.local {
+        let path = local.repository_path();
+        return Ok(RepoAccess {
+            store: Arc::new(LocalStore::new(&path)),
+            password,
+            provider: "local",
+            bucket: path.display().to_string(),
+            prefix: String::new(),
+        });
+    }
+    if let Some(s3) = &backend.s3 {
+        let key = |k: &str| {
+            secret.get(k).ok_or_else(|| EngineError::Invalid {
+                resource: secret_label.clone(),
+                message: format!("has no {k}, which an S3 repository needs"),
+            })
+        };
+        let endpoint = if s3.endpoint.contains("://") {
+            s3.endpoint.clone()
+        } else {
+            format!("https://{}", s3.endpoint)
+        };
+        let cfg = S3Config {
+            endpoint,
+            bucket: s3.bucket.clone(),
+            prefix: s3.prefix.clone().unwrap_or_default(),
+            region: s3.region.clone().unwrap_or_default(),
+            access_key_id: key("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: key("AWS_SECRET_ACCESS_KEY")?,
+            session_token: secret.get("AWS_SESSION_TOKEN"),
+        };
+        let store = S3Store::new(&cfg).map_err(|e| EngineError::Invalid {
+            resource: label.clone(),
+            message: e.to_string(),
+        })?;
+        return Ok(RepoAccess {
+            store: Arc::new(store),
+            password,
+            provider: "s3",
+            bucket: cfg.bucket,
+            prefix: cfg.prefix,
+        });
+    }
+    Err(EngineError::Invalid {
+        resource: label,
+        message: "spec.backend has no supported backend (local or s3)".into(),
+    })
+}
+
+fn decode_pem(field: &str, resource: &str, v: &str) -> EngineResult<Vec<u8>> {
+    let t = v.trim();
+    if t.starts_with("-----BEGIN") {
+        return Ok(t.as_bytes().to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(t)
+        .map_err(|_| EngineError::Invalid {
+            resource: resource.into(),
+            message: format!("{field} is neither PEM nor base64-encoded PEM"),
+        })
+}
+
+/// How to connect to the database an AppBinding describes, with its credentials and TLS.
+pub fn conn_spec(cat: &dyn Catalog, ab: &AppBinding) -> EngineResult<ConnSpec> {
+    let ns = ab.metadata.namespace();
+    let label = format!("AppBinding {ns}/{}", ab.metadata.name);
+    let ep = ab.spec.endpoint(ns).map_err(|m| EngineError::Invalid {
+        resource: label.clone(),
+        message: m,
+    })?;
+    let secret_name = ab
+        .spec
+        .secret
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let secret = get_secret(cat, ns, &secret_name, &format!("spec.secret of {label}"))?;
+    let secret_label = format!("Secret {ns}/{secret_name}");
+    let user = secret.get("username").ok_or_else(|| EngineError::Invalid {
+        resource: secret_label.clone(),
+        message: "has no `username` key for the database user".into(),
+    })?;
+    let password = secret.get("password").unwrap_or_default();
+
+    let cc = &ab.spec.client_config;
+    let mut tls = TlsSpec {
+        skip_verify: cc.insecure_skip_tls_verify.unwrap_or(false),
+        ..Default::default()
+    };
+    let mut want_tls = false;
+    if let Some(ca) = cc.ca_bundle.as_deref().filter(|c| !c.trim().is_empty()) {
+        tls.ca_pem = Some(decode_pem("spec.clientConfig.caBundle", &label, ca)?);
+        want_tls = true;
+    } else if let Some(ca) = secret.get("CA_CERT_DATA").filter(|c| !c.trim().is_empty()) {
+        tls.ca_pem = Some(decode_pem("CA_CERT_DATA", &secret_label, &ca)?);
+        want_tls = true;
+    }
+    if let Some(ts) = ab.spec.tls_secret.as_ref().filter(|t| !t.name.is_empty()) {
+        let s = get_secret(cat, ns, &ts.name, &format!("spec.tlsSecret of {label}"))?;
+        let tl = format!("Secret {ns}/{}", ts.name);
+        let cert = s.get("tls.crt").ok_or_else(|| EngineError::Invalid {
+            resource: tl.clone(),
+            message: "has no `tls.crt` (the client certificate)".into(),
+        })?;
+        let key = s.get("tls.key").ok_or_else(|| EngineError::Invalid {
+            resource: tl.clone(),
+            message: "has no `tls.key` (the client key)".into(),
+        })?;
+        tls.client_cert_pem = Some(cert.into_bytes());
+        tls.client_key_pem = Some(key.into_bytes());
+        if tls.ca_pem.is_none() {
+            if let Some(ca) = s.get("ca.crt") {
+                tls.ca_pem = Some(ca.into_bytes());
+            }
+        }
+        want_tls = true;
+    }
+    if tls.skip_verify {
+        want_tls = true;
+    }
+    Ok(ConnSpec {
+        host: ep.host,
+        port: ep.port,
+        user,
+        password,
+        tls: want_tls.then_some(tls),
+        label,
+    })
+}

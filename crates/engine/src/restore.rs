@@ -1,0 +1,249 @@
+//! One RestoreSession: pick the snapshot, stream it into the target database.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use coffer_api::{
+    backup::phase,
+    restore::{HostRestoreStats, RestoreSession},
+    Resource,
+};
+use coffer_db::{ClientFiles, Clients, LoadSink};
+use coffer_repo::{Repo, SnapshotSelector};
+
+use crate::{
+    backup::{db_wait, repo_err, repo_vars, split_args, DUMP_PATH},
+    catalog::Catalog,
+    error::{EngineError, EngineResult},
+    format,
+    progress::Progress,
+    resolve,
+    tasks::{self, Builtin, Direction, Step},
+};
+
+/// Runs a RestoreSession to its end and returns it with its final status.
+pub fn run_restore(cat: &dyn Catalog, mut rs: RestoreSession) -> RestoreSession {
+    let started = Instant::now();
+    {
+        let st = rs.status_mut();
+        st.phase = Some(phase::RUNNING.into());
+        st.total_hosts = Some(1);
+        st.error = None;
+    }
+    let _ = cat.put_status(&Resource::RestoreSession(rs.clone()));
+    let result = execute(cat, &mut rs, started);
+    let host = rs_host(&rs);
+    let st = rs.status_mut();
+    let duration = coffer_api::duration::format(Duration::from_secs(started.elapsed().as_secs()));
+    match result {
+        Ok(stats) => {
+            st.phase = Some(phase::SUCCEEDED.into());
+            st.stats = vec![stats];
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!("restore session failed: {msg}");
+            st.phase = Some(phase::FAILED.into());
+            st.error = Some(msg.clone());
+            st.stats = vec![HostRestoreStats {
+                hostname: host,
+                phase: Some(phase::FAILED.into()),
+                duration: Some(duration.clone()),
+                error: Some(msg),
+                ..Default::default()
+            }];
+        }
+    }
+    let st = rs.status_mut();
+    st.session_duration = Some(duration);
+    if let Err(e) = cat.put_status(&Resource::RestoreSession(rs.clone())) {
+        tracing::error!("cannot record the session's final status: {e}");
+    }
+    rs
+}
+
+fn rs_host(rs: &RestoreSession) -> String {
+    rs.spec
+        .target
+        .as_ref()
+        .and_then(|t| t.alias.clone())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "host-0".into())
+}
+
+fn execute(
+    cat: &dyn Catalog,
+    rs: &mut RestoreSession,
+    started: Instant,
+) -> EngineResult<HostRestoreStats> {
+    let ns = rs.metadata.namespace().to_string();
+    let label = format!("RestoreSession {ns}/{}", rs.metadata.name);
+    let repo_ns = rs.spec.repository.namespace.clone().unwrap_or(ns.clone());
+    let repo_res = resolve::get_repository(
+        cat,
+        &repo_ns,
+        &rs.spec.repository.name,
+        &format!("spec.repository of {label}"),
+    )?;
+    let access = resolve::repo_access(cat, &repo_res)?;
+    let target = rs.spec.target.clone().ok_or_else(|| EngineError::Invalid {
+        resource: label.clone(),
+        message: "spec.target is required".into(),
+    })?;
+    let ab = resolve::get_appbinding(
+        cat,
+        &ns,
+        &target.ref_,
+        &format!("spec.target.ref of {label}"),
+    )?;
+    let conn = resolve::conn_spec(cat, &ab)?;
+    let host = rs_host(rs);
+    let rule = rs.spec.rule_for(&host).cloned().unwrap_or_default();
+    let selector = SnapshotSelector {
+        snapshot: rule
+            .snapshots
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "latest".into()),
+        host: rule
+            .source_host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| target.alias.clone().filter(|a| !a.is_empty())),
+        path: Some(DUMP_PATH.into()),
+    };
+    let mut vars = BTreeMap::new();
+    vars.insert("NAMESPACE".into(), ns.clone());
+    vars.insert("RESTORE_SESSION".into(), rs.metadata.name.clone());
+    vars.insert("INVOKER_KIND".into(), "RestoreSession".into());
+    vars.insert("INVOKER_NAME".into(), rs.metadata.name.clone());
+    vars.insert("HOSTNAME".into(), host.clone());
+    vars.insert(
+        "SOURCE_HOSTNAME".into(),
+        rule.source_host.clone().unwrap_or_default(),
+    );
+    vars.insert("RESTORE_SNAPSHOTS".into(), rule.snapshots.join(","));
+    vars.insert("TARGET_NAME".into(), ab.metadata.name.clone());
+    vars.insert(
+        "TARGET_NAMESPACE".into(),
+        ab.metadata.namespace().to_string(),
+    );
+    vars.insert("TARGET_KIND".into(), "AppBinding".into());
+    vars.insert(
+        "TARGET_APP_REPLICAS".into(),
+        target.replicas.unwrap_or(1).to_string(),
+    );
+    repo_vars(&mut vars, &repo_res, &access);
+    let name = tasks::task_name(
+        &rs.spec.task,
+        ab.spec.parameters.as_ref(),
+        Direction::Restore,
+    );
+    let task = tasks::resolve(
+        cat,
+        &name,
+        &rs.spec.task.params,
+        Direction::Restore,
+        &vars,
+        &label,
+    )?;
+
+    let repo =
+        Repo::open(access.store.clone(), &access.password).map_err(|e| repo_err(&repo_res, e))?;
+    let mut stats = HostRestoreStats {
+        hostname: host.clone(),
+        ..Default::default()
+    };
+    for step in &task.steps {
+        tracing::info!("step {}", step.function());
+        match step {
+            Step::Builtin {
+                builtin: Builtin::LogicalRestore,
+                ..
+            } => {
+                let snap = repo.find(&selector).map_err(|e| repo_err(&repo_res, e))?;
+                tracing::info!(
+                    "restoring snapshot {} (host {}, {}) into {}",
+                    snap.short_id,
+                    snap.hostname,
+                    snap.time,
+                    conn.label
+                );
+                let clients = Clients::detect()?;
+                let files = Arc::new(ClientFiles::new(&conn, clients.flavor)?);
+                coffer_db::ping(&conn, &files, db_wait(&task))?;
+                let args = split_args(task.param("args").unwrap_or(""));
+                let sink = LoadSink::start(&clients, &conn, files, &args)?;
+                let bytes = load(&repo, &snap.id, sink).map_err(|e| match e {
+                    EngineError::Repo(r) => repo_err(&repo_res, r),
+                    other => other,
+                })?;
+                stats.snapshot = Some(snap.id.clone());
+                stats.restored_bytes = Some(bytes);
+                tracing::info!("restored {}", format::size(bytes));
+            }
+            Step::Builtin { function, .. } => {
+                return Err(EngineError::Step(format!(
+                    "step `{function}` backs up; it cannot run in a restore session"
+                )))
+            }
+            Step::Exec {
+                function,
+                command,
+                working_dir,
+            } => tasks::run_exec(function, command, working_dir.as_deref(), &vars)?,
+        }
+    }
+    stats.phase = Some(phase::SUCCEEDED.into());
+    stats.duration = Some(coffer_api::duration::format(started.elapsed()));
+    Ok(stats)
+}
+
+/// Streams a dump into the client. mysql's own error, when it has one, is the cause to report:
+/// a broken pipe on our side only echoes it.
+fn load(repo: &Repo, snapshot: &str, sink: LoadSink) -> EngineResult<u64> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start("restored", counter.clone(), Duration::from_secs(10));
+    let mut w = CountingSink {
+        sink,
+        counter: counter.clone(),
+    };
+    let dumped = repo.dump(snapshot, DUMP_PATH, &mut w);
+    drop(progress);
+    let CountingSink { sink, .. } = w;
+    match dumped {
+        Ok(_) => Ok(sink.finish()?),
+        Err(e) => {
+            let said = sink.abort();
+            if said.is_empty() {
+                Err(EngineError::Repo(e))
+            } else {
+                Err(EngineError::Step(format!(
+                    "loading stopped: mysql said: {said}"
+                )))
+            }
+        }
+    }
+}
+
+struct CountingSink {
+    sink: LoadSink,
+    counter: Arc<AtomicU64>,
+}
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sink.write(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
+    }
+}

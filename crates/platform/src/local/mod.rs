@@ -1,0 +1,5 @@
+//! The local platform: one machine, resources in an embedded SQLite store.
+
+pub mod store;
+
+pub use store::{ApplyOutcome, Store, StoreError};

@@ -1,0 +1,469 @@
+//! Smoke tests for the harness itself: every server starts, answers and is cleaned up,
+//! and the fidelity schema survives a reference logical dump/restore (mariadb-dump),
+//! which proves the verify helpers compare what they should.
+
+use coffer_testkit::{
+    fidelity, free_port, garage_binary, verify, Garage, MariaDb, MariaDbOptions, Pushgateway,
+};
+use mysql::prelude::Queryable;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn which(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn free_ports_are_distinct() {
+    let ports: Vec<u16> = (0..64).map(|_| free_port()).collect();
+    let unique: HashSet<u16> = ports.iter().copied().collect();
+    assert_eq!(unique.len(), ports.len(), "{ports:?}");
+    assert!(ports.iter().all(|p| *p > 0));
+}
+
+#[test]
+fn mariadb_fidelity_schema_and_reference_dump() {
+    let t = Instant::now();
+    let mut src = MariaDb::start().expect("start MariaDB");
+    eprintln!("MariaDB started in {:?}", t.elapsed());
+    assert_eq!(src.host(), "127.0.0.1");
+    assert_eq!(src.url(), format!("mysql://127.0.0.1:{}/", src.port()));
+    assert!(src.datadir().join("mysql").is_dir());
+    assert!(src.socket().exists());
+    assert!(src.tls().is_none());
+
+    // Only the expected root accounts exist, and both take the password.
+    let users = src
+        .query_strings(
+            "SELECT CONCAT(User, '@', Host) FROM mysql.user WHERE User = 'root' ORDER BY 1",
+        )
+        .unwrap();
+    assert_eq!(
+        users,
+        vec![
+            vec![Some("root@%".to_string())],
+            vec![Some("root@localhost".to_string())]
+        ]
+    );
+    let via_socket = mysql::OptsBuilder::new()
+        .socket(Some(src.socket().to_string_lossy().into_owned()))
+        .user(Some("root"))
+        .pass(Some(src.root_password()));
+    mysql::Conn::new(via_socket).expect("root@localhost with the password over the socket");
+
+    let t = Instant::now();
+    let mut conn = src.conn().unwrap();
+    fidelity::load(&mut conn, "fid").expect("load fidelity schema");
+    fidelity::create_app_user(&mut conn, "fid", "app-pw'\\x").unwrap();
+    eprintln!("fidelity schema loaded in {:?}", t.elapsed());
+
+    // Spot-check that the loader stored what it meant to.
+    let all_bytes: String = (0..=255u8).map(|b| format!("{b:02X}")).collect();
+    let hex = src
+        .query_strings(
+            "SELECT HEX(b), LENGTH(t) FROM fid.blobs JOIN fid.texts USING (id) WHERE id = 1",
+        )
+        .unwrap();
+    assert_eq!(hex[0][0].as_deref(), Some(all_bytes.as_str()));
+    let row = src
+        .query_strings("SELECT s, HEX(t) FROM fid.texts WHERE id = 3")
+        .unwrap();
+    assert!(
+        row[0][0].as_deref().unwrap().contains("\\ slash"),
+        "{row:?}"
+    );
+    assert!(row[0][1].as_deref().unwrap().contains("0D0A"), "{row:?}");
+    let emoji = src
+        .query_strings("SELECT s, c FROM fid.texts WHERE id = 1")
+        .unwrap();
+    assert_eq!(emoji[0][0].as_deref(), Some("😀🎉👍🏽 ok"));
+    let counts = src
+        .query_strings(
+            "SELECT (SELECT COUNT(*) FROM fid.bulk), (SELECT COUNT(*) FROM fid.no_pk), \
+                    (SELECT COUNT(*) FROM fid.audit_log), (SELECT MIN(id) FROM fid.auto_inc)",
+        )
+        .unwrap();
+    assert_eq!(
+        counts[0],
+        vec![
+            Some(fidelity::BULK_ROWS.to_string()),
+            Some("8".into()),
+            Some("4".into()),
+            Some("0".into())
+        ]
+    );
+    let app = src
+        .conn_as("coffer_app", "app-pw'\\x")
+        .expect("app user logs in");
+    drop(app);
+
+    assert_eq!(
+        verify::user_databases(&mut conn).unwrap(),
+        vec!["fid".to_string()]
+    );
+    let sums = verify::checksums(&mut conn, &["fid"]).unwrap();
+    assert!(sums.len() >= 18, "{sums:?}");
+    assert!(sums.values().all(|s| s.is_some()), "{sums:?}");
+    assert_eq!(
+        sums,
+        verify::checksums(&mut conn, &["fid"]).unwrap(),
+        "checksums not stable"
+    );
+    let no_float = verify::checksums_without_float_tables(&mut conn, &["fid"]).unwrap();
+    assert_eq!(no_float.len() + fidelity::FLOAT_TABLES.len(), sums.len());
+    assert!(!no_float.contains_key("fid.floats"));
+    let floats = verify::float_values(&mut conn, "fid").unwrap();
+    assert_eq!(
+        floats.keys().collect::<Vec<_>>(),
+        ["fid.floats.f", "fid.floats.f_prec", "fid.floats.fu"]
+    );
+    assert_eq!(floats["fid.floats.f"][0].as_deref(), Some("0.1"));
+    assert_eq!(floats["fid.floats.f"][6], None);
+    let creates = verify::show_creates(&mut conn, "fid").unwrap();
+    for kind in ["table", "view", "trigger", "procedure", "function", "event"] {
+        assert!(
+            creates
+                .keys()
+                .any(|k| k.starts_with(&format!("{kind} fid."))),
+            "no {kind}: {:?}",
+            creates.keys()
+        );
+    }
+    assert!(
+        creates["table fid.auto_inc"].contains("AUTO_INCREMENT=11"),
+        "{}",
+        creates["table fid.auto_inc"]
+    );
+    assert!(creates["event fid.ev_nightly"].contains("DISABLE"));
+    assert_eq!(creates, verify::show_creates(&mut conn, "fid").unwrap());
+    drop(conn);
+
+    // Reference logical backup: mariadb-dump into a second server must preserve
+    // everything the verify helpers compare (FLOAT tables are compared by value).
+    if !which("mariadb-dump") || !which("mariadb") {
+        eprintln!("SKIP reference dump: mariadb-dump / mariadb client not installed");
+        return;
+    }
+    let mut dst = MariaDb::start().expect("start second MariaDB");
+    let dump = src.dir().join("fid.sql");
+    let status = Command::new("mariadb-dump")
+        .arg(format!(
+            "--defaults-extra-file={}",
+            src.defaults_file().display()
+        ))
+        .args([
+            "--single-transaction",
+            "--routines",
+            "--events",
+            "--triggers",
+            "--hex-blob",
+            "--databases",
+            "fid",
+        ])
+        .stdout(std::fs::File::create(&dump).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mariadb-dump failed");
+    let status = Command::new("mariadb")
+        .arg(format!(
+            "--defaults-extra-file={}",
+            dst.defaults_file().display()
+        ))
+        .arg("--comments") // keep the comment inside the procedure body
+        .stdin(std::fs::File::open(&dump).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "restoring the dump failed");
+
+    let compare = |a: &MariaDb, b: &MariaDb, when: &str| {
+        let (mut a, mut b) = (a.conn().unwrap(), b.conn().unwrap());
+        let pairs = [(
+            verify::checksums_without_float_tables(&mut a, &["fid"]).unwrap(),
+            verify::checksums_without_float_tables(&mut b, &["fid"]).unwrap(),
+        )];
+        for (l, r) in &pairs {
+            if let Some(d) = verify::diff(l, r) {
+                panic!("checksums differ {when}:\n{d}");
+            }
+        }
+        let (l, r) = (
+            verify::float_values(&mut a, "fid").unwrap(),
+            verify::float_values(&mut b, "fid").unwrap(),
+        );
+        if let Some(d) = verify::diff(&l, &r) {
+            panic!("float values differ {when}:\n{d}");
+        }
+        let (l, r) = (
+            verify::show_creates(&mut a, "fid").unwrap(),
+            verify::show_creates(&mut b, "fid").unwrap(),
+        );
+        if let Some(d) = verify::diff(&l, &r) {
+            panic!("definitions differ {when}:\n{d}");
+        }
+    };
+    compare(&src, &dst, "after mariadb-dump | mariadb");
+
+    // Restart (clean) and crash-restart keep the datadir and the port.
+    let port = dst.port();
+    let old_pid = dst.pid().unwrap();
+    let t = Instant::now();
+    dst.restart().expect("restart");
+    eprintln!("clean stop + start took {:?}", t.elapsed());
+    assert!(
+        !process_exists(old_pid),
+        "old server process still there after restart"
+    );
+    assert_eq!(dst.port(), port);
+    dst.kill();
+    assert!(!dst.is_running());
+    dst.restart().expect("restart after SIGKILL");
+    compare(&src, &dst, "after restarts");
+
+    // Drop stops the server and removes its directory.
+    let (pid, dir) = (src.pid().unwrap(), src.dir().to_path_buf());
+    src.stop();
+    assert!(!process_exists(pid));
+    drop(src);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let (pid, dir) = (dst.pid().unwrap(), dst.dir().to_path_buf());
+    drop(dst);
+    assert!(!process_exists(pid));
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
+fn mariadb_tls_verifies_against_the_ca() {
+    let db = MariaDb::start_with(MariaDbOptions {
+        tls: true,
+        require_secure_transport: true,
+        extra_args: vec![],
+    })
+    .expect("start MariaDB with TLS");
+    let tls = db.tls().expect("TLS material");
+    assert!(tls.ca_pem.contains("BEGIN CERTIFICATE"));
+    assert!(tls.server_key_pem.contains("PRIVATE KEY"));
+    assert_ne!(tls.ca_pem, tls.wrong_ca_pem);
+
+    let mut conn = db.conn().expect("TLS connection verified by the CA");
+    let cipher: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .unwrap();
+    let cipher = cipher.unwrap().1;
+    assert!(!cipher.is_empty(), "connection is not encrypted");
+
+    // Client certificate from the same CA is accepted.
+    let with_cert = db.opts().ssl_opts(
+        mysql::SslOpts::default()
+            .with_root_cert_path(Some(tls.ca_path.clone()))
+            .with_client_identity(Some(mysql::ClientIdentity::new(
+                tls.client_cert_path.clone(),
+                tls.client_key_path.clone(),
+            ))),
+    );
+    mysql::Conn::new(with_cert).expect("TLS with client certificate");
+
+    // An unrelated CA must not verify the server.
+    let wrong = db
+        .opts()
+        .ssl_opts(mysql::SslOpts::default().with_root_cert_path(Some(tls.wrong_ca_path.clone())));
+    assert!(
+        mysql::Conn::new(wrong).is_err(),
+        "server verified against the wrong CA"
+    );
+
+    // The client option file works for the CLI over verified TLS.
+    if which("mariadb") {
+        let out = Command::new("mariadb")
+            .arg(format!(
+                "--defaults-extra-file={}",
+                db.defaults_file().display()
+            ))
+            .args(["-N", "-e", "SHOW SESSION STATUS LIKE 'Ssl_version'"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb CLI over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("TLS"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // require_secure_transport: plain TCP is refused (MariaDB 10.11 reports it as
+    // "Access denied" to the client).
+    let plain = db.opts().ssl_opts(None::<mysql::SslOpts>);
+    let err =
+        mysql::Conn::new(plain).expect_err("plain TCP accepted despite require_secure_transport");
+    let err = err.to_string();
+    assert!(
+        err.contains("Access denied") || err.contains("secure transport"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mariadb_start_failure_reports_the_log() {
+    let err = MariaDb::start_with(MariaDbOptions {
+        extra_args: vec!["--no-such-option-coffer".into()],
+        ..Default::default()
+    })
+    .expect_err("server with a bad option must not start");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no-such-option-coffer"), "{msg}");
+    assert!(msg.contains("error.log"), "{msg}");
+}
+
+#[test]
+fn pushgateway_serves_metrics() {
+    let mut pg = Pushgateway::start().expect("start Pushgateway");
+    assert!(pg.url().starts_with("http://127.0.0.1:"));
+    let text = pg.metrics_text().unwrap();
+    assert!(text.contains("pushgateway_build_info"), "{text}");
+    pg.wipe().unwrap();
+    pg.stop();
+    assert!(pg.metrics_text().is_err());
+}
+
+#[test]
+fn garage_serves_s3() {
+    let Some(bin) = garage_binary() else {
+        eprintln!("SKIP garage_serves_s3: no garage binary (set COFFER_GARAGE or run scripts/install-deps.sh)");
+        return;
+    };
+    eprintln!("using {}", bin.display());
+    let t = Instant::now();
+    let mut garage = Garage::start().expect("start Garage");
+    eprintln!("Garage started in {:?}", t.elapsed());
+    assert_eq!(garage.region(), "garage");
+    assert!(garage.access_key().starts_with("GK") && garage.access_key().len() == 26);
+    assert_eq!(garage.secret_key().len(), 64);
+    garage
+        .create_bucket("second-bucket")
+        .expect("create bucket");
+
+    // The default key has read, write and owner on both buckets.
+    for bucket in [garage.bucket(), "second-bucket"] {
+        let info = garage.cli(&["bucket", "info", bucket]).unwrap();
+        assert!(
+            info.lines()
+                .any(|l| l.starts_with("RWO") && l.contains(garage.access_key())),
+            "{info}"
+        );
+    }
+
+    // End to end through a real S3 client: restic initialises a repository in the
+    // bucket made by create_bucket (one init: its key derivation costs ~3 s of CPU).
+    if which("restic") {
+        let out = Command::new("restic")
+            .args([
+                "-r",
+                &format!("s3:{}/second-bucket/repo", garage.endpoint()),
+                "init",
+            ])
+            .env("AWS_ACCESS_KEY_ID", garage.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", garage.secret_key())
+            .env("AWS_DEFAULT_REGION", garage.region())
+            .env("RESTIC_PASSWORD", "smoke")
+            .env(
+                "RESTIC_CACHE_DIR",
+                std::env::temp_dir().join("coffer-testkit-restic-cache"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "restic init: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            garage.log_tail()
+        );
+    } else {
+        eprintln!("restic not installed: skipped the S3 round trip");
+    }
+    garage.stop();
+}
+
+/// Helper for `servers_die_with_the_test_process`: runs only when that test starts
+/// this binary with the environment variable set.
+#[test]
+#[ignore = "helper, started by servers_die_with_the_test_process"]
+fn orphan_helper() {
+    if std::env::var_os("COFFER_TESTKIT_ORPHAN_HELPER").is_none() {
+        return;
+    }
+    let db = MariaDb::start().unwrap();
+    let pg = Pushgateway::start().unwrap();
+    println!("DIRS {} {}", db.dir().display(), pg.dir().display());
+    println!("PIDS {} {}", db.pid().unwrap(), pg.pid().unwrap());
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn servers_die_with_the_test_process() {
+    use std::io::BufRead;
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "orphan_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("COFFER_TESTKIT_ORPHAN_HELPER", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let (mut pids, mut dirs): (Vec<u32>, Vec<String>) = (Vec::new(), Vec::new());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("DIRS ").nth(1) {
+            dirs = rest.split_whitespace().map(String::from).collect();
+        }
+        if let Some(rest) = line.split("PIDS ").nth(1) {
+            pids = rest
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect();
+            break;
+        }
+    }
+    let all_alive = pids.len() == 2 && pids.iter().all(|p| process_exists(*p));
+    // SIGKILL: no destructors run in the helper.
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|p| process_exists(*p)) && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The helper could not remove its directories; do it here.
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert!(
+        all_alive,
+        "helper did not report two running servers: {pids:?}"
+    );
+    let alive: Vec<u32> = pids.into_iter().filter(|p| process_exists(*p)).collect();
+    assert!(
+        alive.is_empty(),
+        "servers outlived their test process: {alive:?}"
+    );
+}
