@@ -156,3 +156,74 @@ impl Drop for DumpStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read, os::unix::fs::PermissionsExt, sync::Arc};
+
+    use super::*;
+    use crate::conn::ClientFlavor;
+
+    fn fake_dump(body: &str) -> (tempfile::TempDir, Clients) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fake-dump");
+        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = Clients {
+            dump: p.clone(),
+            client: p,
+            flavor: ClientFlavor::MariaDb,
+        };
+        (dir, c)
+    }
+
+    fn read_all(body: &str) -> Result<Vec<u8>, std::io::Error> {
+        let (_d, clients) = fake_dump(body);
+        let spec = ConnSpec {
+            host: "127.0.0.1".into(),
+            port: 1,
+            user: "u".into(),
+            password: "p".into(),
+            tls: None,
+            label: "AppBinding t/db".into(),
+        };
+        let files = Arc::new(ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap());
+        let mut s = DumpStream::start(&clients, &spec, files, &[]).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).map(|_| out)
+    }
+
+    #[test]
+    fn a_complete_dump_reads_to_the_end() {
+        let out =
+            read_all("echo 'CREATE TABLE t (a INT);'; echo '-- Dump completed on 2026-01-01'")
+                .unwrap();
+        assert!(out.ends_with(b"-- Dump completed on 2026-01-01\n"));
+    }
+
+    #[test]
+    fn a_killed_dump_fails_the_last_read() {
+        let e = read_all("echo 'CREATE TABLE t (a INT);'; echo '-- Dump completed'; kill -KILL $$")
+            .unwrap_err();
+        assert!(e.to_string().contains("killed by signal 9"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_dump_reports_its_stderr() {
+        let e = read_all(
+            "echo 'INSERT'; echo 'mysqldump: Got error: 2013: Lost connection' >&2; exit 2",
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("exited with status 2") && m.contains("Lost connection"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_dump_without_its_trailer_is_truncated() {
+        let e = read_all("echo 'INSERT INTO t VALUES (1)'").unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+}

@@ -1,13 +1,16 @@
 //! The bridge from coffer's [`ObjectStore`] to rustic_core's backend traits.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rustic_core::{
     BytesList, ErrorKind, FileType, Id, ReadBackend, RusticError, RusticResult, WriteBackend,
 };
 
-use crate::store::{ObjectStore, StoreError};
+use crate::{
+    repository::SourceFailed,
+    store::{ObjectStore, StoreError},
+};
 
 /// restic's key for a repository file: `data/` is fanned out by the first two hex digits.
 pub(crate) fn key_for(tpe: FileType, id: &Id) -> String {
@@ -23,15 +26,45 @@ fn rustic_err(err: StoreError) -> Box<RusticError> {
     RusticError::with_source(ErrorKind::Backend, "storage operation failed", err)
 }
 
+/// Records the first failure of any stream being backed up. rustic's archiver logs a failing
+/// file and carries on, which would commit a snapshot without it; the gate makes the final
+/// snapshot write fail instead, so a failed source never leaves a snapshot behind.
+#[derive(Debug, Default)]
+pub struct SourceGate {
+    failure: Mutex<Option<String>>,
+}
+
+impl SourceGate {
+    pub fn fail(&self, why: String) {
+        let mut f = self.failure.lock().unwrap();
+        if f.is_none() {
+            *f = Some(why);
+        }
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
+    }
+}
+
 /// Serves rustic_core's reads and writes from one [`ObjectStore`].
 #[derive(Clone)]
 pub struct StoreBackend {
     store: Arc<dyn ObjectStore>,
+    gate: Option<Arc<SourceGate>>,
 }
 
 impl StoreBackend {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self { store, gate: None }
+    }
+
+    /// A backend that refuses to write a snapshot once `gate` has recorded a failure.
+    pub fn gated(store: Arc<dyn ObjectStore>, gate: Arc<SourceGate>) -> Self {
+        Self {
+            store,
+            gate: Some(gate),
+        }
     }
 }
 
@@ -93,6 +126,15 @@ impl WriteBackend for StoreBackend {
         _cacheable: bool,
         content: BytesList,
     ) -> RusticResult<()> {
+        if tpe == FileType::Snapshot {
+            if let Some(why) = self.gate.as_ref().and_then(|g| g.failure()) {
+                return Err(RusticError::with_source(
+                    ErrorKind::InputOutput,
+                    "the backup source failed; the snapshot is not written",
+                    SourceFailed(why),
+                ));
+            }
+        }
         self.store
             .write(&key_for(tpe, id), content.slice())
             .map_err(rustic_err)

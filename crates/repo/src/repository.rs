@@ -4,7 +4,10 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use rustic_core::{
@@ -16,7 +19,7 @@ use rustic_core::{
 };
 
 use crate::{
-    backend::StoreBackend,
+    backend::{SourceGate, StoreBackend},
     lock::{self, LockCipher, LockError, RepoLock},
     store::{ObjectStore, StoreError},
 };
@@ -166,7 +169,11 @@ impl std::fmt::Debug for Repo {
 }
 
 fn raw(store: &Arc<dyn ObjectStore>) -> RepoResult<Repository<()>> {
-    let backends = RepositoryBackends::new(Arc::new(StoreBackend::new(store.clone())), None);
+    raw_with(store, StoreBackend::new(store.clone()))
+}
+
+fn raw_with(store: &Arc<dyn ObjectStore>, backend: StoreBackend) -> RepoResult<Repository<()>> {
+    let backends = RepositoryBackends::new(Arc::new(backend), None);
     let opts = RepositoryOptions::default().no_cache(true);
     Repository::new(&opts, &backends).map_err(|e| op_err(store, e))
 }
@@ -261,7 +268,14 @@ impl Repo {
     /// Later opens reuse the master key, skipping the password KDF (128 MiB of scrypt for
     /// repositories rustic created).
     fn opened(&self) -> RepoResult<Repository<rustic_core::OpenStatus>> {
-        raw(&self.store)?
+        self.opened_with(StoreBackend::new(self.store.clone()))
+    }
+
+    fn opened_with(
+        &self,
+        backend: StoreBackend,
+    ) -> RepoResult<Repository<rustic_core::OpenStatus>> {
+        raw_with(&self.store, backend)?
             .open(&Credentials::Masterkey(self.key.clone()))
             .map_err(|e| op_err(&self.store, e))
     }
@@ -297,7 +311,11 @@ impl Repo {
     /// reader has reached its end without error: a reader that fails (for example because the
     /// dump behind it failed) leaves no snapshot behind.
     pub fn backup(&self, files: Vec<SourceFile>, meta: &SnapshotMeta) -> RepoResult<SnapshotInfo> {
-        let repo = self.opened()?.to_indexed_ids().map_err(|e| self.err(e))?;
+        let gate = Arc::new(SourceGate::default());
+        let repo = self
+            .opened_with(StoreBackend::gated(self.store.clone(), gate.clone()))?
+            .to_indexed_ids()
+            .map_err(|e| self.err(e))?;
         let mut sopts = SnapshotOptions::default().host(meta.host.clone());
         for t in &meta.tags {
             // restic's StringList splits on commas; one tag per call keeps them whole.
@@ -311,11 +329,27 @@ impl Repo {
         opts.no_scan = true;
         let mut paths: Vec<PathBuf> = files.iter().map(|f| PathBuf::from(&f.path)).collect();
         paths.sort();
-        let src = StreamSource::new(files);
+        let delivered = Arc::new(AtomicU64::new(0));
+        let src = StreamSource::new(files, gate.clone(), delivered.clone());
         let snap = repo
             .archive(&opts, &src, snap, &paths)
-            .map_err(|e| self.err(e))?;
-        Ok(SnapshotInfo::from_file(&snap))
+            .map_err(|e| match gate.failure() {
+                Some(why) => RepoError::Source(why),
+                None => self.err(e),
+            })?;
+        // Belt and braces: every byte the sources delivered must be in the snapshot.
+        let info = SnapshotInfo::from_file(&snap);
+        let delivered = delivered.load(Ordering::SeqCst);
+        if gate.failure().is_some() || info.total_bytes != delivered {
+            let _ = repo.delete_snapshots(&[snap.id]);
+            return Err(RepoError::Source(gate.failure().unwrap_or_else(|| {
+                format!(
+                    "the snapshot holds {} bytes but the source delivered {delivered}; it was removed",
+                    info.total_bytes
+                )
+            })));
+        }
+        Ok(info)
     }
 
     /// All snapshots, newest first.
@@ -531,14 +565,18 @@ impl Write for CountingWriter<'_> {
 /// Files given as readers, handed to rustic's archiver once each.
 struct StreamSource {
     files: Mutex<Vec<SourceFile>>,
+    gate: Arc<SourceGate>,
+    delivered: Arc<AtomicU64>,
 }
 
 impl StreamSource {
-    fn new(mut files: Vec<SourceFile>) -> Self {
+    fn new(mut files: Vec<SourceFile>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
         // The tree archiver expects entries in path order.
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Self {
             files: Mutex::new(files),
+            gate,
+            delivered,
         }
     }
 }
@@ -571,7 +609,11 @@ impl ReadSource for StreamSource {
                 Ok(ReadSourceEntry {
                     path,
                     node: Node::new_node(&name, NodeType::File, meta),
-                    open: Some(FillReader::new(f.reader)),
+                    open: Some(FillReader::new(
+                        f.reader,
+                        self.gate.clone(),
+                        self.delivered.clone(),
+                    )),
                 })
             })
             .collect::<Vec<_>>()
@@ -582,14 +624,19 @@ impl ReadSource for StreamSource {
 /// rustic's chunker shrinks its read buffer to the size of any short read and never grows it
 /// back; pipes and sockets return short reads all the time. This reader always fills the
 /// caller's buffer (or reaches the end), keeping the chunker on large reads.
+/// It also reports the stream's failure to the snapshot gate and counts what it delivered.
 pub struct FillReader {
     inner: BufReader<Box<dyn Read + Send>>,
+    gate: Arc<SourceGate>,
+    delivered: Arc<AtomicU64>,
 }
 
 impl FillReader {
-    fn new(r: Box<dyn Read + Send>) -> Self {
+    fn new(r: Box<dyn Read + Send>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
         Self {
             inner: BufReader::with_capacity(1 << 20, r),
+            gate,
+            delivered,
         }
     }
 }
@@ -602,6 +649,7 @@ impl Read for FillReader {
                 Ok(a) => a,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    self.gate.fail(e.to_string());
                     return Err(std::io::Error::other(SourceFailed(e.to_string())));
                 }
             };
@@ -613,6 +661,7 @@ impl Read for FillReader {
             self.inner.consume(k);
             n += k;
         }
+        self.delivered.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }

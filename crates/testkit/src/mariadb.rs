@@ -248,10 +248,19 @@ impl MariaDb {
     }
 
     /// Runs SQL (several `;`-separated statements are fine) as root on a new connection.
+    /// Every statement's error is reported, not only the first one's.
     pub fn exec(&self, sql: &str) -> Result<()> {
-        self.conn()?
-            .query_drop(sql)
-            .with_context(|| format!("SQL failed: {}", abbreviate(sql)))
+        let mut conn = self.conn()?;
+        let run = |conn: &mut Conn| -> mysql::Result<()> {
+            let mut result = conn.query_iter(sql)?;
+            while let Some(set) = result.iter() {
+                for row in set {
+                    row?;
+                }
+            }
+            Ok(())
+        };
+        run(&mut conn).with_context(|| format!("SQL failed: {}", abbreviate(sql)))
     }
 
     /// Runs a query as root and returns every row of every result set as text

@@ -467,3 +467,12 @@ fn servers_die_with_the_test_process() {
         "servers outlived their test process: {alive:?}"
     );
 }
+
+#[test]
+fn exec_reports_an_error_in_a_later_statement() {
+    let db = coffer_testkit::MariaDb::start().unwrap();
+    let e = db
+        .exec("CREATE DATABASE d1; INSERT INTO t SELECT 1 FROM seq_1_to_3")
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("No database selected"), "{e:#}");
+}

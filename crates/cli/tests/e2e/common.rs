@@ -1,0 +1,217 @@
+//! The harness for end-to-end tests: a coffer home, manifests, the real `coffer` binary, and
+//! the `restic` CLI for interoperability checks.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use coffer_testkit::MariaDb;
+
+pub const REPO_PASSWORD: &str = "repo-pass-Zq8!";
+
+pub struct Coffer {
+    pub home: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// stdout as bytes (dumps hold binary data that is not UTF-8).
+    pub raw: Vec<u8>,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            raw: o.stdout,
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Coffer {
+    pub fn new() -> Coffer {
+        Coffer {
+            home: tempfile::tempdir().unwrap(),
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        c.env("COFFER_HOME", self.home.path())
+            .env("COFFER_LOG", "info")
+            .env_remove("COFFER_MYSQLDUMP")
+            .env_remove("COFFER_MYSQL");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().expect("run coffer"))
+    }
+
+    /// Runs coffer and requires success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert!(r.ok, "coffer {args:?} failed:\n{r}");
+        r
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.work.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn apply(&self, name: &str, yaml: &str) -> Run {
+        let p = self.file(name, yaml);
+        self.run(&["apply", "-f", p.to_str().unwrap()])
+    }
+
+    pub fn get_json(&self, kind: &str, name: &str) -> serde_json::Value {
+        let r = self.ok(&["get", kind, name, "-o", "json"]);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
+    /// The only BackupSession of a BackupConfiguration created by the last `coffer backup`.
+    pub fn last_session(&self, run: &Run) -> serde_json::Value {
+        let name = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("backupsession/"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no session name in output:\n{run}"));
+        self.get_json("backupsession", name)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+}
+
+pub fn secret(name: &str, pairs: &[(&str, &str)]) -> String {
+    let mut s = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n");
+    for (k, v) in pairs {
+        s.push_str(&format!("  {k}: {}\n", serde_json::to_string(v).unwrap()));
+    }
+    s
+}
+
+pub fn local_repo(name: &str, path: &Path, secret: &str) -> String {
+    format!(
+        "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: {name}}}\n\
+         spec:\n  backend:\n    local:\n      mountPath: /safe/data\n      hostPath: {{path: {}}}\n    \
+         storageSecretName: {secret}\n",
+        path.display()
+    )
+}
+
+pub fn appbinding(name: &str, db: &MariaDb, secret: &str) -> String {
+    format!(
+        "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: {name}}}\n\
+         spec:\n  type: kubedb.com/mariadb\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  \
+         secret: {{name: {secret}}}\n",
+        db.port()
+    )
+}
+
+/// A database Secret for root of the given server.
+pub fn db_secret(name: &str, db: &MariaDb) -> String {
+    secret(
+        name,
+        &[("username", "root"), ("password", db.root_password())],
+    )
+}
+
+pub fn backup_config(name: &str, repo: &str, ab: &str, args: &str, keep_last: u32) -> String {
+    backup_config_with(name, repo, ab, &[("args", args)], keep_last)
+}
+
+pub fn backup_config_with(
+    name: &str,
+    repo: &str,
+    ab: &str,
+    params: &[(&str, &str)],
+    keep_last: u32,
+) -> String {
+    let params: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{{name: {k}, value: \"{v}\"}}"))
+        .collect();
+    let params = params.join(", ");
+    format!(
+        "apiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\nmetadata: {{name: {name}}}\n\
+         spec:\n  schedule: \"0 3 * * *\"\n  task:\n    name: mariadb-backup-10.5.8\n    \
+         params: [{params}]\n  repository: {{name: {repo}}}\n  target:\n    \
+         ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: {ab}}}\n  \
+         retentionPolicy: {{name: keep, keepLast: {keep_last}, prune: true}}\n"
+    )
+}
+
+pub fn restore_session(name: &str, repo: &str, ab: &str, snapshot: &str) -> String {
+    format!(
+        "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: {name}}}\n\
+         spec:\n  task: {{name: mariadb-restore-10.5.8}}\n  repository: {{name: {repo}}}\n  target:\n    \
+         ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: {ab}}}\n    \
+         rules: [{{snapshots: [\"{snapshot}\"]}}]\n"
+    )
+}
+
+/// `restic` against a repository with our password, without a cache.
+pub fn restic(repo: &str, args: &[&str]) -> Run {
+    restic_env(repo, args, &[])
+}
+
+pub fn restic_env(repo: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new("restic");
+    c.arg("-r")
+        .arg(repo)
+        .arg("--no-cache")
+        .args(args)
+        .env("RESTIC_PASSWORD", REPO_PASSWORD);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("run restic (is it installed?)"))
+}
+
+/// restic's view of a repository's snapshots.
+pub fn restic_snapshots(repo: &str, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let r = restic_env(repo, &["snapshots", "--json"], env);
+    assert!(r.ok, "restic snapshots failed:\n{r}");
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+/// `restic check` must pass.
+pub fn assert_restic_check(repo: &str, env: &[(&str, &str)]) {
+    let r = restic_env(repo, &["check"], env);
+    assert!(
+        r.ok && r.stdout.contains("no errors were found"),
+        "restic check failed on {repo}:\n{r}"
+    );
+}
+
+pub fn phase(v: &serde_json::Value) -> &str {
+    v["status"]["phase"].as_str().unwrap_or("")
+}
+
+pub fn error(v: &serde_json::Value) -> &str {
+    v["status"]["error"].as_str().unwrap_or("")
+}

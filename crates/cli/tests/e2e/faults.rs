@@ -1,0 +1,364 @@
+//! Bad input and faults: each gets a clear message naming the resource, a Failed session
+//! with the reason in its status, no snapshot that looks complete, and a repository that
+//! `restic check` still passes.
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+
+use coffer_testkit::MariaDb;
+
+use crate::common::*;
+
+fn script(cf: &Coffer, name: &str, body: &str) -> PathBuf {
+    let p = cf.file(name, &format!("#!/bin/bash\n{body}\n"));
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A coffer home with a working source, target repository and configuration `bc`.
+fn setup(src: &MariaDb, extra: &str) -> Coffer {
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", src),
+        appbinding("src", src, "src-auth"),
+        backup_config_with(
+            "bc",
+            "repo",
+            "src",
+            &[("args", "--databases app"), ("waitTimeout", "1")],
+            5,
+        ),
+        extra.to_string(),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    cf
+}
+
+fn app_db() -> MariaDb {
+    let db = MariaDb::start().unwrap();
+    db.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, pad TEXT);
+         USE app; INSERT INTO app.t SELECT seq, REPEAT(MD5(seq), 20) FROM seq_1_to_3000;",
+    )
+    .unwrap();
+    db
+}
+
+/// Runs `coffer backup bc --wait` and returns the session, which must have Failed with a
+/// reason containing every `needle`.
+fn failed_backup(
+    cf: &Coffer,
+    bc: &str,
+    needles: &[&str],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut c = cf.cmd();
+    c.args(["backup", bc, "--wait"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "backup must fail:\n{stdout}\n{stderr}"
+    );
+    let name = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("backupsession/"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("session name");
+    let bs = cf.get_json("backupsession", name);
+    assert_eq!(phase(&bs), "Failed", "{bs:#}");
+    let reason = error(&bs);
+    for n in needles {
+        assert!(reason.contains(n), "reason {reason:?} lacks {n:?}");
+        assert!(stderr.contains(n), "stderr lacks {n:?}:\n{stderr}");
+    }
+    assert_eq!(
+        bs["status"]["targets"][0]["stats"][0]["phase"], "Failed",
+        "{bs:#}"
+    );
+    bs
+}
+
+fn snapshot_count(cf: &Coffer) -> usize {
+    let repo = cf.path("repo");
+    if !repo.join("config").exists() {
+        return 0;
+    }
+    restic_snapshots(repo.to_str().unwrap(), &[]).len()
+}
+
+#[test]
+fn bad_manifests_are_refused_whole_with_file_kind_and_field() {
+    let cf = Coffer::new();
+    let good = secret("ok", &[("a", "b")]);
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        ("malformed.yaml", format!("{good}---\nkind: [unclosed\n"), vec!["malformed.yaml", "not valid YAML"]),
+        (
+            "kind.yaml",
+            format!("{good}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n"),
+            vec!["kind.yaml (document 2)", "unknown kind `ConfigMap`"],
+        ),
+        (
+            "version.yaml",
+            format!("{good}---\napiVersion: stash.appscode.com/v9\nkind: Repository\nmetadata: {{name: r}}\n"),
+            vec!["Repository/default/r", "apiVersion", "stash.appscode.com/v1alpha1"],
+        ),
+        (
+            "retention.yaml",
+            format!(
+                "{good}---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\nmetadata: {{name: b}}\n\
+                 spec: {{repository: {{name: r}}, target: {{ref: {{kind: AppBinding, name: db}}}}}}\n"
+            ),
+            vec!["BackupConfiguration/default/b", "spec.retentionPolicy: required"],
+        ),
+        (
+            "backend.yaml",
+            format!(
+                "{good}---\napiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: r}}\n\
+                 spec: {{backend: {{storageSecretName: s}}}}\n"
+            ),
+            vec!["Repository/default/r", "spec.backend: required"],
+        ),
+    ];
+    for (file, text, needles) in cases {
+        let r = cf.apply(file, &text);
+        assert!(!r.ok, "{file} must be refused:\n{r}");
+        for n in needles {
+            assert!(r.stderr.contains(n), "{file}: message lacks {n:?}:\n{r}");
+        }
+        assert!(r.stderr.contains("nothing was applied"), "{r}");
+        // Refused whole: the valid Secret beside the mistake was not stored either.
+        assert!(
+            !cf.run(&["get", "secret", "ok"]).ok,
+            "{file}: part of the file was applied"
+        );
+    }
+}
+
+#[test]
+fn missing_references_fail_the_session_naming_the_resource() {
+    let src = app_db();
+    let cf = setup(
+        &src,
+        &[
+            backup_config("no-repo", "nope", "src", "--databases app", 1),
+            backup_config("no-ab", "repo", "ghost-db", "--databases app", 1),
+            local_repo("repo-no-secret", &cf_path_placeholder(), "missing-secret"),
+            backup_config("no-secret", "repo-no-secret", "src", "--databases app", 1),
+        ]
+        .join("---\n"),
+    );
+    failed_backup(
+        &cf,
+        "no-repo",
+        &[
+            "Repository default/nope not found",
+            "spec.repository of BackupConfiguration default/no-repo",
+        ],
+        &[],
+    );
+    failed_backup(
+        &cf,
+        "no-ab",
+        &["AppBinding default/ghost-db not found", "spec.target.ref"],
+        &[],
+    );
+    failed_backup(
+        &cf,
+        "no-secret",
+        &[
+            "Secret default/missing-secret not found",
+            "storageSecretName of Repository default/repo-no-secret",
+        ],
+        &[],
+    );
+    let r = cf.run(&["backup", "not-there", "--wait"]);
+    assert!(
+        !r.ok
+            && r.stderr
+                .contains("BackupConfiguration default/not-there not found"),
+        "{r}"
+    );
+    assert_eq!(snapshot_count(&cf), 0);
+}
+
+fn cf_path_placeholder() -> PathBuf {
+    std::env::temp_dir().join("coffer-never-used-repo")
+}
+
+#[test]
+fn wrong_repository_password_and_database_faults() {
+    let mut src = app_db();
+    let cf = setup(&src, "");
+    // A good first backup, so the repository exists with one snapshot.
+    assert!(cf.run(&["backup", "bc", "--wait"]).ok);
+    assert_eq!(snapshot_count(&cf), 1);
+    let repo_s = cf.path("repo").to_str().unwrap().to_string();
+
+    let extra = [
+        secret("wrong-pass", &[("RESTIC_PASSWORD", "not-the-password")]),
+        local_repo("same-repo-wrong-pass", &cf.path("repo"), "wrong-pass"),
+        backup_config(
+            "bc-wrong-pass",
+            "same-repo-wrong-pass",
+            "src",
+            "--databases app",
+            1,
+        ),
+        secret(
+            "bad-db-auth",
+            &[("username", "root"), ("password", "wrong")],
+        ),
+        appbinding("src-bad-auth", &src, "bad-db-auth"),
+        backup_config_with(
+            "bc-bad-auth",
+            "repo",
+            "src-bad-auth",
+            &[("args", "--databases app")],
+            5,
+        ),
+    ]
+    .join("---\n");
+    assert!(cf.apply("extra.yaml", &extra).ok);
+    failed_backup(
+        &cf,
+        "bc-wrong-pass",
+        &[
+            "Repository default/same-repo-wrong-pass",
+            "password does not open",
+        ],
+        &[],
+    );
+    failed_backup(
+        &cf,
+        "bc-bad-auth",
+        &["AppBinding default/src-bad-auth", "refused user `root`"],
+        &[],
+    );
+    src.stop();
+    failed_backup(
+        &cf,
+        "bc",
+        &[
+            "AppBinding default/src",
+            "cannot connect",
+            &format!("127.0.0.1:{}", src.port()),
+        ],
+        &[],
+    );
+    assert_eq!(snapshot_count(&cf), 1, "no failed run left a snapshot");
+    assert_restic_check(&repo_s, &[]);
+}
+
+#[test]
+fn a_dump_killed_or_truncated_midway_leaves_no_snapshot() {
+    let src = app_db();
+    let cf = setup(&src, "");
+    let repo_s = cf.path("repo").to_str().unwrap().to_string();
+    assert!(cf.run(&["backup", "bc", "--wait"]).ok);
+    let before = restic_snapshots(&repo_s, &[]).len();
+
+    let killed = script(
+        &cf,
+        "killed-dump",
+        "mariadb-dump \"$@\" | head -c 30000\nkill -KILL $$",
+    );
+    failed_backup(
+        &cf,
+        "bc",
+        &[
+            "the dump of AppBinding default/src failed",
+            "killed by signal 9",
+        ],
+        &[("COFFER_MYSQLDUMP", killed.to_str().unwrap())],
+    );
+    let truncated = script(
+        &cf,
+        "truncated-dump",
+        "mariadb-dump \"$@\" | head -c 30000\nexit 0",
+    );
+    failed_backup(
+        &cf,
+        "bc",
+        &["truncated"],
+        &[("COFFER_MYSQLDUMP", truncated.to_str().unwrap())],
+    );
+    // A real server death in the middle of the dump.
+    let failing = script(&cf, "failing-dump", "mariadb-dump \"$@\"\necho 'mysqldump: Error 2013: Lost connection to server during query' >&2\nexit 2");
+    failed_backup(
+        &cf,
+        "bc",
+        &["mysqldump exited with status 2", "Lost connection"],
+        &[("COFFER_MYSQLDUMP", failing.to_str().unwrap())],
+    );
+
+    assert_eq!(
+        restic_snapshots(&repo_s, &[]).len(),
+        before,
+        "a failed dump left a snapshot"
+    );
+    assert_restic_check(&repo_s, &[]);
+    let st = cf.get_json("repository", "repo");
+    assert_eq!(st["status"]["snapshotCount"], before as u64);
+}
+
+#[test]
+fn two_backups_of_one_repository_at_once_the_second_fails_on_the_lock() {
+    let src = app_db();
+    let cf = setup(
+        &src,
+        &backup_config("bc2", "repo", "src", "--databases app", 5),
+    );
+    let repo_s = cf.path("repo").to_str().unwrap().to_string();
+    // The first backup initialises the repository, then dawdles mid-stream while locked.
+    let slow = script(
+        &cf,
+        "slow-dump",
+        "mariadb-dump \"$@\" | { head -c 2000; sleep 5; cat; }",
+    );
+    let mut first = cf.cmd();
+    first
+        .args(["backup", "bc", "--wait"])
+        .env("COFFER_MYSQLDUMP", &slow)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let first = first.spawn().unwrap();
+    // Wait until the first one holds its lock.
+    let locks = cf.path("repo").join("locks");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "first backup never locked the repository"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bs = failed_backup(
+        &cf,
+        "bc2",
+        &["is locked", "exclusive lock held by coffer"],
+        &[],
+    );
+    assert!(error(&bs).contains("Repository default/repo"), "{bs:#}");
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the first backup must still succeed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(restic_snapshots(&repo_s, &[]).len(), 1);
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        0,
+        "lock released"
+    );
+    assert_restic_check(&repo_s, &[]);
+}

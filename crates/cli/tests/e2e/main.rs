@@ -1,0 +1,6 @@
+//! End-to-end tests of the `coffer` binary against real MariaDB servers, a real S3 server
+//! (Garage) and the restic CLI. One test binary for the whole crate keeps link time down.
+
+mod common;
+mod faults;
+mod logical;
