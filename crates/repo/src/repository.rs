@@ -47,6 +47,9 @@ pub enum RepoError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A storage failure inside a repository operation (its message names the location).
+    #[error("{0}")]
+    Storage(String),
     /// The stream being backed up failed; its own error says why.
     #[error("{0}")]
     Source(String),
@@ -185,10 +188,7 @@ fn op_err(store: &Arc<dyn ObjectStore>, e: Box<RusticError>) -> RepoError {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&*e);
     while let Some(s) = src {
         if let Some(se) = s.downcast_ref::<StoreError>() {
-            return RepoError::Operation {
-                location: store.location(),
-                message: se.to_string(),
-            };
+            return RepoError::Storage(se.to_string());
         }
         if let Some(se) = s.downcast_ref::<SourceFailed>() {
             return RepoError::Source(se.0.clone());

@@ -258,6 +258,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 impl S3Store {
     pub fn new(cfg: &S3Config) -> StoreResult<Self> {
+        // Without opendal's auto-registration feature, the HTTP transport is installed here.
+        opendal::install_default();
         let location = format!(
             "s3:{}/{}",
             cfg.endpoint.trim_end_matches('/'),

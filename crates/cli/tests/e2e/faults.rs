@@ -362,3 +362,135 @@ fn two_backups_of_one_repository_at_once_the_second_fails_on_the_lock() {
     );
     assert_restic_check(&repo_s, &[]);
 }
+
+fn wait_for_lock(locks: &std::path::Path) {
+    let t0 = std::time::Instant::now();
+    while std::fs::read_dir(locks).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "no lock appeared in {}",
+            locks.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// coffer's locks are restic's: restic sees coffer's exclusive lock and will not prune under
+/// it; coffer will not write while restic holds a lock; a crashed coffer's stale lock is
+/// removed by the next run; `coffer unlock` clears what a crashed restic left.
+#[test]
+fn locks_are_shared_with_restic_and_survive_crashes() {
+    use std::process::{Command, Stdio};
+    let src = app_db();
+    let cf = setup(&src, "");
+    let repo = cf.path("repo");
+    let repo_s = repo.to_str().unwrap().to_string();
+    let locks = repo.join("locks");
+    assert!(cf.run(&["backup", "bc", "--wait"]).ok);
+
+    // 1. coffer holds the lock; restic sees it as exclusive and refuses to prune.
+    let slow = script(
+        &cf,
+        "slow-dump",
+        "mariadb-dump \"$@\" | { head -c 2000; sleep 4; cat; }",
+    );
+    let mut running = cf.cmd();
+    running
+        .args(["backup", "bc", "--wait"])
+        .env("COFFER_MYSQLDUMP", &slow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut running = running.spawn().unwrap();
+    wait_for_lock(&locks);
+    let listed = restic(&repo_s, &["list", "locks", "--no-lock"]);
+    let id = listed.stdout.trim().to_string();
+    assert_eq!(id.lines().count(), 1, "{listed}");
+    let lock = restic(&repo_s, &["cat", "lock", &id, "--no-lock"]);
+    let lock: serde_json::Value =
+        serde_json::from_str(&lock.stdout).unwrap_or_else(|_| panic!("{lock}"));
+    assert_eq!(lock["exclusive"], true);
+    assert_eq!(lock["pid"], running.id());
+    let prune = restic(&repo_s, &["prune"]);
+    assert!(
+        !prune.ok && prune.stderr.contains("locked"),
+        "restic must not prune under coffer's lock:\n{prune}"
+    );
+    assert!(running.wait().unwrap().success());
+
+    // 2. restic holds a lock (a backup waiting on its input): coffer refuses to write.
+    let mut restic_backup = Command::new("restic")
+        .args([
+            "-r",
+            &repo_s,
+            "--no-cache",
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "x.sql",
+        ])
+        .env("RESTIC_PASSWORD", REPO_PASSWORD)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lock(&locks);
+    let bs = failed_backup(&cf, "bc", &["is locked", "held by restic"], &[]);
+    assert!(
+        error(&bs).contains(&format!("pid {}", restic_backup.id())),
+        "{}",
+        error(&bs)
+    );
+    // 3. restic crashes and leaves its lock: it is stale (its process is gone), so coffer
+    //    works around it, and `coffer unlock` removes it.
+    restic_backup.kill().unwrap();
+    restic_backup.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        1,
+        "restic's lock is left behind"
+    );
+    assert!(
+        cf.run(&["backup", "bc", "--wait"]).ok,
+        "a stale restic lock must not block coffer"
+    );
+    let un = cf.ok(&["unlock", "repo"]);
+    assert!(
+        un.stdout.contains("removed a shared lock held by restic"),
+        "{un}"
+    );
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+
+    // 4. coffer itself is killed mid-backup: its lock stays (restic refuses to work until it
+    //    is removed), and the next coffer run removes it.
+    let before = restic_snapshots(&repo_s, &[]).len();
+    let mut crashed = cf.cmd();
+    crashed
+        .args(["backup", "bc", "--wait"])
+        .env("COFFER_MYSQLDUMP", &slow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut crashed = crashed.spawn().unwrap();
+    wait_for_lock(&locks);
+    unsafe { libc::kill(crashed.id() as i32, libc::SIGKILL) };
+    crashed.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        1,
+        "the crashed run's lock remains"
+    );
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    assert!(
+        run.stderr
+            .contains("removing stale lock left by a crashed coffer"),
+        "{run}"
+    );
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
+    assert_eq!(
+        restic_snapshots(&repo_s, &[]).len(),
+        before + 1,
+        "the killed run left no snapshot"
+    );
+    assert_restic_check(&repo_s, &[]);
+}

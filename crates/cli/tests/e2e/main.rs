@@ -4,3 +4,6 @@
 mod common;
 mod faults;
 mod logical;
+mod s3;
+mod tasks;
+mod tls;

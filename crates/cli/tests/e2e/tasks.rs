@@ -1,0 +1,126 @@
+//! User-defined Tasks and Functions run as steps with Stash's `${VAR:=default}` substitution.
+
+use coffer_testkit::MariaDb;
+
+use crate::common::*;
+
+#[test]
+fn a_user_function_runs_as_a_step_with_substituted_variables() {
+    let src = MariaDb::start().unwrap();
+    src.exec("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)")
+        .unwrap();
+    let cf = Coffer::new();
+    let stamp = cf.path("stamp.txt");
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        format!(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: Function\nmetadata: {{name: stamp}}\n\
+             spec:\n  image: example/stamp\n  command: [/bin/sh, -c]\n  \
+             args: [\"echo ${{TARGET_NAME}}:${{REPOSITORY_NAME}}:${{note:=none}}:${{missing:=dflt}}:${{HOSTNAME}} > {}\"]\n",
+            stamp.display()
+        ),
+        "apiVersion: stash.appscode.com/v1beta1\nkind: Function\nmetadata: {name: fail}\n\
+         spec:\n  command: [/bin/sh, -c, 'echo step broke >&2; exit 3']\n"
+            .to_string(),
+        "apiVersion: stash.appscode.com/v1beta1\nkind: Task\nmetadata: {name: custom-backup}\n\
+         spec:\n  steps:\n  - name: stamp\n    params: [{name: note, value: hello}]\n  \
+         - name: mysql-backup-8.0.21\n  - name: update-status\n"
+            .to_string(),
+        "apiVersion: stash.appscode.com/v1beta1\nkind: Task\nmetadata: {name: failing-backup}\n\
+         spec:\n  steps:\n  - name: fail\n  - name: mysql-backup-8.0.21\n"
+            .to_string(),
+        backup_config("bc", "repo", "src", "--databases app", 3)
+            .replace("mariadb-backup-10.5.8", "custom-backup"),
+        backup_config("bc-fail", "repo", "src", "--databases app", 3)
+            .replace("mariadb-backup-10.5.8", "failing-backup"),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    assert_eq!(
+        std::fs::read_to_string(&stamp).unwrap().trim(),
+        "src:repo:hello:dflt:host-0"
+    );
+    let bs = cf.last_session(&run);
+    assert!(bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"].is_string());
+
+    let run = cf.run(&["backup", "bc-fail", "--wait"]);
+    assert_eq!(run.code, Some(1), "{run}");
+    let reason = error(&cf.last_session(&run)).to_string();
+    assert!(
+        reason.contains("Function fail")
+            && reason.contains("status 3")
+            && reason.contains("step broke"),
+        "{reason}"
+    );
+    // The failing first step stopped the task: only bc's snapshot exists.
+    assert_eq!(
+        restic_snapshots(cf.path("repo").to_str().unwrap(), &[]).len(),
+        1
+    );
+}
+
+#[test]
+fn get_describe_and_delete_show_what_happened() {
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        "apiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
+         metadata: {name: orphan, namespace: team-a}\nspec:\n  repository: {name: repo}\n  \
+         target: {ref: {kind: AppBinding, name: nowhere}}\n  retentionPolicy: {name: k, keepLast: 1, prune: false}\n"
+            .to_string(),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let again = cf.apply("m.yaml", &manifests);
+    assert!(
+        again.stdout.contains("secret/repo-secret unchanged"),
+        "{again}"
+    );
+
+    let run = cf.run(&["-n", "team-a", "backup", "orphan", "--wait"]);
+    assert_eq!(run.code, Some(1), "{run}");
+    let table = cf.ok(&["get", "backupsessions", "-n", "team-a"]).stdout;
+    let header = table.lines().next().unwrap();
+    for col in [
+        "NAME",
+        "INVOKER-TYPE",
+        "INVOKER-NAME",
+        "PHASE",
+        "DURATION",
+        "AGE",
+    ] {
+        assert!(header.contains(col), "{table}");
+    }
+    assert!(table.lines().nth(1).unwrap().contains("Failed"), "{table}");
+    let name = table
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let d = cf.ok(&["describe", "bs", &name, "-n", "team-a"]).stdout;
+    assert!(d.contains("Phase:      Failed"), "{d}");
+    assert!(d.contains("Repository team-a/repo not found"), "{d}");
+    let all = cf.ok(&["get", "bc", "-A"]).stdout;
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    assert!(all.contains("team-a"));
+    let y = cf
+        .ok(&["get", "secret", "repo-secret", "-o", "yaml"])
+        .stdout;
+    assert!(y.contains("redacted") && !y.contains(REPO_PASSWORD), "{y}");
+    cf.ok(&["delete", "secret", "repo-secret"]);
+    let r = cf.run(&["get", "secret", "repo-secret"]);
+    assert!(
+        !r.ok && r.stderr.contains("Secret default/repo-secret not found"),
+        "{r}"
+    );
+}
