@@ -124,3 +124,34 @@ fn get_describe_and_delete_show_what_happened() {
         "{r}"
     );
 }
+
+#[test]
+fn every_example_manifest_applies() {
+    let cf = Coffer::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    for d in dirs {
+        let r = cf.run(&["apply", "-f", d.to_str().unwrap()]);
+        assert!(r.ok, "{}: {r}", d.display());
+        assert!(r.stdout.contains("created"), "{r}");
+    }
+    let r = cf.run(&[
+        "-n",
+        "demo",
+        "get",
+        "backupconfiguration",
+        "shop-backup",
+        "-o",
+        "json",
+    ]);
+    assert!(r.ok, "{r}");
+    let bc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(bc["spec"]["retentionPolicy"]["keepDaily"], 7);
+    assert!(cf.run(&["get", "task", "announced-mariadb-backup"]).ok);
+}
