@@ -318,3 +318,62 @@ pub fn classify(spec: &ConnSpec, e: &mysql::Error) -> DbError {
         reason: text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn client_files_are_private_and_keep_the_password_out_of_argv() {
+        let spec = ConnSpec {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "backup".into(),
+            password: "p\"a\\ss word".into(),
+            tls: Some(TlsSpec {
+                ca_pem: Some(b"-----BEGIN CERTIFICATE-----\n".to_vec()),
+                ..Default::default()
+            }),
+            label: "AppBinding t/db".into(),
+        };
+        let f = ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(f.dir()), 0o700);
+        assert_eq!(mode(&f.defaults_file), 0o600);
+        assert_eq!(mode(f.ca.as_ref().unwrap()), 0o600);
+        let cnf = std::fs::read_to_string(&f.defaults_file).unwrap();
+        assert!(cnf.contains(r#"password="p\"a\\ss word""#), "{cnf}");
+        assert!(cnf.contains("ssl-verify-server-cert"), "{cnf}");
+        assert!(
+            !f.defaults_arg().contains("p\"a"),
+            "the password is never an argument"
+        );
+        assert!(
+            !format!("{spec:?}").contains("ss word"),
+            "Debug hides the password"
+        );
+        let dir = f.dir().to_path_buf();
+        drop(f);
+        assert!(!dir.exists(), "removed on drop");
+    }
+
+    #[test]
+    fn an_unresolvable_service_name_says_so() {
+        let spec = ConnSpec {
+            host: "no-such-service.invalid".into(),
+            port: 3306,
+            user: "u".into(),
+            password: String::new(),
+            tls: None,
+            label: "AppBinding t/db".into(),
+        };
+        let e = spec.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("`no-such-service.invalid` does not resolve"),
+            "{e}"
+        );
+        assert!(e.contains("AppBinding t/db"), "{e}");
+    }
+}
