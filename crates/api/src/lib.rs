@@ -13,6 +13,7 @@ pub mod envsubst;
 pub mod kind;
 pub mod manifest;
 pub mod meta;
+pub mod phase;
 pub mod repository;
 pub mod restore;
 pub mod secret;

@@ -1,0 +1,393 @@
+//! Decisions about BackupConfigurations and their sessions.
+
+use std::time::Duration;
+
+use coffer_api::{
+    backup::{
+        condition as c, phase, BackupConfiguration, BackupConfigurationStatus, BackupSession,
+    },
+    meta::{set_condition, Condition},
+};
+use jiff::Timestamp;
+
+/// Whether a new session may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Run,
+    /// Skipped, with the reason for the BackupSkipped condition.
+    Skip(String),
+}
+
+fn session_phase(s: &BackupSession) -> &str {
+    s.status
+        .as_ref()
+        .and_then(|st| st.phase.as_deref())
+        .unwrap_or(phase::PENDING)
+}
+
+fn created(s: &BackupSession) -> Option<Timestamp> {
+    s.metadata.creation_timestamp.as_deref()?.parse().ok()
+}
+
+/// Stash's rule: a session is skipped when its configuration is not Ready, or when another
+/// session of the same configuration is still running (they would fight over the repository
+/// lock and the database).
+pub fn admit(
+    bc: &BackupConfiguration,
+    session: &BackupSession,
+    others: &[BackupSession],
+) -> Admission {
+    if let Some(st) = &bc.status {
+        if let Some(p) = st.phase.as_deref().filter(|p| *p != "Ready") {
+            let why = st
+                .conditions
+                .iter()
+                .find(|c| c.is_false())
+                .map(|c| format!(": {}", c.message))
+                .unwrap_or_default();
+            return Admission::Skip(format!(
+                "BackupConfiguration {}/{} is {p}{why}",
+                bc.metadata.namespace(),
+                bc.metadata.name
+            ));
+        }
+    }
+    let running = others.iter().find(|o| {
+        o.metadata.name != session.metadata.name
+            && o.metadata.namespace() == session.metadata.namespace()
+            && o.spec.invoker.name == session.spec.invoker.name
+            && session_phase(o) == phase::RUNNING
+    });
+    match running {
+        Some(o) => Admission::Skip(format!(
+            "the previous session {} of BackupConfiguration {} is still running",
+            o.metadata.name, session.spec.invoker.name
+        )),
+        None => Admission::Run,
+    }
+}
+
+/// When and how a failed session is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPlan {
+    pub at: Timestamp,
+    pub retry_left: i32,
+}
+
+/// A failed session with retries left that has not been retried yet gets a new session
+/// after `retryConfig.delay`, with one retry fewer.
+pub fn retry(
+    bc: &BackupConfiguration,
+    failed: &BackupSession,
+    failed_at: Timestamp,
+) -> Option<RetryPlan> {
+    let rc = bc.spec.retry_config.as_ref()?;
+    if session_phase(failed) != phase::FAILED {
+        return None;
+    }
+    if failed.status.as_ref().is_some_and(|s| s.retried) {
+        return None;
+    }
+    let left = failed
+        .spec
+        .retry_left
+        .unwrap_or_else(|| rc.max_retry.unwrap_or(1));
+    if left <= 0 {
+        return None;
+    }
+    let delay = rc
+        .delay
+        .as_deref()
+        .and_then(|d| coffer_api::duration::parse(d).ok())
+        .unwrap_or(Duration::ZERO);
+    let at = failed_at
+        .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+        .unwrap_or(failed_at);
+    Some(RetryPlan {
+        at,
+        retry_left: left - 1,
+    })
+}
+
+/// Names of finished sessions to delete so that `limit` (default 1) remain, newest kept; the
+/// newest Succeeded session is never deleted (unless the limit is 0 or less), and sessions
+/// that have not finished are never touched.
+pub fn history_to_delete(sessions: &[BackupSession], limit: Option<i32>) -> Vec<String> {
+    let limit = limit.unwrap_or(1);
+    let mut finished: Vec<&BackupSession> = sessions
+        .iter()
+        .filter(|s| phase::is_final(session_phase(s)))
+        .collect();
+    finished.sort_by_key(|s| std::cmp::Reverse((created(s), s.metadata.name.clone())));
+    let keep = limit.max(0) as usize;
+    let last_good = if limit > 0 {
+        finished
+            .iter()
+            .find(|s| session_phase(s) == phase::SUCCEEDED)
+            .map(|s| s.metadata.name.clone())
+    } else {
+        None
+    };
+    finished
+        .iter()
+        .skip(keep)
+        .filter(|s| Some(&s.metadata.name) != last_good.as_ref())
+        .map(|s| s.metadata.name.clone())
+        .collect()
+}
+
+/// What the platform found about a configuration's references.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub repository_found: Result<(), String>,
+    pub backend_secret_found: Result<(), String>,
+    pub target_found: Result<(), String>,
+    pub validation: Result<(), String>,
+}
+
+/// Stash's BackupConfiguration phase: Invalid when validation failed, NotReady while the
+/// repository, its secret or the target is missing, Ready otherwise — each with the condition
+/// that explains it.
+pub fn readiness(
+    r: &Readiness,
+    previous: Option<&BackupConfigurationStatus>,
+    now: &str,
+) -> BackupConfigurationStatus {
+    let mut conds: Vec<Condition> = previous.map(|p| p.conditions.clone()).unwrap_or_default();
+    let mut put = |t: &str, res: &Result<(), String>, ok_reason: &str, bad_reason: &str| match res {
+        Ok(()) => set_condition(&mut conds, t, true, ok_reason, "", now),
+        Err(m) => set_condition(&mut conds, t, false, bad_reason, m, now),
+    };
+    put(
+        c::VALIDATION_PASSED,
+        &r.validation,
+        "ResourceValidationPassed",
+        "ResourceValidationFailed",
+    );
+    put(
+        c::REPOSITORY_FOUND,
+        &r.repository_found,
+        "RepositoryAvailable",
+        "RepositoryNotAvailable",
+    );
+    put(
+        c::BACKEND_SECRET_FOUND,
+        &r.backend_secret_found,
+        "BackendSecretAvailable",
+        "BackendSecretNotAvailable",
+    );
+    put(
+        c::BACKUP_TARGET_FOUND,
+        &r.target_found,
+        "TargetAvailable",
+        "TargetNotAvailable",
+    );
+    let phase = if r.validation.is_err() {
+        "Invalid"
+    } else if r.repository_found.is_err()
+        || r.backend_secret_found.is_err()
+        || r.target_found.is_err()
+    {
+        "NotReady"
+    } else {
+        "Ready"
+    };
+    BackupConfigurationStatus {
+        observed_generation: previous.and_then(|p| p.observed_generation),
+        conditions: conds,
+        phase: Some(phase.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_api::{
+        backup::{BackupSessionSpec, BackupSessionStatus, Invoker, RetryConfig},
+        meta::ObjectMeta,
+    };
+
+    fn bc(name: &str) -> BackupConfiguration {
+        BackupConfiguration {
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn bs(name: &str, invoker: &str, phase: Option<&str>, created: &str) -> BackupSession {
+        BackupSession {
+            api_version: "stash.appscode.com/v1beta1".into(),
+            kind: "BackupSession".into(),
+            metadata: ObjectMeta {
+                name: name.into(),
+                creation_timestamp: Some(created.into()),
+                ..Default::default()
+            },
+            spec: BackupSessionSpec {
+                invoker: Invoker {
+                    kind: "BackupConfiguration".into(),
+                    name: invoker.into(),
+                    ..Default::default()
+                },
+                retry_left: None,
+            },
+            status: phase.map(|p| BackupSessionStatus {
+                phase: Some(p.into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn admission_table() {
+        let new = bs("a-3", "a", None, "2026-01-01T00:03:00Z");
+        let cases: Vec<(&str, Vec<BackupSession>, bool)> = vec![
+            ("nothing else", vec![], true),
+            (
+                "previous finished",
+                vec![bs(
+                    "a-1",
+                    "a",
+                    Some(phase::SUCCEEDED),
+                    "2026-01-01T00:01:00Z",
+                )],
+                true,
+            ),
+            (
+                "previous running",
+                vec![bs("a-2", "a", Some(phase::RUNNING), "2026-01-01T00:02:00Z")],
+                false,
+            ),
+            (
+                "other config running",
+                vec![bs("b-2", "b", Some(phase::RUNNING), "2026-01-01T00:02:00Z")],
+                true,
+            ),
+            (
+                "itself running",
+                vec![bs("a-3", "a", Some(phase::RUNNING), "2026-01-01T00:03:00Z")],
+                true,
+            ),
+        ];
+        for (name, others, run) in cases {
+            let got = admit(&bc("a"), &new, &others);
+            assert_eq!(got == Admission::Run, run, "{name}: {got:?}");
+            if let Admission::Skip(why) = got {
+                assert!(
+                    why.contains("a-2 of BackupConfiguration a is still running"),
+                    "{why}"
+                );
+            }
+        }
+        let mut not_ready = bc("a");
+        not_ready.status = Some(BackupConfigurationStatus {
+            phase: Some("NotReady".into()),
+            conditions: vec![Condition {
+                type_: c::REPOSITORY_FOUND.into(),
+                status: "False".into(),
+                message: "Repository default/r not found".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        match admit(&not_ready, &new, &[]) {
+            Admission::Skip(w) => assert!(
+                w.contains("NotReady: Repository default/r not found"),
+                "{w}"
+            ),
+            Admission::Run => panic!("a NotReady configuration must not run"),
+        }
+    }
+
+    #[test]
+    fn retry_table() {
+        let t: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut c = bc("a");
+        c.spec.retry_config = Some(RetryConfig {
+            max_retry: Some(2),
+            delay: Some("30s".into()),
+        });
+        let failed = bs("a-1", "a", Some(phase::FAILED), "2026-01-01T00:00:00Z");
+        assert_eq!(
+            retry(&c, &failed, t),
+            Some(RetryPlan {
+                at: "2026-01-01T00:00:30Z".parse().unwrap(),
+                retry_left: 1
+            })
+        );
+        let mut last = failed.clone();
+        last.spec.retry_left = Some(0);
+        assert_eq!(retry(&c, &last, t), None, "no retries left");
+        let mut done = failed.clone();
+        done.status.as_mut().unwrap().retried = true;
+        assert_eq!(retry(&c, &done, t), None, "already retried");
+        let ok = bs("a-1", "a", Some(phase::SUCCEEDED), "2026-01-01T00:00:00Z");
+        assert_eq!(retry(&c, &ok, t), None, "only failures are retried");
+        assert_eq!(
+            retry(&bc("a"), &failed, t),
+            None,
+            "no retryConfig, no retry"
+        );
+    }
+
+    #[test]
+    fn history_table() {
+        let s =
+            |n: &str, p: Option<&str>, m: u32| bs(n, "a", p, &format!("2026-01-01T00:{m:02}:00Z"));
+        let sessions = vec![
+            s("a-1", Some(phase::SUCCEEDED), 1),
+            s("a-2", Some(phase::FAILED), 2),
+            s("a-3", Some(phase::FAILED), 3),
+            s("a-4", Some(phase::RUNNING), 4),
+            s("a-5", Some(phase::SKIPPED), 5),
+        ];
+        let mut del = history_to_delete(&sessions, None);
+        del.sort();
+        // limit 1 keeps the newest finished (a-5) and the last Succeeded (a-1); a-4 runs.
+        assert_eq!(del, vec!["a-2", "a-3"]);
+        let mut del = history_to_delete(&sessions, Some(3));
+        del.sort();
+        assert_eq!(
+            del,
+            Vec::<String>::new(),
+            "a-5, a-3, a-2 kept, a-1 is the last good one"
+        );
+        let mut del = history_to_delete(&sessions, Some(0));
+        del.sort();
+        assert_eq!(del, vec!["a-1", "a-2", "a-3", "a-5"]);
+    }
+
+    #[test]
+    fn readiness_table() {
+        let ok = Readiness {
+            repository_found: Ok(()),
+            backend_secret_found: Ok(()),
+            target_found: Ok(()),
+            validation: Ok(()),
+        };
+        assert_eq!(readiness(&ok, None, "t").phase.as_deref(), Some("Ready"));
+        let missing = Readiness {
+            repository_found: Err("Repository default/r not found".into()),
+            ..ok.clone()
+        };
+        let st = readiness(&missing, None, "t");
+        assert_eq!(st.phase.as_deref(), Some("NotReady"));
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == c::REPOSITORY_FOUND)
+            .unwrap();
+        assert!(c.is_false() && c.message.contains("not found"));
+        let invalid = Readiness {
+            validation: Err("spec.schedule: bad".into()),
+            ..missing
+        };
+        assert_eq!(
+            readiness(&invalid, None, "t").phase.as_deref(),
+            Some("Invalid")
+        );
+    }
+}
