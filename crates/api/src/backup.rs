@@ -198,6 +198,9 @@ pub struct BackupSessionStatus {
     /// coffer: why the session failed, in words, with what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// coffer: the process running the session, for supervision and crash recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -95,6 +95,9 @@ pub struct RestoreSessionStatus {
     /// coffer: why the session failed, in words, with what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// coffer: the process running the session, for supervision and crash recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -291,12 +291,16 @@ fn backup(store: &Store, home: &Path, ns: &str, bc: &str, wait: bool) -> Result<
 fn run_here(store: &Store, kind: Kind, ns: &str, name: &str) -> Result<Resource> {
     let r = must_get(store, kind, ns, name)?;
     Ok(match r {
-        Resource::BackupSession(bs) => {
-            Resource::BackupSession(coffer_engine::run_backup(store, bs))
-        }
-        Resource::RestoreSession(rs) => {
-            Resource::RestoreSession(coffer_engine::run_restore(store, rs))
-        }
+        Resource::BackupSession(bs) => Resource::BackupSession(coffer_engine::run_backup(
+            store,
+            bs,
+            &coffer_engine::EngineConfig::default(),
+        )),
+        Resource::RestoreSession(rs) => Resource::RestoreSession(coffer_engine::run_restore(
+            store,
+            rs,
+            &coffer_engine::EngineConfig::default(),
+        )),
         other => bail!("{} is not a session", other.display_name()),
     })
 }

@@ -27,6 +27,7 @@ use crate::{
     progress::Progress,
     resolve::{self, RepoAccess},
     tasks::{self, Builtin, Direction, Step},
+    EngineConfig,
 };
 
 /// How long to wait for a database that refuses connections before failing (Stash's
@@ -46,6 +47,7 @@ struct Plan {
     task: tasks::ResolvedTask,
     target_ref: TargetRef,
     vars: BTreeMap<String, String>,
+    app_type: Option<String>,
 }
 
 pub fn get_bc(
@@ -176,6 +178,7 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         task,
         target_ref,
         vars,
+        app_type: ab.spec.type_.clone(),
     })
 }
 
@@ -228,48 +231,217 @@ pub(crate) fn split_args(s: &str) -> Vec<String> {
 /// Runs a BackupSession to its end and returns it with its final status (also written to the
 /// catalog as it goes). Never panics on a bad resource: every failure becomes a Failed phase
 /// with the reason.
-pub fn run_backup(cat: &dyn Catalog, mut session: BackupSession) -> BackupSession {
+pub fn run_backup(
+    cat: &dyn Catalog,
+    mut session: BackupSession,
+    cfg: &EngineConfig,
+) -> BackupSession {
     let started = Instant::now();
     {
         let st = session.status_mut();
         st.phase = Some(phase::RUNNING.into());
         st.error = None;
+        st.agent_pid = Some(std::process::id());
     }
     let _ = cat.put_status(&Resource::BackupSession(session.clone()));
-    let result = plan(cat, &session).and_then(|p| execute(cat, &mut session, &p, started));
-    let st = session.status_mut();
-    match result {
-        Ok(()) => {
-            st.phase = Some(phase::SUCCEEDED.into());
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            tracing::error!("backup session failed: {msg}");
-            st.phase = Some(phase::FAILED.into());
-            st.error = Some(msg.clone());
-            if st.targets.is_empty() {
-                st.targets.push(BackupTargetStatus::default());
-            }
-            let t = &mut st.targets[0];
-            t.phase = Some(phase::FAILED.into());
-            if t.stats.is_empty() {
-                t.stats.push(HostBackupStats {
-                    hostname: "host-0".into(),
-                    ..Default::default()
-                });
-            }
-            let h = &mut t.stats[0];
-            h.phase = Some(phase::FAILED.into());
-            h.error = Some(msg);
-        }
+    let planned = plan(cat, &session);
+    let result = match &planned {
+        Err(e) => Err(EngineError::Step(e.to_string())),
+        Ok(p) => pre_hook(&mut session, p).and_then(|_| execute(cat, &mut session, p, started)),
+    };
+    let succeeded = result.is_ok();
+    if let Err(e) = result {
+        record_failure(&mut session, &e.to_string());
     }
+    if let Ok(p) = &planned {
+        post_hook(&mut session, p, succeeded);
+    }
+    let st = session.status_mut();
+    st.phase = Some(coffer_api::phase::backup_session_phase(st).to_string());
     st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
         started.elapsed().as_secs(),
     )));
+    push_metrics(cat, &mut session, planned.as_ref().ok(), cfg);
     if let Err(e) = cat.put_status(&Resource::BackupSession(session.clone())) {
         tracing::error!("cannot record the session's final status: {e}");
     }
     session
+}
+
+fn record_failure(session: &mut BackupSession, msg: &str) {
+    tracing::error!("backup session failed: {msg}");
+    let st = session.status_mut();
+    st.error = Some(msg.to_string());
+    if st.targets.is_empty() {
+        st.targets.push(BackupTargetStatus {
+            total_hosts: Some(1),
+            ..Default::default()
+        });
+    }
+    let t = &mut st.targets[0];
+    t.total_hosts.get_or_insert(1);
+    t.phase = Some(phase::FAILED.into());
+    if t.stats.is_empty() {
+        t.stats.push(HostBackupStats {
+            hostname: "host-0".into(),
+            ..Default::default()
+        });
+    }
+    let h = &mut t.stats[0];
+    h.phase = Some(phase::FAILED.into());
+    h.error = Some(msg.to_string());
+}
+
+fn hook_env(p: &Plan) -> BTreeMap<String, String> {
+    p.vars.clone()
+}
+
+fn pre_hook(session: &mut BackupSession, p: &Plan) -> EngineResult<()> {
+    let Some(h) = p.bc.spec.hooks.as_ref().and_then(|h| h.pre_backup.as_ref()) else {
+        return Ok(());
+    };
+    let now = clock::now();
+    match crate::hooks::run("preBackup", h, &hook_env(p)) {
+        Ok(msg) => {
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::PRE_BACKUP_HOOK_EXECUTION_SUCCEEDED,
+                true,
+                "SuccessfullyExecutedPreBackupHook",
+                &msg,
+                &now,
+            );
+            Ok(())
+        }
+        Err(e) => {
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::PRE_BACKUP_HOOK_EXECUTION_SUCCEEDED,
+                false,
+                "FailedToExecutePreBackupHook",
+                &e.to_string(),
+                &now,
+            );
+            Err(EngineError::Step(format!(
+                "the preBackup hook failed, so nothing was backed up: {e}"
+            )))
+        }
+    }
+}
+
+fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool) {
+    let Some(h) =
+        p.bc.spec
+            .hooks
+            .as_ref()
+            .and_then(|h| h.post_backup.as_ref())
+    else {
+        return;
+    };
+    let final_attempt = session.spec.retry_left.unwrap_or_else(|| {
+        p.bc.spec
+            .retry_config
+            .as_ref()
+            .map(|r| r.max_retry.unwrap_or(1))
+            .unwrap_or(0)
+    }) <= 0;
+    if !crate::hooks::should_run_post(h, succeeded, final_attempt) {
+        return;
+    }
+    let now = clock::now();
+    match crate::hooks::run("postBackup", h, &hook_env(p)) {
+        Ok(msg) => set_condition(
+            &mut session.status_mut().conditions,
+            cond::POST_BACKUP_HOOK_EXECUTION_SUCCEEDED,
+            true,
+            "SuccessfullyExecutedPostBackupHook",
+            &msg,
+            &now,
+        ),
+        Err(e) => {
+            let msg = e.to_string();
+            set_condition(
+                &mut session.status_mut().conditions,
+                cond::POST_BACKUP_HOOK_EXECUTION_SUCCEEDED,
+                false,
+                "FailedToExecutePostBackupHook",
+                &msg,
+                &now,
+            );
+            let st = session.status_mut();
+            if st.error.is_none() {
+                st.error = Some(format!("the postBackup hook failed: {msg}"));
+            }
+        }
+    }
+}
+
+fn push_metrics(
+    cat: &dyn Catalog,
+    session: &mut BackupSession,
+    p: Option<&Plan>,
+    cfg: &EngineConfig,
+) {
+    let Some(url) = cfg.pushgateway.as_deref().filter(|u| !u.is_empty()) else {
+        return;
+    };
+    let ns = session.metadata.namespace().to_string();
+    let bc = match p {
+        Some(p) => Some(p.bc.clone()),
+        None => get_bc(cat, &ns, &session.spec.invoker.name, "").ok(),
+    };
+    let now = clock::now();
+    let Some(bc) = bc else {
+        set_condition(
+            &mut session.status_mut().conditions,
+            cond::METRICS_PUSHED,
+            false,
+            "FailedToPushMetrics",
+            "the BackupConfiguration is gone, so the metrics have no job to go to",
+            &now,
+        );
+        return;
+    };
+    let repo = cat
+        .get(
+            Kind::Repository,
+            bc.spec.repository.namespace.as_deref().unwrap_or(&ns),
+            &bc.spec.repository.name,
+        )
+        .ok()
+        .flatten()
+        .and_then(|r| match r {
+            Resource::Repository(r) => Some(r),
+            _ => None,
+        });
+    let mut m = crate::metrics::Metrics::new();
+    crate::metrics::backup_session(
+        &mut m,
+        &bc,
+        session,
+        repo.as_ref(),
+        p.and_then(|p| p.app_type.as_deref()),
+    );
+    let job = crate::metrics::job_name("BackupConfiguration", &ns, &bc.metadata.name);
+    let (ok, reason, msg) = match crate::metrics::push(url, &job, &m) {
+        Ok(()) => (
+            true,
+            "SuccessfullyPushedMetrics",
+            format!("pushed to {url} as job {job}"),
+        ),
+        Err(e) => {
+            tracing::warn!("metrics not pushed: {e}");
+            (false, "FailedToPushMetrics", e)
+        }
+    };
+    set_condition(
+        &mut session.status_mut().conditions,
+        cond::METRICS_PUSHED,
+        ok,
+        reason,
+        &msg,
+        &now,
+    );
 }
 
 fn execute(
@@ -368,6 +540,7 @@ fn execute(
     let st = session.status_mut();
     let t = &mut st.targets[0];
     t.phase = Some(phase::SUCCEEDED.into());
+    t.total_hosts = Some(1);
     if let Some(h) = t.stats.first_mut() {
         h.phase = Some(phase::SUCCEEDED.into());
         h.duration = Some(coffer_api::duration::format(started.elapsed()));

@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod format;
+pub mod hooks;
+pub mod metrics;
 pub mod progress;
 pub mod resolve;
 pub mod restore;
@@ -17,3 +19,10 @@ pub use backup::run_backup;
 pub use catalog::Catalog;
 pub use error::{EngineError, EngineResult};
 pub use restore::run_restore;
+
+/// How this installation runs sessions.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Where to push metrics at the end of every session (none: not pushed).
+    pub pushgateway: Option<String>,
+}

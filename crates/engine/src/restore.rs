@@ -10,7 +10,8 @@ use std::{
 };
 
 use coffer_api::{
-    backup::phase,
+    backup::{condition as cond, phase},
+    meta::set_condition,
     restore::{HostRestoreStats, RestoreSession},
     Resource,
 };
@@ -20,52 +21,153 @@ use coffer_repo::{Repo, SnapshotSelector};
 use crate::{
     backup::{db_wait, repo_err, repo_vars, split_args, DUMP_PATH},
     catalog::Catalog,
+    clock,
     error::{EngineError, EngineResult},
     format,
     progress::Progress,
     resolve,
     tasks::{self, Builtin, Direction, Step},
+    EngineConfig,
 };
 
 /// Runs a RestoreSession to its end and returns it with its final status.
-pub fn run_restore(cat: &dyn Catalog, mut rs: RestoreSession) -> RestoreSession {
+pub fn run_restore(
+    cat: &dyn Catalog,
+    mut rs: RestoreSession,
+    cfg: &EngineConfig,
+) -> RestoreSession {
     let started = Instant::now();
     {
         let st = rs.status_mut();
         st.phase = Some(phase::RUNNING.into());
         st.total_hosts = Some(1);
         st.error = None;
+        st.agent_pid = Some(std::process::id());
     }
     let _ = cat.put_status(&Resource::RestoreSession(rs.clone()));
-    let result = execute(cat, &mut rs, started);
+    let hooks = rs.spec.hooks.clone().unwrap_or_default();
+    let env = hook_env(&rs);
+    let now = clock::now();
+    let pre = match &hooks.pre_restore {
+        None => Ok(()),
+        Some(h) => match crate::hooks::run("preRestore", h, &env) {
+            Ok(m) => {
+                set_condition(
+                    &mut rs.status_mut().conditions,
+                    cond::PRE_RESTORE_HOOK_EXECUTION_SUCCEEDED,
+                    true,
+                    "SuccessfullyExecutedPreRestoreHook",
+                    &m,
+                    &now,
+                );
+                Ok(())
+            }
+            Err(e) => {
+                set_condition(
+                    &mut rs.status_mut().conditions,
+                    cond::PRE_RESTORE_HOOK_EXECUTION_SUCCEEDED,
+                    false,
+                    "FailedToExecutePreRestoreHook",
+                    &e.to_string(),
+                    &now,
+                );
+                Err(EngineError::Step(format!(
+                    "the preRestore hook failed, so nothing was restored: {e}"
+                )))
+            }
+        },
+    };
+    let result = pre.and_then(|_| execute(cat, &mut rs, started));
     let host = rs_host(&rs);
-    let st = rs.status_mut();
     let duration = coffer_api::duration::format(Duration::from_secs(started.elapsed().as_secs()));
-    match result {
-        Ok(stats) => {
-            st.phase = Some(phase::SUCCEEDED.into());
-            st.stats = vec![stats];
+    let mut ok = result.is_ok();
+    {
+        let st = rs.status_mut();
+        match result {
+            Ok(stats) => st.stats = vec![stats],
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!("restore session failed: {msg}");
+                st.error = Some(msg.clone());
+                st.stats = vec![HostRestoreStats {
+                    hostname: host,
+                    phase: Some(phase::FAILED.into()),
+                    duration: Some(duration.clone()),
+                    error: Some(msg),
+                    ..Default::default()
+                }];
+            }
         }
-        Err(e) => {
-            let msg = e.to_string();
-            tracing::error!("restore session failed: {msg}");
-            st.phase = Some(phase::FAILED.into());
-            st.error = Some(msg.clone());
-            st.stats = vec![HostRestoreStats {
-                hostname: host,
-                phase: Some(phase::FAILED.into()),
-                duration: Some(duration.clone()),
-                error: Some(msg),
-                ..Default::default()
-            }];
+    }
+    if let Some(h) = &hooks.post_restore {
+        if crate::hooks::should_run_post(h, ok, true) {
+            let now = clock::now();
+            match crate::hooks::run("postRestore", h, &env) {
+                Ok(m) => set_condition(
+                    &mut rs.status_mut().conditions,
+                    cond::POST_RESTORE_HOOK_EXECUTION_SUCCEEDED,
+                    true,
+                    "SuccessfullyExecutedPostRestoreHook",
+                    &m,
+                    &now,
+                ),
+                Err(e) => {
+                    ok = false;
+                    let msg = e.to_string();
+                    set_condition(
+                        &mut rs.status_mut().conditions,
+                        cond::POST_RESTORE_HOOK_EXECUTION_SUCCEEDED,
+                        false,
+                        "FailedToExecutePostRestoreHook",
+                        &msg,
+                        &now,
+                    );
+                    let st = rs.status_mut();
+                    st.error
+                        .get_or_insert(format!("the postRestore hook failed: {msg}"));
+                }
+            }
         }
     }
     let st = rs.status_mut();
+    st.phase = Some(if ok { phase::SUCCEEDED } else { phase::FAILED }.into());
     st.session_duration = Some(duration);
+    if let Some(url) = cfg.pushgateway.as_deref().filter(|u| !u.is_empty()) {
+        let mut m = crate::metrics::Metrics::new();
+        crate::metrics::restore_session(&mut m, &rs);
+        let job =
+            crate::metrics::job_name("RestoreSession", rs.metadata.namespace(), &rs.metadata.name);
+        let (pushed, reason, msg) = match crate::metrics::push(url, &job, &m) {
+            Ok(()) => (
+                true,
+                "SuccessfullyPushedMetrics",
+                format!("pushed to {url} as job {job}"),
+            ),
+            Err(e) => (false, "FailedToPushMetrics", e),
+        };
+        set_condition(
+            &mut rs.status_mut().conditions,
+            cond::METRICS_PUSHED,
+            pushed,
+            reason,
+            &msg,
+            &clock::now(),
+        );
+    }
     if let Err(e) = cat.put_status(&Resource::RestoreSession(rs.clone())) {
         tracing::error!("cannot record the session's final status: {e}");
     }
     rs
+}
+
+fn hook_env(rs: &RestoreSession) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("NAMESPACE".into(), rs.metadata.namespace().to_string());
+    env.insert("RESTORE_SESSION".into(), rs.metadata.name.clone());
+    if let Some(t) = &rs.spec.target {
+        env.insert("TARGET_NAME".into(), t.ref_.name.clone());
+    }
+    env
 }
 
 fn rs_host(rs: &RestoreSession) -> String {
