@@ -7,11 +7,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use coffer_api::{
-    backup::{phase, BackupSession, BackupSessionSpec, Invoker},
-    meta::{ObjectMeta, OwnerReference},
-    parse_manifests, Kind, Resource,
-};
+use coffer_api::{backup::phase, parse_manifests, Kind, Resource};
 use coffer_platform::local::Store;
 
 use crate::{home, output, Cli, Command, Format};
@@ -91,7 +87,132 @@ pub fn run(cli: Cli) -> Result<i32> {
             repository,
             remove_all,
         } => unlock(&store, ns, &repository, remove_all),
+        Command::Pause {
+            backup_configuration,
+        } => set_paused(&store, ns, &backup_configuration, true),
+        Command::Resume {
+            backup_configuration,
+        } => set_paused(&store, ns, &backup_configuration, false),
+        Command::Logs { args } => logs(&store, &home, ns, &args),
+        Command::Server {
+            pushgateway,
+            metrics_address,
+            shutdown_grace,
+            config,
+        } => server(home, pushgateway, metrics_address, shutdown_grace, config),
+        Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
     }
+}
+
+fn engine_config() -> coffer_engine::EngineConfig {
+    coffer_engine::EngineConfig {
+        pushgateway: std::env::var("COFFER_PUSHGATEWAY")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    }
+}
+
+fn set_paused(store: &Store, ns: &str, name: &str, paused: bool) -> Result<i32> {
+    let Resource::BackupConfiguration(mut bc) =
+        must_get(store, Kind::BackupConfiguration, ns, name)?
+    else {
+        unreachable!("kind checked")
+    };
+    bc.spec.paused = paused;
+    store.apply(Resource::BackupConfiguration(bc))?;
+    println!(
+        "backupconfiguration/{name} {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(0)
+}
+
+fn logs(store: &Store, home: &Path, ns: &str, args: &[String]) -> Result<i32> {
+    let (kinds, name) = match args {
+        [name] => (
+            vec![Kind::BackupSession, Kind::RestoreSession],
+            name.as_str(),
+        ),
+        [kind, name] => (vec![parse_kind(kind)?], name.as_str()),
+        _ => bail!("usage: coffer logs [backupsession|restoresession] NAME"),
+    };
+    for kind in kinds {
+        if store.get(kind, ns, name)?.is_some() {
+            let p = coffer_platform::local::runner::log_path(home, kind, ns, name);
+            let text = std::fs::read_to_string(&p).with_context(|| {
+                format!(
+                    "{kind} {ns}/{name} has no log at {} (it has not run yet)",
+                    p.display()
+                )
+            })?;
+            print!("{text}");
+            return Ok(0);
+        }
+    }
+    bail!("no BackupSession or RestoreSession {ns}/{name}")
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServerFile {
+    pushgateway: Option<String>,
+    metrics_address: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+fn server(
+    home: PathBuf,
+    pushgateway: Option<String>,
+    metrics_address: Option<String>,
+    shutdown_grace: Option<String>,
+    config: Option<PathBuf>,
+) -> Result<i32> {
+    let file: ServerFile = match &config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_yaml::from_str(&text)
+                .with_context(|| format!("{}: not a valid server config", p.display()))?
+        }
+        None => ServerFile::default(),
+    };
+    let grace = shutdown_grace
+        .or(file.shutdown_grace)
+        .map(|g| coffer_api::duration::parse(&g).map_err(|e| anyhow!("shutdownGrace: {e}")))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(60));
+    let cfg = coffer_platform::local::server::ServerConfig {
+        home,
+        exe: std::env::current_exe().context("cannot find the coffer executable")?,
+        pushgateway: pushgateway.or(file.pushgateway).filter(|p| !p.is_empty()),
+        metrics_address: metrics_address
+            .or(file.metrics_address)
+            .unwrap_or_else(|| "127.0.0.1:9464".into()),
+        shutdown_grace: grace,
+        tick: Duration::from_millis(250),
+    };
+    coffer_platform::local::server::run(cfg).map_err(|e| anyhow!(e))?;
+    Ok(0)
+}
+
+fn agent(store: &Store, ns: &str, kind: &str, name: &str) -> Result<i32> {
+    let kind = parse_kind(kind)?;
+    let cfg = engine_config();
+    let r = must_get(store, kind, ns, name)?;
+    let ph = match r {
+        Resource::BackupSession(bs) => coffer_engine::run_backup(store, bs, &cfg)
+            .status
+            .and_then(|s| s.phase),
+        Resource::RestoreSession(rs) => coffer_engine::run_restore(store, rs, &cfg)
+            .status
+            .and_then(|s| s.phase),
+        other => bail!("{} is not a session", other.display_name()),
+    };
+    Ok(if ph.as_deref() == Some(phase::SUCCEEDED) {
+        0
+    } else {
+        1
+    })
 }
 
 fn parse_kind(s: &str) -> Result<Kind> {
@@ -221,64 +342,13 @@ fn get(
     Ok(())
 }
 
-/// Creates a BackupSession for a BackupConfiguration, named and labelled as Stash does.
-fn new_backup_session(store: &Store, ns: &str, bc_name: &str) -> Result<BackupSession> {
-    let bc = match must_get(store, Kind::BackupConfiguration, ns, bc_name)? {
-        Resource::BackupConfiguration(bc) => bc,
-        _ => unreachable!("kind checked"),
-    };
-    let mut labels = std::collections::BTreeMap::new();
-    labels.insert("app.kubernetes.io/managed-by".into(), "coffer".into());
-    labels.insert(
-        "stash.appscode.com/invoker-type".into(),
-        "BackupConfiguration".into(),
-    );
-    labels.insert("stash.appscode.com/invoker-name".into(), bc_name.into());
-    let ts = jiff::Timestamp::now().as_second();
-    let mut attempt = 0;
-    loop {
-        let name = if attempt == 0 {
-            format!("{bc_name}-{ts}")
-        } else {
-            format!("{bc_name}-{ts}-{attempt}")
-        };
-        let bs = BackupSession {
-            api_version: Kind::BackupSession.api_version().into(),
-            kind: Kind::BackupSession.as_str().into(),
-            metadata: ObjectMeta {
-                name,
-                namespace: Some(ns.into()),
-                labels: labels.clone(),
-                owner_references: vec![OwnerReference {
-                    api_version: Kind::BackupConfiguration.api_version().into(),
-                    kind: "BackupConfiguration".into(),
-                    name: bc_name.into(),
-                    uid: bc.metadata.uid.clone(),
-                    controller: Some(true),
-                }],
-                ..Default::default()
-            },
-            spec: BackupSessionSpec {
-                invoker: Invoker {
-                    api_group: "stash.appscode.com".into(),
-                    kind: "BackupConfiguration".into(),
-                    name: bc_name.into(),
-                },
-                retry_left: None,
-            },
-            status: None,
-        };
-        match store.create(Resource::BackupSession(bs)) {
-            Ok(Resource::BackupSession(bs)) => return Ok(bs),
-            Ok(_) => unreachable!(),
-            Err(coffer_platform::local::StoreError::Exists(_)) if attempt < 100 => attempt += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 fn backup(store: &Store, home: &Path, ns: &str, bc: &str, wait: bool) -> Result<i32> {
-    let bs = new_backup_session(store, ns, bc)?;
+    let Resource::BackupConfiguration(config) = must_get(store, Kind::BackupConfiguration, ns, bc)?
+    else {
+        unreachable!("kind checked")
+    };
+    let bs = coffer_platform::local::server::create_backup_session(store, &config, None)
+        .map_err(|e| anyhow!(e))?;
     let name = bs.metadata.name.clone();
     println!("backupsession/{name} created");
     if !wait && home::server_running(home) {
@@ -287,22 +357,67 @@ fn backup(store: &Store, home: &Path, ns: &str, bc: &str, wait: bool) -> Result<
     wait_session(store, home, Kind::BackupSession, ns, &name, Duration::MAX)
 }
 
-/// Runs a claimed session here, in this process.
-fn run_here(store: &Store, kind: Kind, ns: &str, name: &str) -> Result<Resource> {
-    let r = must_get(store, kind, ns, name)?;
-    Ok(match r {
-        Resource::BackupSession(bs) => Resource::BackupSession(coffer_engine::run_backup(
-            store,
-            bs,
-            &coffer_engine::EngineConfig::default(),
-        )),
-        Resource::RestoreSession(rs) => Resource::RestoreSession(coffer_engine::run_restore(
-            store,
-            rs,
-            &coffer_engine::EngineConfig::default(),
-        )),
+/// Runs a claimed session as a child agent, as the server would, with its timeOut enforced
+/// and its log kept, and waits for it.
+fn run_here(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) -> Result<Resource> {
+    let timeout = match must_get(store, kind, ns, name)? {
+        Resource::BackupSession(bs) => {
+            match store.get(Kind::BackupConfiguration, ns, &bs.spec.invoker.name)? {
+                Some(Resource::BackupConfiguration(bc)) => bc.spec.time_out,
+                _ => None,
+            }
+        }
+        Resource::RestoreSession(rs) => rs.spec.time_out,
         other => bail!("{} is not a session", other.display_name()),
-    })
+    };
+    let timeout = timeout.and_then(|t| coffer_api::duration::parse(&t).ok());
+    let exe = std::env::current_exe().context("cannot find the coffer executable")?;
+    let pushgateway = engine_config().pushgateway;
+    let mut agent = coffer_platform::local::runner::spawn(
+        &exe,
+        home,
+        kind,
+        ns,
+        name,
+        pushgateway.as_deref(),
+        timeout,
+    )
+    .context("cannot start the session's process")?;
+    let log = coffer_platform::local::runner::log_path(home, kind, ns, name);
+    let mut shown = 0u64;
+    loop {
+        shown = echo_log(&log, shown);
+        if let Some(status) = agent.child.try_wait()? {
+            echo_log(&log, shown);
+            let r = must_get(store, kind, ns, name)?;
+            if !phase::is_final(&session_phase(&r).unwrap_or_default()) {
+                bail!("the session's process ended ({status}) without finishing it; see `coffer logs {name}`");
+            }
+            return Ok(r);
+        }
+        if agent.deadline.is_some_and(|d| Instant::now() >= d) {
+            agent.kill_group();
+            bail!(
+                "{kind} {ns}/{name} ran past its timeOut and was stopped; see `coffer logs {name}`"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Copies what the session log gained since `from` to stderr; returns the new offset.
+fn echo_log(path: &Path, from: u64) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return from;
+    };
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return from;
+    }
+    let mut buf = Vec::new();
+    let n = f.read_to_end(&mut buf).unwrap_or(0) as u64;
+    eprint!("{}", String::from_utf8_lossy(&buf));
+    from + n
 }
 
 fn session_phase(r: &Resource) -> Option<String> {
@@ -342,7 +457,7 @@ fn wait_session(
             if (!server || since.elapsed() > Duration::from_secs(30))
                 && store.claim_session(kind, ns, name)?
             {
-                Some(run_here(store, kind, ns, name)?)
+                Some(run_here(store, home, kind, ns, name)?)
             } else {
                 None
             }

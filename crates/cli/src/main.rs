@@ -90,6 +90,34 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Stop scheduling new sessions of a BackupConfiguration
+    Pause { backup_configuration: String },
+    /// Resume scheduling a paused BackupConfiguration
+    Resume { backup_configuration: String },
+    /// Print a session's own log
+    Logs {
+        /// backupsession or restoresession (optional: found by name)
+        #[arg(num_args = 1..=2, required = true)]
+        args: Vec<String>,
+    },
+    /// Run the local platform: schedules, sessions, metrics
+    Server {
+        /// Pushgateway to push metrics to at the end of every session (e.g. http://127.0.0.1:9091)
+        #[arg(long)]
+        pushgateway: Option<String>,
+        /// Loopback address for /metrics and /healthz
+        #[arg(long)]
+        metrics_address: Option<String>,
+        /// How long running sessions may take to finish after SIGTERM (e.g. 60s)
+        #[arg(long)]
+        shutdown_grace: Option<String>,
+        /// YAML file with pushgateway, metricsAddress, shutdownGrace (flags win)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run one session (started by the server or by `backup --wait`)
+    #[command(hide = true)]
+    Agent { kind: String, name: String },
 }
 
 fn init_tracing() {
@@ -97,8 +125,10 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_env("COFFER_LOG").unwrap_or_else(|_| {
         EnvFilter::new("info,rustic_core=warn,opendal=warn,hyper=warn,reqwest=warn")
     });
+    use std::io::IsTerminal;
     fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .compact()

@@ -1,5 +1,7 @@
 //! The local platform: one machine, resources in an embedded SQLite store.
 
+pub mod runner;
+pub mod server;
 pub mod store;
 
 pub use store::{ApplyOutcome, Store, StoreError};

@@ -1,0 +1,940 @@
+//! `coffer server`: the local platform. It watches the store, fires BackupConfigurations on
+//! their schedules, admits or skips sessions, runs each as a supervised child process,
+//! enforces timeouts, retries, trims history, recovers from its own crashes, and serves
+//! /metrics and /healthz. The decisions come from coffer-control; this file only stores
+//! resources and runs processes.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    os::unix::io::AsRawFd,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use coffer_api::{
+    backup::{
+        condition as cond, phase, BackupConfiguration, BackupSession, BackupSessionSpec, Invoker,
+    },
+    meta::{set_condition, ObjectMeta, OwnerReference},
+    Kind, Resource,
+};
+use coffer_control::{Admission, Readiness, Schedule};
+use jiff::Timestamp;
+
+use super::{
+    runner::{self, Agent},
+    store::Store,
+};
+
+/// How the server runs; flags and the config file fill it.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub home: PathBuf,
+    pub exe: PathBuf,
+    pub pushgateway: Option<String>,
+    pub metrics_address: String,
+    /// How long running sessions may take to finish after SIGTERM before they are stopped.
+    pub shutdown_grace: Duration,
+    pub tick: Duration,
+}
+
+fn now_str() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+type Key = (Kind, String, String);
+
+struct Server {
+    cfg: ServerConfig,
+    store: Arc<Store>,
+    agents: HashMap<Key, Agent>,
+    /// Sessions of an earlier server whose agent still runs (only their pid is known).
+    adopted: HashMap<Key, u32>,
+    last_check: HashMap<(String, String), Timestamp>,
+    started: Timestamp,
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn run(cfg: ServerConfig) -> Result<(), String> {
+    fs::create_dir_all(&cfg.home).map_err(|e| e.to_string())?;
+    let lock_path = cfg.home.join("server.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another coffer server is running on {} (it holds {})",
+            cfg.home.display(),
+            lock_path.display()
+        ));
+    }
+    let store = Arc::new(Store::open(&cfg.home).map_err(|e| e.to_string())?);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    serve_http(&cfg.metrics_address, store.clone())?;
+    tracing::info!(
+        "coffer server on {} (metrics on http://{}/metrics{})",
+        cfg.home.display(),
+        cfg.metrics_address,
+        cfg.pushgateway
+            .as_deref()
+            .map(|p| format!(", pushing to {p}"))
+            .unwrap_or_default()
+    );
+    let mut s = Server {
+        cfg,
+        store,
+        agents: HashMap::new(),
+        adopted: HashMap::new(),
+        last_check: HashMap::new(),
+        started: Timestamp::now(),
+    };
+    s.recover();
+    let mut last_rev = -1;
+    let mut last_full = Instant::now() - Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) {
+        let rev = s.store.revision().unwrap_or(last_rev);
+        // A full pass every second (schedules, deadlines) and at once on any change.
+        if rev != last_rev || last_full.elapsed() >= Duration::from_secs(1) {
+            last_rev = rev;
+            last_full = Instant::now();
+            if let Err(e) = s.tick() {
+                tracing::error!("reconcile failed: {e}");
+            }
+        }
+        std::thread::sleep(s.cfg.tick);
+    }
+    s.shutdown();
+    drop(lock);
+    Ok(())
+}
+
+impl Server {
+    fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Resource> {
+        self.store.get(kind, ns, name).ok().flatten()
+    }
+
+    /// Sessions left Running by a server that died: adopt those whose agent still runs (a
+    /// server stopped with SIGTERM that left them), fail the rest as interrupted and release
+    /// the repository locks they held.
+    fn recover(&mut self) {
+        for kind in [Kind::BackupSession, Kind::RestoreSession] {
+            for r in self.store.list(kind, None).unwrap_or_default() {
+                let (ph, pid) = session_phase_pid(&r);
+                if ph != phase::RUNNING {
+                    continue;
+                }
+                let key = (kind, r.namespace().to_string(), r.name().to_string());
+                match pid {
+                    Some(p) if runner::alive(p) && process_is_agent(p) => {
+                        tracing::info!("adopting {} (agent pid {p} still runs)", r.display_name());
+                        self.adopted.insert(key, p);
+                    }
+                    _ => self.fail_interrupted(
+                        r,
+                        "interrupted: the process running this session is gone (the coffer \
+                         server or machine stopped while it ran); run it again",
+                    ),
+                }
+            }
+        }
+    }
+
+    fn fail_interrupted(&self, r: Resource, why: &str) {
+        tracing::warn!("{}: {why}", r.display_name());
+        let repo = match &r {
+            Resource::BackupSession(bs) => self.bc_of(bs).map(|bc| {
+                (
+                    bc.spec.repository.clone(),
+                    bc.metadata.namespace().to_string(),
+                )
+            }),
+            Resource::RestoreSession(rs) => Some((
+                rs.spec.repository.clone(),
+                rs.metadata.namespace().to_string(),
+            )),
+            _ => None,
+        };
+        let now = now_str();
+        let updated = match r {
+            Resource::BackupSession(mut bs) => {
+                let st = bs.status_mut();
+                st.phase = Some(phase::FAILED.into());
+                st.error = Some(why.into());
+                set_condition(
+                    &mut st.conditions,
+                    cond::BACKUP_DISRUPTED,
+                    true,
+                    "SessionInterrupted",
+                    why,
+                    &now,
+                );
+                for t in st.targets.iter_mut() {
+                    t.phase = Some(phase::FAILED.into());
+                    for h in t.stats.iter_mut() {
+                        if h.phase.as_deref() != Some(phase::SUCCEEDED) {
+                            h.phase = Some(phase::FAILED.into());
+                            h.error = Some(why.into());
+                        }
+                    }
+                }
+                Resource::BackupSession(bs)
+            }
+            Resource::RestoreSession(mut rs) => {
+                let st = rs.status_mut();
+                st.phase = Some(phase::FAILED.into());
+                st.error = Some(why.into());
+                Resource::RestoreSession(rs)
+            }
+            other => other,
+        };
+        let _ = self.store.put_status(&updated);
+        if let Some((r, ns)) = repo {
+            self.release_stale_locks(r.namespace.as_deref().unwrap_or(&ns), &r.name);
+        }
+    }
+
+    /// Removes locks whose holder is gone, so that no repository stays locked by a dead run.
+    fn release_stale_locks(&self, ns: &str, name: &str) {
+        let Some(Resource::Repository(repo)) = self.get(Kind::Repository, ns, name) else {
+            return;
+        };
+        let res = coffer_engine::resolve::repo_access(self.store.as_ref(), &repo)
+            .map_err(|e| e.to_string())
+            .and_then(|a| coffer_repo::Repo::open(a.store, &a.password).map_err(|e| e.to_string()))
+            .and_then(|r| r.unlock(false).map_err(|e| e.to_string()));
+        match res {
+            Ok(removed) => {
+                for l in removed {
+                    tracing::info!("Repository {ns}/{name}: removed stale {l}");
+                }
+            }
+            Err(e) => tracing::warn!("Repository {ns}/{name}: cannot release stale locks: {e}"),
+        }
+    }
+
+    fn bc_of(&self, bs: &BackupSession) -> Option<BackupConfiguration> {
+        match self.get(
+            Kind::BackupConfiguration,
+            bs.metadata.namespace(),
+            &bs.spec.invoker.name,
+        ) {
+            Some(Resource::BackupConfiguration(bc)) => Some(bc),
+            _ => None,
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        self.supervise();
+        let bcs: Vec<BackupConfiguration> = self
+            .store
+            .list(Kind::BackupConfiguration, None)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::BackupConfiguration(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        for bc in &bcs {
+            let bc = self.update_readiness(bc);
+            self.fire_schedule(&bc);
+        }
+        self.start_backup_sessions();
+        self.retry_and_trim(&bcs);
+        self.start_restore_sessions();
+        Ok(())
+    }
+
+    fn update_readiness(&self, bc: &BackupConfiguration) -> BackupConfiguration {
+        let ns = bc.metadata.namespace();
+        let repo_ns = bc.spec.repository.namespace.as_deref().unwrap_or(ns);
+        let repo = self.get(Kind::Repository, repo_ns, &bc.spec.repository.name);
+        let repository_found = match &repo {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "Repository {repo_ns}/{} not found",
+                bc.spec.repository.name
+            )),
+        };
+        let backend_secret_found = match &repo {
+            Some(Resource::Repository(r)) => {
+                let s = &r.spec.backend.storage_secret_name;
+                match self.get(Kind::Secret, repo_ns, s) {
+                    Some(_) => Ok(()),
+                    None => Err(format!(
+                        "Secret {repo_ns}/{s} (the repository's storageSecretName) not found"
+                    )),
+                }
+            }
+            _ => Err("the Repository is missing".into()),
+        };
+        let target_found = match bc.spec.target.as_ref() {
+            Some(t) => {
+                let tns = t.ref_.namespace.as_deref().unwrap_or(ns);
+                match self.get(Kind::AppBinding, tns, &t.ref_.name) {
+                    Some(_) => Ok(()),
+                    None => Err(format!("AppBinding {tns}/{} not found", t.ref_.name)),
+                }
+            }
+            None => Err("spec.target is missing".into()),
+        };
+        let validation = match &bc.spec.schedule {
+            Some(s) => Schedule::parse(s, bc.spec.time_zone.as_deref())
+                .map(|_| ())
+                .map_err(|e| format!("spec.schedule: {e}")),
+            None => Ok(()),
+        };
+        let r = Readiness {
+            repository_found,
+            backend_secret_found,
+            target_found,
+            validation,
+        };
+        let mut st = coffer_control::readiness(&r, bc.status.as_ref(), &now_str());
+        st.observed_generation = bc.metadata.generation;
+        // Keep transition times stable: only write when something other than time changed.
+        let changed = bc.status.as_ref().is_none_or(|old| {
+            old.phase != st.phase
+                || old.observed_generation != st.observed_generation
+                || old.conditions.len() != st.conditions.len()
+                || old
+                    .conditions
+                    .iter()
+                    .zip(&st.conditions)
+                    .any(|(a, b)| a.status != b.status || a.message != b.message)
+        });
+        let mut bc = bc.clone();
+        if changed {
+            bc.status = Some(st);
+            let _ = self
+                .store
+                .put_status(&Resource::BackupConfiguration(bc.clone()));
+        }
+        bc
+    }
+
+    fn fire_schedule(&mut self, bc: &BackupConfiguration) {
+        let Some(expr) = bc.spec.schedule.as_deref() else {
+            return;
+        };
+        let key = (
+            bc.metadata.namespace().to_string(),
+            bc.metadata.name.clone(),
+        );
+        let now = Timestamp::now();
+        let since = *self.last_check.entry(key.clone()).or_insert(self.started);
+        self.last_check.insert(key, now);
+        if bc.spec.paused {
+            return;
+        }
+        let Ok(s) = Schedule::parse(expr, bc.spec.time_zone.as_deref()) else {
+            return;
+        };
+        if s.due(since, now) {
+            match create_backup_session(&self.store, bc, None) {
+                Ok(bs) => tracing::info!(
+                    "schedule `{expr}` fired: BackupSession {}/{} created",
+                    bs.metadata.namespace(),
+                    bs.metadata.name
+                ),
+                Err(e) => tracing::error!("cannot create a scheduled session: {e}"),
+            }
+        }
+    }
+
+    fn backup_sessions(&self) -> Vec<BackupSession> {
+        self.store
+            .list(Kind::BackupSession, None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::BackupSession(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn start_backup_sessions(&mut self) {
+        let mut all = self.backup_sessions();
+        all.sort_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        });
+        for i in 0..all.len() {
+            let s = all[i].clone();
+            let ph = s
+                .status
+                .as_ref()
+                .and_then(|x| x.phase.clone())
+                .unwrap_or_default();
+            if !(ph.is_empty() || ph == phase::PENDING) {
+                continue;
+            }
+            let ns = s.metadata.namespace().to_string();
+            let Some(bc) = self.bc_of(&s) else {
+                let mut s = s;
+                let why = format!(
+                    "BackupConfiguration {ns}/{} not found (spec.invoker): create it, or delete this session",
+                    s.spec.invoker.name
+                );
+                let st = s.status_mut();
+                st.phase = Some(phase::FAILED.into());
+                st.error = Some(why);
+                let _ = self.store.put_status(&Resource::BackupSession(s));
+                continue;
+            };
+            match coffer_control::admit(&bc, &s, &all) {
+                Admission::Skip(why) => {
+                    tracing::info!("BackupSession {ns}/{} skipped: {why}", s.metadata.name);
+                    let mut s = s;
+                    let st = s.status_mut();
+                    set_condition(
+                        &mut st.conditions,
+                        cond::BACKUP_SKIPPED,
+                        true,
+                        "SkippedBackup",
+                        &why,
+                        &now_str(),
+                    );
+                    st.phase = Some(phase::SKIPPED.into());
+                    st.error = Some(why);
+                    st.session_duration = Some("0s".into());
+                    let _ = self.store.put_status(&Resource::BackupSession(s.clone()));
+                    all[i] = s;
+                }
+                Admission::Run => {
+                    if !self
+                        .store
+                        .claim_session(Kind::BackupSession, &ns, &s.metadata.name)
+                        .unwrap_or(false)
+                    {
+                        continue;
+                    }
+                    let timeout = bc
+                        .spec
+                        .time_out
+                        .as_deref()
+                        .and_then(|t| coffer_api::duration::parse(t).ok());
+                    if let Some(t) = timeout {
+                        let mut s2 = match self.get(Kind::BackupSession, &ns, &s.metadata.name) {
+                            Some(Resource::BackupSession(b)) => b,
+                            _ => s.clone(),
+                        };
+                        let deadline = Timestamp::now()
+                            + jiff::SignedDuration::try_from(t).unwrap_or_default();
+                        s2.status_mut().session_deadline =
+                            Some(deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                        let _ = self.store.put_status(&Resource::BackupSession(s2));
+                    }
+                    self.spawn(Kind::BackupSession, &ns, &s.metadata.name, timeout);
+                    if let Some(st) = all[i].status.as_mut() {
+                        st.phase = Some(phase::RUNNING.into());
+                    } else {
+                        all[i].status_mut().phase = Some(phase::RUNNING.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_restore_sessions(&mut self) {
+        for r in self
+            .store
+            .list(Kind::RestoreSession, None)
+            .unwrap_or_default()
+        {
+            let Resource::RestoreSession(rs) = r else {
+                continue;
+            };
+            let ph = rs
+                .status
+                .as_ref()
+                .and_then(|x| x.phase.clone())
+                .unwrap_or_default();
+            if !(ph.is_empty() || ph == phase::PENDING) {
+                continue;
+            }
+            let ns = rs.metadata.namespace().to_string();
+            if !self
+                .store
+                .claim_session(Kind::RestoreSession, &ns, &rs.metadata.name)
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let timeout = rs
+                .spec
+                .time_out
+                .as_deref()
+                .and_then(|t| coffer_api::duration::parse(t).ok());
+            self.spawn(Kind::RestoreSession, &ns, &rs.metadata.name, timeout);
+        }
+    }
+
+    fn spawn(&mut self, kind: Kind, ns: &str, name: &str, timeout: Option<Duration>) {
+        match runner::spawn(
+            &self.cfg.exe,
+            &self.cfg.home,
+            kind,
+            ns,
+            name,
+            self.cfg.pushgateway.as_deref(),
+            timeout,
+        ) {
+            Ok(a) => {
+                tracing::info!("{kind} {ns}/{name} started (agent pid {})", a.pid());
+                self.agents
+                    .insert((kind, ns.to_string(), name.to_string()), a);
+            }
+            Err(e) => {
+                if let Some(r) = self.get(kind, ns, name) {
+                    self.fail_interrupted(r, &format!("cannot start the session's process: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Reaps finished agents, enforces deadlines, notices agents that died without a word.
+    fn supervise(&mut self) {
+        let keys: Vec<Key> = self.agents.keys().cloned().collect();
+        for key in keys {
+            let agent = self.agents.get_mut(&key).expect("key exists");
+            match agent.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.agents.remove(&key);
+                    if let Some(r) = self.get(key.0, &key.1, &key.2) {
+                        let (ph, _) = session_phase_pid(&r);
+                        if !phase::is_final(&ph) {
+                            self.fail_interrupted(
+                                r,
+                                &format!(
+                                    "the session's process ended ({status}) without finishing it; see `coffer logs {} {}`",
+                                    key.0.as_str().to_ascii_lowercase(),
+                                    key.2
+                                ),
+                            );
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if agent.deadline.is_some_and(|d| Instant::now() >= d) {
+                        let elapsed = agent.started.elapsed();
+                        agent.kill_group();
+                        self.agents.remove(&key);
+                        self.deadline_exceeded(&key, elapsed);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot check agent of {key:?}: {e}"),
+            }
+        }
+        let adopted: Vec<(Key, u32)> = self.adopted.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (key, pid) in adopted {
+            if !runner::alive(pid) {
+                self.adopted.remove(&key);
+                if let Some(r) = self.get(key.0, &key.1, &key.2) {
+                    if !phase::is_final(&session_phase_pid(&r).0) {
+                        self.fail_interrupted(
+                            r,
+                            "interrupted: the session's process ended without finishing it",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn deadline_exceeded(&self, key: &Key, elapsed: Duration) {
+        let Some(r) = self.get(key.0, &key.1, &key.2) else {
+            return;
+        };
+        let why = format!(
+            "the session ran past its timeOut ({}); its processes were stopped",
+            coffer_api::duration::format(elapsed)
+        );
+        tracing::warn!("{}: {why}", r.display_name());
+        let now = now_str();
+        match r {
+            Resource::BackupSession(mut bs) => {
+                {
+                    let st = bs.status_mut();
+                    set_condition(
+                        &mut st.conditions,
+                        cond::DEADLINE_EXCEEDED,
+                        true,
+                        "SessionTimedOut",
+                        &why,
+                        &now,
+                    );
+                    st.phase = Some(phase::FAILED.into());
+                    st.error = Some(why.clone());
+                    st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
+                        elapsed.as_secs(),
+                    )));
+                    for t in st.targets.iter_mut() {
+                        t.phase = Some(phase::FAILED.into());
+                    }
+                }
+                self.push_failure_metrics(&mut bs);
+                let _ = self.store.put_status(&Resource::BackupSession(bs.clone()));
+                if let Some(bc) = self.bc_of(&bs) {
+                    let ns = bs.metadata.namespace().to_string();
+                    self.release_stale_locks(
+                        bc.spec.repository.namespace.as_deref().unwrap_or(&ns),
+                        &bc.spec.repository.name,
+                    );
+                }
+            }
+            Resource::RestoreSession(mut rs) => {
+                let st = rs.status_mut();
+                st.phase = Some(phase::FAILED.into());
+                st.error = Some(why);
+                let _ = self.store.put_status(&Resource::RestoreSession(rs));
+            }
+            _ => {}
+        }
+    }
+
+    fn push_failure_metrics(&self, bs: &mut BackupSession) {
+        let Some(url) = self.cfg.pushgateway.as_deref() else {
+            return;
+        };
+        let Some(bc) = self.bc_of(bs) else { return };
+        let mut m = coffer_engine::metrics::Metrics::new();
+        coffer_engine::metrics::backup_session(&mut m, &bc, bs, None, None);
+        let job = coffer_engine::metrics::job_name(
+            "BackupConfiguration",
+            bc.metadata.namespace(),
+            &bc.metadata.name,
+        );
+        let (ok, reason, msg) = match coffer_engine::metrics::push(url, &job, &m) {
+            Ok(()) => (
+                true,
+                "SuccessfullyPushedMetrics",
+                format!("pushed to {url} as job {job}"),
+            ),
+            Err(e) => (false, "FailedToPushMetrics", e),
+        };
+        set_condition(
+            &mut bs.status_mut().conditions,
+            cond::METRICS_PUSHED,
+            ok,
+            reason,
+            &msg,
+            &now_str(),
+        );
+    }
+
+    fn retry_and_trim(&mut self, bcs: &[BackupConfiguration]) {
+        let all = self.backup_sessions();
+        for bc in bcs {
+            let ns = bc.metadata.namespace();
+            let mine: Vec<BackupSession> = all
+                .iter()
+                .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
+                .cloned()
+                .collect();
+            for s in &mine {
+                let failed_at = s
+                    .metadata
+                    .creation_timestamp
+                    .as_deref()
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                    .unwrap_or_else(Timestamp::now);
+                let Some(plan) = coffer_control::retry(bc, s, failed_at) else {
+                    continue;
+                };
+                let mut s = s.clone();
+                let at = plan.at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                if plan.at > Timestamp::now() {
+                    if s.status.as_ref().and_then(|x| x.next_retry.as_deref()) != Some(at.as_str())
+                    {
+                        s.status_mut().next_retry = Some(at);
+                        let _ = self.store.put_status(&Resource::BackupSession(s));
+                    }
+                    continue;
+                }
+                match create_backup_session(&self.store, bc, Some(plan.retry_left)) {
+                    Ok(new) => {
+                        tracing::info!(
+                            "BackupSession {ns}/{} failed; retrying as {} ({} retries left after it)",
+                            s.metadata.name,
+                            new.metadata.name,
+                            plan.retry_left
+                        );
+                        let st = s.status_mut();
+                        st.retried = true;
+                        st.next_retry = Some(at);
+                        let _ = self.store.put_status(&Resource::BackupSession(s));
+                    }
+                    Err(e) => tracing::error!("cannot create a retry session: {e}"),
+                }
+            }
+            let mine: Vec<BackupSession> = self
+                .backup_sessions()
+                .into_iter()
+                .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
+                .collect();
+            for name in coffer_control::history_to_delete(&mine, bc.spec.backup_history_limit) {
+                // A failed session waiting for its retry stays until the retry exists.
+                let waiting = mine.iter().any(|s| {
+                    s.metadata.name == name
+                        && coffer_control::retry(bc, s, Timestamp::now()).is_some()
+                });
+                if waiting {
+                    continue;
+                }
+                if self
+                    .store
+                    .delete(Kind::BackupSession, ns, &name)
+                    .unwrap_or(false)
+                {
+                    tracing::info!("BackupSession {ns}/{name} removed (backupHistoryLimit)");
+                    let _ = fs::remove_file(runner::log_path(
+                        &self.cfg.home,
+                        Kind::BackupSession,
+                        ns,
+                        &name,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: no new sessions; running ones get the grace period to finish, then are stopped
+    /// and marked Failed with the reason.
+    fn shutdown(&mut self) {
+        tracing::info!(
+            "stopping: waiting up to {} for {} running session(s)",
+            coffer_api::duration::format(self.cfg.shutdown_grace),
+            self.agents.len()
+        );
+        let until = Instant::now() + self.cfg.shutdown_grace;
+        while !self.agents.is_empty() && Instant::now() < until {
+            self.supervise();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let keys: Vec<Key> = self.agents.keys().cloned().collect();
+        for key in keys {
+            if let Some(mut a) = self.agents.remove(&key) {
+                a.kill_group();
+            }
+            if let Some(r) = self.get(key.0, &key.1, &key.2) {
+                if !phase::is_final(&session_phase_pid(&r).0) {
+                    self.fail_interrupted(
+                        r,
+                        "interrupted: the coffer server was stopped while this session ran",
+                    );
+                }
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn session_phase_pid(r: &Resource) -> (String, Option<u32>) {
+    match r {
+        Resource::BackupSession(b) => (
+            b.status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default(),
+            b.status.as_ref().and_then(|s| s.agent_pid),
+        ),
+        Resource::RestoreSession(x) => (
+            x.status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default(),
+            x.status.as_ref().and_then(|s| s.agent_pid),
+        ),
+        _ => (String::new(), None),
+    }
+}
+
+/// A pid that is alive may have been reused by an unrelated process; only a coffer agent counts.
+fn process_is_agent(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.iter().any(|a| *a == b"agent")
+        })
+        .unwrap_or(false)
+}
+
+/// Creates a BackupSession for a configuration, named and labelled as Stash does.
+pub fn create_backup_session(
+    store: &Store,
+    bc: &BackupConfiguration,
+    retry_left: Option<i32>,
+) -> Result<BackupSession, String> {
+    let ns = bc.metadata.namespace().to_string();
+    let name = &bc.metadata.name;
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_string(),
+        "coffer".to_string(),
+    );
+    labels.insert(
+        "stash.appscode.com/invoker-type".into(),
+        "BackupConfiguration".into(),
+    );
+    labels.insert("stash.appscode.com/invoker-name".into(), name.clone());
+    let retry_left = retry_left.or_else(|| {
+        bc.spec
+            .retry_config
+            .as_ref()
+            .map(|r| r.max_retry.unwrap_or(1))
+    });
+    let ts = Timestamp::now().as_second();
+    for attempt in 0..1000 {
+        let sname = if attempt == 0 {
+            format!("{name}-{ts}")
+        } else {
+            format!("{name}-{ts}-{attempt}")
+        };
+        let bs = BackupSession {
+            api_version: Kind::BackupSession.api_version().into(),
+            kind: Kind::BackupSession.as_str().into(),
+            metadata: ObjectMeta {
+                name: sname,
+                namespace: Some(ns.clone()),
+                labels: labels.clone(),
+                owner_references: vec![OwnerReference {
+                    api_version: Kind::BackupConfiguration.api_version().into(),
+                    kind: "BackupConfiguration".into(),
+                    name: name.clone(),
+                    uid: bc.metadata.uid.clone(),
+                    controller: Some(true),
+                }],
+                ..Default::default()
+            },
+            spec: BackupSessionSpec {
+                invoker: Invoker {
+                    api_group: "stash.appscode.com".into(),
+                    kind: "BackupConfiguration".into(),
+                    name: name.clone(),
+                },
+                retry_left,
+            },
+            status: None,
+        };
+        match store.create(Resource::BackupSession(bs)) {
+            Ok(Resource::BackupSession(bs)) => return Ok(bs),
+            Ok(_) => unreachable!("created what was given"),
+            Err(super::store::StoreError::Exists(_)) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "cannot find a free name for a session of {ns}/{name}"
+    ))
+}
+
+/// Serves /metrics (every configuration's latest finished session, repositories, and
+/// coffer's own gauges, computed from the store at each scrape) and /healthz.
+fn serve_http(addr: &str, store: Arc<Store>) -> Result<(), String> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| format!("cannot listen on {addr} for /metrics: {e}"))?;
+    std::thread::Builder::new()
+        .name("coffer-http".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let (code, body, ctype) = match req.url() {
+                    "/healthz" => match store.revision() {
+                        Ok(_) => (200, "ok\n".to_string(), "text/plain"),
+                        Err(e) => (500, format!("store unavailable: {e}\n"), "text/plain"),
+                    },
+                    "/metrics" => (200, metrics_text(&store), "text/plain; version=0.0.4"),
+                    _ => (404, "not found\n".to_string(), "text/plain"),
+                };
+                let resp = tiny_http::Response::from_string(body)
+                    .with_status_code(code)
+                    .with_header(
+                        tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
+                            .expect("valid header"),
+                    );
+                let _ = req.respond(resp);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub fn metrics_text(store: &Store) -> String {
+    let mut m = coffer_engine::metrics::Metrics::new();
+    let sessions: Vec<BackupSession> = store
+        .list(Kind::BackupSession, None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::BackupSession(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let mut by_phase: BTreeMap<String, f64> = BTreeMap::new();
+    for s in &sessions {
+        let p = s
+            .status
+            .as_ref()
+            .and_then(|x| x.phase.clone())
+            .unwrap_or_else(|| phase::PENDING.into());
+        *by_phase.entry(p).or_default() += 1.0;
+    }
+    for (p, n) in by_phase {
+        m.set(
+            &["coffer_backup_sessions"],
+            "BackupSessions in the store by phase",
+            &[("phase", p)],
+            n,
+        );
+    }
+    for r in store
+        .list(Kind::BackupConfiguration, None)
+        .unwrap_or_default()
+    {
+        let Resource::BackupConfiguration(bc) = r else {
+            continue;
+        };
+        let ns = bc.metadata.namespace();
+        let latest = sessions
+            .iter()
+            .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
+            .filter(|s| {
+                matches!(
+                    s.status.as_ref().and_then(|x| x.phase.as_deref()),
+                    Some(phase::SUCCEEDED) | Some(phase::FAILED)
+                )
+            })
+            .max_by(|a, b| {
+                a.metadata
+                    .creation_timestamp
+                    .cmp(&b.metadata.creation_timestamp)
+            });
+        let repo = match store.get(
+            Kind::Repository,
+            bc.spec.repository.namespace.as_deref().unwrap_or(ns),
+            &bc.spec.repository.name,
+        ) {
+            Ok(Some(Resource::Repository(r))) => Some(r),
+            _ => None,
+        };
+        if let Some(s) = latest {
+            coffer_engine::metrics::backup_session(&mut m, &bc, s, repo.as_ref(), None);
+        } else if let Some(r) = &repo {
+            coffer_engine::metrics::repository(&mut m, r);
+        }
+    }
+    m.text()
+}
