@@ -5,5 +5,6 @@ mod common;
 mod faults;
 mod logical;
 mod s3;
+mod server;
 mod tasks;
 mod tls;

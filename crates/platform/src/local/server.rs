@@ -198,10 +198,11 @@ impl Server {
             }
             other => other,
         };
-        let _ = self.store.put_status(&updated);
+        // Locks first: once the session reads Failed, its repository is usable again.
         if let Some((r, ns)) = repo {
             self.release_stale_locks(r.namespace.as_deref().unwrap_or(&ns), &r.name);
         }
+        let _ = self.store.put_status(&updated);
     }
 
     /// Removes locks whose holder is gone, so that no repository stays locked by a dead run.
@@ -587,7 +588,6 @@ impl Server {
                     }
                 }
                 self.push_failure_metrics(&mut bs);
-                let _ = self.store.put_status(&Resource::BackupSession(bs.clone()));
                 if let Some(bc) = self.bc_of(&bs) {
                     let ns = bs.metadata.namespace().to_string();
                     self.release_stale_locks(
@@ -595,6 +595,7 @@ impl Server {
                         &bc.spec.repository.name,
                     );
                 }
+                let _ = self.store.put_status(&Resource::BackupSession(bs.clone()));
             }
             Resource::RestoreSession(mut rs) => {
                 let st = rs.status_mut();
