@@ -235,6 +235,12 @@ pub struct HostBackupStats {
     pub duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// coffer, Galera: the node that sent the State Snapshot Transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor: Option<String>,
+    /// coffer, Galera: how long the donor was out of Synced (the cluster's cost of the backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor_desynced_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,12 +3,17 @@
 
 pub mod client;
 pub mod conn;
+pub mod galera;
 pub mod mysql_client;
 pub mod mysqldump;
+pub mod physical;
 mod process;
+pub mod xbstream;
 
 pub use client::Clients;
 pub use conn::{connect, ping, ClientFiles, ClientFlavor, ConnSpec, ServerInfo, TlsSpec};
+pub use mysql::prelude as mysql_prelude;
+pub use mysql::Conn as MysqlConn;
 pub use mysql_client::LoadSink;
 pub use mysqldump::DumpStream;
 
@@ -43,6 +48,10 @@ pub enum DbError {
     Dump { target: String, reason: String },
     #[error("loading into the database of {target} failed: {reason}")]
     Load { target: String, reason: String },
+    #[error("the State Snapshot Transfer from {target} failed: {reason}")]
+    Sst { target: String, reason: String },
+    #[error("restoring the physical backup into {target} failed: {reason}")]
+    Physical { target: String, reason: String },
     #[error("{0}")]
     Local(String),
 }

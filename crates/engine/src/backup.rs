@@ -48,6 +48,7 @@ struct Plan {
     target_ref: TargetRef,
     vars: BTreeMap<String, String>,
     app_type: Option<String>,
+    galera: Option<coffer_api::appbinding::GaleraParameters>,
 }
 
 pub fn get_bc(
@@ -179,6 +180,7 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         target_ref,
         vars,
         app_type: ab.spec.type_.clone(),
+        galera: ab.spec.galera(),
     })
 }
 
@@ -511,8 +513,46 @@ fn execute(
                 builtin: Builtin::LogicalBackup,
                 ..
             } => {
-                let s = logical_backup(&repo, p, session)?;
-                record_snapshot(session, p, &s, started);
+                let tag = format!(
+                    "session={}.{}",
+                    session.metadata.namespace(),
+                    session.metadata.name
+                );
+                let (s, path) = if let Some(g) = &p.galera {
+                    let out = crate::physical::galera_backup(
+                        &repo,
+                        &p.conn,
+                        g,
+                        &p.task,
+                        &p.host,
+                        &tag,
+                        db_wait(&p.task),
+                    )
+                    .map_err(|e| match e {
+                        EngineError::Repo(r) => repo_err(&p.repo_res, r),
+                        other => other,
+                    })?;
+                    let h = &mut session.status_mut().targets[0].stats[0];
+                    h.donor = out.donor.clone();
+                    h.donor_desynced_seconds = Some(out.donor_desynced.as_secs_f64());
+                    (out.snapshot, crate::physical::STREAM_PATH)
+                } else if p.task.param("method") == Some("physical") {
+                    let s = crate::physical::physical_backup(
+                        &repo,
+                        &p.conn,
+                        &p.host,
+                        &tag,
+                        db_wait(&p.task),
+                    )
+                    .map_err(|e| match e {
+                        EngineError::Repo(r) => repo_err(&p.repo_res, r),
+                        other => other,
+                    })?;
+                    (s, crate::physical::STREAM_PATH)
+                } else {
+                    (logical_backup(&repo, p, session)?, DUMP_PATH)
+                };
+                record_snapshot(session, p, &s, path, started);
                 let _ = cat.put_status(&Resource::BackupSession(session.clone()));
                 snapshot = Some(s);
             }
@@ -603,12 +643,18 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
     })
 }
 
-fn record_snapshot(session: &mut BackupSession, p: &Plan, s: &SnapshotInfo, started: Instant) {
+fn record_snapshot(
+    session: &mut BackupSession,
+    p: &Plan,
+    s: &SnapshotInfo,
+    path: &str,
+    started: Instant,
+) {
     let st = session.status_mut();
     let h = &mut st.targets[0].stats[0];
     h.snapshots = vec![SnapshotStats {
         name: s.id.clone(),
-        path: Some(DUMP_PATH.into()),
+        path: Some(path.into()),
         total_size: Some(format::size(s.total_bytes)),
         uploaded: Some(format::size(s.data_added_packed)),
         processing_time: Some(format::processing_time(started.elapsed())),

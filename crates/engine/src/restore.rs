@@ -84,7 +84,10 @@ pub fn run_restore(
     {
         let st = rs.status_mut();
         match result {
-            Ok(stats) => st.stats = vec![stats],
+            Ok(stats) => {
+                st.total_hosts = Some(stats.len() as i32);
+                st.stats = stats;
+            }
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!("restore session failed: {msg}");
@@ -183,7 +186,7 @@ fn execute(
     cat: &dyn Catalog,
     rs: &mut RestoreSession,
     started: Instant,
-) -> EngineResult<HostRestoreStats> {
+) -> EngineResult<Vec<HostRestoreStats>> {
     let ns = rs.metadata.namespace().to_string();
     let label = format!("RestoreSession {ns}/{}", rs.metadata.name);
     let repo_ns = rs.spec.repository.namespace.clone().unwrap_or(ns.clone());
@@ -262,9 +265,53 @@ fn execute(
         hostname: host.clone(),
         ..Default::default()
     };
+    let physical = task.param("dataDir").is_some_and(|d| !d.is_empty());
+    let mut selector = selector;
+    if physical {
+        selector.path = Some(crate::physical::STREAM_PATH.into());
+    }
+    let mut replica_stats = Vec::new();
     for step in &task.steps {
         tracing::info!("step {}", step.function());
         match step {
+            Step::Builtin {
+                builtin: Builtin::LogicalRestore,
+                ..
+            } if physical => {
+                let snap = repo.find(&selector).map_err(|e| repo_err(&repo_res, e))?;
+                let galera = snap
+                    .paths
+                    .iter()
+                    .any(|p| p == crate::physical::POSITION_PATH)
+                    || snap.tags.iter().any(|t| t == "method=galera-sst");
+                let replicas = target.replicas.unwrap_or(1).max(1) as u32;
+                let plan =
+                    crate::physical::PhysicalRestore::from_task(&task, replicas, galera, &label)?;
+                for ordinal in 0..replicas {
+                    let t0 = Instant::now();
+                    let (dir, bytes, pos) =
+                        crate::physical::restore_replica(&repo, &snap.id, &plan, ordinal, &label)
+                            .map_err(|e| match e {
+                            EngineError::Repo(r) => repo_err(&repo_res, r),
+                            other => other,
+                        })?;
+                    tracing::info!(
+                        "replica {ordinal}: {} prepared in {}{}",
+                        dir.display(),
+                        format::size(bytes),
+                        pos.map(|(u, s)| format!(", Galera position {u}:{s}"))
+                            .unwrap_or_default()
+                    );
+                    replica_stats.push(HostRestoreStats {
+                        hostname: format!("{host}-replica-{ordinal}"),
+                        phase: Some(phase::SUCCEEDED.into()),
+                        duration: Some(coffer_api::duration::format(t0.elapsed())),
+                        snapshot: Some(snap.id.clone()),
+                        restored_bytes: Some(bytes),
+                        ..Default::default()
+                    });
+                }
+            }
             Step::Builtin {
                 builtin: Builtin::LogicalRestore,
                 ..
@@ -302,9 +349,12 @@ fn execute(
             } => tasks::run_exec(function, command, working_dir.as_deref(), &vars)?,
         }
     }
+    if !replica_stats.is_empty() {
+        return Ok(replica_stats);
+    }
     stats.phase = Some(phase::SUCCEEDED.into());
     stats.duration = Some(coffer_api::duration::format(started.elapsed()));
-    Ok(stats)
+    Ok(vec![stats])
 }
 
 /// Streams a dump into the client. mysql's own error, when it has one, is the cause to report:

@@ -4,6 +4,7 @@
 mod common;
 mod faults;
 mod logical;
+mod physical;
 mod s3;
 mod server;
 mod tasks;

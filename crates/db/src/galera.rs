@@ -1,0 +1,324 @@
+//! A Galera cluster's full physical backup: coffer asks for a State Snapshot Transfer with
+//! `garbd` and receives it itself. The donor connects twice to our listener: first a small
+//! xbstream with the Galera position at request time, then the mariabackup/xtrabackup stream.
+//! garbd's exit status says nothing, so success is judged from the streams themselves (the
+//! data stream must end with the end-of-file chunk of `xtrabackup_info`) and from garbd's log.
+
+use std::{
+    io::Read,
+    net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{process::terminate, xbstream, DbError};
+
+/// What to ask the cluster for.
+#[derive(Debug, Clone)]
+pub struct SstRequest {
+    /// `gcomm://host:port,...` — any reachable member will do.
+    pub address: String,
+    /// `wsrep_cluster_name`.
+    pub group: String,
+    /// `mariabackup` (MariaDB) or `xtrabackup-v2` (Percona XtraDB Cluster).
+    pub sst_method: String,
+    /// `wsrep_node_name` of the donor; None lets Galera choose.
+    pub donor: Option<String>,
+    /// The address the donor connects to (must be reachable from the donor).
+    pub listen_host: String,
+    pub listen_port: u16,
+    /// garbd's own group-communication address.
+    pub garbd_host: String,
+    pub garbd_port: u16,
+    /// How long to wait for each of the donor's two connections.
+    pub timeout: Duration,
+    /// For messages, e.g. `AppBinding demo/cluster`.
+    pub label: String,
+}
+
+/// An SST in progress: stage 1 received, the data stream not yet.
+pub struct Sst {
+    req: SstRequest,
+    garbd: Option<Child>,
+    workdir: tempfile::TempDir,
+    listener: TcpListener,
+    stage1: Vec<u8>,
+    started: Instant,
+}
+
+fn garbd_binary() -> PathBuf {
+    std::env::var_os("COFFER_GARBD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("garbd"))
+}
+
+impl Sst {
+    /// Listens, starts garbd, and waits for the donor's first connection (the position).
+    pub fn start(req: SstRequest) -> Result<Sst, DbError> {
+        let fail = |reason: String| DbError::Sst {
+            target: req.label.clone(),
+            reason,
+        };
+        let listener =
+            TcpListener::bind((req.listen_host.as_str(), req.listen_port)).map_err(|e| {
+                fail(format!(
+                    "cannot listen on {}:{} for the donor's stream: {e}",
+                    req.listen_host, req.listen_port
+                ))
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| fail(e.to_string()))?
+            .port();
+        let workdir = tempfile::Builder::new()
+            .prefix("coffer-garbd-")
+            .tempdir()
+            .map_err(|e| fail(format!("cannot create garbd's work directory: {e}")))?;
+        let log = workdir.path().join("garbd.log");
+        let sst = format!(
+            "{}:{}:{port}/xtrabackup_sst//1",
+            req.sst_method, req.listen_host
+        );
+        let mut cmd = Command::new(garbd_binary());
+        cmd.arg("--address")
+            .arg(&req.address)
+            .arg("--group")
+            .arg(&req.group)
+            .arg("--name")
+            .arg(format!("coffer-{}", std::process::id()))
+            .arg("--workdir")
+            .arg(workdir.path())
+            .arg("--options")
+            .arg(format!(
+                "gmcast.listen_addr=tcp://{}:{}",
+                req.garbd_host, req.garbd_port
+            ))
+            .arg("--sst")
+            .arg(&sst)
+            .arg("--log")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        if let Some(d) = &req.donor {
+            cmd.arg("--donor").arg(d);
+        }
+        unsafe {
+            cmd.pre_exec(|| {
+                // garbd must never outlive us.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let garbd = cmd.spawn().map_err(|e| {
+            fail(format!(
+                "cannot start garbd ({e}): install galera-arbitrator-4"
+            ))
+        })?;
+        tracing::info!(
+            "garbd requested an SST ({}) from {} in group `{}`; listening on {}:{port}",
+            req.sst_method,
+            req.donor.as_deref().unwrap_or("a donor Galera picks"),
+            req.group,
+            req.listen_host
+        );
+        let mut sst = Sst {
+            req,
+            garbd: Some(garbd),
+            workdir,
+            listener,
+            stage1: Vec::new(),
+            started: Instant::now(),
+        };
+        let mut conn = sst.accept("the donor's first connection (the Galera position)")?;
+        conn.set_read_timeout(Some(sst.req.timeout)).ok();
+        let mut buf = Vec::new();
+        (&mut conn)
+            .take(16 << 20)
+            .read_to_end(&mut buf)
+            .map_err(|e| sst.fail(format!("reading the position stage failed: {e}")))?;
+        if buf.is_empty() {
+            return Err(sst.fail(
+                "the donor's first connection carried nothing: its SST script failed (see the \
+                 donor's error log)"
+                    .into(),
+            ));
+        }
+        tracing::info!("SST stage 1 received ({} bytes)", buf.len());
+        sst.stage1 = buf;
+        Ok(sst)
+    }
+
+    fn fail(&self, reason: String) -> DbError {
+        DbError::Sst {
+            target: self.req.label.clone(),
+            reason,
+        }
+    }
+
+    fn garbd_log(&self) -> String {
+        std::fs::read_to_string(self.workdir.path().join("garbd.log")).unwrap_or_default()
+    }
+
+    /// garbd's own word on why the request failed, if it said one.
+    fn garbd_failure(&self) -> Option<String> {
+        let log = self.garbd_log();
+        let line = log.lines().find(|l| {
+            l.contains("FATAL")
+                || l.contains("State transfer request failed")
+                || l.contains("Requested donor is not available")
+        })?;
+        let why = line.split("]: ").last().unwrap_or(line).trim().to_string();
+        let hint = if line.contains("donor") || line.contains("-113") {
+            format!(
+                " — donor `{}` does not exist in group `{}` or is not Synced",
+                self.req.donor.as_deref().unwrap_or("?"),
+                self.req.group
+            )
+        } else {
+            String::new()
+        };
+        Some(format!("garbd: {why}{hint}"))
+    }
+
+    fn accept(&mut self, what: &str) -> Result<TcpStream, DbError> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| self.fail(e.to_string()))?;
+        let deadline = Instant::now() + self.req.timeout;
+        loop {
+            match self.listener.accept() {
+                Ok((s, peer)) => {
+                    s.set_nonblocking(false)
+                        .map_err(|e| self.fail(e.to_string()))?;
+                    tracing::info!("{what}: connected from {peer}");
+                    return Ok(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.fail(format!("accepting {what} failed: {e}"))),
+            }
+            if let Some(why) = self.garbd_failure() {
+                return Err(self.fail(why));
+            }
+            if Instant::now() >= deadline {
+                return Err(self.fail(format!(
+                    "{what} did not arrive within {}s: check that the AppBinding's group `{}` is \
+                     the cluster's wsrep_cluster_name, that the donor can reach {}:{}, and the \
+                     donor's error log",
+                    self.req.timeout.as_secs(),
+                    self.req.group,
+                    self.req.listen_host,
+                    self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The position stage as received (an xbstream archive).
+    pub fn stage1(&self) -> &[u8] {
+        &self.stage1
+    }
+
+    /// `uuid:seqno` the donor reported when the request arrived.
+    pub fn requested_position(&self) -> Option<String> {
+        let info = xbstream::file_content(&self.stage1, "xtrabackup_galera_info")?;
+        let text = String::from_utf8_lossy(&info);
+        xbstream::galera_position(&text).map(|(u, s)| format!("{u}:{s}"))
+    }
+
+    /// The data stream. The donor opens it after its own pause (10 s for mariabackup); the
+    /// connection is accepted on the first read.
+    pub fn into_stream(self) -> SstStream {
+        SstStream {
+            sst: self,
+            conn: None,
+            tail: Vec::new(),
+            bytes: Arc::new(AtomicU64::new(0)),
+            done: false,
+        }
+    }
+}
+
+impl Drop for Sst {
+    fn drop(&mut self) {
+        if let Some(mut g) = self.garbd.take() {
+            terminate(&mut g);
+        }
+    }
+}
+
+/// The donor's mariabackup stream. Reading it to the end succeeds only when the stream ends
+/// with `xtrabackup_info`'s end-of-file chunk; otherwise the last read fails, so no snapshot
+/// of a partial stream is ever committed.
+pub struct SstStream {
+    sst: Sst,
+    conn: Option<TcpStream>,
+    tail: Vec<u8>,
+    bytes: Arc<AtomicU64>,
+    done: bool,
+}
+
+impl SstStream {
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.bytes.clone()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.sst.started.elapsed()
+    }
+}
+
+impl Read for SstStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.conn.is_none() {
+            let c = self
+                .sst
+                .accept("the donor's data stream")
+                .map_err(std::io::Error::other)?;
+            // A donor that stalls for this long has failed.
+            c.set_read_timeout(Some(self.sst.req.timeout.max(Duration::from_secs(60))))
+                .ok();
+            self.conn = Some(c);
+        }
+        let n = self.conn.as_mut().expect("connected").read(buf)?;
+        if n > 0 {
+            self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.tail.extend_from_slice(&buf[n.saturating_sub(64)..n]);
+            if self.tail.len() > 64 {
+                let cut = self.tail.len() - 64;
+                self.tail.drain(..cut);
+            }
+            return Ok(n);
+        }
+        self.done = true;
+        if let Some(mut g) = self.sst.garbd.take() {
+            terminate(&mut g);
+        }
+        let total = self.bytes.load(Ordering::Relaxed);
+        if total == 0 {
+            return Err(std::io::Error::other(self.sst.fail(
+                "the donor sent an empty data stream: its mariabackup failed — often wrong SST \
+                 credentials (wsrep_sst_auth) on the donor; see the donor's error log"
+                    .into(),
+            )));
+        }
+        if !xbstream::ends_complete(&self.tail) {
+            return Err(std::io::Error::other(self.sst.fail(format!(
+                "the donor's stream ended after {total} bytes without the end of \
+                 xtrabackup_info: the transfer was cut short"
+            ))));
+        }
+        Ok(0)
+    }
+}

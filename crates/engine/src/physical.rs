@@ -1,0 +1,488 @@
+//! Physical backups in the engine: a Galera cluster's SST through garbd, a standalone
+//! server's mariabackup stream, and restoring either into data directories.
+
+use std::{
+    collections::BTreeMap,
+    io::Cursor,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use coffer_api::{appbinding::GaleraParameters, envsubst};
+use coffer_db::{
+    galera::{Sst, SstRequest},
+    physical::{self, Extractor, PhysicalStream, PhysicalTools},
+    ClientFiles, Clients, ConnSpec,
+};
+use coffer_repo::{Repo, SnapshotInfo, SnapshotMeta, SourceFile};
+
+use crate::{
+    error::{EngineError, EngineResult},
+    progress::Progress,
+    tasks::ResolvedTask,
+};
+
+/// Where a physical stream lives in a snapshot (Stash's name for a Galera SST).
+pub const STREAM_PATH: &str = "/xtrabackup.stream";
+/// The SST's first stage (the Galera position at request time), beside the stream.
+pub const POSITION_PATH: &str = "/galera-position.xbstream";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+struct Member {
+    name: String,
+    state: String,
+    gcomm: String,
+    conn: ConnSpec,
+}
+
+/// Reads the cluster from the AppBinding's server: its group name must be the AppBinding's,
+/// and every member's name, state and address are listed.
+fn cluster_members(conn: &ConnSpec, files: &ClientFiles, group: &str) -> EngineResult<Vec<Member>> {
+    use coffer_db::mysql_prelude::Queryable;
+    let mut c = coffer_db::connect(conn, files)?;
+    let q = |c: &mut coffer_db::MysqlConn, sql: &str| -> EngineResult<Option<String>> {
+        c.query_first::<Option<String>, _>(sql)
+            .map(|v| v.flatten())
+            .map_err(|e| EngineError::Db(coffer_db::conn::classify(conn, &e)))
+    };
+    let name = q(&mut c, "SELECT @@wsrep_cluster_name")?.unwrap_or_default();
+    if name != group {
+        return Err(EngineError::Invalid {
+            resource: conn.label.clone(),
+            message: format!(
+                "spec.parameters.group is `{group}`, but the cluster at {} is named `{name}` \
+                 (wsrep_cluster_name): fix the AppBinding",
+                conn.address()
+            ),
+        });
+    }
+    let incoming = q(&mut c, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_INCOMING_ADDRESSES'")?
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for addr in incoming.split(',').filter(|a| !a.is_empty()) {
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let mut spec = conn.clone();
+        spec.host = host.to_string();
+        spec.port = port;
+        let Ok(mut mc) = coffer_db::connect(&spec, files) else {
+            continue;
+        };
+        let node = q(&mut mc, "SELECT @@wsrep_node_name")?.unwrap_or_default();
+        let gcomm = q(&mut mc, "SELECT @@wsrep_node_address")?.unwrap_or_default();
+        let state = q(&mut mc, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE_COMMENT'")?
+            .unwrap_or_default();
+        out.push(Member {
+            name: node,
+            state,
+            gcomm,
+            conn: spec,
+        });
+    }
+    Ok(out)
+}
+
+fn first_gcomm(address: &str) -> String {
+    address
+        .trim_start_matches("gcomm://")
+        .split(['?', ','])
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Watches the donor's state and adds up the time it spends out of Synced.
+struct DesyncWatch {
+    stop: Arc<AtomicBool>,
+    blocked: Arc<Mutex<Duration>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DesyncWatch {
+    fn start(member: Option<ConnSpec>, files: Arc<ClientFiles>) -> DesyncWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let blocked = Arc::new(Mutex::new(Duration::ZERO));
+        let (s, b) = (stop.clone(), blocked.clone());
+        let thread = member.and_then(|spec| {
+            std::thread::Builder::new()
+                .name("coffer-donor-watch".into())
+                .spawn(move || {
+                    use coffer_db::mysql_prelude::Queryable;
+                    let Ok(mut c) = coffer_db::connect(&spec, &files) else { return };
+                    let mut last = Instant::now();
+                    while !s.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(250));
+                        let st: Option<String> = c
+                            .query_first("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_LOCAL_STATE_COMMENT'")
+                            .ok()
+                            .flatten();
+                        let now = Instant::now();
+                        if st.as_deref().is_some_and(|x| x != "Synced") {
+                            *b.lock().unwrap() += now - last;
+                        }
+                        last = now;
+                    }
+                })
+                .ok()
+        });
+        DesyncWatch {
+            stop,
+            blocked,
+            thread,
+        }
+    }
+
+    fn finish(mut self) -> Duration {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let b = *self.blocked.lock().unwrap();
+        b
+    }
+}
+
+/// The outcome of a Galera backup, beyond the snapshot.
+pub struct GaleraOutcome {
+    pub snapshot: SnapshotInfo,
+    pub donor: Option<String>,
+    pub donor_desynced: Duration,
+}
+
+pub fn galera_backup(
+    repo: &Repo,
+    conn: &ConnSpec,
+    g: &GaleraParameters,
+    task: &ResolvedTask,
+    host: &str,
+    session_tag: &str,
+    db_wait: Duration,
+) -> EngineResult<GaleraOutcome> {
+    let clients = Clients::detect()?;
+    let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
+    coffer_db::ping(conn, &files, db_wait)?;
+    let members = cluster_members(conn, &files, &g.group)?;
+    let first = first_gcomm(&g.address);
+    let donor = match task.param("donor").filter(|d| !d.is_empty()) {
+        Some(d) => Some(d.to_string()),
+        // A Synced node that is not the first: the first usually takes the writes.
+        None => members
+            .iter()
+            .find(|m| m.state == "Synced" && m.gcomm != first)
+            .or_else(|| members.iter().find(|m| m.state == "Synced"))
+            .map(|m| m.name.clone()),
+    };
+    let donor_conn = donor
+        .as_ref()
+        .and_then(|d| members.iter().find(|m| &m.name == d))
+        .map(|m| m.conn.clone());
+    let method = if g.sst_method.is_empty()
+        || g.sst_method == "mariabackup"
+        || g.sst_method == "xtrabackup-v2"
+    {
+        if g.sst_method.is_empty() {
+            "mariabackup".to_string()
+        } else {
+            g.sst_method.clone()
+        }
+    } else {
+        g.sst_method.clone()
+    };
+    let listen_host = task
+        .param("listenAddress")
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let timeout = task
+        .param("sstTimeout")
+        .and_then(|t| coffer_api::duration::parse(t).ok())
+        .unwrap_or(Duration::from_secs(120));
+    let req = SstRequest {
+        address: g.address.clone(),
+        group: g.group.clone(),
+        sst_method: method.clone(),
+        donor: donor.clone(),
+        listen_host: listen_host.clone(),
+        listen_port: task
+            .param("listenPort")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        garbd_host: listen_host,
+        garbd_port: free_port(),
+        timeout,
+        label: conn.label.clone(),
+    };
+    let watch = DesyncWatch::start(donor_conn, files.clone());
+    let sst = Sst::start(req);
+    let sst = match sst {
+        Ok(s) => s,
+        Err(e) => {
+            watch.finish();
+            return Err(e.into());
+        }
+    };
+    let position = sst.requested_position();
+    let stage1 = sst.stage1().to_vec();
+    let stream = sst.into_stream();
+    let progress = Progress::start("received", stream.counter(), Duration::from_secs(10));
+    let mut tags = vec![
+        "coffer".to_string(),
+        "method=galera-sst".to_string(),
+        format!("sst-method={method}"),
+        session_tag.to_string(),
+    ];
+    if let Some(d) = &donor {
+        tags.push(format!("donor={d}"));
+    }
+    if let Some(p) = &position {
+        tags.push(format!("sst-request-position={p}"));
+    }
+    let result = repo.backup(
+        vec![
+            SourceFile {
+                path: POSITION_PATH.into(),
+                reader: Box::new(Cursor::new(stage1)),
+            },
+            SourceFile {
+                path: STREAM_PATH.into(),
+                reader: Box::new(stream),
+            },
+        ],
+        &SnapshotMeta {
+            host: host.to_string(),
+            tags,
+        },
+    );
+    drop(progress);
+    let blocked = watch.finish();
+    let snapshot = result.map_err(|e| match e {
+        coffer_repo::RepoError::Source(m) => EngineError::Step(m),
+        other => EngineError::Repo(other),
+    })?;
+    tracing::info!(
+        "Galera SST from {} stored; the donor was out of Synced for {:.1}s",
+        donor.as_deref().unwrap_or("the donor"),
+        blocked.as_secs_f64()
+    );
+    Ok(GaleraOutcome {
+        snapshot,
+        donor,
+        donor_desynced: blocked,
+    })
+}
+
+/// `mariabackup --backup --stream` of a standalone server on this machine.
+pub fn physical_backup(
+    repo: &Repo,
+    conn: &ConnSpec,
+    host: &str,
+    session_tag: &str,
+    db_wait: Duration,
+) -> EngineResult<SnapshotInfo> {
+    let clients = Clients::detect()?;
+    let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
+    let info = coffer_db::ping(conn, &files, db_wait)?;
+    let tools = PhysicalTools::detect()?;
+    let stream = PhysicalStream::start(&tools, files, &conn.label)?;
+    repo.backup(
+        vec![SourceFile {
+            path: STREAM_PATH.into(),
+            reader: Box::new(stream),
+        }],
+        &SnapshotMeta {
+            host: host.to_string(),
+            tags: vec![
+                "coffer".into(),
+                "method=mariabackup".into(),
+                session_tag.to_string(),
+                format!("server-version={}", info.version),
+            ],
+        },
+    )
+    .map_err(|e| match e {
+        coffer_repo::RepoError::Source(m) => EngineError::Step(m),
+        other => EngineError::Repo(other),
+    })
+}
+
+/// What a physical restore does to each replica's data directory.
+pub struct PhysicalRestore {
+    pub data_dir_template: String,
+    pub replicas: u32,
+    pub replace: bool,
+    pub keep_cluster_uuid: bool,
+    pub owner: Option<String>,
+    pub galera: bool,
+}
+
+impl PhysicalRestore {
+    pub fn from_task(
+        task: &ResolvedTask,
+        replicas: u32,
+        galera: bool,
+        label: &str,
+    ) -> EngineResult<PhysicalRestore> {
+        let dir = task
+            .param("dataDir")
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| EngineError::Invalid {
+                resource: label.into(),
+                message: "a physical snapshot restores into data directories: set the task param \
+                      `dataDir` (with ${POD_ORDINAL} when target.replicas > 1), e.g. \
+                      /var/lib/mysql-restore-${POD_ORDINAL}"
+                    .into(),
+            })?;
+        if replicas > 1 && !dir.contains("${POD_ORDINAL}") {
+            return Err(EngineError::Invalid {
+                resource: label.into(),
+                message: format!("task param dataDir `{dir}` must contain ${{POD_ORDINAL}} for {replicas} replicas"),
+            });
+        }
+        let flag = |n: &str| task.param(n).is_some_and(|v| v == "true");
+        Ok(PhysicalRestore {
+            data_dir_template: dir.to_string(),
+            replicas,
+            replace: flag("replaceDataDir"),
+            keep_cluster_uuid: flag("keepClusterUUID"),
+            owner: task
+                .param("owner")
+                .filter(|o| !o.is_empty())
+                .map(String::from),
+            galera,
+        })
+    }
+
+    pub fn dir(&self, ordinal: u32) -> EngineResult<PathBuf> {
+        let mut vars = BTreeMap::new();
+        vars.insert("POD_ORDINAL".to_string(), ordinal.to_string());
+        envsubst::substitute(&self.data_dir_template, &vars)
+            .map(PathBuf::from)
+            .map_err(EngineError::Step)
+    }
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+/// Restores one replica: download into a staging directory beside the target, extract,
+/// prepare, write Galera state; only then does the prepared directory replace the target.
+pub fn restore_replica(
+    repo: &Repo,
+    snapshot: &str,
+    plan: &PhysicalRestore,
+    ordinal: u32,
+    label: &str,
+) -> EngineResult<(PathBuf, u64, Option<(String, i64)>)> {
+    let dir = plan.dir(ordinal)?;
+    if dir.exists() && !is_empty_dir(&dir) && !plan.replace {
+        return Err(EngineError::Invalid {
+            resource: label.into(),
+            message: format!(
+                "data directory {} is not empty; set the task param replaceDataDir: \"true\" to \
+                 replace it (it is replaced only after the new one is complete)",
+                dir.display()
+            ),
+        });
+    }
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| EngineError::Step(format!("cannot create {}: {e}", parent.display())))?;
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "datadir".into());
+    let staging = parent.join(format!(".{base}.coffer-restore"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| EngineError::Step(format!("cannot clear {}: {e}", staging.display())))?;
+    }
+    std::fs::create_dir_all(&staging)
+        .map_err(|e| EngineError::Step(format!("cannot create {}: {e}", staging.display())))?;
+    let result = (|| {
+        let tools = PhysicalTools::detect()?;
+        let mut ex = Extractor::start(&tools, &staging, label)?;
+        let bytes = match repo.dump(snapshot, STREAM_PATH, &mut ex) {
+            Ok(b) => b,
+            Err(e) => {
+                ex.abort();
+                return Err(EngineError::Repo(e));
+            }
+        };
+        ex.finish()?;
+        physical::prepare(&tools, &staging, label)?;
+        let pos = physical::prepared_galera_position(&staging);
+        if plan.galera {
+            match (&pos, plan.keep_cluster_uuid) {
+                (Some((uuid, seqno)), true) => {
+                    physical::write_grastate(&staging, uuid, *seqno, ordinal == 0)
+                        .map_err(|e| EngineError::Step(e.to_string()))?
+                }
+                // A new history: the node bootstraps (or joins) without the old cluster's UUID.
+                _ => {
+                    let _ = std::fs::remove_file(staging.join("grastate.dat"));
+                }
+            }
+        }
+        if let Some(owner) = &plan.owner {
+            let out = std::process::Command::new("chown")
+                .arg("-R")
+                .arg(format!("{owner}:{owner}"))
+                .arg(&staging)
+                .output()
+                .map_err(|e| EngineError::Step(format!("chown: {e}")))?;
+            if !out.status.success() {
+                return Err(EngineError::Step(format!(
+                    "chown -R {owner} {} failed: {}",
+                    staging.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok((bytes, pos))
+    })();
+    let (bytes, pos) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    // Swap: the old directory goes only now that the new one is complete and prepared.
+    if dir.exists() {
+        let old = parent.join(format!(".{base}.coffer-old"));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&dir, &old)
+            .map_err(|e| EngineError::Step(format!("cannot move {} aside: {e}", dir.display())))?;
+        std::fs::rename(&staging, &dir).map_err(|e| {
+            EngineError::Step(format!(
+                "cannot move the restored data into {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&staging, &dir).map_err(|e| {
+            EngineError::Step(format!(
+                "cannot move the restored data into {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    Ok((dir, bytes, pos))
+}
