@@ -380,6 +380,14 @@ fn is_empty_dir(p: &Path) -> bool {
         .unwrap_or(true)
 }
 
+/// One restored replica.
+pub struct RestoredReplica {
+    pub dir: PathBuf,
+    pub bytes: u64,
+    /// The Galera position of the prepared data, if it is a Galera backup.
+    pub position: Option<(String, i64)>,
+}
+
 /// Restores one replica: download into a staging directory beside the target, extract,
 /// prepare, write Galera state; only then does the prepared directory replace the target.
 pub fn restore_replica(
@@ -388,7 +396,7 @@ pub fn restore_replica(
     plan: &PhysicalRestore,
     ordinal: u32,
     label: &str,
-) -> EngineResult<(PathBuf, u64, Option<(String, i64)>)> {
+) -> EngineResult<RestoredReplica> {
     let dir = plan.dir(ordinal)?;
     if dir.exists() && !is_empty_dir(&dir) && !plan.replace {
         return Err(EngineError::Invalid {
@@ -484,5 +492,9 @@ pub fn restore_replica(
             ))
         })?;
     }
-    Ok((dir, bytes, pos))
+    Ok(RestoredReplica {
+        dir,
+        bytes,
+        position: pos,
+    })
 }
