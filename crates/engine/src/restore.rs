@@ -289,12 +289,15 @@ fn execute(
                     crate::physical::PhysicalRestore::from_task(&task, replicas, galera, &label)?;
                 for ordinal in 0..replicas {
                     let t0 = Instant::now();
-                    let (dir, bytes, pos) =
-                        crate::physical::restore_replica(&repo, &snap.id, &plan, ordinal, &label)
-                            .map_err(|e| match e {
-                            EngineError::Repo(r) => repo_err(&repo_res, r),
-                            other => other,
-                        })?;
+                    let crate::physical::RestoredReplica {
+                        dir,
+                        bytes,
+                        position: pos,
+                    } = crate::physical::restore_replica(&repo, &snap.id, &plan, ordinal, &label)
+                        .map_err(|e| match e {
+                        EngineError::Repo(r) => repo_err(&repo_res, r),
+                        other => other,
+                    })?;
                     tracing::info!(
                         "replica {ordinal}: {} prepared in {}{}",
                         dir.display(),
