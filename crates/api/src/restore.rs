@@ -117,6 +117,13 @@ pub struct HostRestoreStats {
     /// coffer: bytes streamed out of the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_bytes: Option<u64>,
+    /// coffer: rows loaded (native restores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_rows: Option<u64>,
+    /// coffer: the binlog position / GTID the restored data corresponds to, for a replica or
+    /// point-in-time replay to continue from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<String>,
 }
 
 impl RestoreSessionSpec {

@@ -6,6 +6,7 @@ pub mod conn;
 pub mod galera;
 pub mod mysql_client;
 pub mod mysqldump;
+pub mod native;
 pub mod physical;
 mod process;
 pub mod xbstream;

@@ -536,6 +536,20 @@ fn execute(
                     h.donor = out.donor.clone();
                     h.donor_desynced_seconds = Some(out.donor_desynced.as_secs_f64());
                     (out.snapshot, crate::physical::STREAM_PATH)
+                } else if p.task.param("method") == Some("native") {
+                    let s = crate::native::native_backup(
+                        &repo,
+                        &p.conn,
+                        &p.task,
+                        &p.host,
+                        &tag,
+                        db_wait(&p.task),
+                    )
+                    .map_err(|e| match e {
+                        EngineError::Repo(r) => repo_err(&p.repo_res, r),
+                        other => other,
+                    })?;
+                    (s, coffer_db::native::DIR)
                 } else if p.task.param("method") == Some("physical") {
                     let s = crate::physical::physical_backup(
                         &repo,
@@ -616,6 +630,7 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
     let dump = DumpStream::start(&clients, &p.conn, files, &args)?;
     let progress = Progress::start("dumped", dump.counter(), Duration::from_secs(10));
     let meta = SnapshotMeta {
+        paths: Vec::new(),
         host: p.host.clone(),
         tags: vec![
             "coffer".into(),

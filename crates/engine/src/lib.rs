@@ -10,6 +10,7 @@ pub mod error;
 pub mod format;
 pub mod hooks;
 pub mod metrics;
+pub mod native;
 pub mod physical;
 pub mod progress;
 pub mod resolve;

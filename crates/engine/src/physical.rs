@@ -262,6 +262,7 @@ pub fn galera_backup(
             },
         ],
         &SnapshotMeta {
+            paths: Vec::new(),
             host: host.to_string(),
             tags,
         },
@@ -303,6 +304,7 @@ pub fn physical_backup(
             reader: Box::new(stream),
         }],
         &SnapshotMeta {
+            paths: Vec::new(),
             host: host.to_string(),
             tags: vec![
                 "coffer".into(),

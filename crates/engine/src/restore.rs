@@ -318,6 +318,57 @@ fn execute(
             Step::Builtin {
                 builtin: Builtin::LogicalRestore,
                 ..
+            } if task.param("method") == Some("native") || {
+                let mut s = selector.clone();
+                s.path = Some(coffer_db::native::DIR.into());
+                repo.find(&s).is_ok() && repo.find(&selector).is_err()
+            } =>
+            {
+                let mut sel = selector.clone();
+                sel.path = Some(coffer_db::native::DIR.into());
+                let snap = repo.find(&sel).map_err(|e| repo_err(&repo_res, e))?;
+                tracing::info!(
+                    "restoring native snapshot {} into {}",
+                    snap.short_id,
+                    conn.label
+                );
+                let r =
+                    crate::native::native_restore(&repo, &snap.id, &conn, &task, db_wait(&task))
+                        .map_err(|e| match e {
+                            EngineError::Repo(r) => repo_err(&repo_res, r),
+                            other => other,
+                        })?;
+                let pos = [
+                    r.position
+                        .binlog_file
+                        .as_ref()
+                        .zip(r.position.binlog_position)
+                        .map(|(f, p)| format!("binlog {f}:{p}")),
+                    r.position.gtid.as_ref().map(|g| format!("gtid {g}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+                tracing::info!(
+                    "loaded {} rows into {} tables ({}); the data is at {}",
+                    r.rows,
+                    r.tables,
+                    format::size(r.bytes),
+                    if pos.is_empty() {
+                        "an unknown position (binlog off)"
+                    } else {
+                        &pos
+                    }
+                );
+                stats.snapshot = Some(snap.id.clone());
+                stats.restored_bytes = Some(r.bytes);
+                stats.restored_rows = Some(r.rows);
+                stats.position = (!pos.is_empty()).then_some(pos);
+            }
+            Step::Builtin {
+                builtin: Builtin::LogicalRestore,
+                ..
             } => {
                 let snap = repo.find(&selector).map_err(|e| repo_err(&repo_res, e))?;
                 tracing::info!(

@@ -12,6 +12,6 @@ pub mod store;
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{
     ForgetOutcome, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
-    SnapshotSelector, SourceFailed, SourceFile,
+    SnapshotReader, SnapshotSelector, SourceFailed, SourceFile,
 };
 pub use store::{LocalStore, ObjectStore, S3Config, S3Store, StoreError};

@@ -148,6 +148,9 @@ pub struct ForgetOutcome {
 pub struct SnapshotMeta {
     pub host: String,
     pub tags: Vec<String>,
+    /// The snapshot's `paths` (default: every file's path). A snapshot of many files names
+    /// their directory, so that retention groups its snapshots together.
+    pub paths: Vec<String>,
 }
 
 /// One file to put into a snapshot: its absolute path in the snapshot and its content.
@@ -327,7 +330,11 @@ impl Repo {
         // taken as unchanged and its old content silently reused.
         opts.parent_opts.force = true;
         opts.no_scan = true;
-        let mut paths: Vec<PathBuf> = files.iter().map(|f| PathBuf::from(&f.path)).collect();
+        let mut paths: Vec<PathBuf> = if meta.paths.is_empty() {
+            files.iter().map(|f| PathBuf::from(&f.path)).collect()
+        } else {
+            meta.paths.iter().map(PathBuf::from).collect()
+        };
         paths.sort();
         let delivered = Arc::new(AtomicU64::new(0));
         let src = StreamSource::new(files, gate.clone(), delivered.clone());
@@ -427,6 +434,19 @@ impl Repo {
             .flush()
             .map_err(|e| RepoError::Source(e.to_string()))?;
         Ok(counting.n)
+    }
+
+    /// A snapshot opened for reading many of its files (the index is read once).
+    pub fn reader(&self, snapshot_id: &str) -> RepoResult<SnapshotReader> {
+        let repo = self.opened()?.to_indexed().map_err(|e| self.err(e))?;
+        let snap = repo
+            .get_snapshot_from_str(snapshot_id, |_| true)
+            .map_err(|e| self.err(e))?;
+        Ok(SnapshotReader {
+            repo,
+            snap,
+            store: self.store.clone(),
+        })
     }
 
     /// Paths of every file in a snapshot with their sizes.
@@ -663,5 +683,34 @@ impl Read for FillReader {
         }
         self.delivered.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// One snapshot, open for streaming its files out.
+pub struct SnapshotReader {
+    repo: Repository<rustic_core::IndexedFullStatus>,
+    snap: SnapshotFile,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl SnapshotReader {
+    /// Streams one file of the snapshot into `w`; returns the bytes written.
+    pub fn dump(&self, path: &str, w: &mut dyn Write) -> RepoResult<u64> {
+        let node = self
+            .repo
+            .node_from_snapshot_and_path(&self.snap, path.trim_start_matches('/'))
+            .map_err(|_| RepoError::NoSuchFile {
+                location: self.store.location(),
+                snapshot: self.snap.id.to_hex().chars().take(8).collect(),
+                path: path.to_string(),
+            })?;
+        let mut counting = CountingWriter { inner: w, n: 0 };
+        self.repo
+            .dump(&node, &mut counting)
+            .map_err(|e| op_err(&self.store, e))?;
+        counting
+            .flush()
+            .map_err(|e| RepoError::Source(e.to_string()))?;
+        Ok(counting.n)
     }
 }

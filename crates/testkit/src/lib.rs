@@ -46,8 +46,10 @@ mod pushgateway;
 mod tls;
 
 pub mod fidelity;
+pub mod galera;
 pub mod verify;
 
+pub use galera::{start_restored, GaleraCluster, GaleraNode, GaleraOptions};
 pub use garage::{garage_binary, Garage};
 pub use mariadb::{MariaDb, MariaDbOptions};
 pub use pushgateway::Pushgateway;

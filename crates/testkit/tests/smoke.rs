@@ -476,3 +476,387 @@ fn exec_reports_an_error_in_a_later_statement() {
         .unwrap_err();
     assert!(format!("{e:#}").contains("No database selected"), "{e:#}");
 }
+
+/// Processes left behind by a stopped Galera cluster: members of the nodes' process
+/// groups (SST scripts, socat, mariadb-backup stay in their server's group) and any
+/// process whose command line names the cluster's directory.
+fn galera_leftovers(pgids: &[u32], dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends the command name: state ppid pgrp ...
+        let pgrp: Option<u32> = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|p| p.parse().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if pgrp.is_some_and(|g| pgids.contains(&g)) || cmdline.contains(&dir) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+fn galera_pids(cluster: &coffer_testkit::GaleraCluster) -> Vec<u32> {
+    cluster
+        .nodes()
+        .iter()
+        .map(|n| n.pid().expect("running node has a pid"))
+        .collect()
+}
+
+fn galera_stop_and_check(cluster: &mut coffer_testkit::GaleraCluster) {
+    let pids = galera_pids(cluster);
+    let t = Instant::now();
+    cluster.stop();
+    eprintln!("Galera {} stopped in {:?}", cluster.group(), t.elapsed());
+    assert!(cluster.nodes().iter().all(|n| !n.is_running()));
+    let left = galera_leftovers(&pids, cluster.dir());
+    assert!(left.is_empty(), "processes left after stop: {left:#?}");
+    // Node 0 stops last, so it may bootstrap the cluster again.
+    let grastate = std::fs::read_to_string(cluster.node(0).datadir().join("grastate.dat")).unwrap();
+    assert!(grastate.contains("safe_to_bootstrap: 1"), "{grastate}");
+}
+
+#[test]
+fn galera_cluster_starts_replicates_and_stops() {
+    use coffer_testkit::{GaleraCluster, GaleraOptions};
+    let t = Instant::now();
+    let mut cluster =
+        GaleraCluster::start(GaleraOptions::default()).expect("start a 3-node Galera cluster");
+    eprintln!("3-node Galera cluster started in {:?}", t.elapsed());
+    assert!(
+        cluster.group().starts_with("coffer_test_"),
+        "{}",
+        cluster.group()
+    );
+    assert_eq!(cluster.nodes().len(), 3);
+    let gports: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.gcomm_port()))
+        .collect();
+    assert_eq!(cluster.address(), format!("gcomm://{}", gports.join(",")));
+    let mut ports: Vec<u16> = cluster
+        .nodes()
+        .iter()
+        .flat_map(|n| [n.port(), n.gcomm_port(), n.ist_port(), n.sst_port()])
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 12, "every node has four ports of its own");
+
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        assert_eq!(node.name(), format!("node{}", i + 1));
+        assert_eq!(node.state().unwrap(), "Synced");
+        assert!(node.datadir().join("mysql").is_dir());
+        assert!(node.defaults_file().is_file());
+        let row = node
+            .query_strings(
+                "SELECT @@wsrep_node_name, @@wsrep_cluster_name, @@port, VARIABLE_VALUE \
+                 FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_SIZE'",
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            vec![vec![
+                Some(node.name().to_string()),
+                Some(cluster.group().to_string()),
+                Some(node.port().to_string()),
+                Some("3".to_string()),
+            ]]
+        );
+    }
+    // Joiners 2 and 3 got the accounts by SST: root@'%' took the password above, and
+    // the SST user is there for the next joiner.
+    let sst = cluster
+        .node(2)
+        .query_strings(&format!(
+            "SELECT COUNT(*) FROM mysql.global_priv WHERE User = '{}' AND Host = 'localhost'",
+            cluster.sst_user()
+        ))
+        .unwrap();
+    assert_eq!(sst, vec![vec![Some("1".to_string())]]);
+
+    // Write on node1, read on node3 (wsrep_sync_wait: wait until applied).
+    cluster
+        .node(0)
+        .exec(
+            "CREATE DATABASE galera_smoke; \
+             CREATE TABLE galera_smoke.t (id INT PRIMARY KEY, v VARCHAR(20)); \
+             INSERT INTO galera_smoke.t VALUES (1, 'from node1'), (2, 'two')",
+        )
+        .unwrap();
+    let rows = cluster
+        .node(2)
+        .query_strings(
+            "SET SESSION wsrep_sync_wait = 1; SELECT id, v FROM galera_smoke.t ORDER BY id",
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("1".to_string()), Some("from node1".to_string())],
+            vec![Some("2".to_string()), Some("two".to_string())],
+        ]
+    );
+    // And the other way round.
+    cluster
+        .node(2)
+        .exec("UPDATE galera_smoke.t SET v = 'from node3' WHERE id = 2")
+        .unwrap();
+    let v = cluster
+        .node(1)
+        .query_strings("SET SESSION wsrep_sync_wait = 1; SELECT v FROM galera_smoke.t WHERE id = 2")
+        .unwrap();
+    assert_eq!(v, vec![vec![Some("from node3".to_string())]]);
+
+    let e = cluster
+        .node(1)
+        .exec("SELECT 1; INSERT INTO galera_smoke.nope VALUES (1)")
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("nope"), "{e:#}");
+    let user_pass = format!("{}:{}", cluster.sst_user(), cluster.sst_password());
+    cluster.set_sst_auth(0, &user_pass).unwrap();
+    cluster
+        .wait_synced(std::time::Duration::from_secs(10))
+        .unwrap();
+
+    let dir = cluster.dir().to_path_buf();
+    galera_stop_and_check(&mut cluster);
+    drop(cluster);
+    assert!(!dir.exists(), "{} not removed", dir.display());
+}
+
+#[test]
+fn galera_restored_backup_bootstraps_and_seeds_a_joiner() {
+    use coffer_testkit::{start_restored, GaleraCluster, GaleraOptions};
+    let t = Instant::now();
+    let mut src = GaleraCluster::start(GaleraOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .expect("start a 1-node Galera cluster");
+    eprintln!("1-node Galera cluster started in {:?}", t.elapsed());
+    src.node(0)
+        .exec(
+            "CREATE DATABASE restore_smoke; \
+             CREATE TABLE restore_smoke.t (id INT PRIMARY KEY, v VARCHAR(40)); \
+             USE restore_smoke; INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_1000",
+        )
+        .unwrap();
+    let checksum = "CHECKSUM TABLE restore_smoke.t";
+    let before = src.node(0).query_strings(checksum).unwrap();
+
+    // A real physical backup of the running node, as root over its socket.
+    let work = tempfile::Builder::new()
+        .prefix("coffer-galera-backup-")
+        .tempdir()
+        .unwrap();
+    let target = work.path().join("data");
+    let backup_bin = if which("mariadb-backup") {
+        "mariadb-backup"
+    } else {
+        "mariabackup"
+    };
+    let t = Instant::now();
+    let out = Command::new(backup_bin)
+        .arg(format!(
+            "--defaults-file={}",
+            src.node(0).defaults_file().display()
+        ))
+        .args(["--backup", "--galera-info", "--user=root"])
+        .arg(format!("--socket={}", src.node(0).socket().display()))
+        .arg(format!("--target-dir={}", target.display()))
+        .env("MYSQL_PWD", src.root_password())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(backup_bin)
+        .args(["--no-defaults", "--prepare"])
+        .arg(format!("--target-dir={}", target.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prepare: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("backup + prepare took {:?}", t.elapsed());
+    assert!(target.join("xtrabackup_galera_info").is_file());
+    galera_stop_and_check(&mut src);
+
+    // Galera's limit on the group name (32 bytes) is checked up front.
+    let too_long = format!("{}_restored", src.group());
+    let err = start_restored(&target, &too_long, src.root_password(), "u", "p")
+        .expect_err("a 33-byte group name must be refused");
+    assert!(format!("{err:#}").contains("at most 32"), "{err:#}");
+    let group = format!("{}_restore", src.group());
+    assert_eq!(group.len(), 32);
+
+    // The wrong root password is reported at once, not after a timeout.
+    let t = Instant::now();
+    let err = start_restored(&target, &group, "wrong", src.sst_user(), src.sst_password())
+        .expect_err("the wrong root password must be refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot log in with the given password"),
+        "{msg}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let t = Instant::now();
+    let mut restored = start_restored(
+        &target,
+        &group,
+        src.root_password(),
+        src.sst_user(),
+        src.sst_password(),
+    )
+    .expect("bootstrap the restored datadir");
+    eprintln!("restored node bootstrapped in {:?}", t.elapsed());
+    assert_eq!(restored.group(), group);
+    assert_eq!(restored.root_password(), src.root_password());
+    assert_eq!(restored.node(0).datadir(), target.as_path());
+    let row = restored
+        .node(0)
+        .query_strings("SELECT @@wsrep_cluster_name")
+        .unwrap();
+    assert_eq!(row, vec![vec![Some(group.clone())]]);
+    assert_eq!(restored.node(0).query_strings(checksum).unwrap(), before);
+
+    let t = Instant::now();
+    restored
+        .join_empty_node()
+        .expect("join an empty node by SST");
+    eprintln!("empty node joined the restored node in {:?}", t.elapsed());
+    assert_eq!(restored.nodes().len(), 2);
+    assert_eq!(restored.node(1).name(), "node2");
+    assert_eq!(restored.node(1).query_strings(checksum).unwrap(), before);
+    restored
+        .node(1)
+        .exec("INSERT INTO restore_smoke.t VALUES (1001, 'after restore')")
+        .unwrap();
+    let v = restored
+        .node(0)
+        .query_strings(
+            "SET SESSION wsrep_sync_wait = 1; SELECT v FROM restore_smoke.t WHERE id = 1001",
+        )
+        .unwrap();
+    assert_eq!(v, vec![vec![Some("after restore".to_string())]]);
+
+    galera_stop_and_check(&mut restored);
+    drop(restored);
+    assert!(
+        target.join("mysql").is_dir(),
+        "the caller's datadir is kept"
+    );
+}
+
+/// Helper for `galera_nodes_die_with_the_test_process`: runs only when that test
+/// starts this binary with the environment variable set.
+#[test]
+#[ignore = "helper, started by galera_nodes_die_with_the_test_process"]
+fn galera_orphan_helper() {
+    if std::env::var_os("COFFER_TESTKIT_GALERA_ORPHAN_HELPER").is_none() {
+        return;
+    }
+    let mut cluster = coffer_testkit::GaleraCluster::start(coffer_testkit::GaleraOptions {
+        nodes: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    println!("DIR {}", cluster.dir().display());
+    // Killed by the test while the joiner's SST runs.
+    let _ = cluster.join_empty_node();
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+/// A test process killed while a node joins (SST scripts, socat and mariadb-backup
+/// running on both sides) leaves no process behind.
+#[test]
+fn galera_nodes_die_with_the_test_process() {
+    use std::io::BufRead;
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "galera_orphan_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("COFFER_TESTKIT_GALERA_ORPHAN_HELPER", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let mut dir = String::new();
+    let mut line = String::new();
+    while stdout.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.trim_end().strip_prefix("DIR ") {
+            dir = rest.to_string();
+            break;
+        }
+        line.clear();
+    }
+    assert!(!dir.is_empty(), "helper did not start a cluster");
+    let dir = std::path::PathBuf::from(dir);
+
+    // Wait until both SST scripts (donor and joiner) run, then snapshot the process
+    // groups of every mariadbd of the cluster.
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let (mut servers, mut sst_scripts) = (Vec::new(), 0);
+    while Instant::now() < deadline {
+        let procs = galera_leftovers(&[], &dir);
+        servers = procs
+            .iter()
+            .filter(|p| p.contains("mariadbd"))
+            .map(|p| p.split(':').next().unwrap().parse::<u32>().unwrap())
+            .collect::<Vec<_>>();
+        sst_scripts = procs
+            .iter()
+            .filter(|p| p.contains("wsrep_sst_mariabackup"))
+            .count();
+        if servers.len() == 2 && sst_scripts >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let during = galera_leftovers(&servers, &dir);
+    // SIGKILL: no destructors run in the helper.
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    let t = Instant::now();
+    let deadline = t + std::time::Duration::from_secs(30);
+    let mut left = galera_leftovers(&servers, &dir);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = galera_leftovers(&servers, &dir);
+    }
+    eprintln!(
+        "{} processes during the SST were gone {:?} after the test process died",
+        during.len(),
+        t.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        servers.len() == 2 && sst_scripts >= 2,
+        "the SST never ran: {during:#?}"
+    );
+    assert!(left.is_empty(), "outlived the test process: {left:#?}");
+}

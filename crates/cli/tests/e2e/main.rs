@@ -4,6 +4,7 @@
 mod common;
 mod faults;
 mod logical;
+mod native;
 mod physical;
 mod s3;
 mod server;

@@ -29,7 +29,12 @@ pub fn start_on(datadir: &std::path::Path, port: u16) -> Started {
         .arg(format!("--socket={}/sock", run.display()))
         .arg(format!("--tmpdir={}", run.display()))
         .arg(format!("--port={port}"))
-        .args(["--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve", "--innodb-buffer-pool-size=64M"])
+        .args([
+            "--bind-address=127.0.0.1",
+            "--user=root",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=64M",
+        ])
         .arg(format!("--log-error={}/error.log", run.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -77,7 +82,10 @@ fn standalone_physical_backup_restores_into_a_data_directory() {
     let run = cf.run(&["backup", "bc", "--wait"]);
     assert!(run.ok, "{run}");
     let bs = cf.last_session(&run);
-    assert_eq!(bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["path"], "/xtrabackup.stream");
+    assert_eq!(
+        bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["path"],
+        "/xtrabackup.stream"
+    );
 
     // Without coffer: restic dump | mbstream -x gives a directory that prepares.
     let manual = cf.path("manual");
@@ -86,8 +94,15 @@ fn standalone_physical_backup_restores_into_a_data_directory() {
         "RESTIC_PASSWORD='{REPO_PASSWORD}' restic -r {} --no-cache dump latest /xtrabackup.stream | mbstream -x -C {} && mariabackup --prepare --target-dir={} 2>&1 | tail -1",
         cf.path("repo").display(), manual.display(), manual.display()
     );
-    let out = Command::new("bash").args(["-o", "pipefail", "-c", &sh]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &sh])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(manual.join("xtrabackup_info").exists());
 
     // A non-empty target is refused unless the manifest says to replace it.
@@ -103,11 +118,21 @@ fn standalone_physical_backup_restores_into_a_data_directory() {
             target.display()
         )
     };
-    let r = cf.run(&["restore", "-f", cf.file("r1.yaml", &rs("refused", false)).to_str().unwrap(), "--wait"]);
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("r1.yaml", &rs("refused", false)).to_str().unwrap(),
+        "--wait",
+    ]);
     assert!(!r.ok, "{r}");
     assert!(error(&cf.get_json("restoresession", "refused")).contains("is not empty"));
     assert!(target.join("precious").exists(), "nothing deleted");
-    let r = cf.run(&["restore", "-f", cf.file("r2.yaml", &rs("replaced", true)).to_str().unwrap(), "--wait"]);
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("r2.yaml", &rs("replaced", true)).to_str().unwrap(),
+        "--wait",
+    ]);
     assert!(r.ok, "{r}");
     assert!(!target.join("precious").exists());
     assert!(target.join("ibdata1").exists());

@@ -1,0 +1,200 @@
+//! Galera clusters: a full physical backup through garbd and an SST that coffer receives
+//! itself, restored into two replicas that start as a new cluster with the source's data; and
+//! every way the transfer can fail.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use coffer_testkit::{
+    galera::{self, GaleraCluster, GaleraOptions},
+    mysql::prelude::Queryable,
+    verify,
+};
+
+use crate::common::*;
+
+fn cluster_appbinding(name: &str, c: &GaleraCluster, node: usize, group: &str) -> String {
+    format!(
+        "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: {name}}}\n\
+         spec:\n  type: kubedb.com/mariadb\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  \
+         secret: {{name: cluster-auth}}\n  parameters:\n    apiVersion: config.kubedb.com/v1alpha2\n    \
+         kind: GaleraArbitratorConfiguration\n    address: \"{}\"\n    group: {group}\n    sstMethod: mariabackup\n",
+        c.node(node).port(),
+        c.address()
+    )
+}
+
+fn setup(c: &GaleraCluster, extra: &[String]) -> Coffer {
+    let cf = Coffer::new();
+    let mut m = vec![
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        secret("cluster-auth", &[("username", "root"), ("password", c.root_password())]),
+        cluster_appbinding("cluster", c, 0, c.group()),
+    ];
+    m.extend(extra.iter().cloned());
+    let r = cf.apply("m.yaml", &m.join("---\n"));
+    assert!(r.ok, "{r}");
+    cf
+}
+
+fn bc(name: &str, ab: &str, params: &[(&str, &str)]) -> String {
+    backup_config_with(name, "repo", ab, params, 10)
+        .replace("mariadb-backup-10.5.8", "perconaxtradb-backup-5.7")
+        .replace("  schedule: \"0 3 * * *\"\n", "")
+}
+
+fn garbd_count() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with(b"garbd"))
+        .count()
+}
+
+#[test]
+fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
+    let c = GaleraCluster::start(GaleraOptions::default()).unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE shop; USE shop;
+             CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(10,2), note TEXT);
+             INSERT INTO items SELECT seq, CONCAT('item-', seq), seq * 1.5, REPEAT('x', seq % 100) FROM seq_1_to_20000;
+             CREATE TABLE probe_rows (id BIGINT PRIMARY KEY AUTO_INCREMENT, v INT);
+             CREATE TABLE probe_counter (id INT PRIMARY KEY, n BIGINT); INSERT INTO probe_counter VALUES (1, 0);",
+        )
+        .unwrap();
+    let cf = setup(&c, &[bc("cluster-backup", "cluster", &[("sstTimeout", "120s")])]);
+
+    // A writer on node 0 during the whole backup: each transaction inserts a row and bumps
+    // the counter, so any consistent cut has counter == rows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut conn = c.node(0).conn().unwrap();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                conn.query_drop("START TRANSACTION").unwrap();
+                conn.query_drop("INSERT INTO shop.probe_rows (v) VALUES (1)").unwrap();
+                conn.query_drop("UPDATE shop.probe_counter SET n = n + 1 WHERE id = 1").unwrap();
+                conn.query_drop("COMMIT").unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        })
+    };
+    let run = cf.run(&["backup", "cluster-backup", "--wait"]);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(run.ok, "{run}");
+    assert!(written > 10, "the writer ran during the backup ({written} transactions)");
+    assert_eq!(garbd_count(), 0, "no garbd left behind");
+    let bs = cf.last_session(&run);
+    let host = &bs["status"]["targets"][0]["stats"][0];
+    assert_eq!(host["donor"], c.node(1).name(), "default donor: a Synced node that is not the first");
+    assert!(host["donorDesyncedSeconds"].as_f64().unwrap() > 0.5, "{host}");
+    let snaps = restic_snapshots(cf.path("repo").to_str().unwrap(), &[]);
+    let mut paths: Vec<&str> = snaps[0]["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["/galera-position.xbstream", "/xtrabackup.stream"]);
+
+    // Restore two replicas; start replica 0 as a new cluster and join a fresh node to it.
+    let root = cf.path("restore");
+    let rs = format!(
+        "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: cluster-restore}}\n\
+         spec:\n  task:\n    name: perconaxtradb-restore-5.7\n    params:\n    - {{name: dataDir, value: \"{}/data-${{POD_ORDINAL}}\"}}\n  \
+         repository: {{name: repo}}\n  target:\n    replicas: 2\n    \
+         ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: cluster}}\n",
+        root.display()
+    );
+    let r = cf.run(&["restore", "-f", cf.file("rs.yaml", &rs).to_str().unwrap(), "--wait"]);
+    assert!(r.ok, "{r}");
+    let rs = cf.get_json("restoresession", "cluster-restore");
+    assert_eq!(rs["status"]["stats"].as_array().unwrap().len(), 2, "{rs:#}");
+    for i in 0..2 {
+        assert!(root.join(format!("data-{i}/ibdata1")).exists());
+        assert!(!root.join(format!("data-{i}/grastate.dat")).exists(), "a new history by default");
+    }
+
+    let mut restored = galera::start_restored(&root.join("data-0"), "restored_cluster", c.root_password(), "sstuser", "sstpass")
+        .expect("the restored data directory starts as a new cluster");
+    restored.join_empty_node().expect("a second node joins the restored one by SST");
+    let mut src = c.node(0).conn().unwrap();
+    let want = verify::checksums(&mut src, &["shop"]).unwrap();
+    for i in 0..2 {
+        let mut d = restored.node(i).conn().unwrap();
+        let got = verify::checksums(&mut d, &["shop"]).unwrap();
+        assert_eq!(want.get("shop.items"), got.get("shop.items"), "node {i}: static table identical");
+        let rows: Option<u64> = d.query_first("SELECT COUNT(*) FROM shop.probe_rows").unwrap();
+        let counter: Option<u64> = d.query_first("SELECT n FROM shop.probe_counter").unwrap();
+        assert_eq!(rows, counter, "node {i}: a transactionally consistent cut");
+        assert!(rows.unwrap() <= written);
+    }
+}
+
+#[test]
+fn galera_failures_leave_no_snapshot_and_no_garbd() {
+    let c = GaleraCluster::start(GaleraOptions::default()).unwrap();
+    c.node(0).exec("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY); INSERT INTO d.t VALUES (1);").unwrap();
+    let extra = vec![
+        cluster_appbinding("wrong-group", &c, 0, "not_the_cluster"),
+        bc("bc-wrong-group", "wrong-group", &[]),
+        bc("bc-no-donor", "cluster", &[("donor", "node9"), ("sstTimeout", "60s")]),
+        bc("bc-bad-auth", "cluster", &[("donor", c.node(2).name()), ("sstTimeout", "60s")]),
+        bc("bc-killed", "cluster", &[("donor", c.node(1).name()), ("sstTimeout", "60s")]),
+    ];
+    let cf = setup(&c, &extra);
+    let repo = cf.path("repo");
+    let check = |bc: &str, needles: &[&str]| {
+        let run = cf.run(&["backup", bc, "--wait"]);
+        assert_eq!(run.code, Some(1), "{bc}: {run}");
+        let bs = cf.last_session(&run);
+        assert_eq!(phase(&bs), "Failed");
+        for n in needles {
+            assert!(error(&bs).contains(n), "{bc}: {:?} lacks {n:?}", error(&bs));
+        }
+        assert_eq!(garbd_count(), 0, "{bc}: garbd left behind");
+    };
+    check("bc-wrong-group", &["AppBinding default/wrong-group", "`not_the_cluster`", "wsrep_cluster_name"]);
+    check("bc-no-donor", &["garbd", "node9"]);
+    c.set_sst_auth(2, "sstuser:wrong-password").unwrap();
+    check("bc-bad-auth", &["empty data stream", "wsrep_sst_auth"]);
+    c.set_sst_auth(2, "sstuser:sstpass").unwrap();
+    c.wait_synced(Duration::from_secs(60)).unwrap();
+    if repo.join("config").exists() {
+        assert_eq!(restic_snapshots(repo.to_str().unwrap(), &[]).len(), 0);
+    }
+
+    // coffer killed in the middle of the stream: the donor goes back to Synced by itself.
+    let mut child = cf
+        .cmd()
+        .args(["backup", "bc-killed", "--wait"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while c.node(1).state().unwrap() == "Synced" {
+        assert!(t.elapsed() < Duration::from_secs(60), "the donor never started the transfer");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(11)); // into the data stream (the donor pauses 10 s)
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let t = Instant::now();
+    while c.node(1).state().unwrap() != "Synced" {
+        assert!(t.elapsed() < Duration::from_secs(120), "the donor stayed {}", c.node(1).state().unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(garbd_count(), 0, "garbd died with coffer");
+    if repo.join("config").exists() {
+        assert_eq!(restic_snapshots(repo.to_str().unwrap(), &[]).len(), 0, "no snapshot from a killed run");
+    }
+}

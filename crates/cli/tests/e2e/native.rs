@@ -1,0 +1,204 @@
+//! The native logical path: a parallel consistent dump into one snapshot of many files, and a
+//! parallel load that is bit-exact (FLOAT included), with partial and renamed restores.
+
+use coffer_testkit::{fidelity, mysql::prelude::Queryable, verify, MariaDb};
+
+use crate::common::*;
+
+fn native_restore(name: &str, ab: &str, params: &[(&str, &str)]) -> String {
+    let params: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("    - {{name: {k}, value: \"{v}\"}}\n"))
+        .collect();
+    format!(
+        "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: {name}}}\n\
+         spec:\n  task:\n    name: mariadb-restore-10.5.8\n    params:\n    - {{name: method, value: native}}\n{}  \
+         repository: {{name: repo}}\n  target:\n    ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: {ab}}}\n",
+        params.concat()
+    )
+}
+
+#[test]
+fn native_dump_and_load_are_bit_exact_and_restore_parts() {
+    let src = MariaDb::start_with(coffer_testkit::MariaDbOptions {
+        extra_args: vec!["--log-bin=binlog".into(), "--server-id=1".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let dst = MariaDb::start().unwrap();
+    {
+        let mut c = src.conn().unwrap();
+        fidelity::load(&mut c, "fidelity").unwrap();
+    }
+    src.exec("CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, k INT, pad CHAR(120), KEY k (k)); INSERT INTO t SELECT seq, seq % 1000, MD5(seq) FROM seq_1_to_60000;")
+        .unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        db_secret("dst-auth", &dst),
+        appbinding("src", &src, "src-auth"),
+        appbinding("dst", &dst, "dst-auth"),
+        backup_config_with(
+            "bc",
+            "repo",
+            "src",
+            &[
+                ("method", "native"),
+                ("connections", "2"),
+                ("chunkMiB", "1"),
+            ],
+            5,
+        ),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let repo_s = cf.path("repo").to_str().unwrap().to_string();
+    let snaps = restic_snapshots(&repo_s, &[]);
+    assert_eq!(
+        snaps[0]["paths"],
+        serde_json::json!(["/coffer"]),
+        "one path, so retention groups it"
+    );
+    let tags: Vec<&str> = snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.iter().any(|t| t.starts_with("binlog=binlog.")),
+        "{tags:?}"
+    );
+    let manifest = restic(&repo_s, &["dump", "latest", "/coffer/9-manifest.json"]);
+    let manifest: serde_json::Value = serde_json::from_str(&manifest.stdout).unwrap();
+    let big_files = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["table"] == "t")
+        .count();
+    assert!(
+        big_files > 1,
+        "the big table is split into chunks: {big_files}"
+    );
+    assert_restic_check(&repo_s, &[]);
+
+    // Full restore: every table bit-exact (FLOAT and DOUBLE included), every definition equal.
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("r1.yaml", &native_restore("full", "dst", &[]))
+            .to_str()
+            .unwrap(),
+        "--wait",
+    ]);
+    assert!(r.ok, "{r}");
+    let rs = cf.get_json("restoresession", "full");
+    assert!(
+        rs["status"]["stats"][0]["position"]
+            .as_str()
+            .unwrap_or("")
+            .contains("binlog"),
+        "{rs:#}"
+    );
+    let mut s = src.conn().unwrap();
+    let mut d = dst.conn().unwrap();
+    for db in ["fidelity", "big"] {
+        let want = verify::checksums(&mut s, &[db]).unwrap();
+        let got = verify::checksums(&mut d, &[db]).unwrap();
+        if let Some(diff) = verify::diff(&want, &got) {
+            panic!("{db}: checksums differ after a native restore:\n{diff}");
+        }
+        let (ws, gs) = (
+            verify::show_creates(&mut s, db).unwrap(),
+            verify::show_creates(&mut d, db).unwrap(),
+        );
+        if let Some(diff) = verify::diff(&ws, &gs) {
+            panic!("{db}: definitions differ after a native restore:\n{diff}");
+        }
+    }
+
+    // One table out of the full snapshot, into a renamed database.
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file(
+            "r2.yaml",
+            &native_restore(
+                "one-table",
+                "dst",
+                &[("tables", "big.t"), ("rename", "big:big_copy")],
+            ),
+        )
+        .to_str()
+        .unwrap(),
+        "--wait",
+    ]);
+    assert!(r.ok, "{r}");
+    let n: Option<u64> = d.query_first("SELECT COUNT(*) FROM big_copy.t").unwrap();
+    assert_eq!(n, Some(60000));
+    let tables: Vec<String> = d.query("SHOW TABLES FROM big_copy").unwrap();
+    assert_eq!(tables, vec!["t".to_string()]);
+    let want = verify::checksums(&mut s, &["big"]).unwrap();
+    let got = verify::checksums(&mut d, &["big_copy"]).unwrap();
+    assert_eq!(
+        want.values().collect::<Vec<_>>(),
+        got.values().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_native_dump_that_fails_leaves_no_snapshot() {
+    let mut src = MariaDb::start().unwrap();
+    src.exec("CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, pad CHAR(200)); INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_400000;")
+        .unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with(
+            "bc",
+            "repo",
+            "src",
+            &[("method", "native"), ("chunkMiB", "1")],
+            5,
+        ),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let child = cf
+        .cmd()
+        .args(["backup", "bc", "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = cf.path("repo").join("locks");
+    let t = std::time::Instant::now();
+    while std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(t.elapsed().as_secs() < 30);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    src.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo_s = cf.path("repo").to_str().unwrap().to_string();
+    assert_eq!(
+        restic_snapshots(&repo_s, &[]).len(),
+        0,
+        "no snapshot from a failed dump"
+    );
+    assert_restic_check(&repo_s, &[]);
+}

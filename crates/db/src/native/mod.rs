@@ -1,0 +1,27 @@
+//! coffer's native logical format: one consistent snapshot read over N connections, tables
+//! split into primary-key chunks written as LOAD DATA files, definitions kept apart so that
+//! data loads before secondary indexes, triggers and views exist, and a manifest that lists
+//! every file with its row count and checksum and the binlog position of the snapshot.
+//!
+//! Snapshot layout (one directory, so name order is tree order):
+//! `/coffer/0-schema.json`, `/coffer/1-<seq>.tsv` (data), `/coffer/9-manifest.json`.
+
+pub mod dump;
+pub mod load;
+pub mod schema;
+
+pub use dump::{NativeDump, NativeDumpOptions};
+pub use load::{load, LoadOptions, LoadReport};
+pub use schema::{Manifest, Position, Schema};
+
+pub const DIR: &str = "/coffer";
+pub const SCHEMA_PATH: &str = "/coffer/0-schema.json";
+pub const MANIFEST_PATH: &str = "/coffer/9-manifest.json";
+
+pub(crate) fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+pub(crate) fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}

@@ -1,0 +1,86 @@
+//! What a native dump records about the server, besides the rows.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the snapshot sits in the server's history, for a replica or point-in-time replay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Position {
+    pub binlog_file: Option<String>,
+    pub binlog_position: Option<u64>,
+    /// MariaDB `gtid_binlog_pos` or MySQL `gtid_executed`.
+    pub gtid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub data_type: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Table {
+    pub name: String,
+    /// CREATE TABLE without the secondary indexes in `deferred_indexes`.
+    pub create: String,
+    /// Index clauses (`KEY ...`, `UNIQUE KEY ...`) added after the data is loaded.
+    pub deferred_indexes: Vec<String>,
+    /// Stored (non-generated) columns, in the order of the data files.
+    pub columns: Vec<Column>,
+}
+
+/// A view, trigger, routine or event, with the session context it was created in (needed
+/// for an identical SHOW CREATE after restore).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Definition {
+    pub kind: String,
+    pub name: String,
+    pub create: String,
+    pub sql_mode: Option<String>,
+    pub character_set_client: Option<String>,
+    pub collation_connection: Option<String>,
+    /// Events remember the session time zone they were created in.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Database {
+    pub name: String,
+    pub charset: String,
+    pub collation: String,
+    pub tables: Vec<Table>,
+    pub views: Vec<Definition>,
+    /// Procedures, functions, triggers and events.
+    pub programs: Vec<Definition>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Schema {
+    pub format: u32,
+    pub server_version: String,
+    pub databases: Vec<Database>,
+    /// `CREATE USER` and `GRANT` statements, when users were dumped.
+    pub users: Vec<String>,
+}
+
+/// One data file of the snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataFile {
+    pub path: String,
+    pub database: String,
+    pub table: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub server_version: String,
+    pub position: Position,
+    pub started: String,
+    pub finished: String,
+    pub connections: usize,
+    pub files: Vec<DataFile>,
+}

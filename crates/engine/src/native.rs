@@ -1,0 +1,146 @@
+//! The native logical path in the engine: a parallel consistent dump into one snapshot of
+//! many files, and a parallel load back, checked against the dump's manifest.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use coffer_db::{
+    native::{self, LoadOptions, LoadReport, Manifest, NativeDump, NativeDumpOptions, Schema},
+    ClientFiles, Clients, ConnSpec,
+};
+use coffer_repo::{Repo, SnapshotInfo, SnapshotMeta, SourceFile};
+
+use crate::{
+    error::{EngineError, EngineResult},
+    tasks::ResolvedTask,
+};
+
+fn list(task: &ResolvedTask, name: &str) -> Vec<String> {
+    task.param(name)
+        .unwrap_or("")
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn connections(task: &ResolvedTask) -> usize {
+    task.param("connections")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+        .clamp(1, 64)
+}
+
+pub fn native_backup(
+    repo: &Repo,
+    conn: &ConnSpec,
+    task: &ResolvedTask,
+    host: &str,
+    session_tag: &str,
+    db_wait: Duration,
+) -> EngineResult<SnapshotInfo> {
+    let clients = Clients::detect()?;
+    let files = ClientFiles::new(conn, clients.flavor)?;
+    let info = coffer_db::ping(conn, &files, db_wait)?;
+    let opts = NativeDumpOptions {
+        connections: connections(task),
+        chunk_bytes: task
+            .param("chunkMiB")
+            .and_then(|c| c.parse::<u64>().ok())
+            .map(|m| m << 20)
+            .unwrap_or(64 << 20),
+        databases: list(task, "databases"),
+        users: task.param("users") == Some("true"),
+    };
+    let dump = NativeDump::prepare(conn, &files, &opts)?;
+    let pos = dump.position().clone();
+    tracing::info!(
+        "native dump: {} chunks over {} connections; snapshot at binlog {}:{} gtid {}",
+        dump.chunk_count(),
+        opts.connections,
+        pos.binlog_file.as_deref().unwrap_or("-"),
+        pos.binlog_position
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        pos.gtid.as_deref().unwrap_or("-")
+    );
+    let mut tags = vec![
+        "coffer".to_string(),
+        "method=native".to_string(),
+        session_tag.to_string(),
+        format!("server-version={}", info.version),
+    ];
+    if let (Some(f), Some(p)) = (&pos.binlog_file, pos.binlog_position) {
+        tags.push(format!("binlog={f}:{p}"));
+    }
+    if let Some(g) = &pos.gtid {
+        tags.push(format!("gtid={g}"));
+    }
+    let sources: Vec<SourceFile> = dump
+        .files()
+        .into_iter()
+        .map(|(path, reader)| SourceFile { path, reader })
+        .collect();
+    repo.backup(
+        sources,
+        &SnapshotMeta {
+            host: host.to_string(),
+            tags,
+            paths: vec![native::DIR.to_string()],
+        },
+    )
+    .map_err(|e| match e {
+        coffer_repo::RepoError::Source(m) => EngineError::Step(m),
+        other => EngineError::Repo(other),
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    reader: &coffer_repo::SnapshotReader,
+    path: &str,
+) -> EngineResult<T> {
+    let mut buf = Vec::new();
+    reader.dump(path, &mut buf)?;
+    serde_json::from_slice(&buf)
+        .map_err(|e| EngineError::Step(format!("{path} in the snapshot is not readable: {e}")))
+}
+
+pub fn native_restore(
+    repo: &Repo,
+    snapshot: &str,
+    conn: &ConnSpec,
+    task: &ResolvedTask,
+    db_wait: Duration,
+) -> EngineResult<LoadReport> {
+    let reader = Arc::new(repo.reader(snapshot)?);
+    let schema: Schema = read_json(&reader, native::SCHEMA_PATH)?;
+    let manifest: Manifest = read_json(&reader, native::MANIFEST_PATH)?;
+    let clients = Clients::detect()?;
+    let files = ClientFiles::new(conn, clients.flavor)?;
+    coffer_db::ping(conn, &files, db_wait)?;
+    let mut rename = BTreeMap::new();
+    for pair in list(task, "rename") {
+        let (a, b) = pair.split_once(':').ok_or_else(|| {
+            EngineError::Step(format!("task param rename `{pair}`: expected OLD:NEW"))
+        })?;
+        rename.insert(a.to_string(), b.to_string());
+    }
+    let opts = LoadOptions {
+        connections: connections(task),
+        databases: list(task, "databases"),
+        tables: list(task, "tables"),
+        rename,
+        binlog: task.param("binlog") == Some("true"),
+        users: task.param("users") == Some("true"),
+    };
+    let r = reader.clone();
+    let fetch: native::load::Fetch = Arc::new(move |path: &str, w: &mut dyn std::io::Write| {
+        r.dump(path, w).map_err(std::io::Error::other)
+    });
+    Ok(native::load(
+        conn, &files, &schema, &manifest, fetch, &opts,
+    )?)
+}
