@@ -24,9 +24,12 @@
 //!   the SST password in `MYSQL_PWD`, which a `[client] password` would override. Use
 //!   [`GaleraNode::client_defaults_file`] for the `mariadb` CLI.
 //! * Each `mariadbd` runs in its own process group with a parent-death signal (see
-//!   `process.rs`). Stopping a node signals its whole group, so SST scripts, `socat`
-//!   and `mariadb-backup` it started go with it; a joiner's SST script also kills its
-//!   server's group when the server dies.
+//!   `process.rs`); stopping a node signals its whole group. Its SST helpers do not
+//!   all stay in that group (the joiner's `timeout 300 socat` makes its own) and get
+//!   no parent-death signal, so every process of a cluster carries
+//!   `COFFER_TESTKIT_GALERA=<tag>/<node>` in its environment: `stop` SIGKILLs what is
+//!   left with that tag, and a small watchdog (`sh`, holding a pipe from the test
+//!   process) does the same when the test process dies without running `Drop`.
 //! * Run as root, the servers run as root (`user=root`), SST scripts included; no
 //!   `chown` is needed. Otherwise they run as the current user.
 //!
@@ -59,6 +62,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const HOST: &str = "127.0.0.1";
+/// Environment variable that marks every process of a cluster (inherited by all
+/// descendants, whatever process group or session they move to).
+const TAG_ENV: &str = "COFFER_TESTKIT_GALERA";
 /// A bootstrap node only runs crash recovery (a restored datadir) before it is Synced.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
 /// A joiner waits for a whole SST (the donor's script alone sleeps 10 s).
@@ -119,6 +125,11 @@ pub struct GaleraCluster {
     mariadbd: PathBuf,
     base: PathBuf,
     nodes: Vec<GaleraNode>,
+    /// Random; every process of this cluster has `COFFER_TESTKIT_GALERA=<tag>/<node>`
+    /// in its environment (see [`GaleraCluster::process_tag`]).
+    tag: String,
+    /// Sweeps this cluster's processes when the test process dies (see `Watchdog`).
+    watchdog: Option<Watchdog>,
     // Last, so that the directory outlives the servers in drop order.
     dir: Option<tempfile::TempDir>,
 }
@@ -185,7 +196,7 @@ impl GaleraCluster {
             &opts.sst_password,
         )?;
         let node = cluster.new_node(None)?;
-        install_db(&node.datadir, &node.dir.join("install.log"))?;
+        install_db(&node.datadir, &node.dir.join("install.log"), &cluster.tag)?;
         cluster.launch(node, Role::BootstrapFresh)?;
         for _ in 1..opts.nodes {
             cluster.launch_joiner()?;
@@ -197,7 +208,9 @@ impl GaleraCluster {
     /// Adds a node with an empty datadir that gets a mariabackup SST from a member
     /// (node 0 unless Galera picks another Synced node), and waits until it is
     /// `Synced` and every node sees the new cluster size. A node that fails to join
-    /// is stopped and not added; the error has its log and the donor's.
+    /// is stopped and not added (its directory is renamed `node<N>.failed-<k>`); the
+    /// error has its log tail, the members' and the donor's `mariadb-backup` log
+    /// (e.g. "Access denied for user 'sstuser'@'localhost'").
     pub fn join_empty_node(&mut self) -> Result<()> {
         self.launch_joiner()?;
         self.wait_synced(SETTLE_TIMEOUT)
@@ -291,6 +304,20 @@ impl GaleraCluster {
         for node in self.nodes.iter().rev() {
             node.stop();
         }
+        // SST helpers outside the servers' process groups (`timeout socat ...` makes
+        // its own group), and anything a server left behind.
+        sweep(&self.tag, None);
+        if let Some(mut watchdog) = self.watchdog.take() {
+            watchdog.dismiss();
+        }
+    }
+
+    /// Every process of this cluster — servers, SST scripts, `socat`,
+    /// `mariadb-backup`, `mariadb-install-db` — has `COFFER_TESTKIT_GALERA=<tag>/<node
+    /// name>` in its environment (`<tag>/install` for mariadb-install-db); `stop` and
+    /// the watchdog find leftovers by it.
+    pub fn process_tag(&self) -> &str {
+        &self.tag
     }
 
     fn new(
@@ -342,6 +369,7 @@ impl GaleraCluster {
             .tempdir()
             .context("create a temporary directory for a Galera cluster")?;
         let base = dir.path().to_path_buf();
+        let tag = crate::random_hex(8);
         let archive = base.join("sst_log_archive");
         std::fs::create_dir_all(&archive)
             .with_context(|| format!("create {}", archive.display()))?;
@@ -354,6 +382,8 @@ impl GaleraCluster {
             mariadbd,
             base,
             nodes: Vec::new(),
+            watchdog: Some(Watchdog::start(&tag)?),
+            tag,
             dir: Some(dir),
         })
     }
@@ -362,6 +392,15 @@ impl GaleraCluster {
     fn new_node(&self, datadir: Option<&Path>) -> Result<GaleraNode> {
         let name = format!("node{}", self.nodes.len() + 1);
         let dir = self.base.join(&name);
+        if dir.exists() {
+            // Left by a node that failed to join: keep it for inspection.
+            let kept = (1..)
+                .map(|n| self.base.join(format!("{name}.failed-{n}")))
+                .find(|p| !p.exists())
+                .expect("an unused name");
+            std::fs::rename(&dir, &kept)
+                .with_context(|| format!("rename {} to {}", dir.display(), kept.display()))?;
+        }
         let tmpdir = dir.join("tmp");
         std::fs::create_dir_all(&tmpdir).with_context(|| format!("create {}", tmpdir.display()))?;
         let socket = dir.join("mysqld.sock");
@@ -388,8 +427,8 @@ impl GaleraCluster {
     }
 
     fn launch_joiner(&mut self) -> Result<()> {
-        if self.nodes.is_empty() {
-            bail!("no node to join: the cluster has no nodes");
+        if self.nodes.is_empty() || self.watchdog.is_none() {
+            bail!("no node to join: the cluster was stopped");
         }
         self.check_sst_user()?;
         let node = self.new_node(None)?;
@@ -439,21 +478,11 @@ impl GaleraCluster {
                 .with_context(|| format!("write {}", node.defaults_file.display()))?;
             node.write_client_defaults()?;
 
-            let t = Instant::now();
             match self.spawn_and_wait(&mut node, role) {
-                Ok(()) => {
-                    if std::env::var_os("COFFER_TESTKIT_VERBOSE").is_some() {
-                        eprintln!(
-                            "coffer-testkit: Galera {} {} Synced in {:?}",
-                            self.group,
-                            node.name,
-                            t.elapsed()
-                        );
-                    }
-                    break;
-                }
+                Ok(()) => break,
                 Err(e) => {
                     node.kill();
+                    sweep(&self.tag, Some(&node.name));
                     let in_use =
                         crate::file_tail(&node.error_log, 200).contains("Address already in use");
                     if in_use && attempt < PORT_ATTEMPTS {
@@ -484,6 +513,7 @@ impl GaleraCluster {
 
     fn spawn_and_wait(&self, node: &mut GaleraNode, role: Role) -> Result<()> {
         let mut cmd = Command::new(&self.mariadbd);
+        cmd.env(TAG_ENV, format!("{}/{}", self.tag, node.name));
         // --defaults-file must come first; the SST scripts get it passed on.
         cmd.arg(path_arg("--defaults-file=", &node.defaults_file));
         if role != Role::Join {
@@ -1121,7 +1151,7 @@ fn mariadbd() -> Result<PathBuf> {
 
 /// Runs mariadb-install-db into `datadir` (root@localhost without password, no test
 /// database), with a private tmpdir next to it.
-fn install_db(datadir: &Path, log: &Path) -> Result<()> {
+fn install_db(datadir: &Path, log: &Path, tag: &str) -> Result<()> {
     let bin = crate::find_executable(
         "COFFER_MARIADB_INSTALL_DB",
         &["mariadb-install-db", "mysql_install_db"],
@@ -1139,6 +1169,7 @@ fn install_db(datadir: &Path, log: &Path) -> Result<()> {
     let log_file =
         std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
     let mut cmd = Command::new(&bin);
+    cmd.env(TAG_ENV, format!("{tag}/install"));
     cmd.arg("--no-defaults")
         .arg(path_arg("--datadir=", datadir))
         .arg("--auth-root-authentication-method=normal")
@@ -1163,6 +1194,7 @@ fn install_db(datadir: &Path, log: &Path) -> Result<()> {
         }
         if start.elapsed() > INSTALL_TIMEOUT {
             process::kill(&mut child);
+            sweep(tag, Some("install"));
             bail!(
                 "mariadb-install-db took over {}s\n--- {} ---\n{}",
                 INSTALL_TIMEOUT.as_secs(),
@@ -1180,4 +1212,104 @@ fn install_db(datadir: &Path, log: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// SIGKILLs every process whose environment has `COFFER_TESTKIT_GALERA=<tag>/<node>`
+/// (`node` None: any node of the cluster), until none is left (at most ~2 s).
+fn sweep(tag: &str, node: Option<&str>) {
+    let wanted = match node {
+        Some(node) => format!("{TAG_ENV}={tag}/{node}"),
+        None => format!("{TAG_ENV}={tag}/"),
+    };
+    let me = std::process::id();
+    for _ in 0..40 {
+        let mut killed = 0;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            // Unreadable (gone, or not ours) and zombies (empty environ) don't match.
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let hit = environ.split(|b| *b == 0).any(|var| match node {
+                Some(_) => var == wanted.as_bytes(),
+                None => var.starts_with(wanted.as_bytes()),
+            });
+            if hit {
+                // SAFETY: kill(2) on a process that carries our random tag.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+                killed += 1;
+            }
+        }
+        if killed == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills a cluster's processes when the test process dies without running `Drop`.
+///
+/// The servers get `PR_SET_PDEATHSIG`, but their SST helpers do not, and a joiner's
+/// `timeout 300 socat ...` sits in a process group of its own: killed only with the
+/// test process, they would linger for minutes. The watchdog is a small `sh` in its
+/// own process group (so terminal signals spare it), reading a pipe only the test
+/// process holds. When that process dies, the pipe reports end-of-file and the
+/// watchdog SIGKILLs every process tagged `COFFER_TESTKIT_GALERA=<tag>/...`. A normal
+/// `stop` sweeps in-process and then dismisses the watchdog.
+struct Watchdog {
+    child: Child,
+}
+
+const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT TERM PIPE
+tag=$1
+while read -r _; do :; done
+i=0
+while [ "$i" -lt 40 ]; do
+    found=0
+    for f in $(grep -lzs -- "^COFFER_TESTKIT_GALERA=$tag/" /proc/[0-9]*/environ); do
+        p=${f#/proc/}
+        p=${p%/environ}
+        kill -KILL "$p" 2>/dev/null && found=1
+    done
+    [ "$found" = 0 ] && exit 0
+    sleep 0.1
+    i=$((i + 1))
+done
+"#;
+
+impl Watchdog {
+    fn start(tag: &str) -> Result<Watchdog> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", WATCHDOG_SCRIPT, "coffer-galera-watchdog", tag])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        // Not through process::spawn: it must outlive the test process to clean up.
+        let child = cmd.spawn().context("start the Galera watchdog (/bin/sh)")?;
+        Ok(Watchdog { child })
+    }
+
+    /// Ends the watchdog without a sweep (the caller swept).
+    fn dismiss(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.dismiss();
+    }
 }

@@ -477,11 +477,11 @@ fn exec_reports_an_error_in_a_later_statement() {
     assert!(format!("{e:#}").contains("No database selected"), "{e:#}");
 }
 
-/// Processes left behind by a stopped Galera cluster: members of the nodes' process
-/// groups (SST scripts, socat, mariadb-backup stay in their server's group) and any
-/// process whose command line names the cluster's directory.
-fn galera_leftovers(pgids: &[u32], dir: &Path) -> Vec<String> {
+/// Processes of a Galera cluster: those tagged with its process tag, members of the
+/// nodes' process groups and any process whose command line names its directory.
+fn galera_leftovers(tag: &str, pgids: &[u32], dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
+    let marker = format!("COFFER_TESTKIT_GALERA={tag}/");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -496,7 +496,13 @@ fn galera_leftovers(pgids: &[u32], dir: &Path) -> Vec<String> {
         let cmdline = std::fs::read(entry.path().join("cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
-        if pgrp.is_some_and(|g| pgids.contains(&g)) || cmdline.contains(&dir) {
+        let tagged = std::fs::read(entry.path().join("environ"))
+            .map(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var.starts_with(marker.as_bytes()))
+            })
+            .unwrap_or(false);
+        if tagged || pgrp.is_some_and(|g| pgids.contains(&g)) || cmdline.contains(&dir) {
             found.push(format!("{pid}: {cmdline}"));
         }
     }
@@ -517,7 +523,7 @@ fn galera_stop_and_check(cluster: &mut coffer_testkit::GaleraCluster) {
     cluster.stop();
     eprintln!("Galera {} stopped in {:?}", cluster.group(), t.elapsed());
     assert!(cluster.nodes().iter().all(|n| !n.is_running()));
-    let left = galera_leftovers(&pids, cluster.dir());
+    let left = galera_leftovers(cluster.process_tag(), &pids, cluster.dir());
     assert!(left.is_empty(), "processes left after stop: {left:#?}");
     // Node 0 stops last, so it may bootstrap the cluster again.
     let grastate = std::fs::read_to_string(cluster.node(0).datadir().join("grastate.dat")).unwrap();
@@ -739,10 +745,29 @@ fn galera_restored_backup_bootstraps_and_seeds_a_joiner() {
     assert_eq!(row, vec![vec![Some(group.clone())]]);
     assert_eq!(restored.node(0).query_strings(checksum).unwrap(), before);
 
+    // A donor with the wrong SST password: the join fails with the donor's reason,
+    // and the cluster carries on.
+    let t = Instant::now();
+    let wrong = format!("{}:wrong", src.sst_user());
+    restored.set_sst_auth(0, &wrong).unwrap();
+    let err = restored
+        .join_empty_node()
+        .expect_err("SST with the wrong password must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("Access denied for user"), "{msg}");
+    eprintln!("join with a wrong SST password failed in {:?}", t.elapsed());
+    assert_eq!(restored.nodes().len(), 1);
+    restored
+        .wait_synced(std::time::Duration::from_secs(60))
+        .unwrap();
+    let right = format!("{}:{}", src.sst_user(), src.sst_password());
+    restored.set_sst_auth(0, &right).unwrap();
+
     let t = Instant::now();
     restored
         .join_empty_node()
         .expect("join an empty node by SST");
+    assert!(restored.dir().join("node2.failed-1").is_dir());
     eprintln!("empty node joined the restored node in {:?}", t.elapsed());
     assert_eq!(restored.nodes().len(), 2);
     assert_eq!(restored.node(1).name(), "node2");
@@ -780,7 +805,11 @@ fn galera_orphan_helper() {
         ..Default::default()
     })
     .unwrap();
-    println!("DIR {}", cluster.dir().display());
+    println!(
+        "GALERA_DIR {} {}",
+        cluster.process_tag(),
+        cluster.dir().display()
+    );
     // Killed by the test while the joiner's SST runs.
     let _ = cluster.join_empty_node();
     std::thread::sleep(std::time::Duration::from_secs(120));
@@ -805,11 +834,13 @@ fn galera_nodes_die_with_the_test_process() {
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(helper.stdout.take().unwrap());
-    let mut dir = String::new();
+    let (mut tag, mut dir) = (String::new(), String::new());
     let mut line = String::new();
     while stdout.read_line(&mut line).unwrap() > 0 {
-        if let Some(rest) = line.trim_end().strip_prefix("DIR ") {
-            dir = rest.to_string();
+        // libtest may print "test galera_orphan_helper ... " on the same line.
+        if let Some(rest) = line.trim_end().split("GALERA_DIR ").nth(1) {
+            let (t, d) = rest.split_once(' ').unwrap();
+            (tag, dir) = (t.to_string(), d.to_string());
             break;
         }
         line.clear();
@@ -822,7 +853,7 @@ fn galera_nodes_die_with_the_test_process() {
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     let (mut servers, mut sst_scripts) = (Vec::new(), 0);
     while Instant::now() < deadline {
-        let procs = galera_leftovers(&[], &dir);
+        let procs = galera_leftovers(&tag, &[], &dir);
         servers = procs
             .iter()
             .filter(|p| p.contains("mariadbd"))
@@ -837,16 +868,16 @@ fn galera_nodes_die_with_the_test_process() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let during = galera_leftovers(&servers, &dir);
+    let during = galera_leftovers(&tag, &servers, &dir);
     // SIGKILL: no destructors run in the helper.
     helper.kill().unwrap();
     helper.wait().unwrap();
     let t = Instant::now();
     let deadline = t + std::time::Duration::from_secs(30);
-    let mut left = galera_leftovers(&servers, &dir);
+    let mut left = galera_leftovers(&tag, &servers, &dir);
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        left = galera_leftovers(&servers, &dir);
+        left = galera_leftovers(&tag, &servers, &dir);
     }
     eprintln!(
         "{} processes during the SST were gone {:?} after the test process died",

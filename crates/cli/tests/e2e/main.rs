@@ -3,6 +3,7 @@
 
 mod common;
 mod faults;
+mod galera;
 mod logical;
 mod native;
 mod physical;
