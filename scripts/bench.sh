@@ -69,7 +69,7 @@ if [ ! -f "$src/.loaded" ]; then
   sysbench oltp_read_write --db-driver=mysql --mysql-socket="$src/sock" --mysql-user=root \
     --mysql-db=sbtest --tables=4 --table-size="$rows" --threads=2 prepare >"$src/sysbench.log"
   sql "$src" sbtest <<'SQL'
-CREATE TABLE fidelity (id INT PRIMARY KEY, f FLOAT, d DOUBLE, j JSON, b BLOB, t DATETIME(6), dec DECIMAL(65,30), s VARCHAR(50) CHARACTER SET utf8mb4);
+CREATE TABLE fidelity (id INT PRIMARY KEY, f FLOAT, d DOUBLE, j JSON, b BLOB, t DATETIME(6), num DECIMAL(65,30), s VARCHAR(50) CHARACTER SET utf8mb4);
 INSERT INTO fidelity SELECT seq, seq / 7, seq / 3, JSON_OBJECT('n', seq), UNHEX(SHA2(seq, 256)), '2026-11-25 10:00:00.123456', seq / 11, CONCAT('𝄞 café ', seq) FROM seq_1_to_10000;
 SQL
   touch "$src/.loaded"

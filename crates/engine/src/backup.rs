@@ -97,18 +97,6 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         &target.ref_,
         &format!("spec.target.ref of {bc_label}"),
     )?;
-    if ab.spec.galera().is_some() {
-        return Err(EngineError::Invalid {
-            resource: format!(
-                "AppBinding {}/{}",
-                ab.metadata.namespace(),
-                ab.metadata.name
-            ),
-            message: "its parameters name a Galera group: cluster backups through garbd are not \
-                      supported by this version of coffer"
-                .into(),
-        });
-    }
     let conn = resolve::conn_spec(cat, &ab)?;
     let host = target
         .alias

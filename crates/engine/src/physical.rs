@@ -47,7 +47,12 @@ struct Member {
 
 /// Reads the cluster from the AppBinding's server: its group name must be the AppBinding's,
 /// and every member's name, state and address are listed.
-fn cluster_members(conn: &ConnSpec, files: &ClientFiles, group: &str) -> EngineResult<Vec<Member>> {
+fn cluster_members(
+    conn: &ConnSpec,
+    files: &ClientFiles,
+    group: &str,
+    gcomm_hosts: &[String],
+) -> EngineResult<Vec<Member>> {
     use coffer_db::mysql_prelude::Queryable;
     let mut c = coffer_db::connect(conn, files)?;
     let q = |c: &mut coffer_db::MysqlConn, sql: &str| -> EngineResult<Option<String>> {
@@ -68,6 +73,7 @@ fn cluster_members(conn: &ConnSpec, files: &ClientFiles, group: &str) -> EngineR
     }
     let incoming = q(&mut c, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_INCOMING_ADDRESSES'")?
         .unwrap_or_default();
+    tracing::info!("cluster `{group}`: members at {incoming}");
     let mut out = Vec::new();
     for addr in incoming.split(',').filter(|a| !a.is_empty()) {
         let Some((host, port)) = addr.rsplit_once(':') else {
@@ -175,7 +181,22 @@ pub fn galera_backup(
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
     coffer_db::ping(conn, &files, db_wait)?;
-    let members = cluster_members(conn, &files, &g.group)?;
+    let gcomm_hosts: Vec<String> = g
+        .address
+        .trim_start_matches("gcomm://")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|a| {
+            a.rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .or(Some(a.to_string()))
+        })
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut members = cluster_members(conn, &files, &g.group, &gcomm_hosts)?;
+    members.dedup_by(|a, b| a.name == b.name);
     let first = first_gcomm(&g.address);
     let donor = match task.param("donor").filter(|d| !d.is_empty()) {
         Some(d) => Some(d.to_string()),

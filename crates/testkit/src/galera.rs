@@ -641,6 +641,7 @@ impl GaleraCluster {
              wsrep_cluster_address = {address}\n\
              wsrep_node_name = {name}\n\
              wsrep_node_address = {HOST}:{g}\n\
+             wsrep_node_incoming_address = {HOST}:{sql}\n\
              wsrep_provider_options = \"gmcast.listen_addr=tcp://{HOST}:{g};ist.recv_addr={HOST}:{i};gcache.size={GCACHE_SIZE}\"\n\
              wsrep_sst_method = mariabackup\n\
              wsrep_sst_auth = \"{user}:{pass}\"\n\
@@ -651,6 +652,7 @@ impl GaleraCluster {
             group = self.group,
             name = node.name,
             g = p.gcomm,
+            sql = p.sql,
             i = p.ist,
             s = p.sst,
             user = self.sst_user,

@@ -56,7 +56,10 @@ impl Coffer {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        let tmp = self.work.path().join("tmp");
+        let _ = std::fs::create_dir_all(&tmp);
         c.env("COFFER_HOME", self.home.path())
+            .env("TMPDIR", &tmp)
             .env("COFFER_LOG", "info")
             .env_remove("COFFER_MYSQLDUMP")
             .env_remove("COFFER_MYSQL");
@@ -194,7 +197,8 @@ pub fn restic_env(repo: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// restic's view of a repository's snapshots.
 pub fn restic_snapshots(repo: &str, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
-    let r = restic_env(repo, &["snapshots", "--json"], env);
+    // Reading needs no lock, and a crashed writer's stale lock must not hide the answer.
+    let r = restic_env(repo, &["snapshots", "--json", "--no-lock"], env);
     assert!(r.ok, "restic snapshots failed:\n{r}");
     serde_json::from_str(&r.stdout).unwrap()
 }

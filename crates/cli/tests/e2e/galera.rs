@@ -34,7 +34,10 @@ fn setup(c: &GaleraCluster, extra: &[String]) -> Coffer {
     let mut m = vec![
         secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
         local_repo("repo", &cf.path("repo"), "repo-secret"),
-        secret("cluster-auth", &[("username", "root"), ("password", c.root_password())]),
+        secret(
+            "cluster-auth",
+            &[("username", "root"), ("password", c.root_password())],
+        ),
         cluster_appbinding("cluster", c, 0, c.group()),
     ];
     m.extend(extra.iter().cloned());
@@ -49,16 +52,27 @@ fn bc(name: &str, ab: &str, params: &[(&str, &str)]) -> String {
         .replace("  schedule: \"0 3 * * *\"\n", "")
 }
 
-fn garbd_count() -> usize {
+/// garbd processes started for this test's coffer (their work directory is under its TMPDIR).
+fn garbd_count(cf: &Coffer) -> usize {
+    let mine = cf.path("tmp").to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("comm")).ok())
-        .filter(|c| c.starts_with(b"garbd"))
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let comm = std::fs::read(p.join("comm")).ok()?;
+            let cmd = std::fs::read(p.join("cmdline")).ok()?;
+            (comm.starts_with(b"garbd") && String::from_utf8_lossy(&cmd).contains(&mine))
+                .then_some(())
+        })
         .count()
 }
 
+/// Two 3-node clusters at once are too much for a 2-core machine: one Galera test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = GaleraCluster::start(GaleraOptions::default()).unwrap();
     c.node(0)
         .exec(
@@ -69,7 +83,10 @@ fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
              CREATE TABLE probe_counter (id INT PRIMARY KEY, n BIGINT); INSERT INTO probe_counter VALUES (1, 0);",
         )
         .unwrap();
-    let cf = setup(&c, &[bc("cluster-backup", "cluster", &[("sstTimeout", "120s")])]);
+    let cf = setup(
+        &c,
+        &[bc("cluster-backup", "cluster", &[("sstTimeout", "120s")])],
+    );
 
     // A writer on node 0 during the whole backup: each transaction inserts a row and bumps
     // the counter, so any consistent cut has counter == rows.
@@ -81,8 +98,10 @@ fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 conn.query_drop("START TRANSACTION").unwrap();
-                conn.query_drop("INSERT INTO shop.probe_rows (v) VALUES (1)").unwrap();
-                conn.query_drop("UPDATE shop.probe_counter SET n = n + 1 WHERE id = 1").unwrap();
+                conn.query_drop("INSERT INTO shop.probe_rows (v) VALUES (1)")
+                    .unwrap();
+                conn.query_drop("UPDATE shop.probe_counter SET n = n + 1 WHERE id = 1")
+                    .unwrap();
                 conn.query_drop("COMMIT").unwrap();
                 n += 1;
                 std::thread::sleep(Duration::from_millis(20));
@@ -94,16 +113,34 @@ fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().unwrap();
     assert!(run.ok, "{run}");
-    assert!(written > 10, "the writer ran during the backup ({written} transactions)");
-    assert_eq!(garbd_count(), 0, "no garbd left behind");
+    assert!(
+        written > 10,
+        "the writer ran during the backup ({written} transactions)"
+    );
+    assert_eq!(garbd_count(&cf), 0, "no garbd left behind");
     let bs = cf.last_session(&run);
     let host = &bs["status"]["targets"][0]["stats"][0];
-    assert_eq!(host["donor"], c.node(1).name(), "default donor: a Synced node that is not the first");
-    assert!(host["donorDesyncedSeconds"].as_f64().unwrap() > 0.5, "{host}");
+    assert_eq!(
+        host["donor"],
+        c.node(1).name(),
+        "default donor: a Synced node that is not the first\n{run}"
+    );
+    assert!(
+        host["donorDesyncedSeconds"].as_f64().unwrap() > 0.5,
+        "{host}"
+    );
     let snaps = restic_snapshots(cf.path("repo").to_str().unwrap(), &[]);
-    let mut paths: Vec<&str> = snaps[0]["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let mut paths: Vec<&str> = snaps[0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     paths.sort();
-    assert_eq!(paths, vec!["/galera-position.xbstream", "/xtrabackup.stream"]);
+    assert_eq!(
+        paths,
+        vec!["/galera-position.xbstream", "/xtrabackup.stream"]
+    );
 
     // Restore two replicas; start replica 0 as a new cluster and join a fresh node to it.
     let root = cf.path("restore");
@@ -114,25 +151,50 @@ fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
          ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: cluster}}\n",
         root.display()
     );
-    let r = cf.run(&["restore", "-f", cf.file("rs.yaml", &rs).to_str().unwrap(), "--wait"]);
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("rs.yaml", &rs).to_str().unwrap(),
+        "--wait",
+    ]);
     assert!(r.ok, "{r}");
     let rs = cf.get_json("restoresession", "cluster-restore");
     assert_eq!(rs["status"]["stats"].as_array().unwrap().len(), 2, "{rs:#}");
     for i in 0..2 {
         assert!(root.join(format!("data-{i}/ibdata1")).exists());
-        assert!(!root.join(format!("data-{i}/grastate.dat")).exists(), "a new history by default");
+        assert!(
+            !root.join(format!("data-{i}/grastate.dat")).exists(),
+            "a new history by default"
+        );
     }
 
-    let mut restored = galera::start_restored(&root.join("data-0"), "restored_cluster", c.root_password(), "sstuser", "sstpass")
-        .expect("the restored data directory starts as a new cluster");
-    restored.join_empty_node().expect("a second node joins the restored one by SST");
+    let mut restored = galera::start_restored(
+        &root.join("data-0"),
+        "restored_cluster",
+        c.root_password(),
+        c.sst_user(),
+        c.sst_password(),
+    )
+    .expect("the restored data directory starts as a new cluster");
+    if let Err(e) = restored.join_empty_node() {
+        panic!(
+            "a second node joins the restored one by SST: {e:#}\n--- restored node 0 (donor) ---\n{}",
+            restored.node(0).log_tail()
+        );
+    }
     let mut src = c.node(0).conn().unwrap();
     let want = verify::checksums(&mut src, &["shop"]).unwrap();
     for i in 0..2 {
         let mut d = restored.node(i).conn().unwrap();
         let got = verify::checksums(&mut d, &["shop"]).unwrap();
-        assert_eq!(want.get("shop.items"), got.get("shop.items"), "node {i}: static table identical");
-        let rows: Option<u64> = d.query_first("SELECT COUNT(*) FROM shop.probe_rows").unwrap();
+        assert_eq!(
+            want.get("shop.items"),
+            got.get("shop.items"),
+            "node {i}: static table identical"
+        );
+        let rows: Option<u64> = d
+            .query_first("SELECT COUNT(*) FROM shop.probe_rows")
+            .unwrap();
         let counter: Option<u64> = d.query_first("SELECT n FROM shop.probe_counter").unwrap();
         assert_eq!(rows, counter, "node {i}: a transactionally consistent cut");
         assert!(rows.unwrap() <= written);
@@ -141,14 +203,31 @@ fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
 
 #[test]
 fn galera_failures_leave_no_snapshot_and_no_garbd() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = GaleraCluster::start(GaleraOptions::default()).unwrap();
-    c.node(0).exec("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY); INSERT INTO d.t VALUES (1);").unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY); INSERT INTO d.t VALUES (1);",
+        )
+        .unwrap();
     let extra = vec![
         cluster_appbinding("wrong-group", &c, 0, "not_the_cluster"),
         bc("bc-wrong-group", "wrong-group", &[]),
-        bc("bc-no-donor", "cluster", &[("donor", "node9"), ("sstTimeout", "60s")]),
-        bc("bc-bad-auth", "cluster", &[("donor", c.node(2).name()), ("sstTimeout", "60s")]),
-        bc("bc-killed", "cluster", &[("donor", c.node(1).name()), ("sstTimeout", "60s")]),
+        bc(
+            "bc-no-donor",
+            "cluster",
+            &[("donor", "node9"), ("sstTimeout", "60s")],
+        ),
+        bc(
+            "bc-bad-auth",
+            "cluster",
+            &[("donor", c.node(2).name()), ("sstTimeout", "60s")],
+        ),
+        bc(
+            "bc-killed",
+            "cluster",
+            &[("donor", c.node(1).name()), ("sstTimeout", "60s")],
+        ),
     ];
     let cf = setup(&c, &extra);
     let repo = cf.path("repo");
@@ -158,21 +237,37 @@ fn galera_failures_leave_no_snapshot_and_no_garbd() {
         let bs = cf.last_session(&run);
         assert_eq!(phase(&bs), "Failed");
         for n in needles {
-            assert!(error(&bs).contains(n), "{bc}: {:?} lacks {n:?}", error(&bs));
+            assert!(
+                error(&bs).contains(n),
+                "{bc}: {:?} lacks {n:?}\n--- donor logs ---\n{}\n{}\n{}",
+                error(&bs),
+                c.node(0).log_tail(),
+                c.node(1).log_tail(),
+                c.node(2).log_tail()
+            );
         }
-        assert_eq!(garbd_count(), 0, "{bc}: garbd left behind");
+        assert_eq!(garbd_count(&cf), 0, "{bc}: garbd left behind");
     };
-    check("bc-wrong-group", &["AppBinding default/wrong-group", "`not_the_cluster`", "wsrep_cluster_name"]);
+    check(
+        "bc-wrong-group",
+        &[
+            "AppBinding default/wrong-group",
+            "`not_the_cluster`",
+            "wsrep_cluster_name",
+        ],
+    );
     check("bc-no-donor", &["garbd", "node9"]);
-    c.set_sst_auth(2, "sstuser:wrong-password").unwrap();
+    c.set_sst_auth(2, &format!("{}:wrong-password", c.sst_user()))
+        .unwrap();
     check("bc-bad-auth", &["empty data stream", "wsrep_sst_auth"]);
-    c.set_sst_auth(2, "sstuser:sstpass").unwrap();
+    c.set_sst_auth(2, &format!("{}:{}", c.sst_user(), c.sst_password()))
+        .unwrap();
     c.wait_synced(Duration::from_secs(60)).unwrap();
     if repo.join("config").exists() {
         assert_eq!(restic_snapshots(repo.to_str().unwrap(), &[]).len(), 0);
     }
 
-    // coffer killed in the middle of the stream: the donor goes back to Synced by itself.
+    // coffer killed in the middle of the backup: the donor goes back to Synced by itself.
     let mut child = cf
         .cmd()
         .args(["backup", "bc-killed", "--wait"])
@@ -182,19 +277,31 @@ fn galera_failures_leave_no_snapshot_and_no_garbd() {
         .unwrap();
     let t = Instant::now();
     while c.node(1).state().unwrap() == "Synced" {
-        assert!(t.elapsed() < Duration::from_secs(60), "the donor never started the transfer");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the donor never started the transfer"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(11)); // into the data stream (the donor pauses 10 s)
+    // Mid-backup: the position stage is in, the donor is desynced and about to stream.
+    std::thread::sleep(Duration::from_secs(4));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     let t = Instant::now();
     while c.node(1).state().unwrap() != "Synced" {
-        assert!(t.elapsed() < Duration::from_secs(120), "the donor stayed {}", c.node(1).state().unwrap());
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the donor stayed {}",
+            c.node(1).state().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert_eq!(garbd_count(), 0, "garbd died with coffer");
+    assert_eq!(garbd_count(&cf), 0, "garbd died with coffer");
     if repo.join("config").exists() {
-        assert_eq!(restic_snapshots(repo.to_str().unwrap(), &[]).len(), 0, "no snapshot from a killed run");
+        assert_eq!(
+            restic_snapshots(repo.to_str().unwrap(), &[]).len(),
+            0,
+            "no snapshot from a killed run"
+        );
     }
 }
