@@ -74,8 +74,24 @@ fn cluster_members(
     let incoming = q(&mut c, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_INCOMING_ADDRESSES'")?
         .unwrap_or_default();
     tracing::info!("cluster `{group}`: members at {incoming}");
+    // Nodes that do not know their client address say AUTO; in a cluster where every node
+    // serves on the same port (Kubernetes), the group-communication hosts stand in for them.
+    let mut addrs: Vec<String> = incoming
+        .split(',')
+        .filter(|a| {
+            a.rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0))
+        })
+        .map(String::from)
+        .collect();
+    if addrs.is_empty() {
+        addrs = gcomm_hosts
+            .iter()
+            .map(|h| format!("{h}:{}", conn.port))
+            .collect();
+    }
     let mut out = Vec::new();
-    for addr in incoming.split(',').filter(|a| !a.is_empty()) {
+    for addr in &addrs {
         let Some((host, port)) = addr.rsplit_once(':') else {
             continue;
         };
