@@ -76,7 +76,14 @@ SQL
 fi
 dump_bytes=$(sql "$src" -N -e "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA='sbtest'")
 checksum() { sql "$1" -N -e "CHECKSUM TABLE sbtest.sbtest1, sbtest.sbtest2, sbtest.sbtest3, sbtest.sbtest4, sbtest.fidelity EXTENDED" | awk '{print $2}' | paste -sd,; }
+# mysqldump prints FLOAT with 6 significant digits, so through it the fidelity table can only
+# match by its other columns and the FLOATs' printed values (Stash's pipeline has that flaw).
+lossy_checksum() {
+  sql "$1" -N -e "CHECKSUM TABLE sbtest.sbtest1, sbtest.sbtest2, sbtest.sbtest3, sbtest.sbtest4 EXTENDED" | awk '{print $2}' | paste -sd,
+  sql "$1" -N -e "SET SESSION group_concat_max_len = 1073741824; SELECT MD5(GROUP_CONCAT(CONCAT_WS('|', id, f, d, j, HEX(b), t, num, s) ORDER BY id)) FROM sbtest.fidelity"
+}
 want=$(checksum "$src")
+want_lossy=$(lossy_checksum "$src")
 
 run="$work/run"; rm -rf "$run"; mkdir -p "$run/tmp"
 dst="$run/target"; dst_port=$(free_port)
@@ -152,7 +159,18 @@ measure() { # NAME COMMAND...  -> appends "name wall cpu rss_mb tmp_mb"
   echo "bench: $name: ${wall}s"
 }
 reset_target() { sql "$dst" -e "DROP DATABASE IF EXISTS sbtest"; }
-verify() { local got; got=$(checksum "$dst"); [ "$got" = "$want" ] || { echo "bench: $1 restored WRONG data: $got vs $want"; exit 1; }; echo "bench: $1 restore verified (CHECKSUM TABLE equal)"; }
+verify() {
+  local got
+  if [ "${2:-}" = lossy ]; then
+    got=$(lossy_checksum "$dst")
+    [ "$got" = "$want_lossy" ] || { echo "bench: $1 restored WRONG data: $got vs $want_lossy"; exit 1; }
+    echo "bench: $1 restore verified (CHECKSUM TABLE equal; FLOAT compared by printed value)"
+  else
+    got=$(checksum "$dst")
+    [ "$got" = "$want" ] || { echo "bench: $1 restored WRONG data: $got vs $want"; exit 1; }
+    echo "bench: $1 restore verified (CHECKSUM TABLE equal, bit-exact)"
+  fi
+}
 repo_size() { du -sb "$1" | cut -f1; }
 
 restic -r "$run/repo-ref" init >/dev/null
@@ -165,7 +183,7 @@ first_native=$before
 
 reset_target
 measure ref-restore "restic -r $run/repo-ref --no-cache dump latest /dumpfile.sql | mariadb --defaults-file=<(printf '[client]\nuser=bench\npassword=bench-pass\nhost=127.0.0.1\nport=$dst_port\nprotocol=TCP\n')"
-verify reference
+verify reference lossy
 for m in compat native; do
   reset_target
   p=""; [ $m = native ] && p='[{name: method, value: native}]'
@@ -179,7 +197,7 @@ spec:
   target: {ref: {kind: AppBinding, name: target}}
 YAML
   measure "$m-restore" "$coffer restore -f $run/rs-$m.yaml --wait"
-  verify "$m"
+  if [ $m = compat ]; then verify "$m" lossy; else verify "$m"; fi
 done
 cat > "$run/rs-physical.yaml" <<YAML
 apiVersion: stash.appscode.com/v1beta1
