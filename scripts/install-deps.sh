@@ -11,7 +11,8 @@ only_db=false
 need_apt=()
 pairs="mariadbd:mariadb-server mariadb:mariadb-client"
 $only_db || pairs="$pairs mariabackup:mariadb-backup garbd:galera-arbitrator-4 restic:restic \
-  prometheus-pushgateway:prometheus-pushgateway sysbench:sysbench socat:socat"
+  prometheus-pushgateway:prometheus-pushgateway sysbench:sysbench socat:socat ss:iproute2 \
+  openssl:openssl"
 for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")

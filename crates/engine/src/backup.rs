@@ -413,17 +413,7 @@ fn push_metrics(
         p.and_then(|p| p.app_type.as_deref()),
     );
     let job = crate::metrics::job_name("BackupConfiguration", &ns, &bc.metadata.name);
-    let (ok, reason, msg) = match crate::metrics::push(url, &job, &m) {
-        Ok(()) => (
-            true,
-            "SuccessfullyPushedMetrics",
-            format!("pushed to {url} as job {job}"),
-        ),
-        Err(e) => {
-            tracing::warn!("metrics not pushed: {e}");
-            (false, "FailedToPushMetrics", e)
-        }
-    };
+    let (ok, reason, msg) = crate::metrics::push_outcome(url, &job, &m);
     set_condition(
         &mut session.status_mut().conditions,
         cond::METRICS_PUSHED,
@@ -516,10 +506,7 @@ fn execute(
                         &tag,
                         db_wait(&p.task),
                     )
-                    .map_err(|e| match e {
-                        EngineError::Repo(r) => repo_err(&p.repo_res, r),
-                        other => other,
-                    })?;
+                    .map_err(|e| name_repo(&p.repo_res, e))?;
                     let h = &mut session.status_mut().targets[0].stats[0];
                     h.donor = out.donor.clone();
                     h.donor_desynced_seconds = Some(out.donor_desynced.as_secs_f64());
@@ -533,10 +520,7 @@ fn execute(
                         &tag,
                         db_wait(&p.task),
                     )
-                    .map_err(|e| match e {
-                        EngineError::Repo(r) => repo_err(&p.repo_res, r),
-                        other => other,
-                    })?;
+                    .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, coffer_db::native::DIR)
                 } else if p.task.param("method") == Some("physical") {
                     let s = crate::physical::physical_backup(
@@ -546,10 +530,7 @@ fn execute(
                         &tag,
                         db_wait(&p.task),
                     )
-                    .map_err(|e| match e {
-                        EngineError::Repo(r) => repo_err(&p.repo_res, r),
-                        other => other,
-                    })?;
+                    .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, crate::physical::STREAM_PATH)
                 } else {
                     (logical_backup(&repo, p, session)?, DUMP_PATH)
@@ -591,6 +572,14 @@ fn execute(
         tracing::warn!("task {} produced no snapshot", p.task.name);
     }
     Ok(())
+}
+
+/// Names the Repository in a repository failure raised below the engine.
+pub(crate) fn name_repo(repo: &Repository, e: EngineError) -> EngineError {
+    match e {
+        EngineError::Repo(r) => repo_err(repo, r),
+        other => other,
+    }
 }
 
 pub(crate) fn repo_err(repo: &Repository, e: coffer_repo::RepoError) -> EngineError {

@@ -481,6 +481,21 @@ pub fn push(url: &str, job: &str, m: &Metrics) -> Result<(), String> {
     Ok(())
 }
 
+/// Pushes and describes the outcome as a MetricsPushed condition: (ok, reason, message).
+pub fn push_outcome(url: &str, job: &str, m: &Metrics) -> (bool, &'static str, String) {
+    match push(url, job, m) {
+        Ok(()) => (
+            true,
+            "SuccessfullyPushedMetrics",
+            format!("pushed to {url} as job {job}"),
+        ),
+        Err(e) => {
+            tracing::warn!("metrics not pushed: {e}");
+            (false, "FailedToPushMetrics", e)
+        }
+    }
+}
+
 pub fn job_name(kind: &str, ns: &str, name: &str) -> String {
     format!("{}-{ns}-{name}", kind.to_ascii_lowercase())
 }

@@ -19,7 +19,7 @@ use coffer_db::{ClientFiles, Clients, LoadSink};
 use coffer_repo::{Repo, SnapshotSelector};
 
 use crate::{
-    backup::{db_wait, repo_err, repo_vars, split_args, DUMP_PATH},
+    backup::{db_wait, name_repo, repo_err, repo_vars, split_args, DUMP_PATH},
     catalog::Catalog,
     clock,
     error::{EngineError, EngineResult},
@@ -140,14 +140,7 @@ pub fn run_restore(
         crate::metrics::restore_session(&mut m, &rs);
         let job =
             crate::metrics::job_name("RestoreSession", rs.metadata.namespace(), &rs.metadata.name);
-        let (pushed, reason, msg) = match crate::metrics::push(url, &job, &m) {
-            Ok(()) => (
-                true,
-                "SuccessfullyPushedMetrics",
-                format!("pushed to {url} as job {job}"),
-            ),
-            Err(e) => (false, "FailedToPushMetrics", e),
-        };
+        let (pushed, reason, msg) = crate::metrics::push_outcome(url, &job, &m);
         set_condition(
             &mut rs.status_mut().conditions,
             cond::METRICS_PUSHED,
@@ -294,10 +287,7 @@ fn execute(
                         bytes,
                         position: pos,
                     } = crate::physical::restore_replica(&repo, &snap.id, &plan, ordinal, &label)
-                        .map_err(|e| match e {
-                        EngineError::Repo(r) => repo_err(&repo_res, r),
-                        other => other,
-                    })?;
+                        .map_err(|e| name_repo(&repo_res, e))?;
                     tracing::info!(
                         "replica {ordinal}: {} prepared in {}{}",
                         dir.display(),
@@ -334,10 +324,7 @@ fn execute(
                 );
                 let r =
                     crate::native::native_restore(&repo, &snap.id, &conn, &task, db_wait(&task))
-                        .map_err(|e| match e {
-                            EngineError::Repo(r) => repo_err(&repo_res, r),
-                            other => other,
-                        })?;
+                        .map_err(|e| name_repo(&repo_res, e))?;
                 let pos = [
                     r.position
                         .binlog_file
@@ -383,10 +370,7 @@ fn execute(
                 coffer_db::ping(&conn, &files, db_wait(&task))?;
                 let args = split_args(task.param("args").unwrap_or(""));
                 let sink = LoadSink::start(&clients, &conn, files, &args)?;
-                let bytes = load(&repo, &snap.id, sink).map_err(|e| match e {
-                    EngineError::Repo(r) => repo_err(&repo_res, r),
-                    other => other,
-                })?;
+                let bytes = load(&repo, &snap.id, sink).map_err(|e| name_repo(&repo_res, e))?;
                 stats.snapshot = Some(snap.id.clone());
                 stats.restored_bytes = Some(bytes);
                 tracing::info!("restored {}", format::size(bytes));

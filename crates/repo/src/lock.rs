@@ -370,7 +370,9 @@ fn username() -> String {
         })
 }
 
-fn process_alive(pid: i64) -> bool {
+/// Whether a process is alive on this host (a zombie is not: it has finished, even if nobody
+/// has reaped it yet).
+pub fn process_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -168,6 +168,53 @@ fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {
         );
     }
 
+    // keepClusterUUID: the restored node continues the old history, safe to bootstrap.
+    let kept = cf.path("kept");
+    let rs_keep = format!(
+        "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: keep-uuid}}\n\
+         spec:\n  task:\n    name: perconaxtradb-restore-5.7\n    params:\n    - {{name: dataDir, value: \"{}\"}}\n    \
+         - {{name: keepClusterUUID, value: \"true\"}}\n  repository: {{name: repo}}\n  target:\n    \
+         ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: cluster}}\n",
+        kept.display()
+    );
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("keep.yaml", &rs_keep).to_str().unwrap(),
+        "--wait",
+    ]);
+    assert!(r.ok, "{r}");
+    let grastate = std::fs::read_to_string(kept.join("grastate.dat")).unwrap();
+    let uuid: Option<String> = c
+        .node(0)
+        .conn()
+        .unwrap()
+        .query_first("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'WSREP_CLUSTER_STATE_UUID'")
+        .unwrap();
+    assert!(grastate.contains(&uuid.unwrap()), "{grastate}");
+    assert!(grastate.contains("safe_to_bootstrap: 1"), "{grastate}");
+
+    // Without coffer: restic dump of the stream, mbstream -x, mariabackup --prepare.
+    let manual = cf.path("manual");
+    std::fs::create_dir_all(&manual).unwrap();
+    let sh = format!(
+        "RESTIC_PASSWORD='{REPO_PASSWORD}' restic -r {} --no-cache --no-lock dump latest /xtrabackup.stream | mbstream -x -C {} \
+         && mariabackup --prepare --target-dir={}",
+        cf.path("repo").display(),
+        manual.display(),
+        manual.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &sh])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(manual.join("xtrabackup_galera_info").exists());
+
     let mut restored = galera::start_restored(
         &root.join("data-0"),
         "restored_cluster",

@@ -63,26 +63,9 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
-/// True while a process with this pid exists.
+/// True while a process with this pid exists (and has not finished).
 pub fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    let rc = unsafe { libc::kill(pid, 0) };
-    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A zombie has finished; nobody may have reaped it yet (PID 1 in a container often
-    // does not), but it holds nothing.
-    exists && !is_zombie(pid)
-}
-
-fn is_zombie(pid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    coffer_repo::lock::process_alive(i64::from(pid))
 }
 
 /// Starts `coffer agent KIND NAME` for a session that the caller has claimed.

@@ -619,14 +619,7 @@ impl Server {
             bc.metadata.namespace(),
             &bc.metadata.name,
         );
-        let (ok, reason, msg) = match coffer_engine::metrics::push(url, &job, &m) {
-            Ok(()) => (
-                true,
-                "SuccessfullyPushedMetrics",
-                format!("pushed to {url} as job {job}"),
-            ),
-            Err(e) => (false, "FailedToPushMetrics", e),
-        };
+        let (ok, reason, msg) = coffer_engine::metrics::push_outcome(url, &job, &m);
         set_condition(
             &mut bs.status_mut().conditions,
             cond::METRICS_PUSHED,

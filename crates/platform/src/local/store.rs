@@ -163,14 +163,7 @@ impl Store {
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Result<Option<Resource>, StoreError> {
         let ns = if kind.cluster_scoped() { "" } else { ns };
         let c = self.conn.lock().unwrap();
-        let body: Option<String> = c
-            .query_row(
-                "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                params![kind.as_str(), ns, name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let body: Option<String> = body_of(&c, kind, ns, name).map_err(|e| self.sql(e))?;
         body.map(|b| Self::decode(kind, &b)).transpose()
     }
 
@@ -207,14 +200,7 @@ impl Store {
         }
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                params![kind.as_str(), ns, name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let existing: Option<String> = body_of(&tx, kind, &ns, &name).map_err(|e| self.sql(e))?;
         let outcome;
         let mut new = res.to_json();
         match existing {
@@ -325,14 +311,7 @@ impl Store {
         let status = res.to_json().get("status").cloned();
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                params![kind.as_str(), ns, name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let old: Option<String> = body_of(&tx, kind, &ns, &name).map_err(|e| self.sql(e))?;
         let Some(old) = old else {
             return Err(StoreError::NotFound(label(kind, &ns, &name)));
         };
@@ -366,14 +345,7 @@ impl Store {
     pub fn claim_session(&self, kind: Kind, ns: &str, name: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-                params![kind.as_str(), ns, name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
+        let old: Option<String> = body_of(&tx, kind, ns, name).map_err(|e| self.sql(e))?;
         let Some(old) = old else {
             return Ok(false);
         };
@@ -416,6 +388,21 @@ impl Store {
         tx.commit().map_err(|e| self.sql(e))?;
         Ok(n > 0)
     }
+}
+
+/// The stored JSON of one resource.
+fn body_of(
+    c: &rusqlite::Connection,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> rusqlite::Result<Option<String>> {
+    c.query_row(
+        "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        params![kind.as_str(), ns, name],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 impl coffer_engine::Catalog for Store {
