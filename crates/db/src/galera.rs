@@ -176,7 +176,13 @@ impl Sst {
                 || l.contains("Requested donor is not available")
         })?;
         let why = line.split("]: ").last().unwrap_or(line).trim().to_string();
-        let hint = if line.contains("donor") || line.contains("-113") {
+        let hint = if line.contains("-77") {
+            format!(
+                " — donor `{}` is not in a state to send a snapshot (not Synced, or busy with \
+                 another transfer); retry when it is Synced",
+                self.req.donor.as_deref().unwrap_or("?")
+            )
+        } else if line.contains("donor") || line.contains("-113") {
             format!(
                 " — donor `{}` does not exist in group `{}` or is not Synced",
                 self.req.donor.as_deref().unwrap_or("?"),

@@ -304,6 +304,8 @@ fn galera_failures_leave_no_snapshot_and_no_garbd() {
         ],
     );
     check("bc-no-donor", &["garbd", "node9"]);
+    // Each request desyncs and resyncs members; start every case from a Synced cluster.
+    c.wait_synced(Duration::from_secs(60)).unwrap();
     c.set_sst_auth(2, &format!("{}:wrong-password", c.sst_user()))
         .unwrap();
     check("bc-bad-auth", &["empty data stream", "wsrep_sst_auth"]);
