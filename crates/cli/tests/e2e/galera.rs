@@ -354,3 +354,117 @@ fn galera_failures_leave_no_snapshot_and_no_garbd() {
         );
     }
 }
+
+/// A chunk of the xbstream format (enough for the stream checks coffer makes).
+fn xb_chunk(kind: u8, path: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = b"XBSTCK01".to_vec();
+    v.push(0);
+    v.push(kind);
+    v.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    v.extend_from_slice(path.as_bytes());
+    if kind == b'P' {
+        v.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        v.extend_from_slice(&0u64.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(data);
+    }
+    v
+}
+
+/// The donor's side of an SST played by a stand-in for garbd: it connects to coffer's
+/// listener twice and sends the files it is given, so a cut-short stream and a coffer killed
+/// in the middle of the stream can be tested exactly.
+#[test]
+fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
+    let db = coffer_testkit::MariaDb::start().unwrap();
+    let cf = Coffer::new();
+    let stage1 = [
+        xb_chunk(b'P', "xtrabackup_galera_info", b"6d5f1a2b-0000-0000-0000-000000000001:42 0\n"),
+        xb_chunk(b'E', "xtrabackup_galera_info", b""),
+    ]
+    .concat();
+    let mut body = Vec::new();
+    for i in 0..2000u32 {
+        body.extend(xb_chunk(b'P', "ibdata1", &vec![(i % 251) as u8; 4096]));
+    }
+    let full = [body.clone(), xb_chunk(b'P', "xtrabackup_info", b"backup_type = full-backuped\n"), xb_chunk(b'E', "xtrabackup_info", b"")].concat();
+    let cut = body[..body.len() / 2].to_vec();
+    std::fs::write(cf.path("stage1"), &stage1).unwrap();
+    std::fs::write(cf.path("full"), &full).unwrap();
+    std::fs::write(cf.path("cut"), &cut).unwrap();
+    let fake = cf.file(
+        "fake-garbd",
+        "#!/bin/bash\nfor a in \"$@\"; do [ \"$prev\" = --sst ] && sst=$a; prev=$a; done\n\
+         hp=${sst#*:}; hp=${hp%%/*}; host=${hp%:*}; port=${hp##*:}\nsleep 0.3\n\
+         exec 3<>/dev/tcp/$host/$port; cat \"$STAGE1\" >&3; exec 3>&-\nsleep 0.5\n\
+         exec 3<>/dev/tcp/$host/$port; cat \"$STAGE2\" >&3; sleep \"${HOLD:-0}\"; exec 3>&-\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A standalone server answers wsrep_cluster_name with its default name.
+    let ab = format!(
+        "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: fake-cluster}}\n\
+         spec:\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  secret: {{name: db-auth}}\n  \
+         parameters: {{address: \"gcomm://127.0.0.1:1\", group: my_wsrep_cluster, sstMethod: mariabackup}}\n",
+        db.port()
+    );
+    let m = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("db-auth", &db),
+        ab,
+        bc("sst", "fake-cluster", &[("sstTimeout", "20s")]),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &m).ok);
+    let run_with = |stage2: &str, hold: &str| {
+        let mut c = cf.cmd();
+        c.args(["backup", "sst", "--wait"])
+            .env("COFFER_GARBD", &fake)
+            .env("STAGE1", cf.path("stage1"))
+            .env("STAGE2", cf.path(stage2))
+            .env("HOLD", hold);
+        c
+    };
+    let repo = cf.path("repo");
+    let snapshots = || {
+        if repo.join("config").exists() {
+            restic_snapshots(repo.to_str().unwrap(), &[]).len()
+        } else {
+            0
+        }
+    };
+
+    // Cut short: the stream ends without xtrabackup_info's end.
+    let out = run_with("cut", "0").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without the end of xtrabackup_info"));
+    assert_eq!(snapshots(), 0);
+
+    // Killed while the stream flows: nothing is committed, the stand-in donor goes too.
+    let mut child = run_with("full", "30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_dir(repo.join("locks")).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(snapshots(), 0, "no snapshot from a killed run");
+    assert_eq!(garbd_count(&cf), 0, "garbd died with coffer");
+
+    // A complete stream: one snapshot with both stages, the position stage byte for byte.
+    let out = run_with("full", "0").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshots(), 1);
+    let pos = restic(repo.to_str().unwrap(), &["dump", "--no-lock", "latest", "/galera-position.xbstream"]);
+    assert_eq!(pos.raw, stage1);
+    let data = restic(repo.to_str().unwrap(), &["dump", "--no-lock", "latest", "/xtrabackup.stream"]);
+    assert_eq!(data.raw.len(), full.len());
+}
