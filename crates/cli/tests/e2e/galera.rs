@@ -379,7 +379,11 @@ fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
     let db = coffer_testkit::MariaDb::start().unwrap();
     let cf = Coffer::new();
     let stage1 = [
-        xb_chunk(b'P', "xtrabackup_galera_info", b"6d5f1a2b-0000-0000-0000-000000000001:42 0\n"),
+        xb_chunk(
+            b'P',
+            "xtrabackup_galera_info",
+            b"6d5f1a2b-0000-0000-0000-000000000001:42 0\n",
+        ),
         xb_chunk(b'E', "xtrabackup_galera_info", b""),
     ]
     .concat();
@@ -387,7 +391,12 @@ fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
     for i in 0..2000u32 {
         body.extend(xb_chunk(b'P', "ibdata1", &vec![(i % 251) as u8; 4096]));
     }
-    let full = [body.clone(), xb_chunk(b'P', "xtrabackup_info", b"backup_type = full-backuped\n"), xb_chunk(b'E', "xtrabackup_info", b"")].concat();
+    let full = [
+        body.clone(),
+        xb_chunk(b'P', "xtrabackup_info", b"backup_type = full-backuped\n"),
+        xb_chunk(b'E', "xtrabackup_info", b""),
+    ]
+    .concat();
     let cut = body[..body.len() / 2].to_vec();
     std::fs::write(cf.path("stage1"), &stage1).unwrap();
     std::fs::write(cf.path("full"), &full).unwrap();
@@ -437,7 +446,12 @@ fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
 
     // Cut short: the stream ends without xtrabackup_info's end.
     let out = run_with("cut", "0").output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("without the end of xtrabackup_info"));
     assert_eq!(snapshots(), 0);
 
@@ -448,7 +462,11 @@ fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while std::fs::read_dir(repo.join("locks")).map(|d| d.count()).unwrap_or(0) == 0 {
+    while std::fs::read_dir(repo.join("locks"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+    {
         assert!(t.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -461,10 +479,20 @@ fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
 
     // A complete stream: one snapshot with both stages, the position stage byte for byte.
     let out = run_with("full", "0").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(snapshots(), 1);
-    let pos = restic(repo.to_str().unwrap(), &["dump", "--no-lock", "latest", "/galera-position.xbstream"]);
+    let pos = restic(
+        repo.to_str().unwrap(),
+        &["dump", "--no-lock", "latest", "/galera-position.xbstream"],
+    );
     assert_eq!(pos.raw, stage1);
-    let data = restic(repo.to_str().unwrap(), &["dump", "--no-lock", "latest", "/xtrabackup.stream"]);
+    let data = restic(
+        repo.to_str().unwrap(),
+        &["dump", "--no-lock", "latest", "/xtrabackup.stream"],
+    );
     assert_eq!(data.raw.len(), full.len());
 }
