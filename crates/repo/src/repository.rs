@@ -241,11 +241,15 @@ impl Repo {
             Err(RepoError::NotInitialised { .. }) => {
                 store.create()?;
                 let r = raw(&store)?;
+                // zstd level 1: compression is most of a backup's CPU, and level 1 compresses
+                // SQL dumps within a few percent of the default level at about twice the speed.
+                let mut config = ConfigOptions::default();
+                config.set_compression = Some(1);
                 let open = r
                     .init(
                         &Credentials::password(password),
                         &KeyOptions::default(),
-                        &ConfigOptions::default(),
+                        &config,
                     )
                     .map_err(|e| op_err(&store, e))?;
                 Ok((
