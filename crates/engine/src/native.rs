@@ -23,13 +23,16 @@ fn list(task: &ResolvedTask, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn connections(task: &ResolvedTask) -> usize {
+/// Connections: the task's `connections`, else `per_core` per core. A load waits on the
+/// server's I/O, so it gets more connections than a dump.
+fn connections(task: &ResolvedTask, per_core: usize) -> usize {
     task.param("connections")
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+            per_core
+                * std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
         })
         .clamp(1, 64)
 }
@@ -46,7 +49,7 @@ pub fn native_backup(
     let files = ClientFiles::new(conn, clients.flavor)?;
     let info = coffer_db::ping(conn, &files, db_wait)?;
     let opts = NativeDumpOptions {
-        connections: connections(task),
+        connections: connections(task, 1),
         chunk_bytes: task
             .param("chunkMiB")
             .and_then(|c| c.parse::<u64>().ok())
@@ -129,7 +132,7 @@ pub fn native_restore(
         rename.insert(a.to_string(), b.to_string());
     }
     let opts = LoadOptions {
-        connections: connections(task),
+        connections: connections(task, 2),
         databases: list(task, "databases"),
         tables: list(task, "tables"),
         rename,
