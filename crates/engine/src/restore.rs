@@ -263,6 +263,13 @@ fn execute(
     if physical {
         selector.path = Some(crate::physical::STREAM_PATH.into());
     }
+    let mut native_selector = selector.clone();
+    native_selector.path = Some(coffer_db::native::DIR.into());
+    // A native snapshot is restored natively when asked to, or when it is the only kind the
+    // selector finds; decided once, not per step.
+    let native = !physical
+        && (task.param("method") == Some("native")
+            || (repo.find(&native_selector).is_ok() && repo.find(&selector).is_err()));
     let mut replica_stats = Vec::new();
     for step in &task.steps {
         tracing::info!("step {}", step.function());
@@ -308,15 +315,10 @@ fn execute(
             Step::Builtin {
                 builtin: Builtin::LogicalRestore,
                 ..
-            } if task.param("method") == Some("native") || {
-                let mut s = selector.clone();
-                s.path = Some(coffer_db::native::DIR.into());
-                repo.find(&s).is_ok() && repo.find(&selector).is_err()
-            } =>
-            {
-                let mut sel = selector.clone();
-                sel.path = Some(coffer_db::native::DIR.into());
-                let snap = repo.find(&sel).map_err(|e| repo_err(&repo_res, e))?;
+            } if native => {
+                let snap = repo
+                    .find(&native_selector)
+                    .map_err(|e| repo_err(&repo_res, e))?;
                 tracing::info!(
                     "restoring native snapshot {} into {}",
                     snap.short_id,
