@@ -6,11 +6,13 @@
 use std::{
     collections::BTreeMap,
     io::Write,
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
 };
 
 use mysql::{prelude::Queryable, Conn, LocalInfileHandler};
 use sha2::{Digest, Sha256};
+use std::hash::Hasher as _;
+use twox_hash::XxHash3_64;
 
 use super::{
     quote,
@@ -116,15 +118,45 @@ fn load_statement(db: &str, t: &Table, path: &str) -> String {
     s
 }
 
+/// The checksum a manifest recorded for a file, computed again over what is loaded.
+enum Checksum {
+    Xxh3(Box<XxHash3_64>),
+    Sha256(Sha256),
+}
+
+impl Checksum {
+    fn for_file(f: &DataFile) -> Option<(Checksum, &str)> {
+        if !f.xxh3.is_empty() {
+            Some((Checksum::Xxh3(Box::default()), &f.xxh3))
+        } else if !f.sha256.is_empty() {
+            Some((Checksum::Sha256(Sha256::new()), &f.sha256))
+        } else {
+            None
+        }
+    }
+    fn update(&mut self, buf: &[u8]) {
+        match self {
+            Checksum::Xxh3(h) => h.write(buf),
+            Checksum::Sha256(h) => h.update(buf),
+        }
+    }
+    fn hex(self) -> String {
+        match self {
+            Checksum::Xxh3(h) => format!("{:016x}", h.finish()),
+            Checksum::Sha256(h) => h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
 struct HashingWriter<'a> {
     inner: &'a mut dyn Write,
-    hasher: Sha256,
+    sum: Checksum,
 }
 
 impl Write for HashingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.sum.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -141,21 +173,23 @@ fn load_file(
     t: &Table,
     f: &DataFile,
 ) -> Result<u64, DbError> {
+    let Some((_, expected)) = Checksum::for_file(f) else {
+        return Err(fail(
+            spec,
+            format!(
+                "the manifest lists no checksum for {}: the snapshot was not written by coffer's native dump",
+                f.path
+            ),
+        ));
+    };
+    let expected = expected.to_string();
     let digest: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let (d, fetch2, path) = (digest.clone(), fetch.clone(), f.path.clone());
+    let (d, fetch2, path, file) = (digest.clone(), fetch.clone(), f.path.clone(), f.clone());
     c.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, w| {
-        let mut hw = HashingWriter {
-            inner: w,
-            hasher: Sha256::new(),
-        };
+        let (sum, _) = Checksum::for_file(&file).expect("checked above");
+        let mut hw = HashingWriter { inner: w, sum };
         fetch2(&path, &mut hw)?;
-        *d.lock().unwrap() = Some(
-            hw.hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        );
+        *d.lock().unwrap() = Some(hw.sum.hex());
         Ok(())
     })));
     let sql = load_statement(db, t, &f.path);
@@ -167,12 +201,12 @@ fn load_file(
     })?;
     let rows = c.affected_rows();
     let got = digest.lock().unwrap().clone().unwrap_or_default();
-    if got != f.sha256 {
+    if got != expected {
         return Err(fail(
             spec,
             format!(
-                "{} does not match its checksum in the manifest (got {got}, expected {})",
-                f.path, f.sha256
+                "{} does not match its checksum in the manifest (got {got}, expected {expected}); the table `{db}`.`{}` is incomplete — restore again from an intact snapshot",
+                f.path, t.name
             ),
         ));
     }
@@ -243,6 +277,150 @@ fn create_definitions(
         "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', SESSION time_zone = '+00:00', NAMES utf8mb4",
         "session reset",
     )
+}
+
+enum Job {
+    Load(Box<(String, Table, DataFile)>),
+    Index { what: String, sql: String },
+}
+
+enum Next {
+    Run(Job),
+    /// Nothing can start now; a running load may make something ready.
+    Wait,
+    Done,
+}
+
+type TableKey = (String, String);
+
+fn key(db: &str, table: &str) -> TableKey {
+    (db.to_string(), table.to_string())
+}
+
+/// Whether a CREATE TABLE declares an AUTO_INCREMENT column. With InnoDB's default
+/// `innodb_autoinc_lock_mode` (1), a LOAD DATA into such a table holds a table-level lock
+/// until it ends, so two loads into one such table only queue behind each other.
+fn has_auto_increment(create: &str) -> bool {
+    create
+        .lines()
+        .any(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+}
+
+/// What the load connections do next: a table's index build as soon as its data is all in,
+/// otherwise the next data file of the largest table not already loading (tables with an
+/// AUTO_INCREMENT column take one load at a time), so index builds of early tables overlap the
+/// loading of later ones.
+struct Plan {
+    /// Sorted so that the next file to load is last.
+    files: Vec<(String, Table, DataFile)>,
+    remaining: BTreeMap<TableKey, usize>,
+    indexes: BTreeMap<TableKey, String>,
+    ready: Vec<Job>,
+    /// Tables a connection is loading now.
+    loading: BTreeMap<TableKey, usize>,
+    one_at_a_time: std::collections::BTreeSet<TableKey>,
+}
+
+impl Plan {
+    fn new(mut files: Vec<(String, Table, DataFile)>, tables: &[(String, Table)]) -> Plan {
+        let mut remaining = BTreeMap::new();
+        let mut size: BTreeMap<TableKey, u64> = BTreeMap::new();
+        for (db, t, f) in &files {
+            *remaining.entry(key(db, &t.name)).or_insert(0) += 1;
+            *size.entry(key(db, &t.name)).or_insert(0) += f.bytes;
+        }
+        let mut indexes = BTreeMap::new();
+        let mut ready = Vec::new();
+        for (db, t) in tables
+            .iter()
+            .filter(|(_, t)| !t.deferred_indexes.is_empty())
+        {
+            let adds: Vec<String> = t
+                .deferred_indexes
+                .iter()
+                .map(|i| format!("ADD {i}"))
+                .collect();
+            let sql = format!(
+                "ALTER TABLE {}.{} {}",
+                quote(db),
+                quote(&t.name),
+                adds.join(", ")
+            );
+            if remaining.contains_key(&key(db, &t.name)) {
+                indexes.insert(key(db, &t.name), sql);
+            } else {
+                ready.push(Job::Index {
+                    what: format!("indexes of `{db}`.`{}`", t.name),
+                    sql,
+                });
+            }
+        }
+        let one_at_a_time = tables
+            .iter()
+            .filter(|(_, t)| has_auto_increment(&t.create))
+            .map(|(db, t)| key(db, &t.name))
+            .collect();
+        // Largest tables first (their index builds take longest), a table's files in order.
+        files.sort_by_cached_key(|(db, t, f)| {
+            let k = key(db, &t.name);
+            (size[&k], k, std::cmp::Reverse(f.path.clone()))
+        });
+        Plan {
+            files,
+            remaining,
+            indexes,
+            ready,
+            loading: BTreeMap::new(),
+            one_at_a_time,
+        }
+    }
+
+    fn next(&mut self) -> Next {
+        if let Some(j) = self.ready.pop() {
+            return Next::Run(j);
+        }
+        let free = |k: &TableKey| !self.loading.contains_key(k) || !self.one_at_a_time.contains(k);
+        // A table no connection is loading yet comes first; then one that takes more loads.
+        let pick = self
+            .files
+            .iter()
+            .rposition(|(db, t, _)| !self.loading.contains_key(&key(db, &t.name)))
+            .or_else(|| {
+                self.files
+                    .iter()
+                    .rposition(|(db, t, _)| free(&key(db, &t.name)))
+            });
+        match pick {
+            Some(i) => {
+                let (db, t, f) = self.files.remove(i);
+                *self.loading.entry(key(&db, &t.name)).or_insert(0) += 1;
+                Next::Run(Job::Load(Box::new((db, t, f))))
+            }
+            None if self.files.is_empty() && self.loading.is_empty() => Next::Done,
+            None => Next::Wait,
+        }
+    }
+
+    fn loaded(&mut self, db: &str, table: &str) {
+        let k = key(db, table);
+        if let Some(n) = self.loading.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                self.loading.remove(&k);
+            }
+        }
+        if let Some(n) = self.remaining.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                if let Some(sql) = self.indexes.remove(&k) {
+                    self.ready.push(Job::Index {
+                        what: format!("indexes of `{db}`.`{table}`"),
+                        sql,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Restores a native snapshot. `fetch` streams a snapshot file by path.
@@ -332,98 +510,67 @@ pub fn load(
         ));
     }
     report.tables = tables.len();
-    // 2. Data over N connections.
-    // Workers pop from the end: the largest files go first.
-    work.sort_by_key(|w| w.2.bytes);
-    let queue = Arc::new(Mutex::new(work));
-    let totals = Arc::new(Mutex::new((0u64, 0u64)));
-    let n = opts.connections.max(1);
-    let errors: Arc<Mutex<Option<DbError>>> = Arc::new(Mutex::new(None));
+    // 2. Data, then each table's secondary indexes as soon as its last file is in, over N
+    //    connections: index builds overlap the loading of other tables.
+    let plan = Mutex::new(Plan::new(work, &tables));
+    let changed = Condvar::new();
+    let totals = Mutex::new((0u64, 0u64));
+    let errors: Mutex<Option<DbError>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..n {
-            let (queue, totals, errors, fetch) =
-                (queue.clone(), totals.clone(), errors.clone(), fetch.clone());
+        for _ in 0..opts.connections.max(1) {
+            let (plan, changed, totals, errors, fetch) =
+                (&plan, &changed, &totals, &errors, &fetch);
             s.spawn(move || {
+                let give_up = |e: DbError| {
+                    errors.lock().unwrap().get_or_insert(e);
+                    changed.notify_all();
+                };
                 let mut c = match session(spec, files, opts.binlog) {
                     Ok(c) => c,
-                    Err(e) => {
-                        errors.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
+                    Err(e) => return give_up(e),
                 };
                 loop {
-                    if errors.lock().unwrap().is_some() {
-                        return;
-                    }
-                    let Some((db, t, f)) = queue.lock().unwrap().pop() else {
-                        return;
+                    let job = {
+                        let mut p = plan.lock().unwrap();
+                        loop {
+                            if errors.lock().unwrap().is_some() {
+                                return;
+                            }
+                            match p.next() {
+                                Next::Run(job) => break job,
+                                Next::Done => return,
+                                Next::Wait => p = changed.wait(p).unwrap(),
+                            }
+                        }
                     };
-                    match load_file(spec, &mut c, &fetch, &db, &t, &f) {
-                        Ok(rows) => {
-                            let mut g = totals.lock().unwrap();
-                            g.0 += rows;
-                            g.1 += f.bytes;
+                    let res = match job {
+                        Job::Load(load) => {
+                            let (db, t, f) = *load;
+                            let res = load_file(spec, &mut c, fetch, &db, &t, &f);
+                            if let Ok(rows) = res {
+                                let mut g = totals.lock().unwrap();
+                                g.0 += rows;
+                                g.1 += f.bytes;
+                            }
+                            plan.lock().unwrap().loaded(&db, &t.name);
+                            changed.notify_all();
+                            res.map(|_| ())
                         }
-                        Err(e) => {
-                            errors.lock().unwrap().get_or_insert(e);
-                            return;
-                        }
+                        Job::Index { what, sql } => exec(spec, &mut c, &sql, &what),
+                    };
+                    if let Err(e) = res {
+                        return give_up(e);
                     }
                 }
             });
         }
     });
-    if let Some(e) = errors.lock().unwrap().take() {
+    if let Some(e) = errors.into_inner().unwrap() {
         return Err(e);
     }
-    let (rows, bytes) = *totals.lock().unwrap();
+    let (rows, bytes) = totals.into_inner().unwrap();
     report.rows = rows;
     report.bytes = bytes;
-    // 3. Secondary indexes, one ALTER per table, over N connections.
-    let alters: Vec<(String, String)> = tables
-        .iter()
-        .filter(|(_, t)| !t.deferred_indexes.is_empty())
-        .map(|(db, t)| {
-            let adds: Vec<String> = t
-                .deferred_indexes
-                .iter()
-                .map(|i| format!("ADD {i}"))
-                .collect();
-            (
-                format!("indexes of `{db}`.`{}`", t.name),
-                format!(
-                    "ALTER TABLE {}.{} {}",
-                    quote(db),
-                    quote(&t.name),
-                    adds.join(", ")
-                ),
-            )
-        })
-        .collect();
-    let queue = Arc::new(Mutex::new(alters));
-    std::thread::scope(|s| {
-        for _ in 0..n {
-            let (queue, errors) = (queue.clone(), errors.clone());
-            s.spawn(move || {
-                let mut c = match session(spec, files, opts.binlog) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        errors.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
-                };
-                while let Some((what, sql)) = queue.lock().unwrap().pop() {
-                    if let Err(e) = exec(spec, &mut c, &sql, &what) {
-                        errors.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = errors.lock().unwrap().take() {
-        return Err(e);
-    }
     // 4. Views, routines, triggers, events — after the data, so triggers do not fire on it.
     for d in &schema.databases {
         if !(opts.databases.is_empty() || opts.databases.contains(&d.name))
@@ -452,4 +599,127 @@ pub fn load(
         exec(spec, &mut main, "FLUSH PRIVILEGES", "flush privileges")?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, auto_increment: bool, indexed: bool) -> Table {
+        let extra = if auto_increment {
+            " AUTO_INCREMENT"
+        } else {
+            ""
+        };
+        Table {
+            name: name.into(),
+            create: format!(
+                "CREATE TABLE `{name}` (\n  `id` int(11) NOT NULL{extra},\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB AUTO_INCREMENT=5"
+            ),
+            deferred_indexes: if indexed { vec!["KEY `k` (`k`)".into()] } else { vec![] },
+            columns: vec![],
+        }
+    }
+
+    fn file(t: &str, n: usize, bytes: u64) -> DataFile {
+        DataFile {
+            path: format!("/coffer/1-{t}-{n}.tsv"),
+            table: t.into(),
+            bytes,
+            ..Default::default()
+        }
+    }
+
+    fn plan(tables: &[(Table, usize, u64)]) -> Plan {
+        let mut files = Vec::new();
+        let mut ts = Vec::new();
+        for (t, n, bytes) in tables {
+            ts.push(("db".to_string(), t.clone()));
+            for i in 0..*n {
+                files.push(("db".to_string(), t.clone(), file(&t.name, i, *bytes)));
+            }
+        }
+        Plan::new(files, &ts)
+    }
+
+    fn loading(n: Next) -> (String, String) {
+        match n {
+            Next::Run(Job::Load(l)) => (l.1.name.clone(), l.2.path.clone()),
+            Next::Run(Job::Index { what, .. }) => panic!("expected a load, got {what}"),
+            Next::Wait => panic!("expected a load, got Wait"),
+            Next::Done => panic!("expected a load, got Done"),
+        }
+    }
+
+    #[test]
+    fn auto_increment_is_seen_on_columns_only() {
+        assert!(has_auto_increment(&table("a", true, false).create));
+        assert!(!has_auto_increment(&table("a", false, false).create));
+    }
+
+    #[test]
+    fn tables_with_auto_increment_take_one_load_at_a_time() {
+        let mut p = plan(&[
+            (table("big", true, true), 2, 100),
+            (table("small", true, true), 1, 10),
+        ]);
+        // Largest table first, its files in order; then another table, not the busy one.
+        assert_eq!(
+            loading(p.next()),
+            ("big".into(), "/coffer/1-big-0.tsv".into())
+        );
+        assert_eq!(loading(p.next()).0, "small");
+        assert!(matches!(p.next(), Next::Wait));
+        p.loaded("db", "big");
+        assert_eq!(
+            loading(p.next()),
+            ("big".into(), "/coffer/1-big-1.tsv".into())
+        );
+        assert!(matches!(p.next(), Next::Wait));
+        // The last file of a table makes its index build the next job.
+        p.loaded("db", "small");
+        match p.next() {
+            Next::Run(Job::Index { sql, .. }) => {
+                assert_eq!(sql, "ALTER TABLE `db`.`small` ADD KEY `k` (`k`)")
+            }
+            _ => panic!("expected the index build of `small`"),
+        }
+        assert!(matches!(p.next(), Next::Wait), "a load is still running");
+        p.loaded("db", "big");
+        assert!(matches!(p.next(), Next::Run(Job::Index { .. })));
+        assert!(matches!(p.next(), Next::Done));
+    }
+
+    #[test]
+    fn tables_without_auto_increment_take_parallel_loads() {
+        let mut p = plan(&[(table("t", false, false), 3, 100)]);
+        for i in 0..3 {
+            assert_eq!(loading(p.next()).1, format!("/coffer/1-t-{i}.tsv"));
+        }
+        assert!(matches!(p.next(), Next::Wait));
+        for _ in 0..3 {
+            p.loaded("db", "t");
+        }
+        assert!(matches!(p.next(), Next::Done), "no indexes to build");
+    }
+
+    #[test]
+    fn manifests_of_either_checksum_are_verified() {
+        let old = DataFile {
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+            ..Default::default()
+        };
+        let (mut sum, want) = Checksum::for_file(&old).unwrap();
+        sum.update(b"abc");
+        assert_eq!(sum.hex(), want);
+        let new = DataFile {
+            xxh3: "78af5f94892f3950".into(),
+            sha256: "ignored when xxh3 is there".into(),
+            ..Default::default()
+        };
+        let (mut sum, want) = Checksum::for_file(&new).unwrap();
+        sum.update(b"abc");
+        assert_eq!(sum.hex(), want);
+        assert!(Checksum::for_file(&DataFile::default()).is_none());
+    }
 }

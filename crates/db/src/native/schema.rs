@@ -71,6 +71,12 @@ pub struct DataFile {
     pub table: String,
     pub rows: u64,
     pub bytes: u64,
+    /// XXH3-64 of the file's bytes, in hex. The repository already authenticates every blob;
+    /// this catches a file that is whole but not the one the dump wrote.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub xxh3: String,
+    /// SHA-256 of the file's bytes: what snapshots of coffer 0.1 recorded instead of `xxh3`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
 }
 
