@@ -135,7 +135,20 @@ fn init_tracing() {
         .init();
 }
 
+/// glibc gives every thread that allocates its own arena (up to eight per core) and keeps
+/// what each arena once held: a native backup, which starts a short-lived thread per chunk
+/// of a table, grew its resident memory with the size of the database. Two arenas keep it
+/// flat at no measurable cost in speed.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
     match commands::run(cli) {

@@ -10,6 +10,7 @@ use std::{
     },
 };
 
+use bytesize::ByteSize;
 use rustic_core::{
     repofile::{MasterKey, Metadata, Node, NodeType, SnapshotFile},
     BackupOptions, CheckOptions, ConfigOptions, Credentials, ErrorKind, ForgetGroups, Grouped,
@@ -245,6 +246,17 @@ impl Repo {
                 // SQL dumps within a few percent of the default level at about twice the speed.
                 let mut config = ConfigOptions::default();
                 config.set_compression = Some(1);
+                // Content-defined chunking scans every byte past the minimum chunk size, and
+                // that scan was the largest single cost of a native backup. A minimum equal to
+                // the average (1 MiB) scans half of the data instead of two thirds; chunks
+                // average 2 MiB. restic reads such repositories unchanged.
+                config.set_chunk_size = Some(ByteSize::mib(1));
+                config.set_chunk_min_size = Some(ByteSize::mib(1));
+                config.set_chunk_max_size = Some(ByteSize::mib(8));
+                // Packs are built whole in memory, and rustic keeps several in flight: its
+                // 32 MiB default cost more resident memory than anything else in a backup.
+                // 16 MiB is restic's own default.
+                config.set_datapack_size = Some(ByteSize::mib(16));
                 let open = r
                     .init(
                         &Credentials::password(password),
@@ -650,7 +662,10 @@ impl ReadSource for StreamSource {
 /// caller's buffer (or reaches the end), keeping the chunker on large reads.
 /// It also reports the stream's failure to the snapshot gate and counts what it delivered.
 pub struct FillReader {
-    inner: BufReader<Box<dyn Read + Send>>,
+    /// The source until the first read, then buffered; dropped at the end of the stream so
+    /// that a finished file holds no memory while the snapshot is still being written.
+    source: Option<Box<dyn Read + Send>>,
+    inner: Option<BufReader<Box<dyn Read + Send>>>,
     gate: Arc<SourceGate>,
     delivered: Arc<AtomicU64>,
 }
@@ -658,7 +673,8 @@ pub struct FillReader {
 impl FillReader {
     fn new(r: Box<dyn Read + Send>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
         Self {
-            inner: BufReader::with_capacity(1 << 20, r),
+            source: Some(r),
+            inner: None,
             gate,
             delivered,
         }
@@ -667,9 +683,15 @@ impl FillReader {
 
 impl Read for FillReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(source) = self.source.take() {
+            self.inner = Some(BufReader::with_capacity(1 << 20, source));
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(0);
+        };
         let mut n = 0;
         while n < buf.len() {
-            let avail = match self.inner.fill_buf() {
+            let avail = match inner.fill_buf() {
                 Ok(a) => a,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -678,11 +700,12 @@ impl Read for FillReader {
                 }
             };
             if avail.is_empty() {
+                self.inner = None;
                 break;
             }
             let k = avail.len().min(buf.len() - n);
             buf[n..n + k].copy_from_slice(&avail[..k]);
-            self.inner.consume(k);
+            inner.consume(k);
             n += k;
         }
         self.delivered.fetch_add(n as u64, Ordering::Relaxed);

@@ -749,6 +749,8 @@ impl Read for ChunkReader {
                     // The producer is done (or failed): the stream ends here.
                     self.blocks = None;
                     self.spent = None;
+                    self.current = Vec::new();
+                    self.pos = 0;
                     self.finish()?;
                     return Ok(0);
                 }
