@@ -620,13 +620,7 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
             format!("server-version={}", info.version),
         ],
     };
-    let result = repo.backup(
-        vec![SourceFile {
-            path: DUMP_PATH.into(),
-            reader: Box::new(dump),
-        }],
-        &meta,
-    );
+    let result = repo.backup(vec![SourceFile::new(DUMP_PATH, dump)], &meta);
     drop(progress);
     result.map_err(|e| match e {
         // The dump's own error (mysqldump failed, output truncated) is the cause to report.

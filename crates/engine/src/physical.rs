@@ -289,14 +289,8 @@ pub fn galera_backup(
     }
     let result = repo.backup(
         vec![
-            SourceFile {
-                path: POSITION_PATH.into(),
-                reader: Box::new(Cursor::new(stage1)),
-            },
-            SourceFile {
-                path: STREAM_PATH.into(),
-                reader: Box::new(stream),
-            },
+            SourceFile::buffered(POSITION_PATH, Cursor::new(stage1)),
+            SourceFile::new(STREAM_PATH, stream),
         ],
         &SnapshotMeta {
             paths: Vec::new(),
@@ -336,10 +330,7 @@ pub fn physical_backup(
     let tools = PhysicalTools::detect()?;
     let stream = PhysicalStream::start(&tools, files, &conn.label)?;
     repo.backup(
-        vec![SourceFile {
-            path: STREAM_PATH.into(),
-            reader: Box::new(stream),
-        }],
+        vec![SourceFile::new(STREAM_PATH, stream)],
         &SnapshotMeta {
             paths: Vec::new(),
             host: host.to_string(),

@@ -157,7 +157,23 @@ pub struct SnapshotMeta {
 /// One file to put into a snapshot: its absolute path in the snapshot and its content.
 pub struct SourceFile {
     pub path: String,
-    pub reader: Box<dyn Read + Send>,
+    pub reader: Box<dyn BufRead + Send>,
+}
+
+impl SourceFile {
+    /// A plain reader (a pipe, a socket) gets a 1 MiB buffer: rustic's chunker reads a few
+    /// kilobytes at a time.
+    pub fn new(path: impl Into<String>, reader: impl Read + Send + 'static) -> SourceFile {
+        SourceFile::buffered(path, BufReader::with_capacity(1 << 20, reader))
+    }
+
+    /// A reader that holds its data in memory already, passed on without another copy.
+    pub fn buffered(path: impl Into<String>, reader: impl BufRead + Send + 'static) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            reader: Box::new(reader),
+        }
+    }
 }
 
 /// An open restic repository.
@@ -662,19 +678,17 @@ impl ReadSource for StreamSource {
 /// caller's buffer (or reaches the end), keeping the chunker on large reads.
 /// It also reports the stream's failure to the snapshot gate and counts what it delivered.
 pub struct FillReader {
-    /// The source until the first read, then buffered; dropped at the end of the stream so
-    /// that a finished file holds no memory while the snapshot is still being written.
-    source: Option<Box<dyn Read + Send>>,
-    inner: Option<BufReader<Box<dyn Read + Send>>>,
+    /// Dropped at the end of the stream, so that a finished file holds no memory while the
+    /// snapshot is still being written.
+    inner: Option<Box<dyn BufRead + Send>>,
     gate: Arc<SourceGate>,
     delivered: Arc<AtomicU64>,
 }
 
 impl FillReader {
-    fn new(r: Box<dyn Read + Send>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
+    fn new(r: Box<dyn BufRead + Send>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
         Self {
-            source: Some(r),
-            inner: None,
+            inner: Some(r),
             gate,
             delivered,
         }
@@ -683,9 +697,6 @@ impl FillReader {
 
 impl Read for FillReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(source) = self.source.take() {
-            self.inner = Some(BufReader::with_capacity(1 << 20, source));
-        }
         let Some(inner) = self.inner.as_mut() else {
             return Ok(0);
         };

@@ -6,7 +6,7 @@
 
 use std::{
     hash::Hasher as _,
-    io::Read,
+    io::{BufRead, BufReader, Read},
     sync::{
         mpsc::{sync_channel, Receiver, SyncSender},
         Arc, Condvar, Mutex,
@@ -510,8 +510,8 @@ impl NativeDump {
 
     /// The snapshot's files, in order: schema, data chunks (produced on first read), manifest
     /// (produced when every chunk is done).
-    pub fn files(self) -> Vec<(String, Box<dyn Read + Send>)> {
-        let mut out: Vec<(String, Box<dyn Read + Send>)> = Vec::new();
+    pub fn files(self) -> Vec<(String, Box<dyn BufRead + Send>)> {
+        let mut out: Vec<(String, Box<dyn BufRead + Send>)> = Vec::new();
         let schema = serde_json::to_vec_pretty(&self.schema).expect("schema serialises");
         out.push((SCHEMA_PATH.into(), Box::new(std::io::Cursor::new(schema))));
         let connections = self.shared.pool.conns.lock().unwrap().len();
@@ -523,7 +523,7 @@ impl NativeDump {
         }
         out.push((
             MANIFEST_PATH.into(),
-            Box::new(ManifestReader {
+            Box::new(BufReader::new(ManifestReader {
                 shared: self.shared,
                 base: Manifest {
                     format: 1,
@@ -535,7 +535,7 @@ impl NativeDump {
                     files: Vec::new(),
                 },
                 body: None,
-            }),
+            })),
         ));
         out
     }
@@ -728,14 +728,14 @@ fn produce(conn: &mut Conn, chunk: &Chunk, mut out: BlockWriter) -> Result<DataF
     })
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         if self.blocks.is_none() && self.chunk.is_some() {
             self.start()?;
         }
         while self.pos == self.current.len() {
             let Some(rx) = self.blocks.as_ref() else {
-                return Ok(0);
+                return Ok(&[]);
             };
             match rx.recv() {
                 Ok(next) => {
@@ -752,13 +752,24 @@ impl Read for ChunkReader {
                     self.current = Vec::new();
                     self.pos = 0;
                     self.finish()?;
-                    return Ok(0);
+                    return Ok(&[]);
                 }
             }
         }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.current[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.current.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = buf.len().min(avail.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
