@@ -273,6 +273,12 @@ impl Repo {
                 // 32 MiB default cost more resident memory than anything else in a backup.
                 // 16 MiB is restic's own default.
                 config.set_datapack_size = Some(ByteSize::mib(16));
+                // rustic re-reads every blob it has just compressed and encrypted (decrypt,
+                // decompress, compare) before packing it: 1.5 of 13 CPU-seconds in a 2 GB native
+                // backup. restic does not, and a blob that does not decrypt to its id is still
+                // caught on every read: by its MAC, by `coffer` restore's checksums of each
+                // native file, and by `check --read-data`.
+                config.set_extra_verify = Some(false);
                 let open = r
                     .init(
                         &Credentials::password(password),
