@@ -401,7 +401,8 @@ fn run_here(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) -> Res
                 "{kind} {ns}/{name} ran past its timeOut and was stopped; see `coffer logs {name}`"
             );
         }
-        std::thread::sleep(Duration::from_millis(200));
+        // Short: the command returns this late after the session ends.
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
