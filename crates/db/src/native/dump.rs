@@ -577,6 +577,11 @@ fn escape_into(out: &mut Vec<u8>, v: &[u8]) {
 /// a channel of two: memory per chunk in flight stays under a megabyte, and no pipe copies.
 const BLOCK_BYTES: usize = 256 << 10;
 
+/// A block with room for the row that takes it past `BLOCK_BYTES`.
+fn empty_block() -> Vec<u8> {
+    Vec::with_capacity(BLOCK_BYTES + (64 << 10))
+}
+
 /// A chunk's rows as a LOAD DATA file, produced by a thread on a pooled connection when the
 /// repository first reads it.
 struct ChunkReader {
@@ -619,7 +624,7 @@ impl ChunkReader {
                     let out = BlockWriter {
                         tx,
                         spent: spent_rx,
-                        buf: Vec::with_capacity(BLOCK_BYTES + (64 << 10)),
+                        buf: empty_block(),
                         hasher: XxHash3_64::new(),
                         bytes: 0,
                     };
@@ -679,7 +684,7 @@ impl BlockWriter {
                 b.clear();
                 b
             }
-            Err(_) => Vec::with_capacity(BLOCK_BYTES + (64 << 10)),
+            Err(_) => empty_block(),
         };
         let full = std::mem::replace(&mut self.buf, next);
         self.tx

@@ -119,6 +119,7 @@ fn load_statement(db: &str, t: &Table, path: &str) -> String {
 }
 
 /// The checksum a manifest recorded for a file, computed again over what is loaded.
+#[derive(Clone)]
 enum Checksum {
     Xxh3(Box<XxHash3_64>),
     Sha256(Sha256),
@@ -173,7 +174,7 @@ fn load_file(
     t: &Table,
     f: &DataFile,
 ) -> Result<u64, DbError> {
-    let Some((_, expected)) = Checksum::for_file(f) else {
+    let Some((fresh, expected)) = Checksum::for_file(f) else {
         return Err(fail(
             spec,
             format!(
@@ -184,10 +185,12 @@ fn load_file(
     };
     let expected = expected.to_string();
     let digest: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let (d, fetch2, path, file) = (digest.clone(), fetch.clone(), f.path.clone(), f.clone());
+    let (d, fetch2, path) = (digest.clone(), fetch.clone(), f.path.clone());
     c.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, w| {
-        let (sum, _) = Checksum::for_file(&file).expect("checked above");
-        let mut hw = HashingWriter { inner: w, sum };
+        let mut hw = HashingWriter {
+            inner: w,
+            sum: fresh.clone(),
+        };
         fetch2(&path, &mut hw)?;
         *d.lock().unwrap() = Some(hw.sum.hex());
         Ok(())
@@ -379,7 +382,6 @@ impl Plan {
         if let Some(j) = self.ready.pop() {
             return Next::Run(j);
         }
-        let free = |k: &TableKey| !self.loading.contains_key(k) || !self.one_at_a_time.contains(k);
         // A table no connection is loading yet comes first; then one that takes more loads.
         let pick = self
             .files
@@ -388,7 +390,7 @@ impl Plan {
             .or_else(|| {
                 self.files
                     .iter()
-                    .rposition(|(db, t, _)| free(&key(db, &t.name)))
+                    .rposition(|(db, t, _)| !self.one_at_a_time.contains(&key(db, &t.name)))
             });
         match pick {
             Some(i) => {
