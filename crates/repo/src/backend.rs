@@ -29,12 +29,28 @@ fn rustic_err(err: StoreError) -> Box<RusticError> {
 /// Records the first failure of any stream being backed up. rustic's archiver logs a failing
 /// file and carries on, which would commit a snapshot without it; the gate makes the final
 /// snapshot write fail instead, so a failed source never leaves a snapshot behind.
+///
+/// It also holds the snapshot file back instead of writing it, and notes the index files
+/// written, so that the backup can write the snapshot itself once its trees carry file sizes
+/// (see `sizes`).
 #[derive(Debug, Default)]
 pub struct SourceGate {
     failure: Mutex<Option<String>>,
+    held: Mutex<Option<(Id, Bytes)>>,
+    indexes: Mutex<Vec<Id>>,
 }
 
 impl SourceGate {
+    /// The snapshot file rustic asked to write, if it got that far.
+    pub fn take_held(&self) -> Option<(Id, Bytes)> {
+        self.held.lock().unwrap().take()
+    }
+
+    /// The index files written through the gated backend.
+    pub fn indexes(&self) -> Vec<Id> {
+        self.indexes.lock().unwrap().clone()
+    }
+
     pub fn fail(&self, why: String) {
         let mut f = self.failure.lock().unwrap();
         if f.is_none() {
@@ -59,7 +75,8 @@ impl StoreBackend {
         Self { store, gate: None }
     }
 
-    /// A backend that refuses to write a snapshot once `gate` has recorded a failure.
+    /// A backend that refuses to write a snapshot once `gate` has recorded a failure, and
+    /// otherwise hands the snapshot to the gate instead of writing it.
     pub fn gated(store: Arc<dyn ObjectStore>, gate: Arc<SourceGate>) -> Self {
         Self {
             store,
@@ -126,13 +143,22 @@ impl WriteBackend for StoreBackend {
         _cacheable: bool,
         content: BytesList,
     ) -> RusticResult<()> {
-        if tpe == FileType::Snapshot {
-            if let Some(why) = self.gate.as_ref().and_then(|g| g.failure()) {
-                return Err(RusticError::with_source(
-                    ErrorKind::InputOutput,
-                    "the backup source failed; the snapshot is not written",
-                    SourceFailed(why),
-                ));
+        if let Some(gate) = &self.gate {
+            match tpe {
+                FileType::Snapshot => {
+                    if let Some(why) = gate.failure() {
+                        return Err(RusticError::with_source(
+                            ErrorKind::InputOutput,
+                            "the backup source failed; the snapshot is not written",
+                            SourceFailed(why),
+                        ));
+                    }
+                    let body = Bytes::from(content.slice().concat());
+                    *gate.held.lock().unwrap() = Some((*id, body));
+                    return Ok(());
+                }
+                FileType::Index => gate.indexes.lock().unwrap().push(*id),
+                _ => {}
             }
         }
         self.store

@@ -5,8 +5,10 @@
 //! applies retention, prunes, checks and locks — on a local directory or an S3 prefix.
 
 pub mod backend;
+pub mod cipher;
 pub mod lock;
 pub mod repository;
+mod sizes;
 pub mod store;
 
 pub use lock::{LockError, LockInfo, RepoLock};

@@ -8,14 +8,15 @@ use std::{
     time::Duration,
 };
 
-use aes256ctr_poly1305aes::{aead::AeadInPlace, Aes256CtrPoly1305Aes};
 use bytes::Bytes;
-use rand::RngCore;
-use rustic_core::{jiff::Timestamp, repofile::MasterKey};
+use rustic_core::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{ObjectStore, StoreError};
+use crate::{
+    cipher::RepoCipher,
+    store::{ObjectStore, StoreError},
+};
 
 /// restic considers a lock stale when it has not been refreshed for this long.
 const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -102,57 +103,6 @@ pub enum LockError {
     Crypto(String),
 }
 
-/// Encrypts and decrypts restic "unpacked" files (lock files) with the repository's master key.
-#[derive(Clone)]
-pub struct LockCipher {
-    key: [u8; 64],
-}
-
-impl LockCipher {
-    pub fn new(master: &MasterKey) -> Self {
-        let mut key = [0u8; 64];
-        key[..32].copy_from_slice(&master.encrypt);
-        key[32..48].copy_from_slice(&master.mac.k);
-        key[48..].copy_from_slice(&master.mac.r);
-        Self { key }
-    }
-
-    fn cipher(&self) -> Aes256CtrPoly1305Aes {
-        Aes256CtrPoly1305Aes::new((&self.key).into())
-    }
-
-    pub fn encrypt(&self, plain: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; 16];
-        rand::rng().fill_bytes(&mut nonce);
-        let mut out = Vec::with_capacity(plain.len() + 32);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = self
-            .cipher()
-            .encrypt_in_place_detached((&nonce).into(), &[], &mut out[16..])
-            .expect("AES-CTR encryption cannot fail");
-        out.extend_from_slice(&tag);
-        out
-    }
-
-    pub fn decrypt(&self, data: &[u8]) -> Option<Vec<u8>> {
-        if data.len() < 32 {
-            return None;
-        }
-        let (nonce, rest) = data.split_at(16);
-        let (body, tag) = rest.split_at(rest.len() - 16);
-        let mut plain = body.to_vec();
-        self.cipher()
-            .decrypt_in_place_detached(nonce.into(), &[], &mut plain, tag.into())
-            .ok()?;
-        // Repository format v2 may compress unpacked files: a leading 2 means zstd follows.
-        if plain.first() == Some(&2) {
-            return zstd::decode_all(&plain[1..]).ok();
-        }
-        Some(plain)
-    }
-}
-
 /// A lock this process holds; refreshed in the background and removed on drop.
 pub struct RepoLock {
     shared: Arc<Shared>,
@@ -161,7 +111,7 @@ pub struct RepoLock {
 
 struct Shared {
     store: Arc<dyn ObjectStore>,
-    cipher: LockCipher,
+    cipher: RepoCipher,
     exclusive: bool,
     current: Mutex<String>,
     stop: (Mutex<bool>, Condvar),
@@ -177,7 +127,7 @@ impl std::fmt::Debug for RepoLock {
 
 fn write_lock(
     store: &dyn ObjectStore,
-    cipher: &LockCipher,
+    cipher: &RepoCipher,
     exclusive: bool,
 ) -> Result<String, LockError> {
     let info = LockInfo {
@@ -202,7 +152,7 @@ impl RepoLock {
     /// off if there is one. Stale locks left by a crashed coffer on this host are removed.
     pub fn acquire(
         store: Arc<dyn ObjectStore>,
-        cipher: LockCipher,
+        cipher: RepoCipher,
         exclusive: bool,
     ) -> Result<RepoLock, LockError> {
         let ours = write_lock(store.as_ref(), &cipher, exclusive)?;
@@ -308,7 +258,7 @@ impl Drop for RepoLock {
 /// Every lock file with its decoded body (None when it cannot be decrypted).
 pub fn list_locks(
     store: &dyn ObjectStore,
-    cipher: &LockCipher,
+    cipher: &RepoCipher,
 ) -> Result<Vec<(String, Option<LockInfo>)>, LockError> {
     let mut out = Vec::new();
     for (key, _) in store.list("locks")? {
@@ -319,7 +269,7 @@ pub fn list_locks(
             Err(e) => return Err(e.into()),
         };
         let info = cipher
-            .decrypt(&data)
+            .open_file(&data)
             .and_then(|p| serde_json::from_slice(&p).ok());
         out.push((key, info));
     }
@@ -330,7 +280,7 @@ pub fn list_locks(
 /// Returns the removed locks' descriptions.
 pub fn unlock(
     store: &dyn ObjectStore,
-    cipher: &LockCipher,
+    cipher: &RepoCipher,
     all: bool,
 ) -> Result<Vec<String>, LockError> {
     let mut removed = Vec::new();

@@ -18,10 +18,13 @@ use rustic_core::{
     RepositoryBackends, RepositoryOptions, RusticError, RusticResult, SnapshotGroupCriterion,
     SnapshotOptions, StringList,
 };
+use std::collections::HashMap;
 
 use crate::{
     backend::{SourceGate, StoreBackend},
-    lock::{self, LockCipher, LockError, RepoLock},
+    cipher::RepoCipher,
+    lock::{self, LockError, RepoLock},
+    sizes::SizeWriter,
     store::{ObjectStore, StoreError},
 };
 
@@ -328,7 +331,7 @@ impl Repo {
     pub fn lock(&self, exclusive: bool) -> RepoResult<RepoLock> {
         Ok(RepoLock::acquire(
             self.store.clone(),
-            LockCipher::new(&self.key),
+            RepoCipher::new(&self.key),
             exclusive,
         )?)
     }
@@ -336,7 +339,7 @@ impl Repo {
     pub fn unlock(&self, all: bool) -> RepoResult<Vec<String>> {
         Ok(lock::unlock(
             self.store.as_ref(),
-            &LockCipher::new(&self.key),
+            &RepoCipher::new(&self.key),
             all,
         )?)
     }
@@ -344,7 +347,7 @@ impl Repo {
     pub fn locks(&self) -> RepoResult<Vec<(String, Option<lock::LockInfo>)>> {
         Ok(lock::list_locks(
             self.store.as_ref(),
-            &LockCipher::new(&self.key),
+            &RepoCipher::new(&self.key),
         )?)
     }
 
@@ -357,12 +360,13 @@ impl Repo {
             .opened_with(StoreBackend::gated(self.store.clone(), gate.clone()))?
             .to_indexed_ids()
             .map_err(|e| self.err(e))?;
-        let mut sopts = SnapshotOptions::default().host(meta.host.clone());
+        let sopts = SnapshotOptions::default().host(meta.host.clone());
+        let mut snap = SnapshotFile::from_options(&sopts).map_err(|e| self.err(e))?;
         for t in &meta.tags {
-            // restic's StringList splits on commas; one tag per call keeps them whole.
-            sopts = sopts.add_tags(t).map_err(|e| self.err(e))?;
+            // Added whole: rustic's option parser would split a tag at its commas, and a
+            // MariaDB GTID position with several domains has them.
+            snap.tags.add(t.clone());
         }
-        let snap = SnapshotFile::from_options(&sopts).map_err(|e| self.err(e))?;
         let mut opts = BackupOptions::default();
         // A stream has no size or mtime: without `force`, a parent snapshot's file would be
         // taken as unchanged and its old content silently reused.
@@ -382,19 +386,43 @@ impl Repo {
                 Some(why) => RepoError::Source(why),
                 None => self.err(e),
             })?;
-        // Belt and braces: every byte the sources delivered must be in the snapshot.
+        // Belt and braces: every byte the sources delivered must be in the snapshot, which
+        // the gate has held back so far.
         let info = SnapshotInfo::from_file(&snap);
         let delivered = delivered.load(Ordering::SeqCst);
         if gate.failure().is_some() || info.total_bytes != delivered {
-            let _ = repo.delete_snapshots(&[snap.id]);
             return Err(RepoError::Source(gate.failure().unwrap_or_else(|| {
                 format!(
-                    "the snapshot holds {} bytes but the source delivered {delivered}; it was removed",
+                    "the snapshot holds {} bytes but the source delivered {delivered}; it was \
+                     not written",
                     info.total_bytes
                 )
             })));
         }
-        Ok(info)
+        let Some((held_id, held)) = gate.take_held() else {
+            return Err(RepoError::Operation {
+                location: self.store.location(),
+                message: "the backup finished without a snapshot to write; nothing was saved"
+                    .into(),
+            });
+        };
+        debug_assert_eq!(held_id, *snap.id);
+        let old_tree = |id| repo.get_tree(&id);
+        let writer = SizeWriter {
+            store: &self.store,
+            cipher: RepoCipher::new(&self.key),
+            compress: repo.config().version > 1,
+            sizes: src.sizes(),
+            old_tree: &old_tree,
+        };
+        let snap =
+            writer
+                .commit(snap, held, &gate.indexes())
+                .map_err(|e| RepoError::Operation {
+                    location: self.store.location(),
+                    message: format!("{e}; the snapshot was not written, back up again"),
+                })?;
+        Ok(SnapshotInfo::from_file(&snap))
     }
 
     /// All snapshots, newest first.
@@ -625,6 +653,8 @@ struct StreamSource {
     files: Mutex<Vec<SourceFile>>,
     gate: Arc<SourceGate>,
     delivered: Arc<AtomicU64>,
+    /// Bytes delivered by each file, by its path without the leading `/`.
+    per_file: Mutex<Vec<(String, Arc<AtomicU64>)>>,
 }
 
 impl StreamSource {
@@ -635,7 +665,17 @@ impl StreamSource {
             files: Mutex::new(files),
             gate,
             delivered,
+            per_file: Mutex::new(Vec::new()),
         }
+    }
+
+    fn sizes(&self) -> HashMap<String, u64> {
+        self.per_file
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, n)| (p.clone(), n.load(Ordering::SeqCst)))
+            .collect()
     }
 }
 
@@ -652,6 +692,7 @@ impl ReadSource for StreamSource {
     fn entries(&self) -> Self::Iter {
         let files = std::mem::take(&mut *self.files.lock().unwrap());
         let now = rustic_core::jiff::Timestamp::now();
+        let mut per_file = self.per_file.lock().unwrap();
         files
             .into_iter()
             .map(|f| {
@@ -664,14 +705,17 @@ impl ReadSource for StreamSource {
                     mtime: Some(now),
                     ..Default::default()
                 };
+                let mine = Arc::new(AtomicU64::new(0));
+                per_file.push((f.path.trim_start_matches('/').to_string(), mine.clone()));
                 Ok(ReadSourceEntry {
                     path,
                     node: Node::new_node(&name, NodeType::File, meta),
-                    open: Some(FillReader::new(
-                        f.reader,
-                        self.gate.clone(),
-                        self.delivered.clone(),
-                    )),
+                    open: Some(FillReader {
+                        inner: Some(f.reader),
+                        gate: self.gate.clone(),
+                        delivered: self.delivered.clone(),
+                        mine,
+                    }),
                 })
             })
             .collect::<Vec<_>>()
@@ -689,16 +733,7 @@ pub struct FillReader {
     inner: Option<Box<dyn BufRead + Send>>,
     gate: Arc<SourceGate>,
     delivered: Arc<AtomicU64>,
-}
-
-impl FillReader {
-    fn new(r: Box<dyn BufRead + Send>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
-        Self {
-            inner: Some(r),
-            gate,
-            delivered,
-        }
-    }
+    mine: Arc<AtomicU64>,
 }
 
 impl Read for FillReader {
@@ -726,6 +761,7 @@ impl Read for FillReader {
             n += k;
         }
         self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        self.mine.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }

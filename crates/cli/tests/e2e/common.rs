@@ -212,6 +212,29 @@ pub fn assert_restic_check(repo: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// `restic restore` writes exactly what `restic dump` streams: the tree records the file's
+/// size (a streamed file recorded as 0 bytes long restores empty).
+pub fn assert_restic_restores(repo: &str, path: &str, env: &[(&str, &str)]) {
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().to_str().unwrap();
+    let r = restic_env(
+        repo,
+        &["restore", "latest", "--target", t, "--include", path],
+        env,
+    );
+    assert!(r.ok, "restic restore failed:\n{r}");
+    let restored = std::fs::read(target.path().join(path.trim_start_matches('/'))).unwrap();
+    let dumped = restic_env(repo, &["dump", "latest", path], env);
+    assert!(dumped.ok, "{dumped}");
+    assert!(!dumped.raw.is_empty(), "{path} is empty in the snapshot");
+    assert!(
+        restored == dumped.raw,
+        "restic restore wrote {} bytes of {path}, restic dump streams {}",
+        restored.len(),
+        dumped.raw.len()
+    );
+}
+
 pub fn phase(v: &serde_json::Value) -> &str {
     v["status"]["phase"].as_str().unwrap_or("")
 }

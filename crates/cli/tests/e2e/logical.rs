@@ -86,6 +86,7 @@ fn fidelity_schema_round_trips_through_a_local_repository() {
     assert_eq!(snaps[0]["hostname"], "host-0");
     assert_eq!(snaps[0]["paths"], serde_json::json!(["/dumpfile.sql"]));
     assert_restic_check(repo_s, &[]);
+    assert_restic_restores(repo_s, "/dumpfile.sql", &[]);
     let dumped = restic(repo_s, &["dump", "latest", "/dumpfile.sql"]);
     assert!(dumped.ok, "{dumped}");
     assert!(dumped

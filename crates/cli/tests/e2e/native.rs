@@ -86,6 +86,8 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
         "the big table is split into chunks: {big_files}"
     );
     assert_restic_check(&repo_s, &[]);
+    assert_restic_restores(&repo_s, "/coffer/9-manifest.json", &[]);
+    assert_restic_restores(&repo_s, manifest["files"][0]["path"].as_str().unwrap(), &[]);
 
     // Full restore: every table bit-exact (FLOAT and DOUBLE included), every definition equal.
     let r = cf.run(&[

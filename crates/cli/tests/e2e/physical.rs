@@ -87,6 +87,8 @@ fn standalone_physical_backup_restores_into_a_data_directory() {
         "/xtrabackup.stream"
     );
 
+    assert_restic_restores(cf.path("repo").to_str().unwrap(), "/xtrabackup.stream", &[]);
+
     // Without coffer: restic dump | mbstream -x gives a directory that prepares.
     let manual = cf.path("manual");
     std::fs::create_dir_all(&manual).unwrap();
