@@ -226,6 +226,11 @@ fn refresh_loop(s: &Shared) {
     let (stopped, cv) = &s.stop;
     let mut guard = stopped.lock().unwrap();
     loop {
+        // A lock dropped before this thread first ran has already notified: without this
+        // check the drop would wait a whole refresh period for the join.
+        if *guard {
+            return;
+        }
         let (g, _) = cv.wait_timeout(guard, REFRESH_EVERY).unwrap();
         guard = g;
         if *guard {

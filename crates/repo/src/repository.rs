@@ -703,6 +703,11 @@ impl ReadSource for StreamSource {
                 let meta = Metadata {
                     mode: Some(0o100644),
                     mtime: Some(now),
+                    // rustic sizes its chunk buffer by the smaller of this and the minimum
+                    // chunk size; a stream's size is unknown, and the default of 0 made it
+                    // grow the buffer by doubling, copying each chunk once more. The real
+                    // size replaces this in the tree before the snapshot is written (sizes).
+                    size: u64::MAX,
                     ..Default::default()
                 };
                 let mine = Arc::new(AtomicU64::new(0));

@@ -116,7 +116,18 @@ impl SizeWriter<'_> {
             }
         }
         let mut out = Vec::new();
-        let Some(root) = self.fix(snap.tree, "", &trees, &mut out)? else {
+        let mut found = 0;
+        let fixed = self.fix(snap.tree, "", &trees, &mut out, &mut found)?;
+        if found != self.sizes.len() {
+            return Err(SizesError::Write {
+                what: "the snapshot's trees".into(),
+                message: format!(
+                    "{found} of the {} files streamed were found in them",
+                    self.sizes.len()
+                ),
+            });
+        }
+        let Some(root) = fixed else {
             self.write(&format!("snapshots/{}", snap.id.to_hex().as_str()), held)?;
             return Ok(snap);
         };
@@ -141,6 +152,7 @@ impl SizeWriter<'_> {
         prefix: &str,
         new_trees: &HashMap<String, Location>,
         out: &mut Vec<(Vec<u8>, [u8; 32])>,
+        found: &mut usize,
     ) -> Result<Option<TreeId>, SizesError> {
         let mut tree = self.load_tree(id, new_trees)?;
         let mut changed = false;
@@ -148,11 +160,12 @@ impl SizeWriter<'_> {
             let path = format!("{prefix}{}", node.name().to_string_lossy());
             if node.is_file() {
                 if let Some(&size) = self.sizes.get(&path) {
+                    *found += 1;
                     changed |= node.meta.size != size;
                     node.meta.size = size;
                 }
             } else if let Some(sub) = node.subtree.filter(|_| node.is_dir()) {
-                if let Some(new) = self.fix(sub, &format!("{path}/"), new_trees, out)? {
+                if let Some(new) = self.fix(sub, &format!("{path}/"), new_trees, out, found)? {
                     node.subtree = Some(new);
                     changed = true;
                 }
