@@ -378,8 +378,7 @@ impl Repo {
             meta.paths.iter().map(PathBuf::from).collect()
         };
         paths.sort();
-        let delivered = Arc::new(AtomicU64::new(0));
-        let src = StreamSource::new(files, gate.clone(), delivered.clone());
+        let src = StreamSource::new(files, gate.clone());
         let snap = repo
             .archive(&opts, &src, snap, &paths)
             .map_err(|e| match gate.failure() {
@@ -389,7 +388,8 @@ impl Repo {
         // Belt and braces: every byte the sources delivered must be in the snapshot, which
         // the gate has held back so far.
         let info = SnapshotInfo::from_file(&snap);
-        let delivered = delivered.load(Ordering::SeqCst);
+        let sizes = src.sizes();
+        let delivered: u64 = sizes.values().sum();
         if gate.failure().is_some() || info.total_bytes != delivered {
             return Err(RepoError::Source(gate.failure().unwrap_or_else(|| {
                 format!(
@@ -412,7 +412,7 @@ impl Repo {
             store: &self.store,
             cipher: RepoCipher::new(&self.key),
             compress: repo.config().version > 1,
-            sizes: src.sizes(),
+            sizes,
             old_tree: &old_tree,
         };
         let snap =
@@ -652,19 +652,17 @@ impl Write for CountingWriter<'_> {
 struct StreamSource {
     files: Mutex<Vec<SourceFile>>,
     gate: Arc<SourceGate>,
-    delivered: Arc<AtomicU64>,
     /// Bytes delivered by each file, by its path without the leading `/`.
     per_file: Mutex<Vec<(String, Arc<AtomicU64>)>>,
 }
 
 impl StreamSource {
-    fn new(mut files: Vec<SourceFile>, gate: Arc<SourceGate>, delivered: Arc<AtomicU64>) -> Self {
+    fn new(mut files: Vec<SourceFile>, gate: Arc<SourceGate>) -> Self {
         // The tree archiver expects entries in path order.
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Self {
             files: Mutex::new(files),
             gate,
-            delivered,
             per_file: Mutex::new(Vec::new()),
         }
     }
@@ -710,16 +708,18 @@ impl ReadSource for StreamSource {
                     size: u64::MAX,
                     ..Default::default()
                 };
-                let mine = Arc::new(AtomicU64::new(0));
-                per_file.push((f.path.trim_start_matches('/').to_string(), mine.clone()));
+                let delivered = Arc::new(AtomicU64::new(0));
+                per_file.push((
+                    f.path.trim_start_matches('/').to_string(),
+                    delivered.clone(),
+                ));
                 Ok(ReadSourceEntry {
                     path,
                     node: Node::new_node(&name, NodeType::File, meta),
                     open: Some(FillReader {
                         inner: Some(f.reader),
                         gate: self.gate.clone(),
-                        delivered: self.delivered.clone(),
-                        mine,
+                        delivered,
                     }),
                 })
             })
@@ -737,8 +737,8 @@ pub struct FillReader {
     /// snapshot is still being written.
     inner: Option<Box<dyn BufRead + Send>>,
     gate: Arc<SourceGate>,
+    /// Bytes this file delivered.
     delivered: Arc<AtomicU64>,
-    mine: Arc<AtomicU64>,
 }
 
 impl Read for FillReader {
@@ -766,7 +766,6 @@ impl Read for FillReader {
             n += k;
         }
         self.delivered.fetch_add(n as u64, Ordering::Relaxed);
-        self.mine.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }

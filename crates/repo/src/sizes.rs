@@ -23,7 +23,7 @@ use rustic_core::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{cipher::RepoCipher, store::ObjectStore};
+use crate::{cipher::RepoCipher, lock::hex, store::ObjectStore};
 
 /// What went wrong while recording sizes; the caller adds the repository's location.
 #[derive(Debug, thiserror::Error)]
@@ -294,10 +294,6 @@ impl SizeWriter<'_> {
 
 fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
-}
-
-fn hex(id: &[u8; 32]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
