@@ -63,16 +63,53 @@ impl SourceGate {
     }
 }
 
+/// Makes initialising a repository safe against another process initialising it at the same
+/// time. rustic writes a new key, then the config encrypted with that key's master key. Two
+/// processes each doing so would leave two master keys, and each would then write files the
+/// other cannot decrypt. The config is written only if none exists, and the process that
+/// loses that race removes the key it wrote and opens the winner's repository instead.
+#[derive(Debug, Default)]
+pub struct InitClaim {
+    keys: Mutex<Vec<Id>>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl InitClaim {
+    /// Whether another process initialised the repository first.
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The config write of an initialisation that another process won.
+#[derive(Debug, thiserror::Error)]
+#[error("another process initialised the repository at the same time")]
+pub struct InitRaced;
+
 /// Serves rustic_core's reads and writes from one [`ObjectStore`].
 #[derive(Clone)]
 pub struct StoreBackend {
     store: Arc<dyn ObjectStore>,
     gate: Option<Arc<SourceGate>>,
+    init: Option<Arc<InitClaim>>,
 }
 
 impl StoreBackend {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store, gate: None }
+        Self {
+            store,
+            gate: None,
+            init: None,
+        }
+    }
+
+    /// A backend for initialising a repository: see [`InitClaim`].
+    pub fn initialising(store: Arc<dyn ObjectStore>, claim: Arc<InitClaim>) -> Self {
+        Self {
+            store,
+            gate: None,
+            init: Some(claim),
+        }
     }
 
     /// A backend that refuses to write a snapshot once `gate` has recorded a failure, and
@@ -81,6 +118,7 @@ impl StoreBackend {
         Self {
             store,
             gate: Some(gate),
+            init: None,
         }
     }
 }
@@ -158,6 +196,37 @@ impl WriteBackend for StoreBackend {
                     return Ok(());
                 }
                 FileType::Index => gate.indexes.lock().unwrap().push(*id),
+                _ => {}
+            }
+        }
+        if let Some(claim) = &self.init {
+            match tpe {
+                FileType::Key => claim.keys.lock().unwrap().push(*id),
+                FileType::Config => {
+                    let key = key_for(tpe, id);
+                    let ours = content.slice().concat();
+                    // Reading it back catches a store that ignored the condition and let a
+                    // concurrent initialisation overwrite ours.
+                    if self
+                        .store
+                        .write_new(&key, content.slice())
+                        .map_err(rustic_err)?
+                        && self.store.read(&key).map_err(rustic_err)? == ours
+                    {
+                        return Ok(());
+                    }
+                    claim.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    for k in claim.keys.lock().unwrap().drain(..) {
+                        self.store
+                            .delete(&key_for(FileType::Key, &k))
+                            .map_err(rustic_err)?;
+                    }
+                    return Err(RusticError::with_source(
+                        ErrorKind::Backend,
+                        "the repository was initialised concurrently",
+                        InitRaced,
+                    ));
+                }
                 _ => {}
             }
         }

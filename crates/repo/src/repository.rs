@@ -21,7 +21,7 @@ use rustic_core::{
 use std::collections::HashMap;
 
 use crate::{
-    backend::{SourceGate, StoreBackend},
+    backend::{InitClaim, SourceGate, StoreBackend},
     cipher::RepoCipher,
     lock::{self, LockError, RepoLock},
     sizes::SizeWriter,
@@ -229,6 +229,39 @@ fn op_err(store: &Arc<dyn ObjectStore>, e: Box<RusticError>) -> RepoError {
 #[error("{0}")]
 pub struct SourceFailed(pub String);
 
+/// Serialises the initialisation of one repository location among the processes of this
+/// machine, whatever the store. Conditional writes of the config ([`InitClaim`]) also guard
+/// against other machines, but not every S3 server honours them (Garage ignores
+/// `If-None-Match`), and first backups of one new repository starting together on one
+/// server are the common case.
+struct InitLock {
+    // The lock is released when the file closes.
+    _held: Option<std::fs::File>,
+}
+
+impl InitLock {
+    fn acquire(location: &str) -> InitLock {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(location.as_bytes());
+        let name = format!("coffer-init-{}.lock", crate::lock::hex(&digest[..8]));
+        let path = std::env::temp_dir().join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.lock().map(|()| f));
+        match file {
+            Ok(f) => InitLock { _held: Some(f) },
+            Err(e) => {
+                // Without the lock the config's conditional write still decides the race.
+                tracing::warn!(path = %path.display(), error = %e, "cannot take the repository initialisation lock");
+                InitLock { _held: None }
+            }
+        }
+    }
+}
+
 impl Repo {
     /// Opens an existing repository with its password.
     pub fn open(store: Arc<dyn ObjectStore>, password: &str) -> RepoResult<Repo> {
@@ -259,8 +292,19 @@ impl Repo {
         match Repo::open(store.clone(), password) {
             Ok(r) => Ok((r, false)),
             Err(RepoError::NotInitialised { .. }) => {
+                let _local = InitLock::acquire(&store.location());
+                // Another process on this machine may have created it while we waited.
+                match Repo::open(store.clone(), password) {
+                    Ok(r) => return Ok((r, false)),
+                    Err(RepoError::NotInitialised { .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 store.create()?;
-                let r = raw(&store)?;
+                let claim = Arc::new(InitClaim::default());
+                let r = raw_with(
+                    &store,
+                    StoreBackend::initialising(store.clone(), claim.clone()),
+                )?;
                 // zstd level 1: compression is most of a backup's CPU, and level 1 compresses
                 // SQL dumps within a few percent of the default level at about twice the speed.
                 let mut config = ConfigOptions::default();
@@ -282,13 +326,18 @@ impl Repo {
                 // caught on every read: by its MAC, by `coffer` restore's checksums of each
                 // native file, and by `check --read-data`.
                 config.set_extra_verify = Some(false);
-                let open = r
-                    .init(
-                        &Credentials::password(password),
-                        &KeyOptions::default(),
-                        &config,
-                    )
-                    .map_err(|e| op_err(&store, e))?;
+                let open = match r.init(
+                    &Credentials::password(password),
+                    &KeyOptions::default(),
+                    &config,
+                ) {
+                    Ok(open) => open,
+                    // Another process created it a moment ago: use theirs.
+                    Err(_) if claim.lost() || store.exists("config")? => {
+                        return Ok((Repo::open(store, password)?, false));
+                    }
+                    Err(e) => return Err(op_err(&store, e)),
+                };
                 Ok((
                     Repo {
                         key: open.key(),
@@ -796,5 +845,98 @@ impl SnapshotReader {
             .flush()
             .map_err(|e| RepoError::Source(e.to_string()))?;
         Ok(counting.n)
+    }
+}
+
+#[cfg(test)]
+mod init_race_tests {
+    use std::sync::{Arc, Barrier};
+
+    use crate::{LocalStore, ObjectStore, Repo, S3Config, S3Store, SnapshotMeta, SourceFile};
+
+    const PASSWORD: &str = "init-race-password";
+
+    /// Several processes' first backups into one new repository start together: all must
+    /// end up in one repository with one master key, every snapshot readable by all.
+    fn racing_first_backups(store: Arc<dyn ObjectStore>) {
+        const N: usize = 4;
+        let barrier = Arc::new(Barrier::new(N));
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let (repo, created) = Repo::open_or_init(store, PASSWORD).unwrap();
+                    let body = format!("written by backup {i}\n");
+                    let file = SourceFile::new("/dumpfile.sql", std::io::Cursor::new(body));
+                    let meta = SnapshotMeta {
+                        host: format!("host-{i}"),
+                        tags: vec![],
+                        paths: vec![],
+                    };
+                    repo.backup(vec![file], &meta).unwrap();
+                    created
+                })
+            })
+            .collect();
+        let created: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            created.iter().filter(|c| **c).count(),
+            1,
+            "exactly one initialisation wins: {created:?}"
+        );
+        assert_eq!(
+            store.list("keys").unwrap().len(),
+            1,
+            "the losers' keys are removed"
+        );
+
+        let repo = Repo::open(store, PASSWORD).unwrap();
+        let mut snaps = repo.snapshots().unwrap();
+        snaps.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        assert_eq!(snaps.len(), N);
+        for (i, s) in snaps.iter().enumerate() {
+            let mut out = Vec::new();
+            repo.dump(&s.id, "/dumpfile.sql", &mut out).unwrap();
+            assert_eq!(out, format!("written by backup {i}\n").into_bytes());
+        }
+        assert_eq!(repo.check(true).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn concurrent_first_backups_share_one_local_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        racing_first_backups(Arc::new(LocalStore::new(dir.path())));
+    }
+
+    #[test]
+    fn concurrent_first_backups_share_one_s3_repository() {
+        let g = coffer_testkit::Garage::start()
+            .expect("Garage is required (scripts/install-deps.sh builds it)");
+        let store = S3Store::new(&S3Config {
+            endpoint: g.endpoint(),
+            bucket: g.bucket().to_string(),
+            prefix: "race".into(),
+            region: g.region().to_string(),
+            access_key_id: g.access_key().to_string(),
+            secret_access_key: g.secret_key().to_string(),
+            session_token: None,
+        })
+        .unwrap();
+        racing_first_backups(Arc::new(store));
+    }
+
+    #[test]
+    fn a_config_is_written_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        assert!(store.write_new("config", &["first".into()]).unwrap());
+        assert!(!store.write_new("config", &["second".into()]).unwrap());
+        assert_eq!(&store.read("config").unwrap()[..], b"first");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("config")]);
     }
 }

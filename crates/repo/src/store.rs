@@ -44,6 +44,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn read_range(&self, key: &str, offset: u64, len: u64) -> StoreResult<Bytes>;
     /// Writes a whole file; readers never see a partial file.
     fn write(&self, key: &str, parts: &[Bytes]) -> StoreResult<()>;
+    /// Writes a whole file only if no file has that key; returns whether it wrote. Two
+    /// processes initialising one repository race on its `config`: exactly one must win.
+    fn write_new(&self, key: &str, parts: &[Bytes]) -> StoreResult<bool>;
     /// Removes a file; removing a missing file is not an error.
     fn delete(&self, key: &str) -> StoreResult<()>;
     fn exists(&self, key: &str) -> StoreResult<bool>;
@@ -93,6 +96,37 @@ impl LocalStore {
         StoreError::Io {
             location: self.location(),
             message: format!("cannot {what} {}: {err}{hint}", path.display()),
+        }
+    }
+
+    /// Writes `parts` to a synced temporary file beside `p` and returns its path. The name
+    /// is unique per process and call, so concurrent writers never share a temporary file.
+    fn write_temp(&self, p: &Path, parts: &[Bytes]) -> StoreResult<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| self.io("create", &dir, e))?;
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{name}-{}-{seq}", std::process::id()));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            for part in parts {
+                f.write_all(part)?;
+            }
+            f.sync_all()
+        })();
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(self.io("write", p, e))
+            }
         }
     }
 }
@@ -153,30 +187,25 @@ impl ObjectStore for LocalStore {
     }
 
     fn write(&self, key: &str, parts: &[Bytes]) -> StoreResult<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         let p = self.path(key);
-        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| self.io("create", &dir, e))?;
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
-        let result = (|| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            for part in parts {
-                f.write_all(part)?;
-            }
-            f.sync_all()?;
-            fs::rename(&tmp, &p)
-        })();
-        if let Err(e) = result {
+        let tmp = self.write_temp(&p, parts)?;
+        fs::rename(&tmp, &p).map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            return Err(self.io("write", &p, e));
+            self.io("write", &p, e)
+        })
+    }
+
+    fn write_new(&self, key: &str, parts: &[Bytes]) -> StoreResult<bool> {
+        let p = self.path(key);
+        let tmp = self.write_temp(&p, parts)?;
+        // A hard link is created atomically and never replaces an existing file.
+        let linked = fs::hard_link(&tmp, &p);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(self.io("write", &p, e)),
         }
-        Ok(())
     }
 
     fn delete(&self, key: &str) -> StoreResult<()> {
@@ -443,6 +472,21 @@ impl ObjectStore for S3Store {
             .write(key, buf)
             .map(|_| ())
             .map_err(|e| self.err("write", key, e))
+    }
+
+    fn write_new(&self, key: &str, parts: &[Bytes]) -> StoreResult<bool> {
+        let _guard = runtime().enter();
+        let buf: opendal::Buffer = parts.iter().cloned().collect();
+        // S3 conditional writes (If-None-Match: *) make the check and the write one step.
+        let opts = opendal::options::WriteOptions {
+            if_not_exists: true,
+            ..Default::default()
+        };
+        match self.op.write_options(key, buf, opts) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
+            Err(e) => Err(self.err("write", key, e)),
+        }
     }
 
     fn delete(&self, key: &str) -> StoreResult<()> {
