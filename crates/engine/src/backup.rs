@@ -206,11 +206,8 @@ pub(crate) fn repo_vars(
     }
 }
 
-pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> Duration {
-    task.param("waitTimeout")
-        .and_then(|w| w.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_DB_WAIT)
+pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> EngineResult<Duration> {
+    Ok(task.duration("waitTimeout")?.unwrap_or(DEFAULT_DB_WAIT))
 }
 
 /// Splits a Stash `args` param on whitespace, as Stash does.
@@ -504,7 +501,7 @@ fn execute(
                         &p.task,
                         &p.host,
                         &tag,
-                        db_wait(&p.task),
+                        db_wait(&p.task)?,
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     let h = &mut session.status_mut().targets[0].stats[0];
@@ -518,7 +515,7 @@ fn execute(
                         &p.task,
                         &p.host,
                         &tag,
-                        db_wait(&p.task),
+                        db_wait(&p.task)?,
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, coffer_db::native::DIR)
@@ -528,7 +525,7 @@ fn execute(
                         &p.conn,
                         &p.host,
                         &tag,
-                        db_wait(&p.task),
+                        db_wait(&p.task)?,
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, crate::physical::STREAM_PATH)
@@ -596,7 +593,7 @@ pub(crate) fn repo_err(repo: &Repository, e: coffer_repo::RepoError) -> EngineEr
 fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResult<SnapshotInfo> {
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(&p.conn, clients.flavor)?);
-    let info = coffer_db::ping(&p.conn, &files, db_wait(&p.task))?;
+    let info = coffer_db::ping(&p.conn, &files, db_wait(&p.task)?)?;
     tracing::info!(
         "connected to {} at {} (server {})",
         p.conn.label,

@@ -25,16 +25,14 @@ fn list(task: &ResolvedTask, name: &str) -> Vec<String> {
 
 /// Connections: the task's `connections`, else `per_core` per core. A load waits on the
 /// server's I/O, so it gets more connections than a dump.
-fn connections(task: &ResolvedTask, per_core: usize) -> usize {
-    task.param("connections")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| {
-            per_core
-                * std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-        })
-        .clamp(1, 64)
+fn connections(task: &ResolvedTask, per_core: usize) -> EngineResult<usize> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    Ok(task
+        .number("connections", 1..=64)?
+        .map(|c| c as usize)
+        .unwrap_or((per_core * cores).clamp(1, 64)))
 }
 
 pub fn native_backup(
@@ -49,14 +47,10 @@ pub fn native_backup(
     let files = ClientFiles::new(conn, clients.flavor)?;
     let info = coffer_db::ping(conn, &files, db_wait)?;
     let opts = NativeDumpOptions {
-        connections: connections(task, 1),
-        chunk_bytes: task
-            .param("chunkMiB")
-            .and_then(|c| c.parse::<u64>().ok())
-            .map(|m| m << 20)
-            .unwrap_or(64 << 20),
+        connections: connections(task, 1)?,
+        chunk_bytes: task.number("chunkMiB", 1..=4096)?.unwrap_or(64) << 20,
         databases: list(task, "databases"),
-        users: task.param("users") == Some("true"),
+        users: task.flag("users")?,
     };
     let dump = NativeDump::prepare(conn, &files, &opts)?;
     let pos = dump.position().clone();
@@ -132,12 +126,12 @@ pub fn native_restore(
         rename.insert(a.to_string(), b.to_string());
     }
     let opts = LoadOptions {
-        connections: connections(task, 2),
+        connections: connections(task, 2)?,
         databases: list(task, "databases"),
         tables: list(task, "tables"),
         rename,
-        binlog: task.param("binlog") == Some("true"),
-        users: task.param("users") == Some("true"),
+        binlog: task.flag("binlog")?,
+        users: task.flag("users")?,
     };
     let r = reader.clone();
     let fetch: native::load::Fetch = Arc::new(move |path: &str, w: &mut dyn std::io::Write| {

@@ -244,8 +244,7 @@ pub fn galera_backup(
         .unwrap_or("127.0.0.1")
         .to_string();
     let timeout = task
-        .param("sstTimeout")
-        .and_then(|t| coffer_api::duration::parse(t).ok())
+        .duration("sstTimeout")?
         .unwrap_or(Duration::from_secs(120));
     let req = SstRequest {
         address: g.address.clone(),
@@ -253,10 +252,7 @@ pub fn galera_backup(
         sst_method: method.clone(),
         donor: donor.clone(),
         listen_host: listen_host.clone(),
-        listen_port: task
-            .param("listenPort")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0),
+        listen_port: task.number("listenPort", 0..=65535)?.unwrap_or(0) as u16,
         garbd_host: listen_host,
         garbd_port: free_port(),
         timeout,
@@ -381,12 +377,11 @@ impl PhysicalRestore {
                 message: format!("task param dataDir `{dir}` must contain ${{POD_ORDINAL}} for {replicas} replicas"),
             });
         }
-        let flag = |n: &str| task.param(n).is_some_and(|v| v == "true");
         Ok(PhysicalRestore {
             data_dir_template: dir.to_string(),
             replicas,
-            replace: flag("replaceDataDir"),
-            keep_cluster_uuid: flag("keepClusterUUID"),
+            replace: task.flag("replaceDataDir")?,
+            keep_cluster_uuid: task.flag("keepClusterUUID")?,
             owner: task
                 .param("owner")
                 .filter(|o| !o.is_empty())

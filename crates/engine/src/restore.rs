@@ -325,7 +325,7 @@ fn execute(
                     conn.label
                 );
                 let r =
-                    crate::native::native_restore(&repo, &snap.id, &conn, &task, db_wait(&task))
+                    crate::native::native_restore(&repo, &snap.id, &conn, &task, db_wait(&task)?)
                         .map_err(|e| name_repo(&repo_res, e))?;
                 let pos = [
                     r.position
@@ -369,7 +369,7 @@ fn execute(
                 );
                 let clients = Clients::detect()?;
                 let files = Arc::new(ClientFiles::new(&conn, clients.flavor)?);
-                coffer_db::ping(&conn, &files, db_wait(&task))?;
+                coffer_db::ping(&conn, &files, db_wait(&task)?)?;
                 let args = split_args(task.param("args").unwrap_or(""));
                 let sink = LoadSink::start(&clients, &conn, files, &args)?;
                 let bytes = load(&repo, &snap.id, sink).map_err(|e| name_repo(&repo_res, e))?;

@@ -59,11 +59,66 @@ pub struct ResolvedTask {
     pub steps: Vec<Step>,
     /// Task params merged over defaults, as the built-in steps read them (`args`, ...).
     pub params: BTreeMap<String, String>,
+    /// The resource whose session runs the task, for errors about its params.
+    pub referenced_by: String,
 }
 
 impl ResolvedTask {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
+    }
+
+    fn bad_param(&self, name: &str, value: &str, want: String) -> EngineError {
+        EngineError::Invalid {
+            resource: format!(
+                "{} (task {}, param `{name}`)",
+                self.referenced_by, self.name
+            ),
+            message: format!("`{value}` is not {want}: fix the value or remove the param"),
+        }
+    }
+
+    /// A whole-number param within `range`; `None` when unset or empty. A value that does
+    /// not parse or lies outside the range fails the session instead of being ignored.
+    pub fn number(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> EngineResult<Option<u64>> {
+        let Some(v) = self.param(name).map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        match v.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(self.bad_param(
+                name,
+                v,
+                format!("a whole number from {} to {}", range.start(), range.end()),
+            )),
+        }
+    }
+
+    /// A `true`/`false` param; unset or empty is false.
+    pub fn flag(&self, name: &str) -> EngineResult<bool> {
+        match self.param(name).map(str::trim).unwrap_or("") {
+            "" => Ok(false),
+            v if v.eq_ignore_ascii_case("true") => Ok(true),
+            v if v.eq_ignore_ascii_case("false") => Ok(false),
+            v => Err(self.bad_param(name, v, "`true` or `false`".into())),
+        }
+    }
+
+    /// A duration param (`90s`, `5m`, `1h`, or plain seconds); `None` when unset or empty.
+    pub fn duration(&self, name: &str) -> EngineResult<Option<std::time::Duration>> {
+        let Some(v) = self.param(name).map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if let Ok(secs) = v.parse::<u64>() {
+            return Ok(Some(std::time::Duration::from_secs(secs)));
+        }
+        coffer_api::duration::parse(v)
+            .map(Some)
+            .map_err(|_| self.bad_param(name, v, "a duration such as `90s`, `5m` or `1h`".into()))
     }
 }
 
@@ -226,6 +281,7 @@ pub fn resolve(
         name: name.to_string(),
         steps,
         params,
+        referenced_by: referenced_by.to_string(),
     })
 }
 
@@ -303,6 +359,63 @@ pub fn run_exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task_with(params: &[(&str, &str)]) -> ResolvedTask {
+        ResolvedTask {
+            name: "mariadb-backup-10.5.8".into(),
+            steps: vec![],
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            referenced_by: "BackupConfiguration demo/app".into(),
+        }
+    }
+
+    #[test]
+    fn typed_params_refuse_what_they_cannot_use() {
+        let t = task_with(&[
+            ("connections", "4"),
+            ("chunkMiB", "64MiB"),
+            ("zero", "0"),
+            ("users", "TRUE"),
+            ("binlog", "yes"),
+            ("waitTimeout", "90"),
+            ("sstTimeout", "2m"),
+            ("bad", "soon"),
+            ("empty", ""),
+        ]);
+        assert_eq!(t.number("connections", 1..=64).unwrap(), Some(4));
+        assert_eq!(t.number("missing", 1..=64).unwrap(), None);
+        assert_eq!(t.number("empty", 1..=64).unwrap(), None);
+        let e = t.number("chunkMiB", 1..=4096).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "BackupConfiguration demo/app (task mariadb-backup-10.5.8, param `chunkMiB`): \
+             `64MiB` is not a whole number from 1 to 4096: fix the value or remove the param"
+        );
+        assert!(t.number("zero", 1..=64).is_err(), "out of range");
+        assert!(t.flag("users").unwrap());
+        assert!(!t.flag("missing").unwrap());
+        assert!(t
+            .flag("binlog")
+            .unwrap_err()
+            .to_string()
+            .contains("`yes` is not `true` or `false`"));
+        assert_eq!(
+            t.duration("waitTimeout").unwrap(),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            t.duration("sstTimeout").unwrap(),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert!(t
+            .duration("bad")
+            .unwrap_err()
+            .to_string()
+            .contains("param `bad`"));
+    }
 
     #[test]
     fn stash_task_names_are_builtin() {
