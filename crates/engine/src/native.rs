@@ -51,6 +51,9 @@ pub fn native_backup(
         chunk_bytes: task.number("chunkMiB", 1..=4096)?.unwrap_or(64) << 20,
         databases: list(task, "databases"),
         users: task.flag("users")?,
+        // Pieces the repository stores whole skip its content-defined chunking, the largest
+        // single cost of a backup.
+        piece_bytes: repo.unchunked_file_limit()? as usize,
     };
     let dump = NativeDump::prepare(conn, &files, &opts)?;
     let pos = dump.position().clone();
@@ -76,13 +79,13 @@ pub fn native_backup(
     if let Some(g) = &pos.gtid {
         tags.push(format!("gtid={g}"));
     }
-    let sources: Vec<SourceFile> = dump
-        .files()
-        .into_iter()
-        .map(|(path, reader)| SourceFile { path, reader })
-        .collect();
-    repo.backup(
-        sources,
+    let sources = dump.stream().map(|f| SourceFile {
+        path: f.path,
+        reader: f.reader,
+        size: f.size,
+    });
+    repo.backup_stream(
+        Box::new(sources),
         &SnapshotMeta {
             host: host.to_string(),
             tags,

@@ -14,6 +14,6 @@ pub mod store;
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{
     ForgetOutcome, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
-    SnapshotReader, SnapshotSelector, SourceFailed, SourceFile,
+    SnapshotReader, SnapshotSelector, SourceFailed, SourceFile, SourceStream,
 };
 pub use store::{LocalStore, ObjectStore, S3Config, S3Store, StoreError};

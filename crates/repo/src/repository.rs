@@ -161,6 +161,9 @@ pub struct SnapshotMeta {
 pub struct SourceFile {
     pub path: String,
     pub reader: Box<dyn BufRead + Send>,
+    /// The file's length when it is known before reading (a buffer in memory): recorded in the
+    /// tree as is, and checked against what the reader delivers.
+    pub size: Option<u64>,
 }
 
 impl SourceFile {
@@ -175,9 +178,25 @@ impl SourceFile {
         SourceFile {
             path: path.into(),
             reader: Box::new(reader),
+            size: None,
+        }
+    }
+
+    /// A file held in memory: its size is known up front.
+    pub fn in_memory(
+        path: impl Into<String>,
+        data: impl AsRef<[u8]> + Send + 'static,
+    ) -> SourceFile {
+        let size = data.as_ref().len() as u64;
+        SourceFile {
+            size: Some(size),
+            ..SourceFile::buffered(path, std::io::Cursor::new(data))
         }
     }
 }
+
+/// Files handed to [`Repo::backup_stream`] one at a time, in path order.
+pub type SourceStream = Box<dyn Iterator<Item = SourceFile> + Send>;
 
 /// An open restic repository.
 #[derive(Clone)]
@@ -377,6 +396,18 @@ impl Repo {
         op_err(&self.store, e)
     }
 
+    /// Files at most this long are stored as one blob, without content-defined chunking:
+    /// rustic's chunker reads its minimum chunk size whole and scans byte by byte only past
+    /// it. A producer free to choose its file boundaries (the native dump) stays under it.
+    pub fn unchunked_file_limit(&self) -> RepoResult<u64> {
+        let repo = self.opened()?;
+        let cfg = repo.config();
+        Ok(match cfg.chunker() {
+            rustic_core::repofile::Chunker::Rabin => cfg.chunk_min_size(),
+            rustic_core::repofile::Chunker::FixedSize => cfg.chunk_size(),
+        } as u64)
+    }
+
     pub fn lock(&self, exclusive: bool) -> RepoResult<RepoLock> {
         Ok(RepoLock::acquire(
             self.store.clone(),
@@ -403,7 +434,28 @@ impl Repo {
     /// Streams the given files into one new snapshot. The snapshot is written only after every
     /// reader has reached its end without error: a reader that fails (for example because the
     /// dump behind it failed) leaves no snapshot behind.
-    pub fn backup(&self, files: Vec<SourceFile>, meta: &SnapshotMeta) -> RepoResult<SnapshotInfo> {
+    pub fn backup(
+        &self,
+        mut files: Vec<SourceFile>,
+        meta: &SnapshotMeta,
+    ) -> RepoResult<SnapshotInfo> {
+        // The tree archiver expects entries in path order.
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut meta = meta.clone();
+        if meta.paths.is_empty() {
+            meta.paths = files.iter().map(|f| f.path.clone()).collect();
+        }
+        self.backup_stream(Box::new(files.into_iter()), &meta)
+    }
+
+    /// Like [`backup`](Self::backup), for files that a producer makes while the backup runs:
+    /// they must come in path order (a file out of order fails the backup), and `meta.paths`
+    /// names the snapshot's paths, which cannot be known up front.
+    pub fn backup_stream(
+        &self,
+        files: SourceStream,
+        meta: &SnapshotMeta,
+    ) -> RepoResult<SnapshotInfo> {
         let gate = Arc::new(SourceGate::default());
         let repo = self
             .opened_with(StoreBackend::gated(self.store.clone(), gate.clone()))?
@@ -421,11 +473,7 @@ impl Repo {
         // taken as unchanged and its old content silently reused.
         opts.parent_opts.force = true;
         opts.no_scan = true;
-        let mut paths: Vec<PathBuf> = if meta.paths.is_empty() {
-            files.iter().map(|f| PathBuf::from(&f.path)).collect()
-        } else {
-            meta.paths.iter().map(PathBuf::from).collect()
-        };
+        let mut paths: Vec<PathBuf> = meta.paths.iter().map(PathBuf::from).collect();
         paths.sort();
         let src = StreamSource::new(files, gate.clone());
         let snap = repo
@@ -438,7 +486,7 @@ impl Repo {
         // the gate has held back so far.
         let info = SnapshotInfo::from_file(&snap);
         let sizes = src.sizes();
-        let delivered: u64 = sizes.values().sum();
+        let delivered: u64 = sizes.values().sum::<u64>() + src.known.load(Ordering::SeqCst);
         if gate.failure().is_some() || info.total_bytes != delivered {
             return Err(RepoError::Source(gate.failure().unwrap_or_else(|| {
                 format!(
@@ -697,22 +745,25 @@ impl Write for CountingWriter<'_> {
     }
 }
 
-/// Files given as readers, handed to rustic's archiver once each.
+/// Bytes delivered by each file of unknown size, by its path without the leading `/`.
+type DeliveredPerFile = Arc<Mutex<Vec<(String, Arc<AtomicU64>)>>>;
+
+/// Files given as readers, handed to rustic's archiver once each, as it asks for them.
 struct StreamSource {
-    files: Mutex<Vec<SourceFile>>,
+    files: Mutex<Option<SourceStream>>,
     gate: Arc<SourceGate>,
-    /// Bytes delivered by each file, by its path without the leading `/`.
-    per_file: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    per_file: DeliveredPerFile,
+    /// Bytes delivered by the files whose size was known, each checked as it ends.
+    known: Arc<AtomicU64>,
 }
 
 impl StreamSource {
-    fn new(mut files: Vec<SourceFile>, gate: Arc<SourceGate>) -> Self {
-        // The tree archiver expects entries in path order.
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+    fn new(files: SourceStream, gate: Arc<SourceGate>) -> Self {
         Self {
-            files: Mutex::new(files),
+            files: Mutex::new(Some(files)),
             gate,
-            per_file: Mutex::new(Vec::new()),
+            per_file: Arc::default(),
+            known: Arc::default(),
         }
     }
 
@@ -726,7 +777,67 @@ impl StreamSource {
     }
 }
 
-type Entries = std::vec::IntoIter<RusticResult<ReadSourceEntry<FillReader>>>;
+/// The archiver's view of a [`SourceStream`]: one entry per file, made when it asks.
+struct Entries {
+    files: SourceStream,
+    gate: Arc<SourceGate>,
+    per_file: DeliveredPerFile,
+    known: Arc<AtomicU64>,
+    now: rustic_core::jiff::Timestamp,
+    last: Option<String>,
+}
+
+impl Iterator for Entries {
+    type Item = RusticResult<ReadSourceEntry<FillReader>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let f = self.files.next()?;
+        if self.last.as_ref().is_some_and(|last| *last >= f.path) {
+            // The tree would be built wrong: fail the backup, which leaves no snapshot.
+            let why = format!(
+                "the backup source produced {} after {}: files must come in path order",
+                f.path,
+                self.last.as_deref().unwrap_or_default()
+            );
+            self.gate.fail(why.clone());
+            return Some(Err(RusticError::new(ErrorKind::InvalidInput, why)));
+        }
+        self.last = Some(f.path.clone());
+        let path = PathBuf::from(&f.path);
+        let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
+            let why = format!("snapshot file path {} has no name", f.path);
+            self.gate.fail(why.clone());
+            return Some(Err(RusticError::new(ErrorKind::InvalidInput, why)));
+        };
+        let meta = Metadata {
+            mode: Some(0o100644),
+            mtime: Some(self.now),
+            // rustic sizes its chunk buffer by the smaller of this and the minimum chunk size;
+            // a stream's size is unknown, and the default of 0 made it grow the buffer by
+            // doubling, copying each chunk once more. The real size of a stream replaces this
+            // in the tree before the snapshot is written (sizes).
+            size: f.size.unwrap_or(u64::MAX),
+            ..Default::default()
+        };
+        let delivered = Arc::new(AtomicU64::new(0));
+        if f.size.is_none() {
+            self.per_file.lock().unwrap().push((
+                f.path.trim_start_matches('/').to_string(),
+                delivered.clone(),
+            ));
+        }
+        Some(Ok(ReadSourceEntry {
+            path,
+            node: Node::new_node(&name, NodeType::File, meta),
+            open: Some(FillReader {
+                inner: Some(f.reader),
+                gate: self.gate.clone(),
+                delivered,
+                expected: f.size.map(|n| (n, f.path.clone(), self.known.clone())),
+            }),
+        }))
+    }
+}
 
 impl ReadSource for StreamSource {
     type Open = FillReader;
@@ -737,43 +848,20 @@ impl ReadSource for StreamSource {
     }
 
     fn entries(&self) -> Self::Iter {
-        let files = std::mem::take(&mut *self.files.lock().unwrap());
-        let now = rustic_core::jiff::Timestamp::now();
-        let mut per_file = self.per_file.lock().unwrap();
-        files
-            .into_iter()
-            .map(|f| {
-                let path = PathBuf::from(&f.path);
-                let name = path.file_name().map(|n| n.to_os_string()).ok_or_else(|| {
-                    RusticError::new(ErrorKind::InvalidInput, "snapshot file path has no name")
-                })?;
-                let meta = Metadata {
-                    mode: Some(0o100644),
-                    mtime: Some(now),
-                    // rustic sizes its chunk buffer by the smaller of this and the minimum
-                    // chunk size; a stream's size is unknown, and the default of 0 made it
-                    // grow the buffer by doubling, copying each chunk once more. The real
-                    // size replaces this in the tree before the snapshot is written (sizes).
-                    size: u64::MAX,
-                    ..Default::default()
-                };
-                let delivered = Arc::new(AtomicU64::new(0));
-                per_file.push((
-                    f.path.trim_start_matches('/').to_string(),
-                    delivered.clone(),
-                ));
-                Ok(ReadSourceEntry {
-                    path,
-                    node: Node::new_node(&name, NodeType::File, meta),
-                    open: Some(FillReader {
-                        inner: Some(f.reader),
-                        gate: self.gate.clone(),
-                        delivered,
-                    }),
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
+        let files = self
+            .files
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| Box::new(std::iter::empty()));
+        Entries {
+            files,
+            gate: self.gate.clone(),
+            per_file: self.per_file.clone(),
+            known: self.known.clone(),
+            now: rustic_core::jiff::Timestamp::now(),
+            last: None,
+        }
     }
 }
 
@@ -788,6 +876,9 @@ pub struct FillReader {
     gate: Arc<SourceGate>,
     /// Bytes this file delivered.
     delivered: Arc<AtomicU64>,
+    /// For a file of known size: that size, its path, and the sum of such files' bytes, added
+    /// to once the file has delivered exactly its size.
+    expected: Option<(u64, String, Arc<AtomicU64>)>,
 }
 
 impl Read for FillReader {
@@ -807,6 +898,15 @@ impl Read for FillReader {
             };
             if avail.is_empty() {
                 self.inner = None;
+                if let Some((want, path, known)) = self.expected.take() {
+                    let got = self.delivered.load(Ordering::Relaxed) + n as u64;
+                    if got != want {
+                        let why = format!("{path} delivered {got} bytes, not its {want}");
+                        self.gate.fail(why.clone());
+                        return Err(std::io::Error::other(SourceFailed(why)));
+                    }
+                    known.fetch_add(want, Ordering::SeqCst);
+                }
                 break;
             }
             let k = avail.len().min(buf.len() - n);

@@ -392,6 +392,65 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_keeps_known_sizes_and_fails_out_of_order_or_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = Repo::open_or_init(Arc::new(LocalStore::new(dir.path())), PASSWORD).unwrap();
+        let meta = SnapshotMeta {
+            host: "host-0".into(),
+            tags: vec![],
+            paths: vec!["/coffer".into()],
+        };
+        let piece: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let good = vec![
+            SourceFile::in_memory("/coffer/0-schema.json", b"{}".to_vec()),
+            SourceFile::in_memory("/coffer/1-000000/00000000.tsv", piece.clone()),
+            SourceFile::new(
+                "/coffer/9-manifest.json",
+                std::io::Cursor::new(b"[]".to_vec()),
+            ),
+        ];
+        r.backup_stream(Box::new(good.into_iter()), &meta).unwrap();
+        let ls = restic(dir.path(), &["ls", "--json", "latest"]);
+        let ls = String::from_utf8(ls.stdout).unwrap();
+        let size_of = |path: &str| {
+            ls.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["path"] == path)
+                .and_then(|v| v["size"].as_u64())
+        };
+        assert_eq!(size_of("/coffer/1-000000/00000000.tsv"), Some(700_000));
+        assert_eq!(size_of("/coffer/9-manifest.json"), Some(2));
+
+        let out_of_order = vec![
+            SourceFile::in_memory("/coffer/1-000001/00000000.tsv", b"b".to_vec()),
+            SourceFile::in_memory("/coffer/1-000000/00000000.tsv", b"a".to_vec()),
+        ];
+        let e = r
+            .backup_stream(Box::new(out_of_order.into_iter()), &meta)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("files must come in path order"), "{e}");
+
+        let mut short = SourceFile::in_memory("/coffer/1-000000/00000000.tsv", b"abc".to_vec());
+        short.size = Some(10);
+        let e = r
+            .backup_stream(Box::new(vec![short].into_iter()), &meta)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("delivered 3 bytes, not its 10"), "{e}");
+
+        let snaps = restic(dir.path(), &["snapshots", "--json"]);
+        let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+        assert_eq!(
+            snaps.as_array().unwrap().len(),
+            1,
+            "only the good stream made one"
+        );
+        let check = restic(dir.path(), &["check", "--read-data"]);
+        assert!(check.status.success(), "{check:?}");
+    }
+
+    #[test]
     fn streamed_files_keep_their_sizes_in_a_v2_repository() {
         let dir = tempfile::tempdir().unwrap();
         Repo::open_or_init(Arc::new(LocalStore::new(dir.path())), PASSWORD).unwrap();

@@ -75,19 +75,58 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     );
     let manifest = restic(&repo_s, &["dump", "latest", "/coffer/9-manifest.json"]);
     let manifest: serde_json::Value = serde_json::from_str(&manifest.stdout).unwrap();
-    let big_files = manifest["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["table"] == "t")
-        .count();
+    assert_eq!(manifest["format"], 2, "chunks are directories of pieces");
+    let chunks = manifest["files"].as_array().unwrap();
+    let big_chunks: Vec<&serde_json::Value> = chunks.iter().filter(|f| f["table"] == "t").collect();
     assert!(
-        big_files > 1,
-        "the big table is split into chunks: {big_files}"
+        big_chunks.len() > 1,
+        "the big table is split into chunks: {}",
+        big_chunks.len()
+    );
+    // Every chunk is its pieces: files no larger than the repository's minimum chunk size
+    // (1 MiB), stored whole without content-defined chunking, adding up to the chunk.
+    let ls = restic(&repo_s, &["ls", "--json", "latest"]);
+    let sizes: std::collections::BTreeMap<String, u64> = ls
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "file")
+        .map(|v| {
+            (
+                v["path"].as_str().unwrap().to_string(),
+                v["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut several = false;
+    for c in chunks {
+        let dir = c["path"].as_str().unwrap();
+        let pieces = c["pieces"].as_u64().unwrap();
+        several |= pieces > 1;
+        let mine: Vec<u64> = sizes
+            .iter()
+            .filter(|(p, _)| p.starts_with(&format!("{dir}/")))
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(mine.len() as u64, pieces, "{dir}: {mine:?}");
+        assert_eq!(
+            mine.iter().sum::<u64>(),
+            c["bytes"].as_u64().unwrap(),
+            "{dir}"
+        );
+        // A row longer than that (the fidelity schema has a 1 MB blob) is a piece of its own.
+        if c["table"] == "t" {
+            assert!(mine.iter().all(|s| *s <= 1 << 20), "{dir}: {mine:?}");
+        }
+    }
+    assert!(
+        several,
+        "a 1 MiB chunk of the big table makes several pieces"
     );
     assert_restic_check(&repo_s, &[]);
     assert_restic_restores(&repo_s, "/coffer/9-manifest.json", &[]);
-    assert_restic_restores(&repo_s, manifest["files"][0]["path"].as_str().unwrap(), &[]);
+    let first_piece = format!("{}/00000000.tsv", big_chunks[0]["path"].as_str().unwrap());
+    assert_restic_restores(&repo_s, &first_piece, &[]);
 
     // Full restore: every table bit-exact (FLOAT and DOUBLE included), every definition equal.
     let r = cf.run(&[

@@ -1,17 +1,20 @@
 //! The native dump: N connections share one consistent snapshot (a brief global read lock
 //! while every connection starts `WITH CONSISTENT SNAPSHOT` and the binlog position is read),
-//! tables are split into primary-key ranges, and each chunk is produced only when the
-//! repository reads its file — so memory stays flat and at most as many chunks are in
-//! flight as the repository reads at once.
+//! and tables are split into primary-key chunks, one query each. A worker per connection
+//! streams a chunk's rows into pieces: files small enough that the repository stores each
+//! whole, without the byte-by-byte scan of content-defined chunking, with boundaries chosen
+//! by the rows' content so that an unchanged stretch of a table makes the same pieces from
+//! one backup to the next. The repository takes the pieces in snapshot order as the workers
+//! make them; a worker runs at most a few pieces ahead, so memory stays flat.
 
 use std::{
+    collections::VecDeque,
     hash::Hasher as _,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, Read},
     sync::{
-        mpsc::{sync_channel, Receiver, SyncSender},
+        atomic::{AtomicUsize, Ordering},
         Arc, Condvar, Mutex,
     },
-    thread::JoinHandle,
 };
 
 use mysql::{prelude::Queryable, Conn, Value};
@@ -35,6 +38,9 @@ pub struct NativeDumpOptions {
     /// Databases to dump; empty means every user database.
     pub databases: Vec<String>,
     pub users: bool,
+    /// The largest piece, in bytes: the repository's largest file stored without
+    /// content-defined chunking (its minimum chunk size).
+    pub piece_bytes: usize,
 }
 
 impl Default for NativeDumpOptions {
@@ -44,6 +50,7 @@ impl Default for NativeDumpOptions {
             chunk_bytes: 64 << 20,
             databases: Vec::new(),
             users: false,
+            piece_bytes: 1 << 20,
         }
     }
 }
@@ -81,19 +88,29 @@ impl Pool {
     }
 }
 
-/// Shared progress: finished files and the first failure.
+/// What the workers and the repository's reading share.
 #[derive(Default)]
-struct Progress {
-    files: Vec<DataFile>,
+struct State {
+    /// Per chunk: pieces made and not yet taken, oldest first.
+    queues: Vec<VecDeque<Vec<u8>>>,
+    /// Per chunk: its record once its worker has made every piece.
+    done: Vec<Option<DataFile>>,
     failure: Option<String>,
+    /// The repository stopped taking pieces (the backup failed elsewhere).
+    abandoned: bool,
 }
 
 struct Shared {
     pool: Pool,
-    progress: Mutex<Progress>,
-    done: Condvar,
-    total: usize,
+    state: Mutex<State>,
+    changed: Condvar,
     target: String,
+    /// The next chunk no worker has started.
+    next: AtomicUsize,
+    /// Emptied piece buffers, back from the repository: without them every piece would be a
+    /// fresh allocation, faulted in page by page.
+    spare: Mutex<Vec<Vec<u8>>>,
+    limits: PieceLimits,
 }
 
 /// A prepared native dump: the snapshot is open on every connection.
@@ -474,8 +491,9 @@ impl NativeDump {
         for c in conns.iter_mut() {
             q(spec, c, "SET NAMES binary")?;
         }
+        let width = chunks.len().to_string().len().max(6);
         for (i, ch) in chunks.iter_mut().enumerate() {
-            ch.path = format!("/coffer/1-{i:06}.tsv");
+            ch.path = format!("{}/1-{i:0width$}", super::DIR);
         }
         let total = chunks.len();
         Ok(NativeDump {
@@ -484,10 +502,16 @@ impl NativeDump {
                     conns: Mutex::new(conns),
                     ready: Condvar::new(),
                 },
-                progress: Mutex::new(Progress::default()),
-                done: Condvar::new(),
-                total,
+                state: Mutex::new(State {
+                    queues: vec![VecDeque::new(); total],
+                    done: vec![None; total],
+                    ..Default::default()
+                }),
+                changed: Condvar::new(),
                 target: spec.label.clone(),
+                next: AtomicUsize::new(0),
+                spare: Mutex::new(Vec::new()),
+                limits: PieceLimits::new(opts.piece_bytes),
             }),
             chunks,
             schema,
@@ -508,36 +532,306 @@ impl NativeDump {
         self.chunks.len()
     }
 
-    /// The snapshot's files, in order: schema, data chunks (produced on first read), manifest
-    /// (produced when every chunk is done).
-    pub fn files(self) -> Vec<(String, Box<dyn BufRead + Send>)> {
-        let mut out: Vec<(String, Box<dyn BufRead + Send>)> = Vec::new();
-        let schema = serde_json::to_vec_pretty(&self.schema).expect("schema serialises");
-        out.push((SCHEMA_PATH.into(), Box::new(std::io::Cursor::new(schema))));
+    /// The snapshot's files, in path order: the schema, each chunk's pieces as the workers make
+    /// them (one worker per connection starts now), then the manifest.
+    pub fn stream(self) -> DumpStream {
         let connections = self.shared.pool.conns.lock().unwrap().len();
-        for ch in self.chunks {
-            out.push((
-                ch.path.clone(),
-                Box::new(ChunkReader::new(self.shared.clone(), ch)),
-            ));
+        let chunks = Arc::new(self.chunks);
+        for _ in 0..connections {
+            let (shared, chunks) = (self.shared.clone(), chunks.clone());
+            let spawned = std::thread::Builder::new()
+                .name("coffer-dump".into())
+                .spawn(move || work(&shared, &chunks));
+            if let Err(e) = spawned {
+                self.shared.fail(format!("cannot start a dump thread: {e}"));
+            }
         }
-        out.push((
-            MANIFEST_PATH.into(),
-            Box::new(BufReader::new(ManifestReader {
-                shared: self.shared,
-                base: Manifest {
-                    format: 1,
-                    server_version: self.schema.server_version,
-                    position: self.position,
-                    started: self.started,
-                    finished: String::new(),
-                    connections,
-                    files: Vec::new(),
-                },
-                body: None,
-            })),
-        ));
-        out
+        let schema = serde_json::to_vec_pretty(&self.schema).expect("schema serialises");
+        DumpStream {
+            shared: self.shared,
+            chunks,
+            schema: Some(schema),
+            current: 0,
+            piece: 0,
+            manifest: Some(Manifest {
+                format: 2,
+                server_version: self.schema.server_version,
+                position: self.position,
+                started: self.started,
+                finished: String::new(),
+                connections,
+                files: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// One file of the snapshot: its path, its bytes, and its length when known up front.
+pub struct DumpFile {
+    pub path: String,
+    pub reader: Box<dyn BufRead + Send>,
+    pub size: Option<u64>,
+}
+
+/// The snapshot's files as the dump makes them; see [`NativeDump::stream`].
+pub struct DumpStream {
+    shared: Arc<Shared>,
+    chunks: Arc<Vec<Chunk>>,
+    schema: Option<Vec<u8>>,
+    /// The chunk whose pieces come next, and the number of the next piece.
+    current: usize,
+    piece: usize,
+    manifest: Option<Manifest>,
+}
+
+fn piece_path(chunk: &Chunk, n: usize) -> String {
+    format!("{}/{n:08}.tsv", chunk.path)
+}
+
+impl Iterator for DumpStream {
+    type Item = DumpFile;
+
+    fn next(&mut self) -> Option<DumpFile> {
+        if let Some(schema) = self.schema.take() {
+            return Some(in_memory(SCHEMA_PATH, schema));
+        }
+        let mut st = self.shared.state.lock().unwrap();
+        while self.current < self.chunks.len() {
+            let chunk = &self.chunks[self.current];
+            if let Some(failure) = st.failure.clone() {
+                // A file that fails when read fails the backup: no snapshot is written.
+                self.current = self.chunks.len();
+                self.manifest = None;
+                return Some(DumpFile {
+                    path: piece_path(chunk, self.piece),
+                    reader: Box::new(Failed(DbError::Dump {
+                        target: self.shared.target.clone(),
+                        reason: failure,
+                    })),
+                    size: None,
+                });
+            }
+            if let Some(piece) = st.queues[self.current].pop_front() {
+                self.shared.changed.notify_all();
+                let path = piece_path(chunk, self.piece);
+                self.piece += 1;
+                let size = Some(piece.len() as u64);
+                return Some(DumpFile {
+                    path,
+                    reader: Box::new(PieceReader {
+                        shared: self.shared.clone(),
+                        buf: piece,
+                        pos: 0,
+                    }),
+                    size,
+                });
+            }
+            if st.done[self.current].is_some() {
+                self.current += 1;
+                self.piece = 0;
+                continue;
+            }
+            st = self.shared.changed.wait(st).unwrap();
+        }
+        let mut m = self.manifest.take()?;
+        m.files = st.done.iter().flatten().cloned().collect();
+        m.finished = now();
+        let total_rows: u64 = m.files.iter().map(|f| f.rows).sum();
+        tracing::info!("native dump: {} chunks, {total_rows} rows", m.files.len());
+        Some(in_memory(
+            MANIFEST_PATH,
+            serde_json::to_vec_pretty(&m).expect("manifest serialises"),
+        ))
+    }
+}
+
+impl Drop for DumpStream {
+    fn drop(&mut self) {
+        // Workers waiting to hand over a piece stop instead of waiting for ever.
+        self.shared.state.lock().unwrap().abandoned = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+fn in_memory(path: &str, data: Vec<u8>) -> DumpFile {
+    let size = Some(data.len() as u64);
+    DumpFile {
+        path: path.to_string(),
+        reader: Box::new(std::io::Cursor::new(data)),
+        size,
+    }
+}
+
+/// The reader of a file the dump could not make.
+struct Failed(DbError);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other(self.0.to_string()))
+    }
+}
+
+impl BufRead for Failed {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        Err(std::io::Error::other(self.0.to_string()))
+    }
+    fn consume(&mut self, _: usize) {}
+}
+
+/// One piece, read by the repository; its buffer goes back to the workers afterwards.
+struct PieceReader {
+    shared: Arc<Shared>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PieceReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl BufRead for PieceReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        Ok(&self.buf[self.pos..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+}
+
+impl Drop for PieceReader {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut spare = self.shared.spare.lock().unwrap();
+        if spare.len() < SPARE_PIECES {
+            spare.push(buf);
+        }
+    }
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        let mut st = self.state.lock().unwrap();
+        st.failure.get_or_insert(why);
+        self.changed.notify_all();
+    }
+
+    /// Hands a piece of `chunk` over, waiting while the chunk is [`AHEAD_PIECES`] ahead of
+    /// the repository's reading.
+    fn hand_over(&self, chunk: usize, piece: Vec<u8>) -> Result<(), String> {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if st.abandoned {
+                return Err("the repository stopped reading".into());
+            }
+            if let Some(f) = &st.failure {
+                return Err(f.clone());
+            }
+            if st.queues[chunk].len() < AHEAD_PIECES {
+                break;
+            }
+            st = self.changed.wait(st).unwrap();
+        }
+        st.queues[chunk].push_back(piece);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn fresh_piece(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.limits.max + (64 << 10)))
+    }
+}
+
+/// How many pieces of one chunk may wait for the repository. The repository takes chunks in
+/// order, so a worker ahead of it on a later chunk stops here; the pieces it made are ready
+/// the moment the repository gets to its chunk.
+const AHEAD_PIECES: usize = 8;
+
+/// Emptied buffers kept for reuse: enough for every worker's pieces in waiting.
+const SPARE_PIECES: usize = 32;
+
+/// One connection's worker: takes the next chunk and makes its pieces, until none is left or
+/// the dump has failed.
+fn work(shared: &Shared, chunks: &[Chunk]) {
+    let mut conn = shared.pool.take();
+    loop {
+        {
+            let st = shared.state.lock().unwrap();
+            if st.failure.is_some() || st.abandoned {
+                break;
+            }
+        }
+        let i = shared.next.fetch_add(1, Ordering::SeqCst);
+        let Some(chunk) = chunks.get(i) else {
+            break;
+        };
+        let mut sink = |piece| shared.hand_over(i, piece);
+        let fresh = || shared.fresh_piece();
+        let out = PieceWriter {
+            limits: shared.limits,
+            sink: &mut sink,
+            fresh: &fresh,
+            piece: shared.fresh_piece(),
+            hasher: XxHash3_64::new(),
+            bytes: 0,
+            pieces: 0,
+        };
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            produce(&mut conn, chunk, out)
+        }))
+        .unwrap_or_else(|_| Err(format!("the dump of {} panicked", chunk.path)));
+        match res {
+            Ok(f) => {
+                shared.state.lock().unwrap().done[i] = Some(f);
+                shared.changed.notify_all();
+            }
+            Err(e) => {
+                shared.fail(e);
+                break;
+            }
+        }
+    }
+    shared.pool.give(conn);
+}
+
+/// Where a chunk's rows are cut into pieces. A cut comes after a row whose hash falls under a
+/// threshold proportional to the row's length, once the piece holds `min` bytes; a piece never
+/// passes `max` (a row that would take it past starts the next). Content decides the cuts, so
+/// a change to one row changes one piece or two, not every piece after it.
+#[derive(Debug, Clone, Copy)]
+struct PieceLimits {
+    min: usize,
+    max: usize,
+    /// Cut after a row of `n` bytes when its hash is below `n * per_byte`.
+    per_byte: u64,
+}
+
+impl PieceLimits {
+    fn new(max: usize) -> PieceLimits {
+        let max = max.max(4096);
+        // Pieces average about 5/8 of the limit: few are cut short by it.
+        let mean_past_min = (max / 4) as u64;
+        PieceLimits {
+            min: max / 2,
+            max,
+            per_byte: u64::MAX / mean_past_min,
+        }
+    }
+
+    fn cut_after(&self, row: &[u8]) -> bool {
+        // The row's first bytes (its leading columns, usually the key) decide; rows alike in
+        // them are held apart by the minimum size.
+        let h = XxHash3_64::oneshot(&row[..row.len().min(32)]);
+        h < self.per_byte.saturating_mul(row.len() as u64)
     }
 }
 
@@ -573,127 +867,61 @@ fn escape_into(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(&v[copied..]);
 }
 
-/// Rows travel from a chunk's thread to the repository in blocks of about this size, through
-/// a channel of two: memory per chunk in flight stays under a megabyte, and no pipe copies.
-const BLOCK_BYTES: usize = 256 << 10;
-
-/// A block with room for the row that takes it past `BLOCK_BYTES`.
-fn empty_block() -> Vec<u8> {
-    Vec::with_capacity(BLOCK_BYTES + (64 << 10))
-}
-
-/// A chunk's rows as a LOAD DATA file, produced by a thread on a pooled connection when the
-/// repository first reads it.
-struct ChunkReader {
-    shared: Arc<Shared>,
-    chunk: Option<Chunk>,
-    blocks: Option<Receiver<Vec<u8>>>,
-    /// Emptied blocks go back to the producer, which would otherwise allocate (and fault in)
-    /// a fresh quarter megabyte for every block.
-    spent: Option<SyncSender<Vec<u8>>>,
-    current: Vec<u8>,
-    pos: usize,
-    thread: Option<JoinHandle<Result<(), String>>>,
-}
-
-impl ChunkReader {
-    fn new(shared: Arc<Shared>, chunk: Chunk) -> Self {
-        ChunkReader {
-            shared,
-            chunk: Some(chunk),
-            blocks: None,
-            spent: None,
-            current: Vec::new(),
-            pos: 0,
-            thread: None,
-        }
-    }
-
-    fn start(&mut self) -> std::io::Result<()> {
-        let chunk = self.chunk.take().expect("started once");
-        let (tx, rx) = sync_channel(2);
-        let (spent_tx, spent_rx) = sync_channel(4);
-        let shared = self.shared.clone();
-        self.blocks = Some(rx);
-        self.spent = Some(spent_tx);
-        self.thread = Some(
-            std::thread::Builder::new()
-                .name("coffer-chunk".into())
-                .spawn(move || {
-                    let mut conn = shared.pool.take();
-                    let out = BlockWriter {
-                        tx,
-                        spent: spent_rx,
-                        buf: empty_block(),
-                        hasher: XxHash3_64::new(),
-                        bytes: 0,
-                    };
-                    let res = produce(&mut conn, &chunk, out);
-                    shared.pool.give(conn);
-                    let mut p = shared.progress.lock().unwrap();
-                    match res {
-                        Ok(f) => p.files.push(f),
-                        Err(e) => {
-                            p.failure.get_or_insert_with(|| e.clone());
-                            shared.done.notify_all();
-                            return Err(e);
-                        }
-                    }
-                    shared.done.notify_all();
-                    Ok(())
-                })?,
-        );
-        Ok(())
-    }
-
-    /// Waits for the producing thread and turns its failure into the stream's error.
-    fn finish(&mut self) -> std::io::Result<()> {
-        let Some(t) = self.thread.take() else {
-            return Ok(());
-        };
-        let reason = match t.join() {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e,
-            Err(_) => "a dump thread panicked".into(),
-        };
-        Err(std::io::Error::other(DbError::Dump {
-            target: self.shared.target.clone(),
-            reason,
-        }))
-    }
-}
-
-/// The producing side of a chunk: fills blocks, checksums them, hands them over.
-struct BlockWriter {
-    tx: SyncSender<Vec<u8>>,
-    spent: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
+/// The producing side of a chunk: rows go into the current piece, which is checksummed and
+/// handed over when it is cut.
+struct PieceWriter<'a> {
+    limits: PieceLimits,
+    /// Takes a finished piece (for the dump: into the chunk's queue for the repository).
+    sink: &'a mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+    /// An empty buffer for the next piece.
+    fresh: &'a dyn Fn() -> Vec<u8>,
+    piece: Vec<u8>,
     hasher: XxHash3_64,
     bytes: u64,
+    pieces: u32,
 }
 
-impl BlockWriter {
-    fn send(&mut self) -> Result<(), String> {
-        if self.buf.is_empty() {
+impl PieceWriter<'_> {
+    /// The row that starts at `start` of the current piece is complete: cut before it if it
+    /// took the piece past the limit, or after it if its content says so.
+    fn row_done(&mut self, start: usize) -> Result<(), String> {
+        if self.piece.len() > self.limits.max && start > 0 {
+            let mut next = (self.fresh)();
+            next.extend_from_slice(&self.piece[start..]);
+            self.piece.truncate(start);
+            self.hand_over(next)
+        } else if self.piece.len() >= self.limits.min && self.limits.cut_after(&self.piece[start..])
+        {
+            let next = (self.fresh)();
+            self.hand_over(next)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn hand_over(&mut self, next: Vec<u8>) -> Result<(), String> {
+        let piece = std::mem::replace(&mut self.piece, next);
+        if piece.is_empty() {
             return Ok(());
         }
-        self.hasher.write(&self.buf);
-        self.bytes += self.buf.len() as u64;
-        let next = match self.spent.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
-            Err(_) => empty_block(),
-        };
-        let full = std::mem::replace(&mut self.buf, next);
-        self.tx
-            .send(full)
-            .map_err(|_| "the repository stopped reading".to_string())
+        self.hasher.write(&piece);
+        self.bytes += piece.len() as u64;
+        self.pieces += 1;
+        (self.sink)(piece)
+    }
+
+    /// Hands over the last piece; returns (bytes, pieces, checksum) of the whole chunk.
+    fn finish(mut self) -> Result<(u64, u32, String), String> {
+        self.hand_over(Vec::new())?;
+        Ok((
+            self.bytes,
+            self.pieces,
+            format!("{:016x}", self.hasher.finish()),
+        ))
     }
 }
 
-fn produce(conn: &mut Conn, chunk: &Chunk, mut out: BlockWriter) -> Result<DataFile, String> {
+fn produce(conn: &mut Conn, chunk: &Chunk, mut out: PieceWriter) -> Result<DataFile, String> {
     let mut rows = 0u64;
     let mut result = conn
         .query_iter(&chunk.select)
@@ -701,7 +929,8 @@ fn produce(conn: &mut Conn, chunk: &Chunk, mut out: BlockWriter) -> Result<DataF
     while let Some(set) = result.iter() {
         for row in set {
             let row = row.map_err(|e| format!("`{}`.`{}`: {e}", chunk.database, chunk.table))?;
-            let line = &mut out.buf;
+            let start = out.piece.len();
+            let line = &mut out.piece;
             for i in 0..row.len() {
                 if i > 0 {
                     line.push(b'\t');
@@ -716,101 +945,20 @@ fn produce(conn: &mut Conn, chunk: &Chunk, mut out: BlockWriter) -> Result<DataF
             }
             line.push(b'\n');
             rows += 1;
-            if out.buf.len() >= BLOCK_BYTES {
-                out.send()?;
-            }
+            out.row_done(start)?;
         }
     }
-    out.send()?;
+    let (bytes, pieces, xxh3) = out.finish()?;
     Ok(DataFile {
         path: chunk.path.clone(),
         database: chunk.database.clone(),
         table: chunk.table.clone(),
         rows,
-        bytes: out.bytes,
-        xxh3: format!("{:016x}", out.hasher.finish()),
+        bytes,
+        xxh3,
+        pieces: Some(pieces),
         ..Default::default()
     })
-}
-
-impl BufRead for ChunkReader {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        if self.blocks.is_none() && self.chunk.is_some() {
-            self.start()?;
-        }
-        while self.pos == self.current.len() {
-            let Some(rx) = self.blocks.as_ref() else {
-                return Ok(&[]);
-            };
-            match rx.recv() {
-                Ok(next) => {
-                    let spent = std::mem::replace(&mut self.current, next);
-                    self.pos = 0;
-                    if let Some(s) = &self.spent {
-                        let _ = s.try_send(spent);
-                    }
-                }
-                Err(_) => {
-                    // The producer is done (or failed): the stream ends here.
-                    self.blocks = None;
-                    self.spent = None;
-                    self.current = Vec::new();
-                    self.pos = 0;
-                    self.finish()?;
-                    return Ok(&[]);
-                }
-            }
-        }
-        Ok(&self.current[self.pos..])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.current.len());
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = buf.len().min(avail.len());
-        buf[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-/// The manifest: written last, once every chunk has finished (or one has failed).
-struct ManifestReader {
-    shared: Arc<Shared>,
-    base: Manifest,
-    body: Option<std::io::Cursor<Vec<u8>>>,
-}
-
-impl Read for ManifestReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.body.is_none() {
-            let mut p = self.shared.progress.lock().unwrap();
-            while p.files.len() < self.shared.total && p.failure.is_none() {
-                p = self.shared.done.wait(p).unwrap();
-            }
-            if let Some(f) = &p.failure {
-                return Err(std::io::Error::other(DbError::Dump {
-                    target: self.shared.target.clone(),
-                    reason: f.clone(),
-                }));
-            }
-            let mut m = self.base.clone();
-            m.files = p.files.clone();
-            m.files.sort_by(|a, b| a.path.cmp(&b.path));
-            m.finished = now();
-            let total_rows: u64 = m.files.iter().map(|f| f.rows).sum();
-            tracing::info!("native dump: {} files, {total_rows} rows", m.files.len());
-            self.body = Some(std::io::Cursor::new(
-                serde_json::to_vec_pretty(&m).expect("manifest serialises"),
-            ));
-        }
-        self.body.as_mut().expect("set").read(buf)
-    }
 }
 
 #[cfg(test)]
@@ -823,6 +971,87 @@ mod tests {
         let (c, d) = split_indexes(create);
         assert_eq!(c, "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `a` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB");
         assert_eq!(d, vec!["KEY `ka` (`a`)", "UNIQUE KEY `ub` (`a`,`id`)"]);
+    }
+
+    /// Cuts `rows` into pieces as a dump does.
+    fn pieces_of(rows: &[Vec<u8>], limits: PieceLimits) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut sink = |p: Vec<u8>| {
+            out.push(p);
+            Ok(())
+        };
+        let fresh = Vec::new;
+        let mut w = PieceWriter {
+            limits,
+            sink: &mut sink,
+            fresh: &fresh,
+            piece: Vec::new(),
+            hasher: XxHash3_64::new(),
+            bytes: 0,
+            pieces: 0,
+        };
+        for r in rows {
+            let start = w.piece.len();
+            w.piece.extend_from_slice(r);
+            w.row_done(start).unwrap();
+        }
+        let (bytes, n, _) = w.finish().unwrap();
+        assert_eq!(bytes, rows.iter().map(|r| r.len() as u64).sum::<u64>());
+        assert_eq!(n as usize, out.len());
+        out
+    }
+
+    fn row(i: u32, pad: usize) -> Vec<u8> {
+        format!("{i}\t{}\t{}\n", i % 977, "x".repeat(pad)).into_bytes()
+    }
+
+    #[test]
+    fn pieces_stay_under_the_limit_and_survive_a_changed_row() {
+        let limits = PieceLimits::new(64 << 10);
+        let rows: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| row(i, 40 + (i as usize % 7) * 10))
+            .collect();
+        let before = pieces_of(&rows, limits);
+        assert_eq!(
+            before.concat(),
+            rows.concat(),
+            "pieces are the rows, in order"
+        );
+        assert!(before.len() > 10, "{} pieces", before.len());
+        for p in &before {
+            assert!(p.len() <= limits.max, "a piece of {} bytes", p.len());
+            assert!(p.ends_with(b"\n"), "pieces end at row boundaries");
+        }
+        // Content decides the cuts: most pieces are past the minimum, few hit the limit.
+        let at_limit = before.iter().filter(|p| p.len() + 200 > limits.max).count();
+        assert!(
+            at_limit * 4 < before.len(),
+            "{at_limit} of {} at the limit",
+            before.len()
+        );
+
+        // One row grows in the middle: the pieces before it and from a little after it on
+        // are the same as before, so they deduplicate.
+        let mut changed = rows.clone();
+        changed[10_000] = row(10_000, 300);
+        let after = pieces_of(&changed, limits);
+        let same = after.iter().filter(|p| before.contains(p)).count();
+        assert!(
+            same + 3 >= before.len().max(after.len()),
+            "{same} of {} pieces unchanged",
+            after.len()
+        );
+    }
+
+    #[test]
+    fn a_row_longer_than_the_limit_is_a_piece_of_its_own() {
+        let limits = PieceLimits::new(4096);
+        let rows = vec![row(1, 10), row(2, 9000), row(3, 10)];
+        let pieces = pieces_of(&rows, limits);
+        assert_eq!(
+            pieces,
+            vec![rows[0].clone(), rows[1].clone(), rows[2].clone()]
+        );
     }
 
     #[test]

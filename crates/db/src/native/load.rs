@@ -23,6 +23,9 @@ use crate::{
     DbError,
 };
 
+/// The newest manifest format this loader reads: 2 stores a chunk as a directory of pieces.
+const MANIFEST_FORMAT: u32 = 2;
+
 /// Reads one snapshot file into a writer; returns the bytes written.
 pub type Fetch = Arc<dyn Fn(&str, &mut dyn Write) -> std::io::Result<u64> + Send + Sync>;
 
@@ -185,13 +188,24 @@ fn load_file(
     };
     let expected = expected.to_string();
     let digest: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let (d, fetch2, path) = (digest.clone(), fetch.clone(), f.path.clone());
+    let (d, fetch2, path, pieces) = (digest.clone(), fetch.clone(), f.path.clone(), f.pieces);
     c.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, w| {
         let mut hw = HashingWriter {
             inner: w,
             sum: fresh.clone(),
         };
-        fetch2(&path, &mut hw)?;
+        match pieces {
+            // One LOAD DATA streams the chunk's pieces in order: the table's rows arrive in
+            // key order, as from one file.
+            Some(n) => {
+                for i in 0..n {
+                    fetch2(&format!("{path}/{i:08}.tsv"), &mut hw)?;
+                }
+            }
+            None => {
+                fetch2(&path, &mut hw)?;
+            }
+        }
         *d.lock().unwrap() = Some(hw.sum.hex());
         Ok(())
     })));
@@ -440,6 +454,16 @@ pub fn load(
             .cloned()
             .unwrap_or_else(|| db.to_string())
     };
+    if manifest.format > MANIFEST_FORMAT {
+        return Err(fail(
+            spec,
+            format!(
+                "the snapshot's manifest has format {}, and this coffer reads up to {MANIFEST_FORMAT}: \
+                 restore it with a newer coffer",
+                manifest.format
+            ),
+        ));
+    }
     let mut main = session(spec, files, opts.binlog)?;
     exec(spec, &mut main, "SET NAMES utf8mb4", "session setup")?;
     let mut report = LoadReport {

@@ -3,8 +3,10 @@
 //! data loads before secondary indexes, triggers and views exist, and a manifest that lists
 //! every file with its row count and checksum and the binlog position of the snapshot.
 //!
-//! Snapshot layout (one directory, so name order is tree order):
-//! `/coffer/0-schema.json`, `/coffer/1-<seq>.tsv` (data), `/coffer/9-manifest.json`.
+//! Snapshot layout (name order is tree order, and the order the files are made in):
+//! `/coffer/0-schema.json`; per chunk a directory `/coffer/1-<chunk>/` of pieces
+//! `<piece>.tsv`, which together make the chunk's LOAD DATA file (manifest format 2; format 1
+//! had one file `/coffer/1-<chunk>.tsv` per chunk); `/coffer/9-manifest.json`.
 
 pub mod dump;
 pub mod load;

@@ -78,6 +78,11 @@ pub struct DataFile {
     /// SHA-256 of the file's bytes: what snapshots of coffer 0.1 recorded instead of `xxh3`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    /// Manifest format 2: `path` is a directory of this many pieces (`00000000.tsv`, ...),
+    /// which together make the chunk; `rows`, `bytes` and `xxh3` are the whole chunk's.
+    /// Format 1 (absent): `path` is the one file of the chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
