@@ -23,16 +23,18 @@ fn list(task: &ResolvedTask, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Connections: the task's `connections`, else `per_core` per core. A load waits on the
-/// server's I/O, so it gets more connections than a dump.
-fn connections(task: &ResolvedTask, per_core: usize) -> EngineResult<usize> {
-    let cores = std::thread::available_parallelism()
+fn cores() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(2);
+        .unwrap_or(2)
+}
+
+/// Connections: the task's `connections`, else `default`.
+fn connections(task: &ResolvedTask, default: usize) -> EngineResult<usize> {
     Ok(task
         .number("connections", 1..=64)?
         .map(|c| c as usize)
-        .unwrap_or((per_core * cores).clamp(1, 64)))
+        .unwrap_or(default.clamp(1, 64)))
 }
 
 pub fn native_backup(
@@ -47,7 +49,9 @@ pub fn native_backup(
     let files = ClientFiles::new(conn, clients.flavor)?;
     let info = coffer_db::ping(conn, &files, db_wait)?;
     let opts = NativeDumpOptions {
-        connections: connections(task, 1)?,
+        // One more than the cores: a worker waits on its server thread from time to time, and
+        // the spare one keeps the cores busy (2 cores: 3 connections were 4-7 % faster than 2).
+        connections: connections(task, cores() + 1)?,
         chunk_bytes: task.number("chunkMiB", 1..=4096)?.unwrap_or(64) << 20,
         databases: list(task, "databases"),
         users: task.flag("users")?,
@@ -129,7 +133,8 @@ pub fn native_restore(
         rename.insert(a.to_string(), b.to_string());
     }
     let opts = LoadOptions {
-        connections: connections(task, 2)?,
+        // A load waits on the server's I/O, so it gets more connections than a dump.
+        connections: connections(task, 2 * cores())?,
         databases: list(task, "databases"),
         tables: list(task, "tables"),
         rename,

@@ -95,6 +95,10 @@ struct State {
     queues: Vec<VecDeque<Vec<u8>>>,
     /// Per chunk: its record once its worker has made every piece.
     done: Vec<Option<DataFile>>,
+    /// Pieces in all queues.
+    buffered: usize,
+    /// The chunk the repository takes pieces from now.
+    reading: usize,
     failure: Option<String>,
     /// The repository stopped taking pieces (the backup failed elsewhere).
     abandoned: bool,
@@ -612,6 +616,7 @@ impl Iterator for DumpStream {
                 });
             }
             if let Some(piece) = st.queues[self.current].pop_front() {
+                st.buffered -= 1;
                 self.shared.changed.notify_all();
                 let path = piece_path(chunk, self.piece);
                 self.piece += 1;
@@ -629,6 +634,8 @@ impl Iterator for DumpStream {
             if st.done[self.current].is_some() {
                 self.current += 1;
                 self.piece = 0;
+                st.reading = self.current;
+                self.shared.changed.notify_all();
                 continue;
             }
             st = self.shared.changed.wait(st).unwrap();
@@ -721,8 +728,7 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Hands a piece of `chunk` over, waiting while the chunk is [`AHEAD_PIECES`] ahead of
-    /// the repository's reading.
+    /// Hands a piece of `chunk` over, waiting while the pieces in waiting are at their limit.
     fn hand_over(&self, chunk: usize, piece: Vec<u8>) -> Result<(), String> {
         let mut st = self.state.lock().unwrap();
         loop {
@@ -732,11 +738,13 @@ impl Shared {
             if let Some(f) = &st.failure {
                 return Err(f.clone());
             }
-            if st.queues[chunk].len() < AHEAD_PIECES {
+            let next_up = chunk == st.reading && st.queues[chunk].len() < AHEAD_PIECES;
+            if next_up || st.buffered < WAITING_PIECES {
                 break;
             }
             st = self.changed.wait(st).unwrap();
         }
+        st.buffered += 1;
         st.queues[chunk].push_back(piece);
         self.changed.notify_all();
         Ok(())
@@ -751,13 +759,18 @@ impl Shared {
     }
 }
 
-/// How many pieces of one chunk may wait for the repository. The repository takes chunks in
-/// order, so a worker ahead of it on a later chunk stops here; the pieces it made are ready
-/// the moment the repository gets to its chunk.
+/// How many pieces may wait for the repository, whatever the number of connections. The
+/// repository takes chunks in order, so the workers on later chunks run ahead into this
+/// budget and stop at it; what they made is ready the moment the repository gets there.
+/// Measured on two cores, 32 pieces ahead for the second worker was 3 % faster than 8.
+const WAITING_PIECES: usize = 40;
+
+/// The chunk the repository reads may always have this many pieces waiting, so that it
+/// never waits on workers that have used up the budget on later chunks.
 const AHEAD_PIECES: usize = 8;
 
-/// Emptied buffers kept for reuse: enough for every worker's pieces in waiting.
-const SPARE_PIECES: usize = 32;
+/// Emptied buffers kept for reuse: enough for every piece in waiting.
+const SPARE_PIECES: usize = WAITING_PIECES + AHEAD_PIECES;
 
 /// One connection's worker: takes the next chunk and makes its pieces, until none is left or
 /// the dump has failed.

@@ -26,6 +26,9 @@ use crate::{
 /// The newest manifest format this loader reads: 2 stores a chunk as a directory of pieces.
 const MANIFEST_FORMAT: u32 = 2;
 
+/// How often a load that lost a deadlock or timed out on a lock runs before it fails.
+const LOAD_ATTEMPTS: u32 = 5;
+
 /// Reads one snapshot file into a writer; returns the bytes written.
 pub type Fetch = Arc<dyn Fn(&str, &mut dyn Write) -> std::io::Result<u64> + Send + Sync>;
 
@@ -210,12 +213,33 @@ fn load_file(
         Ok(())
     })));
     let sql = load_statement(db, t, &f.path);
-    c.query_drop(&sql).map_err(|e| {
-        fail(
-            spec,
-            format!("loading {} into `{db}`.`{}`: {e}", f.path, t.name),
-        )
-    })?;
+    let mut attempt = 1;
+    loop {
+        match c.query_drop(&sql) {
+            Ok(()) => break,
+            // Loads into one table from several connections can deadlock: MariaDB takes a
+            // table lock for a bulk insert into an empty table. InnoDB has rolled the
+            // statement back whole, so it runs again.
+            Err(mysql::Error::MySqlError(e))
+                if (e.code == 1213 || e.code == 1205) && attempt < LOAD_ATTEMPTS =>
+            {
+                tracing::warn!(
+                    "loading {} into `{db}`.`{}` (attempt {attempt}): {}; trying again",
+                    f.path,
+                    t.name,
+                    e.message
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(fail(
+                    spec,
+                    format!("loading {} into `{db}`.`{}`: {e}", f.path, t.name),
+                ))
+            }
+        }
+    }
     let rows = c.affected_rows();
     let got = digest.lock().unwrap().clone().unwrap_or_default();
     if got != expected {
