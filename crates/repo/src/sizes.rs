@@ -337,18 +337,10 @@ mod tests {
 
         let ls = restic(repo, &["ls", "--json", "latest"]);
         assert!(ls.status.success(), "{ls:?}");
-        let sizes: Vec<(String, u64)> = String::from_utf8(ls.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "file")
-            .map(|v| {
-                (
-                    v["path"].as_str().unwrap().to_string(),
-                    v["size"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let sizes: Vec<(String, u64)> =
+            coffer_testkit::restic::ls_file_sizes(&String::from_utf8(ls.stdout).unwrap())
+                .into_iter()
+                .collect();
         assert_eq!(
             sizes,
             vec![
@@ -411,13 +403,8 @@ mod tests {
         ];
         r.backup_stream(Box::new(good.into_iter()), &meta).unwrap();
         let ls = restic(dir.path(), &["ls", "--json", "latest"]);
-        let ls = String::from_utf8(ls.stdout).unwrap();
-        let size_of = |path: &str| {
-            ls.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| v["path"] == path)
-                .and_then(|v| v["size"].as_u64())
-        };
+        let sizes = coffer_testkit::restic::ls_file_sizes(&String::from_utf8(ls.stdout).unwrap());
+        let size_of = |path: &str| sizes.get(path).copied();
         assert_eq!(size_of("/coffer/1-000000/00000000.tsv"), Some(700_000));
         assert_eq!(size_of("/coffer/9-manifest.json"), Some(2));
 

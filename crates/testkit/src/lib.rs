@@ -47,6 +47,7 @@ mod tls;
 
 pub mod fidelity;
 pub mod galera;
+pub mod restic;
 pub mod verify;
 
 pub use galera::{start_restored, GaleraCluster, GaleraNode, GaleraOptions};

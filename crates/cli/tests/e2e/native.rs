@@ -86,18 +86,7 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     // Every chunk is its pieces: files no larger than the repository's minimum chunk size
     // (1 MiB), stored whole without content-defined chunking, adding up to the chunk.
     let ls = restic(&repo_s, &["ls", "--json", "latest"]);
-    let sizes: std::collections::BTreeMap<String, u64> = ls
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "file")
-        .map(|v| {
-            (
-                v["path"].as_str().unwrap().to_string(),
-                v["size"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let sizes = coffer_testkit::restic::ls_file_sizes(&ls.stdout);
     let mut several = false;
     for c in chunks {
         let dir = c["path"].as_str().unwrap();
