@@ -341,11 +341,15 @@ impl NativeDump {
                 } else {
                     split_indexes(&create)
                 };
-                let cols = rows(spec, c, &format!(
-                    "SELECT COLUMN_NAME, DATA_TYPE, EXTRA, COLUMN_KEY FROM information_schema.COLUMNS \
+                let cols = rows(
+                    spec,
+                    c,
+                    &format!(
+                        "SELECT COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS \
                      WHERE TABLE_SCHEMA = {sq} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
-                    super::sql_string(&name)
-                ))?;
+                        super::sql_string(&name)
+                    ),
+                )?;
                 let columns: Vec<Column> = cols
                     .iter()
                     .filter(|r| {
@@ -365,10 +369,26 @@ impl NativeDump {
                         data_type: r[1].clone().unwrap_or_default().to_ascii_lowercase(),
                     })
                     .collect();
-                let pk: Vec<&Vec<Option<String>>> = cols
-                    .iter()
-                    .filter(|r| r[3].as_deref() == Some("PRI"))
-                    .collect();
+                // Chunks are ranges of the primary key's leading column when it is an integer,
+                // alone or followed by others: such a range is one stretch of the clustered
+                // index, read in key order.
+                let lead: Option<String> = rows(spec, c, &format!(
+                    "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = {sq} \
+                     AND TABLE_NAME = {} AND INDEX_NAME = 'PRIMARY' AND SEQ_IN_INDEX = 1",
+                    super::sql_string(&name)
+                ))?
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten());
+                let int_lead = lead.filter(|l| {
+                    cols.iter().any(|r| {
+                        r[0].as_deref() == Some(l.as_str())
+                            && matches!(
+                                r[1].as_deref(),
+                                Some("tinyint" | "smallint" | "mediumint" | "int" | "bigint")
+                            )
+                    })
+                });
                 let exprs: Vec<String> = columns
                     .iter()
                     .map(|col| match col.data_type.as_str() {
@@ -379,14 +399,9 @@ impl NativeDump {
                     })
                     .collect();
                 let base = format!("SELECT {} FROM {fq}", exprs.join(", "));
-                let int_pk = pk.len() == 1
-                    && matches!(
-                        pk[0][1].as_deref(),
-                        Some("tinyint" | "smallint" | "mediumint" | "int" | "bigint")
-                    );
                 let mut selects = Vec::new();
-                if int_pk {
-                    let pkc = quote(pk[0][0].as_deref().unwrap_or(""));
+                if let Some(lead) = &int_lead {
+                    let pkc = quote(lead);
                     let mm = rows(spec, c, &format!("SELECT MIN({pkc}), MAX({pkc}) FROM {fq}"))?;
                     let lo: Option<i128> = mm
                         .first()
