@@ -26,6 +26,10 @@ use crate::{
 /// The newest manifest format this loader reads: 2 stores a chunk as a directory of pieces.
 const MANIFEST_FORMAT: u32 = 2;
 
+/// Pieces per LOAD DATA statement: at most 64 MiB with coffer's 1 MiB pieces, so a table
+/// dumped as one chunk (no integer key to split it by) still loads in bounded transactions.
+const PIECES_PER_LOAD: usize = 64;
+
 /// How often a load that lost a deadlock or timed out on a lock runs before it fails.
 const LOAD_ATTEMPTS: u32 = 5;
 
@@ -190,58 +194,66 @@ fn load_file(
         ));
     };
     let expected = expected.to_string();
-    let digest: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let (d, fetch2, path, pieces) = (digest.clone(), fetch.clone(), f.path.clone(), f.pieces);
-    c.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, w| {
-        let mut hw = HashingWriter {
-            inner: w,
-            sum: fresh.clone(),
-        };
-        match pieces {
-            // One LOAD DATA streams the chunk's pieces in order: the table's rows arrive in
-            // key order, as from one file.
-            Some(n) => {
-                for i in 0..n {
-                    fetch2(&format!("{path}/{i:08}.tsv"), &mut hw)?;
+    // What each LOAD DATA streams: a format-1 chunk's one file, or a format-2 chunk's pieces
+    // in order, a bounded number per statement so that no transaction grows with the table.
+    let groups: Vec<Vec<String>> = match f.pieces {
+        Some(n) => (0..n)
+            .map(|i| format!("{}/{i:08}.tsv", f.path))
+            .collect::<Vec<_>>()
+            .chunks(PIECES_PER_LOAD)
+            .map(<[String]>::to_vec)
+            .collect(),
+        None => vec![vec![f.path.clone()]],
+    };
+    // One checksum runs across the statements of a chunk, in order.
+    let sum = Arc::new(Mutex::new(fresh));
+    let sql = load_statement(db, t, &f.path);
+    let mut rows = 0;
+    for group in groups {
+        let before = sum.lock().unwrap().clone();
+        let (s2, fetch2) = (sum.clone(), fetch.clone());
+        c.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, w| {
+            let mut hw = HashingWriter {
+                inner: w,
+                sum: s2.lock().unwrap().clone(),
+            };
+            for path in &group {
+                fetch2(path, &mut hw)?;
+            }
+            *s2.lock().unwrap() = hw.sum;
+            Ok(())
+        })));
+        let mut attempt = 1;
+        loop {
+            match c.query_drop(&sql) {
+                Ok(()) => break,
+                // Loads into one table from several connections can deadlock: MariaDB takes a
+                // table lock for a bulk insert into an empty table. InnoDB has rolled the
+                // statement back whole, so it runs again, its checksum from where it started.
+                Err(mysql::Error::MySqlError(e))
+                    if (e.code == 1213 || e.code == 1205) && attempt < LOAD_ATTEMPTS =>
+                {
+                    tracing::warn!(
+                        "loading {} into `{db}`.`{}` (attempt {attempt}): {}; trying again",
+                        f.path,
+                        t.name,
+                        e.message
+                    );
+                    *sum.lock().unwrap() = before.clone();
+                    std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(fail(
+                        spec,
+                        format!("loading {} into `{db}`.`{}`: {e}", f.path, t.name),
+                    ))
                 }
             }
-            None => {
-                fetch2(&path, &mut hw)?;
-            }
         }
-        *d.lock().unwrap() = Some(hw.sum.hex());
-        Ok(())
-    })));
-    let sql = load_statement(db, t, &f.path);
-    let mut attempt = 1;
-    loop {
-        match c.query_drop(&sql) {
-            Ok(()) => break,
-            // Loads into one table from several connections can deadlock: MariaDB takes a
-            // table lock for a bulk insert into an empty table. InnoDB has rolled the
-            // statement back whole, so it runs again.
-            Err(mysql::Error::MySqlError(e))
-                if (e.code == 1213 || e.code == 1205) && attempt < LOAD_ATTEMPTS =>
-            {
-                tracing::warn!(
-                    "loading {} into `{db}`.`{}` (attempt {attempt}): {}; trying again",
-                    f.path,
-                    t.name,
-                    e.message
-                );
-                std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
-                attempt += 1;
-            }
-            Err(e) => {
-                return Err(fail(
-                    spec,
-                    format!("loading {} into `{db}`.`{}`: {e}", f.path, t.name),
-                ))
-            }
-        }
+        rows += c.affected_rows();
     }
-    let rows = c.affected_rows();
-    let got = digest.lock().unwrap().clone().unwrap_or_default();
+    let got = sum.lock().unwrap().clone().hex();
     if got != expected {
         return Err(fail(
             spec,
