@@ -570,7 +570,6 @@ impl NativeDump {
             shared: self.shared,
             chunks,
             schema: Some(schema),
-            current: 0,
             piece: 0,
             manifest: Some(Manifest {
                 format: 2,
@@ -597,8 +596,7 @@ pub struct DumpStream {
     shared: Arc<Shared>,
     chunks: Arc<Vec<Chunk>>,
     schema: Option<Vec<u8>>,
-    /// The chunk whose pieces come next, and the number of the next piece.
-    current: usize,
+    /// The number of the next piece of the chunk being read (`State::reading`).
     piece: usize,
     manifest: Option<Manifest>,
 }
@@ -615,11 +613,12 @@ impl Iterator for DumpStream {
             return Some(in_memory(SCHEMA_PATH, schema));
         }
         let mut st = self.shared.state.lock().unwrap();
-        while self.current < self.chunks.len() {
-            let chunk = &self.chunks[self.current];
+        while st.reading < self.chunks.len() {
+            let current = st.reading;
+            let chunk = &self.chunks[current];
             if let Some(failure) = st.failure.clone() {
                 // A file that fails when read fails the backup: no snapshot is written.
-                self.current = self.chunks.len();
+                st.reading = self.chunks.len();
                 self.manifest = None;
                 return Some(DumpFile {
                     path: piece_path(chunk, self.piece),
@@ -630,7 +629,7 @@ impl Iterator for DumpStream {
                     size: None,
                 });
             }
-            if let Some(piece) = st.queues[self.current].pop_front() {
+            if let Some(piece) = st.queues[current].pop_front() {
                 st.buffered -= 1;
                 self.shared.changed.notify_all();
                 let path = piece_path(chunk, self.piece);
@@ -646,10 +645,9 @@ impl Iterator for DumpStream {
                     size,
                 });
             }
-            if st.done[self.current].is_some() {
-                self.current += 1;
+            if st.done[current].is_some() {
+                st.reading += 1;
                 self.piece = 0;
-                st.reading = self.current;
                 self.shared.changed.notify_all();
                 continue;
             }
