@@ -210,9 +210,20 @@ pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> EngineResult<Duration> {
     Ok(task.duration("waitTimeout")?.unwrap_or(DEFAULT_DB_WAIT))
 }
 
-/// Splits a Stash `args` param on whitespace, as Stash does.
-pub(crate) fn split_args(s: &str) -> Vec<String> {
-    s.split_whitespace().map(String::from).collect()
+/// The task param `args` for a client program, split as Stash splits it; options that would
+/// redirect the connection, touch this host's files or lift coffer's protections fail the
+/// session, naming the task and the option.
+pub(crate) fn client_args(
+    task: &tasks::ResolvedTask,
+    default: &str,
+    program: coffer_api::clientargs::ClientProgram,
+) -> EngineResult<Vec<String>> {
+    coffer_api::clientargs::parse(task.param("args").unwrap_or(default), program).map_err(|e| {
+        EngineError::Invalid {
+            resource: format!("{} (task {}, param `args`)", task.referenced_by, task.name),
+            message: e.to_string(),
+        }
+    })
 }
 
 /// Runs a BackupSession to its end and returns it with its final status (also written to the
@@ -600,7 +611,11 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         p.conn.address(),
         info.version
     );
-    let args = split_args(p.task.param("args").unwrap_or("--all-databases"));
+    let args = client_args(
+        &p.task,
+        "--all-databases",
+        coffer_api::clientargs::ClientProgram::Dump,
+    )?;
     let dump = DumpStream::start(&clients, &p.conn, files, &args)?;
     let progress = Progress::start("dumped", dump.counter(), Duration::from_secs(10));
     let meta = SnapshotMeta {

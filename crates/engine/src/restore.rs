@@ -19,7 +19,7 @@ use coffer_db::{ClientFiles, Clients, LoadSink};
 use coffer_repo::{Repo, SnapshotSelector};
 
 use crate::{
-    backup::{db_wait, name_repo, repo_err, repo_vars, split_args, DUMP_PATH},
+    backup::{client_args, db_wait, name_repo, repo_err, repo_vars, DUMP_PATH},
     catalog::Catalog,
     clock,
     error::{EngineError, EngineResult},
@@ -370,7 +370,7 @@ fn execute(
                 let clients = Clients::detect()?;
                 let files = Arc::new(ClientFiles::new(&conn, clients.flavor)?);
                 coffer_db::ping(&conn, &files, db_wait(&task)?)?;
-                let args = split_args(task.param("args").unwrap_or(""));
+                let args = client_args(&task, "", coffer_api::clientargs::ClientProgram::Load)?;
                 let sink = LoadSink::start(&clients, &conn, files, &args)?;
                 let bytes = load(&repo, &snap.id, sink).map_err(|e| name_repo(&repo_res, e))?;
                 stats.snapshot = Some(snap.id.clone());
