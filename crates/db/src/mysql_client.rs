@@ -2,6 +2,7 @@
 
 use std::{
     io::Write,
+    path::Path,
     process::{Child, ChildStdin, Command, Stdio},
     sync::Arc,
 };
@@ -12,6 +13,67 @@ use crate::{
     process::{describe_exit, terminate, StderrTail},
     DbError,
 };
+
+/// What the client says when `--binary-mode` or `--sandbox` stops a client command.
+const REFUSED_MARKS: [&str; 2] = ["Unknown command '\\", "Not allowed in the sandbox mode"];
+
+/// The options that make the client execute SQL and nothing else. A snapshot is untrusted
+/// input: without them its `\! cmd` or `system cmd` lines run programs on this host, and
+/// `source`, `tee` or `pager` touch its files. `--binary-mode` (MariaDB, MySQL 5.6.3+) turns off
+/// every client command but `\C` and `DELIMITER` on piped input; `--sandbox` (MariaDB 10.5.25,
+/// 10.6.18, 10.11.8 and later) refuses the file-touching ones again, and LOAD DATA LOCAL is
+/// turned off so that a dump cannot read this host's files into the server. A client without
+/// `--binary-mode` is refused.
+fn protections(client: &Path) -> Result<Vec<&'static str>, DbError> {
+    let help = Command::new(client)
+        .arg("--no-defaults")
+        .arg("--help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map_err(|e| {
+            DbError::Local(format!(
+                "cannot start {}: {e} (install the MariaDB or MySQL client)",
+                client.display()
+            ))
+        })?;
+    let has = |option: &str| {
+        help.lines().any(|l| {
+            l.split_whitespace()
+                .any(|w| w == option || w.starts_with(&format!("{option}=")))
+        })
+    };
+    if !has("--binary-mode") {
+        return Err(DbError::Local(format!(
+            "{} has no --binary-mode, so it would run the shell commands (\\!, system) a \
+             snapshot may contain: install the MariaDB client (Debian: apt-get install \
+             mariadb-client; 10.5.25, 10.6.18, 10.11.8 and later also have --sandbox) or MySQL's \
+             5.6.3 or later, or point COFFER_MYSQL at one",
+            client.display()
+        )));
+    }
+    let mut v = vec!["--binary-mode"];
+    if has("--sandbox") {
+        v.push("--sandbox");
+    }
+    if has("--local-infile") {
+        v.push("--local-infile=0");
+    }
+    Ok(v)
+}
+
+/// Explains a refused client command in what mysql said, so that the failure names it.
+fn explain(said: String) -> String {
+    if REFUSED_MARKS.iter().any(|m| said.contains(m)) {
+        format!(
+            "the snapshot contains a mysql client command, which coffer does not run (it could \
+             run programs or touch files on this host): {said}"
+        )
+    } else {
+        said
+    }
+}
 
 /// A running `mysql` client that executes whatever is written to it.
 pub struct LoadSink {
@@ -24,7 +86,8 @@ pub struct LoadSink {
 }
 
 impl LoadSink {
-    /// Starts `mysql` with the task's `args` (e.g. a database name).
+    /// Starts `mysql` with the task's `args` (e.g. a database name), then the protections,
+    /// last so that they win over anything before them.
     pub fn start(
         clients: &Clients,
         spec: &ConnSpec,
@@ -32,9 +95,11 @@ impl LoadSink {
         args: &[String],
     ) -> Result<LoadSink, DbError> {
         use std::os::unix::process::CommandExt;
+        let protections = protections(&clients.client)?;
         let mut cmd = Command::new(&clients.client);
         cmd.arg(files.defaults_arg())
             .args(args)
+            .args(&protections)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -69,7 +134,7 @@ impl LoadSink {
             .child
             .wait()
             .map_err(|e| DbError::Local(format!("cannot wait for mysql: {e}")))?;
-        let stderr = self.stderr.finish();
+        let stderr = explain(self.stderr.finish());
         if !status.success() {
             return Err(DbError::Load {
                 target: self.target.clone(),
@@ -91,7 +156,7 @@ impl LoadSink {
     pub fn abort(mut self) -> String {
         drop(self.stdin.take());
         terminate(&mut self.child);
-        self.stderr.finish()
+        explain(self.stderr.finish())
     }
 }
 
