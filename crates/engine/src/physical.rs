@@ -246,6 +246,13 @@ pub fn galera_backup(
     let timeout = task
         .duration("sstTimeout")?
         .unwrap_or(Duration::from_secs(120));
+    let deadline = task
+        .duration("sstDeadline")?
+        .unwrap_or(Duration::from_secs(12 * 3600));
+    // Only the members may send the SST: the AppBinding's gcomm hosts and the addresses the
+    // members report for themselves.
+    let node_addresses: Vec<String> = members.iter().map(|m| m.gcomm.clone()).collect();
+    let peers = coffer_db::galera::member_addresses(&g.address, &node_addresses);
     let req = SstRequest {
         address: g.address.clone(),
         group: g.group.clone(),
@@ -256,6 +263,8 @@ pub fn galera_backup(
         garbd_host: listen_host,
         garbd_port: free_port(),
         timeout,
+        deadline,
+        peers,
         label: conn.label.clone(),
     };
     let watch = DesyncWatch::start(donor_conn, files.clone());
@@ -453,8 +462,7 @@ pub fn restore_replica(
         let bytes = match repo.dump(snapshot, STREAM_PATH, &mut ex) {
             Ok(b) => b,
             Err(e) => {
-                ex.abort();
-                return Err(EngineError::Repo(e));
+                return Err(ex.abort().map_or(EngineError::Repo(e), EngineError::Db));
             }
         };
         ex.finish()?;
