@@ -11,3 +11,4 @@ mod s3;
 mod server;
 mod tasks;
 mod tls;
+mod untrusted;
