@@ -223,10 +223,45 @@ pub fn parse(s: &str, program: ClientProgram) -> Result<Vec<String>, RefusedArg>
     Ok(args)
 }
 
+/// For apply-time validation: the first refused `args` among a session's task params, as
+/// (field path, message), e.g. `("spec.task.params[0].value", "...")`. Use
+/// [`ClientProgram::Dump`] for a BackupConfiguration, [`ClientProgram::Load`] for a
+/// RestoreSession.
+pub fn refused_param(
+    path: &str,
+    params: &[crate::meta::Param],
+    program: ClientProgram,
+) -> Option<(String, String)> {
+    params.iter().enumerate().find_map(|(i, p)| {
+        (p.name == "args")
+            .then(|| parse(&p.value, program).err())
+            .flatten()
+            .map(|e| (format!("{path}[{i}].value"), e.to_string()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ClientProgram::{Dump, Load};
+
+    #[test]
+    fn a_manifest_param_is_named_by_its_field_path() {
+        let params = [
+            crate::meta::Param {
+                name: "method".into(),
+                value: "--host=x".into(),
+            },
+            crate::meta::Param {
+                name: "args".into(),
+                value: "--databases app --socket=/tmp/s".into(),
+            },
+        ];
+        let (path, message) = refused_param("spec.task.params", &params, Dump).unwrap();
+        assert_eq!(path, "spec.task.params[1].value");
+        assert!(message.contains("--socket"), "{message}");
+        assert_eq!(refused_param("spec.task.params", &params[..1], Load), None);
+    }
 
     fn refused(program: ClientProgram, args: &str) -> Option<String> {
         parse(args, program).err().map(|e| e.option)

@@ -40,8 +40,11 @@ fn protections(client: &Path) -> Result<Vec<&'static str>, DbError> {
         })?;
     let has = |option: &str| {
         help.lines().any(|l| {
-            l.split_whitespace()
-                .any(|w| w == option || w.starts_with(&format!("{option}=")))
+            l.split_whitespace().any(|w| {
+                w == option
+                    || w.strip_prefix(option)
+                        .is_some_and(|r| r.starts_with(['=', '[']))
+            })
         })
     };
     if !has("--binary-mode") {
@@ -192,5 +195,59 @@ impl Drop for LoadSink {
             drop(self.stdin.take());
             terminate(&mut self.child);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in client whose `--help` lists the given options.
+    fn client_listing(dir: &Path, name: &str, options: &[&str]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        let lines: String = options
+            .iter()
+            .map(|o| format!("echo '  {o}      Some text.'\n"))
+            .collect();
+        std::fs::write(&p, format!("#!/bin/sh\n{lines}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_client_must_be_able_to_refuse_client_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let mariadb = client_listing(
+            dir.path(),
+            "mariadb",
+            &["--batch", "--binary-mode", "--local-infile", "--sandbox"],
+        );
+        assert_eq!(
+            protections(&mariadb).unwrap(),
+            vec!["--binary-mode", "--sandbox", "--local-infile=0"]
+        );
+        let mysql = client_listing(
+            dir.path(),
+            "mysql",
+            &["--binary-mode", "--local-infile[=#]"],
+        );
+        assert_eq!(
+            protections(&mysql).unwrap(),
+            vec!["--binary-mode", "--local-infile=0"]
+        );
+        let old = client_listing(dir.path(), "old", &["--batch", "--sandbox-ish"]);
+        let e = protections(&old).unwrap_err().to_string();
+        assert!(e.contains("has no --binary-mode"), "{e}");
+        assert!(e.contains("install"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_client_command_is_explained() {
+        let said = "ERROR at line 4: Unknown command '\\!'.".to_string();
+        assert!(explain(said.clone()).contains("client command, which coffer does not run"));
+        assert!(explain(said).ends_with("Unknown command '\\!'."));
+        let plain = "ERROR 1064 (42000) at line 1: syntax".to_string();
+        assert_eq!(explain(plain.clone()), plain);
     }
 }
