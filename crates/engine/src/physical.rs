@@ -249,9 +249,17 @@ pub fn galera_backup(
     let deadline = task
         .duration("sstDeadline")?
         .unwrap_or(Duration::from_secs(12 * 3600));
-    // Only the members may send the SST: the AppBinding's gcomm hosts and the addresses the
-    // members report for themselves.
-    let node_addresses: Vec<String> = members.iter().map(|m| m.gcomm.clone()).collect();
+    // Only the members may send the SST: the AppBinding's gcomm hosts, the addresses the
+    // members report for themselves, and any the task adds (a donor behind NAT).
+    let mut node_addresses: Vec<String> = members.iter().map(|m| m.gcomm.clone()).collect();
+    node_addresses.extend(
+        task.param("sstPeers")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+    );
     let peers = coffer_db::galera::member_addresses(&g.address, &node_addresses);
     let req = SstRequest {
         address: g.address.clone(),
