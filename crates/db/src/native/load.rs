@@ -73,10 +73,12 @@ fn exec(spec: &ConnSpec, c: &mut Conn, sql: &str, what: &str) -> Result<(), DbEr
 }
 
 /// The load's sql_mode: strict, so that a value the server cannot take is an error, not a
-/// NULL or a zero with a warning; zero keys stay zero (an AUTO_INCREMENT column may hold 0).
-/// LOAD DATA LOCAL ignores strictness (it cannot stop the client's stream), so every load also
+/// NULL or a zero with a warning; zero keys stay zero (an AUTO_INCREMENT column may hold 0);
+/// a date the source stored under ALLOW_INVALID_DATES (2020-02-30) loads as it was. LOAD
+/// DATA LOCAL ignores strictness (it cannot stop the client's stream), so every load also
 /// fails on any warning: see [`load_file`].
-const LOAD_SQL_MODE: &str = "STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+const LOAD_SQL_MODE: &str =
+    "STRICT_ALL_TABLES,ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
 
 fn session(spec: &ConnSpec, files: &ClientFiles, binlog: bool) -> Result<Conn, DbError> {
     let mut c = connect(spec, files)?;
@@ -317,6 +319,30 @@ fn create_definitions(
     c: &mut Conn,
     defs: &[(String, String, Definition)],
 ) -> Result<(), DbError> {
+    // A restore over a database that has them already replaces them.
+    for (db, _, d) in defs {
+        let kind =
+            match d.kind.as_str() {
+                "view" => "VIEW",
+                "procedure" => "PROCEDURE",
+                "function" => "FUNCTION",
+                "trigger" => "TRIGGER",
+                "event" => "EVENT",
+                other => return Err(fail(
+                    spec,
+                    format!(
+                        "the snapshot holds a definition of unknown kind `{other}` (`{db}`.`{}`)",
+                        d.name
+                    ),
+                )),
+            };
+        exec(
+            spec,
+            c,
+            &format!("DROP {kind} IF EXISTS {}.{}", quote(db), quote(&d.name)),
+            &format!("replace {} `{db}`.`{}`", d.kind, d.name),
+        )?;
+    }
     let mut pending: Vec<&(String, String, Definition)> = defs.iter().collect();
     while !pending.is_empty() {
         let mut failed = Vec::new();

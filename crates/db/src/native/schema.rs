@@ -116,3 +116,24 @@ pub struct Manifest {
     pub connections: usize,
     pub files: Vec<DataFile>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_of_an_older_coffer_still_reads() {
+        let old = r#"{"format": 1, "server_version": "10.11.6-MariaDB", "users": [],
+            "databases": [{"name": "d", "charset": "utf8mb4", "collation": "utf8mb4_general_ci",
+              "views": [], "programs": [],
+              "tables": [{"name": "t", "create": "CREATE TABLE `t` (`id` int)",
+                          "deferred_indexes": [], "columns": [{"name": "id", "data_type": "int"}]}]}]}"#;
+        let s: Schema = serde_json::from_str(old).unwrap();
+        assert!(!s.databases[0].tables[0].history);
+        assert!(s.databases[0].sequences.is_empty());
+        // And what this coffer writes for such a schema is what the older one wrote.
+        let again = serde_json::to_value(&s).unwrap();
+        assert!(again["databases"][0].get("sequences").is_none());
+        assert!(again["databases"][0]["tables"][0].get("history").is_none());
+    }
+}
