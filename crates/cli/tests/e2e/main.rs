@@ -7,6 +7,7 @@ mod galera;
 mod logical;
 mod native;
 mod physical;
+mod physical_swap;
 mod s3;
 mod server;
 mod tasks;
