@@ -15,6 +15,7 @@ pub mod physical;
 pub mod progress;
 pub mod resolve;
 pub mod restore;
+pub mod swap;
 pub mod tasks;
 
 pub use backup::run_backup;

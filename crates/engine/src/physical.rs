@@ -440,6 +440,10 @@ pub fn restore_replica(
     label: &str,
 ) -> EngineResult<RestoredReplica> {
     let dir = plan.dir(ordinal)?;
+    let swap = crate::swap::DirSwap::new(&dir);
+    // An earlier restore of this directory may have been interrupted: its leftovers are
+    // resolved first, so that the checks below see the data directory it left.
+    swap.recover().map_err(EngineError::Step)?;
     if dir.exists() && !is_empty_dir(&dir) && !plan.replace {
         return Err(EngineError::Invalid {
             resource: label.into(),
@@ -453,11 +457,7 @@ pub fn restore_replica(
     let parent = dir.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .map_err(|e| EngineError::Step(format!("cannot create {}: {e}", parent.display())))?;
-    let base = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "datadir".into());
-    let staging = parent.join(format!(".{base}.coffer-restore"));
+    let staging = swap.staging().to_path_buf();
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
             .map_err(|e| EngineError::Step(format!("cannot clear {}: {e}", staging.display())))?;
@@ -512,26 +512,12 @@ pub fn restore_replica(
             return Err(e);
         }
     };
-    // Swap: the old directory goes only now that the new one is complete and prepared.
-    if dir.exists() {
-        let old = parent.join(format!(".{base}.coffer-old"));
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(&dir, &old)
-            .map_err(|e| EngineError::Step(format!("cannot move {} aside: {e}", dir.display())))?;
-        std::fs::rename(&staging, &dir).map_err(|e| {
-            EngineError::Step(format!(
-                "cannot move the restored data into {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&staging, &dir).map_err(|e| {
-            EngineError::Step(format!(
-                "cannot move the restored data into {}: {e}",
-                dir.display()
-            ))
-        })?;
+    // The old directory goes only now that the new one is complete and prepared, and a
+    // crash at any point of the swap leaves a complete data directory or a journal that the
+    // next restore resolves (see swap.rs).
+    if let Err(e) = swap.commit() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(EngineError::Step(e));
     }
     Ok(RestoredReplica {
         dir,

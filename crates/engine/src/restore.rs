@@ -254,6 +254,9 @@ fn execute(
 
     let repo =
         Repo::open(access.store.clone(), &access.password).map_err(|e| repo_err(&repo_res, e))?;
+    // Held to the end of the restore, as restic's restore holds one: prune (coffer's retention,
+    // restic's) needs the repository exclusively, so no pack this restore reads goes away.
+    let _lock = repo.lock(false).map_err(|e| repo_err(&repo_res, e))?;
     let mut stats = HostRestoreStats {
         hostname: host.clone(),
         ..Default::default()

@@ -4,9 +4,11 @@
 mod common;
 mod faults;
 mod galera;
+mod locks;
 mod logical;
 mod native;
 mod physical;
+mod physical_swap;
 mod s3;
 mod server;
 mod tasks;
