@@ -167,6 +167,10 @@ fn a_timed_out_session_leaves_no_client_and_no_secret_behind() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // Before it listens, `coffer backup` would run the session itself.
+    wait_until(Duration::from_secs(20), "the server listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     cf.ok(&["backup", "blocked"]);
     wait_for_the_blocked_dump(&src, holder_id);
     wait_until(
