@@ -7,7 +7,6 @@
 use std::{
     io::Read,
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -17,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{process::terminate, xbstream, DbError};
+use crate::{
+    process::{spawn_bound, terminate},
+    xbstream, DbError,
+};
 
 /// What to ask the cluster for.
 #[derive(Debug, Clone)]
@@ -166,19 +168,12 @@ impl Sst {
             .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
+            .stderr(Stdio::null());
         if let Some(d) = &req.donor {
             cmd.arg("--donor").arg(d);
         }
-        unsafe {
-            cmd.pre_exec(|| {
-                // garbd must never outlive us.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let garbd = cmd.spawn().map_err(|e| {
+        // garbd must never outlive us.
+        let garbd = spawn_bound(cmd).map_err(|e| {
             fail(format!(
                 "cannot start garbd ({e}): install galera-arbitrator-4"
             ))

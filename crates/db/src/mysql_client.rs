@@ -10,7 +10,7 @@ use std::{
 use crate::{
     client::Clients,
     conn::{ClientFiles, ConnSpec},
-    process::{describe_exit, terminate, StderrTail},
+    process::{describe_exit, spawn_bound, terminate, StderrTail},
     DbError,
 };
 
@@ -97,7 +97,6 @@ impl LoadSink {
         files: Arc<ClientFiles>,
         args: &[String],
     ) -> Result<LoadSink, DbError> {
-        use std::os::unix::process::CommandExt;
         let protections = protections(&clients.client)?;
         let mut cmd = Command::new(&clients.client);
         cmd.arg(files.defaults_arg())
@@ -106,9 +105,9 @@ impl LoadSink {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env_remove("MYSQL_PWD")
-            .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
+            .env_remove("MYSQL_PWD");
+        files.pass_to(&mut cmd);
+        let mut child = spawn_bound(cmd).map_err(|e| {
             DbError::Local(format!(
                 "cannot start {}: {e} (install the MariaDB or MySQL client)",
                 clients.client.display()

@@ -4,7 +4,6 @@
 
 use std::{
     io::{Read, Write},
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::Arc,
@@ -12,7 +11,7 @@ use std::{
 
 use crate::{
     conn::ClientFiles,
-    process::{describe_exit, terminate, StderrTail},
+    process::{describe_exit, spawn_bound, terminate, StderrTail},
     xbstream, DbError,
 };
 
@@ -54,6 +53,9 @@ impl PhysicalTools {
     }
 }
 
+/// How long mariabackup may wait for the source's locks before it gives up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `mariabackup --backup --stream=xbstream` of a server on this machine, as a stream that fails
 /// its last read unless mariabackup exited 0 and the stream ended complete.
 pub struct PhysicalStream {
@@ -81,13 +83,16 @@ impl PhysicalStream {
         cmd.arg(files.defaults_arg())
             .arg("--backup")
             .arg("--stream=xbstream")
+            // Give up rather than wait without end for the locks it needs (mariabackup: for
+            // LOCK TABLES holders before BACKUP STAGE START; xtrabackup: for long queries
+            // before FTWRL, which would stall every writer while it waits).
+            .arg(format!("--ftwrl-wait-timeout={}", LOCK_WAIT.as_secs()))
             .arg(format!("--target-dir={}", tmp.path().display()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
+            .stderr(Stdio::piped());
+        files.pass_to(&mut cmd);
+        let mut child = spawn_bound(cmd)
             .map_err(|e| DbError::Local(format!("cannot start {}: {e}", tools.backup.display())))?;
         let stdout = child.stdout.take().expect("piped");
         let stderr = StderrTail::start("mariabackup", child.stderr.take().expect("piped"));
@@ -164,18 +169,16 @@ pub struct Extractor {
 
 impl Extractor {
     pub fn start(tools: &PhysicalTools, dir: &Path, target: &str) -> Result<Extractor, DbError> {
-        let mut child = Command::new(&tools.extract)
-            .arg("-x")
+        let mut cmd = Command::new(&tools.extract);
+        cmd.arg("-x")
             .arg("-C")
             .arg(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                DbError::Local(format!("cannot start {}: {e}", tools.extract.display()))
-            })?;
+            .stderr(Stdio::piped());
+        let mut child = spawn_bound(cmd).map_err(|e| {
+            DbError::Local(format!("cannot start {}: {e}", tools.extract.display()))
+        })?;
         let stdin = child.stdin.take();
         let stderr = StderrTail::start("mbstream", child.stderr.take().expect("piped"));
         Ok(Extractor {
@@ -383,11 +386,15 @@ pub fn prepare(tools: &PhysicalTools, dir: &Path, target: &str) -> Result<(), Db
         target: target.into(),
         reason,
     })?;
-    let out = Command::new(&tools.backup)
-        .arg("--prepare")
+    let mut cmd = Command::new(&tools.backup);
+    cmd.arg("--prepare")
         .arg("--use-memory=256M")
         .arg(format!("--target-dir={}", dir.display()))
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = spawn_bound(cmd)
+        .and_then(|c| c.wait_with_output())
         .map_err(|e| DbError::Local(format!("cannot run {}: {e}", tools.backup.display())))?;
     if !out.status.success() {
         let said = String::from_utf8_lossy(&out.stderr);

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod exec;
 pub mod format;
 pub mod hooks;
 pub mod metrics;

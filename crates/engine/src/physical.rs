@@ -54,7 +54,7 @@ fn cluster_members(
     gcomm_hosts: &[String],
 ) -> EngineResult<Vec<Member>> {
     use coffer_db::mysql_prelude::Queryable;
-    let mut c = coffer_db::connect(conn, files)?;
+    let mut c = coffer_db::connect_control(conn, files)?;
     let q = |c: &mut coffer_db::MysqlConn, sql: &str| -> EngineResult<Option<String>> {
         c.query_first::<Option<String>, _>(sql)
             .map(|v| v.flatten())
@@ -101,7 +101,7 @@ fn cluster_members(
         let mut spec = conn.clone();
         spec.host = host.to_string();
         spec.port = port;
-        let Ok(mut mc) = coffer_db::connect(&spec, files) else {
+        let Ok(mut mc) = coffer_db::connect_control(&spec, files) else {
             continue;
         };
         let node = q(&mut mc, "SELECT @@wsrep_node_name")?.unwrap_or_default();
@@ -144,7 +144,7 @@ impl DesyncWatch {
                 .name("coffer-donor-watch".into())
                 .spawn(move || {
                     use coffer_db::mysql_prelude::Queryable;
-                    let Ok(mut c) = coffer_db::connect(&spec, &files) else { return };
+                    let Ok(mut c) = coffer_db::connect_control(&spec, &files) else { return };
                     let mut last = Instant::now();
                     while !s.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(250));

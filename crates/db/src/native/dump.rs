@@ -377,14 +377,14 @@ impl NativeDump {
         opts: &NativeDumpOptions,
     ) -> Result<NativeDump, DbError> {
         let n = opts.connections.max(1);
-        let mut lock = connect(spec, files)?;
-        q(spec, &mut lock, "FLUSH TABLES WITH READ LOCK").map_err(|e| match e {
-            DbError::Query { target, reason } => DbError::Query {
-                target,
-                reason: format!("{reason} — the native dump needs the RELOAD privilege for its brief global read lock"),
-            },
-            other => other,
-        })?;
+        let mut lock = crate::conn::connect_control(spec, files)?;
+        // Bounded: every writer on the source waits while the FTWRL does.
+        crate::global_lock::flush_tables_with_read_lock(
+            spec,
+            files,
+            &mut lock,
+            crate::global_lock::FTWRL_WAIT,
+        )?;
         let mut conns = Vec::new();
         for _ in 0..n {
             let mut c = connect(spec, files)?;
