@@ -321,21 +321,22 @@ fn create_definitions(
 ) -> Result<(), DbError> {
     // A restore over a database that has them already replaces them.
     for (db, _, d) in defs {
-        let kind =
-            match d.kind.as_str() {
-                "view" => "VIEW",
-                "procedure" => "PROCEDURE",
-                "function" => "FUNCTION",
-                "trigger" => "TRIGGER",
-                "event" => "EVENT",
-                other => return Err(fail(
+        let kind = match d.kind.as_str() {
+            "view" => "VIEW",
+            "procedure" => "PROCEDURE",
+            "function" => "FUNCTION",
+            "trigger" => "TRIGGER",
+            "event" => "EVENT",
+            other => {
+                return Err(fail(
                     spec,
                     format!(
                         "the snapshot holds a definition of unknown kind `{other}` (`{db}`.`{}`)",
                         d.name
                     ),
-                )),
-            };
+                ))
+            }
+        };
         exec(
             spec,
             c,
