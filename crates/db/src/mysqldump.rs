@@ -194,13 +194,15 @@ mod tests {
         // child holds the descriptor until it execs, and starting the script fails with
         // ETXTBSY meanwhile.
         let mut s = (0..50)
-            .find_map(|_| match DumpStream::start(&clients, &spec, files.clone(), &[]) {
-                Err(e) if e.to_string().contains("Text file busy") => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    None
-                }
-                other => Some(other),
-            })
+            .find_map(
+                |_| match DumpStream::start(&clients, &spec, files.clone(), &[]) {
+                    Err(e) if e.to_string().contains("Text file busy") => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        None
+                    }
+                    other => Some(other),
+                },
+            )
             .expect("the fake dump stays busy")
             .unwrap();
         let mut out = Vec::new();

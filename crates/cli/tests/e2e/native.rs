@@ -81,7 +81,10 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     );
     let manifest = restic(&repo_s, &["dump", "latest", "/coffer/9-manifest.json"]);
     let manifest: serde_json::Value = serde_json::from_str(&manifest.stdout).unwrap();
-    assert_eq!(manifest["format"], 2, "chunks are directories of pieces");
+    assert_eq!(
+        manifest["format"], 3,
+        "chunks are directories of pieces; sequences, history, roles"
+    );
     let chunks = manifest["files"].as_array().unwrap();
     let big_chunks: Vec<&serde_json::Value> = chunks.iter().filter(|f| f["table"] == "t").collect();
     assert!(

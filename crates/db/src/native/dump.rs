@@ -749,7 +749,7 @@ impl NativeDump {
             schema: Some(schema),
             piece: 0,
             manifest: Some(Manifest {
-                format: 2,
+                format: super::MANIFEST_FORMAT,
                 server_version: self.schema.server_version,
                 position: self.position,
                 started: self.started,

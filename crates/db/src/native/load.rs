@@ -23,8 +23,7 @@ use crate::{
     DbError,
 };
 
-/// The newest manifest format this loader reads: 2 stores a chunk as a directory of pieces.
-const MANIFEST_FORMAT: u32 = 2;
+use super::MANIFEST_FORMAT;
 
 /// Pieces per LOAD DATA statement: at most 64 MiB with coffer's 1 MiB pieces, so a table
 /// dumped as one chunk (no integer key to split it by) still loads in bounded transactions.
