@@ -207,7 +207,7 @@ pub(crate) fn repo_vars(
 }
 
 pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> EngineResult<Duration> {
-    Ok(task.duration("waitTimeout")?.unwrap_or(DEFAULT_DB_WAIT))
+    Ok(task.typed.wait_timeout.unwrap_or(DEFAULT_DB_WAIT))
 }
 
 /// Splits a Stash `args` param on whitespace, as Stash does.
@@ -508,7 +508,7 @@ fn execute(
                     h.donor = out.donor.clone();
                     h.donor_desynced_seconds = Some(out.donor_desynced.as_secs_f64());
                     (out.snapshot, crate::physical::STREAM_PATH)
-                } else if p.task.param("method") == Some("native") {
+                } else if p.task.typed.method == Some(coffer_api::params::Method::Native) {
                     let s = crate::native::native_backup(
                         &repo,
                         &p.conn,
@@ -519,7 +519,7 @@ fn execute(
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, coffer_db::native::DIR)
-                } else if p.task.param("method") == Some("physical") {
+                } else if p.task.typed.method == Some(coffer_api::params::Method::Physical) {
                     let s = crate::physical::physical_backup(
                         &repo,
                         &p.conn,

@@ -243,16 +243,14 @@ pub fn galera_backup(
         .param("listenAddress")
         .unwrap_or("127.0.0.1")
         .to_string();
-    let timeout = task
-        .duration("sstTimeout")?
-        .unwrap_or(Duration::from_secs(120));
+    let timeout = task.typed.sst_timeout.unwrap_or(Duration::from_secs(120));
     let req = SstRequest {
         address: g.address.clone(),
         group: g.group.clone(),
         sst_method: method.clone(),
         donor: donor.clone(),
         listen_host: listen_host.clone(),
-        listen_port: task.number("listenPort", 0..=65535)?.unwrap_or(0) as u16,
+        listen_port: task.typed.listen_port.unwrap_or(0),
         garbd_host: listen_host,
         garbd_port: free_port(),
         timeout,
@@ -380,8 +378,8 @@ impl PhysicalRestore {
         Ok(PhysicalRestore {
             data_dir_template: dir.to_string(),
             replicas,
-            replace: task.flag("replaceDataDir")?,
-            keep_cluster_uuid: task.flag("keepClusterUUID")?,
+            replace: task.typed.replace_data_dir,
+            keep_cluster_uuid: task.typed.keep_cluster_uuid,
             owner: task
                 .param("owner")
                 .filter(|o| !o.is_empty())

@@ -268,7 +268,7 @@ fn execute(
     // A native snapshot is restored natively when asked to, or when it is the only kind the
     // selector finds; decided once, not per step.
     let native = !physical
-        && (task.param("method") == Some("native")
+        && (task.typed.method == Some(coffer_api::params::Method::Native)
             || (repo.find(&native_selector).is_ok() && repo.find(&selector).is_err()));
     let mut replica_stats = Vec::new();
     for step in &task.steps {

@@ -128,6 +128,64 @@ fn bad_manifests_are_refused_whole_with_file_kind_and_field() {
             vec!["Repository/default/r", "spec.backend: required"],
         ),
     ];
+    // Checked at apply with the parsers the scheduler and the engine use, not at run time.
+    let bc = |name: &str, extra: &str, params: &str| {
+        format!(
+            "{good}---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
+             metadata: {{name: {name}}}\nspec:\n  task: {{name: mariadb-backup-10.5.8, params: \
+             [{params}]}}\n  repository: {{name: r}}\n  target: {{ref: {{kind: AppBinding, \
+             name: db}}}}\n  retentionPolicy: {{name: k, keepLast: 1, prune: true}}\n{extra}"
+        )
+    };
+    let later: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "cron.yaml",
+            bc("b", "  schedule: '61 * * * *'\n", ""),
+            vec![
+                "cron.yaml (document 2), BackupConfiguration/default/b: spec.schedule: \
+                 `61 * * * *` is not a valid cron schedule",
+            ],
+        ),
+        (
+            "zone.yaml",
+            bc("b", "  schedule: '0 3 * * *'\n  timeZone: Europe/Atlantis\n", ""),
+            vec!["spec.timeZone: unknown time zone `Europe/Atlantis`"],
+        ),
+        (
+            "method.yaml",
+            bc("b", "", "{name: method, value: natve}"),
+            vec![
+                "method.yaml (document 2), BackupConfiguration/default/b: \
+                 spec.task.params.method: `natve` is not one of mysqldump, native or physical",
+            ],
+        ),
+        (
+            "connections.yaml",
+            bc("b", "", "{name: connections, value: '0'}"),
+            vec!["spec.task.params.connections: `0` is not a whole number from 1 to 64"],
+        ),
+        (
+            "unknown-param.yaml",
+            bc("b", "", "{name: chunkMib, value: '8'}"),
+            vec!["spec.task.params.chunkMib: not a param of the built-in tasks; did you mean `chunkMiB`?"],
+        ),
+        (
+            "hook.yaml",
+            bc("b", "  hooks: {preBackup: {httpGet: {port: 80}, exec: {command: [/bin/true]}}}\n", ""),
+            vec!["spec.hooks.preBackup: exactly one of exec, httpGet or httpPost may be set"],
+        ),
+        (
+            "wrong-kind.yaml",
+            format!(
+                "{}---\napiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\n\
+                 metadata: {{name: r}}\nspec: {{clientConfig: {{url: 'mysql://h:3306/'}}, \
+                 secret: {{name: s}}}}\n",
+                bc("b", "", "")
+            ),
+            vec!["spec.repository.name: `r` is an AppBinding in this apply, not a Repository"],
+        ),
+    ];
+    let cases = cases.into_iter().chain(later);
     for (file, text, needles) in cases {
         let r = cf.apply(file, &text);
         assert!(!r.ok, "{file} must be refused:\n{r}");
@@ -141,6 +199,18 @@ fn bad_manifests_are_refused_whole_with_file_kind_and_field() {
             "{file}: part of the file was applied"
         );
     }
+    // As in Stash, a configuration may come before its Repository: a warning, then applied.
+    let r = cf.apply("early.yaml", &bc("b", "", "{name: method, value: native}"));
+    assert!(r.ok, "{r}");
+    assert!(
+        r.stderr.contains(
+            "early.yaml (document 2), BackupConfiguration/default/b: \
+             spec.repository.name: Repository default/r does not exist yet"
+        ),
+        "{r}"
+    );
+    assert!(r.stderr.starts_with("warning: "), "{r}");
+    assert!(cf.run(&["get", "backupconfiguration", "b"]).ok);
 }
 
 #[test]
