@@ -9,6 +9,7 @@ pub mod mysqldump;
 pub mod native;
 pub mod physical;
 mod process;
+pub mod redact;
 pub mod xbstream;
 
 pub use client::Clients;
