@@ -257,6 +257,7 @@ pub fn run_backup(
 
 fn record_failure(session: &mut BackupSession, msg: &str) {
     tracing::error!("backup session failed: {msg}");
+    let msg = &crate::error::status_reason(msg);
     let st = session.status_mut();
     st.error = Some(msg.to_string());
     if st.targets.is_empty() {
@@ -357,7 +358,9 @@ fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool) {
             );
             let st = session.status_mut();
             if st.error.is_none() {
-                st.error = Some(format!("the postBackup hook failed: {msg}"));
+                st.error = Some(crate::error::status_reason(&format!(
+                    "the postBackup hook failed: {msg}"
+                )));
             }
         }
     }

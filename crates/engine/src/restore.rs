@@ -89,8 +89,9 @@ pub fn run_restore(
                 st.stats = stats;
             }
             Err(e) => {
-                let msg = e.to_string();
-                tracing::error!("restore session failed: {msg}");
+                let full = e.to_string();
+                tracing::error!("restore session failed: {full}");
+                let msg = crate::error::status_reason(&full);
                 st.error = Some(msg.clone());
                 st.stats = vec![HostRestoreStats {
                     hostname: host,
@@ -126,8 +127,9 @@ pub fn run_restore(
                         &now,
                     );
                     let st = rs.status_mut();
-                    st.error
-                        .get_or_insert(format!("the postRestore hook failed: {msg}"));
+                    st.error.get_or_insert(crate::error::status_reason(&format!(
+                        "the postRestore hook failed: {msg}"
+                    )));
                 }
             }
         }

@@ -568,3 +568,76 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
     );
     assert_restic_check(&repo_s, &[]);
 }
+
+/// A restore from a repository with a damaged pack fails, and says so in one or two lines
+/// naming the repository, even with RUST_BACKTRACE set; the storage library's whole message
+/// goes to the session log.
+#[test]
+fn a_damaged_repository_fails_the_restore_in_two_lines() {
+    let src = app_db();
+    let cf = setup(&src, "");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    // Overwrite bytes in the middle of the data pack.
+    let mut packs = Vec::new();
+    let mut dirs = vec![cf.path("repo").join("data")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                packs.push(p);
+            }
+        }
+    }
+    // The largest pack holds the dump's data (the trees' pack is small).
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = packs.last().expect("the backup wrote packs");
+    let mut bytes = std::fs::read(pack).unwrap();
+    let (mid, len) = (bytes.len() / 2, bytes.len());
+    for b in &mut bytes[mid.saturating_sub(8)..(mid + 8).min(len)] {
+        *b ^= 0x5a;
+    }
+    std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(pack, bytes).unwrap();
+    let rs = cf.file("rs.yaml", &restore_session("rs", "repo", "src", "latest"));
+    let o = cf
+        .cmd()
+        .args(["restore", "-f", rs.to_str().unwrap(), "--wait"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let r = Run::from(o);
+    assert!(!r.ok, "{r}");
+    assert!(r.stdout.contains("restoresession/rs created"), "{r}");
+    let session = cf.get_json("restoresession", "rs");
+    assert_eq!(phase(&session), "Failed", "{session:#}");
+    let reason = error(&session);
+    assert!(
+        reason.lines().count() <= 2 && reason.len() <= 300,
+        "the reason must be one or two short lines, got {} lines, {} chars:\n{reason}",
+        reason.lines().count(),
+        reason.len()
+    );
+    assert!(reason.contains("Repository default/repo"), "{reason}");
+    let host_error = session["status"]["stats"][0]["error"].as_str().unwrap();
+    assert_eq!(host_error, reason);
+    let yaml = cf.ok(&["get", "restoresession", "rs", "-o", "yaml"]).stdout;
+    assert!(
+        !yaml.contains("stack backtrace") && !yaml.contains("Backtrace"),
+        "{yaml}"
+    );
+    // What the command prints about the failure is the same short reason.
+    assert!(r.stderr.contains(&format!("reason: {reason}\n")), "{r}");
+    // The detail is in the session log, without rustic's backtraces.
+    let log = cf.ok(&["logs", "restoresession", "rs"]).stdout;
+    assert!(log.contains("Repository default/repo"), "{log}");
+    assert!(
+        log.contains("Data decryption failed, MAC check failed"),
+        "{log}"
+    );
+    assert!(log.contains("rustic.cli.rs/docs/errors/C001"), "{log}");
+    assert!(!log.contains("Backtrace:"), "{log}");
+    assert!(log.lines().count() > reason.lines().count(), "{log}");
+}
