@@ -641,3 +641,87 @@ fn a_damaged_repository_fails_the_restore_in_two_lines() {
     assert!(!log.contains("Backtrace:"), "{log}");
     assert!(log.lines().count() > reason.lines().count(), "{log}");
 }
+
+/// A password written into `clientConfig.url` is never used (credentials come from the
+/// AppBinding's Secret) and never shown: not by apply's errors, `get -o yaml/json`,
+/// `describe`, a failed session's status and log, nor the store on disk.
+#[test]
+fn a_password_in_the_appbinding_url_is_shown_nowhere() {
+    const URL_PASSWORD: &str = "Url-Pass-7731";
+    let cf = Coffer::new();
+    // A port nothing listens on: the backup fails connecting.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ab = |url: &str| {
+        format!(
+            "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: src}}\n\
+             spec:\n  clientConfig: {{url: \"{url}\"}}\n  secret: {{name: src-auth}}\n"
+        )
+    };
+    let refused = cf.apply(
+        "bad-url.yaml",
+        &ab(&format!("mysql://root:{URL_PASSWORD}@127.0.0.1:99999/")),
+    );
+    assert!(!refused.ok, "{refused}");
+    assert!(
+        refused.stderr.contains("spec.clientConfig.url"),
+        "{refused}"
+    );
+    assert!(
+        refused.stderr.contains("mysql://root:***@127.0.0.1:99999/"),
+        "{refused}"
+    );
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        secret("src-auth", &[("username", "root"), ("password", "unused")]),
+        ab(&format!("mysql://root:{URL_PASSWORD}@127.0.0.1:{port}/")),
+        backup_config_with("bc", "repo", "src", &[("waitTimeout", "1")], 5),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(!run.ok, "{run}");
+    let bs = cf.last_session(&run);
+    assert_eq!(phase(&bs), "Failed", "{bs:#}");
+    let name = bs["metadata"]["name"].as_str().unwrap().to_string();
+    let yaml = cf.ok(&["get", "appbinding", "src", "-o", "yaml"]).stdout;
+    assert!(yaml.contains("mysql://root:***@127.0.0.1:"), "{yaml}");
+    let mut store = String::new();
+    let mut dirs = vec![cf.home.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                store.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    for (what, text) in [
+        ("apply", refused.stderr.clone()),
+        ("get -o yaml", yaml),
+        (
+            "get -o json",
+            cf.ok(&["get", "appbinding", "src", "-o", "json"]).stdout,
+        ),
+        ("describe", cf.ok(&["describe", "appbinding", "src"]).stdout),
+        ("backup output", format!("{}{}", run.stdout, run.stderr)),
+        ("session", bs.to_string()),
+        (
+            "session log",
+            cf.ok(&["logs", "backupsession", &name]).stdout,
+        ),
+        ("store", store),
+    ] {
+        assert!(
+            !text.contains(URL_PASSWORD),
+            "{what} shows the URL's password:\n{text}"
+        );
+    }
+}
