@@ -335,23 +335,27 @@ fn a_native_dump_that_fails_leaves_no_snapshot() {
             &[("method", "native"), ("chunkMiB", "1")],
             5,
         ),
-        backup_config_with(
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+
+    // A param that does not parse is refused at apply and named, instead of a default.
+    let typo = cf.apply(
+        "typo.yaml",
+        &backup_config_with(
             "typo",
             "repo",
             "src",
             &[("method", "native"), ("chunkMiB", "1MiB")],
             5,
         ),
-    ]
-    .join("---\n");
-    assert!(cf.apply("m.yaml", &manifests).ok);
-
-    // A param that does not parse fails the session and names it, instead of a default.
-    let typo = cf.run(&["backup", "typo", "--wait"]);
+    );
     assert!(!typo.ok, "{typo}");
     assert!(
-        typo.stderr
-            .contains("param `chunkMiB`): `1MiB` is not a whole number from 1 to 4096"),
+        typo.stderr.contains(
+            "BackupConfiguration/default/typo: spec.task.params.chunkMiB: `1MiB` is not a \
+             whole number from 1 to 4096"
+        ),
         "{typo}"
     );
     let child = cf

@@ -66,7 +66,10 @@ fn fail(spec: &ConnSpec, reason: String) -> DbError {
 
 fn exec(spec: &ConnSpec, c: &mut Conn, sql: &str, what: &str) -> Result<(), DbError> {
     c.query_drop(sql).map_err(|e| match classify(spec, &e) {
-        DbError::Query { reason, .. } => fail(spec, format!("{what}: {reason}")),
+        // The server echoes the statement, and a users-and-grants one holds password hashes.
+        DbError::Query { reason, .. } => {
+            fail(spec, format!("{what}: {}", crate::redact::sql(&reason)))
+        }
         other => other,
     })
 }
