@@ -154,7 +154,7 @@ impl Sst {
             .port();
         let workdir = tempfile::Builder::new()
             .prefix("coffer-garbd-")
-            .tempdir()
+            .tempdir_in(crate::process::scratch_dir())
             .map_err(|e| fail(format!("cannot create garbd's work directory: {e}")))?;
         let log = workdir.path().join("garbd.log");
         let sst = format!(

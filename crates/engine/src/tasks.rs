@@ -389,4 +389,28 @@ mod tests {
         );
         assert_eq!(task_name(&empty, None, Direction::Restore), "mysql-restore");
     }
+
+    #[test]
+    fn a_command_past_its_limit_fails_saying_so_with_its_last_words() {
+        let cmd: Vec<String> = ["sh", "-c", "echo getting ready >&2; sleep 30"]
+            .map(String::from)
+            .to_vec();
+        let t = std::time::Instant::now();
+        let e = run_exec_for(
+            "preBackup",
+            &cmd,
+            None,
+            &BTreeMap::new(),
+            std::time::Duration::from_millis(500),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            e.contains("`sh` did not finish within")
+                && e.contains("was stopped with everything it started")
+                && e.contains("getting ready"),
+            "{e}"
+        );
+    }
 }
