@@ -319,6 +319,19 @@ fn task(
         },
     };
     problems.extend(validate::task_params("spec.task.params", given, rules));
+    // The built-in steps hand `args` to the client programs; a user's own Functions get it
+    // as a variable in commands the user wrote, so only the built-in steps are held to it.
+    if rules != Rules::Free {
+        let program = match dir {
+            TaskDirection::Backup => crate::clientargs::ClientProgram::Dump,
+            TaskDirection::Restore => crate::clientargs::ClientProgram::Load,
+        };
+        if let Some((field, why)) =
+            crate::clientargs::refused_param("spec.task.params", given, program)
+        {
+            problems.push(Problem::new(field, why));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +394,44 @@ mod tests {
              `connections`?"
         );
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn args_that_redirect_the_client_are_refused_at_apply() {
+        let text = [
+            SECRETS,
+            AB,
+            REPO,
+            &bc(
+                "mariadb-backup-10.5.8",
+                "{name: args, value: '--databases shop --host=evil'}",
+                "repo",
+            ),
+        ]
+        .join("---\n");
+        let (e, _) = check(&text);
+        assert!(
+            e.starts_with(
+                "f.yaml (document 5), BackupConfiguration/default/bc: spec.task.params[0].value: "
+            ) && e.contains("--host"),
+            "{e}"
+        );
+        // A user's own Function takes `args` as its author wrote it.
+        let task = "apiVersion: stash.appscode.com/v1beta1\nkind: Task\nmetadata: {name: t}\n\
+                    spec: {steps: [{name: stamp}]}\n";
+        let func = "apiVersion: stash.appscode.com/v1beta1\nkind: Function\n\
+                    metadata: {name: stamp}\nspec: {command: [/bin/true]}\n";
+        let own = [
+            SECRETS,
+            AB,
+            REPO,
+            task,
+            func,
+            &bc("t", "{name: args, value: '--host=elsewhere'}", "repo"),
+        ]
+        .join("---\n");
+        let (e, w) = check(&own);
+        assert!(e.is_empty() && w.is_empty(), "{e} {w:?}");
     }
 
     #[test]
