@@ -11,6 +11,7 @@
 pub mod dump;
 pub mod load;
 pub mod schema;
+mod shadow;
 
 pub use dump::{NativeDump, NativeDumpOptions};
 pub use load::{load, LoadOptions, LoadReport};
