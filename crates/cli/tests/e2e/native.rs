@@ -400,15 +400,15 @@ fn a_native_restore_that_fails_leaves_the_target_as_it_was() {
     assert!(!r.ok, "{r}");
     let rs = cf.get_json("restoresession", "broken");
     assert_eq!(phase(&rs), "Failed", "{rs:#}");
-    assert!(
-        error(&rs).contains("nothing was replaced"),
-        "the error says the target is as it was: {rs:#}"
-    );
     let after = verify::checksums(&mut d, &["shop"]).unwrap();
     if let Some(diff) = verify::diff(&before, &after) {
         panic!("a failed restore changed the target:\n{diff}");
     }
     assert_eq!(creates, verify::show_creates(&mut d, "shop").unwrap());
+    assert!(
+        error(&rs).contains("nothing was replaced"),
+        "the error says the target is as it was: {rs:#}"
+    );
     assert_eq!(
         shadows_left(&mut d),
         vec!["#coffer-mine".to_string()],
@@ -551,4 +551,114 @@ fn a_native_dump_of_rows_of_256_mib_stays_within_a_memory_bound() {
     let got = verify::checksums(&mut dst.conn().unwrap(), &["blobs"]).unwrap();
     assert!(want["blobs.b"].is_some());
     assert_eq!(want, got);
+}
+
+/// Restores a snapshot made up in the test, with no data files, straight through the loader.
+fn load_crafted(
+    dst: &MariaDb,
+    databases: Vec<coffer_db::native::schema::Database>,
+) -> Result<(), coffer_db::DbError> {
+    use coffer_db::native::{self, schema::Schema, LoadOptions, Manifest};
+    let spec = coffer_db::ConnSpec {
+        host: dst.host().to_string(),
+        port: dst.port(),
+        user: "root".into(),
+        password: dst.root_password().to_string(),
+        tls: None,
+        label: "the crafted test".into(),
+    };
+    let files = coffer_db::ClientFiles::new(&spec, coffer_db::ClientFlavor::MariaDb)?;
+    let schema = Schema {
+        format: 1,
+        databases,
+        ..Default::default()
+    };
+    let manifest = Manifest {
+        format: 2,
+        ..Default::default()
+    };
+    let fetch: native::load::Fetch =
+        std::sync::Arc::new(|_: &str, _: &mut dyn std::io::Write| Ok(0));
+    let opts = LoadOptions {
+        connections: 1,
+        ..Default::default()
+    };
+    native::load(&spec, &files, &schema, &manifest, fetch, &opts).map(|_| ())
+}
+
+#[test]
+fn charset_names_of_a_crafted_snapshot_do_not_become_sql() {
+    use coffer_db::native::schema::{Database, Definition};
+    let dst = MariaDb::start().unwrap();
+    let db = |name: &str, charset: &str, views: Vec<Definition>| Database {
+        name: name.into(),
+        charset: charset.into(),
+        collation: "utf8mb4_general_ci".into(),
+        views,
+        ..Default::default()
+    };
+    let view = |client: &str, collation: &str| Definition {
+        kind: "view".into(),
+        name: "v".into(),
+        create: "CREATE VIEW v AS SELECT 1 AS a".into(),
+        character_set_client: Some(client.into()),
+        collation_connection: Some(collation.into()),
+        ..Default::default()
+    };
+    let databases = |dst: &MariaDb| -> Vec<String> {
+        dst.query_strings("SHOW DATABASES")
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect()
+    };
+
+    // A character set name that carries statements of its own.
+    let e = load_crafted(
+        &dst,
+        vec![db(
+            "crafted",
+            "utf8mb4 COLLATE utf8mb4_bin; CREATE DATABASE pwned1; --",
+            vec![],
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("the database `crafted` in the snapshot names the character set"),
+        "{e}"
+    );
+    let e = load_crafted(
+        &dst,
+        vec![db(
+            "crafted",
+            "utf8mb4",
+            vec![view("latin1; CREATE DATABASE pwned2", "latin1_swedish_ci")],
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("the view `crafted`.`v` in the snapshot names the character set"),
+        "{e}"
+    );
+
+    // A database name that is quoted safely only under the character set it was quoted for:
+    // under GBK the last byte of `中` swallows the doubled backtick.
+    let name = "中`; CREATE DATABASE pwned3; -- x";
+    load_crafted(
+        &dst,
+        vec![db(name, "utf8mb4", vec![view("gbk", "gbk_chinese_ci")])],
+    )
+    .unwrap();
+    let all = databases(&dst);
+    assert!(all.iter().all(|d| !d.starts_with("pwned")), "{all:?}");
+    assert!(all.iter().any(|d| d == name), "{all:?}");
+    let v: Vec<Vec<Option<String>>> = dst
+        .query_strings(&format!(
+            "SELECT CHARACTER_SET_CLIENT FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{}'",
+            name.replace('\'', "''")
+        ))
+        .unwrap();
+    assert_eq!(v, vec![vec![Some("gbk".to_string())]]);
 }

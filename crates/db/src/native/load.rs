@@ -928,6 +928,45 @@ mod tests {
     }
 
     #[test]
+    fn only_charset_names_the_server_knows_go_into_sql() {
+        let names = Names {
+            charsets: ["utf8mb4", "utf8mb3", "latin1", "gbk"]
+                .map(String::from)
+                .into(),
+            collations: ["utf8mb4_bin", "utf8mb3_general_ci"]
+                .map(String::from)
+                .into(),
+        };
+        let what = "the view `d`.`v` in the snapshot";
+        assert_eq!(names.check("latin1", false, what), Ok("latin1"));
+        assert_eq!(names.check("GBK", false, what), Ok("GBK"));
+        assert_eq!(names.check("utf8mb4_bin", true, what), Ok("utf8mb4_bin"));
+        // Older servers' `utf8` is today's `utf8mb3`.
+        assert_eq!(names.check("utf8", false, what), Ok("utf8"));
+        assert_eq!(
+            names.check("utf8_general_ci", true, what),
+            Ok("utf8_general_ci")
+        );
+        for bad in [
+            "",
+            "latin2",
+            "utf8mb4_bin",
+            "utf8x",
+            "latin1; DROP DATABASE d",
+            "latin1 COLLATE latin1_bin",
+            "`latin1`",
+            "'latin1'",
+        ] {
+            let e = names.check(bad, false, what).unwrap_err();
+            assert!(e.starts_with(what) && e.contains("character set"), "{e}");
+        }
+        assert!(
+            names.check("latin1", true, what).is_err(),
+            "a charset is no collation"
+        );
+    }
+
+    #[test]
     fn manifests_of_either_checksum_are_verified() {
         let old = DataFile {
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),

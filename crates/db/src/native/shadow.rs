@@ -333,6 +333,9 @@ impl Shadows {
     /// The target's own tables that referenced an old table now reference it in the trash
     /// database (InnoDB's foreign keys follow a renamed table): point them at the new one.
     fn repoint(&self, spec: &ConnSpec, c: &mut Conn) -> Result<(), DbError> {
+        if self.shadows.is_empty() {
+            return Ok(());
+        }
         let trash: BTreeMap<String, &String> = self
             .shadows
             .iter()
