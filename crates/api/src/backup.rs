@@ -176,6 +176,11 @@ pub mod condition {
     pub const BACKUP_TARGET_FOUND: &str = "BackupTargetFound";
     pub const VALIDATION_PASSED: &str = "ValidationPassed";
     pub const CRON_JOB_CREATED: &str = "CronJobCreated";
+
+    /// coffer: the reason of RetentionPolicyApplied=False when the repository was in use (a
+    /// restore, another backup, a restic command) and retention waits for a later backup;
+    /// the backup itself succeeded.
+    pub const REASON_RETENTION_POSTPONED: &str = "RetentionPolicyPostponed";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

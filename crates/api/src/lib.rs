@@ -8,6 +8,7 @@
 
 pub mod appbinding;
 pub mod backup;
+pub mod clientargs;
 pub mod duration;
 pub mod envsubst;
 pub mod kind;

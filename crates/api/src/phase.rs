@@ -1,6 +1,7 @@
-//! Session phases computed from conditions and targets, as Stash does — with one deliberate
-//! difference: a Pushgateway that is down (MetricsPushed=False) does not fail a backup; the
-//! condition records it.
+//! Session phases computed from conditions and targets, as Stash does — with two deliberate
+//! differences: a Pushgateway that is down (MetricsPushed=False) does not fail a backup, and
+//! neither does retention postponed because the repository was in use
+//! (RetentionPolicyApplied=False, reason RetentionPolicyPostponed); the conditions record them.
 
 use crate::{
     backup::{condition as c, phase, BackupSessionStatus, BackupTargetStatus},
@@ -9,6 +10,12 @@ use crate::{
 
 fn is(conds: &[Condition], t: &str, status: bool) -> bool {
     get_condition(conds, t).is_some_and(|x| if status { x.is_true() } else { x.is_false() })
+}
+
+/// Retention failed; postponed because the repository was in use is not a failure.
+fn retention_failed(conds: &[Condition]) -> bool {
+    get_condition(conds, c::RETENTION_POLICY_APPLIED)
+        .is_some_and(|x| x.is_false() && x.reason != c::REASON_RETENTION_POSTPONED)
 }
 
 /// The phase of one target from its host stats.
@@ -68,7 +75,7 @@ pub fn backup_session_phase(st: &BackupSessionStatus) -> &'static str {
         .all(|p| *p == phase::SUCCEEDED || *p == phase::FAILED)
     {
         let failed = phases.contains(&phase::FAILED)
-            || is(conds, c::RETENTION_POLICY_APPLIED, false)
+            || retention_failed(conds)
             || is(conds, c::REPOSITORY_INTEGRITY_VERIFIED, false)
             || is(conds, c::BACKEND_REPOSITORY_INITIALIZED, false);
         return if failed {
@@ -162,6 +169,15 @@ mod tests {
                 vec![cond(c::RETENTION_POLICY_APPLIED, false)],
                 vec![target(Some(1), &[ok])],
                 phase::FAILED,
+            ),
+            (
+                "retention postponed while the repository is in use does not fail the backup",
+                vec![Condition {
+                    reason: c::REASON_RETENTION_POSTPONED.into(),
+                    ..cond(c::RETENTION_POLICY_APPLIED, false)
+                }],
+                vec![target(Some(1), &[ok])],
+                phase::SUCCEEDED,
             ),
             (
                 "pre-backup hook failed",

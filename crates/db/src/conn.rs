@@ -1,11 +1,16 @@
 //! How to reach one server, and connecting to it with the checks a backup needs first.
 
 use std::{
+    ffi::CString,
     fmt,
     io::Write,
     net::ToSocketAddrs,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::process::CommandExt,
+    },
+    path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -78,25 +83,39 @@ impl ConnSpec {
     }
 }
 
-/// The files a client needs — an option file with the credentials and the TLS PEMs — in a
-/// private directory (0700, files 0600) removed on drop. The password reaches mysqldump and
-/// mysql only through this file, never through argv or the environment.
+/// The files a client needs — an option file with the credentials and the TLS PEMs — as
+/// anonymous in-memory files (memfd, 0600) that exist only while this value and the children it
+/// was passed to live: nothing with a secret is ever written to disk, so even a SIGKILLed agent
+/// leaves none behind. Each is named by a `/dev/fd/N` path; this process opens them through
+/// that path (the native connection's TLS files), and a child sees them only when
+/// [`ClientFiles::pass_to`] was applied to its command (they are close-on-exec otherwise, so
+/// no other child inherits them). The password reaches mysqldump and mysql only through this
+/// file, never through argv or the environment.
 pub struct ClientFiles {
-    dir: tempfile::TempDir,
+    fds: Vec<OwnedFd>,
     pub defaults_file: PathBuf,
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+/// An anonymous, close-on-exec, 0600 in-memory file holding `data`, and its `/dev/fd` path.
+fn private_memfd(name: &str, data: &[u8]) -> std::io::Result<(OwnedFd, PathBuf)> {
+    let cname = CString::new(name).map_err(std::io::Error::other)?;
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // A memfd starts world-writable, and the clients ignore world-writable option files.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut f = std::fs::File::from(fd);
     f.write_all(data)?;
-    f.sync_all()
+    let fd = OwnedFd::from(f);
+    let path = PathBuf::from(format!("/dev/fd/{}", fd.as_raw_fd()));
+    Ok((fd, path))
 }
 
 /// Escapes a value for a MySQL option file (double-quoted, backslash escapes).
@@ -126,11 +145,12 @@ impl ClientFiles {
     pub fn new(spec: &ConnSpec, flavor: ClientFlavor) -> Result<ClientFiles, DbError> {
         let io =
             |e: std::io::Error| DbError::Local(format!("cannot write client option file: {e}"));
-        let dir = tempfile::Builder::new()
-            .prefix("coffer-client-")
-            .tempdir()
-            .map_err(io)?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        let mut fds = Vec::new();
+        let mut file = |name: &str, data: &[u8]| -> Result<PathBuf, DbError> {
+            let (fd, path) = private_memfd(name, data).map_err(io)?;
+            fds.push(fd);
+            Ok(path)
+        };
         let mut ca = None;
         let mut cert = None;
         let mut key = None;
@@ -142,16 +162,13 @@ impl ClientFiles {
         cnf.push_str("protocol=TCP\n");
         if let Some(tls) = &spec.tls {
             if let Some(pem) = &tls.ca_pem {
-                let p = dir.path().join("ca.pem");
-                write_private(&p, pem).map_err(io)?;
+                let p = file("coffer-ca.pem", pem)?;
                 cnf.push_str(&format!("ssl-ca={}\n", option_value(&p.to_string_lossy())));
                 ca = Some(p);
             }
             if let (Some(c), Some(k)) = (&tls.client_cert_pem, &tls.client_key_pem) {
-                let cp = dir.path().join("client-cert.pem");
-                let kp = dir.path().join("client-key.pem");
-                write_private(&cp, c).map_err(io)?;
-                write_private(&kp, k).map_err(io)?;
+                let cp = file("coffer-client-cert.pem", c)?;
+                let kp = file("coffer-client-key.pem", k)?;
                 cnf.push_str(&format!(
                     "ssl-cert={}\n",
                     option_value(&cp.to_string_lossy())
@@ -183,10 +200,9 @@ impl ClientFiles {
         // Large rows (BLOBs, long INSERTs) must not fail on the client's packet limit.
         cnf.push_str("\n[mysqldump]\nmax-allowed-packet=1G\n");
         cnf.push_str("\n[mysql]\nmax-allowed-packet=1G\n");
-        let defaults_file = dir.path().join("client.cnf");
-        write_private(&defaults_file, cnf.as_bytes()).map_err(io)?;
+        let defaults_file = file("coffer-client.cnf", cnf.as_bytes())?;
         Ok(ClientFiles {
-            dir,
+            fds,
             defaults_file,
             ca,
             cert,
@@ -194,13 +210,28 @@ impl ClientFiles {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The argument that must come first on a client's command line.
+    /// The argument that must come first on a client's command line; the command also needs
+    /// [`ClientFiles::pass_to`].
     pub fn defaults_arg(&self) -> String {
         format!("--defaults-file={}", self.defaults_file.display())
+    }
+
+    /// Lets this one child inherit the files (as the same fd numbers its `/dev/fd` paths name).
+    /// The flag is cleared in the child between fork and exec, so children started at the same
+    /// time by other threads never see them. `self` must outlive the spawn.
+    pub fn pass_to(&self, cmd: &mut Command) {
+        let fds: Vec<RawFd> = self.fds.iter().map(|f| f.as_raw_fd()).collect();
+        unsafe {
+            cmd.pre_exec(move || {
+                for &fd in &fds {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
     }
 }
 
@@ -211,9 +242,47 @@ pub struct ServerInfo {
     pub is_mariadb: bool,
 }
 
-/// Opens a native connection (for checks and for the native dump), with the same TLS rules as
-/// the clients: a CA means the server must verify.
+/// How long a connection waits on the network. Every connection finds a dead server or a cut
+/// network within about two minutes, even in the middle of a statement: TCP keepalive probes
+/// after 60 s of silence (every 10 s, 6 of them) and a 2-minute TCP_USER_TIMEOUT for data the
+/// server never acknowledges. A live server that is merely slow answers the probes, so these
+/// never end a long statement; the read and write timeouts below are what bound a live server
+/// that stops answering.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    read: Option<Duration>,
+    write: Option<Duration>,
+}
+
+/// Data connections: the native dump's chunk queries and the native load's LOAD DATA and index
+/// builds can run for many minutes (hours on large tables) with nothing on the wire, so no read
+/// timeout — a dead peer is found by keepalive, a stuck server by the session's timeOut. A write
+/// blocks only while the server reads nothing at all; 30 minutes is far beyond any stall of a
+/// working server.
+const DATA: Timeouts = Timeouts {
+    read: None,
+    write: Some(Duration::from_secs(30 * 60)),
+};
+
+/// Control connections (version, checks, the global read lock, cluster state): short
+/// statements, so a server that has not answered in 5 minutes is stuck.
+const CONTROL: Timeouts = Timeouts {
+    read: Some(Duration::from_secs(5 * 60)),
+    write: Some(Duration::from_secs(5 * 60)),
+};
+
+/// Opens a native connection for streaming data (the native dump and load), with the same TLS
+/// rules as the clients: a CA means the server must verify.
 pub fn connect(spec: &ConnSpec, files: &ClientFiles) -> Result<mysql::Conn, DbError> {
+    connect_with(spec, files, DATA)
+}
+
+/// Opens a native connection for short control statements (checks, locks, status).
+pub fn connect_control(spec: &ConnSpec, files: &ClientFiles) -> Result<mysql::Conn, DbError> {
+    connect_with(spec, files, CONTROL)
+}
+
+fn connect_with(spec: &ConnSpec, files: &ClientFiles, t: Timeouts) -> Result<mysql::Conn, DbError> {
     spec.resolve()?;
     let mut b = mysql::OptsBuilder::new()
         .ip_or_hostname(Some(spec.host.clone()))
@@ -221,7 +290,13 @@ pub fn connect(spec: &ConnSpec, files: &ClientFiles) -> Result<mysql::Conn, DbEr
         .user(Some(spec.user.clone()))
         .pass(Some(spec.password.clone()))
         .prefer_socket(false)
-        .tcp_connect_timeout(Some(Duration::from_secs(10)));
+        .tcp_connect_timeout(Some(Duration::from_secs(10)))
+        .read_timeout(t.read)
+        .write_timeout(t.write)
+        .tcp_keepalive_time_ms(Some(60_000))
+        .tcp_keepalive_probe_interval_secs(Some(10))
+        .tcp_keepalive_probe_count(Some(6))
+        .tcp_user_timeout_ms(Some(120_000));
     if let Some(tls) = &spec.tls {
         let mut ssl = mysql::SslOpts::default();
         if let Some(ca) = &files.ca {
@@ -245,7 +320,7 @@ pub fn ping(spec: &ConnSpec, files: &ClientFiles, wait: Duration) -> Result<Serv
     use mysql::prelude::Queryable;
     let deadline = Instant::now() + wait;
     loop {
-        match connect(spec, files) {
+        match connect_control(spec, files) {
             Ok(mut c) => {
                 let version: String = c
                     .query_first("SELECT VERSION()")
@@ -321,7 +396,7 @@ pub fn classify(spec: &ConnSpec, e: &mysql::Error) -> DbError {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
+    use std::{os::unix::fs::PermissionsExt, path::Path};
 
     use super::*;
 
@@ -340,7 +415,11 @@ mod tests {
         };
         let f = ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(f.dir()), 0o700);
+        assert!(
+            f.defaults_file.starts_with("/dev/fd"),
+            "no file on disk: {:?}",
+            f.defaults_file
+        );
         assert_eq!(mode(&f.defaults_file), 0o600);
         assert_eq!(mode(f.ca.as_ref().unwrap()), 0o600);
         let cnf = std::fs::read_to_string(&f.defaults_file).unwrap();
@@ -354,9 +433,36 @@ mod tests {
             !format!("{spec:?}").contains("ss word"),
             "Debug hides the password"
         );
-        let dir = f.dir().to_path_buf();
-        drop(f);
-        assert!(!dir.exists(), "removed on drop");
+    }
+
+    /// Only the child the files were passed to inherits them; a sibling started meanwhile does
+    /// not, and the child reads the option file through the path in its argument.
+    #[test]
+    fn client_files_reach_only_the_child_they_are_passed_to() {
+        let spec = ConnSpec {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "backup".into(),
+            password: "s3cret-for-one-child".into(),
+            tls: None,
+            label: "AppBinding t/db".into(),
+        };
+        let f = ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap();
+        let path = f.defaults_file.display().to_string();
+        let mut child = Command::new("cat");
+        child.arg(&path);
+        f.pass_to(&mut child);
+        let out = child.output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("s3cret-for-one-child"),
+            "{out:?}"
+        );
+        let sibling = Command::new("ls")
+            .args(["-l", "/proc/self/fd/"])
+            .output()
+            .unwrap();
+        let fds = String::from_utf8_lossy(&sibling.stdout);
+        assert!(!fds.contains("memfd:coffer"), "{fds}");
     }
 
     #[test]

@@ -6,8 +6,7 @@
 
 use std::{
     io::Read,
-    net::{TcpListener, TcpStream},
-    os::unix::process::CommandExt,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -17,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{process::terminate, xbstream, DbError};
+use crate::{
+    process::{spawn_bound, terminate},
+    xbstream, DbError,
+};
 
 /// What to ask the cluster for.
 #[derive(Debug, Clone)]
@@ -36,8 +38,14 @@ pub struct SstRequest {
     /// garbd's own group-communication address.
     pub garbd_host: String,
     pub garbd_port: u16,
-    /// How long to wait for each of the donor's two connections.
+    /// How long to wait for each of the donor's two connections, and the longest the donor
+    /// may send nothing.
     pub timeout: Duration,
+    /// The whole transfer, from the request to the end of the data stream.
+    pub deadline: Duration,
+    /// The addresses the donor may connect from (the cluster members'); anyone else who
+    /// reaches the listener (its port is on garbd's command line) is turned away.
+    pub peers: Vec<IpAddr>,
     /// For messages, e.g. `AppBinding demo/cluster`.
     pub label: String,
 }
@@ -50,6 +58,54 @@ pub struct Sst {
     listener: TcpListener,
     stage1: Vec<u8>,
     started: Instant,
+}
+
+/// Whether a connection from `peer` may carry the SST: only from a cluster member's address
+/// (IPv4-mapped IPv6 counts as IPv4). Loopback is not widened to 127.0.0.0/8: a member at
+/// 127.0.0.1 admits 127.0.0.1 only.
+pub fn peer_allowed(peer: IpAddr, members: &[IpAddr]) -> bool {
+    let canon = |a: IpAddr| match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(a),
+        v4 => v4,
+    };
+    let peer = canon(peer);
+    members.iter().any(|m| canon(*m) == peer)
+}
+
+/// The host of `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
+fn host_of(a: &str) -> &str {
+    let a = a.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match a.rsplit_once(':') {
+        // More than one colon and no brackets: a bare IPv6 address.
+        Some((h, _)) if !h.contains(':') => h,
+        _ => a,
+    }
+}
+
+/// The addresses of a cluster's members: the hosts of a `gcomm://h1:p1,h2:p2?opts` address
+/// and any further member addresses (`wsrep_node_address` values), resolved.
+pub fn member_addresses(gcomm: &str, more: &[String]) -> Vec<IpAddr> {
+    use std::net::ToSocketAddrs;
+    let list = gcomm.trim_start_matches("gcomm://");
+    let list = list.split('?').next().unwrap_or("");
+    let mut out: Vec<IpAddr> = Vec::new();
+    for a in list.split(',').chain(more.iter().map(String::as_str)) {
+        let host = host_of(a);
+        if host.is_empty() {
+            continue;
+        }
+        if let Ok(addrs) = (host, 0u16).to_socket_addrs() {
+            for sa in addrs {
+                if !out.contains(&sa.ip()) {
+                    out.push(sa.ip());
+                }
+            }
+        }
+    }
+    out
 }
 
 fn garbd_binary() -> PathBuf {
@@ -65,6 +121,13 @@ impl Sst {
             target: req.label.clone(),
             reason,
         };
+        if req.peers.is_empty() {
+            return Err(fail(format!(
+                "none of the cluster's addresses ({}) resolves, so no donor could be told from \
+                 a stranger: fix the AppBinding's address",
+                req.address
+            )));
+        }
         let listener =
             TcpListener::bind((req.listen_host.as_str(), req.listen_port)).map_err(|e| {
                 fail(format!(
@@ -105,19 +168,12 @@ impl Sst {
             .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
+            .stderr(Stdio::null());
         if let Some(d) = &req.donor {
             cmd.arg("--donor").arg(d);
         }
-        unsafe {
-            cmd.pre_exec(|| {
-                // garbd must never outlive us.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let garbd = cmd.spawn().map_err(|e| {
+        // garbd must never outlive us.
+        let garbd = spawn_bound(cmd).map_err(|e| {
             fail(format!(
                 "cannot start garbd ({e}): install galera-arbitrator-4"
             ))
@@ -137,13 +193,20 @@ impl Sst {
             stage1: Vec::new(),
             started: Instant::now(),
         };
-        let mut conn = sst.accept("the donor's first connection (the Galera position)")?;
-        conn.set_read_timeout(Some(sst.req.timeout)).ok();
+        let conn = sst.accept("the donor's first connection (the Galera position)")?;
         let mut buf = Vec::new();
-        (&mut conn)
+        let mut stage = Timed {
+            conn,
+            stall: sst.req.timeout,
+            deadline: sst.started + sst.req.deadline,
+        };
+        (&mut stage)
             .take(16 << 20)
             .read_to_end(&mut buf)
             .map_err(|e| sst.fail(format!("reading the position stage failed: {e}")))?;
+        xbstream::PathCheck::new()
+            .feed(&buf)
+            .map_err(|r| sst.fail(format!("the position stage: {r}")))?;
         if buf.is_empty() {
             return Err(sst.fail(
                 "the donor's first connection carried nothing: its SST script failed (see the \
@@ -198,9 +261,16 @@ impl Sst {
         self.listener
             .set_nonblocking(true)
             .map_err(|e| self.fail(e.to_string()))?;
-        let deadline = Instant::now() + self.req.timeout;
+        let deadline = (Instant::now() + self.req.timeout).min(self.started + self.req.deadline);
         loop {
             match self.listener.accept() {
+                Ok((_, peer)) if !peer_allowed(peer.ip(), &self.req.peers) => {
+                    tracing::warn!(
+                        "turned away a connection from {peer} while waiting for {what}: only \
+                         the cluster's members ({}) may send the SST",
+                        self.peer_list()
+                    );
+                }
                 Ok((s, peer)) => {
                     s.set_nonblocking(false)
                         .map_err(|e| self.fail(e.to_string()))?;
@@ -228,6 +298,15 @@ impl Sst {
         }
     }
 
+    fn peer_list(&self) -> String {
+        self.req
+            .peers
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The position stage as received (an xbstream archive).
     pub fn stage1(&self) -> &[u8] {
         &self.stage1
@@ -249,6 +328,8 @@ impl Sst {
             tail: Vec::new(),
             bytes: Arc::new(AtomicU64::new(0)),
             done: false,
+            check: xbstream::PathCheck::new(),
+            failed: None,
         }
     }
 }
@@ -266,10 +347,57 @@ impl Drop for Sst {
 /// of a partial stream is ever committed.
 pub struct SstStream {
     sst: Sst,
-    conn: Option<TcpStream>,
+    conn: Option<Timed>,
     tail: Vec<u8>,
     bytes: Arc<AtomicU64>,
     done: bool,
+    check: xbstream::PathCheck,
+    /// Why the stream failed; every later read fails the same way.
+    failed: Option<DbError>,
+}
+
+/// A donor connection whose reads give up after `stall` without data, and at `deadline`
+/// whatever the pace: a trickle cannot hold the repository's lock for ever.
+struct Timed {
+    conn: TcpStream,
+    stall: Duration,
+    deadline: Instant,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the transfer reached its deadline",
+            ));
+        }
+        self.conn
+            .set_read_timeout(Some(self.stall.min(left).max(Duration::from_millis(1))))?;
+        match self.conn.read(buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let why = if Instant::now() >= self.deadline {
+                    "the transfer reached its deadline".to_string()
+                } else {
+                    format!("the donor sent nothing for {}s", self.stall.as_secs())
+                };
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why))
+            }
+            other => other,
+        }
+    }
+}
+
+impl Timed {
+    fn peer(&self) -> Option<SocketAddr> {
+        self.conn.peer_addr().ok()
+    }
 }
 
 impl SstStream {
@@ -282,8 +410,22 @@ impl SstStream {
     }
 }
 
+impl SstStream {
+    fn fail(&mut self, reason: String) -> std::io::Error {
+        let e = self.sst.fail(reason);
+        self.failed = Some(e.clone());
+        if let Some(mut g) = self.sst.garbd.take() {
+            terminate(&mut g);
+        }
+        std::io::Error::other(e)
+    }
+}
+
 impl Read for SstStream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(std::io::Error::other(e.clone()));
+        }
         if self.done {
             return Ok(0);
         }
@@ -293,12 +435,31 @@ impl Read for SstStream {
                 .accept("the donor's data stream")
                 .map_err(std::io::Error::other)?;
             // A donor that stalls for this long has failed.
-            c.set_read_timeout(Some(self.sst.req.timeout.max(Duration::from_secs(60))))
-                .ok();
+            let c = Timed {
+                conn: c,
+                stall: self.sst.req.timeout.max(Duration::from_secs(60)),
+                deadline: self.sst.started + self.sst.req.deadline,
+            };
+            tracing::debug!("data stream from {:?}", c.peer());
             self.conn = Some(c);
         }
-        let n = self.conn.as_mut().expect("connected").read(buf)?;
+        let n = match self.conn.as_mut().expect("connected").read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                let got = self.bytes.load(Ordering::Relaxed);
+                return Err(self.fail(format!(
+                    "{e}, after {got} bytes of the data stream and {}s of the {}s the transfer \
+                     may take; if the cluster needs longer, raise the task param sstDeadline",
+                    self.sst.started.elapsed().as_secs(),
+                    self.sst.req.deadline.as_secs()
+                )));
+            }
+        };
         if n > 0 {
+            if let Err(r) = self.check.feed(&buf[..n]) {
+                return Err(self.fail(r.to_string()));
+            }
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             self.tail.extend_from_slice(&buf[n.saturating_sub(64)..n]);
             if self.tail.len() > 64 {
@@ -313,18 +474,60 @@ impl Read for SstStream {
         }
         let total = self.bytes.load(Ordering::Relaxed);
         if total == 0 {
-            return Err(std::io::Error::other(self.sst.fail(
+            return Err(self.fail(
                 "the donor sent an empty data stream: its mariabackup failed — often wrong SST \
                  credentials (wsrep_sst_auth) on the donor; see the donor's error log"
                     .into(),
-            )));
+            ));
         }
         if !xbstream::ends_complete(&self.tail) {
-            return Err(std::io::Error::other(self.sst.fail(format!(
+            return Err(self.fail(format!(
                 "the donor's stream ended after {total} bytes without the end of \
                  xtrabackup_info: the transfer was cut short"
-            ))));
+            )));
         }
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_members_addresses_may_send_the_sst() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let members = [ip("10.0.0.1"), ip("10.0.0.2"), ip("127.0.0.1")];
+        assert!(peer_allowed(ip("10.0.0.2"), &members));
+        assert!(peer_allowed(ip("127.0.0.1"), &members));
+        assert!(peer_allowed(ip("::ffff:10.0.0.1"), &members), "IPv4-mapped");
+        assert!(!peer_allowed(ip("10.0.0.3"), &members));
+        assert!(
+            !peer_allowed(ip("127.0.0.2"), &members),
+            "loopback is not widened"
+        );
+        assert!(!peer_allowed(ip("::1"), &members));
+        assert!(!peer_allowed(ip("10.0.0.1"), &[]));
+        assert!(peer_allowed(ip("10.0.0.1"), &[ip("::ffff:10.0.0.1")]));
+    }
+
+    #[test]
+    fn members_come_from_the_gcomm_list_and_the_node_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            member_addresses(
+                "gcomm://10.0.0.1:4567,10.0.0.2,[fd00::3]:4567?pc.wait_prim=no",
+                &["10.0.0.4:4567".into(), "10.0.0.1".into(), "fd00::5".into()]
+            ),
+            vec![
+                ip("10.0.0.1"),
+                ip("10.0.0.2"),
+                ip("fd00::3"),
+                ip("10.0.0.4"),
+                ip("fd00::5")
+            ]
+        );
+        assert_eq!(member_addresses("gcomm://", &[]), Vec::<IpAddr>::new());
+        assert!(member_addresses("gcomm://localhost:4567", &[]).contains(&ip("127.0.0.1")));
     }
 }

@@ -4,15 +4,18 @@
 pub mod client;
 pub mod conn;
 pub mod galera;
+pub mod global_lock;
 pub mod mysql_client;
 pub mod mysqldump;
 pub mod native;
 pub mod physical;
-mod process;
+pub mod process;
 pub mod xbstream;
 
 pub use client::Clients;
-pub use conn::{connect, ping, ClientFiles, ClientFlavor, ConnSpec, ServerInfo, TlsSpec};
+pub use conn::{
+    connect, connect_control, ping, ClientFiles, ClientFlavor, ConnSpec, ServerInfo, TlsSpec,
+};
 pub use mysql::prelude as mysql_prelude;
 pub use mysql::Conn as MysqlConn;
 pub use mysql_client::LoadSink;

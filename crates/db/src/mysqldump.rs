@@ -12,7 +12,7 @@ use std::{
 use crate::{
     client::Clients,
     conn::{ClientFiles, ConnSpec},
-    process::{describe_exit, terminate, StderrTail},
+    process::{describe_exit, spawn_bound, terminate, StderrTail},
     DbError,
 };
 
@@ -23,6 +23,9 @@ pub const DEFAULT_FLAGS: &[&str] = &[
     "--routines",
     "--events",
     "--triggers",
+    // LOCK TABLES around a table's rows fails the restore of a table whose DEFAULT calls
+    // NEXTVAL (the sequence is not among the locked tables: MariaDB error 1100).
+    "--skip-add-locks",
     // Grants restored into the mysql schema take effect without a restart.
     "--flush-privileges",
     // MySQL 5.7's client defaults to 3-byte utf8, which would mangle 4-byte characters.
@@ -54,7 +57,6 @@ impl DumpStream {
         files: Arc<ClientFiles>,
         args: &[String],
     ) -> Result<DumpStream, DbError> {
-        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(&clients.dump);
         cmd.arg(files.defaults_arg())
             .args(DEFAULT_FLAGS)
@@ -62,9 +64,9 @@ impl DumpStream {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .env_remove("MYSQL_PWD")
-            .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
+            .env_remove("MYSQL_PWD");
+        files.pass_to(&mut cmd);
+        let mut child = spawn_bound(cmd).map_err(|e| {
             DbError::Local(format!(
                 "cannot start {}: {e} (install the MariaDB or MySQL client)",
                 clients.dump.display()

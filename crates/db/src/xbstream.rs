@@ -45,6 +45,191 @@ pub fn file_content(archive: &[u8], path: &str) -> Option<Vec<u8>> {
     out
 }
 
+/// Why a stream was refused: one of its files would be written outside the directory it is
+/// extracted into, or the stream is not one coffer can judge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "the stream holds a file named `{path}`, which would be written outside the directory \
+         it is extracted into ({why}); the snapshot is not a mariabackup stream coffer restores"
+    )]
+    Path { path: String, why: &'static str },
+    #[error(
+        "the stream is not an xbstream archive at byte {offset} ({why}); the snapshot is not a \
+         mariabackup stream coffer restores"
+    )]
+    Format { offset: u64, why: String },
+}
+
+/// Longest path coffer accepts in a chunk (mbstream's own limit is 512 bytes).
+const MAX_PATH: usize = 4096;
+/// magic, flags, type, path length
+const FIXED: usize = 8 + 1 + 1 + 4;
+/// payload length, offset, checksum
+const PAYLOAD_HEAD: usize = 8 + 8 + 4;
+
+/// Judges a path from a chunk: relative, no `..`, `.` or empty components, no NUL.
+pub fn check_path(path: &[u8]) -> Result<(), Refused> {
+    let refuse = |why| Refused::Path {
+        path: String::from_utf8_lossy(path).into_owned(),
+        why,
+    };
+    if path.is_empty() {
+        return Err(refuse("the name is empty"));
+    }
+    if path.contains(&0) {
+        return Err(refuse("the name contains a NUL byte"));
+    }
+    if path.starts_with(b"/") {
+        return Err(refuse("the path is absolute"));
+    }
+    for part in path.split(|b| *b == b'/') {
+        match part {
+            b".." => return Err(refuse("the path climbs out with `..`")),
+            b"." => return Err(refuse("the path has a `.` component")),
+            b"" => return Err(refuse("the path has an empty component")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+enum Stage {
+    /// Collecting a chunk's fixed header and path.
+    Header,
+    /// Collecting a payload chunk's length, offset and checksum.
+    PayloadHead,
+    /// Passing over this many payload bytes.
+    Payload(u64),
+}
+
+/// Reads an xbstream as it passes and judges each chunk's path before the byte that completes
+/// its header goes on: mbstream acts on a chunk only once its whole header has arrived, so a
+/// refused path never reaches the file system. Memory stays bounded (one header).
+pub struct PathCheck {
+    stage: Stage,
+    head: Vec<u8>,
+    offset: u64,
+    refused: Option<Refused>,
+}
+
+impl Default for PathCheck {
+    fn default() -> Self {
+        PathCheck {
+            stage: Stage::Header,
+            head: Vec::with_capacity(FIXED + 64),
+            offset: 0,
+            refused: None,
+        }
+    }
+}
+
+impl PathCheck {
+    pub fn new() -> PathCheck {
+        PathCheck::default()
+    }
+
+    /// The first refusal, if any (every later call repeats it).
+    pub fn refused(&self) -> Option<&Refused> {
+        self.refused.as_ref()
+    }
+
+    /// Judges the next bytes of the stream; once a refusal is returned, every later call
+    /// returns it too.
+    pub fn feed(&mut self, mut buf: &[u8]) -> Result<(), Refused> {
+        if let Some(r) = &self.refused {
+            return Err(r.clone());
+        }
+        while !buf.is_empty() {
+            let used = match self.step(buf) {
+                Ok(n) => n,
+                Err(r) => {
+                    self.refused = Some(r.clone());
+                    return Err(r);
+                }
+            };
+            self.offset += used as u64;
+            buf = &buf[used..];
+        }
+        Ok(())
+    }
+
+    /// Consumes what it can of `buf` for the current stage; returns how much.
+    fn step(&mut self, buf: &[u8]) -> Result<usize, Refused> {
+        match self.stage {
+            Stage::Payload(left) => {
+                let n = (left.min(buf.len() as u64)) as usize;
+                self.stage = if left == n as u64 {
+                    Stage::Header
+                } else {
+                    Stage::Payload(left - n as u64)
+                };
+                Ok(n)
+            }
+            Stage::PayloadHead => {
+                let n = (PAYLOAD_HEAD - self.head.len()).min(buf.len());
+                self.head.extend_from_slice(&buf[..n]);
+                if self.head.len() == PAYLOAD_HEAD {
+                    let len = u64::from_le_bytes(self.head[..8].try_into().expect("8 bytes"));
+                    self.head.clear();
+                    self.stage = if len == 0 {
+                        Stage::Header
+                    } else {
+                        Stage::Payload(len)
+                    };
+                }
+                Ok(n)
+            }
+            Stage::Header => {
+                let start = self.offset - self.head.len() as u64;
+                let want = if self.head.len() < FIXED {
+                    FIXED
+                } else {
+                    FIXED + self.path_len()
+                };
+                let n = (want - self.head.len()).min(buf.len());
+                self.head.extend_from_slice(&buf[..n]);
+                if self.head.len() == FIXED {
+                    if &self.head[..8] != b"XBSTCK01" {
+                        return Err(Refused::Format {
+                            offset: start,
+                            why: "no chunk magic XBSTCK01".into(),
+                        });
+                    }
+                    if !matches!(self.head[9], b'P' | b'E') {
+                        return Err(Refused::Format {
+                            offset: start,
+                            why: format!(
+                                "chunk type {:?} is not one mbstream extracts",
+                                self.head[9] as char
+                            ),
+                        });
+                    }
+                    if self.path_len() > MAX_PATH {
+                        return Err(Refused::Format {
+                            offset: start,
+                            why: format!("a path of {} bytes", self.path_len()),
+                        });
+                    }
+                }
+                if self.head.len() >= FIXED && self.head.len() == FIXED + self.path_len() {
+                    check_path(&self.head[FIXED..])?;
+                    let payload = self.head[9] == b'P';
+                    self.head.clear();
+                    if payload {
+                        self.stage = Stage::PayloadHead;
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn path_len(&self) -> usize {
+        u32::from_le_bytes(self.head[10..14].try_into().expect("4 bytes")) as usize
+    }
+}
+
 /// `uuid:seqno` (and an optional GTID domain) from an xtrabackup_galera_info file.
 pub fn galera_position(text: &str) -> Option<(String, i64)> {
     let first = text.split_whitespace().next()?;
@@ -69,6 +254,76 @@ mod tests {
             v.extend_from_slice(data);
         }
         v
+    }
+
+    fn feed_in_pieces(stream: &[u8], piece: usize) -> Result<(), Refused> {
+        let mut c = PathCheck::new();
+        for p in stream.chunks(piece) {
+            c.feed(p)?;
+        }
+        Ok(())
+    }
+
+    fn file(path: &str, data: &[u8]) -> Vec<u8> {
+        let mut v = chunk(b'P', path, data);
+        v.extend(chunk(b'E', path, b""));
+        v
+    }
+
+    #[test]
+    fn a_stream_of_relative_paths_passes_in_pieces_of_any_size() {
+        let mut s = file("ibdata1", &[7u8; 1000]);
+        s.extend(file("mysql/db.opt", b"x"));
+        s.extend(file("empty", b""));
+        s.extend(file("xtrabackup_info", b"tool_name = mariabackup\n"));
+        for piece in [1, 2, 13, 14, 15, 100, 4096] {
+            assert_eq!(feed_in_pieces(&s, piece), Ok(()), "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn paths_that_leave_the_directory_are_refused_before_their_header_passes() {
+        for (bad, why) in [
+            ("../escape", "`..`"),
+            ("sub/../../escape", "`..`"),
+            ("..", "`..`"),
+            ("/tmp/abs", "absolute"),
+            ("a//b", "empty component"),
+            ("a/", "empty component"),
+            ("./a", "`.` component"),
+            ("a\0b", "NUL"),
+            ("", "empty"),
+        ] {
+            let mut s = file("ibdata1", b"ok");
+            let good = s.len();
+            s.extend(file(bad, b"pwned"));
+            let mut c = PathCheck::new();
+            assert_eq!(c.feed(&s[..good]), Ok(()));
+            // The header without its last byte is not judged yet, nor harmful: mbstream waits.
+            let header_end = good + FIXED + bad.len();
+            assert_eq!(c.feed(&s[good..header_end - 1]), Ok(()), "{bad:?}");
+            let e = c.feed(&s[header_end - 1..header_end]).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+            assert!(c.feed(b"more").is_err(), "a refusal sticks");
+        }
+    }
+
+    #[test]
+    fn garbage_and_unknown_chunks_are_refused() {
+        assert!(matches!(
+            feed_in_pieces(b"NOTXBSTREAM-AT-ALL", 5),
+            Err(Refused::Format { offset: 0, .. })
+        ));
+        let mut s = file("a", b"1");
+        let at = s.len() as u64;
+        s.extend(chunk(b'S', "b", b""));
+        assert!(matches!(
+            feed_in_pieces(&s, 3),
+            Err(Refused::Format { offset, .. }) if offset == at
+        ));
+        let mut long = b"XBSTCK01\0P".to_vec();
+        long.extend_from_slice(&100_000u32.to_le_bytes());
+        assert!(feed_in_pieces(&long, 7).is_err());
     }
 
     #[test]

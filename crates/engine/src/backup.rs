@@ -17,7 +17,7 @@ use coffer_api::{
     Kind, Resource,
 };
 use coffer_db::{ClientFiles, Clients, DumpStream};
-use coffer_repo::{Repo, Retention, SnapshotInfo, SnapshotMeta, SourceFile};
+use coffer_repo::{LockError, Repo, RepoLock, Retention, SnapshotInfo, SnapshotMeta, SourceFile};
 
 use crate::{
     catalog::Catalog,
@@ -210,9 +210,20 @@ pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> EngineResult<Duration> {
     Ok(task.duration("waitTimeout")?.unwrap_or(DEFAULT_DB_WAIT))
 }
 
-/// Splits a Stash `args` param on whitespace, as Stash does.
-pub(crate) fn split_args(s: &str) -> Vec<String> {
-    s.split_whitespace().map(String::from).collect()
+/// The task param `args` for a client program, split as Stash splits it; options that would
+/// redirect the connection, touch this host's files or lift coffer's protections fail the
+/// session, naming the task and the option.
+pub(crate) fn client_args(
+    task: &tasks::ResolvedTask,
+    default: &str,
+    program: coffer_api::clientargs::ClientProgram,
+) -> EngineResult<Vec<String>> {
+    coffer_api::clientargs::parse(task.param("args").unwrap_or(default), program).map_err(|e| {
+        EngineError::Invalid {
+            resource: format!("{} (task {}, param `args`)", task.referenced_by, task.name),
+            message: e.to_string(),
+        }
+    })
 }
 
 /// Runs a BackupSession to its end and returns it with its final status (also written to the
@@ -478,7 +489,9 @@ fn execute(
         }
     };
     let _ = cat.put_status(&Resource::BackupSession(session.clone()));
-    let _lock = repo.lock(true).map_err(|e| repo_err(&p.repo_res, e))?;
+    // Shared, as restic's backup: backups and restores of one repository run side by side, and
+    // nobody prunes under them. Retention upgrades it to exclusive (update_status).
+    let lock = repo.lock(false).map_err(|e| repo_err(&p.repo_res, e))?;
 
     let mut snapshot: Option<SnapshotInfo> = None;
     for step in &p.task.steps {
@@ -540,7 +553,7 @@ fn execute(
                 builtin: Builtin::UpdateStatus,
                 ..
             } => {
-                update_status(cat, &repo, p, session)?;
+                update_status(cat, &repo, &lock, p, session)?;
             }
             Step::Builtin {
                 builtin: Builtin::LogicalRestore,
@@ -600,7 +613,11 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         p.conn.address(),
         info.version
     );
-    let args = split_args(p.task.param("args").unwrap_or("--all-databases"));
+    let args = client_args(
+        &p.task,
+        "--all-databases",
+        coffer_api::clientargs::ClientProgram::Dump,
+    )?;
     let dump = DumpStream::start(&clients, &p.conn, files, &args)?;
     let progress = Progress::start("dumped", dump.counter(), Duration::from_secs(10));
     let meta = SnapshotMeta {
@@ -677,27 +694,56 @@ pub(crate) fn retention_of(rp: &coffer_api::backup::RetentionPolicy) -> Retentio
 fn update_status(
     cat: &dyn Catalog,
     repo: &Repo,
+    lock: &RepoLock,
     p: &Plan,
     session: &mut BackupSession,
 ) -> EngineResult<()> {
     let now = clock::now();
     let rp = p.bc.spec.retention_policy.clone().unwrap_or_default();
     let rules = retention_of(&rp);
-    let forget = match repo.forget(&rules, rp.dry_run) {
-        Ok(f) => f,
-        Err(e) => {
-            set_condition(
-                &mut session.status_mut().conditions,
-                cond::RETENTION_POLICY_APPLIED,
-                false,
-                "FailedToApplyRetentionPolicy",
-                &e.to_string(),
-                &now,
-            );
-            return Err(repo_err(&p.repo_res, e));
-        }
+    let failed = |session: &mut BackupSession, e: coffer_repo::RepoError| {
+        set_condition(
+            &mut session.status_mut().conditions,
+            cond::RETENTION_POLICY_APPLIED,
+            false,
+            "FailedToApplyRetentionPolicy",
+            &e.to_string(),
+            &now,
+        );
+        repo_err(&p.repo_res, e)
     };
-    if rp.prune && !rp.dry_run && !forget.removed.is_empty() {
+    // What the policy would remove, found under the shared lock; removing snapshots or data
+    // takes the repository for itself, as restic's forget and prune do, so that no restore (or
+    // restic command) loses the packs it is reading.
+    let mut forget = repo.forget(&rules, true).map_err(|e| failed(session, e))?;
+    let mut postponed = None;
+    if !rp.dry_run && !forget.removed.is_empty() {
+        match lock.upgrade() {
+            Ok(()) => forget = repo.forget(&rules, false).map_err(|e| failed(session, e))?,
+            Err(LockError::Locked { holder, .. }) => postponed = Some(holder),
+            Err(e) => return Err(failed(session, e.into())),
+        }
+    }
+    if let Some(holder) = &postponed {
+        let msg = format!(
+            "policy {}: {} snapshot(s) to remove, postponed: the repository is in use ({holder}); \
+             the next backup that finds it free removes them",
+            rp.name,
+            forget.removed.len()
+        );
+        tracing::warn!("retention {msg}");
+        set_condition(
+            &mut session.status_mut().conditions,
+            cond::RETENTION_POLICY_APPLIED,
+            false,
+            cond::REASON_RETENTION_POSTPONED,
+            &msg,
+            &now,
+        );
+        // Nothing was removed: they all still count.
+        let waiting = std::mem::take(&mut forget.removed);
+        forget.kept.extend(waiting);
+    } else if rp.prune && !rp.dry_run && !forget.removed.is_empty() {
         if let Err(e) = repo.prune() {
             set_condition(
                 &mut session.status_mut().conditions,
@@ -710,24 +756,26 @@ fn update_status(
             return Err(repo_err(&p.repo_res, e));
         }
     }
-    set_condition(
-        &mut session.status_mut().conditions,
-        cond::RETENTION_POLICY_APPLIED,
-        true,
-        "SuccessfullyAppliedRetentionPolicy",
-        &format!(
-            "policy {}: kept {}, {} {}",
-            rp.name,
-            forget.kept.len(),
-            if rp.dry_run {
-                "would remove"
-            } else {
-                "removed"
-            },
-            forget.removed.len()
-        ),
-        &now,
-    );
+    if postponed.is_none() {
+        set_condition(
+            &mut session.status_mut().conditions,
+            cond::RETENTION_POLICY_APPLIED,
+            true,
+            "SuccessfullyAppliedRetentionPolicy",
+            &format!(
+                "policy {}: kept {}, {} {}",
+                rp.name,
+                forget.kept.len(),
+                if rp.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                forget.removed.len()
+            ),
+            &now,
+        );
+    }
     let problems = repo.check(false).map_err(|e| repo_err(&p.repo_res, e))?;
     let integrity = problems.is_empty();
     set_condition(

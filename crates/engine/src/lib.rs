@@ -7,6 +7,7 @@ pub mod backup;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod exec;
 pub mod format;
 pub mod hooks;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod physical;
 pub mod progress;
 pub mod resolve;
 pub mod restore;
+pub mod swap;
 pub mod tasks;
 
 pub use backup::run_backup;

@@ -54,7 +54,7 @@ fn cluster_members(
     gcomm_hosts: &[String],
 ) -> EngineResult<Vec<Member>> {
     use coffer_db::mysql_prelude::Queryable;
-    let mut c = coffer_db::connect(conn, files)?;
+    let mut c = coffer_db::connect_control(conn, files)?;
     let q = |c: &mut coffer_db::MysqlConn, sql: &str| -> EngineResult<Option<String>> {
         c.query_first::<Option<String>, _>(sql)
             .map(|v| v.flatten())
@@ -101,7 +101,7 @@ fn cluster_members(
         let mut spec = conn.clone();
         spec.host = host.to_string();
         spec.port = port;
-        let Ok(mut mc) = coffer_db::connect(&spec, files) else {
+        let Ok(mut mc) = coffer_db::connect_control(&spec, files) else {
             continue;
         };
         let node = q(&mut mc, "SELECT @@wsrep_node_name")?.unwrap_or_default();
@@ -144,7 +144,7 @@ impl DesyncWatch {
                 .name("coffer-donor-watch".into())
                 .spawn(move || {
                     use coffer_db::mysql_prelude::Queryable;
-                    let Ok(mut c) = coffer_db::connect(&spec, &files) else { return };
+                    let Ok(mut c) = coffer_db::connect_control(&spec, &files) else { return };
                     let mut last = Instant::now();
                     while !s.load(Ordering::SeqCst) {
                         std::thread::sleep(Duration::from_millis(250));
@@ -246,6 +246,21 @@ pub fn galera_backup(
     let timeout = task
         .duration("sstTimeout")?
         .unwrap_or(Duration::from_secs(120));
+    let deadline = task
+        .duration("sstDeadline")?
+        .unwrap_or(Duration::from_secs(12 * 3600));
+    // Only the members may send the SST: the AppBinding's gcomm hosts, the addresses the
+    // members report for themselves, and any the task adds (a donor behind NAT).
+    let mut node_addresses: Vec<String> = members.iter().map(|m| m.gcomm.clone()).collect();
+    node_addresses.extend(
+        task.param("sstPeers")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from),
+    );
+    let peers = coffer_db::galera::member_addresses(&g.address, &node_addresses);
     let req = SstRequest {
         address: g.address.clone(),
         group: g.group.clone(),
@@ -256,6 +271,8 @@ pub fn galera_backup(
         garbd_host: listen_host,
         garbd_port: free_port(),
         timeout,
+        deadline,
+        peers,
         label: conn.label.clone(),
     };
     let watch = DesyncWatch::start(donor_conn, files.clone());
@@ -423,6 +440,10 @@ pub fn restore_replica(
     label: &str,
 ) -> EngineResult<RestoredReplica> {
     let dir = plan.dir(ordinal)?;
+    let swap = crate::swap::DirSwap::new(&dir);
+    // An earlier restore of this directory may have been interrupted: its leftovers are
+    // resolved first, so that the checks below see the data directory it left.
+    swap.recover().map_err(EngineError::Step)?;
     if dir.exists() && !is_empty_dir(&dir) && !plan.replace {
         return Err(EngineError::Invalid {
             resource: label.into(),
@@ -436,11 +457,7 @@ pub fn restore_replica(
     let parent = dir.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .map_err(|e| EngineError::Step(format!("cannot create {}: {e}", parent.display())))?;
-    let base = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "datadir".into());
-    let staging = parent.join(format!(".{base}.coffer-restore"));
+    let staging = swap.staging().to_path_buf();
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
             .map_err(|e| EngineError::Step(format!("cannot clear {}: {e}", staging.display())))?;
@@ -453,8 +470,7 @@ pub fn restore_replica(
         let bytes = match repo.dump(snapshot, STREAM_PATH, &mut ex) {
             Ok(b) => b,
             Err(e) => {
-                ex.abort();
-                return Err(EngineError::Repo(e));
+                return Err(ex.abort().map_or(EngineError::Repo(e), EngineError::Db));
             }
         };
         ex.finish()?;
@@ -496,26 +512,12 @@ pub fn restore_replica(
             return Err(e);
         }
     };
-    // Swap: the old directory goes only now that the new one is complete and prepared.
-    if dir.exists() {
-        let old = parent.join(format!(".{base}.coffer-old"));
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(&dir, &old)
-            .map_err(|e| EngineError::Step(format!("cannot move {} aside: {e}", dir.display())))?;
-        std::fs::rename(&staging, &dir).map_err(|e| {
-            EngineError::Step(format!(
-                "cannot move the restored data into {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&staging, &dir).map_err(|e| {
-            EngineError::Step(format!(
-                "cannot move the restored data into {}: {e}",
-                dir.display()
-            ))
-        })?;
+    // The old directory goes only now that the new one is complete and prepared, and a
+    // crash at any point of the swap leaves a complete data directory or a journal that the
+    // next restore resolves (see swap.rs).
+    if let Err(e) = swap.commit() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(EngineError::Step(e));
     }
     Ok(RestoredReplica {
         dir,

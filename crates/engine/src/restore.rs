@@ -19,7 +19,7 @@ use coffer_db::{ClientFiles, Clients, LoadSink};
 use coffer_repo::{Repo, SnapshotSelector};
 
 use crate::{
-    backup::{db_wait, name_repo, repo_err, repo_vars, split_args, DUMP_PATH},
+    backup::{client_args, db_wait, name_repo, repo_err, repo_vars, DUMP_PATH},
     catalog::Catalog,
     clock,
     error::{EngineError, EngineResult},
@@ -254,6 +254,9 @@ fn execute(
 
     let repo =
         Repo::open(access.store.clone(), &access.password).map_err(|e| repo_err(&repo_res, e))?;
+    // Held to the end of the restore, as restic's restore holds one: prune (coffer's retention,
+    // restic's) needs the repository exclusively, so no pack this restore reads goes away.
+    let _lock = repo.lock(false).map_err(|e| repo_err(&repo_res, e))?;
     let mut stats = HostRestoreStats {
         hostname: host.clone(),
         ..Default::default()
@@ -370,7 +373,7 @@ fn execute(
                 let clients = Clients::detect()?;
                 let files = Arc::new(ClientFiles::new(&conn, clients.flavor)?);
                 coffer_db::ping(&conn, &files, db_wait(&task)?)?;
-                let args = split_args(task.param("args").unwrap_or(""));
+                let args = client_args(&task, "", coffer_api::clientargs::ClientProgram::Load)?;
                 let sink = LoadSink::start(&clients, &conn, files, &args)?;
                 let bytes = load(&repo, &snap.id, sink).map_err(|e| name_repo(&repo_res, e))?;
                 stats.snapshot = Some(snap.id.clone());

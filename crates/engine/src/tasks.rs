@@ -304,12 +304,24 @@ fn exec_step(name: &str, f: &FunctionSpec, vars: &BTreeMap<String, String>) -> E
     })
 }
 
-/// Runs a user-defined Function's command, its output going to the session log.
+/// Runs a user-defined Function's command (or an exec hook): its first output lines go to the
+/// session log, its last ones into the error; it may run for [`crate::exec::timeout`], after
+/// which it is stopped with everything it started.
 pub fn run_exec(
     function: &str,
     command: &[String],
     working_dir: Option<&str>,
     env: &BTreeMap<String, String>,
+) -> EngineResult<()> {
+    run_exec_for(function, command, working_dir, env, crate::exec::timeout())
+}
+
+pub(crate) fn run_exec_for(
+    function: &str,
+    command: &[String],
+    working_dir: Option<&str>,
+    env: &BTreeMap<String, String>,
+    limit: std::time::Duration,
 ) -> EngineResult<()> {
     let (prog, args) = command.split_first().ok_or_else(|| EngineError::Invalid {
         resource: format!("Function {function}"),
@@ -320,37 +332,32 @@ pub fn run_exec(
     if let Some(d) = working_dir {
         cmd.current_dir(d);
     }
-    let out = cmd
-        .output()
+    let out = crate::exec::run(function, cmd, limit)
         .map_err(|e| EngineError::Step(format!("Function {function}: cannot run `{prog}`: {e}")))?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        tracing::info!("{function}: {line}");
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    for line in stderr.lines() {
-        tracing::warn!("{function}: {line}");
-    }
-    if !out.status.success() {
-        let tail: String = stderr
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("; ");
+    let last_lines = |text: &str| -> String {
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("; ")
+    };
+    let tail = last_lines(&out.stderr_tail);
+    let said = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {tail}")
+    };
+    let Some(status) = out.status else {
         return Err(EngineError::Step(format!(
-            "Function {function}: `{prog}` {}{}",
-            match out.status.code() {
+            "Function {function}: `{prog}` did not finish within {} and was stopped with \
+             everything it started (set COFFER_EXEC_TIMEOUT to allow longer){said}",
+            coffer_api::duration::format(limit)
+        )));
+    };
+    if !status.success() {
+        return Err(EngineError::Step(format!(
+            "Function {function}: `{prog}` {}{said}",
+            match status.code() {
                 Some(c) => format!("exited with status {c}"),
                 None => "was killed by a signal".into(),
             },
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {tail}")
-            }
         )));
     }
     Ok(())

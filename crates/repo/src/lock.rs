@@ -112,15 +112,21 @@ pub struct RepoLock {
 struct Shared {
     store: Arc<dyn ObjectStore>,
     cipher: RepoCipher,
-    exclusive: bool,
-    current: Mutex<String>,
+    /// The lock file this process holds now. Held across every rewrite of it (refresh,
+    /// upgrade), so that one never undoes the other.
+    current: Mutex<Current>,
     stop: (Mutex<bool>, Condvar),
+}
+
+struct Current {
+    key: String,
+    exclusive: bool,
 }
 
 impl std::fmt::Debug for RepoLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepoLock")
-            .field("key", &*self.shared.current.lock().unwrap())
+            .field("key", &self.shared.current.lock().unwrap().key)
             .finish()
     }
 }
@@ -156,57 +162,17 @@ impl RepoLock {
         exclusive: bool,
     ) -> Result<RepoLock, LockError> {
         let ours = write_lock(store.as_ref(), &cipher, exclusive)?;
-        let conflict = (|| -> Result<Option<LockInfo>, LockError> {
-            for (key, info) in list_locks(store.as_ref(), &cipher)? {
-                if key == ours {
-                    continue;
-                }
-                let Some(info) = info else {
-                    // A lock we cannot read (another key, or corrupt) cannot be judged: restic
-                    // treats it as held.
-                    return Ok(Some(LockInfo {
-                        time: "unknown".into(),
-                        exclusive: true,
-                        hostname: "unknown".into(),
-                        username: String::new(),
-                        pid: 0,
-                        uid: 0,
-                        gid: 0,
-                        program: None,
-                    }));
-                };
-                if info.is_stale() {
-                    if info.is_coffers() && info.hostname == hostname() {
-                        tracing::info!(lock = %key, "removing stale lock left by a crashed coffer process (pid {})", info.pid);
-                        store.delete(&key)?;
-                    }
-                    continue;
-                }
-                if exclusive || info.exclusive {
-                    return Ok(Some(info));
-                }
-            }
-            Ok(None)
-        })();
-        match conflict {
-            Ok(None) => {}
-            Ok(Some(info)) => {
-                let _ = store.delete(&ours);
-                return Err(LockError::Locked {
-                    location: store.location(),
-                    holder: info.describe(),
-                });
-            }
-            Err(e) => {
-                let _ = store.delete(&ours);
-                return Err(e);
-            }
+        if let Err(e) = check_conflicts(store.as_ref(), &cipher, exclusive, &[ours.as_str()]) {
+            let _ = store.delete(&ours);
+            return Err(e);
         }
         let shared = Arc::new(Shared {
             store,
             cipher,
-            exclusive,
-            current: Mutex::new(ours),
+            current: Mutex::new(Current {
+                key: ours,
+                exclusive,
+            }),
             stop: (Mutex::new(false), Condvar::new()),
         });
         let s = shared.clone();
@@ -217,8 +183,88 @@ impl RepoLock {
         Ok(RepoLock { shared, refresher })
     }
 
+    /// Turns this shared lock into an exclusive one, as forget and prune need: refused (and the
+    /// shared lock kept) while anyone else holds a live lock on the repository.
+    pub fn upgrade(&self) -> Result<(), LockError> {
+        let s = &self.shared;
+        let mut cur = s.current.lock().unwrap();
+        if cur.exclusive {
+            return Ok(());
+        }
+        let new = write_lock(s.store.as_ref(), &s.cipher, true)?;
+        if let Err(e) = check_conflicts(
+            s.store.as_ref(),
+            &s.cipher,
+            true,
+            &[new.as_str(), cur.key.as_str()],
+        ) {
+            let _ = s.store.delete(&new);
+            return Err(e);
+        }
+        let old = std::mem::replace(&mut cur.key, new);
+        cur.exclusive = true;
+        if let Err(e) = s.store.delete(&old) {
+            tracing::warn!("cannot remove the shared lock {old} after upgrading it: {e}");
+        }
+        Ok(())
+    }
+
     pub fn key(&self) -> String {
-        self.shared.current.lock().unwrap().clone()
+        self.shared.current.lock().unwrap().key.clone()
+    }
+
+    pub fn is_exclusive(&self) -> bool {
+        self.shared.current.lock().unwrap().exclusive
+    }
+}
+
+/// Looks for live locks that conflict with one of ours (`ours`: our own lock files, ignored):
+/// an exclusive lock conflicts with every other, a shared one with exclusive ones. Stale locks
+/// left by a crashed coffer on this host are removed on the way.
+fn check_conflicts(
+    store: &dyn ObjectStore,
+    cipher: &RepoCipher,
+    exclusive: bool,
+    ours: &[&str],
+) -> Result<(), LockError> {
+    let conflict = (|| -> Result<Option<LockInfo>, LockError> {
+        for (key, info) in list_locks(store, cipher)? {
+            if ours.contains(&key.as_str()) {
+                continue;
+            }
+            let Some(info) = info else {
+                // A lock we cannot read (another key, or corrupt) cannot be judged: restic
+                // treats it as held.
+                return Ok(Some(LockInfo {
+                    time: "unknown".into(),
+                    exclusive: true,
+                    hostname: "unknown".into(),
+                    username: String::new(),
+                    pid: 0,
+                    uid: 0,
+                    gid: 0,
+                    program: None,
+                }));
+            };
+            if info.is_stale() {
+                if info.is_coffers() && info.hostname == hostname() {
+                    tracing::info!(lock = %key, "removing stale lock left by a crashed coffer process (pid {})", info.pid);
+                    store.delete(&key)?;
+                }
+                continue;
+            }
+            if exclusive || info.exclusive {
+                return Ok(Some(info));
+            }
+        }
+        Ok(None)
+    })();
+    match conflict? {
+        None => Ok(()),
+        Some(info) => Err(LockError::Locked {
+            location: store.location(),
+            holder: info.describe(),
+        }),
     }
 }
 
@@ -236,9 +282,10 @@ fn refresh_loop(s: &Shared) {
         if *guard {
             return;
         }
-        match write_lock(s.store.as_ref(), &s.cipher, s.exclusive) {
+        let mut cur = s.current.lock().unwrap();
+        match write_lock(s.store.as_ref(), &s.cipher, cur.exclusive) {
             Ok(new) => {
-                let old = std::mem::replace(&mut *s.current.lock().unwrap(), new);
+                let old = std::mem::replace(&mut cur.key, new);
                 let _ = s.store.delete(&old);
             }
             Err(e) => tracing::warn!("cannot refresh the repository lock: {e}"),
@@ -253,7 +300,7 @@ impl Drop for RepoLock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let key = self.shared.current.lock().unwrap().clone();
+        let key = self.shared.current.lock().unwrap().key.clone();
         if let Err(e) = self.shared.store.delete(&key) {
             tracing::warn!("cannot remove the repository lock {key}: {e}");
         }
@@ -353,4 +400,62 @@ fn is_zombie(pid: libc::pid_t) -> bool {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{LocalStore, LockError, Repo, RepoError};
+
+    fn lock_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join("locks")).map_or(0, |d| d.count())
+    }
+
+    fn is_locked(r: Result<impl std::fmt::Debug, RepoError>) -> String {
+        match r {
+            Err(RepoError::Lock(LockError::Locked { holder, .. })) => holder,
+            other => panic!("expected a lock conflict, got {other:?}"),
+        }
+    }
+
+    /// restic's rules: shared locks coexist, an exclusive one conflicts with every other; an
+    /// upgrade to exclusive waits for every other holder and keeps the shared lock meanwhile.
+    #[test]
+    fn shared_locks_coexist_and_exclusive_ones_wait_for_everyone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) =
+            Repo::open_or_init(Arc::new(LocalStore::new(dir.path())), "lock-test").unwrap();
+        let reader = repo.lock(false).unwrap();
+        let writer = repo.lock(false).unwrap();
+        assert_eq!(lock_files(dir.path()), 2);
+        let holder = is_locked(repo.lock(true));
+        assert!(
+            holder.starts_with("a shared lock held by coffer"),
+            "{holder}"
+        );
+
+        let holder = is_locked(writer.upgrade().map_err(RepoError::from));
+        assert!(holder.starts_with("a shared lock"), "{holder}");
+        assert!(!writer.is_exclusive());
+        assert_eq!(
+            lock_files(dir.path()),
+            2,
+            "the refused upgrade left no file"
+        );
+
+        drop(reader);
+        writer.upgrade().unwrap();
+        assert!(writer.is_exclusive());
+        assert_eq!(
+            lock_files(dir.path()),
+            1,
+            "the shared lock file was replaced"
+        );
+        let holder = is_locked(repo.lock(false));
+        assert!(holder.starts_with("an exclusive lock"), "{holder}");
+        drop(writer);
+        assert_eq!(lock_files(dir.path()), 0);
+        drop(repo.lock(true).unwrap());
+    }
 }

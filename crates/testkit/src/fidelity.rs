@@ -21,13 +21,25 @@
 //! | `odd name-1` | identifiers needing quotes: space, dash, reserved words, a backtick, non-ASCII |
 //! | `aria_tbl`, `myisam_tbl` | non-InnoDB engines |
 //! | `empty_tbl` | no rows |
+//! | `modern_types` | MariaDB's UUID, INET4, INET6 (incl. all-zero and all-ones values, NULLs), an index on a UUID |
+//! | `more_types` | SERIAL, TINY/MEDIUM/LONGTEXT, MEDIUMBLOB, NATIONAL VARCHAR, ascii, utf16, ucs2 and cp1251 columns, NUMERIC, REAL, DOUBLE PRECISION, ZEROFILL, DATETIME(3), TIME, YEAR(4) |
+//! | `spatial` | every geometry type, SRIDs, extreme coordinates, an empty collection, a SPATIAL index |
+//! | `fulltext_docs` | two FULLTEXT indexes |
+//! | `defaults_checks` | DEFAULT expressions, column and table CHECK constraints, an INVISIBLE column, column and table comments |
+//! | `latin1_tbl` | a latin1 (german2) table with a latin1_bin column and non-UTF-8 bytes |
+//! | `partitioned` | RANGE partitions with HASH subpartitions |
+//! | `versioned`, `versioned_period`, `versioned_aria` | system-versioned history (fixed clocks): hidden period columns; an explicit INVISIBLE period with SYSTEM_TIME partitions; Aria with a column WITHOUT SYSTEM VERSIONING |
+//! | `seq_nocache`, `seq_cycle`, `seq_user` | sequences (one without cache, one cycling with a cache and a comment, past its first cycle) and a table whose key defaults to NEXTVAL |
+//! | `<db>_ext` | a second database (latin1) with a MyISAM table and `v_ext`, a view on `v_bulk_summary`; `v_cross` in `db` reads `v_ext` (views on views across databases) |
 //!
 //! Comments and ENUM/SET members use only BMP characters: MariaDB stores them as
 //! utf8mb3 and would show a 4-byte character as `?`.
 //!
 //! Plus views `v_child_parent`, `v_bulk_summary` and `v_a_top` (a view on a view that
 //! sorts before it), triggers `trg_auto_inc_trim` and `trg_child_audit`, procedure
-//! `p_add_child`, function `f_label` and event `ev_nightly` (DISABLEd, starts in 2030).
+//! `p_add_child`, function `f_label`, procedure `p_definer` (DEFINER `fidelity_definer`),
+//! event `ev_nightly` (DISABLEd, starts in 2030) and event `ev_kolkata` (made in time zone
+//! +05:30). [`create_accounts`] adds roles, users, default roles and grants on routines.
 //!
 //! Everything is deterministic: loading into two servers gives equal
 //! [`crate::verify`] results.
@@ -122,6 +134,364 @@ fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The database [`load`] creates beside `db`, for views that cross databases.
+pub fn ext_database(db: &str) -> String {
+    format!("{db}_ext")
+}
+
+/// The databases [`load`] creates for `db`.
+pub fn databases(db: &str) -> Vec<String> {
+    vec![db.to_string(), ext_database(db)]
+}
+
+/// Sequences [`load`] creates, with the values their next NEXTVAL gives on the source
+/// (`seq_nocache` has no cache, so a faithful restore gives the same).
+pub const SEQUENCES: &[&str] = &["seq_cycle", "seq_nocache"];
+
+/// Accounts made by [`create_accounts`]: `(user, host)`; roles have an empty host.
+pub const ACCOUNTS: &[(&str, &str)] = &[
+    ("fidelity_reader", ""),
+    ("fidelity_writer", ""),
+    ("fidelity_app", "%"),
+    ("fidelity_ro", "localhost"),
+    ("fidelity_definer", "%"),
+];
+
+/// Creates (or replaces) roles `fidelity_reader` and `fidelity_writer` (which holds the
+/// reader), user `fidelity_app`@`%` (password `password`) holding the writer as its default
+/// role, `fidelity_ro`@`localhost` holding the reader WITH ADMIN OPTION, a column grant,
+/// grants on a procedure and a function, a grant to PUBLIC, and the definer of
+/// `p_definer` — over the objects [`load`] made in `db`.
+pub fn create_accounts(conn: &mut Conn, db: &str, password: &str) -> Result<()> {
+    let d = ident(db);
+    let pw = sql_string(password);
+    for sql in [
+        "CREATE OR REPLACE ROLE fidelity_reader".to_string(),
+        "CREATE OR REPLACE ROLE fidelity_writer".to_string(),
+        format!("CREATE OR REPLACE USER 'fidelity_app'@'%' IDENTIFIED BY {pw}"),
+        format!("CREATE OR REPLACE USER 'fidelity_ro'@'localhost' IDENTIFIED BY {pw} WITH MAX_QUERIES_PER_HOUR 500"),
+        "CREATE OR REPLACE USER 'fidelity_definer'@'%' ACCOUNT LOCK".to_string(),
+        format!("GRANT SELECT ON {d}.* TO fidelity_reader"),
+        format!("GRANT SELECT (id, label), UPDATE (label) ON {d}.texts TO fidelity_reader"),
+        format!("GRANT EXECUTE ON FUNCTION {d}.f_label TO fidelity_reader"),
+        "GRANT fidelity_reader TO fidelity_writer".to_string(),
+        format!("GRANT INSERT, UPDATE, DELETE ON {d}.* TO fidelity_writer"),
+        format!("GRANT EXECUTE ON PROCEDURE {d}.p_add_child TO fidelity_writer"),
+        "GRANT fidelity_writer TO 'fidelity_app'@'%'".to_string(),
+        "SET DEFAULT ROLE fidelity_writer FOR 'fidelity_app'@'%'".to_string(),
+        "GRANT fidelity_reader TO 'fidelity_ro'@'localhost' WITH ADMIN OPTION".to_string(),
+        format!("GRANT SELECT, INSERT ON {d}.auto_inc TO 'fidelity_definer'@'%'"),
+        format!("GRANT SELECT ON {d}.enums_sets TO PUBLIC"),
+    ] {
+        run(conn, &sql)?;
+    }
+    Ok(())
+}
+
+/// Column types and object kinds beyond the basics: MariaDB's own types, spatial and
+/// fulltext indexes, system-versioned history, partitions, sequences, invisible columns,
+/// DEFAULT expressions, CHECK constraints, comments, per-table character sets, a routine
+/// with a definer and views across databases.
+fn load_more(conn: &mut Conn, db: &str) -> Result<()> {
+    let d = ident(db);
+    let ext = ident(&ext_database(db));
+
+    // ---------------------------------------------------------------- modern_types
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.modern_types (
+               id INT NOT NULL PRIMARY KEY,
+               u UUID NULL,
+               i4 INET4 NULL,
+               i6 INET6 NULL,
+               u_nn UUID NOT NULL DEFAULT '00000000-0000-0000-0000-000000000000',
+               KEY idx_u (u)
+             ) ENGINE=InnoDB"
+        ),
+    )?;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO {d}.modern_types (id, u, i4, i6, u_nn) VALUES
+             (1, '123e4567-e89b-12d3-a456-426655440000', '10.0.0.1', '2001:db8::ff00:42:8329', 'f47ac10b-58cc-4372-a567-0e02b2c3d479'),
+             (2, '00000000-0000-0000-0000-000000000000', '0.0.0.0', '::', '00000000-0000-0000-0000-000000000001'),
+             (3, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '255.255.255.255', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'ffffffff-ffff-ffff-ffff-ffffffffffff'),
+             (4, NULL, NULL, NULL, DEFAULT),
+             (5, '6ccd780c-baba-1026-9564-5b8c656024db', '192.168.255.1', '::ffff:192.0.2.128', 'a3bb189e-8bf9-4888-9912-ace4e6543002')"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- more_types
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.more_types (
+               id SERIAL,
+               tt TINYTEXT NULL,
+               mt MEDIUMTEXT NULL,
+               lt LONGTEXT NULL,
+               mb MEDIUMBLOB NULL,
+               nv NATIONAL VARCHAR(20) NULL,
+               asc_c VARCHAR(20) CHARACTER SET ascii COLLATE ascii_bin NULL,
+               u16 VARCHAR(20) CHARACTER SET utf16 NULL,
+               u2 CHAR(4) CHARACTER SET ucs2 NULL,
+               cp CHAR(10) CHARACTER SET cp1251 NULL,
+               num NUMERIC(10,3) NULL,
+               re REAL NULL,
+               dp DOUBLE PRECISION NULL,
+               integ INTEGER UNSIGNED ZEROFILL NULL,
+               dt3 DATETIME(3) NULL,
+               t0 TIME NULL,
+               y4 YEAR(4) NULL
+             ) ENGINE=InnoDB"
+        ),
+    )?;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO {d}.more_types (tt, mt, lt, mb, nv, asc_c, u16, u2, cp, num, re, dp, integ, dt3, t0, y4) VALUES
+             ('tiny ✓', REPEAT('medium😀', 3000), REPEAT('long\\t\\n', 10000), REPEAT(x'00ff5c0a', 20000),
+              'ñandú', 'plain ascii', 'utf16 😀 𝄞', 'ü✓', 'Привет', -1234567.891, -0.0, 1e-300, 42,
+              '2024-02-29 23:59:59.999', '-12:34:56', 1901),
+             (NULL, '', '', '', NULL, '', '', '', '', 0, 0, 0, 0, NULL, '00:00:00', 2155)"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- spatial
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.spatial (
+               id INT NOT NULL PRIMARY KEY,
+               g GEOMETRY NOT NULL,
+               pt POINT NULL,
+               ls LINESTRING NULL,
+               pg POLYGON NULL,
+               mpt MULTIPOINT NULL,
+               mls MULTILINESTRING NULL,
+               mpg MULTIPOLYGON NULL,
+               gc GEOMETRYCOLLECTION NULL,
+               SPATIAL KEY sp_g (g)
+             ) ENGINE=InnoDB"
+        ),
+    )?;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO {d}.spatial VALUES
+             (1, ST_GeomFromText('POINT(1 2)', 3857), ST_GeomFromText('POINT(1.5 -2.25)', 4326),
+              ST_GeomFromText('LINESTRING(0 0, 1 1, 2 0.5)'),
+              ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0),(2 2,3 2,3 3,2 2))'),
+              ST_GeomFromText('MULTIPOINT(1 1, 2 2)'), ST_GeomFromText('MULTILINESTRING((0 0,1 1),(2 2,3 3))'),
+              ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)),((5 5,6 5,6 6,5 5)))'),
+              ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 1),LINESTRING(0 0,1 1))')),
+             (2, ST_GeomFromText('LINESTRING(-1e300 1e-300, 0.1 0.2)', 4326), NULL, NULL, NULL, NULL, NULL, NULL,
+              ST_GeomFromText('GEOMETRYCOLLECTION EMPTY')),
+             (3, ST_GeomFromText('POINT(0.30000000000000004 -0)'), ST_GeomFromText('POINT(5e-324 1.7976931348623157e308)'),
+              NULL, NULL, NULL, NULL, NULL, NULL)"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- fulltext_docs
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.fulltext_docs (
+               id INT NOT NULL PRIMARY KEY,
+               title VARCHAR(200) NOT NULL,
+               body TEXT NOT NULL,
+               FULLTEXT KEY ft_title (title),
+               FULLTEXT KEY ft_both (title, body)
+             ) ENGINE=InnoDB"
+        ),
+    )?;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO {d}.fulltext_docs VALUES
+             (1, 'backup and restore', 'every byte comes back'),
+             (2, 'sequences', 'NEXTVAL continues where the source stood'),
+             (3, 'ünïcode', 'mixed 😀 text')"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- defaults_checks
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.defaults_checks (
+               id INT NOT NULL PRIMARY KEY COMMENT 'the key ✓',
+               qty INT NOT NULL DEFAULT (1 + 1) CHECK (qty >= 0),
+               lo INT NOT NULL DEFAULT 0,
+               hi INT NOT NULL DEFAULT 10,
+               label VARCHAR(40) NOT NULL DEFAULT (CONCAT('item-', 'x')) COMMENT 'expression default',
+               created DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+               secret VARCHAR(20) INVISIBLE NULL DEFAULT 'hidden' COMMENT 'invisible column',
+               CONSTRAINT chk_range CHECK (lo <= hi)
+             ) ENGINE=InnoDB COMMENT='DEFAULT expressions, CHECK constraints, an invisible column'"
+        ),
+    )?;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO {d}.defaults_checks (id, qty, lo, hi, label, created, secret) VALUES
+             (1, 0, -5, 5, 'one', '2001-01-01 00:00:00.000001', 'seen'),
+             (2, 7, 3, 3, '', '2020-02-02 02:02:02.020202', NULL);
+             INSERT INTO {d}.defaults_checks (id, created) VALUES (3, '2030-03-03 03:03:03')"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- latin1_tbl
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.latin1_tbl (
+               id INT NOT NULL PRIMARY KEY,
+               v VARCHAR(40) NOT NULL,
+               bin_v VARCHAR(40) CHARACTER SET latin1 COLLATE latin1_bin NULL
+             ) ENGINE=InnoDB DEFAULT CHARSET=latin1 COLLATE=latin1_german2_ci;
+             INSERT INTO {d}.latin1_tbl VALUES (1, 'Grüße', 'ÆØÅ'), (2, x'a4e9ff', x'00')"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- partitioned
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.partitioned (
+               id INT NOT NULL,
+               region TINYINT NOT NULL,
+               v VARCHAR(20) NULL,
+               PRIMARY KEY (id, region)
+             ) ENGINE=InnoDB
+             PARTITION BY RANGE (id) SUBPARTITION BY HASH (region) SUBPARTITIONS 2 (
+               PARTITION p_low VALUES LESS THAN (100) COMMENT 'low ids',
+               PARTITION p_mid VALUES LESS THAN (1000),
+               PARTITION p_max VALUES LESS THAN MAXVALUE
+             );
+             INSERT INTO {d}.partitioned VALUES (1, 1, 'a'), (99, 2, 'b'), (100, 1, 'c'), (5000, 3, NULL), (-7, 0, 'neg')"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- system versioning
+    // Fixed clocks, so history is the same on every server.
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.versioned (
+               id INT NOT NULL PRIMARY KEY,
+               v VARCHAR(20) NULL
+             ) ENGINE=InnoDB WITH SYSTEM VERSIONING;
+             SET @@timestamp = 1700000000.123456;
+             INSERT INTO {d}.versioned VALUES (1, 'first'), (2, 'second'), (3, 'third');
+             SET @@timestamp = 1700000100.654321;
+             UPDATE {d}.versioned SET v = 'first, changed' WHERE id = 1;
+             DELETE FROM {d}.versioned WHERE id = 3;
+             SET @@timestamp = 1700000200;
+             UPDATE {d}.versioned SET v = CONCAT(v, '!');
+             SET @@timestamp = DEFAULT"
+        ),
+    )?;
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.versioned_period (
+               id INT NOT NULL,
+               v INT NOT NULL,
+               valid_from TIMESTAMP(6) GENERATED ALWAYS AS ROW START INVISIBLE,
+               valid_to TIMESTAMP(6) GENERATED ALWAYS AS ROW END INVISIBLE,
+               PERIOD FOR SYSTEM_TIME (valid_from, valid_to),
+               PRIMARY KEY (id, valid_to)
+             ) ENGINE=InnoDB WITH SYSTEM VERSIONING
+             PARTITION BY SYSTEM_TIME (PARTITION p_hist HISTORY, PARTITION p_cur CURRENT);
+             SET @@timestamp = 1600000000.5;
+             INSERT INTO {d}.versioned_period (id, v) VALUES (10, 1), (20, 2);
+             SET @@timestamp = 1600000001.25;
+             UPDATE {d}.versioned_period SET v = v + 100;
+             SET @@timestamp = 1600000002;
+             DELETE FROM {d}.versioned_period WHERE id = 20;
+             SET @@timestamp = DEFAULT"
+        ),
+    )?;
+    // Unversioned columns in a versioned table, and an engine other than InnoDB.
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.versioned_aria (
+               id INT NOT NULL PRIMARY KEY,
+               tracked INT NULL,
+               untracked INT NULL WITHOUT SYSTEM VERSIONING
+             ) ENGINE=Aria WITH SYSTEM VERSIONING;
+             SET @@timestamp = 1500000000;
+             INSERT INTO {d}.versioned_aria VALUES (1, 1, 1);
+             SET @@timestamp = 1500000001;
+             UPDATE {d}.versioned_aria SET untracked = 2;
+             UPDATE {d}.versioned_aria SET tracked = 2;
+             SET @@timestamp = DEFAULT"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- sequences
+    run(
+        conn,
+        &format!(
+            "CREATE SEQUENCE {d}.seq_nocache NOCACHE;
+             CREATE SEQUENCE {d}.seq_cycle START WITH 100 MINVALUE 10 MAXVALUE 1000 INCREMENT BY 5 CACHE 10 CYCLE
+               COMMENT 'cycles';
+             CREATE TABLE {d}.seq_user (
+               id INT NOT NULL PRIMARY KEY DEFAULT NEXTVAL({d}.seq_nocache),
+               v VARCHAR(10) NULL
+             ) ENGINE=InnoDB;
+             INSERT INTO {d}.seq_user (v) VALUES ('a'), ('b'), ('c');
+             DO NEXTVAL({d}.seq_cycle), NEXTVAL({d}.seq_cycle)"
+        ),
+    )?;
+    // Round the cycle once: its cycle_count must come back too.
+    run(
+        conn,
+        &format!(
+            "DO SETVAL({d}.seq_cycle, 1000, 1); DO NEXTVAL({d}.seq_cycle), NEXTVAL({d}.seq_cycle)"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- routine with a definer
+    run(
+        conn,
+        &format!(
+            "CREATE DEFINER = 'fidelity_definer'@'%' PROCEDURE {d}.p_definer(OUT n INT)
+               SQL SECURITY DEFINER
+               COMMENT 'runs as its definer'
+             SELECT COUNT(*) INTO n FROM auto_inc"
+        ),
+    )?;
+
+    // An event remembers the session time zone it was made in.
+    run(
+        conn,
+        &format!(
+            "SET SESSION time_zone = '+05:30';
+             CREATE EVENT {d}.ev_kolkata ON SCHEDULE AT '2031-06-01 09:00:00' ON COMPLETION PRESERVE DISABLE
+               DO DELETE FROM {d}.audit_log WHERE id < 0;
+             SET SESSION time_zone = '+00:00'"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- across databases
+    run(
+        conn,
+        &format!(
+            "CREATE DATABASE {ext} CHARACTER SET latin1 COLLATE latin1_swedish_ci;
+             CREATE TABLE {ext}.ext_base (id INT NOT NULL PRIMARY KEY, bucket INT NOT NULL) ENGINE=MyISAM;
+             INSERT INTO {ext}.ext_base VALUES (1, 0), (2, 3), (3, 7);
+             CREATE VIEW {ext}.v_ext AS
+               SELECT b.id, s.n FROM {ext}.ext_base b JOIN {d}.v_bulk_summary s ON s.bucket = b.bucket;
+             CREATE VIEW {d}.v_cross AS SELECT id, n FROM {ext}.v_ext WHERE n > 0"
+        ),
+    )?;
+    Ok(())
 }
 
 fn load_inner(conn: &mut Conn, db: &str) -> Result<()> {
@@ -678,5 +1048,5 @@ fn load_inner(conn: &mut Conn, db: &str) -> Result<()> {
                DO DELETE FROM audit_log WHERE id < 0"
         ),
     )?;
-    Ok(())
+    load_more(conn, db)
 }

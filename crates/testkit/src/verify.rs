@@ -96,7 +96,9 @@ pub fn show_creates(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, String
             _ => ("table", "TABLE"),
         };
         let sql = format!("SHOW CREATE {what} {d}.{}", ident(&name));
-        let text = show_create(conn, &sql, &format!("Create {}", title(what)))?;
+        // SHOW CREATE SEQUENCE names its column `Create Table`.
+        let column = if what == "SEQUENCE" { "TABLE" } else { what };
+        let text = show_create(conn, &sql, &format!("Create {}", title(column)))?;
         out.insert(format!("{kind} {db}.{name}"), text);
     }
 
@@ -126,6 +128,69 @@ pub fn show_creates(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, String
         let sql = format!("SHOW CREATE EVENT {d}.{}", ident(&name));
         let text = show_create(conn, &sql, "Create Event")?;
         out.insert(format!("event {db}.{name}"), text);
+    }
+    Ok(out)
+}
+
+/// Every sequence's row (`next_not_cached_value`, ..., `cycle_count`) in `db`, keyed
+/// `"db.name"`: where a NEXTVAL on a restored sequence starts.
+pub fn sequences(conn: &mut Conn, db: &str) -> Result<BTreeMap<String, Vec<Option<String>>>> {
+    let names: Vec<String> = conn.query(format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'SEQUENCE'",
+        sql_string(db)
+    ))?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        let sql = format!("SELECT * FROM {}.{}", ident(db), ident(&name));
+        let row = query_strings(conn, &sql)
+            .with_context(|| format!("SQL failed: {sql}"))?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        out.insert(format!("{db}.{name}"), row);
+    }
+    Ok(out)
+}
+
+/// Every account and role but the server's own (`root`, `mariadb.sys`, ...), and PUBLIC,
+/// keyed `user@host` (a role: its name): `SHOW CREATE USER` (accounts only) and the sorted
+/// lines of `SHOW GRANTS`, which include role grants and `SET DEFAULT ROLE`.
+pub fn accounts(conn: &mut Conn) -> Result<BTreeMap<String, Vec<String>>> {
+    let rows: Vec<(String, String, String)> = conn
+        .query(
+            "SELECT User, Host, is_role FROM mysql.user \
+             WHERE User NOT IN ('', 'root', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema')",
+        )
+        .context("list accounts")?;
+    let mut out = BTreeMap::new();
+    for (user, host, is_role) in rows {
+        let role = is_role == "Y";
+        let who = if role {
+            if user == "PUBLIC" {
+                user.clone()
+            } else {
+                sql_string(&user)
+            }
+        } else {
+            format!("{}@{}", sql_string(&user), sql_string(&host))
+        };
+        let mut lines = Vec::new();
+        if !role {
+            let sql = format!("SHOW CREATE USER {who}");
+            let create: Option<String> = conn
+                .query_first(&sql)
+                .with_context(|| format!("SQL failed: {sql}"))?;
+            lines.push(create.unwrap_or_default());
+        }
+        let sql = format!("SHOW GRANTS FOR {who}");
+        let mut grants: Vec<String> = conn
+            .query(&sql)
+            .with_context(|| format!("SQL failed: {sql}"))?;
+        grants.sort();
+        lines.extend(grants);
+        let key = if role { user } else { format!("{user}@{host}") };
+        out.insert(key, lines);
     }
     Ok(out)
 }

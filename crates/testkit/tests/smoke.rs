@@ -111,7 +111,7 @@ fn mariadb_fidelity_schema_and_reference_dump() {
 
     assert_eq!(
         verify::user_databases(&mut conn).unwrap(),
-        vec!["fid".to_string()]
+        fidelity::databases("fid")
     );
     let sums = verify::checksums(&mut conn, &["fid"]).unwrap();
     assert!(sums.len() >= 18, "{sums:?}");
@@ -169,8 +169,11 @@ fn mariadb_fidelity_schema_and_reference_dump() {
             "--events",
             "--triggers",
             "--hex-blob",
+            "--dump-history",
+            "--skip-add-locks",
             "--databases",
             "fid",
+            "fid_ext",
         ])
         .stdout(std::fs::File::create(&dump).unwrap())
         .status()

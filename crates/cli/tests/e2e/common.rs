@@ -25,7 +25,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    pub fn from(o: Output) -> Run {
         Run {
             ok: o.status.success(),
             code: o.status.code(),

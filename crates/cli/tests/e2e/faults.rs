@@ -310,15 +310,26 @@ fn a_dump_killed_or_truncated_midway_leaves_no_snapshot() {
     assert_eq!(st["status"]["snapshotCount"], before as u64);
 }
 
+/// The RetentionPolicyApplied condition of a session.
+fn retention(bs: &serde_json::Value) -> &serde_json::Value {
+    bs["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "RetentionPolicyApplied"))
+        .unwrap_or_else(|| panic!("no RetentionPolicyApplied condition: {bs:#}"))
+}
+
+/// Backups lock the repository shared, as restic's do: two run side by side, and the
+/// retention of one (which needs the repository to itself) waits for a later backup.
 #[test]
-fn two_backups_of_one_repository_at_once_the_second_fails_on_the_lock() {
+fn two_backups_of_one_repository_at_once_both_run_and_retention_waits() {
     let src = app_db();
     let cf = setup(
         &src,
-        &backup_config("bc2", "repo", "src", "--databases app", 5),
+        &backup_config("bc2", "repo", "src", "--databases app", 1),
     );
     let repo_s = cf.path("repo").to_str().unwrap().to_string();
-    // The first backup initialises the repository, then dawdles mid-stream while locked.
+    assert!(cf.run(&["backup", "bc", "--wait"]).ok);
+    // The first backup dawdles mid-stream while locked.
     let slow = script(
         &cf,
         "slow-dump",
@@ -331,35 +342,40 @@ fn two_backups_of_one_repository_at_once_the_second_fails_on_the_lock() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let first = first.spawn().unwrap();
-    // Wait until the first one holds its lock.
     let locks = cf.path("repo").join("locks");
-    let t0 = std::time::Instant::now();
-    while std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0) == 0 {
-        assert!(
-            t0.elapsed().as_secs() < 30,
-            "first backup never locked the repository"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let bs = failed_backup(
-        &cf,
-        "bc2",
-        &["is locked", "exclusive lock held by coffer"],
-        &[],
+    wait_for_lock(&locks);
+    // The second keeps one snapshot of the group: it would remove the older one.
+    let run = cf.run(&["backup", "bc2", "--wait"]);
+    assert!(run.ok, "{run}");
+    let bs = cf.last_session(&run);
+    assert_eq!(phase(&bs), "Succeeded", "{bs:#}");
+    let r = retention(&bs);
+    assert_eq!(r["status"], "False", "{bs:#}");
+    assert_eq!(r["reason"], "RetentionPolicyPostponed", "{bs:#}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("a shared lock held by coffer"),
+        "{bs:#}"
     );
-    assert!(error(&bs).contains("Repository default/repo"), "{bs:#}");
     let out = first.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "the first backup must still succeed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(restic_snapshots(&repo_s, &[]).len(), 1);
+    assert_eq!(restic_snapshots(&repo_s, &[]).len(), 3, "nothing forgotten");
     assert_eq!(
         std::fs::read_dir(&locks).unwrap().count(),
         0,
-        "lock released"
+        "locks released"
     );
+    // Alone, the next one applies its policy.
+    let run = cf.run(&["backup", "bc2", "--wait"]);
+    assert!(run.ok, "{run}");
+    assert_eq!(retention(&cf.last_session(&run))["status"], "True");
+    assert_eq!(restic_snapshots(&repo_s, &[]).len(), 1);
     assert_restic_check(&repo_s, &[]);
 }
 
@@ -375,20 +391,24 @@ fn wait_for_lock(locks: &std::path::Path) {
     }
 }
 
-/// coffer's locks are restic's: restic sees coffer's exclusive lock and will not prune under
-/// it; coffer will not write while restic holds a lock; a crashed coffer's stale lock is
+/// coffer's locks are restic's: restic sees coffer's backup lock and will not prune under it;
+/// coffer will not remove snapshots while restic holds a lock; a crashed coffer's stale lock is
 /// removed by the next run; `coffer unlock` clears what a crashed restic left.
 #[test]
 fn locks_are_shared_with_restic_and_survive_crashes() {
     use std::process::{Command, Stdio};
     let src = app_db();
-    let cf = setup(&src, "");
+    let cf = setup(
+        &src,
+        &backup_config("keep1", "repo", "src", "--databases app", 1),
+    );
     let repo = cf.path("repo");
     let repo_s = repo.to_str().unwrap().to_string();
     let locks = repo.join("locks");
     assert!(cf.run(&["backup", "bc", "--wait"]).ok);
 
-    // 1. coffer holds the lock; restic sees it as exclusive and refuses to prune.
+    // 1. coffer holds the lock; restic sees it (shared, as restic's backup's) and refuses to
+    //    prune.
     let slow = script(
         &cf,
         "slow-dump",
@@ -408,7 +428,7 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
     let lock = restic(&repo_s, &["cat", "lock", &id, "--no-lock"]);
     let lock: serde_json::Value =
         serde_json::from_str(&lock.stdout).unwrap_or_else(|_| panic!("{lock}"));
-    assert_eq!(lock["exclusive"], true);
+    assert_eq!(lock["exclusive"], false);
     let holder = std::fs::read(format!("/proc/{}/cmdline", lock["pid"])).unwrap_or_default();
     assert!(
         String::from_utf8_lossy(&holder).contains("agent"),
@@ -421,7 +441,8 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
     );
     assert!(running.wait().unwrap().success());
 
-    // 2. restic holds a lock (a backup waiting on its input): coffer refuses to write.
+    // 2. restic holds a lock (a backup waiting on its input): coffer backs up beside it but
+    //    removes no snapshot.
     let mut restic_backup = Command::new("restic")
         .args([
             "-r",
@@ -439,12 +460,18 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
         .spawn()
         .unwrap();
     wait_for_lock(&locks);
-    let bs = failed_backup(&cf, "bc", &["is locked", "held by restic"], &[]);
+    let before = restic_snapshots(&repo_s, &[]).len();
+    let run = cf.run(&["backup", "keep1", "--wait"]);
+    assert!(run.ok, "{run}");
+    let bs = cf.last_session(&run);
+    let r = retention(&bs);
+    assert_eq!(r["reason"], "RetentionPolicyPostponed", "{bs:#}");
+    let msg = r["message"].as_str().unwrap();
     assert!(
-        error(&bs).contains(&format!("pid {}", restic_backup.id())),
-        "{}",
-        error(&bs)
+        msg.contains("held by restic") && msg.contains(&format!("pid {}", restic_backup.id())),
+        "{msg}"
     );
+    assert_eq!(restic_snapshots(&repo_s, &[]).len(), before + 1);
     // 3. restic crashes and leaves its lock: it is stale (its process is gone), so coffer
     //    works around it, and `coffer unlock` removes it.
     restic_backup.kill().unwrap();
@@ -454,10 +481,14 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
         1,
         "restic's lock is left behind"
     );
-    assert!(
-        cf.run(&["backup", "bc", "--wait"]).ok,
-        "a stale restic lock must not block coffer"
+    let run = cf.run(&["backup", "keep1", "--wait"]);
+    assert!(run.ok, "{run}");
+    assert_eq!(
+        retention(&cf.last_session(&run))["status"],
+        "True",
+        "a stale restic lock must not hold up retention"
     );
+    assert_eq!(restic_snapshots(&repo_s, &[]).len(), 1);
     let un = cf.ok(&["unlock", "repo"]);
     assert!(
         un.stdout.contains("removed a shared lock held by restic"),

@@ -496,3 +496,137 @@ fn a_cut_short_or_interrupted_sst_stream_leaves_no_snapshot() {
     );
     assert_eq!(data.raw.len(), full.len());
 }
+
+/// The SST listener's port is on garbd's command line, visible to every local user: a
+/// connection from anywhere but a cluster member is turned away (here from 127.0.0.2 while the
+/// member is 127.0.0.1), a donor that trickles is cut off at `sstDeadline`, and a stream whose
+/// files would land outside a data directory is refused before it is stored.
+#[test]
+fn the_sst_listener_takes_only_members_in_time_with_safe_paths() {
+    let db = coffer_testkit::MariaDb::start().unwrap();
+    let cf = Coffer::new();
+    let stage1 = [
+        xb_chunk(
+            b'P',
+            "xtrabackup_galera_info",
+            b"6d5f1a2b-0000-0000-0000-000000000001:42 0\n",
+        ),
+        xb_chunk(b'E', "xtrabackup_galera_info", b""),
+    ]
+    .concat();
+    let forged = [
+        xb_chunk(
+            b'P',
+            "xtrabackup_galera_info",
+            b"00000000-0000-0000-0000-00000000beef:999 0\n",
+        ),
+        xb_chunk(b'E', "xtrabackup_galera_info", b""),
+    ]
+    .concat();
+    let end = [
+        xb_chunk(b'P', "xtrabackup_info", b"backup_type = full-backuped\n"),
+        xb_chunk(b'E', "xtrabackup_info", b""),
+    ]
+    .concat();
+    let full = [xb_chunk(b'P', "ibdata1", &[7u8; 4096]), end.clone()].concat();
+    let climbing = [
+        xb_chunk(b'P', "ibdata1", &[7u8; 4096]),
+        xb_chunk(b'P', "../../etc/cron.d/x", b"* * * * * root id\n"),
+        end,
+    ]
+    .concat();
+    for (name, data) in [
+        ("stage1", &stage1),
+        ("forged", &forged),
+        ("full", &full),
+        ("climbing", &climbing),
+    ] {
+        std::fs::write(cf.path(name), data).unwrap();
+    }
+    let fake = cf.file(
+        "fake-garbd",
+        "#!/bin/bash\nfor a in \"$@\"; do [ \"$prev\" = --sst ] && sst=$a; prev=$a; done\n\
+         hp=${sst#*:}; hp=${hp%%/*}; host=${hp%:*}; port=${hp##*:}\nsleep 0.3\n\
+         if [ -n \"$STRANGER\" ]; then socat -u FILE:\"$STRANGER\" TCP:$host:$port,bind=127.0.0.2 || true; sleep 0.5; fi\n\
+         exec 3<>/dev/tcp/$host/$port; cat \"$STAGE1\" >&3; exec 3>&-\nsleep 0.5\n\
+         exec 3<>/dev/tcp/$host/$port; cat \"$STAGE2\" >&3; sleep \"${HOLD:-0}\"; exec 3>&-\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ab = format!(
+        "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: fake-cluster}}\n\
+         spec:\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  secret: {{name: db-auth}}\n  \
+         parameters: {{address: \"gcomm://127.0.0.1:1\", group: my_wsrep_cluster, sstMethod: mariabackup}}\n",
+        db.port()
+    );
+    let m = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("db-auth", &db),
+        ab,
+        bc(
+            "sst",
+            "fake-cluster",
+            &[("sstTimeout", "20s"), ("sstDeadline", "8s")],
+        ),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &m).ok);
+    let run_with = |stranger: Option<&str>, stage2: &str, hold: &str| {
+        let mut c = cf.cmd();
+        c.args(["backup", "sst", "--wait"])
+            .env("COFFER_GARBD", &fake)
+            .env("STAGE1", cf.path("stage1"))
+            .env("STAGE2", cf.path(stage2))
+            .env("HOLD", hold);
+        if let Some(s) = stranger {
+            c.env("STRANGER", cf.path(s));
+        }
+        c.output().unwrap()
+    };
+    let repo = cf.path("repo");
+    let snapshots = || {
+        if repo.join("config").exists() {
+            restic_snapshots(repo.to_str().unwrap(), &[]).len()
+        } else {
+            0
+        }
+    };
+
+    // A stranger connects first with a forged position: turned away, the donor's stages kept.
+    let out = run_with(Some("forged"), "full", "0");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("turned away a connection from 127.0.0.2"),
+        "{said}"
+    );
+    assert_eq!(snapshots(), 1);
+    let pos = restic(
+        repo.to_str().unwrap(),
+        &["dump", "--no-lock", "latest", "/galera-position.xbstream"],
+    );
+    assert_eq!(pos.raw, stage1, "the position stage is the donor's");
+
+    // A donor that holds the stream open past the deadline is cut off, and nothing is stored.
+    let t = Instant::now();
+    let out = run_with(None, "full", "60");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("deadline") && said.contains("sstDeadline"),
+        "{said}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "cut off at the deadline"
+    );
+    assert_eq!(snapshots(), 1);
+
+    // A stream with a file outside the data directory is refused as it arrives.
+    let out = run_with(None, "climbing", "0");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("../../etc/cron.d/x"), "{said}");
+    assert_eq!(snapshots(), 1);
+}

@@ -4,10 +4,14 @@
 mod common;
 mod faults;
 mod galera;
+mod lifecycle;
+mod locks;
 mod logical;
 mod native;
 mod physical;
+mod physical_swap;
 mod s3;
 mod server;
 mod tasks;
 mod tls;
+mod untrusted;

@@ -29,6 +29,7 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     {
         let mut c = src.conn().unwrap();
         fidelity::load(&mut c, "fidelity").unwrap();
+        fidelity::create_accounts(&mut c, "fidelity", "fid-pass").unwrap();
     }
     src.exec("CREATE DATABASE big; USE big; CREATE TABLE t (id INT PRIMARY KEY, k INT, pad CHAR(120), KEY k (k)); INSERT INTO t SELECT seq, seq % 1000, MD5(seq) FROM seq_1_to_60000; \
          CREATE TABLE c (tenant INT, name VARCHAR(40), v CHAR(100), PRIMARY KEY (tenant, name)); \
@@ -52,6 +53,7 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
                 ("method", "native"),
                 ("connections", "2"),
                 ("chunkMiB", "1"),
+                ("users", "true"),
             ],
             5,
         ),
@@ -139,9 +141,12 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     let r = cf.run(&[
         "restore",
         "-f",
-        cf.file("r1.yaml", &native_restore("full", "dst", &[]))
-            .to_str()
-            .unwrap(),
+        cf.file(
+            "r1.yaml",
+            &native_restore("full", "dst", &[("users", "true")]),
+        )
+        .to_str()
+        .unwrap(),
         "--wait",
     ]);
     assert!(r.ok, "{r}");
@@ -155,20 +160,36 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     );
     let mut s = src.conn().unwrap();
     let mut d = dst.conn().unwrap();
-    for db in ["fidelity", "big"] {
-        let want = verify::checksums(&mut s, &[db]).unwrap();
-        let got = verify::checksums(&mut d, &[db]).unwrap();
-        if let Some(diff) = verify::diff(&want, &got) {
-            panic!("{db}: checksums differ after a native restore:\n{diff}");
-        }
-        let (ws, gs) = (
-            verify::show_creates(&mut s, db).unwrap(),
-            verify::show_creates(&mut d, db).unwrap(),
-        );
-        if let Some(diff) = verify::diff(&ws, &gs) {
-            panic!("{db}: definitions differ after a native restore:\n{diff}");
-        }
-    }
+    assert_fidelity_restored(&mut s, &mut d);
+    assert_eq!(
+        verify::checksums(&mut s, &["big"]).unwrap(),
+        verify::checksums(&mut d, &["big"]).unwrap()
+    );
+    // Users come back with their roles, and the default role is active at login.
+    let mut app = dst.conn_as("fidelity_app", "fid-pass").unwrap();
+    let role: Option<String> = app.query_first("SELECT CURRENT_ROLE()").unwrap();
+    assert_eq!(role.as_deref(), Some("fidelity_writer"));
+    let n: Option<u64> = app
+        .query_first("SELECT COUNT(*) FROM fidelity.modern_types")
+        .unwrap();
+    assert_eq!(n, Some(5), "the role's grants are live");
+
+    // Restoring again over what is there (roles, sequences, users already exist) gives the
+    // same result: every step replaces.
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file(
+            "r1b.yaml",
+            &native_restore("full-again", "dst", &[("users", "true")]),
+        )
+        .to_str()
+        .unwrap(),
+        "--wait",
+    ]);
+    assert!(r.ok, "{r}");
+    let mut d = dst.conn().unwrap();
+    assert_fidelity_restored(&mut s, &mut d);
 
     // One table out of the full snapshot, into a renamed database.
     let r = cf.run(&[
@@ -195,6 +216,97 @@ fn native_dump_and_load_are_bit_exact_and_restore_parts() {
     let got = verify::checksums(&mut d, &["big_copy"]).unwrap();
     assert_eq!(want["big.t"], got["big_copy.t"]);
     assert!(got["big_copy.t"].is_some());
+}
+
+/// Everything the fidelity schema holds is the same on `d` as on `s`: every table bit-exact
+/// (CHECKSUM TABLE covers system-versioned history and FLOAT bits), every definition, every
+/// sequence's state and next value, every account, role and grant.
+pub(crate) fn assert_fidelity_restored(
+    s: &mut coffer_testkit::mysql::Conn,
+    d: &mut coffer_testkit::mysql::Conn,
+) {
+    let dbs = fidelity::databases("fidelity");
+    let dbs: Vec<&str> = dbs.iter().map(String::as_str).collect();
+    let want = verify::checksums(s, &dbs).unwrap();
+    let got = verify::checksums(d, &dbs).unwrap();
+    if let Some(diff) = verify::diff(&want, &got) {
+        panic!("checksums differ after a native restore:\n{diff}");
+    }
+    for db in &dbs {
+        let (ws, gs) = (
+            verify::show_creates(s, db).unwrap(),
+            verify::show_creates(d, db).unwrap(),
+        );
+        if let Some(diff) = verify::diff(&ws, &gs) {
+            panic!("{db}: definitions differ after a native restore:\n{diff}");
+        }
+        let (ws, gs) = (
+            verify::sequences(s, db).unwrap(),
+            verify::sequences(d, db).unwrap(),
+        );
+        if let Some(diff) = verify::diff(&ws, &gs) {
+            panic!("{db}: sequences differ after a native restore:\n{diff}");
+        }
+    }
+    assert_fidelity_extras(s, d);
+    let (wa, ga) = (verify::accounts(s).unwrap(), verify::accounts(d).unwrap());
+    for (user, host) in fidelity::ACCOUNTS {
+        let key = if host.is_empty() {
+            user.to_string()
+        } else {
+            format!("{user}@{host}")
+        };
+        assert!(wa.contains_key(&key), "{key}: {wa:?}");
+    }
+    assert!(
+        wa["PUBLIC"].iter().any(|g| g.contains("enums_sets")),
+        "{wa:?}"
+    );
+    if let Some(diff) = verify::diff(&wa, &ga) {
+        panic!("accounts, roles or grants differ after a native restore:\n{diff}");
+    }
+}
+
+/// What checksums alone would not show: values that must not be NULL, history rows that
+/// must be there, and the next value of a sequence without a cache.
+pub(crate) fn assert_fidelity_extras(
+    s: &mut coffer_testkit::mysql::Conn,
+    d: &mut coffer_testkit::mysql::Conn,
+) {
+    for (sql, want) in [
+        ("SELECT COUNT(u) FROM fidelity.modern_types", "4"),
+        ("SELECT COUNT(i6) FROM fidelity.modern_types", "4"),
+        (
+            "SELECT COUNT(*) FROM fidelity.versioned FOR SYSTEM_TIME ALL",
+            "6",
+        ),
+        (
+            "SELECT COUNT(*) FROM fidelity.versioned_period FOR SYSTEM_TIME ALL",
+            "4",
+        ),
+        (
+            "SELECT COUNT(*) FROM fidelity.spatial WHERE g IS NOT NULL",
+            "3",
+        ),
+    ] {
+        for (side, c) in [("source", &mut *s), ("restored", &mut *d)] {
+            let got: Option<String> = c.query_first(sql).unwrap();
+            assert_eq!(got.as_deref(), Some(want), "{side}: {sql}");
+        }
+    }
+    // Without a cache the source's next value is its next_not_cached_value (read, so that the
+    // source is not moved on); the restored sequence hands out exactly that.
+    let want: Option<i64> = s
+        .query_first("SELECT next_not_cached_value FROM fidelity.seq_nocache")
+        .unwrap();
+    let got: Option<i64> = d
+        .query_first("SELECT NEXTVAL(fidelity.seq_nocache)")
+        .unwrap();
+    assert_eq!(
+        got, want,
+        "NEXTVAL after restore continues where the source stood"
+    );
+    assert_eq!(want, Some(4), "three rows of seq_user took 1, 2, 3");
 }
 
 #[test]

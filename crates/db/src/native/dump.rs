@@ -22,8 +22,8 @@ use twox_hash::XxHash3_64;
 
 use super::{
     quote,
-    schema::{Column, DataFile, Database, Definition, Manifest, Position, Schema, Table},
-    MANIFEST_PATH, SCHEMA_PATH,
+    schema::{Column, DataFile, Database, Definition, Manifest, Position, Schema, Sequence, Table},
+    types, MANIFEST_PATH, SCHEMA_PATH,
 };
 use crate::{
     conn::{classify, connect, ClientFiles, ConnSpec},
@@ -156,8 +156,38 @@ fn now() -> String {
     s.to_string()
 }
 
-/// Removes secondary index clauses from a CREATE TABLE, returning them separately.
+/// The quoted identifier a line of SHOW CREATE TABLE starts with (after its indent), e.g.
+/// "`a``b`".
+fn leading_ident(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let rest = t.strip_prefix('`')?;
+    let mut i = 0;
+    let b = rest.as_bytes();
+    while i < b.len() {
+        if b[i] == b'`' {
+            if b.get(i + 1) == Some(&b'`') {
+                i += 2;
+                continue;
+            }
+            return Some(&t[..i + 2]);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Removes secondary index clauses from a CREATE TABLE, returning them separately. The
+/// first index on an AUTO_INCREMENT column stays: the server refuses such a column without
+/// one (a table of SERIAL columns has no primary key, only a UNIQUE KEY).
 fn split_indexes(create: &str) -> (String, Vec<String>) {
+    let auto_col = create
+        .lines()
+        .filter(|l| l.starts_with("  `") && l.contains(" AUTO_INCREMENT"))
+        .find_map(leading_ident);
+    let mut auto_keyed = create.lines().any(|l| {
+        let t = l.trim_start();
+        t.starts_with("PRIMARY KEY (") && auto_col.is_some_and(|c| t[13..].starts_with(c))
+    });
     let mut keep = Vec::new();
     let mut deferred = Vec::new();
     for line in create.lines() {
@@ -166,9 +196,16 @@ fn split_indexes(create: &str) -> (String, Vec<String>) {
             || t.starts_with("UNIQUE KEY ")
             || t.starts_with("FULLTEXT KEY ")
             || t.starts_with("SPATIAL KEY ");
-        if is_index && line.starts_with("  ") {
+        let on_auto = !t.starts_with("FULLTEXT") && !t.starts_with("SPATIAL") && {
+            let cols = t.find(" (").map(|i| &t[i + 2..]).unwrap_or("");
+            auto_col.is_some_and(|c| cols.starts_with(c))
+        };
+        // The auto column's index stays until it has one.
+        let needed = on_auto && !auto_keyed;
+        if is_index && line.starts_with("  ") && !needed {
             deferred.push(t.trim_end_matches(',').to_string());
         } else {
+            auto_keyed |= is_index && on_auto;
             keep.push(line.to_string());
         }
     }
@@ -182,6 +219,156 @@ fn split_indexes(create: &str) -> (String, Vec<String>) {
     (keep.join("\n"), deferred)
 }
 
+/// The columns a table's data files hold, from `COLUMN_NAME, DATA_TYPE, COLUMN_TYPE,
+/// GENERATION_EXPRESSION` rows: every stored column, generated ones left out (the server
+/// computes them again). Fails on a type the native format does not carry exactly. A
+/// system-versioned table (`history`) also keeps its period's start and end.
+fn stored_columns(
+    db: &str,
+    table: &str,
+    cols: &[Vec<Option<String>>],
+    history: bool,
+) -> Result<Vec<Column>, String> {
+    let mut out = Vec::new();
+    let mut period = 0;
+    for r in cols {
+        let name = r[0].clone().unwrap_or_default();
+        let data_type = r[1].clone().unwrap_or_default().to_ascii_lowercase();
+        let column_type = r[2].clone().unwrap_or_default();
+        // MariaDB leaves GENERATION_EXPRESSION NULL on ordinary columns, MySQL empty; MySQL's
+        // expression defaults (EXTRA `DEFAULT_GENERATED`) are ordinary columns.
+        let generated = r[3].as_deref().unwrap_or("");
+        let row_period = matches!(generated, "ROW START" | "ROW END");
+        if !generated.is_empty() && !row_period {
+            continue;
+        }
+        if row_period {
+            period += 1;
+            if data_type != "timestamp" {
+                return Err(format!(
+                    "`{db}`.`{table}` is versioned by transaction id (`{name}` is {column_type}); \
+                     its history cannot be loaded back — back it up with method `mysqldump` or physically"
+                ));
+            }
+        }
+        if types::codec(&data_type).is_none() {
+            return Err(format!(
+                "`{db}`.`{table}`.`{name}` has type {column_type}, which the native dump does not \
+                 know how to copy exactly — back this table up with method `mysqldump` or physically"
+            ));
+        }
+        out.push(Column { name, data_type });
+    }
+    if history && period == 0 {
+        // WITH SYSTEM VERSIONING without a PERIOD: the period's columns are hidden, and
+        // named so.
+        for name in ["row_start", "row_end"] {
+            out.push(Column {
+                name: name.into(),
+                data_type: "timestamp".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A sequence's definition and its state in the snapshot.
+fn read_sequence(
+    spec: &ConnSpec,
+    c: &mut Conn,
+    fq: &str,
+    name: String,
+) -> Result<Sequence, DbError> {
+    let create = rows(spec, c, &format!("SHOW CREATE SEQUENCE {fq}"))?
+        .into_iter()
+        .next()
+        .and_then(|r| r.get(1).cloned().flatten())
+        .unwrap_or_default();
+    let state = rows(
+        spec,
+        c,
+        &format!("SELECT next_not_cached_value, cycle_count FROM {fq}"),
+    )?
+    .into_iter()
+    .next()
+    .unwrap_or_default();
+    let (Some(Some(next_value)), Some(Some(cycle_count))) =
+        (state.first().cloned(), state.get(1).cloned())
+    else {
+        return Err(DbError::Dump {
+            target: spec.label.clone(),
+            reason: format!("sequence {fq} has no state row"),
+        });
+    };
+    Ok(Sequence {
+        name,
+        create,
+        next_value,
+        cycle_count,
+    })
+}
+
+/// `CREATE USER`/`CREATE ROLE`, `GRANT` and `SET DEFAULT ROLE` statements for every account
+/// but the server's own, every account and role before any grant (a grant of a role needs
+/// both ends). MariaDB's roles are rows of `mysql.user` with `is_role`; SHOW CREATE USER
+/// refuses them.
+fn read_accounts(spec: &ConnSpec, c: &mut Conn, mariadb: bool) -> Result<Vec<String>, DbError> {
+    const OWN: &str =
+        "('', 'root', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema', 'PUBLIC')";
+    let role_col = if mariadb { "is_role" } else { "'N'" };
+    let accounts = rows(
+        spec,
+        c,
+        &format!("SELECT User, Host, {role_col} FROM mysql.user WHERE User NOT IN {OWN} ORDER BY User, Host"),
+    )?;
+    let mut creates = Vec::new();
+    let mut grants = Vec::new();
+    for a in accounts {
+        let user = a[0].as_deref().unwrap_or("");
+        let is_role = a[2].as_deref() == Some("Y");
+        let who = if is_role {
+            super::sql_string(user)
+        } else {
+            format!(
+                "{}@{}",
+                super::sql_string(user),
+                super::sql_string(a[1].as_deref().unwrap_or(""))
+            )
+        };
+        if is_role {
+            creates.push(format!("CREATE OR REPLACE ROLE {}", quote(user)));
+        } else if let Some(s) = rows(spec, c, &format!("SHOW CREATE USER {who}"))?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+        {
+            creates.push(s.replacen("CREATE USER", "CREATE OR REPLACE USER", 1));
+        }
+        for g in rows(spec, c, &format!("SHOW GRANTS FOR {who}"))? {
+            if let Some(s) = g.into_iter().next().flatten() {
+                grants.push(s);
+            }
+        }
+    }
+    // MariaDB 10.11's PUBLIC: what every account may do.
+    let public = mariadb
+        && !rows(
+            spec,
+            c,
+            "SELECT 1 FROM mysql.user WHERE User = 'PUBLIC' AND is_role = 'Y'",
+        )?
+        .is_empty();
+    if public {
+        for g in rows(spec, c, "SHOW GRANTS FOR PUBLIC")? {
+            if let Some(s) = g.into_iter().next().flatten() {
+                grants.push(s);
+            }
+        }
+    }
+    creates.extend(grants);
+    Ok(creates)
+}
+
 impl NativeDump {
     /// Opens the snapshot on `opts.connections` connections and reads the schema.
     pub fn prepare(
@@ -190,14 +377,14 @@ impl NativeDump {
         opts: &NativeDumpOptions,
     ) -> Result<NativeDump, DbError> {
         let n = opts.connections.max(1);
-        let mut lock = connect(spec, files)?;
-        q(spec, &mut lock, "FLUSH TABLES WITH READ LOCK").map_err(|e| match e {
-            DbError::Query { target, reason } => DbError::Query {
-                target,
-                reason: format!("{reason} — the native dump needs the RELOAD privilege for its brief global read lock"),
-            },
-            other => other,
-        })?;
+        let mut lock = crate::conn::connect_control(spec, files)?;
+        // Bounded: every writer on the source waits while the FTWRL does.
+        crate::global_lock::flush_tables_with_read_lock(
+            spec,
+            files,
+            &mut lock,
+            crate::global_lock::FTWRL_WAIT,
+        )?;
         let mut conns = Vec::new();
         for _ in 0..n {
             let mut c = connect(spec, files)?;
@@ -312,22 +499,36 @@ impl NativeDump {
                     .filter(|n| *n > 0)
                     .unwrap_or(200);
                 let fq = format!("{}.{}", quote(db), quote(&name));
-                if ttype == "VIEW" {
-                    let r = rows(spec, c, &format!("SHOW CREATE VIEW {fq}"))?;
-                    let r = r.into_iter().next().unwrap_or_default();
-                    d.views.push(Definition {
-                        kind: "view".into(),
-                        name,
-                        create: r.get(1).cloned().flatten().unwrap_or_default(),
-                        sql_mode: None,
-                        character_set_client: r.get(2).cloned().flatten(),
-                        collation_connection: r.get(3).cloned().flatten(),
-                        time_zone: None,
-                    });
-                    continue;
-                }
-                if ttype == "SEQUENCE" || ttype == "SYSTEM VIEW" {
-                    continue;
+                match ttype.as_str() {
+                    "VIEW" => {
+                        let r = rows(spec, c, &format!("SHOW CREATE VIEW {fq}"))?;
+                        let r = r.into_iter().next().unwrap_or_default();
+                        d.views.push(Definition {
+                            kind: "view".into(),
+                            name,
+                            create: r.get(1).cloned().flatten().unwrap_or_default(),
+                            sql_mode: None,
+                            character_set_client: r.get(2).cloned().flatten(),
+                            collation_connection: r.get(3).cloned().flatten(),
+                            time_zone: None,
+                        });
+                        continue;
+                    }
+                    "SEQUENCE" => {
+                        d.sequences.push(read_sequence(spec, c, &fq, name)?);
+                        continue;
+                    }
+                    "SYSTEM VIEW" => continue,
+                    "BASE TABLE" | "SYSTEM VERSIONED" => {}
+                    other => {
+                        return Err(DbError::Dump {
+                            target: spec.label.clone(),
+                            reason: format!(
+                                "`{db}`.`{name}` is a {other}, which the native dump does not know how to keep — \
+                                 back it up with method `mysqldump`"
+                            ),
+                        })
+                    }
                 }
                 let r = rows(spec, c, &format!("SHOW CREATE TABLE {fq}"))?;
                 let create = r
@@ -345,30 +546,23 @@ impl NativeDump {
                     spec,
                     c,
                     &format!(
-                        "SELECT COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS \
+                        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, GENERATION_EXPRESSION FROM information_schema.COLUMNS \
                      WHERE TABLE_SCHEMA = {sq} AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
                         super::sql_string(&name)
                     ),
                 )?;
-                let columns: Vec<Column> = cols
-                    .iter()
-                    .filter(|r| {
-                        !r[2]
-                            .as_deref()
-                            .unwrap_or("")
-                            .to_ascii_uppercase()
-                            .contains("GENERATED")
-                            && !r[2]
-                                .as_deref()
-                                .unwrap_or("")
-                                .to_ascii_uppercase()
-                                .contains("PERSISTENT")
-                    })
-                    .map(|r| Column {
-                        name: r[0].clone().unwrap_or_default(),
-                        data_type: r[1].clone().unwrap_or_default().to_ascii_lowercase(),
-                    })
-                    .collect();
+                let history = ttype == "SYSTEM VERSIONED";
+                let columns =
+                    stored_columns(db, &name, &cols, history).map_err(|reason| DbError::Dump {
+                        target: spec.label.clone(),
+                        reason,
+                    })?;
+                // History rows are kept: every version of every row, FOR SYSTEM_TIME ALL.
+                let from = if history {
+                    format!("{fq} FOR SYSTEM_TIME ALL")
+                } else {
+                    fq.clone()
+                };
                 // Chunks are ranges of the primary key's leading column when it is an integer,
                 // alone or followed by others: such a range is one stretch of the clustered
                 // index, read in key order.
@@ -389,20 +583,16 @@ impl NativeDump {
                             )
                     })
                 });
-                let exprs: Vec<String> = columns
-                    .iter()
-                    .map(|col| match col.data_type.as_str() {
-                        // The text protocol rounds FLOAT to 6 digits; its DOUBLE form round-trips.
-                        "float" => format!("CAST({} AS DOUBLE)", quote(&col.name)),
-                        "bit" => format!("CAST({} AS UNSIGNED)", quote(&col.name)),
-                        _ => quote(&col.name),
-                    })
-                    .collect();
-                let base = format!("SELECT {} FROM {fq}", exprs.join(", "));
+                let exprs: Vec<String> = columns.iter().map(types::select_expr).collect();
+                let base = format!("SELECT {} FROM {from}", exprs.join(", "));
                 let mut selects = Vec::new();
                 if let Some(lead) = &int_lead {
                     let pkc = quote(lead);
-                    let mm = rows(spec, c, &format!("SELECT MIN({pkc}), MAX({pkc}) FROM {fq}"))?;
+                    let mm = rows(
+                        spec,
+                        c,
+                        &format!("SELECT MIN({pkc}), MAX({pkc}) FROM {from}"),
+                    )?;
                     let lo: Option<i128> = mm
                         .first()
                         .and_then(|r| r[0].as_deref())
@@ -449,6 +639,7 @@ impl NativeDump {
                     create,
                     deferred_indexes: deferred,
                     columns,
+                    history,
                 });
             }
             for (kind, list_sql, show) in [
@@ -482,29 +673,8 @@ impl NativeDump {
             schema.databases.push(d);
         }
         if opts.users {
-            let users = rows(spec, c, "SELECT User, Host FROM mysql.user WHERE User NOT IN ('', 'root', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema', 'PUBLIC')")?;
-            for u in users {
-                let who = format!(
-                    "{}@{}",
-                    super::sql_string(u[0].as_deref().unwrap_or("")),
-                    super::sql_string(u[1].as_deref().unwrap_or(""))
-                );
-                if let Some(r) = rows(spec, c, &format!("SHOW CREATE USER {who}"))?
-                    .into_iter()
-                    .next()
-                {
-                    if let Some(s) = r.into_iter().next().flatten() {
-                        schema
-                            .users
-                            .push(s.replacen("CREATE USER", "CREATE OR REPLACE USER", 1));
-                    }
-                }
-                for g in rows(spec, c, &format!("SHOW GRANTS FOR {who}"))? {
-                    if let Some(s) = g.into_iter().next().flatten() {
-                        schema.users.push(s);
-                    }
-                }
-            }
+            let mariadb = version.to_ascii_lowercase().contains("mariadb");
+            schema.users = read_accounts(spec, c, mariadb)?;
         }
         // Data connections read raw stored bytes: no character set conversion on the way out.
         for c in conns.iter_mut() {
@@ -1057,11 +1227,79 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_auto_increment_column_keeps_its_first_index() {
+        let create = "CREATE TABLE `t` (\n  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `a` int(11) DEFAULT NULL,\n  KEY `ka` (`a`),\n  UNIQUE KEY `id` (`id`),\n  KEY `id2` (`id`,`a`)\n) ENGINE=InnoDB";
+        let (c, d) = split_indexes(create);
+        assert_eq!(c, "CREATE TABLE `t` (\n  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `a` int(11) DEFAULT NULL,\n  UNIQUE KEY `id` (`id`)\n) ENGINE=InnoDB");
+        assert_eq!(d, vec!["KEY `ka` (`a`)", "KEY `id2` (`id`,`a`)"]);
+        // With the primary key on it, every other index waits.
+        let create = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  PRIMARY KEY (`id`),\n  KEY `k` (`id`)\n) ENGINE=InnoDB";
+        assert_eq!(split_indexes(create).1, vec!["KEY `k` (`id`)"]);
+        assert_eq!(leading_ident("  `a``b` int"), Some("`a``b`"));
+    }
+
+    #[test]
     fn secondary_indexes_are_split_off() {
         let create = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `a` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `ka` (`a`),\n  UNIQUE KEY `ub` (`a`,`id`)\n) ENGINE=InnoDB";
         let (c, d) = split_indexes(create);
         assert_eq!(c, "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `a` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB");
         assert_eq!(d, vec!["KEY `ka` (`a`)", "UNIQUE KEY `ub` (`a`,`id`)"]);
+    }
+
+    fn col_row(name: &str, t: &str, ct: &str, gen: Option<&str>) -> Vec<Option<String>> {
+        vec![
+            Some(name.into()),
+            Some(t.into()),
+            Some(ct.into()),
+            gen.map(str::to_string),
+        ]
+    }
+
+    #[test]
+    fn an_unknown_column_type_fails_the_dump_and_names_the_column() {
+        let cols = vec![
+            col_row("id", "int", "int(11)", None),
+            col_row("v", "VECTOR", "vector(3)", None),
+        ];
+        let e = stored_columns("db", "t", &cols, false).unwrap_err();
+        assert!(e.contains("`db`.`t`.`v` has type vector(3)"), "{e}");
+    }
+
+    #[test]
+    fn stored_columns_skip_generated_ones_and_keep_the_history_period() {
+        let cols = vec![
+            col_row("id", "int", "int(11)", None),
+            // MySQL: an ordinary column has an empty expression, also one with an
+            // expression default (EXTRA `DEFAULT_GENERATED`).
+            col_row("d", "datetime", "datetime", Some("")),
+            col_row("g", "int", "int(11)", Some("`id` * 2")),
+            col_row("u", "uuid", "uuid", None),
+            col_row("s", "timestamp", "timestamp(6)", Some("ROW START")),
+            col_row("e", "timestamp", "timestamp(6)", Some("ROW END")),
+        ];
+        let names = |c: Vec<Column>| c.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(stored_columns("db", "t", &cols, true).unwrap()),
+            ["id", "d", "u", "s", "e"]
+        );
+        // WITH SYSTEM VERSIONING without a PERIOD: the hidden columns are named so.
+        assert_eq!(
+            names(stored_columns("db", "t", &cols[..2], true).unwrap()),
+            ["id", "d", "row_start", "row_end"]
+        );
+        assert_eq!(
+            names(stored_columns("db", "t", &cols[..2], false).unwrap()),
+            ["id", "d"]
+        );
+        // Versioned by transaction id: its history cannot be written back.
+        let trx = vec![
+            col_row("id", "int", "int(11)", None),
+            col_row("s", "bigint", "bigint(20) unsigned", Some("ROW START")),
+            col_row("e", "bigint", "bigint(20) unsigned", Some("ROW END")),
+        ];
+        assert!(stored_columns("db", "t", &trx, true)
+            .unwrap_err()
+            .contains("versioned by transaction id"));
     }
 
     /// Cuts `rows` into pieces as a dump does.

@@ -16,7 +16,7 @@ use twox_hash::XxHash3_64;
 
 use super::{
     quote,
-    schema::{DataFile, Definition, Manifest, Position, Schema, Table},
+    schema::{DataFile, Definition, Manifest, Position, Schema, Sequence, Table},
     shadow::{Shadows, Swap},
 };
 use crate::{
@@ -73,13 +73,23 @@ fn exec(spec: &ConnSpec, c: &mut Conn, sql: &str, what: &str) -> Result<(), DbEr
     })
 }
 
+/// The load's sql_mode: strict, so that a value the server cannot take is an error, not a
+/// NULL or a zero with a warning; zero keys stay zero (an AUTO_INCREMENT column may hold 0);
+/// a date the source stored under ALLOW_INVALID_DATES (2020-02-30) loads as it was. LOAD
+/// DATA LOCAL ignores strictness (it cannot stop the client's stream), so every load also
+/// fails on any warning: see [`load_file`].
+const LOAD_SQL_MODE: &str =
+    "STRICT_ALL_TABLES,ALLOW_INVALID_DATES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION";
+
 fn session(spec: &ConnSpec, files: &ClientFiles, binlog: bool) -> Result<Conn, DbError> {
     let mut c = connect(spec, files)?;
     exec(
         spec,
         &mut c,
-        "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0, SESSION time_zone = '+00:00', \
-         SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+        &format!(
+            "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0, SESSION time_zone = '+00:00', \
+             SESSION sql_mode = '{LOAD_SQL_MODE}'"
+        ),
         "session setup",
     )?;
     if !binlog {
@@ -108,15 +118,18 @@ fn load_statement(db: &str, t: &Table, path: &str) -> String {
     let mut cols = Vec::new();
     let mut sets = Vec::new();
     for (i, c) in t.columns.iter().enumerate() {
-        if c.data_type == "bit" {
-            cols.push(format!("@c{i}"));
-            sets.push(format!("{} = CAST(@c{i} AS UNSIGNED)", quote(&c.name)));
-        } else {
-            cols.push(quote(&c.name));
-        }
+        let (col, set) = super::types::load_target(i, c);
+        cols.push(col);
+        sets.extend(set);
     }
+    // History rows carry their own period start and end (MariaDB 10.11 and later).
+    let history = if t.history {
+        "SET STATEMENT system_versioning_insert_history = ON FOR "
+    } else {
+        ""
+    };
     let mut s = format!(
-        "LOAD DATA LOCAL INFILE {} INTO TABLE {}.{} CHARACTER SET binary ({})",
+        "{history}LOAD DATA LOCAL INFILE {} INTO TABLE {}.{} CHARACTER SET binary ({})",
         super::sql_string(path),
         quote(db),
         quote(&t.name),
@@ -275,6 +288,19 @@ fn load_file(
                 ),
             ));
         }
+        let count = c.warnings();
+        if count > 0 {
+            return Err(fail(
+                spec,
+                format!(
+                    "loading {} into `{db}`.`{}` did not store every value as dumped ({}) — \
+                     the table is incomplete",
+                    f.path,
+                    t.name,
+                    warnings(c, count)
+                ),
+            ));
+        }
     }
     let got = sum.lock().unwrap().clone().hex();
     if got != expected {
@@ -346,21 +372,59 @@ impl Names {
     }
 }
 
-/// Runs definitions that depend on each other (views on views) until all exist or no
-/// progress is made.
+/// The first warnings of the last statement, one line: each names the column and row.
+fn warnings(c: &mut Conn, count: u16) -> String {
+    let shown: Result<Vec<(String, u32, String)>, _> = c.query("SHOW WARNINGS LIMIT 3");
+    let first = match shown {
+        Ok(w) => w
+            .into_iter()
+            .map(|(level, code, msg)| format!("{level} {code}: {msg}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("SHOW WARNINGS failed: {e}"),
+    };
+    format!("{count} warning(s): {first}")
+}
+
+/// Runs definitions that depend on each other (views on views, in any database) until all
+/// exist or no progress is made. Each item: the database it goes into, its text, its record.
 fn create_definitions(
     spec: &ConnSpec,
     c: &mut Conn,
-    db: &str,
-    defs: &[(String, Definition)],
+    defs: &[(String, String, Definition)],
 ) -> Result<(), DbError> {
     let names = Names::read(spec, c)?;
-    let mut pending: Vec<&(String, Definition)> = defs.iter().collect();
+    // A restore over a database that has them already replaces them.
+    for (db, _, d) in defs {
+        let kind = match d.kind.as_str() {
+            "view" => "VIEW",
+            "procedure" => "PROCEDURE",
+            "function" => "FUNCTION",
+            "trigger" => "TRIGGER",
+            "event" => "EVENT",
+            other => {
+                return Err(fail(
+                    spec,
+                    format!(
+                        "the snapshot holds a definition of unknown kind `{other}` (`{db}`.`{}`)",
+                        d.name
+                    ),
+                ))
+            }
+        };
+        exec(
+            spec,
+            c,
+            &format!("DROP {kind} IF EXISTS {}.{}", quote(db), quote(&d.name)),
+            &format!("replace {} `{db}`.`{}`", d.kind, d.name),
+        )?;
+    }
+    let mut pending: Vec<&(String, String, Definition)> = defs.iter().collect();
     while !pending.is_empty() {
         let mut failed = Vec::new();
         let mut last_err = None;
         for item in &pending {
-            let (text, d) = item;
+            let (db, text, d) = item;
             let what = format!("the {} `{db}`.`{}` in the snapshot", d.kind, d.name);
             // Quoting is only safe under a known client character set: the database is chosen
             // before the definition's own character set applies.
@@ -377,6 +441,10 @@ fn create_definitions(
             if let Some(cc) = &d.collation_connection {
                 let cc = names.check(cc, true, &what).map_err(|r| fail(spec, r))?;
                 ctx.push(format!("SESSION collation_connection = {cc}"));
+            }
+            // An event keeps the time zone it was created in.
+            if let Some(tz) = &d.time_zone {
+                ctx.push(format!("SESSION time_zone = {}", super::sql_string(tz)));
             }
             if !ctx.is_empty() {
                 exec(
@@ -402,9 +470,58 @@ fn create_definitions(
     exec(
         spec,
         c,
-        "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', SESSION time_zone = '+00:00', NAMES utf8mb4",
+        &format!(
+            "SET SESSION sql_mode = '{LOAD_SQL_MODE}', SESSION time_zone = '+00:00', NAMES utf8mb4"
+        ),
         "session reset",
     )
+}
+
+/// Creates (or replaces) a database's sequences and sets each where the source's stood:
+/// before the tables, whose DEFAULT NEXTVAL(...) needs them.
+fn create_sequences(
+    spec: &ConnSpec,
+    c: &mut Conn,
+    db: &str,
+    sequences: &[&Sequence],
+) -> Result<(), DbError> {
+    for s in sequences {
+        let what = format!("sequence `{db}`.`{}`", s.name);
+        let create = s
+            .create
+            .replacen("CREATE SEQUENCE", "CREATE OR REPLACE SEQUENCE", 1);
+        exec(spec, c, &format!("USE {}", quote(db)), "use database")?;
+        exec(spec, c, &create, &what)?;
+        // The numbers come from our own snapshot file, but are checked: they go into SQL.
+        let number = |v: &str| {
+            !v.is_empty()
+                && v.trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+        };
+        if !number(&s.next_value) || !number(&s.cycle_count) {
+            return Err(fail(
+                spec,
+                format!(
+                    "{what}: the snapshot's state ({}, {}) is not a number",
+                    s.next_value, s.cycle_count
+                ),
+            ));
+        }
+        exec(
+            spec,
+            c,
+            &format!(
+                "DO SETVAL({}.{}, {}, 0, {})",
+                quote(db),
+                quote(&s.name),
+                s.next_value,
+                s.cycle_count
+            ),
+            &what,
+        )?;
+    }
+    Ok(())
 }
 
 enum Job {
@@ -555,6 +672,8 @@ struct Staged {
     report: LoadReport,
     /// Target databases to create if missing: (name, character set, collation).
     databases: Vec<(String, String, String)>,
+    /// Per target database, the sequences to set as in the snapshot.
+    sequences: Vec<(String, Vec<Sequence>)>,
     /// `(target database, table)`s loaded into the shadows.
     tables: Vec<(String, String)>,
 }
@@ -587,6 +706,7 @@ fn stage(
     let mut work: Vec<(String, Table, DataFile)> = Vec::new();
     let mut tables: Vec<(String, Table)> = Vec::new();
     let mut databases = Vec::new();
+    let mut sequences = Vec::new();
     let mut swapped = Vec::new();
     for d in &schema.databases {
         let chosen: Vec<&Table> = d
@@ -609,6 +729,36 @@ fn stage(
             .check(&d.collation, true, &what)
             .map_err(|r| fail(spec, r))?;
         databases.push((db.clone(), charset.to_string(), collation.to_string()));
+        let chosen_sequences: Vec<&Sequence> = d
+            .sequences
+            .iter()
+            .filter(|s| wanted(opts, &d.name, &s.name))
+            .collect();
+        if !chosen_sequences.is_empty() {
+            // A table's DEFAULT NEXTVAL(...) names its sequence in the target database, where
+            // it must exist when the shadow table is created: a missing one is added now, and
+            // all are set as in the snapshot once the tables are in place.
+            exec(
+                spec,
+                main,
+                &format!(
+                    "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {charset} COLLATE {collation}",
+                    quote(&db)
+                ),
+                "create database",
+            )?;
+            for s in &chosen_sequences {
+                exec(spec, main, &format!("USE {}", quote(&db)), "use database")?;
+                exec(
+                    spec,
+                    main,
+                    &s.create
+                        .replacen("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS", 1),
+                    &format!("sequence `{db}`.`{}`", s.name),
+                )?;
+            }
+            sequences.push((db.clone(), chosen_sequences.into_iter().cloned().collect()));
+        }
         if chosen.is_empty() {
             continue;
         }
@@ -720,6 +870,7 @@ fn stage(
     Ok(Staged {
         report,
         databases,
+        sequences,
         tables: swapped,
     })
 }
@@ -788,14 +939,23 @@ pub fn load(
         },
         Err(e) => Err(e),
     };
-    let report = match staged {
-        Ok(s) => s.report,
+    let staged = match staged {
+        Ok(s) => s,
         Err(e) => {
             shadows.discard(&mut main);
             return Err(shadows.failed(spec, e, false));
         }
     };
+    for (db, sequences) in &staged.sequences {
+        let sequences: Vec<&Sequence> = sequences.iter().collect();
+        create_sequences(spec, &mut main, db, &sequences)
+            .map_err(|e| shadows.failed(spec, e, true))?;
+    }
+    let report = staged.report;
     // 4. Views, routines, triggers, events — after the data, so triggers do not fire on it.
+    //    Views first, all databases together: a view may read one in another database.
+    let mut views = Vec::new();
+    let mut progs = Vec::new();
     for d in &schema.databases {
         if !(opts.databases.is_empty() || opts.databases.contains(&d.name))
             || !opts.tables.is_empty()
@@ -803,19 +963,16 @@ pub fn load(
             continue;
         }
         let db = target_db(&d.name);
-        let views: Vec<(String, Definition)> = d
-            .views
-            .iter()
-            .map(|v| (rename_refs(&v.create, &d.name, &db), v.clone()))
-            .collect();
-        create_definitions(spec, &mut main, &db, &views)?;
-        let progs: Vec<(String, Definition)> = d
-            .programs
-            .iter()
-            .map(|p| (rename_refs(&p.create, &d.name, &db), p.clone()))
-            .collect();
-        create_definitions(spec, &mut main, &db, &progs)?;
+        for v in &d.views {
+            views.push((db.clone(), rename_refs(&v.create, &d.name, &db), v.clone()));
+        }
+        for p in &d.programs {
+            progs.push((db.clone(), rename_refs(&p.create, &d.name, &db), p.clone()));
+        }
     }
+    // One pass over both: a view may call a stored function.
+    views.extend(progs);
+    create_definitions(spec, &mut main, &views)?;
     if opts.users {
         for stmt in &schema.users {
             exec(spec, &mut main, stmt, "users and grants")?;
@@ -842,6 +999,7 @@ mod tests {
             ),
             deferred_indexes: if indexed { vec!["KEY `k` (`k`)".into()] } else { vec![] },
             columns: vec![],
+            history: false,
         }
     }
 
@@ -984,5 +1142,119 @@ mod tests {
         sum.update(b"abc");
         assert_eq!(sum.hex(), want);
         assert!(Checksum::for_file(&DataFile::default()).is_none());
+    }
+
+    /// Loads `data` as the one file of table `t` in database `db` on a fresh server; the
+    /// server and the result.
+    fn load_one(
+        t: Table,
+        data: &'static [u8],
+    ) -> (coffer_testkit::MariaDb, Result<LoadReport, DbError>) {
+        let server = coffer_testkit::MariaDb::start().unwrap();
+        let spec = ConnSpec {
+            host: server.host().to_string(),
+            port: server.port(),
+            user: "root".into(),
+            password: server.root_password().to_string(),
+            tls: None,
+            label: "test".into(),
+        };
+        let files = ClientFiles::new(&spec, crate::conn::ClientFlavor::MariaDb).unwrap();
+        let mut sum = XxHash3_64::new();
+        sum.write(data);
+        let schema = Schema {
+            format: 1,
+            databases: vec![crate::native::schema::Database {
+                name: "db".into(),
+                charset: "utf8mb4".into(),
+                collation: "utf8mb4_general_ci".into(),
+                tables: vec![t.clone()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let manifest = Manifest {
+            format: 2,
+            files: vec![DataFile {
+                path: "/coffer/1-000000".into(),
+                database: "db".into(),
+                table: t.name.clone(),
+                rows: data.iter().filter(|b| **b == b'\n').count() as u64,
+                bytes: data.len() as u64,
+                xxh3: format!("{:016x}", sum.finish()),
+                pieces: Some(1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let fetch: Fetch = Arc::new(move |_, w| {
+            w.write_all(data)?;
+            Ok(data.len() as u64)
+        });
+        let opts = LoadOptions {
+            connections: 1,
+            ..Default::default()
+        };
+        let res = load(&spec, &files, &schema, &manifest, fetch, &opts);
+        (server, res)
+    }
+
+    fn columns(cols: &[(&str, &str)]) -> Vec<crate::native::schema::Column> {
+        cols.iter()
+            .map(|(n, t)| crate::native::schema::Column {
+                name: n.to_string(),
+                data_type: t.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_value_the_server_cannot_store_fails_the_load_and_names_it() {
+        let t = Table {
+            name: "t".into(),
+            create:
+                "CREATE TABLE `t` (`id` int NOT NULL PRIMARY KEY, `n` int NOT NULL, `s` varchar(3))"
+                    .into(),
+            columns: columns(&[("id", "int"), ("n", "int"), ("s", "varchar")]),
+            ..Default::default()
+        };
+        // Not a number, and a string too long: the server would store 0 and a cut string.
+        let (_server, res) = load_one(t, b"1\tabc\txyz\n2\t5\ttoo long\n");
+        let e = res.expect_err("a lossy load must fail").to_string();
+        assert!(e.contains("into `db`.`t`"), "{e}");
+        assert!(e.contains("`n`") || e.contains("'n'"), "{e}");
+    }
+
+    #[test]
+    fn uuid_and_inet_values_load_as_dumped() {
+        let t = Table {
+            name: "m".into(),
+            create:
+                "CREATE TABLE `m` (`id` int NOT NULL PRIMARY KEY, `u` uuid, `i4` inet4, `i6` inet6)"
+                    .into(),
+            columns: columns(&[
+                ("id", "int"),
+                ("u", "uuid"),
+                ("i4", "inet4"),
+                ("i6", "inet6"),
+            ]),
+            ..Default::default()
+        };
+        let (server, res) = load_one(
+            t,
+            b"1\t123e4567-e89b-12d3-a456-426655440000\t10.0.0.1\t2001:db8::1\n2\t\\N\t\\N\t\\N\n",
+        );
+        res.unwrap();
+        assert_eq!(
+            server
+                .query_strings("SELECT CONCAT_WS(' ', id, u, i4, i6) FROM db.m ORDER BY id")
+                .unwrap(),
+            vec![
+                vec![Some(
+                    "1 123e4567-e89b-12d3-a456-426655440000 10.0.0.1 2001:db8::1".into()
+                )],
+                vec![Some("2".into())]
+            ]
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod dump;
 pub mod load;
 pub mod schema;
 mod shadow;
+pub mod types;
 
 pub use dump::{NativeDump, NativeDumpOptions};
 pub use load::{load, LoadOptions, LoadReport};

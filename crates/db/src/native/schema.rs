@@ -26,6 +26,24 @@ pub struct Table {
     pub deferred_indexes: Vec<String>,
     /// Stored (non-generated) columns, in the order of the data files.
     pub columns: Vec<Column>,
+    /// A system-versioned table whose data files hold every row version (`FOR SYSTEM_TIME
+    /// ALL`), its `columns` ending with the period's start and end; loaded with
+    /// `system_versioning_insert_history`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
+}
+
+/// A MariaDB sequence: its definition and where it stood.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sequence {
+    pub name: String,
+    /// SHOW CREATE SEQUENCE.
+    pub create: String,
+    /// The sequence table's `next_not_cached_value`: the first value no session has been
+    /// handed, so values after restore never repeat one the source gave out.
+    pub next_value: String,
+    /// The sequence table's `cycle_count`.
+    pub cycle_count: String,
 }
 
 /// A view, trigger, routine or event, with the session context it was created in (needed
@@ -52,6 +70,8 @@ pub struct Database {
     pub views: Vec<Definition>,
     /// Procedures, functions, triggers and events.
     pub programs: Vec<Definition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<Sequence>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,7 +79,8 @@ pub struct Schema {
     pub format: u32,
     pub server_version: String,
     pub databases: Vec<Database>,
-    /// `CREATE USER` and `GRANT` statements, when users were dumped.
+    /// `CREATE USER`, `CREATE ROLE`, `GRANT` and `SET DEFAULT ROLE` statements, when users
+    /// were dumped, in an order that runs: every account and role first, then the grants.
     pub users: Vec<String>,
 }
 
@@ -94,4 +115,25 @@ pub struct Manifest {
     pub finished: String,
     pub connections: usize,
     pub files: Vec<DataFile>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_of_an_older_coffer_still_reads() {
+        let old = r#"{"format": 1, "server_version": "10.11.6-MariaDB", "users": [],
+            "databases": [{"name": "d", "charset": "utf8mb4", "collation": "utf8mb4_general_ci",
+              "views": [], "programs": [],
+              "tables": [{"name": "t", "create": "CREATE TABLE `t` (`id` int)",
+                          "deferred_indexes": [], "columns": [{"name": "id", "data_type": "int"}]}]}]}"#;
+        let s: Schema = serde_json::from_str(old).unwrap();
+        assert!(!s.databases[0].tables[0].history);
+        assert!(s.databases[0].sequences.is_empty());
+        // And what this coffer writes for such a schema is what the older one wrote.
+        let again = serde_json::to_value(&s).unwrap();
+        assert!(again["databases"][0].get("sequences").is_none());
+        assert!(again["databases"][0]["tables"][0].get("history").is_none());
+    }
 }

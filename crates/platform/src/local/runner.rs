@@ -1,5 +1,6 @@
 //! Sessions run as child processes (`coffer agent ...`), so a crashing session cannot take the
-//! server down: each in its own process group (a timeout kills all of it, mysqldump included),
+//! server down: each in its own session (a timeout kills every process in it — the database
+//! clients, and hooks with all they started, though hooks run in process groups of their own),
 //! dying with its parent (a killed server leaves no orphans writing to a repository), its
 //! output in a private per-session log file.
 
@@ -39,28 +40,58 @@ impl Agent {
         self.child.id()
     }
 
-    /// Ends the agent and everything it started (its process group).
+    /// Ends the agent and everything it started (its session).
     pub fn kill_group(&mut self) {
         kill_group(self.child.id() as i32);
         let _ = self.child.wait();
     }
 }
 
-/// SIGTERM to a process group, then SIGKILL after a short grace.
-pub fn kill_group(pgid: i32) {
-    unsafe {
-        libc::kill(-pgid, libc::SIGTERM);
-    }
+/// SIGTERM to an agent's session — its process group and every process group its children
+/// made (a hook's) — then SIGKILL after a short grace. The agent leads both (setsid), so its
+/// pid is the group and session id.
+pub fn kill_group(leader: i32) {
+    let signal_all = |sig: i32| {
+        let members = session_members(leader);
+        unsafe {
+            libc::kill(-leader, sig);
+        }
+        for pid in &members {
+            unsafe {
+                libc::kill(*pid, sig);
+            }
+        }
+        !members.is_empty() || unsafe { libc::kill(-leader, 0) } == 0
+    };
+    signal_all(libc::SIGTERM);
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(3) {
-        if unsafe { libc::kill(-pgid, 0) } != 0 {
+        if !signal_all(0) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    signal_all(libc::SIGKILL);
+}
+
+/// The live processes of session `sid` (zombies excluded: they are already dead).
+pub fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name: state ppid pgrp session ...
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.first() != Some(&"Z") && f.get(3).and_then(|s| s.parse::<i32>().ok()) == Some(sid)
+        })
+        .collect()
 }
 
 /// True while a process with this pid exists (and has not finished).
@@ -102,14 +133,18 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .env("COFFER_LOG_COLOR", "never")
-        .process_group(0);
+        .env("COFFER_LOG_COLOR", "never");
     match pushgateway {
         Some(p) => cmd.env("COFFER_PUSHGATEWAY", p),
         None => cmd.env_remove("COFFER_PUSHGATEWAY"),
     };
     unsafe {
         cmd.pre_exec(|| {
+            // A session of its own: a timeout kills everything in it, whatever process groups
+            // the session's children made.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // Die with the process that started us: a killed server leaves no agent behind.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
