@@ -529,6 +529,48 @@ fn a_native_restore_that_fails_leaves_the_target_as_it_was() {
 
     // Repaired, the same snapshot restores over the existing tables, bit-exact.
     std::fs::write(&pack, &intact).unwrap();
+
+    // A restore whose connections die in the middle of the load (as when coffer is killed)
+    // leaves the target as it was too; its shadow is the next restore's to drop.
+    let child = cf
+        .cmd()
+        .args([
+            "restore",
+            "-f",
+            cf.file(
+                "r-killed.yaml",
+                &native_restore("killed", "dst", &[("connections", "2")]),
+            )
+            .to_str()
+            .unwrap(),
+            "--wait",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let loading = "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE '#coffer-%-0' AND TABLE_NAME = 'items'";
+    while d.query_first::<u64, _>(loading).unwrap() != Some(1) {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "the restore never started loading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let others: Vec<u64> = d
+        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER = 'root'")
+        .unwrap();
+    for id in others {
+        let _ = d.query_drop(format!("KILL CONNECTION {id}"));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let after = verify::checksums(&mut d, &["shop"]).unwrap();
+    if let Some(diff) = verify::diff(&before, &after) {
+        panic!("a restore killed during its load changed the target:\n{diff}");
+    }
+    eprintln!("left by the killed restore: {:?}", shadows_left(&mut d));
     let r = cf.run(&[
         "restore",
         "-f",
