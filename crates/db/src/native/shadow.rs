@@ -103,17 +103,30 @@ impl Shadows {
     /// Takes this restore's lock and drops the shadows that killed restores left behind.
     pub(super) fn begin(spec: &ConnSpec, c: &mut Conn) -> Result<Shadows, DbError> {
         let id = fresh_id();
-        let got: Option<Option<i64>> = c
-            .query_first(format!(
-                "SELECT GET_LOCK({}, 0)",
-                super::sql_string(&lock_name(&id))
-            ))
-            .map_err(|e| query_err(spec, "take the restore's lock", &e))?;
-        if got.flatten() != Some(1) {
-            return Err(DbError::Load {
-                target: spec.label.clone(),
-                reason: format!("cannot take the lock `{}`", lock_name(&id)),
-            });
+        let got: Result<Option<Option<i64>>, _> = c.query_first(format!(
+            "SELECT GET_LOCK({}, 0)",
+            super::sql_string(&lock_name(&id))
+        ));
+        match got {
+            Ok(Some(Some(1))) => {}
+            Ok(_) => {
+                return Err(DbError::Load {
+                    target: spec.label.clone(),
+                    reason: format!("cannot take the lock `{}`", lock_name(&id)),
+                })
+            }
+            // Galera refuses named locks: without them a running restore cannot be told from
+            // a killed one, so leftovers stay for the operator to drop.
+            Err(e) => {
+                tracing::warn!(
+                    "no named lock for this restore ({e}); leftover `{PREFIX}...` databases of \
+                     interrupted restores are kept — drop them by hand when no restore runs"
+                );
+                return Ok(Shadows {
+                    id,
+                    shadows: BTreeMap::new(),
+                });
+            }
         }
         let leftovers = strings(
             spec,
