@@ -95,7 +95,7 @@ struct State {
     queues: Vec<VecDeque<Vec<u8>>>,
     /// Per chunk: its record once its worker has made every piece.
     done: Vec<Option<DataFile>>,
-    /// Pieces in all queues.
+    /// Bytes of the pieces in all queues.
     buffered: usize,
     /// The chunk the repository takes pieces from now.
     reading: usize,
@@ -807,7 +807,7 @@ impl Iterator for DumpStream {
                 });
             }
             if let Some(piece) = st.queues[current].pop_front() {
-                st.buffered -= 1;
+                st.buffered -= piece.len();
                 self.shared.changed.notify_all();
                 let path = piece_path(chunk, self.piece);
                 self.piece += 1;
@@ -903,6 +903,10 @@ impl BufRead for PieceReader {
 impl Drop for PieceReader {
     fn drop(&mut self) {
         let mut buf = std::mem::take(&mut self.buf);
+        // A buffer that grew past a piece's size is not kept: memory stays what pieces need.
+        if buf.capacity() > self.shared.limits.capacity() {
+            return;
+        }
         buf.clear();
         let mut spare = self.shared.spare.lock().unwrap();
         if spare.len() < SPARE_PIECES {
@@ -918,7 +922,7 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Hands a piece of `chunk` over, waiting while the pieces in waiting are at their limit.
+    /// Hands a piece of `chunk` over, waiting while the bytes in waiting are at their limit.
     fn hand_over(&self, chunk: usize, piece: Vec<u8>) -> Result<(), String> {
         let mut st = self.state.lock().unwrap();
         loop {
@@ -929,12 +933,12 @@ impl Shared {
                 return Err(f.clone());
             }
             let next_up = chunk == st.reading && st.queues[chunk].len() < AHEAD_PIECES;
-            if next_up || st.buffered < WAITING_PIECES {
+            if next_up || st.buffered + piece.len() <= WAITING_PIECES * self.limits.max {
                 break;
             }
             st = self.changed.wait(st).unwrap();
         }
-        st.buffered += 1;
+        st.buffered += piece.len();
         st.queues[chunk].push_back(piece);
         self.changed.notify_all();
         Ok(())
@@ -945,18 +949,19 @@ impl Shared {
             .lock()
             .unwrap()
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.limits.max + (64 << 10)))
+            .unwrap_or_else(|| Vec::with_capacity(self.limits.capacity()))
     }
 }
 
-/// How many pieces may wait for the repository, whatever the number of connections. The
-/// repository takes chunks in order, so the workers on later chunks run ahead into this
+/// How many pieces' worth of bytes may wait for the repository, whatever the number of
+/// connections. The repository takes chunks in order, so the workers on later chunks run ahead into this
 /// budget and stop at it; what they made is ready the moment the repository gets there.
 /// Measured on two cores, 32 pieces ahead for the second worker was 3 % faster than 8.
 const WAITING_PIECES: usize = 40;
 
 /// The chunk the repository reads may always have this many pieces waiting, so that it
-/// never waits on workers that have used up the budget on later chunks.
+/// never waits on workers that have used up the budget on later chunks. Pieces are at most
+/// `PieceLimits::capacity` bytes, so this is bounded in bytes too.
 const AHEAD_PIECES: usize = 8;
 
 /// Emptied buffers kept for reuse: enough for every piece in waiting.
@@ -987,6 +992,7 @@ fn work(shared: &Shared, chunks: &[Chunk]) {
             hasher: XxHash3_64::new(),
             bytes: 0,
             pieces: 0,
+            row: None,
         };
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             produce(&mut conn, chunk, out)
@@ -1009,7 +1015,9 @@ fn work(shared: &Shared, chunks: &[Chunk]) {
 /// Where a chunk's rows are cut into pieces. A cut comes after a row whose hash falls under a
 /// threshold proportional to the row's length, once the piece holds `min` bytes; a piece never
 /// passes `max` (a row that would take it past starts the next). Content decides the cuts, so
-/// a change to one row changes one piece or two, not every piece after it.
+/// a change to one row changes one piece or two, not every piece after it. A row longer than
+/// `max` is cut into pieces of `max` bytes and ends its last piece: LOAD DATA reads the pieces
+/// of a chunk as one stream, and memory holds pieces, never a whole escaped row.
 #[derive(Debug, Clone, Copy)]
 struct PieceLimits {
     min: usize,
@@ -1028,6 +1036,11 @@ impl PieceLimits {
             max,
             per_byte: u64::MAX / mean_past_min,
         }
+    }
+
+    /// The most a piece's buffer ever holds: a piece, and one escaped segment past it.
+    fn capacity(&self) -> usize {
+        self.max + 2 * SEGMENT
     }
 
     fn cut_after(&self, row: &[u8]) -> bool {
@@ -1070,6 +1083,9 @@ fn escape_into(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(&v[copied..]);
 }
 
+/// The bytes of a long value escaped at a time: at most twice this past a piece's limit.
+const SEGMENT: usize = 32 << 10;
+
 /// The producing side of a chunk: rows go into the current piece, which is checksummed and
 /// handed over when it is cut.
 struct PieceWriter<'a> {
@@ -1082,24 +1098,75 @@ struct PieceWriter<'a> {
     hasher: XxHash3_64,
     bytes: u64,
     pieces: u32,
+    /// Where the current row starts in `piece`; `None` once it was cut across pieces.
+    row: Option<usize>,
 }
 
 impl PieceWriter<'_> {
-    /// The row that starts at `start` of the current piece is complete: cut before it if it
-    /// took the piece past the limit, or after it if its content says so.
-    fn row_done(&mut self, start: usize) -> Result<(), String> {
-        if self.piece.len() > self.limits.max && start > 0 {
+    fn start_row(&mut self) {
+        self.row = Some(self.piece.len());
+    }
+
+    /// Appends bytes of the current row, escaped for LOAD DATA or (`escape` false) as they
+    /// are, handing pieces over as they fill.
+    fn put(&mut self, v: &[u8], escape: bool) -> Result<(), String> {
+        if self.piece.len() + 2 * v.len() <= self.limits.max {
+            if escape {
+                escape_into(&mut self.piece, v);
+            } else {
+                self.piece.extend_from_slice(v);
+            }
+            return Ok(());
+        }
+        for segment in v.chunks(SEGMENT) {
+            if escape {
+                escape_into(&mut self.piece, segment);
+            } else {
+                self.piece.extend_from_slice(segment);
+            }
+            self.overflow()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the piece within the limit: a row that took it past starts the next piece; a row
+    /// longer than a piece fills pieces of the limit's size.
+    fn overflow(&mut self) -> Result<(), String> {
+        if self.piece.len() <= self.limits.max {
+            return Ok(());
+        }
+        if let Some(start) = self.row.filter(|s| *s > 0) {
             let mut next = (self.fresh)();
             next.extend_from_slice(&self.piece[start..]);
             self.piece.truncate(start);
-            self.hand_over(next)
-        } else if self.piece.len() >= self.limits.min && self.limits.cut_after(&self.piece[start..])
-        {
-            let next = (self.fresh)();
-            self.hand_over(next)
-        } else {
-            Ok(())
+            self.hand_over(next)?;
+            self.row = Some(0);
         }
+        while self.piece.len() > self.limits.max {
+            let mut next = (self.fresh)();
+            next.extend_from_slice(&self.piece[self.limits.max..]);
+            self.piece.truncate(self.limits.max);
+            self.hand_over(next)?;
+            self.row = None;
+        }
+        Ok(())
+    }
+
+    /// The current row is complete: cut after it if its content says so, or if it was cut
+    /// across pieces (so the rows after it are cut as they would be without it).
+    fn end_row(&mut self) -> Result<(), String> {
+        self.put(b"\n", false)?;
+        let cut = match self.row {
+            None => true,
+            Some(start) => {
+                self.piece.len() >= self.limits.min && self.limits.cut_after(&self.piece[start..])
+            }
+        };
+        if cut {
+            let next = (self.fresh)();
+            self.hand_over(next)?;
+        }
+        Ok(())
     }
 
     fn hand_over(&mut self, next: Vec<u8>) -> Result<(), String> {
@@ -1132,23 +1199,21 @@ fn produce(conn: &mut Conn, chunk: &Chunk, mut out: PieceWriter) -> Result<DataF
     while let Some(set) = result.iter() {
         for row in set {
             let row = row.map_err(|e| format!("`{}`.`{}`: {e}", chunk.database, chunk.table))?;
-            let start = out.piece.len();
-            let line = &mut out.piece;
+            out.start_row();
             for i in 0..row.len() {
                 if i > 0 {
-                    line.push(b'\t');
+                    out.put(b"\t", false)?;
                 }
                 match row.as_ref(i) {
-                    Some(Value::NULL) | None => line.extend_from_slice(b"\\N"),
-                    Some(Value::Bytes(b)) => escape_into(line, b),
+                    Some(Value::NULL) | None => out.put(b"\\N", false)?,
+                    Some(Value::Bytes(b)) => out.put(b, true)?,
                     Some(other) => {
-                        escape_into(line, other.as_sql(true).trim_matches('\'').as_bytes())
+                        out.put(other.as_sql(true).trim_matches('\'').as_bytes(), true)?
                     }
                 }
             }
-            line.push(b'\n');
             rows += 1;
-            out.row_done(start)?;
+            out.end_row()?;
         }
     }
     let (bytes, pieces, xxh3) = out.finish()?;
@@ -1260,11 +1325,12 @@ mod tests {
             hasher: XxHash3_64::new(),
             bytes: 0,
             pieces: 0,
+            row: None,
         };
         for r in rows {
-            let start = w.piece.len();
-            w.piece.extend_from_slice(r);
-            w.row_done(start).unwrap();
+            w.start_row();
+            w.put(&r[..r.len() - 1], false).unwrap();
+            w.end_row().unwrap();
         }
         let (bytes, n, _) = w.finish().unwrap();
         assert_eq!(bytes, rows.iter().map(|r| r.len() as u64).sum::<u64>());
@@ -1315,13 +1381,65 @@ mod tests {
     }
 
     #[test]
-    fn a_row_longer_than_the_limit_is_a_piece_of_its_own() {
+    fn a_row_longer_than_the_limit_fills_pieces_of_its_own() {
         let limits = PieceLimits::new(4096);
         let rows = vec![row(1, 10), row(2, 9000), row(3, 10)];
         let pieces = pieces_of(&rows, limits);
+        // The rows around it are pieces as before; the long row fills whole pieces and ends
+        // its last one.
         assert_eq!(
-            pieces,
-            vec![rows[0].clone(), rows[1].clone(), rows[2].clone()]
+            pieces.len(),
+            5,
+            "{:?}",
+            pieces.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(pieces[0], rows[0]);
+        assert_eq!(pieces[4], rows[2]);
+        assert_eq!(pieces[1..4].concat(), rows[1]);
+        assert_eq!((pieces[1].len(), pieces[2].len()), (4096, 4096));
+    }
+
+    #[test]
+    fn a_long_value_is_escaped_straight_into_pieces() {
+        let limits = PieceLimits::new(4096);
+        let mut out = Vec::new();
+        let mut sink = |p: Vec<u8>| {
+            out.push(p);
+            Ok(())
+        };
+        let fresh = Vec::new;
+        let mut w = PieceWriter {
+            limits,
+            sink: &mut sink,
+            fresh: &fresh,
+            piece: Vec::new(),
+            hasher: XxHash3_64::new(),
+            bytes: 0,
+            pieces: 0,
+            row: None,
+        };
+        // 200 KiB of bytes that escape to twice their size, then a short row.
+        let value: Vec<u8> = (0..200 << 10)
+            .map(|i| [b'\t', b'a', 0, b'\n'][i % 4])
+            .collect();
+        let mut want = b"1\t".to_vec();
+        escape_into(&mut want, &value);
+        want.extend_from_slice(b"\n2\tb\n");
+        for (id, v) in [(&b"1"[..], &value[..]), (b"2", b"b")] {
+            w.start_row();
+            w.put(id, true).unwrap();
+            w.put(b"\t", false).unwrap();
+            w.put(v, true).unwrap();
+            w.end_row().unwrap();
+        }
+        let (bytes, _, _) = w.finish().unwrap();
+        assert_eq!(bytes, want.len() as u64);
+        assert_eq!(out.concat(), want);
+        assert!(out.iter().all(|p| p.len() <= limits.max));
+        assert_eq!(
+            out.last().unwrap(),
+            b"2\tb\n",
+            "the long row ends its last piece"
         );
     }
 

@@ -4,7 +4,7 @@
 //! views, routines, triggers and events — each with the session context it was created in.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::Write,
     sync::{Arc, Condvar, Mutex},
 };
@@ -17,6 +17,7 @@ use twox_hash::XxHash3_64;
 use super::{
     quote,
     schema::{DataFile, Definition, Manifest, Position, Schema, Sequence, Table},
+    shadow::{Shadows, Swap},
 };
 use crate::{
     conn::{classify, connect, ClientFiles, ConnSpec},
@@ -177,12 +178,17 @@ impl Checksum {
 struct HashingWriter<'a> {
     inner: &'a mut dyn Write,
     sum: Checksum,
+    /// The last byte written.
+    last: u8,
 }
 
 impl Write for HashingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.sum.update(&buf[..n]);
+        if n > 0 {
+            self.last = buf[n - 1];
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -209,32 +215,39 @@ fn load_file(
         ));
     };
     let expected = expected.to_string();
-    // What each LOAD DATA streams: a format-1 chunk's one file, or a format-2 chunk's pieces
-    // in order, a bounded number per statement so that no transaction grows with the table.
-    let groups: Vec<Vec<String>> = match f.pieces {
-        Some(n) => (0..n)
-            .map(|i| format!("{}/{i:08}.tsv", f.path))
-            .collect::<Vec<_>>()
-            .chunks(PIECES_PER_LOAD)
-            .map(<[String]>::to_vec)
-            .collect(),
-        None => vec![vec![f.path.clone()]],
-    };
+    // What the LOAD DATA statements stream: a format-1 chunk's one file, or a format-2 chunk's
+    // pieces in order, about `PIECES_PER_LOAD` per statement so that no transaction grows with
+    // the table. A statement ends after a piece that ends a row: one ending in a raw newline
+    // (values are escaped, so a raw newline only ends a row); a long row spans many pieces.
+    let paths: Arc<Vec<String>> = Arc::new(match f.pieces {
+        Some(n) => (0..n).map(|i| format!("{}/{i:08}.tsv", f.path)).collect(),
+        None => vec![f.path.clone()],
+    });
     // One checksum runs across the statements of a chunk, in order.
     let sum = Arc::new(Mutex::new(fresh));
+    let next = Arc::new(Mutex::new(0usize));
     let sql = load_statement(db, t, &f.path);
     let mut rows = 0;
-    for group in groups {
+    while *next.lock().unwrap() < paths.len() {
         let before = sum.lock().unwrap().clone();
-        let (s2, fetch2) = (sum.clone(), fetch.clone());
+        let first = *next.lock().unwrap();
+        let (s2, n2, p2, fetch2) = (sum.clone(), next.clone(), paths.clone(), fetch.clone());
         c.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, w| {
             let mut hw = HashingWriter {
                 inner: w,
                 sum: s2.lock().unwrap().clone(),
+                last: b'\n',
             };
-            for path in &group {
-                fetch2(path, &mut hw)?;
+            let mut i = *n2.lock().unwrap();
+            let start = i;
+            while i < p2.len() {
+                fetch2(&p2[i], &mut hw)?;
+                i += 1;
+                if i - start >= PIECES_PER_LOAD && hw.last == b'\n' {
+                    break;
+                }
             }
+            *n2.lock().unwrap() = i;
             *s2.lock().unwrap() = hw.sum;
             Ok(())
         })));
@@ -255,6 +268,7 @@ fn load_file(
                         e.message
                     );
                     *sum.lock().unwrap() = before.clone();
+                    *next.lock().unwrap() = first;
                     std::thread::sleep(std::time::Duration::from_millis(100 * attempt as u64));
                     attempt += 1;
                 }
@@ -267,6 +281,15 @@ fn load_file(
             }
         }
         rows += c.affected_rows();
+        if *next.lock().unwrap() == first {
+            return Err(fail(
+                spec,
+                format!(
+                    "loading {} into `{db}`.`{}`: the server read no data",
+                    f.path, t.name
+                ),
+            ));
+        }
         let count = c.warnings();
         if count > 0 {
             return Err(fail(
@@ -287,7 +310,7 @@ fn load_file(
         return Err(fail(
             spec,
             format!(
-                "{} does not match its checksum in the manifest (got {got}, expected {expected}); the table `{db}`.`{}` is incomplete — restore again from an intact snapshot",
+                "{} does not match its checksum in the manifest (got {got}, expected {expected}); the snapshot's copy of `{db}`.`{}` is damaged — restore from an intact snapshot",
                 f.path, t.name
             ),
         ));
@@ -299,6 +322,57 @@ fn load_file(
         )));
     }
     Ok(rows)
+}
+
+/// The character sets and collations the target server knows. A snapshot's names go into
+/// SQL unquoted, so only these are let through: a crafted snapshot cannot add SQL of its own.
+struct Names {
+    charsets: BTreeSet<String>,
+    collations: BTreeSet<String>,
+}
+
+impl Names {
+    fn read(spec: &ConnSpec, c: &mut Conn) -> Result<Names, DbError> {
+        let mut list = |sql: &str| -> Result<BTreeSet<String>, DbError> {
+            let names: Vec<String> = c.query(sql).map_err(|e| classify(spec, &e))?;
+            Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+        };
+        Ok(Names {
+            charsets: list("SELECT CHARACTER_SET_NAME FROM information_schema.CHARACTER_SETS")?,
+            collations: list("SELECT COLLATION_NAME FROM information_schema.COLLATIONS")?,
+        })
+    }
+
+    /// `name` if it is a character set (`collation` false) or collation the server knows;
+    /// `what` says where the snapshot named it.
+    fn check<'a>(&self, name: &'a str, collation: bool, what: &str) -> Result<&'a str, String> {
+        let known = if collation {
+            &self.collations
+        } else {
+            &self.charsets
+        };
+        let lower = name.to_ascii_lowercase();
+        // `utf8` is `utf8mb3` since MariaDB 10.6: snapshots of older servers use the old name.
+        let alias = lower
+            .strip_prefix("utf8")
+            .filter(|rest| rest.is_empty() || rest.starts_with('_'))
+            .map(|rest| format!("utf8mb3{rest}"));
+        let plain =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if plain && (known.contains(&lower) || alias.is_some_and(|a| known.contains(&a))) {
+            Ok(name)
+        } else {
+            let kind = if collation {
+                "collation"
+            } else {
+                "character set"
+            };
+            Err(format!(
+                "{what} names the {kind} {name:?}, which the target server does not know; \
+                 restore to a server that has it"
+            ))
+        }
+    }
 }
 
 /// The first warnings of the last statement, one line: each names the column and row.
@@ -322,6 +396,7 @@ fn create_definitions(
     c: &mut Conn,
     defs: &[(String, String, Definition)],
 ) -> Result<(), DbError> {
+    let names = Names::read(spec, c)?;
     // A restore over a database that has them already replaces them.
     for (db, _, d) in defs {
         let kind = match d.kind.as_str() {
@@ -353,21 +428,22 @@ fn create_definitions(
         let mut last_err = None;
         for item in &pending {
             let (db, text, d) = item;
+            let what = format!("the {} `{db}`.`{}` in the snapshot", d.kind, d.name);
+            // Quoting is only safe under a known client character set: the database is chosen
+            // before the definition's own character set applies.
+            exec(spec, c, "SET NAMES utf8mb4", "definition context")?;
+            exec(spec, c, &format!("USE {}", quote(db)), "use database")?;
             let mut ctx = Vec::new();
             if let Some(m) = &d.sql_mode {
                 ctx.push(format!("SESSION sql_mode = {}", super::sql_string(m)));
             }
             if let Some(cs) = &d.character_set_client {
-                ctx.push(format!(
-                    "SESSION character_set_client = {}",
-                    super::sql_string(cs)
-                ));
+                let cs = names.check(cs, false, &what).map_err(|r| fail(spec, r))?;
+                ctx.push(format!("SESSION character_set_client = {cs}"));
             }
             if let Some(cc) = &d.collation_connection {
-                ctx.push(format!(
-                    "SESSION collation_connection = {}",
-                    super::sql_string(cc)
-                ));
+                let cc = names.check(cc, true, &what).map_err(|r| fail(spec, r))?;
+                ctx.push(format!("SESSION collation_connection = {cc}"));
             }
             // An event keeps the time zone it was created in.
             if let Some(tz) = &d.time_zone {
@@ -381,7 +457,6 @@ fn create_definitions(
                     "definition context",
                 )?;
             }
-            exec(spec, c, &format!("USE {}", quote(db)), "use database")?;
             match c.query_drop(text) {
                 Ok(()) => {}
                 Err(e) => {
@@ -595,40 +670,47 @@ impl Plan {
     }
 }
 
-/// Restores a native snapshot. `fetch` streams a snapshot file by path.
-pub fn load(
+/// What the shadows hold once every file is loaded and checked.
+struct Staged {
+    report: LoadReport,
+    /// Target databases to create if missing: (name, character set, collation).
+    databases: Vec<(String, String, String)>,
+    /// Per target database, the sequences to set as in the snapshot.
+    sequences: Vec<(String, Vec<Sequence>)>,
+    /// `(target database, table)`s loaded into the shadows.
+    tables: Vec<(String, String)>,
+}
+
+/// Creates the chosen tables in shadow databases, loads their data and builds their indexes
+/// there, checking every file against the manifest. Touches nothing of the target's own.
+#[allow(clippy::too_many_arguments)]
+fn stage(
     spec: &ConnSpec,
     files: &ClientFiles,
     schema: &Schema,
     manifest: &Manifest,
-    fetch: Fetch,
+    fetch: &Fetch,
     opts: &LoadOptions,
-) -> Result<LoadReport, DbError> {
+    main: &mut Conn,
+    shadows: &mut Shadows,
+) -> Result<Staged, DbError> {
     let target_db = |db: &str| {
         opts.rename
             .get(db)
             .cloned()
             .unwrap_or_else(|| db.to_string())
     };
-    if manifest.format > MANIFEST_FORMAT {
-        return Err(fail(
-            spec,
-            format!(
-                "the snapshot's manifest has format {}, and this coffer reads up to {MANIFEST_FORMAT}: \
-                 restore it with a newer coffer",
-                manifest.format
-            ),
-        ));
-    }
-    let mut main = session(spec, files, opts.binlog)?;
-    exec(spec, &mut main, "SET NAMES utf8mb4", "session setup")?;
+    let names = Names::read(spec, main)?;
     let mut report = LoadReport {
         position: manifest.position.clone(),
         ..Default::default()
     };
-    // 1. Databases and tables, without secondary indexes.
+    // 1. Databases and tables, without secondary indexes, in the shadows.
     let mut work: Vec<(String, Table, DataFile)> = Vec::new();
     let mut tables: Vec<(String, Table)> = Vec::new();
+    let mut databases = Vec::new();
+    let mut sequences = Vec::new();
+    let mut swapped = Vec::new();
     for d in &schema.databases {
         let chosen: Vec<&Table> = d
             .tables
@@ -642,49 +724,78 @@ pub fn load(
             continue;
         }
         let db = target_db(&d.name);
-        exec(
-            spec,
-            &mut main,
-            &format!(
-                "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {} COLLATE {}",
-                quote(&db),
-                d.charset,
-                d.collation
-            ),
-            "create database",
-        )?;
-        exec(
-            spec,
-            &mut main,
-            &format!("USE {}", quote(&db)),
-            "use database",
-        )?;
-        let sequences: Vec<&Sequence> = d
+        let what = format!("the database `{}` in the snapshot", d.name);
+        let charset = names
+            .check(&d.charset, false, &what)
+            .map_err(|r| fail(spec, r))?;
+        let collation = names
+            .check(&d.collation, true, &what)
+            .map_err(|r| fail(spec, r))?;
+        databases.push((db.clone(), charset.to_string(), collation.to_string()));
+        let chosen_sequences: Vec<&Sequence> = d
             .sequences
             .iter()
             .filter(|s| wanted(opts, &d.name, &s.name))
             .collect();
-        create_sequences(spec, &mut main, &db, &sequences)?;
+        if !chosen_sequences.is_empty() {
+            // A table's DEFAULT NEXTVAL(...) names its sequence in the target database, where
+            // it must exist when the shadow table is created: a missing one is added now, and
+            // all are set as in the snapshot once the tables are in place.
+            exec(
+                spec,
+                main,
+                &format!(
+                    "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {charset} COLLATE {collation}",
+                    quote(&db)
+                ),
+                "create database",
+            )?;
+            for s in &chosen_sequences {
+                exec(spec, main, &format!("USE {}", quote(&db)), "use database")?;
+                exec(
+                    spec,
+                    main,
+                    &s.create
+                        .replacen("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS", 1),
+                    &format!("sequence `{db}`.`{}`", s.name),
+                )?;
+            }
+            sequences.push((db.clone(), chosen_sequences.into_iter().cloned().collect()));
+        }
+        if chosen.is_empty() {
+            continue;
+        }
+        let shadow = shadows.of(&db);
+        exec(
+            spec,
+            main,
+            &format!(
+                "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {charset} COLLATE {collation}",
+                quote(&shadow),
+            ),
+            "create the shadow database",
+        )?;
+        exec(
+            spec,
+            main,
+            &format!("USE {}", quote(&shadow)),
+            "use database",
+        )?;
         for t in chosen {
             exec(
                 spec,
-                &mut main,
-                &format!("DROP TABLE IF EXISTS {}.{}", quote(&db), quote(&t.name)),
-                "drop table",
-            )?;
-            exec(
-                spec,
-                &mut main,
+                main,
                 &t.create,
                 &format!("create table `{db}`.`{}`", t.name),
             )?;
-            tables.push((db.clone(), t.clone()));
+            tables.push((shadow.clone(), t.clone()));
+            swapped.push((db.clone(), t.name.clone()));
             for f in manifest
                 .files
                 .iter()
                 .filter(|f| f.database == d.name && f.table == t.name)
             {
-                work.push((db.clone(), t.clone(), f.clone()));
+                work.push((shadow.clone(), t.clone(), f.clone()));
             }
         }
     }
@@ -759,6 +870,91 @@ pub fn load(
     let (rows, bytes) = totals.into_inner().unwrap();
     report.rows = rows;
     report.bytes = bytes;
+    Ok(Staged {
+        report,
+        databases,
+        sequences,
+        tables: swapped,
+    })
+}
+
+/// Restores a native snapshot. `fetch` streams a snapshot file by path.
+///
+/// The tables are loaded into shadow databases and replace the target's only when every file
+/// matched the manifest: a restore that fails before that leaves the target as it was.
+pub fn load(
+    spec: &ConnSpec,
+    files: &ClientFiles,
+    schema: &Schema,
+    manifest: &Manifest,
+    fetch: Fetch,
+    opts: &LoadOptions,
+) -> Result<LoadReport, DbError> {
+    let target_db = |db: &str| {
+        opts.rename
+            .get(db)
+            .cloned()
+            .unwrap_or_else(|| db.to_string())
+    };
+    if manifest.format > MANIFEST_FORMAT {
+        return Err(fail(
+            spec,
+            format!(
+                "the snapshot's manifest has format {}, and this coffer reads up to {MANIFEST_FORMAT}: \
+                 restore it with a newer coffer",
+                manifest.format
+            ),
+        ));
+    }
+    let mut main = session(spec, files, opts.binlog)?;
+    exec(spec, &mut main, "SET NAMES utf8mb4", "session setup")?;
+    let mut shadows = Shadows::begin(spec, &mut main)?;
+    let staged = stage(
+        spec,
+        files,
+        schema,
+        manifest,
+        &fetch,
+        opts,
+        &mut main,
+        &mut shadows,
+    )
+    .and_then(|staged| {
+        // 3. The target databases, then every table into place at once.
+        for (db, charset, collation) in &staged.databases {
+            exec(
+                spec,
+                &mut main,
+                &format!(
+                    "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET {charset} COLLATE {collation}",
+                    quote(db)
+                ),
+                "create database",
+            )?;
+        }
+        Ok(staged)
+    });
+    let staged = match staged {
+        Ok(s) => match shadows.swap(spec, &mut main, &s.tables) {
+            Ok(()) => Ok(s),
+            Err(Swap::Before(e)) => Err(e),
+            Err(Swap::After(e)) => return Err(shadows.failed(spec, e, true)),
+        },
+        Err(e) => Err(e),
+    };
+    let staged = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            shadows.discard(&mut main);
+            return Err(shadows.failed(spec, e, false));
+        }
+    };
+    for (db, sequences) in &staged.sequences {
+        let sequences: Vec<&Sequence> = sequences.iter().collect();
+        create_sequences(spec, &mut main, db, &sequences)
+            .map_err(|e| shadows.failed(spec, e, true))?;
+    }
+    let report = staged.report;
     // 4. Views, routines, triggers, events — after the data, so triggers do not fire on it.
     //    Views first, all databases together: a view may read one in another database.
     let mut views = Vec::new();
@@ -890,6 +1086,45 @@ mod tests {
             p.loaded("db", "t");
         }
         assert!(matches!(p.next(), Next::Done), "no indexes to build");
+    }
+
+    #[test]
+    fn only_charset_names_the_server_knows_go_into_sql() {
+        let names = Names {
+            charsets: ["utf8mb4", "utf8mb3", "latin1", "gbk"]
+                .map(String::from)
+                .into(),
+            collations: ["utf8mb4_bin", "utf8mb3_general_ci"]
+                .map(String::from)
+                .into(),
+        };
+        let what = "the view `d`.`v` in the snapshot";
+        assert_eq!(names.check("latin1", false, what), Ok("latin1"));
+        assert_eq!(names.check("GBK", false, what), Ok("GBK"));
+        assert_eq!(names.check("utf8mb4_bin", true, what), Ok("utf8mb4_bin"));
+        // Older servers' `utf8` is today's `utf8mb3`.
+        assert_eq!(names.check("utf8", false, what), Ok("utf8"));
+        assert_eq!(
+            names.check("utf8_general_ci", true, what),
+            Ok("utf8_general_ci")
+        );
+        for bad in [
+            "",
+            "latin2",
+            "utf8mb4_bin",
+            "utf8x",
+            "latin1; DROP DATABASE d",
+            "latin1 COLLATE latin1_bin",
+            "`latin1`",
+            "'latin1'",
+        ] {
+            let e = names.check(bad, false, what).unwrap_err();
+            assert!(e.starts_with(what) && e.contains("character set"), "{e}");
+        }
+        assert!(
+            names.check("latin1", true, what).is_err(),
+            "a charset is no collation"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod dump;
 pub mod load;
 pub mod schema;
+mod shadow;
 pub mod types;
 
 pub use dump::{NativeDump, NativeDumpOptions};
