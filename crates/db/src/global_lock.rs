@@ -134,32 +134,29 @@ fn running_statements(c: &mut Conn, lock_id: u32) -> Vec<Running> {
 }
 
 fn gave_up_message(secs: u64, blockers: &[Running]) -> String {
-    let what = if blockers.is_empty() {
-        "statements this user cannot see (grant it PROCESS to have them named here)".to_string()
-    } else {
-        blockers
-            .iter()
-            .map(|r| {
-                format!(
-                    "thread {} (user `{}`, running {} s: `{}`)",
-                    r.id,
-                    r.user,
-                    r.secs,
-                    r.info.split_whitespace().collect::<Vec<_>>().join(" ")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    // A status reason is kept to a line or two: the oldest blocker is named, with the start of
+    // its statement; the rest are counted.
+    let Some(first) = blockers.first() else {
+        return format!(
+            "FLUSH TABLES WITH READ LOCK waited {secs} s behind statements this user cannot see \
+             and gave up so that writers are not stalled: retry later, or grant PROCESS to have \
+             them named"
+        );
     };
-    let first = blockers
-        .first()
-        .map(|r| format!(" (KILL QUERY {})", r.id))
-        .unwrap_or_default();
+    let words = first.info.split_whitespace().collect::<Vec<_>>().join(" ");
+    let statement: String = if words.chars().count() > 60 {
+        format!("{}…", words.chars().take(59).collect::<String>())
+    } else {
+        words
+    };
+    let more = match blockers.len() - 1 {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
     format!(
-        "FLUSH TABLES WITH READ LOCK waited {secs} s behind {what} and gave up, so that the \
-         server's writers, which queue behind it, are not held up — retry when that has \
-         finished, or end it{first}; the native dump needs this lock for a moment to start a \
-         consistent snapshot"
+        "FLUSH TABLES WITH READ LOCK waited {secs} s behind thread {} (`{}`, {} s: `{statement}`){more} \
+         and gave up so that writers are not stalled: retry when it ends, or KILL QUERY {}",
+        first.id, first.user, first.secs, first.id
     )
 }
 
@@ -180,11 +177,22 @@ mod tests {
         );
         assert!(m.contains("waited 10 s"), "{m}");
         assert!(
-            m.contains("thread 42 (user `app`, running 35 s: `INSERT INTO log SELECT SLEEP(20)`)"),
+            m.contains("thread 42 (`app`, 35 s: `INSERT INTO log SELECT SLEEP(20)`)"),
             "{m}"
         );
-        assert!(m.contains("KILL QUERY 42"), "{m}");
+        assert!(m.ends_with("KILL QUERY 42"), "{m}");
+        // It fits a status reason (300 characters) with the resource named before it, however
+        // long and many the statements.
+        let long = Running {
+            id: 7,
+            user: "app".into(),
+            secs: 99,
+            info: "SELECT ".repeat(200),
+        };
+        let m = gave_up_message(10, &[long.clone(), long.clone(), long]);
+        assert!(m.contains(" and 2 more "), "{m}");
+        assert!(m.chars().count() < 240, "{} chars: {m}", m.chars().count());
         let m = gave_up_message(10, &[]);
-        assert!(m.contains("grant it PROCESS"), "{m}");
+        assert!(m.contains("grant PROCESS"), "{m}");
     }
 }
