@@ -273,10 +273,16 @@ fn load_file(
                     attempt += 1;
                 }
                 Err(e) => {
+                    // A piece the repository could not read arrives as the I/O error of the
+                    // LOCAL INFILE stream; its own message is the one worth showing.
+                    let why = match e {
+                        mysql::Error::IoError(io) => io.to_string(),
+                        other => other.to_string(),
+                    };
                     return Err(fail(
                         spec,
-                        format!("loading {} into `{db}`.`{}`: {e}", f.path, t.name),
-                    ))
+                        format!("loading {} into `{db}`.`{}`: {why}", f.path, t.name),
+                    ));
                 }
             }
         }
