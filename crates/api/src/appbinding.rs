@@ -30,7 +30,14 @@ pub struct AppBindingSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Read with any password in it masked: coffer takes credentials from the AppBinding's
+    /// Secret only, so a `user:password@` here is never used, and masking it as it is read
+    /// keeps it out of the store, `get -o yaml`, `describe`, errors and logs alike.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "masked_url"
+    )]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceReference>,
@@ -107,6 +114,30 @@ impl AppBindingSpec {
             });
         }
         Err("spec.clientConfig needs `url` or `service`".into())
+    }
+}
+
+fn masked_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|u| redact_url(&u)))
+}
+
+/// The URL with the password of its `user:password@` part replaced by `***`, in both the
+/// `scheme://user:pw@host` and the DSN `user:pw@tcp(host)` forms.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    // The userinfo ends at the last `@` before the host, the DSN's `tcp(` or the query (a
+    // password may hold `@` or `/`).
+    let host_start = url[start..]
+        .find("tcp(")
+        .or_else(|| url[start..].find(['?', '#']))
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    let Some(at) = url[start..host_start].rfind('@').map(|i| start + i) else {
+        return url.to_string();
+    };
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -200,5 +231,33 @@ mod tests {
             .unwrap_err()
             .contains("unsupported scheme"));
         assert!(parse_url("tcp(db:1/").unwrap_err().contains("closing"));
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        for (url, want) in [
+            ("mysql://root:s3cr3t@db:3306/", "mysql://root:***@db:3306/"),
+            (
+                "mysql://root:p@ss/w:rd@db:3306/x",
+                "mysql://root:***@db:3306/x",
+            ),
+            (
+                "root:s3cr3t@tcp(db:3306)/mysql",
+                "root:***@tcp(db:3306)/mysql",
+            ),
+            ("mysql://root@db:3306/", "mysql://root@db:3306/"),
+            ("mysql://db:3306/", "mysql://db:3306/"),
+            ("tcp(db:3306)/", "tcp(db:3306)/"),
+            ("mysql://db:3306/?ssl-ca=a@b", "mysql://db:3306/?ssl-ca=a@b"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let spec: AppBindingSpec = serde_json::from_value(serde_json::json!({
+            "clientConfig": {"url": "mysql://root:s3cr3t@db:3306/"}
+        }))
+        .unwrap();
+        let shown = serde_json::to_string(&spec).unwrap();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert_eq!(spec.endpoint("x").unwrap().port, 3306);
     }
 }

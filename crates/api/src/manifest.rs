@@ -152,9 +152,23 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// A resource and where it was written, for messages about it after parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub source: String,
+    /// 1-based document number within the file.
+    pub document: usize,
+    pub resource: Resource,
+}
+
 /// Parses every document of a manifest file and validates each resource. Any problem in any
 /// document refuses the whole file: nothing is applied from a file with a mistake in it.
 pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Resource>, Vec<ManifestError>> {
+    parse_located(text, source).map(|l| l.into_iter().map(|l| l.resource).collect())
+}
+
+/// [`parse_manifests`], keeping each resource's file and document.
+pub fn parse_located(text: &str, source: &str) -> Result<Vec<Located>, Vec<ManifestError>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let err = |document: usize, resource: Option<String>, problems: Vec<Problem>| ManifestError {
@@ -205,7 +219,11 @@ pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Resource>, Vec<Ma
         };
         for item in items {
             match parse_one(item) {
-                Ok(r) => out.push(r),
+                Ok(resource) => out.push(Located {
+                    source: source.to_string(),
+                    document,
+                    resource,
+                }),
                 Err((resource, problems)) => errors.push(err(document, resource, problems)),
             }
         }

@@ -336,14 +336,22 @@ fn backup_configuration(
                     "required: true to free the space of forgotten snapshots, false to keep it",
                 ));
             }
-            for (f, v) in [
+            let keeps = [
                 ("keepLast", rp.keep_last),
                 ("keepHourly", rp.keep_hourly),
                 ("keepDaily", rp.keep_daily),
                 ("keepWeekly", rp.keep_weekly),
                 ("keepMonthly", rp.keep_monthly),
                 ("keepYearly", rp.keep_yearly),
-            ] {
+            ];
+            if rp.keep_tags.is_empty() && !keeps.iter().any(|(_, v)| v.is_some_and(|n| n > 0)) {
+                p.push(Problem::new(
+                    "spec.retentionPolicy",
+                    "no keep rule: set at least one of keepLast, keepHourly, keepDaily, \
+                     keepWeekly, keepMonthly, keepYearly (1 or more) or keepTags",
+                ));
+            }
+            for (f, v) in keeps {
                 if let Some(n) = v {
                     if n < 0 {
                         p.push(Problem::new(
@@ -355,11 +363,7 @@ fn backup_configuration(
             }
         }
     }
-    if let Some(sched) = &s.schedule {
-        if let Err(e) = crate::validate::cron_shape(sched) {
-            p.push(Problem::new("spec.schedule", e));
-        }
-    }
+    schedule(s, p);
     driver("spec.driver", &s.driver, p);
     duration_field("spec.timeOut", &s.time_out, p);
     if let Some(rc) = &s.retry_config {
@@ -378,21 +382,140 @@ fn backup_configuration(
         ));
     }
     if let Some(h) = &s.hooks {
-        if let Some(post) = &h.post_backup {
-            execution_policy("spec.hooks.postBackup.executionPolicy", post, p);
+        hook("spec.hooks.preBackup", &h.pre_backup, p);
+        hook("spec.hooks.postBackup", &h.post_backup, p);
+    }
+}
+
+fn schedule(s: &crate::backup::BackupConfigurationSpec, p: &mut Vec<Problem>) {
+    let mut zone = s.time_zone.as_deref().filter(|z| !z.is_empty());
+    if let Some(z) = zone {
+        if let Err(e) = crate::schedule::time_zone(z) {
+            p.push(Problem::new("spec.timeZone", e));
+            zone = None;
+        }
+    }
+    if let Some(sched) = &s.schedule {
+        if let Err(e) = crate::schedule::parse(sched, zone) {
+            p.push(Problem::new("spec.schedule", e));
         }
     }
 }
 
-fn execution_policy(path: &str, h: &crate::meta::Handler, p: &mut Vec<Problem>) {
+/// A hook handler as the engine runs it: exactly one of exec, httpGet or httpPost.
+fn hook(path: &str, h: &Option<crate::meta::Handler>, p: &mut Vec<Problem>) {
+    let Some(h) = h else { return };
+    let mut given = Vec::new();
+    if h.exec.is_some() {
+        given.push("exec");
+    }
+    if h.http_get.is_some() {
+        given.push("httpGet");
+    }
+    if h.http_post.is_some() {
+        given.push("httpPost");
+    }
+    if h.tcp_socket.is_some() {
+        p.push(Problem::new(
+            format!("{path}.tcpSocket"),
+            "not supported: use exec, httpGet or httpPost",
+        ));
+    }
+    match given.as_slice() {
+        [] if h.tcp_socket.is_none() => p.push(Problem::new(
+            path,
+            "required: exactly one of exec, httpGet or httpPost",
+        )),
+        [] | [_] => {}
+        many => p.push(Problem::new(
+            path,
+            format!(
+                "exactly one of exec, httpGet or httpPost may be set, found {}",
+                many.join(", ")
+            ),
+        )),
+    }
+    if let Some(e) = &h.exec {
+        if e.command.first().is_none_or(|c| c.trim().is_empty()) {
+            p.push(Problem::new(
+                format!("{path}.exec.command"),
+                "required: the program to run and its arguments",
+            ));
+        }
+    }
+    for (field, action) in [("httpGet", &h.http_get), ("httpPost", &h.http_post)] {
+        if let Some(a) = action {
+            http_action(&format!("{path}.{field}"), a, p);
+        }
+    }
     if let Some(ep) = &h.execution_policy {
-        if !matches!(
+        if !path.contains(".post") {
+            p.push(Problem::new(
+                format!("{path}.executionPolicy"),
+                "only postBackup and postRestore hooks have an executionPolicy",
+            ));
+        } else if !matches!(
             ep.as_str(),
             "Always" | "OnSuccess" | "OnFailure" | "OnFinalRetryFailure"
         ) {
             p.push(Problem::new(
-                path,
+                format!("{path}.executionPolicy"),
                 format!("`{ep}`: expected Always, OnSuccess, OnFailure or OnFinalRetryFailure"),
+            ));
+        }
+    }
+}
+
+fn http_action(path: &str, a: &crate::meta::HttpAction, p: &mut Vec<Problem>) {
+    match &a.port {
+        None => {}
+        Some(serde_json::Value::Number(n))
+            if n.as_u64().is_some_and(|n| (1..=65535).contains(&n)) => {}
+        Some(serde_json::Value::String(s)) if s.parse::<u16>().is_ok_and(|n| n > 0) => {}
+        Some(v) => p.push(Problem::new(
+            format!("{path}.port"),
+            format!(
+                "{v} is not a TCP port (1-65535); named ports need Kubernetes, give the number"
+            ),
+        )),
+    }
+    if let Some(s) = &a.scheme {
+        if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
+            p.push(Problem::new(
+                format!("{path}.scheme"),
+                format!("`{s}`: expected HTTP or HTTPS"),
+            ));
+        }
+    }
+    if let Some(h) = &a.host {
+        if h.is_empty()
+            || h.chars()
+                .any(|c| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '@'))
+        {
+            p.push(Problem::new(
+                format!("{path}.host"),
+                format!("`{h}` is not a host name or address"),
+            ));
+        }
+    }
+    if let Some(path_) = &a.path {
+        if path_.chars().any(|c| c.is_whitespace()) {
+            p.push(Problem::new(
+                format!("{path}.path"),
+                format!("`{path_}` has white space; percent-encode it"),
+            ));
+        }
+    }
+    for (i, h) in a.http_headers.iter().enumerate() {
+        if h.name.is_empty()
+            || !h
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        {
+            p.push(Problem::new(
+                format!("{path}.httpHeaders[{i}].name"),
+                format!("`{}` is not an HTTP header name", h.name),
             ));
         }
     }
@@ -420,45 +543,27 @@ fn restore_session(s: &crate::restore::RestoreSessionSpec, p: &mut Vec<Problem>)
     driver("spec.driver", &s.driver, p);
     duration_field("spec.timeOut", &s.time_out, p);
     if let Some(h) = &s.hooks {
-        if let Some(post) = &h.post_restore {
-            execution_policy("spec.hooks.postRestore.executionPolicy", post, p);
-        }
+        hook("spec.hooks.preRestore", &h.pre_restore, p);
+        hook("spec.hooks.postRestore", &h.post_restore, p);
     }
 }
 
-/// A cheap shape check for a cron schedule: five fields, or one of the @-forms. The scheduler
-/// parses it fully.
-pub fn cron_shape(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    let body = match s.strip_prefix("CRON_TZ=").or_else(|| s.strip_prefix("TZ=")) {
-        Some(r) => r.split_once(' ').map(|(_, b)| b.trim()).unwrap_or(""),
-        None => s,
-    };
-    if body.starts_with('@') {
-        return match body {
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
-            | "@hourly" => Ok(()),
-            _ if body.starts_with("@every ") => Ok(()),
-            _ => Err(format!("`{s}`: unknown @-schedule")),
-        };
+/// Checks a task's params with the parser the engine runs them with
+/// ([`crate::params::TaskParams::parse`]), each problem at `{path}.{param}`. Every param
+/// check of `coffer apply` goes through here.
+pub fn task_params(
+    path: &str,
+    params: &[crate::meta::Param],
+    rules: crate::params::Rules,
+) -> Vec<Problem> {
+    let pairs = params.iter().map(|p| (p.name.as_str(), p.value.as_str()));
+    match crate::params::TaskParams::parse(pairs, rules) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| Problem::new(format!("{path}.{}", e.name), e.message))
+            .collect(),
     }
-    let n = body.split_whitespace().count();
-    if n != 5 {
-        return Err(format!(
-            "`{s}` has {n} fields; expected 5 (minute hour day-of-month month day-of-week)"
-        ));
-    }
-    for f in body.split_whitespace() {
-        if !f
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
-        {
-            return Err(format!(
-                "`{s}`: field `{f}` has characters cron does not use"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -537,11 +642,101 @@ mod tests {
         );
     }
 
+    fn bc_with(extra: &str) -> String {
+        format!(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
+             metadata: {{name: b, namespace: demo}}\nspec:\n  repository: {{name: r}}\n  \
+             target: {{ref: {{kind: AppBinding, name: db}}}}\n{extra}"
+        )
+    }
+
+    const KEEP: &str = "  retentionPolicy: {name: k, keepLast: 3, prune: true}\n";
+
+    /// Each bad input and the one line apply answers with.
     #[test]
-    fn cron_shapes() {
-        assert!(super::cron_shape("*/5 * * * *").is_ok());
-        assert!(super::cron_shape("@hourly").is_ok());
-        assert!(super::cron_shape("CRON_TZ=Europe/Paris 0 3 * * *").is_ok());
-        assert!(super::cron_shape("* * * *").is_err());
+    fn each_bad_field_is_named_in_one_line() {
+        let head = "t.yaml (document 1), BackupConfiguration/demo/b: ";
+        for (extra, want) in [
+            (
+                format!("{KEEP}  schedule: '61 * * * *'\n"),
+                "spec.schedule: `61 * * * *` is not a valid cron schedule",
+            ),
+            (
+                format!("{KEEP}  schedule: '0 3 * * *'\n  timeZone: Mars/Olympus\n"),
+                "spec.timeZone: unknown time zone `Mars/Olympus`: use an IANA name such as UTC \
+                 or Europe/Paris",
+            ),
+            (
+                format!("{KEEP}  schedule: 'CRON_TZ=Nowhere 0 3 * * *'\n"),
+                "spec.schedule: unknown time zone `Nowhere`",
+            ),
+            (
+                "  retentionPolicy: {name: k, prune: true, keepLast: 0}\n".to_string(),
+                "spec.retentionPolicy: no keep rule: set at least one of keepLast",
+            ),
+            (
+                "  retentionPolicy: {name: k, prune: true, keepLast: 2, keepDaily: -1}\n"
+                    .to_string(),
+                "spec.retentionPolicy.keepDaily: -1 is negative; use 0 or leave it out",
+            ),
+            (
+                format!("{KEEP}  hooks: {{preBackup: {{}}}}\n"),
+                "spec.hooks.preBackup: required: exactly one of exec, httpGet or httpPost",
+            ),
+            (
+                format!(
+                    "{KEEP}  hooks: {{postBackup: {{exec: {{command: [/bin/true]}}, \
+                     httpGet: {{port: 80}}}}}}\n"
+                ),
+                "spec.hooks.postBackup: exactly one of exec, httpGet or httpPost may be set, \
+                 found exec, httpGet",
+            ),
+            (
+                format!("{KEEP}  hooks: {{preBackup: {{httpGet: {{port: 70000}}}}}}\n"),
+                "spec.hooks.preBackup.httpGet.port: 70000 is not a TCP port (1-65535)",
+            ),
+            (
+                format!("{KEEP}  hooks: {{preBackup: {{httpPost: {{port: http}}}}}}\n"),
+                "spec.hooks.preBackup.httpPost.port: \"http\" is not a TCP port",
+            ),
+            (
+                format!("{KEEP}  hooks: {{preBackup: {{httpGet: {{scheme: FTP}}}}}}\n"),
+                "spec.hooks.preBackup.httpGet.scheme: `FTP`: expected HTTP or HTTPS",
+            ),
+            (
+                format!("{KEEP}  hooks: {{preBackup: {{exec: {{command: []}}}}}}\n"),
+                "spec.hooks.preBackup.exec.command: required",
+            ),
+            (
+                format!(
+                    "{KEEP}  hooks: {{postBackup: {{exec: {{command: [x]}}, \
+                     executionPolicy: Sometimes}}}}\n"
+                ),
+                "spec.hooks.postBackup.executionPolicy: `Sometimes`: expected Always",
+            ),
+            (
+                format!(
+                    "{KEEP}  hooks: {{preBackup: {{exec: {{command: [x]}}, \
+                     executionPolicy: OnSuccess}}}}\n"
+                ),
+                "spec.hooks.preBackup.executionPolicy: only postBackup and postRestore hooks",
+            ),
+        ] {
+            let e = errors(&bc_with(&extra));
+            assert!(e.starts_with(&format!("{head}{want}")), "{extra}\n{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        assert_eq!(
+            errors_or_none(&bc_with(&format!(
+                "{KEEP}  schedule: '@daily'\n  timeZone: UTC\n"
+            ))),
+            None
+        );
+    }
+
+    fn errors_or_none(text: &str) -> Option<String> {
+        parse_manifests(text, "t.yaml")
+            .err()
+            .map(|e| e.iter().map(|e| e.to_string()).collect())
     }
 }

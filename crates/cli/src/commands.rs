@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use coffer_api::{backup::phase, parse_manifests, Kind, Resource};
+use coffer_api::{backup::phase, parse_located, Kind, Resource};
 use coffer_platform::local::Store;
 
 use crate::{home, output, Cli, Command, Format};
@@ -270,15 +270,29 @@ fn read_sources(files: &[String]) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Parses everything first and applies nothing unless every manifest is valid.
+/// Parses everything first and applies nothing unless every manifest is valid and the set's
+/// references and task params check out; references to what does not exist yet only warn.
 fn apply(store: &Store, files: &[String], ns: &str) -> Result<Vec<Resource>> {
     let mut all = Vec::new();
     let mut errors = Vec::new();
     for (source, text) in read_sources(files)? {
-        match parse_manifests(&text, &source) {
+        match parse_located(&text, &source) {
             Ok(rs) => all.extend(rs),
             Err(es) => errors.extend(es),
         }
+    }
+    for l in &mut all {
+        let r = &mut l.resource;
+        if !r.kind().cluster_scoped() && r.meta().namespace.is_none() {
+            r.meta_mut().namespace = Some(ns.to_string());
+        }
+    }
+    let mut warnings = Vec::new();
+    if errors.is_empty() {
+        let stored = |kind: Kind, ns: &str, name: &str| store.get(kind, ns, name).ok().flatten();
+        let report = coffer_api::references::check_set(&all, &stored);
+        errors = report.errors;
+        warnings = report.warnings;
     }
     if !errors.is_empty() {
         let msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -287,11 +301,12 @@ fn apply(store: &Store, files: &[String], ns: &str) -> Result<Vec<Resource>> {
             msg.join("\n")
         );
     }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let mut applied = Vec::new();
-    for mut r in all {
-        if !r.kind().cluster_scoped() && r.meta().namespace.is_none() {
-            r.meta_mut().namespace = Some(ns.to_string());
-        }
+    for l in all {
+        let r = l.resource;
         let outcome = store.apply(r.clone())?;
         println!(
             "{}/{} {}",

@@ -11,25 +11,10 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// Parses through coffer_api::schedule, the parser `coffer apply` checks with.
     pub fn parse(expr: &str, time_zone: Option<&str>) -> Result<Schedule, String> {
-        let mut body = expr.trim();
-        let mut tz_name = time_zone.map(str::to_string);
-        for prefix in ["CRON_TZ=", "TZ="] {
-            if let Some(rest) = body.strip_prefix(prefix) {
-                let (tz, b) = rest.split_once(' ').unwrap_or((rest, ""));
-                tz_name = Some(tz.to_string());
-                body = b.trim();
-            }
-        }
-        let tz = match &tz_name {
-            Some(n) => TimeZone::get(n).map_err(|e| format!("unknown time zone `{n}`: {e}"))?,
-            None => TimeZone::system(),
-        };
-        let cron = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Disallowed)
-            .build()
-            .parse(body)
-            .map_err(|e| format!("`{expr}` is not a valid cron schedule: {e}"))?;
+        let coffer_api::schedule::CronSchedule { cron, tz } =
+            coffer_api::schedule::parse(expr, time_zone)?;
         Ok(Schedule {
             cron,
             tz,

@@ -242,33 +242,48 @@ pub struct ServerInfo {
     pub is_mariadb: bool,
 }
 
-/// How long a connection waits on the network. Every connection finds a dead server or a cut
-/// network within about two minutes, even in the middle of a statement: TCP keepalive probes
-/// after 60 s of silence (every 10 s, 6 of them) and a 2-minute TCP_USER_TIMEOUT for data the
-/// server never acknowledges. A live server that is merely slow answers the probes, so these
-/// never end a long statement; the read and write timeouts below are what bound a live server
-/// that stops answering.
+/// How long a connection waits on the network. Every connection has TCP keepalive: probes
+/// after 60 s of silence, every 10 s, 6 of them, so a dead server or a cut network is found
+/// within about two minutes while a statement runs with nothing on the wire; a live server that
+/// is merely slow answers the probes, so they never end a long statement. Data a dead server
+/// never acknowledges is bounded by TCP_USER_TIMEOUT on control connections and by the kernel's
+/// retransmission limit (about 15 minutes) on data ones. The read and write timeouts are what
+/// bound a live server that stops answering.
 #[derive(Debug, Clone, Copy)]
 struct Timeouts {
     read: Option<Duration>,
     write: Option<Duration>,
+    unacknowledged: Option<Duration>,
 }
 
 /// Data connections: the native dump's chunk queries and the native load's LOAD DATA and index
 /// builds can run for many minutes (hours on large tables) with nothing on the wire, so no read
 /// timeout — a dead peer is found by keepalive, a stuck server by the session's timeOut. A write
 /// blocks only while the server reads nothing at all; 30 minutes is far beyond any stall of a
-/// working server.
+/// working server. No TCP_USER_TIMEOUT: since Linux 5.11 it also ends a connection whose
+/// receiver keeps its window closed that long, which a busy server loading data may do.
 const DATA: Timeouts = Timeouts {
     read: None,
     write: Some(Duration::from_secs(30 * 60)),
+    unacknowledged: None,
 };
 
 /// Control connections (version, checks, the global read lock, cluster state): short
-/// statements, so a server that has not answered in 5 minutes is stuck.
+/// statements, so a server that has not answered in 5 minutes is stuck, and one that has not
+/// acknowledged our data in 2 is gone.
 const CONTROL: Timeouts = Timeouts {
     read: Some(Duration::from_secs(5 * 60)),
     write: Some(Duration::from_secs(5 * 60)),
+    unacknowledged: Some(Duration::from_secs(2 * 60)),
+};
+
+/// The first contact (`ping`): a server that does not greet us and answer `SELECT VERSION()`
+/// within 10 s is not there yet — or is not a MySQL server (an AppBinding pointing at another
+/// service's port would otherwise hang the session forever).
+const PING: Timeouts = Timeouts {
+    read: Some(Duration::from_secs(10)),
+    write: Some(Duration::from_secs(10)),
+    unacknowledged: Some(Duration::from_secs(10)),
 };
 
 /// Opens a native connection for streaming data (the native dump and load), with the same TLS
@@ -296,7 +311,7 @@ fn connect_with(spec: &ConnSpec, files: &ClientFiles, t: Timeouts) -> Result<mys
         .tcp_keepalive_time_ms(Some(60_000))
         .tcp_keepalive_probe_interval_secs(Some(10))
         .tcp_keepalive_probe_count(Some(6))
-        .tcp_user_timeout_ms(Some(120_000));
+        .tcp_user_timeout_ms(t.unacknowledged.map(|d| d.as_millis() as u32));
     if let Some(tls) = &spec.tls {
         let mut ssl = mysql::SslOpts::default();
         if let Some(ca) = &files.ca {
@@ -320,7 +335,7 @@ pub fn ping(spec: &ConnSpec, files: &ClientFiles, wait: Duration) -> Result<Serv
     use mysql::prelude::Queryable;
     let deadline = Instant::now() + wait;
     loop {
-        match connect_control(spec, files) {
+        match connect_with(spec, files, PING) {
             Ok(mut c) => {
                 let version: String = c
                     .query_first("SELECT VERSION()")
@@ -378,6 +393,18 @@ pub fn classify(spec: &ConnSpec, e: &mysql::Error) -> DbError {
                 "{text} — the server's certificate does not verify against the AppBinding's \
                  CA (or does not name host `{}`)",
                 spec.host
+            ),
+        };
+    }
+    // A read or write timeout (EAGAIN from a socket with a timeout, or ETIMEDOUT).
+    let timed_out = lower.contains("os error 11") || lower.contains("timed out");
+    if timed_out && matches!(e, mysql::Error::IoError(_) | mysql::Error::CodecError(_)) {
+        return DbError::Connect {
+            target: spec.label.clone(),
+            address: spec.address(),
+            reason: format!(
+                "{text}: the server did not answer in time — is a MySQL/MariaDB server \
+                 running there, and is it responsive?"
             ),
         };
     }
@@ -463,6 +490,40 @@ mod tests {
             .unwrap();
         let fds = String::from_utf8_lossy(&sibling.stdout);
         assert!(!fds.contains("memfd:coffer"), "{fds}");
+    }
+
+    /// A listener that accepts and never speaks (a hung server, or another service's port)
+    /// fails the ping within its timeout instead of hanging the session.
+    #[test]
+    fn a_silent_server_fails_the_ping_instead_of_hanging() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _keep = std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(4).collect();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(held);
+        });
+        let spec = ConnSpec {
+            host: "127.0.0.1".into(),
+            port,
+            user: "u".into(),
+            password: "p".into(),
+            tls: None,
+            label: "AppBinding t/silent".into(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let files = ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap();
+            let _ = tx.send(ping(&spec, &files, Duration::ZERO).map(|_| ()));
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("ping still waits for a server that never answers");
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("cannot connect") && e.contains("AppBinding t/silent"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -72,6 +72,19 @@ pub fn peer_allowed(peer: IpAddr, members: &[IpAddr]) -> bool {
     members.iter().any(|m| canon(*m) == peer)
 }
 
+/// A refused SST stream, with the likely cause when it is not an xbstream from its first
+/// byte: the donor encrypts its SST, which coffer cannot receive.
+fn refusal(r: &xbstream::Refused) -> String {
+    match r {
+        xbstream::Refused::Format { offset: 0, .. } => format!(
+            "{r} — if the donor encrypts its SST ([sst] encrypt=2/3/4, or ssl-mode other than \
+             DISABLED), coffer cannot receive it: turn SST encryption off for the donor coffer \
+             uses, or keep the listener on a trusted network"
+        ),
+        _ => r.to_string(),
+    }
+}
+
 /// The host of `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
 fn host_of(a: &str) -> &str {
     let a = a.trim();
@@ -141,7 +154,7 @@ impl Sst {
             .port();
         let workdir = tempfile::Builder::new()
             .prefix("coffer-garbd-")
-            .tempdir()
+            .tempdir_in(crate::process::scratch_dir())
             .map_err(|e| fail(format!("cannot create garbd's work directory: {e}")))?;
         let log = workdir.path().join("garbd.log");
         let sst = format!(
@@ -206,7 +219,7 @@ impl Sst {
             .map_err(|e| sst.fail(format!("reading the position stage failed: {e}")))?;
         xbstream::PathCheck::new()
             .feed(&buf)
-            .map_err(|r| sst.fail(format!("the position stage: {r}")))?;
+            .map_err(|r| sst.fail(format!("the position stage: {}", refusal(&r))))?;
         if buf.is_empty() {
             return Err(sst.fail(
                 "the donor's first connection carried nothing: its SST script failed (see the \
@@ -458,7 +471,7 @@ impl Read for SstStream {
         };
         if n > 0 {
             if let Err(r) = self.check.feed(&buf[..n]) {
-                return Err(self.fail(r.to_string()));
+                return Err(self.fail(format!("the data stream: {}", refusal(&r))));
             }
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             self.tail.extend_from_slice(&buf[n.saturating_sub(64)..n]);

@@ -10,6 +10,7 @@ pub mod mysqldump;
 pub mod native;
 pub mod physical;
 pub mod process;
+pub mod redact;
 pub mod xbstream;
 
 pub use client::Clients;

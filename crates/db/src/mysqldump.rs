@@ -190,7 +190,21 @@ mod tests {
             label: "AppBinding t/db".into(),
         };
         let files = Arc::new(ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap());
-        let mut s = DumpStream::start(&clients, &spec, files, &[]).unwrap();
+        // Another test thread may fork while our script is still open for writing; its
+        // child holds the descriptor until it execs, and starting the script fails with
+        // ETXTBSY meanwhile.
+        let mut s = (0..50)
+            .find_map(
+                |_| match DumpStream::start(&clients, &spec, files.clone(), &[]) {
+                    Err(e) if e.to_string().contains("Text file busy") => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        None
+                    }
+                    other => Some(other),
+                },
+            )
+            .expect("the fake dump stays busy")
+            .unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).map(|_| out)
     }

@@ -77,7 +77,7 @@ impl PhysicalStream {
     ) -> Result<PhysicalStream, DbError> {
         let tmp = tempfile::Builder::new()
             .prefix("coffer-mariabackup-")
-            .tempdir()
+            .tempdir_in(crate::process::scratch_dir())
             .map_err(|e| DbError::Local(e.to_string()))?;
         let mut cmd = Command::new(&tools.backup);
         cmd.arg(files.defaults_arg())

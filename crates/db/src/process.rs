@@ -9,6 +9,18 @@ use std::{
     thread::JoinHandle,
 };
 
+/// Names the session's scratch directory, which the process that started the agent removes
+/// when the agent ends, however it ends.
+pub const SESSION_TMPDIR: &str = "COFFER_SESSION_TMPDIR";
+
+/// Where a session's temporary directories go: its scratch directory, else TMPDIR.
+pub fn scratch_dir() -> std::path::PathBuf {
+    std::env::var_os(SESSION_TMPDIR)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// The thread every bound child is forked from. `PR_SET_PDEATHSIG` fires when the *thread*

@@ -26,18 +26,21 @@ pub fn file_content(archive: &[u8], path: &str) -> Option<Vec<u8>> {
         }
         let kind = archive[i + 9];
         let plen = u32::from_le_bytes(archive[i + 10..i + 14].try_into().ok()?) as usize;
-        let name = archive.get(i + 14..i + 14 + plen)?;
+        let name = archive.get(i + 14..(i + 14).checked_add(plen)?)?;
         i += 14 + plen;
         match kind {
             b'E' => {}
             b'P' => {
-                let len = u64::from_le_bytes(archive.get(i..i + 8)?.try_into().ok()?) as usize;
+                // The lengths come from the sender: a huge one must end the walk, not wrap.
+                let len = u64::from_le_bytes(archive.get(i..i + 8)?.try_into().ok()?);
+                let len = usize::try_from(len).ok()?;
                 // payload length, offset, checksum, then the data
-                let data = archive.get(i + 20..i + 20 + len)?;
+                let end = (i + 20).checked_add(len)?;
+                let data = archive.get(i + 20..end)?;
                 if name == path.as_bytes() {
                     out.get_or_insert_with(Vec::new).extend_from_slice(data);
                 }
-                i += 20 + len;
+                i = end;
             }
             _ => return out,
         }
@@ -324,6 +327,20 @@ mod tests {
         let mut long = b"XBSTCK01\0P".to_vec();
         long.extend_from_slice(&100_000u32.to_le_bytes());
         assert!(feed_in_pieces(&long, 7).is_err());
+    }
+
+    #[test]
+    fn a_stage_one_archive_with_absurd_lengths_reads_as_nothing() {
+        let mut a = b"XBSTCK01\0P".to_vec();
+        a.extend_from_slice(&22u32.to_le_bytes());
+        a.extend_from_slice(b"xtrabackup_galera_info");
+        a.extend_from_slice(&u64::MAX.to_le_bytes());
+        a.extend_from_slice(&[0u8; 12]);
+        a.extend_from_slice(b"6d5f:1 0\n");
+        assert_eq!(file_content(&a, "xtrabackup_galera_info"), None);
+        let mut b = b"XBSTCK01\0P".to_vec();
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(file_content(&b, "x"), None);
     }
 
     #[test]

@@ -207,7 +207,7 @@ pub(crate) fn repo_vars(
 }
 
 pub(crate) fn db_wait(task: &tasks::ResolvedTask) -> EngineResult<Duration> {
-    Ok(task.duration("waitTimeout")?.unwrap_or(DEFAULT_DB_WAIT))
+    Ok(task.typed.wait_timeout.unwrap_or(DEFAULT_DB_WAIT))
 }
 
 /// The task param `args` for a client program, split as Stash splits it; options that would
@@ -268,6 +268,7 @@ pub fn run_backup(
 
 fn record_failure(session: &mut BackupSession, msg: &str) {
     tracing::error!("backup session failed: {msg}");
+    let msg = &crate::error::status_reason(msg);
     let st = session.status_mut();
     st.error = Some(msg.to_string());
     if st.targets.is_empty() {
@@ -368,7 +369,9 @@ fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool) {
             );
             let st = session.status_mut();
             if st.error.is_none() {
-                st.error = Some(format!("the postBackup hook failed: {msg}"));
+                st.error = Some(crate::error::status_reason(&format!(
+                    "the postBackup hook failed: {msg}"
+                )));
             }
         }
     }
@@ -521,7 +524,7 @@ fn execute(
                     h.donor = out.donor.clone();
                     h.donor_desynced_seconds = Some(out.donor_desynced.as_secs_f64());
                     (out.snapshot, crate::physical::STREAM_PATH)
-                } else if p.task.param("method") == Some("native") {
+                } else if p.task.typed.method == Some(coffer_api::params::Method::Native) {
                     let s = crate::native::native_backup(
                         &repo,
                         &p.conn,
@@ -532,7 +535,7 @@ fn execute(
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, coffer_db::native::DIR)
-                } else if p.task.param("method") == Some("physical") {
+                } else if p.task.typed.method == Some(coffer_api::params::Method::Physical) {
                     let s = crate::physical::physical_backup(
                         &repo,
                         &p.conn,

@@ -14,15 +14,6 @@ use crate::{
     tasks::ResolvedTask,
 };
 
-fn list(task: &ResolvedTask, name: &str) -> Vec<String> {
-    task.param(name)
-        .unwrap_or("")
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -30,11 +21,11 @@ fn cores() -> usize {
 }
 
 /// Connections: the task's `connections`, else `default`.
-fn connections(task: &ResolvedTask, default: usize) -> EngineResult<usize> {
-    Ok(task
-        .number("connections", 1..=64)?
+fn connections(task: &ResolvedTask, default: usize) -> usize {
+    task.typed
+        .connections
         .map(|c| c as usize)
-        .unwrap_or(default.clamp(1, 64)))
+        .unwrap_or(default.clamp(1, 64))
 }
 
 pub fn native_backup(
@@ -51,10 +42,10 @@ pub fn native_backup(
     let opts = NativeDumpOptions {
         // One more than the cores: a worker waits on its server thread from time to time, and
         // the spare one keeps the cores busy (2 cores: 3 connections were 4-7 % faster than 2).
-        connections: connections(task, cores() + 1)?,
-        chunk_bytes: task.number("chunkMiB", 1..=4096)?.unwrap_or(64) << 20,
-        databases: list(task, "databases"),
-        users: task.flag("users")?,
+        connections: connections(task, cores() + 1),
+        chunk_bytes: task.typed.chunk_mib.unwrap_or(64) << 20,
+        databases: task.typed.databases.clone(),
+        users: task.typed.users,
         // Pieces the repository stores whole skip its content-defined chunking, the largest
         // single cost of a backup.
         piece_bytes: repo.unchunked_file_limit()? as usize,
@@ -125,21 +116,15 @@ pub fn native_restore(
     let clients = Clients::detect()?;
     let files = ClientFiles::new(conn, clients.flavor)?;
     coffer_db::ping(conn, &files, db_wait)?;
-    let mut rename = BTreeMap::new();
-    for pair in list(task, "rename") {
-        let (a, b) = pair.split_once(':').ok_or_else(|| {
-            EngineError::Step(format!("task param rename `{pair}`: expected OLD:NEW"))
-        })?;
-        rename.insert(a.to_string(), b.to_string());
-    }
+    let rename: BTreeMap<String, String> = task.typed.rename.iter().cloned().collect();
     let opts = LoadOptions {
         // A load waits on the server's I/O, so it gets more connections than a dump.
-        connections: connections(task, 2 * cores())?,
-        databases: list(task, "databases"),
-        tables: list(task, "tables"),
+        connections: connections(task, 2 * cores()),
+        databases: task.typed.databases.clone(),
+        tables: task.typed.tables.clone(),
         rename,
-        binlog: task.flag("binlog")?,
-        users: task.flag("users")?,
+        binlog: task.typed.binlog,
+        users: task.typed.users,
     };
     let r = reader.clone();
     let fetch: native::load::Fetch = Arc::new(move |path: &str, w: &mut dyn std::io::Write| {

@@ -243,23 +243,15 @@ pub fn galera_backup(
         .param("listenAddress")
         .unwrap_or("127.0.0.1")
         .to_string();
-    let timeout = task
-        .duration("sstTimeout")?
-        .unwrap_or(Duration::from_secs(120));
+    let timeout = task.typed.sst_timeout.unwrap_or(Duration::from_secs(120));
     let deadline = task
-        .duration("sstDeadline")?
+        .typed
+        .sst_deadline
         .unwrap_or(Duration::from_secs(12 * 3600));
     // Only the members may send the SST: the AppBinding's gcomm hosts, the addresses the
     // members report for themselves, and any the task adds (a donor behind NAT).
     let mut node_addresses: Vec<String> = members.iter().map(|m| m.gcomm.clone()).collect();
-    node_addresses.extend(
-        task.param("sstPeers")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(String::from),
-    );
+    node_addresses.extend(task.typed.sst_peers.iter().cloned());
     let peers = coffer_db::galera::member_addresses(&g.address, &node_addresses);
     let req = SstRequest {
         address: g.address.clone(),
@@ -267,7 +259,7 @@ pub fn galera_backup(
         sst_method: method.clone(),
         donor: donor.clone(),
         listen_host: listen_host.clone(),
-        listen_port: task.number("listenPort", 0..=65535)?.unwrap_or(0) as u16,
+        listen_port: task.typed.listen_port.unwrap_or(0),
         garbd_host: listen_host,
         garbd_port: free_port(),
         timeout,
@@ -397,8 +389,8 @@ impl PhysicalRestore {
         Ok(PhysicalRestore {
             data_dir_template: dir.to_string(),
             replicas,
-            replace: task.flag("replaceDataDir")?,
-            keep_cluster_uuid: task.flag("keepClusterUUID")?,
+            replace: task.typed.replace_data_dir,
+            keep_cluster_uuid: task.typed.keep_cluster_uuid,
             owner: task
                 .param("owner")
                 .filter(|o| !o.is_empty())

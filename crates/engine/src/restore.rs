@@ -89,8 +89,9 @@ pub fn run_restore(
                 st.stats = stats;
             }
             Err(e) => {
-                let msg = e.to_string();
-                tracing::error!("restore session failed: {msg}");
+                let full = e.to_string();
+                tracing::error!("restore session failed: {full}");
+                let msg = crate::error::status_reason(&full);
                 st.error = Some(msg.clone());
                 st.stats = vec![HostRestoreStats {
                     hostname: host,
@@ -126,8 +127,9 @@ pub fn run_restore(
                         &now,
                     );
                     let st = rs.status_mut();
-                    st.error
-                        .get_or_insert(format!("the postRestore hook failed: {msg}"));
+                    st.error.get_or_insert(crate::error::status_reason(&format!(
+                        "the postRestore hook failed: {msg}"
+                    )));
                 }
             }
         }
@@ -271,7 +273,7 @@ fn execute(
     // A native snapshot is restored natively when asked to, or when it is the only kind the
     // selector finds; decided once, not per step.
     let native = !physical
-        && (task.param("method") == Some("native")
+        && (task.typed.method == Some(coffer_api::params::Method::Native)
             || (repo.find(&native_selector).is_ok() && repo.find(&selector).is_err()));
     let mut replica_stats = Vec::new();
     for step in &task.steps {

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, process::Command};
 use coffer_api::{
     envsubst,
     meta::{Param, TaskRef},
+    params::{self, TaskParams},
     task::{FunctionRef, FunctionSpec},
     Kind, Resource,
 };
@@ -59,6 +60,8 @@ pub struct ResolvedTask {
     pub steps: Vec<Step>,
     /// Task params merged over defaults, as the built-in steps read them (`args`, ...).
     pub params: BTreeMap<String, String>,
+    /// The same params read by the parser `coffer apply` checks them with.
+    pub typed: TaskParams,
     /// The resource whose session runs the task, for errors about its params.
     pub referenced_by: String,
 }
@@ -67,76 +70,14 @@ impl ResolvedTask {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
     }
-
-    fn bad_param(&self, name: &str, value: &str, want: String) -> EngineError {
-        EngineError::Invalid {
-            resource: format!(
-                "{} (task {}, param `{name}`)",
-                self.referenced_by, self.name
-            ),
-            message: format!("`{value}` is not {want}: fix the value or remove the param"),
-        }
-    }
-
-    /// A whole-number param within `range`; `None` when unset or empty. A value that does
-    /// not parse or lies outside the range fails the session instead of being ignored.
-    pub fn number(
-        &self,
-        name: &str,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> EngineResult<Option<u64>> {
-        let Some(v) = self.param(name).map(str::trim).filter(|v| !v.is_empty()) else {
-            return Ok(None);
-        };
-        match v.parse::<u64>() {
-            Ok(n) if range.contains(&n) => Ok(Some(n)),
-            _ => Err(self.bad_param(
-                name,
-                v,
-                format!("a whole number from {} to {}", range.start(), range.end()),
-            )),
-        }
-    }
-
-    /// A `true`/`false` param; unset or empty is false.
-    pub fn flag(&self, name: &str) -> EngineResult<bool> {
-        match self.param(name).map(str::trim).unwrap_or("") {
-            "" => Ok(false),
-            v if v.eq_ignore_ascii_case("true") => Ok(true),
-            v if v.eq_ignore_ascii_case("false") => Ok(false),
-            v => Err(self.bad_param(name, v, "`true` or `false`".into())),
-        }
-    }
-
-    /// A duration param (`90s`, `5m`, `1h`, or plain seconds); `None` when unset or empty.
-    pub fn duration(&self, name: &str) -> EngineResult<Option<std::time::Duration>> {
-        let Some(v) = self.param(name).map(str::trim).filter(|v| !v.is_empty()) else {
-            return Ok(None);
-        };
-        if let Ok(secs) = v.parse::<u64>() {
-            return Ok(Some(std::time::Duration::from_secs(secs)));
-        }
-        coffer_api::duration::parse(v)
-            .map(Some)
-            .map_err(|_| self.bad_param(name, v, "a duration such as `90s`, `5m` or `1h`".into()))
-    }
 }
-
-const DATABASES: [&str; 3] = ["mysql", "mariadb", "perconaxtradb"];
 
 /// `mysql-backup-8.0.21` → Some(Backup); `perconaxtradb-restore-5.7` → Some(Restore).
 fn builtin_direction(name: &str) -> Option<Direction> {
-    for db in DATABASES {
-        if let Some(rest) = name.strip_prefix(db) {
-            if rest == "-backup" || rest.starts_with("-backup-") {
-                return Some(Direction::Backup);
-            }
-            if rest == "-restore" || rest.starts_with("-restore-") {
-                return Some(Direction::Restore);
-            }
-        }
-    }
-    None
+    params::builtin_task(name).map(|d| match d {
+        params::TaskDirection::Backup => Direction::Backup,
+        params::TaskDirection::Restore => Direction::Restore,
+    })
 }
 
 fn builtin_function(name: &str) -> Option<Builtin> {
@@ -156,22 +97,11 @@ pub fn task_name(
     addon_parameters: Option<&serde_json::Value>,
     dir: Direction,
 ) -> String {
-    if !task.name.is_empty() {
-        return task.name.clone();
-    }
-    let key = match dir {
-        Direction::Backup => "backupTask",
-        Direction::Restore => "restoreTask",
+    let dir = match dir {
+        Direction::Backup => params::TaskDirection::Backup,
+        Direction::Restore => params::TaskDirection::Restore,
     };
-    addon_parameters
-        .and_then(|p| p.pointer(&format!("/stash/addon/{key}/name")))
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .unwrap_or_else(|| match dir {
-            Direction::Backup => "mysql-backup".into(),
-            Direction::Restore => "mysql-restore".into(),
-        })
+    params::task_name(&task.name, addon_parameters, dir)
 }
 
 /// Resolves a task into steps. A Task resource of that name wins; otherwise Stash's built-in
@@ -191,7 +121,7 @@ pub fn resolve(
     let task = cat
         .get(Kind::Task, "", name)
         .map_err(EngineError::Catalog)?;
-    let step_refs: Vec<FunctionRef> = match task {
+    let step_refs: Vec<FunctionRef> = match &task {
         Some(Resource::Task(t)) => t.spec.steps.clone(),
         _ => match builtin_direction(name) {
             Some(d) if d == dir => {
@@ -277,10 +207,23 @@ pub fn resolve(
         };
         steps.push(step);
     }
+    let spec = match &task {
+        Some(Resource::Task(t)) => Some(&t.spec),
+        _ => None,
+    };
+    let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let typed = TaskParams::parse(pairs, params::rules_for(name, spec)).map_err(|errors| {
+        let e = &errors[0];
+        EngineError::Invalid {
+            resource: format!("{referenced_by} (task {name}, param `{}`)", e.name),
+            message: e.message.clone(),
+        }
+    })?;
     Ok(ResolvedTask {
         name: name.to_string(),
         steps,
         params,
+        typed,
         referenced_by: referenced_by.to_string(),
     })
 }
@@ -367,61 +310,51 @@ pub(crate) fn run_exec_for(
 mod tests {
     use super::*;
 
-    fn task_with(params: &[(&str, &str)]) -> ResolvedTask {
-        ResolvedTask {
-            name: "mariadb-backup-10.5.8".into(),
-            steps: vec![],
-            params: params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            referenced_by: "BackupConfiguration demo/app".into(),
+    struct Empty;
+
+    impl Catalog for Empty {
+        fn get(&self, _: Kind, _: &str, _: &str) -> Result<Option<Resource>, String> {
+            Ok(None)
+        }
+        fn put_status(&self, _: &Resource) -> Result<(), String> {
+            Ok(())
         }
     }
 
+    fn resolved(params: &[(&str, &str)]) -> EngineResult<ResolvedTask> {
+        let params: Vec<Param> = params
+            .iter()
+            .map(|(k, v)| Param {
+                name: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+        resolve(
+            &Empty,
+            "mariadb-backup-10.5.8",
+            &params,
+            Direction::Backup,
+            &BTreeMap::new(),
+            "BackupConfiguration demo/app",
+        )
+    }
+
+    /// The run-time reading is apply's parser: a value the store holds that apply would have
+    /// refused (an older coffer, an edited store) fails the session naming the param.
     #[test]
-    fn typed_params_refuse_what_they_cannot_use() {
-        let t = task_with(&[
-            ("connections", "4"),
-            ("chunkMiB", "64MiB"),
-            ("zero", "0"),
-            ("users", "TRUE"),
-            ("binlog", "yes"),
-            ("waitTimeout", "90"),
-            ("sstTimeout", "2m"),
-            ("bad", "soon"),
-            ("empty", ""),
-        ]);
-        assert_eq!(t.number("connections", 1..=64).unwrap(), Some(4));
-        assert_eq!(t.number("missing", 1..=64).unwrap(), None);
-        assert_eq!(t.number("empty", 1..=64).unwrap(), None);
-        let e = t.number("chunkMiB", 1..=4096).unwrap_err().to_string();
+    fn params_are_read_by_the_api_parser() {
+        let t = resolved(&[("connections", "4"), ("method", "native")]).unwrap();
+        assert_eq!(t.typed.connections, Some(4));
+        assert_eq!(t.typed.method, Some(params::Method::Native));
         assert_eq!(
-            e,
+            resolved(&[("chunkMiB", "64MiB")]).unwrap_err().to_string(),
             "BackupConfiguration demo/app (task mariadb-backup-10.5.8, param `chunkMiB`): \
              `64MiB` is not a whole number from 1 to 4096: fix the value or remove the param"
         );
-        assert!(t.number("zero", 1..=64).is_err(), "out of range");
-        assert!(t.flag("users").unwrap());
-        assert!(!t.flag("missing").unwrap());
-        assert!(t
-            .flag("binlog")
+        assert!(resolved(&[("method", "natve")])
             .unwrap_err()
             .to_string()
-            .contains("`yes` is not `true` or `false`"));
-        assert_eq!(
-            t.duration("waitTimeout").unwrap(),
-            Some(std::time::Duration::from_secs(90))
-        );
-        assert_eq!(
-            t.duration("sstTimeout").unwrap(),
-            Some(std::time::Duration::from_secs(120))
-        );
-        assert!(t
-            .duration("bad")
-            .unwrap_err()
-            .to_string()
-            .contains("param `bad`"));
+            .contains("param `method`): `natve` is not one of mysqldump, native or physical"));
     }
 
     #[test]
@@ -455,5 +388,29 @@ mod tests {
             "mariadb-backup-10.5.8"
         );
         assert_eq!(task_name(&empty, None, Direction::Restore), "mysql-restore");
+    }
+
+    #[test]
+    fn a_command_past_its_limit_fails_saying_so_with_its_last_words() {
+        let cmd: Vec<String> = ["sh", "-c", "echo getting ready >&2; sleep 30"]
+            .map(String::from)
+            .to_vec();
+        let t = std::time::Instant::now();
+        let e = run_exec_for(
+            "preBackup",
+            &cmd,
+            None,
+            &BTreeMap::new(),
+            std::time::Duration::from_millis(500),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            e.contains("`sh` did not finish within")
+                && e.contains("was stopped with everything it started")
+                && e.contains("getting ready"),
+            "{e}"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cipher;
 pub mod lock;
 pub mod repository;
+mod rustic_error;
 mod sizes;
 pub mod store;
 

@@ -237,9 +237,13 @@ fn op_err(store: &Arc<dyn ObjectStore>, e: Box<RusticError>) -> RepoError {
         }
         src = s.source();
     }
+    let location = store.location();
+    // The whole report is for the session log; the status gets the summary.
+    tracing::warn!("repository {location}: {}", crate::rustic_error::detail(&e));
+    tracing::debug!("repository {location}: {e}");
     RepoError::Operation {
-        location: store.location(),
-        message: e.display_log(),
+        location,
+        message: crate::rustic_error::summary(&e),
     }
 }
 

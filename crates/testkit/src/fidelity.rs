@@ -28,6 +28,7 @@
 //! | `defaults_checks` | DEFAULT expressions, column and table CHECK constraints, an INVISIBLE column, column and table comments |
 //! | `latin1_tbl` | a latin1 (german2) table with a latin1_bin column and non-UTF-8 bytes |
 //! | `partitioned` | RANGE partitions with HASH subpartitions |
+//! | `merge_a`, `merge_b`, `merged` | a MRG_MyISAM table over two MyISAM tables (its rows are theirs) |
 //! | `versioned`, `versioned_period`, `versioned_aria` | system-versioned history (fixed clocks): hidden period columns; an explicit INVISIBLE period with SYSTEM_TIME partitions; Aria with a column WITHOUT SYSTEM VERSIONING |
 //! | `seq_nocache`, `seq_cycle`, `seq_user` | sequences (one without cache, one cycling with a cache and a comment, past its first cycle) and a table whose key defaults to NEXTVAL |
 //! | `<db>_ext` | a second database (latin1) with a MyISAM table and `v_ext`, a view on `v_bulk_summary`; `v_cross` in `db` reads `v_ext` (views on views across databases) |
@@ -354,6 +355,20 @@ fn load_more(conn: &mut Conn, db: &str) -> Result<()> {
                bin_v VARCHAR(40) CHARACTER SET latin1 COLLATE latin1_bin NULL
              ) ENGINE=InnoDB DEFAULT CHARSET=latin1 COLLATE=latin1_german2_ci;
              INSERT INTO {d}.latin1_tbl VALUES (1, 'Grüße', 'ÆØÅ'), (2, x'a4e9ff', x'00')"
+        ),
+    )?;
+
+    // ---------------------------------------------------------------- MERGE
+    // Its rows are those of merge_a and merge_b: a restore must not load them twice.
+    run(
+        conn,
+        &format!(
+            "CREATE TABLE {d}.merge_a (id INT NOT NULL, v VARCHAR(10) NULL, KEY (id)) ENGINE=MyISAM;
+             CREATE TABLE {d}.merge_b (id INT NOT NULL, v VARCHAR(10) NULL, KEY (id)) ENGINE=MyISAM;
+             INSERT INTO {d}.merge_a VALUES (1, 'a'), (2, 'b');
+             INSERT INTO {d}.merge_b VALUES (3, 'c');
+             CREATE TABLE {d}.merged (id INT NOT NULL, v VARCHAR(10) NULL, KEY (id))
+               ENGINE=MRG_MyISAM UNION=({d}.merge_a, {d}.merge_b) INSERT_METHOD=LAST"
         ),
     )?;
 

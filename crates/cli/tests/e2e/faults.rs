@@ -128,6 +128,64 @@ fn bad_manifests_are_refused_whole_with_file_kind_and_field() {
             vec!["Repository/default/r", "spec.backend: required"],
         ),
     ];
+    // Checked at apply with the parsers the scheduler and the engine use, not at run time.
+    let bc = |name: &str, extra: &str, params: &str| {
+        format!(
+            "{good}---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
+             metadata: {{name: {name}}}\nspec:\n  task: {{name: mariadb-backup-10.5.8, params: \
+             [{params}]}}\n  repository: {{name: r}}\n  target: {{ref: {{kind: AppBinding, \
+             name: db}}}}\n  retentionPolicy: {{name: k, keepLast: 1, prune: true}}\n{extra}"
+        )
+    };
+    let later: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "cron.yaml",
+            bc("b", "  schedule: '61 * * * *'\n", ""),
+            vec![
+                "cron.yaml (document 2), BackupConfiguration/default/b: spec.schedule: \
+                 `61 * * * *` is not a valid cron schedule",
+            ],
+        ),
+        (
+            "zone.yaml",
+            bc("b", "  schedule: '0 3 * * *'\n  timeZone: Europe/Atlantis\n", ""),
+            vec!["spec.timeZone: unknown time zone `Europe/Atlantis`"],
+        ),
+        (
+            "method.yaml",
+            bc("b", "", "{name: method, value: natve}"),
+            vec![
+                "method.yaml (document 2), BackupConfiguration/default/b: \
+                 spec.task.params.method: `natve` is not one of mysqldump, native or physical",
+            ],
+        ),
+        (
+            "connections.yaml",
+            bc("b", "", "{name: connections, value: '0'}"),
+            vec!["spec.task.params.connections: `0` is not a whole number from 1 to 64"],
+        ),
+        (
+            "unknown-param.yaml",
+            bc("b", "", "{name: chunkMib, value: '8'}"),
+            vec!["spec.task.params.chunkMib: not a param of the built-in tasks; did you mean `chunkMiB`?"],
+        ),
+        (
+            "hook.yaml",
+            bc("b", "  hooks: {preBackup: {httpGet: {port: 80}, exec: {command: [/bin/true]}}}\n", ""),
+            vec!["spec.hooks.preBackup: exactly one of exec, httpGet or httpPost may be set"],
+        ),
+        (
+            "wrong-kind.yaml",
+            format!(
+                "{}---\napiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\n\
+                 metadata: {{name: r}}\nspec: {{clientConfig: {{url: 'mysql://h:3306/'}}, \
+                 secret: {{name: s}}}}\n",
+                bc("b", "", "")
+            ),
+            vec!["spec.repository.name: `r` is an AppBinding in this apply, not a Repository"],
+        ),
+    ];
+    let cases = cases.into_iter().chain(later);
     for (file, text, needles) in cases {
         let r = cf.apply(file, &text);
         assert!(!r.ok, "{file} must be refused:\n{r}");
@@ -141,6 +199,18 @@ fn bad_manifests_are_refused_whole_with_file_kind_and_field() {
             "{file}: part of the file was applied"
         );
     }
+    // As in Stash, a configuration may come before its Repository: a warning, then applied.
+    let r = cf.apply("early.yaml", &bc("b", "", "{name: method, value: native}"));
+    assert!(r.ok, "{r}");
+    assert!(
+        r.stderr.contains(
+            "early.yaml (document 2), BackupConfiguration/default/b: \
+             spec.repository.name: Repository default/r does not exist yet"
+        ),
+        "{r}"
+    );
+    assert!(r.stderr.starts_with("warning: "), "{r}");
+    assert!(cf.run(&["get", "backupconfiguration", "b"]).ok);
 }
 
 #[test]
@@ -528,4 +598,161 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
         "the killed run left no snapshot"
     );
     assert_restic_check(&repo_s, &[]);
+}
+
+/// A restore from a repository with a damaged pack fails, and says so in one or two lines
+/// naming the repository, even with RUST_BACKTRACE set; the storage library's whole message
+/// goes to the session log.
+#[test]
+fn a_damaged_repository_fails_the_restore_in_two_lines() {
+    let src = app_db();
+    let cf = setup(&src, "");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    // Overwrite bytes in the middle of the data pack.
+    let mut packs = Vec::new();
+    let mut dirs = vec![cf.path("repo").join("data")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                packs.push(p);
+            }
+        }
+    }
+    // The largest pack holds the dump's data (the trees' pack is small).
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = packs.last().expect("the backup wrote packs");
+    let mut bytes = std::fs::read(pack).unwrap();
+    let (mid, len) = (bytes.len() / 2, bytes.len());
+    for b in &mut bytes[mid.saturating_sub(8)..(mid + 8).min(len)] {
+        *b ^= 0x5a;
+    }
+    std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(pack, bytes).unwrap();
+    let rs = cf.file("rs.yaml", &restore_session("rs", "repo", "src", "latest"));
+    let o = cf
+        .cmd()
+        .args(["restore", "-f", rs.to_str().unwrap(), "--wait"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let r = Run::from(o);
+    assert!(!r.ok, "{r}");
+    assert!(r.stdout.contains("restoresession/rs created"), "{r}");
+    let session = cf.get_json("restoresession", "rs");
+    assert_eq!(phase(&session), "Failed", "{session:#}");
+    let reason = error(&session);
+    assert!(
+        reason.lines().count() <= 2 && reason.len() <= 300,
+        "the reason must be one or two short lines, got {} lines, {} chars:\n{reason}",
+        reason.lines().count(),
+        reason.len()
+    );
+    assert!(reason.contains("Repository default/repo"), "{reason}");
+    let host_error = session["status"]["stats"][0]["error"].as_str().unwrap();
+    assert_eq!(host_error, reason);
+    let yaml = cf.ok(&["get", "restoresession", "rs", "-o", "yaml"]).stdout;
+    assert!(
+        !yaml.contains("stack backtrace") && !yaml.contains("Backtrace"),
+        "{yaml}"
+    );
+    // What the command prints about the failure is the same short reason.
+    assert!(r.stderr.contains(&format!("reason: {reason}\n")), "{r}");
+    // The detail is in the session log, without rustic's backtraces.
+    let log = cf.ok(&["logs", "restoresession", "rs"]).stdout;
+    assert!(log.contains("Repository default/repo"), "{log}");
+    assert!(
+        log.contains("Data decryption failed, MAC check failed"),
+        "{log}"
+    );
+    assert!(log.contains("rustic.cli.rs/docs/errors/C001"), "{log}");
+    assert!(!log.contains("Backtrace:"), "{log}");
+    assert!(log.lines().count() > reason.lines().count(), "{log}");
+}
+
+/// A password written into `clientConfig.url` is never used (credentials come from the
+/// AppBinding's Secret) and never shown: not by apply's errors, `get -o yaml/json`,
+/// `describe`, a failed session's status and log, nor the store on disk.
+#[test]
+fn a_password_in_the_appbinding_url_is_shown_nowhere() {
+    const URL_PASSWORD: &str = "Url-Pass-7731";
+    let cf = Coffer::new();
+    // A port nothing listens on: the backup fails connecting.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ab = |url: &str| {
+        format!(
+            "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: src}}\n\
+             spec:\n  clientConfig: {{url: \"{url}\"}}\n  secret: {{name: src-auth}}\n"
+        )
+    };
+    let refused = cf.apply(
+        "bad-url.yaml",
+        &ab(&format!("mysql://root:{URL_PASSWORD}@127.0.0.1:99999/")),
+    );
+    assert!(!refused.ok, "{refused}");
+    assert!(
+        refused.stderr.contains("spec.clientConfig.url"),
+        "{refused}"
+    );
+    assert!(
+        refused.stderr.contains("mysql://root:***@127.0.0.1:99999/"),
+        "{refused}"
+    );
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        secret("src-auth", &[("username", "root"), ("password", "unused")]),
+        ab(&format!("mysql://root:{URL_PASSWORD}@127.0.0.1:{port}/")),
+        backup_config_with("bc", "repo", "src", &[("waitTimeout", "1")], 5),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(!run.ok, "{run}");
+    let bs = cf.last_session(&run);
+    assert_eq!(phase(&bs), "Failed", "{bs:#}");
+    let name = bs["metadata"]["name"].as_str().unwrap().to_string();
+    let yaml = cf.ok(&["get", "appbinding", "src", "-o", "yaml"]).stdout;
+    assert!(yaml.contains("mysql://root:***@127.0.0.1:"), "{yaml}");
+    let mut store = String::new();
+    let mut dirs = vec![cf.home.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                store.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    for (what, text) in [
+        ("apply", refused.stderr.clone()),
+        ("get -o yaml", yaml),
+        (
+            "get -o json",
+            cf.ok(&["get", "appbinding", "src", "-o", "json"]).stdout,
+        ),
+        ("describe", cf.ok(&["describe", "appbinding", "src"]).stdout),
+        ("backup output", format!("{}{}", run.stdout, run.stderr)),
+        ("session", bs.to_string()),
+        (
+            "session log",
+            cf.ok(&["logs", "backupsession", &name]).stdout,
+        ),
+        ("store", store),
+    ] {
+        assert!(
+            !text.contains(URL_PASSWORD),
+            "{what} shows the URL's password:\n{text}"
+        );
+    }
 }

@@ -535,11 +535,17 @@ fn the_sst_listener_takes_only_members_in_time_with_safe_paths() {
         end,
     ]
     .concat();
+    // What an encrypting donor's socat sends first: a TLS ClientHello.
+    let tls = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ]
+    .repeat(8);
     for (name, data) in [
         ("stage1", &stage1),
         ("forged", &forged),
         ("full", &full),
         ("climbing", &climbing),
+        ("tls", &tls),
     ] {
         std::fs::write(cf.path(name), data).unwrap();
     }
@@ -628,5 +634,12 @@ fn the_sst_listener_takes_only_members_in_time_with_safe_paths() {
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("../../etc/cron.d/x"), "{said}");
+    assert_eq!(snapshots(), 1);
+
+    // An encrypted SST is not mistaken for a cut-short one: the error says what it likely is.
+    let out = run_with(None, "tls", "0");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("encrypts its SST"), "{said}");
     assert_eq!(snapshots(), 1);
 }

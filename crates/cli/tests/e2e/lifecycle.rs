@@ -188,6 +188,14 @@ fn a_timed_out_session_leaves_no_client_and_no_secret_behind() {
         },
     );
     assert_nothing_outlives_it(&cf, &src, holder_id, Some(server.id()));
+    // Lock files stay (they hold nothing); the session's scratch directory does not.
+    let left: Vec<_> = std::fs::read_dir(cf.path("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "the session left {left:?} in TMPDIR");
     unsafe { libc::kill(server.id() as i32, libc::SIGKILL) };
     let _ = server.wait();
 }

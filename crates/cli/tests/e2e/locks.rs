@@ -41,11 +41,12 @@ fn wait_until_blocked(dst: &MariaDb) {
 #[test]
 fn retention_waits_for_a_running_restore_and_restic_cannot_prune_under_it() {
     let src = MariaDb::start().unwrap();
-    // About 20 MB of dump: many chunks, so that most of the snapshot is still to be read from
-    // the repository when the load blocks.
+    // About 80 MB of dump, some 40 chunks: rustic's dump reads up to about ten ahead, so most
+    // of the snapshot is still to be read from the repository when the load blocks (with 20 MB
+    // the restore had read it all and a prune under it went unnoticed).
     src.exec(
         "CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, pad TEXT);
-         INSERT INTO t SELECT seq, REPEAT(MD5(seq), 20) FROM seq_1_to_30000;",
+         INSERT INTO t SELECT seq, REPEAT(MD5(seq), 20) FROM seq_1_to_120000;",
     )
     .unwrap();
     let dst = MariaDb::start().unwrap();

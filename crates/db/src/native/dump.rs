@@ -487,7 +487,8 @@ impl NativeDump {
                 ..Default::default()
             };
             let tables = rows(spec, c, &format!(
-                "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(DATA_LENGTH, 0), COALESCE(AVG_ROW_LENGTH, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {sq} ORDER BY TABLE_NAME"
+                "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(DATA_LENGTH, 0), COALESCE(AVG_ROW_LENGTH, 0), COALESCE(ENGINE, '') \
+                 FROM information_schema.TABLES WHERE TABLE_SCHEMA = {sq} ORDER BY TABLE_NAME"
             ))?;
             for t in tables {
                 let name = t[0].clone().unwrap_or_default();
@@ -537,7 +538,13 @@ impl NativeDump {
                     .and_then(|r| r.get(1).cloned().flatten())
                     .unwrap_or_default();
                 let in_fk = fk_tables.iter().any(|(s, t)| s == db && t == &name);
-                let (create, deferred) = if in_fk {
+                // A MERGE or FEDERATED table's rows belong to other tables (dumped on their
+                // own) or another server: loading them through it would add them again.
+                let rows_elsewhere = matches!(
+                    t[4].as_deref().unwrap_or("").to_ascii_uppercase().as_str(),
+                    "MRG_MYISAM" | "FEDERATED"
+                );
+                let (create, deferred) = if in_fk || rows_elsewhere {
                     (create, Vec::new())
                 } else {
                     split_indexes(&create)
@@ -586,7 +593,7 @@ impl NativeDump {
                 let exprs: Vec<String> = columns.iter().map(types::select_expr).collect();
                 let base = format!("SELECT {} FROM {from}", exprs.join(", "));
                 let mut selects = Vec::new();
-                if let Some(lead) = &int_lead {
+                if let Some(lead) = int_lead.as_ref().filter(|_| !rows_elsewhere) {
                     let pkc = quote(lead);
                     let mm = rows(
                         spec,
@@ -623,7 +630,7 @@ impl NativeDump {
                         }
                     }
                 }
-                if selects.is_empty() {
+                if selects.is_empty() && !rows_elsewhere {
                     selects.push(base);
                 }
                 for s in selects {
@@ -742,7 +749,7 @@ impl NativeDump {
             schema: Some(schema),
             piece: 0,
             manifest: Some(Manifest {
-                format: 2,
+                format: super::MANIFEST_FORMAT,
                 server_version: self.schema.server_version,
                 position: self.position,
                 started: self.started,

@@ -18,6 +18,11 @@ pub use dump::{NativeDump, NativeDumpOptions};
 pub use load::{load, LoadOptions, LoadReport};
 pub use schema::{Manifest, Position, Schema};
 
+/// The manifest format this coffer writes and the newest it reads. 2 stores a chunk as a
+/// directory of pieces; 3 adds sequences, system-versioned history and roles to the schema,
+/// which a reader of format 2 would skip without a word, so it must refuse them instead.
+pub const MANIFEST_FORMAT: u32 = 3;
+
 pub const DIR: &str = "/coffer";
 pub const SCHEMA_PATH: &str = "/coffer/0-schema.json";
 pub const MANIFEST_PATH: &str = "/coffer/9-manifest.json";

@@ -186,7 +186,8 @@ impl Shadows {
         let reason = if replaced {
             format!("the tables were restored, but {reason}")
         } else {
-            format!("{reason} — nothing was replaced: the target's tables are as they were")
+            // First, so that a status that shortens the reason still says it.
+            format!("nothing was replaced, the target's tables are as they were: {reason}")
         };
         DbError::Load {
             target: spec.label.clone(),

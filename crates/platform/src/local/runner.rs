@@ -33,6 +33,11 @@ pub struct Agent {
     pub child: Child,
     pub started: Instant,
     pub deadline: Option<Instant>,
+    /// The session's scratch directory (`COFFER_SESSION_TMPDIR`), removed when the agent is
+    /// dropped (after it ended or was killed): what the session's tools leave there
+    /// (mariabackup's target directory, garbd's work directory) goes with it, even when the
+    /// agent could not clean up. TMPDIR itself stays shared: lock files live there.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Agent {
@@ -122,7 +127,20 @@ pub fn spawn(
         .mode(0o600)
         .open(&log)?;
     let err = out.try_clone()?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("coffer-{}-", kind.as_str().to_ascii_lowercase()))
+        .tempdir()
+        .map_err(|e| {
+            tracing::warn!(
+                "cannot create a scratch directory for the session ({e}); it uses TMPDIR"
+            );
+        })
+        .ok();
     let mut cmd = Command::new(exe);
+    if let Some(t) = &tmp {
+        // Read by coffer_db::process::scratch_dir.
+        cmd.env("COFFER_SESSION_TMPDIR", t.path());
+    }
     cmd.arg("--home")
         .arg(home)
         .arg("-n")
@@ -161,5 +179,6 @@ pub fn spawn(
         child,
         started,
         deadline: timeout.map(|t| started + t),
+        _tmp: tmp,
     })
 }
