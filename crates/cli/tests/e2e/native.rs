@@ -674,6 +674,7 @@ fn a_native_dump_of_rows_of_256_mib_stays_within_a_memory_bound() {
         db_secret("dst-auth", &dst),
         appbinding("src", &src, "src-auth"),
         appbinding("dst", &dst, "dst-auth"),
+        // A chunk per row, two read at once; and all three rows in one chunk.
         backup_config_with(
             "bc",
             "repo",
@@ -681,26 +682,52 @@ fn a_native_dump_of_rows_of_256_mib_stays_within_a_memory_bound() {
             &[("method", "native"), ("connections", "2")],
             5,
         ),
+        backup_config_with(
+            "one",
+            "repo",
+            "src",
+            &[
+                ("method", "native"),
+                ("connections", "2"),
+                ("chunkMiB", "4096"),
+            ],
+            5,
+        ),
     ]
     .join("---\n");
     assert!(cf.apply("m.yaml", &manifests).ok);
-    let t = std::time::Instant::now();
-    let (run, peak) = run_measured(&cf, &["backup", "bc", "--wait"]);
-    assert!(run.ok, "{run}");
-    eprintln!(
-        "native dump of 3 rows of 256 MiB over 2 connections: {:?}, peak RSS {} MiB",
-        t.elapsed(),
-        peak >> 20
-    );
-    // The `mysql` crate holds a whole row per connection, and for a moment the packet it was
-    // read from too; everything else stays in pieces. Before pieces were bounded in bytes, this
-    // dump peaked at 1382 MiB (a row's escaped copy per connection, and pieces of whole rows
-    // waiting).
+    let mut peaks = Vec::new();
+    for bc in ["bc", "one"] {
+        let t = std::time::Instant::now();
+        let (run, peak) = run_measured(&cf, &["backup", bc, "--wait"]);
+        assert!(run.ok, "{run}");
+        eprintln!(
+            "native dump `{bc}` of 3 rows of 256 MiB over 2 connections: {:?}, peak RSS {} MiB",
+            t.elapsed(),
+            peak >> 20
+        );
+        peaks.push(peak);
+    }
+    let repo = cf.path("repo").to_str().unwrap().to_string();
+    let manifest = restic(&repo, &["dump", "latest", "/coffer/9-manifest.json"]);
+    let manifest: serde_json::Value = serde_json::from_str(&manifest.stdout).unwrap();
+    assert_eq!(manifest["files"].as_array().unwrap().len(), 1, "one chunk");
+    // The `mysql` crate holds a whole row per connection, and while it parses one, the packet
+    // it came in too; everything else stays in pieces. Before pieces were bounded in bytes,
+    // these dumps peaked at 1388 and 1354 MiB (each row escaped whole, and whole rows waiting
+    // as pieces).
+    let mib = |b: u64| b >> 20;
     assert!(
-        peak <= 4 * ROW + (100 << 20),
-        "peak RSS {} MiB for rows of {} MiB",
-        peak >> 20,
-        ROW >> 20
+        peaks[0] <= 2 * 2 * ROW + (200 << 20),
+        "peak RSS {} MiB for a row of {} MiB on each of 2 connections",
+        mib(peaks[0]),
+        mib(ROW)
+    );
+    assert!(
+        peaks[1] <= 3 * ROW + (200 << 20),
+        "peak RSS {} MiB for rows of {} MiB on one connection",
+        mib(peaks[1]),
+        mib(ROW)
     );
     let t = std::time::Instant::now();
     let r = cf.run(&[

@@ -186,7 +186,7 @@ impl Shadows {
         let reason = if replaced {
             format!("the tables were restored, but {reason}")
         } else {
-            // First, so that a reason cut to fit a status still says it.
+            // First, so that a status that shortens the reason still says it.
             format!("nothing was replaced, the target's tables are as they were: {reason}")
         };
         DbError::Load {
