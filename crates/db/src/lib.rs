@@ -10,6 +10,7 @@ pub mod mysqldump;
 pub mod native;
 pub mod physical;
 pub mod process;
+pub mod sst_tls;
 pub mod xbstream;
 
 pub use client::Clients;
