@@ -75,12 +75,13 @@ impl SstTls {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        builder
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                format!("{src}: `tls.crt` and `tls.key` do not make a server identity: {e}")
-            })
-            .map(Arc::new)
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            format!("{src}: `tls.crt` and `tls.key` do not make a server identity: {e}")
+        })?;
+        // One connection per stage and no resumption: tickets would only be writes the
+        // donor's one-way socat never reads.
+        config.send_tls13_tickets = 0;
+        Ok(Arc::new(config))
     }
 }
 
@@ -150,7 +151,8 @@ pub(crate) fn handshake(
             )
         })?;
     }
-    tcp.set_write_timeout(None).map_err(io)?;
+    // The write timeout stays: rustls may still write (alerts) while reading, and a donor
+    // that never reads must not hold us.
     Ok(Conn::Tls(Box::new(StreamOwned::new(conn, tcp))))
 }
 

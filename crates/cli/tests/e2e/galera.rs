@@ -689,6 +689,13 @@ fn an_encrypted_sst_is_received_over_tls() {
                 "cluster",
                 &[("sstTimeout", "120s"), ("sstTLSSecret", "sst-tls")],
             ),
+            secret("no-key", &[("tls.crt", &tls.server_cert_pem)]),
+            bc(
+                "keyless-backup",
+                "cluster",
+                &[("sstTimeout", "120s"), ("sstTLSSecret", "no-key")],
+            ),
+            bc("plain-backup", "cluster", &[("sstTimeout", "120s")]),
         ],
     );
     let run = cf.run(&["backup", "tls-backup", "--wait"]);
@@ -721,4 +728,31 @@ fn an_encrypted_sst_is_received_over_tls() {
     );
     assert!(manual.join("xtrabackup_galera_info").exists());
     assert!(manual.join("shop/items.ibd").exists());
+    let status = cf.last_session(&run).to_string();
+    assert!(!status.contains("BEGIN"), "no key material in the status");
+
+    // A Secret without tls.key fails the session before any SST, naming the Secret.
+    let run = cf.run(&["backup", "keyless-backup", "--wait"]);
+    assert!(!run.ok, "{run}");
+    assert!(
+        run.stderr.contains("no-key") && run.stderr.contains("tls.key"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("BEGIN"), "{run}");
+
+    // Without sstTLSSecret the encrypting donor is named at once, not after sstTimeout.
+    let t = Instant::now();
+    let run = cf.run(&["backup", "plain-backup", "--wait"]);
+    assert!(!run.ok, "{run}");
+    assert!(
+        run.stderr.contains("encrypts its SST") && run.stderr.contains("sstTLSSecret"),
+        "{run}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert_eq!(
+        restic_snapshots(cf.path("repo").to_str().unwrap(), &[]).len(),
+        1,
+        "the failed runs stored nothing"
+    );
+    assert_eq!(garbd_count(&cf), 0, "no garbd left behind");
 }
