@@ -121,6 +121,8 @@ pub struct TaskParams {
     pub sst_deadline: Option<Duration>,
     /// Addresses besides the members' that may send the SST (a donor behind NAT).
     pub sst_peers: Vec<String>,
+    /// A Secret with `tls.crt`, `tls.key` (and `ca.crt`): the SST listener speaks TLS.
+    pub sst_tls_secret: Option<String>,
     pub data_dir: Option<String>,
     pub replace_data_dir: bool,
     pub keep_cluster_uuid: bool,
@@ -141,7 +143,7 @@ impl fmt::Display for ParamError {
 }
 
 /// Every param name the built-in tasks read.
-pub const KNOWN: [&str; 20] = [
+pub const KNOWN: [&str; 21] = [
     "method",
     "args",
     "connections",
@@ -158,6 +160,7 @@ pub const KNOWN: [&str; 20] = [
     "sstTimeout",
     "sstDeadline",
     "sstPeers",
+    "sstTLSSecret",
     "dataDir",
     "replaceDataDir",
     "keepClusterUUID",
@@ -302,6 +305,10 @@ impl TaskParams {
                 "sstDeadline" => duration(v).map(|d| p.sst_deadline = Some(d)),
                 "sstPeers" => {
                     p.sst_peers = list(v);
+                    Ok(())
+                }
+                "sstTLSSecret" => {
+                    p.sst_tls_secret = Some(v.to_string());
                     Ok(())
                 }
                 "dataDir" => {

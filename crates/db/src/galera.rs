@@ -6,7 +6,7 @@
 
 use std::{
     io::Read,
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -18,6 +18,7 @@ use std::{
 
 use crate::{
     process::{spawn_bound, terminate},
+    sst_tls::{self, Conn, SstTls},
     xbstream, DbError,
 };
 
@@ -48,6 +49,8 @@ pub struct SstRequest {
     pub peers: Vec<IpAddr>,
     /// For messages, e.g. `AppBinding demo/cluster`.
     pub label: String,
+    /// TLS for the donor's connections (an SST with `[sst] encrypt=2/3/4`); None: plain TCP.
+    pub tls: Option<SstTls>,
 }
 
 /// An SST in progress: stage 1 received, the data stream not yet.
@@ -56,6 +59,7 @@ pub struct Sst {
     garbd: Option<Child>,
     workdir: tempfile::TempDir,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stage1: Vec<u8>,
     started: Instant,
 }
@@ -73,13 +77,13 @@ pub fn peer_allowed(peer: IpAddr, members: &[IpAddr]) -> bool {
 }
 
 /// A refused SST stream, with the likely cause when it is not an xbstream from its first
-/// byte: the donor encrypts its SST, which coffer cannot receive.
+/// byte: the donor encrypts its SST and the listener has no TLS.
 fn refusal(r: &xbstream::Refused) -> String {
     match r {
         xbstream::Refused::Format { offset: 0, .. } => format!(
             "{r} — if the donor encrypts its SST ([sst] encrypt=2/3/4, or ssl-mode other than \
-             DISABLED), coffer cannot receive it: turn SST encryption off for the donor coffer \
-             uses, or keep the listener on a trusted network"
+             DISABLED), give the listener a certificate: set the task param sstTLSSecret to a \
+             Secret with tls.crt, tls.key (and ca.crt to verify the donor)"
         ),
         _ => r.to_string(),
     }
@@ -133,6 +137,10 @@ impl Sst {
         let fail = |reason: String| DbError::Sst {
             target: req.label.clone(),
             reason,
+        };
+        let tls = match &req.tls {
+            Some(t) => Some(t.server_config().map_err(&fail)?),
+            None => None,
         };
         if req.peers.is_empty() {
             return Err(fail(format!(
@@ -192,17 +200,19 @@ impl Sst {
             ))
         })?;
         tracing::info!(
-            "garbd requested an SST ({}) from {} in group `{}`; listening on {}:{port}",
+            "garbd requested an SST ({}) from {} in group `{}`; listening on {}:{port}{}",
             req.sst_method,
             req.donor.as_deref().unwrap_or("a donor Galera picks"),
             req.group,
-            req.listen_host
+            req.listen_host,
+            if tls.is_some() { " (TLS)" } else { "" }
         );
         let mut sst = Sst {
             req,
             garbd: Some(garbd),
             workdir,
             listener,
+            tls,
             stage1: Vec::new(),
             started: Instant::now(),
         };
@@ -213,13 +223,23 @@ impl Sst {
             stall: sst.req.timeout,
             deadline: sst.started + sst.req.deadline,
         };
-        (&mut stage)
-            .take(16 << 20)
-            .read_to_end(&mut buf)
-            .map_err(|e| sst.fail(format!("reading the position stage failed: {e}")))?;
-        xbstream::PathCheck::new()
-            .feed(&buf)
-            .map_err(|r| sst.fail(format!("the position stage: {}", refusal(&r))))?;
+        // Checked as it arrives: an encrypting donor's ClientHello waits for an answer, so
+        // reading to the end first would only end at the stall timeout, saying nothing useful.
+        let mut check = xbstream::PathCheck::new();
+        let mut limited = (&mut stage).take(16 << 20);
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = match limited.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(sst.fail(format!("reading the position stage failed: {e}"))),
+            };
+            check
+                .feed(&chunk[..n])
+                .map_err(|r| sst.fail(format!("the position stage: {}", refusal(&r))))?;
+            buf.extend_from_slice(&chunk[..n]);
+        }
         if buf.is_empty() {
             return Err(sst.fail(
                 "the donor's first connection carried nothing: its SST script failed (see the \
@@ -270,7 +290,9 @@ impl Sst {
         Some(format!("garbd: {why}{hint}"))
     }
 
-    fn accept(&mut self, what: &str) -> Result<TcpStream, DbError> {
+    /// The next connection from a member, TLS-decrypted when the listener has TLS: the
+    /// allow-list and the timeouts apply before and during the handshake alike.
+    fn accept(&mut self, what: &str) -> Result<Conn, DbError> {
         self.listener
             .set_nonblocking(true)
             .map_err(|e| self.fail(e.to_string()))?;
@@ -287,8 +309,15 @@ impl Sst {
                 Ok((s, peer)) => {
                     s.set_nonblocking(false)
                         .map_err(|e| self.fail(e.to_string()))?;
-                    tracing::info!("{what}: connected from {peer}");
-                    return Ok(s);
+                    let Some(tls) = &self.tls else {
+                        tracing::info!("{what}: connected from {peer}");
+                        return Ok(Conn::Plain(s));
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let conn = sst_tls::handshake(s, tls, left.max(Duration::from_secs(1)))
+                        .map_err(|e| self.fail(format!("{what} from {peer}: {e}")))?;
+                    tracing::info!("{what}: connected from {peer} over TLS");
+                    return Ok(conn);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(self.fail(format!("accepting {what} failed: {e}"))),
@@ -372,7 +401,7 @@ pub struct SstStream {
 /// A donor connection whose reads give up after `stall` without data, and at `deadline`
 /// whatever the pace: a trickle cannot hold the repository's lock for ever.
 struct Timed {
-    conn: TcpStream,
+    conn: Conn,
     stall: Duration,
     deadline: Instant,
 }
@@ -387,6 +416,7 @@ impl Read for Timed {
             ));
         }
         self.conn
+            .tcp()
             .set_read_timeout(Some(self.stall.min(left).max(Duration::from_millis(1))))?;
         match self.conn.read(buf) {
             Err(e)
@@ -408,8 +438,8 @@ impl Read for Timed {
 }
 
 impl Timed {
-    fn peer(&self) -> Option<SocketAddr> {
-        self.conn.peer_addr().ok()
+    fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.conn.peer()
     }
 }
 
@@ -522,6 +552,118 @@ mod tests {
         assert!(!peer_allowed(ip("::1"), &members));
         assert!(!peer_allowed(ip("10.0.0.1"), &[]));
         assert!(peer_allowed(ip("10.0.0.1"), &[ip("::ffff:10.0.0.1")]));
+    }
+
+    /// With TLS configured, the listener refuses the donor's first connection when it speaks
+    /// plaintext, and says why, instead of reading it as an SST.
+    #[test]
+    fn the_tls_listener_refuses_a_plaintext_donor() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let m = coffer_testkit::TlsMaterial::generate(dir.path()).unwrap();
+        // No garbd: a program that exits at once; the test plays the donor.
+        std::env::set_var("COFFER_GARBD", "true");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let donor = std::thread::spawn(move || {
+            for _ in 0..200 {
+                if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = s.write_all(b"XBSTCK01\0\0\0\0");
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            false
+        });
+        let req = SstRequest {
+            address: "gcomm://127.0.0.1:1".into(),
+            group: "g".into(),
+            sst_method: "mariabackup".into(),
+            donor: None,
+            listen_host: "127.0.0.1".into(),
+            listen_port: port,
+            garbd_host: "127.0.0.1".into(),
+            garbd_port: 1,
+            timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(20),
+            peers: vec!["127.0.0.1".parse().unwrap()],
+            label: "AppBinding test/cluster".into(),
+            tls: Some(SstTls {
+                cert_pem: m.server_cert_pem.into_bytes(),
+                key_pem: m.server_key_pem.into_bytes(),
+                ca_pem: None,
+                source: "Secret test/sst-tls".into(),
+            }),
+        };
+        let err = Sst::start(req).err().expect("a plaintext donor is refused");
+        assert!(donor.join().unwrap(), "the test donor connected");
+        let said = err.to_string();
+        assert!(
+            said.contains("AppBinding test/cluster")
+                && said.contains("plaintext, not TLS")
+                && said.contains("first connection"),
+            "{said}"
+        );
+    }
+
+    /// Without TLS, an encrypting donor's ClientHello is named as such at once, not after the
+    /// stall timeout as "sent nothing".
+    #[test]
+    fn a_plain_listener_names_an_encrypting_donor_at_once() {
+        use std::io::Write;
+        std::env::set_var("COFFER_GARBD", "true");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let donor = std::thread::spawn(move || {
+            for _ in 0..200 {
+                if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    // Something like a ClientHello (a real one is hundreds of bytes), then
+                    // waiting for the ServerHello.
+                    let hello = [
+                        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+                    ];
+                    let _ = s.write_all(&hello.repeat(8));
+                    while !s2.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        let req = SstRequest {
+            address: "gcomm://127.0.0.1:1".into(),
+            group: "g".into(),
+            sst_method: "mariabackup".into(),
+            donor: None,
+            listen_host: "127.0.0.1".into(),
+            listen_port: port,
+            garbd_host: "127.0.0.1".into(),
+            garbd_port: 1,
+            timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(20),
+            peers: vec!["127.0.0.1".parse().unwrap()],
+            label: "AppBinding test/cluster".into(),
+            tls: None,
+        };
+        let t = Instant::now();
+        let err = Sst::start(req).err().expect("a TLS donor is refused");
+        stop.store(true, Ordering::SeqCst);
+        donor.join().unwrap();
+        let said = err.to_string();
+        assert!(
+            said.contains("encrypts its SST") && said.contains("sstTLSSecret"),
+            "{said}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod native;
 pub mod physical;
 pub mod process;
 pub mod redact;
+pub mod sst_tls;
 pub mod xbstream;
 
 pub use client::Clients;

@@ -49,6 +49,7 @@ struct Plan {
     vars: BTreeMap<String, String>,
     app_type: Option<String>,
     galera: Option<coffer_api::appbinding::GaleraParameters>,
+    sst_tls: Option<coffer_db::sst_tls::SstTls>,
 }
 
 pub fn get_bc(
@@ -158,6 +159,11 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         name: ab.metadata.name.clone(),
         namespace: Some(ab.metadata.namespace().to_string()),
     };
+    let galera = ab.spec.galera();
+    let sst_tls = match &galera {
+        Some(_) => resolve::sst_tls(cat, ab.metadata.namespace(), &task)?,
+        None => None,
+    };
     Ok(Plan {
         bc,
         repo_res,
@@ -168,7 +174,8 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         target_ref,
         vars,
         app_type: ab.spec.type_.clone(),
-        galera: ab.spec.galera(),
+        galera,
+        sst_tls,
     })
 }
 
@@ -518,6 +525,7 @@ fn execute(
                         &p.host,
                         &tag,
                         db_wait(&p.task)?,
+                        p.sst_tls.clone(),
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     let h = &mut session.status_mut().targets[0].stats[0];

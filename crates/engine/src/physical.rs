@@ -185,6 +185,7 @@ pub struct GaleraOutcome {
     pub donor_desynced: Duration,
 }
 
+#[allow(clippy::too_many_arguments)] // each is one resolved input of the session
 pub fn galera_backup(
     repo: &Repo,
     conn: &ConnSpec,
@@ -193,6 +194,7 @@ pub fn galera_backup(
     host: &str,
     session_tag: &str,
     db_wait: Duration,
+    tls: Option<coffer_db::sst_tls::SstTls>,
 ) -> EngineResult<GaleraOutcome> {
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
@@ -266,6 +268,7 @@ pub fn galera_backup(
         deadline,
         peers,
         label: conn.label.clone(),
+        tls,
     };
     let watch = DesyncWatch::start(donor_conn, files.clone());
     let sst = Sst::start(req);

@@ -238,3 +238,43 @@ pub fn conn_spec(cat: &dyn Catalog, ab: &AppBinding) -> EngineResult<ConnSpec> {
         label,
     })
 }
+
+/// The Galera SST listener's TLS, from the task param `sstTLSSecret`: a `kubernetes.io/tls`
+/// style Secret in the AppBinding's namespace with `tls.crt`, `tls.key` and, to require and
+/// verify the donor's certificate, `ca.crt`. No param: the listener speaks plain TCP.
+pub(crate) fn sst_tls(
+    cat: &dyn Catalog,
+    namespace: &str,
+    task: &crate::tasks::ResolvedTask,
+) -> EngineResult<Option<coffer_db::sst_tls::SstTls>> {
+    let Some(name) = task.typed.sst_tls_secret.as_deref() else {
+        return Ok(None);
+    };
+    let by = format!(
+        "{} (task {}, param `sstTLSSecret`)",
+        task.referenced_by, task.name
+    );
+    let s = get_secret(cat, namespace, name, &by)?;
+    let source = format!("Secret {namespace}/{name}");
+    let need = |key: &str, what: &str| {
+        s.get(key)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| EngineError::Invalid {
+                resource: source.clone(),
+                message: format!(
+                    "has no `{key}` ({what}) for the Galera SST listener named by {by}"
+                ),
+            })
+    };
+    let cert = need("tls.crt", "the listener's certificate")?;
+    let key = need("tls.key", "the listener's private key")?;
+    Ok(Some(coffer_db::sst_tls::SstTls {
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+        ca_pem: s
+            .get("ca.crt")
+            .filter(|v| !v.trim().is_empty())
+            .map(String::into_bytes),
+        source,
+    }))
+}

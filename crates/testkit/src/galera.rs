@@ -100,6 +100,9 @@ pub struct GaleraOptions {
     pub sst_user: String,
     /// The SST user's password. Default: random.
     pub sst_password: String,
+    /// Extra lines for every node's `[sst]` group, e.g. `encrypt = 3` with `tcert`, `tkey`
+    /// and `tca` paths for an encrypted SST. Default: none.
+    pub sst_cnf: String,
 }
 
 impl Default for GaleraOptions {
@@ -109,6 +112,7 @@ impl Default for GaleraOptions {
             group: format!("coffer_test_{}", crate::random_hex(6)),
             sst_user: "sstuser".to_string(),
             sst_password: crate::random_hex(16),
+            sst_cnf: String::new(),
         }
     }
 }
@@ -121,6 +125,8 @@ pub struct GaleraCluster {
     root_password: String,
     sst_user: String,
     sst_password: String,
+    /// Extra `[sst]` lines (see [`GaleraOptions::sst_cnf`]).
+    sst_cnf: String,
     provider: PathBuf,
     mariadbd: PathBuf,
     base: PathBuf,
@@ -195,6 +201,7 @@ impl GaleraCluster {
             &opts.sst_user,
             &opts.sst_password,
         )?;
+        cluster.sst_cnf = opts.sst_cnf.clone();
         let node = cluster.new_node(None)?;
         install_db(&node.datadir, &node.dir.join("install.log"), &cluster.tag)?;
         cluster.launch(node, Role::BootstrapFresh)?;
@@ -378,6 +385,7 @@ impl GaleraCluster {
             root_password,
             sst_user: sst_user.to_string(),
             sst_password: sst_password.to_string(),
+            sst_cnf: String::new(),
             provider,
             mariadbd,
             base,
@@ -659,6 +667,10 @@ impl GaleraCluster {
             pass = self.sst_password,
             archive = self.base.join("sst_log_archive").display(),
         );
+        cnf.push_str(&self.sst_cnf);
+        if !cnf.ends_with('\n') {
+            cnf.push('\n');
+        }
         cnf
     }
 

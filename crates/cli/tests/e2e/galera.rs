@@ -643,3 +643,116 @@ fn the_sst_listener_takes_only_members_in_time_with_safe_paths() {
     assert!(said.contains("encrypts its SST"), "{said}");
     assert_eq!(snapshots(), 1);
 }
+
+/// A cluster whose SST is encrypted (`[sst] encrypt=3`: the donor's socat connects with
+/// openssl-connect, checks the listener's certificate against its tca and presents its own):
+/// with the task param sstTLSSecret the listener is a TLS server that verifies the donor, and
+/// the decrypted stream is a complete backup that prepares.
+#[test]
+fn an_encrypted_sst_is_received_over_tls() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let certs = tempfile::tempdir().unwrap();
+    let tls = coffer_testkit::TlsMaterial::generate(certs.path()).unwrap();
+    // The donor is the TLS client: its tcert needs client use (the testkit's client cert).
+    let sst_cnf = format!(
+        "encrypt = 3\ntca = {}\ntcert = {}\ntkey = {}\n",
+        tls.ca_path.display(),
+        tls.client_cert_path.display(),
+        tls.client_key_path.display()
+    );
+    let c = GaleraCluster::start(GaleraOptions {
+        nodes: 1,
+        sst_cnf,
+        ..Default::default()
+    })
+    .unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE shop; USE shop;
+             CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40));
+             INSERT INTO items SELECT seq, CONCAT('item-', seq) FROM seq_1_to_5000;",
+        )
+        .unwrap();
+    let cf = setup(
+        &c,
+        &[
+            secret(
+                "sst-tls",
+                &[
+                    ("tls.crt", &tls.server_cert_pem),
+                    ("tls.key", &tls.server_key_pem),
+                    ("ca.crt", &tls.ca_pem),
+                ],
+            ),
+            bc(
+                "tls-backup",
+                "cluster",
+                &[("sstTimeout", "120s"), ("sstTLSSecret", "sst-tls")],
+            ),
+            secret("no-key", &[("tls.crt", &tls.server_cert_pem)]),
+            bc(
+                "keyless-backup",
+                "cluster",
+                &[("sstTimeout", "120s"), ("sstTLSSecret", "no-key")],
+            ),
+            bc("plain-backup", "cluster", &[("sstTimeout", "120s")]),
+        ],
+    );
+    let run = cf.run(&["backup", "tls-backup", "--wait"]);
+    assert!(run.ok, "{run}\n--- donor ---\n{}", c.node(0).log_tail());
+    assert!(run.stderr.contains("over TLS"), "{run}");
+    assert!(
+        !run.stderr.contains("BEGIN"),
+        "no key material in the log\n{run}"
+    );
+    assert_eq!(garbd_count(&cf), 0, "no garbd left behind");
+
+    // The stored stream is the decrypted xbstream: it extracts and prepares with the table.
+    let manual = cf.path("manual");
+    std::fs::create_dir_all(&manual).unwrap();
+    let sh = format!(
+        "RESTIC_PASSWORD='{REPO_PASSWORD}' restic -r {} --no-cache --no-lock dump latest /xtrabackup.stream | mbstream -x -C {} \
+         && mariabackup --prepare --target-dir={}",
+        cf.path("repo").display(),
+        manual.display(),
+        manual.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &sh])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(manual.join("xtrabackup_galera_info").exists());
+    assert!(manual.join("shop/items.ibd").exists());
+    let status = cf.last_session(&run).to_string();
+    assert!(!status.contains("BEGIN"), "no key material in the status");
+
+    // A Secret without tls.key fails the session before any SST, naming the Secret.
+    let run = cf.run(&["backup", "keyless-backup", "--wait"]);
+    assert!(!run.ok, "{run}");
+    assert!(
+        run.stderr.contains("no-key") && run.stderr.contains("tls.key"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("BEGIN"), "{run}");
+
+    // Without sstTLSSecret the encrypting donor is named at once, not after sstTimeout.
+    let t = Instant::now();
+    let run = cf.run(&["backup", "plain-backup", "--wait"]);
+    assert!(!run.ok, "{run}");
+    assert!(
+        run.stderr.contains("encrypts its SST") && run.stderr.contains("sstTLSSecret"),
+        "{run}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert_eq!(
+        restic_snapshots(cf.path("repo").to_str().unwrap(), &[]).len(),
+        1,
+        "the failed runs stored nothing"
+    );
+    assert_eq!(garbd_count(&cf), 0, "no garbd left behind");
+}
