@@ -116,65 +116,23 @@ pub fn check_set(set: &[Located], stored: Stored<'_>) -> SetReport {
             }
             Resource::BackupConfiguration(bc) => {
                 let s = &bc.spec;
-                let rns = s.repository.namespace.as_deref().unwrap_or(&ns);
-                reference(
-                    &cx,
-                    &mut out,
-                    "spec.repository.name",
-                    Kind::Repository,
-                    rns,
-                    &s.repository.name,
-                );
-                let ab = s.target.as_ref().and_then(|t| {
-                    let tns = t.ref_.namespace.as_deref().unwrap_or(&ns);
-                    reference(
-                        &cx,
-                        &mut out,
-                        "spec.target.ref.name",
-                        Kind::AppBinding,
-                        tns,
-                        &t.ref_.name,
-                    )
-                });
-                task(
-                    &cx,
-                    &mut out,
-                    TaskDirection::Backup,
-                    &s.task.name,
-                    &s.task.params,
-                    ab,
-                );
+                let target = s.target.as_ref().map(|t| &t.ref_);
+                let session = Session {
+                    repository: &s.repository,
+                    target,
+                    task: &s.task,
+                };
+                session_refs(&cx, &mut out, &ns, session, TaskDirection::Backup);
             }
             Resource::RestoreSession(rs) => {
                 let s = &rs.spec;
-                let rns = s.repository.namespace.as_deref().unwrap_or(&ns);
-                reference(
-                    &cx,
-                    &mut out,
-                    "spec.repository.name",
-                    Kind::Repository,
-                    rns,
-                    &s.repository.name,
-                );
-                let ab = s.target.as_ref().and_then(|t| {
-                    let tns = t.ref_.namespace.as_deref().unwrap_or(&ns);
-                    reference(
-                        &cx,
-                        &mut out,
-                        "spec.target.ref.name",
-                        Kind::AppBinding,
-                        tns,
-                        &t.ref_.name,
-                    )
-                });
-                task(
-                    &cx,
-                    &mut out,
-                    TaskDirection::Restore,
-                    &s.task.name,
-                    &s.task.params,
-                    ab,
-                );
+                let target = s.target.as_ref().map(|t| &t.ref_);
+                let session = Session {
+                    repository: &s.repository,
+                    target,
+                    task: &s.task,
+                };
+                session_refs(&cx, &mut out, &ns, session, TaskDirection::Restore);
             }
             Resource::Task(t) => {
                 let typed = params::rules_for(r.name(), Some(&t.spec)) != Rules::Free;
@@ -222,6 +180,37 @@ pub fn check_set(set: &[Located], stored: Stored<'_>) -> SetReport {
 
 /// Resolves one reference: the resource when it exists; an error when the name can only mean
 /// a resource of another kind in this apply; a warning when it exists nowhere yet.
+/// What a BackupConfiguration and a RestoreSession both refer to.
+struct Session<'a> {
+    repository: &'a crate::meta::ObjectRef,
+    target: Option<&'a crate::meta::TargetRef>,
+    task: &'a crate::meta::TaskRef,
+}
+
+fn session_refs(cx: &Ctx<'_>, out: &mut Found, ns: &str, s: Session<'_>, dir: TaskDirection) {
+    let rns = s.repository.namespace.as_deref().unwrap_or(ns);
+    reference(
+        cx,
+        out,
+        "spec.repository.name",
+        Kind::Repository,
+        rns,
+        &s.repository.name,
+    );
+    let ab = s.target.and_then(|t| {
+        let tns = t.namespace.as_deref().unwrap_or(ns);
+        reference(
+            cx,
+            out,
+            "spec.target.ref.name",
+            Kind::AppBinding,
+            tns,
+            &t.name,
+        )
+    });
+    task(cx, out, dir, &s.task.name, &s.task.params, ab);
+}
+
 fn reference(
     cx: &Ctx<'_>,
     out: &mut Found,
