@@ -537,6 +537,26 @@ impl Read for SstStream {
 mod tests {
     use super::*;
 
+    /// An SST request to a listener on `port` whose only member is 127.0.0.1; garbd is
+    /// `COFFER_GARBD=true`, so only the test's own donor connects.
+    fn request(port: u16, tls: Option<SstTls>) -> SstRequest {
+        SstRequest {
+            address: "gcomm://127.0.0.1:1".into(),
+            group: "g".into(),
+            sst_method: "mariabackup".into(),
+            donor: None,
+            listen_host: "127.0.0.1".into(),
+            listen_port: port,
+            garbd_host: "127.0.0.1".into(),
+            garbd_port: 1,
+            timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(20),
+            peers: vec!["127.0.0.1".parse().unwrap()],
+            label: "AppBinding test/cluster".into(),
+            tls,
+        }
+    }
+
     #[test]
     fn only_the_members_addresses_may_send_the_sst() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -578,26 +598,15 @@ mod tests {
             }
             false
         });
-        let req = SstRequest {
-            address: "gcomm://127.0.0.1:1".into(),
-            group: "g".into(),
-            sst_method: "mariabackup".into(),
-            donor: None,
-            listen_host: "127.0.0.1".into(),
-            listen_port: port,
-            garbd_host: "127.0.0.1".into(),
-            garbd_port: 1,
-            timeout: Duration::from_secs(10),
-            deadline: Duration::from_secs(20),
-            peers: vec!["127.0.0.1".parse().unwrap()],
-            label: "AppBinding test/cluster".into(),
-            tls: Some(SstTls {
+        let req = request(
+            port,
+            Some(SstTls {
                 cert_pem: m.server_cert_pem.into_bytes(),
                 key_pem: m.server_key_pem.into_bytes(),
                 ca_pem: None,
                 source: "Secret test/sst-tls".into(),
             }),
-        };
+        );
         let err = Sst::start(req).err().expect("a plaintext donor is refused");
         assert!(donor.join().unwrap(), "the test donor connected");
         let said = err.to_string();
@@ -639,21 +648,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(25));
             }
         });
-        let req = SstRequest {
-            address: "gcomm://127.0.0.1:1".into(),
-            group: "g".into(),
-            sst_method: "mariabackup".into(),
-            donor: None,
-            listen_host: "127.0.0.1".into(),
-            listen_port: port,
-            garbd_host: "127.0.0.1".into(),
-            garbd_port: 1,
-            timeout: Duration::from_secs(10),
-            deadline: Duration::from_secs(20),
-            peers: vec!["127.0.0.1".parse().unwrap()],
-            label: "AppBinding test/cluster".into(),
-            tls: None,
-        };
+        let req = request(port, None);
         let t = Instant::now();
         let err = Sst::start(req).err().expect("a TLS donor is refused");
         stop.store(true, Ordering::SeqCst);
