@@ -984,16 +984,7 @@ fn work(shared: &Shared, chunks: &[Chunk]) {
         };
         let mut sink = |piece| shared.hand_over(i, piece);
         let fresh = || shared.fresh_piece();
-        let out = PieceWriter {
-            limits: shared.limits,
-            sink: &mut sink,
-            fresh: &fresh,
-            piece: shared.fresh_piece(),
-            hasher: XxHash3_64::new(),
-            bytes: 0,
-            pieces: 0,
-            row: None,
-        };
+        let out = PieceWriter::new(shared.limits, &mut sink, &fresh);
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             produce(&mut conn, chunk, out)
         }))
@@ -1102,7 +1093,24 @@ struct PieceWriter<'a> {
     row: Option<usize>,
 }
 
-impl PieceWriter<'_> {
+impl<'a> PieceWriter<'a> {
+    fn new(
+        limits: PieceLimits,
+        sink: &'a mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+        fresh: &'a dyn Fn() -> Vec<u8>,
+    ) -> PieceWriter<'a> {
+        PieceWriter {
+            limits,
+            sink,
+            fresh,
+            piece: fresh(),
+            hasher: XxHash3_64::new(),
+            bytes: 0,
+            pieces: 0,
+            row: None,
+        }
+    }
+
     fn start_row(&mut self) {
         self.row = Some(self.piece.len());
     }
@@ -1317,16 +1325,7 @@ mod tests {
             Ok(())
         };
         let fresh = Vec::new;
-        let mut w = PieceWriter {
-            limits,
-            sink: &mut sink,
-            fresh: &fresh,
-            piece: Vec::new(),
-            hasher: XxHash3_64::new(),
-            bytes: 0,
-            pieces: 0,
-            row: None,
-        };
+        let mut w = PieceWriter::new(limits, &mut sink, &fresh);
         for r in rows {
             w.start_row();
             w.put(&r[..r.len() - 1], false).unwrap();
@@ -1408,16 +1407,7 @@ mod tests {
             Ok(())
         };
         let fresh = Vec::new;
-        let mut w = PieceWriter {
-            limits,
-            sink: &mut sink,
-            fresh: &fresh,
-            piece: Vec::new(),
-            hasher: XxHash3_64::new(),
-            bytes: 0,
-            pieces: 0,
-            row: None,
-        };
+        let mut w = PieceWriter::new(limits, &mut sink, &fresh);
         // 200 KiB of bytes that escape to twice their size, then a short row.
         let value: Vec<u8> = (0..200 << 10)
             .map(|i| [b'\t', b'a', 0, b'\n'][i % 4])
