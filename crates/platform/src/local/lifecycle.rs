@@ -1,0 +1,273 @@
+//! Carrying out on the local platform what `coffer_control::reconcile` decides for a session:
+//! one supervision step of an agent, failing a session with its condition, skipping one. The
+//! server and `coffer backup|restore --wait` without a server both use these, so a session
+//! ends the same way whoever ran it.
+
+use std::time::Duration;
+
+use coffer_api::{
+    backup::{condition as cond, phase, BackupConfiguration, BackupSession},
+    meta::set_condition,
+    Kind, Resource,
+};
+use coffer_control::{reconcile, Action, Executor, FailCondition, Observed, Phase};
+use jiff::Timestamp;
+
+use super::{runner::Agent, store::Store};
+
+fn now_str() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A session's phase as stored ("" while it has none).
+pub fn stored_phase(r: &Resource) -> String {
+    match r {
+        Resource::BackupSession(b) => b.status.as_ref().and_then(|s| s.phase.clone()),
+        Resource::RestoreSession(x) => x.status.as_ref().and_then(|s| s.phase.clone()),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
+/// The BackupConfiguration that invoked a session, if it exists.
+pub fn config_of(store: &Store, bs: &BackupSession) -> Option<BackupConfiguration> {
+    match store.get(
+        Kind::BackupConfiguration,
+        bs.metadata.namespace(),
+        &bs.spec.invoker.name,
+    ) {
+        Ok(Some(Resource::BackupConfiguration(bc))) => Some(bc),
+        _ => None,
+    }
+}
+
+/// Removes locks whose holder is gone, so that no repository stays locked by a dead run.
+pub fn release_stale_locks(store: &Store, ns: &str, name: &str) {
+    let Ok(Some(Resource::Repository(repo))) = store.get(Kind::Repository, ns, name) else {
+        return;
+    };
+    let res = coffer_engine::resolve::repo_access(store, &repo)
+        .map_err(|e| e.to_string())
+        .and_then(|a| coffer_repo::Repo::open(a.store, &a.password).map_err(|e| e.to_string()))
+        .and_then(|r| r.unlock(false).map_err(|e| e.to_string()));
+    match res {
+        Ok(removed) => {
+            for l in removed {
+                tracing::info!("Repository {ns}/{name}: removed stale {l}");
+            }
+        }
+        Err(e) => tracing::warn!("Repository {ns}/{name}: cannot release stale locks: {e}"),
+    }
+}
+
+/// Pushes a failed session's metrics (its executor could not).
+fn push_failure_metrics(store: &Store, pushgateway: Option<&str>, bs: &mut BackupSession) {
+    let Some(url) = pushgateway else {
+        return;
+    };
+    let Some(bc) = config_of(store, bs) else {
+        return;
+    };
+    let mut m = coffer_engine::metrics::Metrics::new();
+    coffer_engine::metrics::backup_session(&mut m, &bc, bs, None, None);
+    let job = coffer_engine::metrics::job_name(
+        "BackupConfiguration",
+        bc.metadata.namespace(),
+        &bc.metadata.name,
+    );
+    let (ok, reason, msg) = coffer_engine::metrics::push_outcome(url, &job, &m);
+    set_condition(
+        &mut bs.status_mut().conditions,
+        cond::METRICS_PUSHED,
+        ok,
+        reason,
+        &msg,
+        &now_str(),
+    );
+}
+
+/// Marks a session Failed with `reason` and the condition that says why (DeadlineExceeded or
+/// BackupDisrupted), fails its unfinished targets, and releases the repository locks its dead
+/// executor left.
+pub fn mark_failed(
+    store: &Store,
+    pushgateway: Option<&str>,
+    r: Resource,
+    reason: &str,
+    condition: FailCondition,
+    ran: Option<Duration>,
+) {
+    tracing::warn!("{}: {reason}", r.display_name());
+    let repo = match &r {
+        Resource::BackupSession(bs) => config_of(store, bs).map(|bc| {
+            (
+                bc.spec.repository.clone(),
+                bc.metadata.namespace().to_string(),
+            )
+        }),
+        Resource::RestoreSession(rs) => Some((
+            rs.spec.repository.clone(),
+            rs.metadata.namespace().to_string(),
+        )),
+        _ => None,
+    };
+    let (ctype, creason) = match condition {
+        FailCondition::DeadlineExceeded => (cond::DEADLINE_EXCEEDED, "SessionTimedOut"),
+        FailCondition::Interrupted => (cond::BACKUP_DISRUPTED, "SessionInterrupted"),
+    };
+    let now = now_str();
+    let updated = match r {
+        Resource::BackupSession(mut bs) => {
+            let st = bs.status_mut();
+            st.phase = Some(phase::FAILED.into());
+            st.error = Some(reason.into());
+            set_condition(&mut st.conditions, ctype, true, creason, reason, &now);
+            if let Some(ran) = ran {
+                st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
+                    ran.as_secs(),
+                )));
+            }
+            for t in st.targets.iter_mut() {
+                t.phase = Some(phase::FAILED.into());
+                for h in t.stats.iter_mut() {
+                    if h.phase.as_deref() != Some(phase::SUCCEEDED) {
+                        h.phase = Some(phase::FAILED.into());
+                        h.error = Some(reason.into());
+                    }
+                }
+            }
+            if condition == FailCondition::DeadlineExceeded {
+                push_failure_metrics(store, pushgateway, &mut bs);
+            }
+            Resource::BackupSession(bs)
+        }
+        Resource::RestoreSession(mut rs) => {
+            let st = rs.status_mut();
+            st.phase = Some(phase::FAILED.into());
+            st.error = Some(reason.into());
+            Resource::RestoreSession(rs)
+        }
+        other => other,
+    };
+    // Locks first: once the session reads Failed, its repository is usable again.
+    if let Some((r, ns)) = repo {
+        release_stale_locks(store, r.namespace.as_deref().unwrap_or(&ns), &r.name);
+    }
+    let _ = store.put_status(&updated);
+}
+
+/// Claims a Pending session (Pending -> Running, atomically: only one claimer wins) and records
+/// its `sessionDeadline`. False when someone else claimed it first.
+pub fn claim(store: &Store, kind: Kind, ns: &str, name: &str, deadline: Option<Timestamp>) -> bool {
+    if !store.claim_session(kind, ns, name).unwrap_or(false) {
+        return false;
+    }
+    if let (Some(d), Ok(Some(Resource::BackupSession(mut bs)))) =
+        (deadline, store.get(Kind::BackupSession, ns, name))
+    {
+        bs.status_mut().session_deadline = Some(d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        let _ = store.put_status(&Resource::BackupSession(bs));
+    }
+    true
+}
+
+/// Marks a BackupSession Skipped, with the BackupSkipped condition saying why.
+pub fn mark_skipped(store: &Store, mut s: BackupSession, why: &str) -> BackupSession {
+    tracing::info!(
+        "BackupSession {}/{} skipped: {why}",
+        s.metadata.namespace(),
+        s.metadata.name
+    );
+    let st = s.status_mut();
+    set_condition(
+        &mut st.conditions,
+        cond::BACKUP_SKIPPED,
+        true,
+        "SkippedBackup",
+        why,
+        &now_str(),
+    );
+    st.phase = Some(phase::SKIPPED.into());
+    st.error = Some(why.into());
+    st.session_duration = Some("0s".into());
+    let _ = store.put_status(&Resource::BackupSession(s.clone()));
+    s
+}
+
+/// One supervision step of an agent this process started: observes the agent and its
+/// session, and carries out the deadline and interruption decisions of `reconcile` (killing
+/// the agent's whole process session past its timeOut). Retries and history are left to
+/// whoever observes the configuration's sessions (the server's per-configuration pass).
+/// Returns true once the agent is done with: it ended or was stopped.
+pub fn supervise_agent(store: &Store, pushgateway: Option<&str>, agent: &mut Agent) -> bool {
+    let executor = match agent.child.try_wait() {
+        Ok(Some(status)) => Executor::Exited(status.to_string()),
+        Ok(None) => Executor::Running,
+        Err(e) => {
+            tracing::warn!(
+                "cannot check the agent of {} {}: {e}",
+                agent.kind,
+                agent.name
+            );
+            return false;
+        }
+    };
+    let r = store
+        .get(agent.kind, &agent.namespace, &agent.name)
+        .ok()
+        .flatten();
+    let now = Timestamp::now();
+    let ran = agent.started.elapsed();
+    let observed = Observed {
+        // A session deleted under its agent counts as finished: only its deadline matters.
+        phase: r
+            .as_ref()
+            .map(|r| Phase::parse(&stored_phase(r)))
+            .unwrap_or(Phase::Failed),
+        now,
+        since: now
+            .checked_sub(jiff::SignedDuration::try_from(ran).unwrap_or_default())
+            .ok(),
+        time_out: agent
+            .deadline
+            .map(|d| d.saturating_duration_since(agent.started)),
+        executor: executor.clone(),
+        not_ready: None,
+        running_siblings: Vec::new(),
+        config: String::new(),
+        retry: Default::default(),
+        history_limit: None,
+    };
+    let mut done = matches!(executor, Executor::Exited(_));
+    let mut r = r;
+    for action in reconcile(&observed) {
+        match action {
+            Action::Kill => {
+                agent.kill_group();
+                done = true;
+            }
+            Action::MarkFailed {
+                reason,
+                condition,
+                ran,
+            } => {
+                let Some(r) = r.take() else { continue };
+                let reason = if condition == FailCondition::Interrupted {
+                    format!(
+                        "{reason}; see `coffer logs {} {}`",
+                        agent.kind.as_str().to_ascii_lowercase(),
+                        agent.name
+                    )
+                } else {
+                    reason
+                };
+                mark_failed(store, pushgateway, r, &reason, condition, ran);
+            }
+            Action::Start { .. }
+            | Action::Skip { .. }
+            | Action::Retry { .. }
+            | Action::TrimHistory { .. } => {}
+        }
+    }
+    done
+}
