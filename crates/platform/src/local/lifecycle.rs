@@ -13,7 +13,10 @@ use coffer_api::{
 use coffer_control::{reconcile, Action, Executor, FailCondition, Observed, Phase};
 use jiff::Timestamp;
 
-use super::{runner::Agent, store::Store};
+use super::{
+    runner::{self, Agent},
+    store::Store,
+};
 
 fn now_str() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -270,4 +273,93 @@ pub fn supervise_agent(store: &Store, pushgateway: Option<&str>, agent: &mut Age
         }
     }
     done
+}
+
+/// Fails a session whose agent is known to be gone (its pid), if it still reads Running.
+pub fn fail_vanished(store: &Store, pushgateway: Option<&str>, r: Resource) {
+    let observed = Observed {
+        phase: Phase::parse(&stored_phase(&r)),
+        now: Timestamp::now(),
+        since: None,
+        time_out: None,
+        executor: Executor::Vanished,
+        not_ready: None,
+        running_siblings: Vec::new(),
+        config: String::new(),
+        retry: Default::default(),
+        history_limit: None,
+    };
+    for action in reconcile(&observed) {
+        if let Action::MarkFailed {
+            reason,
+            condition,
+            ran,
+        } = action
+        {
+            mark_failed(store, pushgateway, r.clone(), &reason, condition, ran);
+        }
+    }
+}
+
+/// What [`start_pending`] did with a Pending session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Claimed by this process, its deadline recorded: run it.
+    Claimed,
+    /// Not admitted (its configuration is not Ready, or a session of it is running): Skipped.
+    Skipped,
+    /// Someone else claimed it first, or it is gone.
+    Lost,
+}
+
+/// Admits or skips a Pending session as the server does (by `reconcile`) and claims it, for
+/// running it in this process.
+pub fn start_pending(store: &Store, kind: Kind, ns: &str, name: &str) -> Start {
+    let Ok(Some(Resource::BackupSession(bs))) = store.get(kind, ns, name) else {
+        // RestoreSessions are not admitted, only claimed (as the server does).
+        return match kind != Kind::BackupSession && claim(store, kind, ns, name, None) {
+            true => Start::Claimed,
+            false => Start::Lost,
+        };
+    };
+    let Some(bc) = config_of(store, &bs) else {
+        // The agent fails it, saying that the configuration is missing.
+        return match claim(store, kind, ns, name, None) {
+            true => Start::Claimed,
+            false => Start::Lost,
+        };
+    };
+    let list = || -> Vec<BackupSession> {
+        store
+            .list(Kind::BackupSession, Some(ns))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::BackupSession(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    };
+    // Without a server nobody recovers a session whose runner was killed (its agent died
+    // with it): observed as vanished, it fails as interrupted instead of blocking every later
+    // session of its configuration as "still running".
+    for s in list() {
+        if let Some(pid) = s.status.as_ref().and_then(|st| st.agent_pid) {
+            if !(runner::alive(pid) && runner::process_is_agent(pid)) {
+                fail_vanished(store, None, Resource::BackupSession(s));
+            }
+        }
+    }
+    let all = list();
+    let observed = coffer_control::observe(&bc, &bs, &all, Timestamp::now());
+    match reconcile(&observed).into_iter().next() {
+        Some(Action::Skip { reason }) => {
+            mark_skipped(store, bs, &reason);
+            Start::Skipped
+        }
+        Some(Action::Start { deadline }) if claim(store, kind, ns, name, deadline) => {
+            Start::Claimed
+        }
+        _ => Start::Lost,
+    }
 }

@@ -21,7 +21,7 @@ use coffer_api::{
     meta::{ObjectMeta, OwnerReference},
     Kind, Resource,
 };
-use coffer_control::{Action, Executor, FailCondition, Observed, Phase, Readiness, Schedule};
+use coffer_control::{Action, FailCondition, Readiness, Schedule};
 use jiff::Timestamp;
 
 use super::{
@@ -135,7 +135,7 @@ impl Server {
                 }
                 let key = (kind, r.namespace().to_string(), r.name().to_string());
                 match pid {
-                    Some(p) if runner::alive(p) && process_is_agent(p) => {
+                    Some(p) if runner::alive(p) && runner::process_is_agent(p) => {
                         tracing::info!("adopting {} (agent pid {p} still runs)", r.display_name());
                         self.adopted.insert(key, p);
                     }
@@ -429,35 +429,7 @@ impl Server {
             let Some(r) = self.get(key.0, &key.1, &key.2) else {
                 continue;
             };
-            let observed = Observed {
-                phase: Phase::parse(&lifecycle::stored_phase(&r)),
-                now: Timestamp::now(),
-                since: None,
-                time_out: None,
-                executor: Executor::Vanished,
-                not_ready: None,
-                running_siblings: Vec::new(),
-                config: String::new(),
-                retry: Default::default(),
-                history_limit: None,
-            };
-            for action in coffer_control::reconcile(&observed) {
-                if let Action::MarkFailed {
-                    reason,
-                    condition,
-                    ran,
-                } = action
-                {
-                    lifecycle::mark_failed(
-                        &self.store,
-                        self.cfg.pushgateway.as_deref(),
-                        r.clone(),
-                        &reason,
-                        condition,
-                        ran,
-                    );
-                }
-            }
+            lifecycle::fail_vanished(&self.store, self.cfg.pushgateway.as_deref(), r);
         }
     }
 
@@ -595,16 +567,6 @@ fn session_phase_pid(r: &Resource) -> (String, Option<u32>) {
         ),
         _ => (String::new(), None),
     }
-}
-
-/// A pid that is alive may have been reused by an unrelated process; only a coffer agent counts.
-fn process_is_agent(pid: u32) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == b"agent")
-        })
-        .unwrap_or(false)
 }
 
 /// Creates a BackupSession for a configuration, named and labelled as Stash does.
