@@ -467,11 +467,15 @@ fn wait_session(
             // A server picks sessions up within a second or two; without one, run it here.
             let server = home::server_running(home);
             if !server || since.elapsed() > Duration::from_secs(30) {
-                match lifecycle::start_pending(store, kind, ns, name) {
+                let ran = match lifecycle::start_pending(store, kind, ns, name) {
                     Start::Claimed => Some(run_here(store, home, kind, ns, name)?),
                     Start::Skipped => Some(must_get(store, kind, ns, name)?),
                     Start::Lost => None,
+                };
+                if ran.is_some() {
+                    lifecycle::finished(store, home, kind, ns, name);
                 }
+                ran
             } else {
                 None
             }

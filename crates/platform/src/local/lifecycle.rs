@@ -3,7 +3,7 @@
 //! server and `coffer backup|restore --wait` without a server both use these, so a session
 //! ends the same way whoever ran it.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use coffer_api::{
     backup::{condition as cond, phase, BackupConfiguration, BackupSession},
@@ -301,6 +301,57 @@ pub fn fail_vanished(store: &Store, pushgateway: Option<&str>, r: Resource) {
     }
 }
 
+/// Deletes the finished sessions of a configuration beyond `keep` (`backupHistoryLimit`) and
+/// their logs; a failed session waiting for its retry stays until the retry exists.
+pub fn trim_history(store: &Store, home: &Path, bc: &BackupConfiguration, keep: Option<i32>) {
+    let ns = bc.metadata.namespace();
+    let mine: Vec<BackupSession> = store
+        .list(Kind::BackupSession, Some(ns))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::BackupSession(b) if b.spec.invoker.name == bc.metadata.name => Some(b),
+            _ => None,
+        })
+        .collect();
+    for name in coffer_control::history_to_delete(&mine, keep) {
+        let waiting = mine.iter().any(|s| {
+            s.metadata.name == name && coffer_control::retry(bc, s, Timestamp::now()).is_some()
+        });
+        if waiting {
+            continue;
+        }
+        if store
+            .delete(Kind::BackupSession, ns, &name)
+            .unwrap_or(false)
+        {
+            tracing::info!("BackupSession {ns}/{name} removed (backupHistoryLimit)");
+            let _ = std::fs::remove_file(runner::log_path(home, Kind::BackupSession, ns, &name));
+        }
+    }
+}
+
+/// After a session this process ran reached a final phase: what `reconcile` asks of a
+/// finished session that needs no server — trimming its configuration's history. (A retry
+/// needs a server to run it; without one it is not created.)
+pub fn finished(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) {
+    if kind != Kind::BackupSession {
+        return;
+    }
+    let Ok(Some(Resource::BackupSession(bs))) = store.get(kind, ns, name) else {
+        return;
+    };
+    let Some(bc) = config_of(store, &bs) else {
+        return;
+    };
+    let observed = coffer_control::observe(&bc, &bs, &[], Timestamp::now());
+    for action in reconcile(&observed) {
+        if let Action::TrimHistory { keep } = action {
+            trim_history(store, home, &bc, keep);
+        }
+    }
+}
+
 /// What [`start_pending`] did with a Pending session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -340,18 +391,26 @@ pub fn start_pending(store: &Store, kind: Kind, ns: &str, name: &str) -> Start {
             })
             .collect()
     };
-    // Without a server nobody recovers a session whose runner was killed (its agent died
+    // Without a server nobody recovers a session whose runner was killed (its agent dies
     // with it): observed as vanished, it fails as interrupted instead of blocking every later
-    // session of its configuration as "still running".
-    for s in list() {
-        if let Some(pid) = s.status.as_ref().and_then(|st| st.agent_pid) {
-            if !(runner::alive(pid) && runner::process_is_agent(pid)) {
-                fail_vanished(store, None, Resource::BackupSession(s));
+    // session of its configuration as "still running". Such an agent may take a moment to
+    // die (its runner was killed just now), so a sibling still running is looked at again
+    // for a short while before this session is skipped for it.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let observed = loop {
+        for s in list() {
+            if let Some(pid) = s.status.as_ref().and_then(|st| st.agent_pid) {
+                if !(runner::alive(pid) && runner::process_is_agent(pid)) {
+                    fail_vanished(store, None, Resource::BackupSession(s));
+                }
             }
         }
-    }
-    let all = list();
-    let observed = coffer_control::observe(&bc, &bs, &all, Timestamp::now());
+        let observed = coffer_control::observe(&bc, &bs, &list(), Timestamp::now());
+        if observed.running_siblings.is_empty() || std::time::Instant::now() >= until {
+            break observed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     match reconcile(&observed).into_iter().next() {
         Some(Action::Skip { reason }) => {
             mark_skipped(store, bs, &reason);

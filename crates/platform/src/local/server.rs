@@ -486,34 +486,8 @@ impl Server {
                     Err(e) => tracing::error!("cannot create a retry session: {e}"),
                 }
             }
-            let mine: Vec<BackupSession> = self
-                .backup_sessions()
-                .into_iter()
-                .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
-                .collect();
-            let Some(keep) = trim else { continue };
-            for name in coffer_control::history_to_delete(&mine, keep) {
-                // A failed session waiting for its retry stays until the retry exists.
-                let waiting = mine.iter().any(|s| {
-                    s.metadata.name == name
-                        && coffer_control::retry(bc, s, Timestamp::now()).is_some()
-                });
-                if waiting {
-                    continue;
-                }
-                if self
-                    .store
-                    .delete(Kind::BackupSession, ns, &name)
-                    .unwrap_or(false)
-                {
-                    tracing::info!("BackupSession {ns}/{name} removed (backupHistoryLimit)");
-                    let _ = fs::remove_file(runner::log_path(
-                        &self.cfg.home,
-                        Kind::BackupSession,
-                        ns,
-                        &name,
-                    ));
-                }
+            if let Some(keep) = trim {
+                lifecycle::trim_history(&self.store, &self.cfg.home, bc, keep);
             }
         }
     }
