@@ -8,7 +8,10 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use coffer_api::{backup::phase, parse_located, Kind, Resource};
-use coffer_platform::local::Store;
+use coffer_platform::local::{
+    lifecycle::{self, Start},
+    Store,
+};
 
 use crate::{home, output, Cli, Command, Format};
 
@@ -372,8 +375,8 @@ fn backup(store: &Store, home: &Path, ns: &str, bc: &str, wait: bool) -> Result<
     wait_session(store, home, Kind::BackupSession, ns, &name, Duration::MAX)
 }
 
-/// Runs a claimed session as a child agent, as the server would, with its timeOut enforced
-/// and its log kept, and waits for it.
+/// Runs a claimed session as a child agent, supervised as the server does (timeOut,
+/// interruption), with its log kept, and waits for it.
 fn run_here(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) -> Result<Resource> {
     let timeout = match must_get(store, kind, ns, name)? {
         Resource::BackupSession(bs) => {
@@ -402,19 +405,12 @@ fn run_here(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) -> Res
     let mut shown = 0u64;
     loop {
         shown = echo_log(&log, shown);
-        if let Some(status) = agent.child.try_wait()? {
+        // The server's supervision step: past its timeOut the agent's process session is
+        // killed and the session marked Failed (DeadlineExceeded); an agent that ended without
+        // a final status fails it as interrupted.
+        if lifecycle::supervise_agent(store, pushgateway.as_deref(), &mut agent) {
             echo_log(&log, shown);
-            let r = must_get(store, kind, ns, name)?;
-            if !phase::is_final(&session_phase(&r).unwrap_or_default()) {
-                bail!("the session's process ended ({status}) without finishing it; see `coffer logs {name}`");
-            }
-            return Ok(r);
-        }
-        if agent.deadline.is_some_and(|d| Instant::now() >= d) {
-            agent.kill_group();
-            bail!(
-                "{kind} {ns}/{name} ran past its timeOut and was stopped; see `coffer logs {name}`"
-            );
+            return must_get(store, kind, ns, name);
         }
         // Short: the command returns this late after the session ends.
         std::thread::sleep(Duration::from_millis(50));
@@ -470,10 +466,16 @@ fn wait_session(
             let since = *pending_since.get_or_insert_with(Instant::now);
             // A server picks sessions up within a second or two; without one, run it here.
             let server = home::server_running(home);
-            if (!server || since.elapsed() > Duration::from_secs(30))
-                && store.claim_session(kind, ns, name)?
-            {
-                Some(run_here(store, home, kind, ns, name)?)
+            if !server || since.elapsed() > Duration::from_secs(30) {
+                let ran = match lifecycle::start_pending(store, kind, ns, name) {
+                    Start::Claimed => Some(run_here(store, home, kind, ns, name)?),
+                    Start::Skipped => Some(must_get(store, kind, ns, name)?),
+                    Start::Lost => None,
+                };
+                if ran.is_some() {
+                    lifecycle::finished(store, home, kind, ns, name);
+                }
+                ran
             } else {
                 None
             }

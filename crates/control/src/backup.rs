@@ -10,6 +10,8 @@ use coffer_api::{
 };
 use jiff::Timestamp;
 
+use crate::session::{reconcile, Action, Executor, Observed, Phase, RetryState};
+
 /// Whether a new session may run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -29,41 +31,87 @@ fn created(s: &BackupSession) -> Option<Timestamp> {
     s.metadata.creation_timestamp.as_deref()?.parse().ok()
 }
 
-/// Stash's rule: a session is skipped when its configuration is not Ready, or when another
-/// session of the same configuration is still running (they would fight over the repository
-/// lock and the database).
+/// What a BackupSession and its configuration say about the session, for
+/// [`crate::session::reconcile`]; the observer fills in what only it sees (its executor, and
+/// when that started). `since` is the session's creation time, the base of a retry's delay.
+pub fn observe(
+    bc: &BackupConfiguration,
+    session: &BackupSession,
+    others: &[BackupSession],
+    now: Timestamp,
+) -> Observed {
+    // Stash's rule: a session is skipped when its configuration is not Ready, or when another
+    // session of the same configuration is still running (they would fight over the
+    // repository lock and the database).
+    let not_ready = bc.status.as_ref().and_then(|st| {
+        let p = st.phase.as_deref().filter(|p| *p != "Ready")?;
+        let why = st
+            .conditions
+            .iter()
+            .find(|c| c.is_false())
+            .map(|c| format!(": {}", c.message))
+            .unwrap_or_default();
+        Some(format!(
+            "BackupConfiguration {}/{} is {p}{why}",
+            bc.metadata.namespace(),
+            bc.metadata.name
+        ))
+    });
+    let running_siblings = others
+        .iter()
+        .filter(|o| {
+            o.metadata.name != session.metadata.name
+                && o.metadata.namespace() == session.metadata.namespace()
+                && o.spec.invoker.name == session.spec.invoker.name
+                && session_phase(o) == phase::RUNNING
+        })
+        .map(|o| o.metadata.name.clone())
+        .collect();
+    let retry = match bc.spec.retry_config.as_ref() {
+        Some(rc) => RetryState {
+            configured: true,
+            left: session
+                .spec
+                .retry_left
+                .unwrap_or_else(|| rc.max_retry.unwrap_or(1)),
+            delay: rc
+                .delay
+                .as_deref()
+                .and_then(|d| coffer_api::duration::parse(d).ok())
+                .unwrap_or(Duration::ZERO),
+            retried: session.status.as_ref().is_some_and(|s| s.retried),
+        },
+        None => RetryState::default(),
+    };
+    Observed {
+        phase: Phase::parse(session_phase(session)),
+        now,
+        since: created(session),
+        time_out: bc
+            .spec
+            .time_out
+            .as_deref()
+            .and_then(|t| coffer_api::duration::parse(t).ok()),
+        executor: Executor::None,
+        not_ready,
+        running_siblings,
+        config: session.spec.invoker.name.clone(),
+        retry,
+        history_limit: Some(bc.spec.backup_history_limit),
+    }
+}
+
+/// Whether a Pending session may run, by [`crate::session::reconcile`]'s rule.
 pub fn admit(
     bc: &BackupConfiguration,
     session: &BackupSession,
     others: &[BackupSession],
 ) -> Admission {
-    if let Some(st) = &bc.status {
-        if let Some(p) = st.phase.as_deref().filter(|p| *p != "Ready") {
-            let why = st
-                .conditions
-                .iter()
-                .find(|c| c.is_false())
-                .map(|c| format!(": {}", c.message))
-                .unwrap_or_default();
-            return Admission::Skip(format!(
-                "BackupConfiguration {}/{} is {p}{why}",
-                bc.metadata.namespace(),
-                bc.metadata.name
-            ));
-        }
-    }
-    let running = others.iter().find(|o| {
-        o.metadata.name != session.metadata.name
-            && o.metadata.namespace() == session.metadata.namespace()
-            && o.spec.invoker.name == session.spec.invoker.name
-            && session_phase(o) == phase::RUNNING
-    });
-    match running {
-        Some(o) => Admission::Skip(format!(
-            "the previous session {} of BackupConfiguration {} is still running",
-            o.metadata.name, session.spec.invoker.name
-        )),
-        None => Admission::Run,
+    let mut o = observe(bc, session, others, Timestamp::now());
+    o.phase = Phase::Pending;
+    match reconcile(&o).into_iter().next() {
+        Some(Action::Skip { reason }) => Admission::Skip(reason),
+        _ => Admission::Run,
     }
 }
 
@@ -81,31 +129,11 @@ pub fn retry(
     failed: &BackupSession,
     failed_at: Timestamp,
 ) -> Option<RetryPlan> {
-    let rc = bc.spec.retry_config.as_ref()?;
-    if session_phase(failed) != phase::FAILED {
-        return None;
-    }
-    if failed.status.as_ref().is_some_and(|s| s.retried) {
-        return None;
-    }
-    let left = failed
-        .spec
-        .retry_left
-        .unwrap_or_else(|| rc.max_retry.unwrap_or(1));
-    if left <= 0 {
-        return None;
-    }
-    let delay = rc
-        .delay
-        .as_deref()
-        .and_then(|d| coffer_api::duration::parse(d).ok())
-        .unwrap_or(Duration::ZERO);
-    let at = failed_at
-        .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
-        .unwrap_or(failed_at);
-    Some(RetryPlan {
-        at,
-        retry_left: left - 1,
+    let mut o = observe(bc, failed, &[], failed_at);
+    o.since = Some(failed_at);
+    reconcile(&o).into_iter().find_map(|a| match a {
+        Action::Retry { at, retry_left } => Some(RetryPlan { at, retry_left }),
+        _ => None,
     })
 }
 

@@ -4,6 +4,10 @@
 
 pub mod backup;
 pub mod schedule;
+pub mod session;
 
-pub use backup::{admit, history_to_delete, readiness, retry, Admission, Readiness, RetryPlan};
+pub use backup::{
+    admit, history_to_delete, observe, readiness, retry, Admission, Readiness, RetryPlan,
+};
 pub use schedule::Schedule;
+pub use session::{reconcile, Action, Executor, FailCondition, Observed, Phase};

@@ -200,6 +200,45 @@ fn a_timed_out_session_leaves_no_client_and_no_secret_behind() {
     let _ = server.wait();
 }
 
+/// `coffer backup --wait` without a server supervises the session as the server does: past
+/// its timeOut the session ends Failed with DeadlineExceeded (it stayed Running forever), its
+/// processes are gone, and the command fails.
+#[test]
+fn a_timed_out_wait_without_a_server_fails_the_session_on_its_deadline() {
+    let (src, _holder, holder_id) = locked_source();
+    let cf = Coffer::new();
+    assert!(
+        cf.apply("m.yaml", &manifests(&cf, &src, "  timeOut: 3s\n"))
+            .ok
+    );
+    let started = Instant::now();
+    let r = cf.run(&["backup", "blocked", "--wait"]);
+    assert!(!r.ok, "a session past its timeOut succeeded:\n{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the command outlived the timeOut by far: {:?}",
+        started.elapsed()
+    );
+    let s = cf.last_session(&r);
+    assert_eq!(phase(&s), "Failed", "{s:#}");
+    let deadline = s["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "DeadlineExceeded"));
+    assert!(
+        deadline.is_some_and(|c| c["status"] == "True"),
+        "no DeadlineExceeded condition: {s:#}"
+    );
+    assert!(
+        error(&s).contains("timeOut"),
+        "the error does not say why: {s:#}"
+    );
+    assert!(
+        s["status"]["sessionDeadline"].is_string(),
+        "no sessionDeadline recorded: {s:#}"
+    );
+    assert_nothing_outlives_it(&cf, &src, holder_id, None);
+}
+
 #[test]
 fn a_killed_backup_command_leaves_no_client_and_no_secret_behind() {
     let (src, _holder, holder_id) = locked_source();

@@ -155,3 +155,45 @@ fn every_example_manifest_applies() {
     assert_eq!(bc["spec"]["retentionPolicy"]["keepDaily"], 7);
     assert!(cf.run(&["get", "task", "announced-mariadb-backup"]).ok);
 }
+
+/// Without a server, `coffer backup --wait` keeps backupHistoryLimit as the server does: the
+/// newest finished session stays and the older ones go (they piled up before).
+#[test]
+fn backup_wait_without_a_server_trims_the_history() {
+    let src = MariaDb::start().unwrap();
+    src.exec("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY)")
+        .unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config("bc", "repo", "src", "--databases app", 3) + "  backupHistoryLimit: 1\n",
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let mut last = String::new();
+    for _ in 0..3 {
+        let run = cf.ok(&["backup", "bc", "--wait"]);
+        last = cf.last_session(&run)["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Session names carry the second they were made in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let r = cf.ok(&["get", "backupsessions", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec![last.as_str()], "backupHistoryLimit 1 keeps one");
+    let logs = std::fs::read_dir(cf.home.path().join("logs/backupsession/default"))
+        .unwrap()
+        .count();
+    assert_eq!(logs, 1, "the trimmed sessions' logs stay");
+}

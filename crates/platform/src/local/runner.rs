@@ -104,6 +104,16 @@ pub fn alive(pid: u32) -> bool {
     coffer_repo::lock::process_alive(i64::from(pid))
 }
 
+/// A pid that is alive may have been reused by an unrelated process; only a coffer agent counts.
+pub fn process_is_agent(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.iter().any(|a| *a == b"agent")
+        })
+        .unwrap_or(false)
+}
+
 /// Starts `coffer agent KIND NAME` for a session that the caller has claimed.
 pub fn spawn(
     exe: &Path,

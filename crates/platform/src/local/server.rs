@@ -17,16 +17,15 @@ use std::{
 };
 
 use coffer_api::{
-    backup::{
-        condition as cond, phase, BackupConfiguration, BackupSession, BackupSessionSpec, Invoker,
-    },
-    meta::{set_condition, ObjectMeta, OwnerReference},
+    backup::{phase, BackupConfiguration, BackupSession, BackupSessionSpec, Invoker},
+    meta::{ObjectMeta, OwnerReference},
     Kind, Resource,
 };
-use coffer_control::{Admission, Readiness, Schedule};
+use coffer_control::{Action, FailCondition, Readiness, Schedule};
 use jiff::Timestamp;
 
 use super::{
+    lifecycle,
     runner::{self, Agent},
     store::Store,
 };
@@ -136,7 +135,7 @@ impl Server {
                 }
                 let key = (kind, r.namespace().to_string(), r.name().to_string());
                 match pid {
-                    Some(p) if runner::alive(p) && process_is_agent(p) => {
+                    Some(p) if runner::alive(p) && runner::process_is_agent(p) => {
                         tracing::info!("adopting {} (agent pid {p} still runs)", r.display_name());
                         self.adopted.insert(key, p);
                     }
@@ -151,88 +150,18 @@ impl Server {
     }
 
     fn fail_interrupted(&self, r: Resource, why: &str) {
-        tracing::warn!("{}: {why}", r.display_name());
-        let repo = match &r {
-            Resource::BackupSession(bs) => self.bc_of(bs).map(|bc| {
-                (
-                    bc.spec.repository.clone(),
-                    bc.metadata.namespace().to_string(),
-                )
-            }),
-            Resource::RestoreSession(rs) => Some((
-                rs.spec.repository.clone(),
-                rs.metadata.namespace().to_string(),
-            )),
-            _ => None,
-        };
-        let now = now_str();
-        let updated = match r {
-            Resource::BackupSession(mut bs) => {
-                let st = bs.status_mut();
-                st.phase = Some(phase::FAILED.into());
-                st.error = Some(why.into());
-                set_condition(
-                    &mut st.conditions,
-                    cond::BACKUP_DISRUPTED,
-                    true,
-                    "SessionInterrupted",
-                    why,
-                    &now,
-                );
-                for t in st.targets.iter_mut() {
-                    t.phase = Some(phase::FAILED.into());
-                    for h in t.stats.iter_mut() {
-                        if h.phase.as_deref() != Some(phase::SUCCEEDED) {
-                            h.phase = Some(phase::FAILED.into());
-                            h.error = Some(why.into());
-                        }
-                    }
-                }
-                Resource::BackupSession(bs)
-            }
-            Resource::RestoreSession(mut rs) => {
-                let st = rs.status_mut();
-                st.phase = Some(phase::FAILED.into());
-                st.error = Some(why.into());
-                Resource::RestoreSession(rs)
-            }
-            other => other,
-        };
-        // Locks first: once the session reads Failed, its repository is usable again.
-        if let Some((r, ns)) = repo {
-            self.release_stale_locks(r.namespace.as_deref().unwrap_or(&ns), &r.name);
-        }
-        let _ = self.store.put_status(&updated);
-    }
-
-    /// Removes locks whose holder is gone, so that no repository stays locked by a dead run.
-    fn release_stale_locks(&self, ns: &str, name: &str) {
-        let Some(Resource::Repository(repo)) = self.get(Kind::Repository, ns, name) else {
-            return;
-        };
-        let res = coffer_engine::resolve::repo_access(self.store.as_ref(), &repo)
-            .map_err(|e| e.to_string())
-            .and_then(|a| coffer_repo::Repo::open(a.store, &a.password).map_err(|e| e.to_string()))
-            .and_then(|r| r.unlock(false).map_err(|e| e.to_string()));
-        match res {
-            Ok(removed) => {
-                for l in removed {
-                    tracing::info!("Repository {ns}/{name}: removed stale {l}");
-                }
-            }
-            Err(e) => tracing::warn!("Repository {ns}/{name}: cannot release stale locks: {e}"),
-        }
+        lifecycle::mark_failed(
+            &self.store,
+            self.cfg.pushgateway.as_deref(),
+            r,
+            why,
+            FailCondition::Interrupted,
+            None,
+        );
     }
 
     fn bc_of(&self, bs: &BackupSession) -> Option<BackupConfiguration> {
-        match self.get(
-            Kind::BackupConfiguration,
-            bs.metadata.namespace(),
-            &bs.spec.invoker.name,
-        ) {
-            Some(Resource::BackupConfiguration(bc)) => Some(bc),
-            _ => None,
-        }
+        lifecycle::config_of(&self.store, bs)
     }
 
     fn tick(&mut self) -> Result<(), String> {
@@ -396,49 +325,22 @@ impl Server {
                 let _ = self.store.put_status(&Resource::BackupSession(s));
                 continue;
             };
-            match coffer_control::admit(&bc, &s, &all) {
-                Admission::Skip(why) => {
-                    tracing::info!("BackupSession {ns}/{} skipped: {why}", s.metadata.name);
-                    let mut s = s;
-                    let st = s.status_mut();
-                    set_condition(
-                        &mut st.conditions,
-                        cond::BACKUP_SKIPPED,
-                        true,
-                        "SkippedBackup",
-                        &why,
-                        &now_str(),
-                    );
-                    st.phase = Some(phase::SKIPPED.into());
-                    st.error = Some(why);
-                    st.session_duration = Some("0s".into());
-                    let _ = self.store.put_status(&Resource::BackupSession(s.clone()));
-                    all[i] = s;
+            let observed = coffer_control::observe(&bc, &s, &all, Timestamp::now());
+            match coffer_control::reconcile(&observed).into_iter().next() {
+                Some(Action::Skip { reason }) => {
+                    all[i] = lifecycle::mark_skipped(&self.store, s, &reason);
                 }
-                Admission::Run => {
-                    if !self
-                        .store
-                        .claim_session(Kind::BackupSession, &ns, &s.metadata.name)
-                        .unwrap_or(false)
-                    {
+                Some(Action::Start { deadline }) => {
+                    if !lifecycle::claim(
+                        &self.store,
+                        Kind::BackupSession,
+                        &ns,
+                        &s.metadata.name,
+                        deadline,
+                    ) {
                         continue;
                     }
-                    let timeout = bc
-                        .spec
-                        .time_out
-                        .as_deref()
-                        .and_then(|t| coffer_api::duration::parse(t).ok());
-                    if let Some(t) = timeout {
-                        let mut s2 = match self.get(Kind::BackupSession, &ns, &s.metadata.name) {
-                            Some(Resource::BackupSession(b)) => b,
-                            _ => s.clone(),
-                        };
-                        let deadline = Timestamp::now()
-                            + jiff::SignedDuration::try_from(t).unwrap_or_default();
-                        s2.status_mut().session_deadline =
-                            Some(deadline.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-                        let _ = self.store.put_status(&Resource::BackupSession(s2));
-                    }
+                    let timeout = observed.time_out;
                     self.spawn(Kind::BackupSession, &ns, &s.metadata.name, timeout);
                     if let Some(st) = all[i].status.as_mut() {
                         st.phase = Some(phase::RUNNING.into());
@@ -446,6 +348,7 @@ impl Server {
                         all[i].status_mut().phase = Some(phase::RUNNING.into());
                     }
                 }
+                _ => {}
             }
         }
     }
@@ -507,127 +410,27 @@ impl Server {
         }
     }
 
-    /// Reaps finished agents, enforces deadlines, notices agents that died without a word.
+    /// Reaps finished agents, enforces deadlines, notices agents that died without a word;
+    /// what to do is `coffer_control::reconcile`'s decision.
     fn supervise(&mut self) {
         let keys: Vec<Key> = self.agents.keys().cloned().collect();
         for key in keys {
             let agent = self.agents.get_mut(&key).expect("key exists");
-            match agent.child.try_wait() {
-                Ok(Some(status)) => {
-                    self.agents.remove(&key);
-                    if let Some(r) = self.get(key.0, &key.1, &key.2) {
-                        let (ph, _) = session_phase_pid(&r);
-                        if !phase::is_final(&ph) {
-                            self.fail_interrupted(
-                                r,
-                                &format!(
-                                    "the session's process ended ({status}) without finishing it; see `coffer logs {} {}`",
-                                    key.0.as_str().to_ascii_lowercase(),
-                                    key.2
-                                ),
-                            );
-                        }
-                    }
-                }
-                Ok(None) => {
-                    if agent.deadline.is_some_and(|d| Instant::now() >= d) {
-                        let elapsed = agent.started.elapsed();
-                        agent.kill_group();
-                        self.agents.remove(&key);
-                        self.deadline_exceeded(&key, elapsed);
-                    }
-                }
-                Err(e) => tracing::warn!("cannot check agent of {key:?}: {e}"),
+            if lifecycle::supervise_agent(&self.store, self.cfg.pushgateway.as_deref(), agent) {
+                self.agents.remove(&key);
             }
         }
         let adopted: Vec<(Key, u32)> = self.adopted.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (key, pid) in adopted {
-            if !runner::alive(pid) {
-                self.adopted.remove(&key);
-                if let Some(r) = self.get(key.0, &key.1, &key.2) {
-                    if !phase::is_final(&session_phase_pid(&r).0) {
-                        self.fail_interrupted(
-                            r,
-                            "interrupted: the session's process ended without finishing it",
-                        );
-                    }
-                }
+            if runner::alive(pid) {
+                continue;
             }
+            self.adopted.remove(&key);
+            let Some(r) = self.get(key.0, &key.1, &key.2) else {
+                continue;
+            };
+            lifecycle::fail_vanished(&self.store, self.cfg.pushgateway.as_deref(), r);
         }
-    }
-
-    fn deadline_exceeded(&self, key: &Key, elapsed: Duration) {
-        let Some(r) = self.get(key.0, &key.1, &key.2) else {
-            return;
-        };
-        let why = format!(
-            "the session ran past its timeOut ({}); its processes were stopped",
-            coffer_api::duration::format(elapsed)
-        );
-        tracing::warn!("{}: {why}", r.display_name());
-        let now = now_str();
-        match r {
-            Resource::BackupSession(mut bs) => {
-                {
-                    let st = bs.status_mut();
-                    set_condition(
-                        &mut st.conditions,
-                        cond::DEADLINE_EXCEEDED,
-                        true,
-                        "SessionTimedOut",
-                        &why,
-                        &now,
-                    );
-                    st.phase = Some(phase::FAILED.into());
-                    st.error = Some(why.clone());
-                    st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
-                        elapsed.as_secs(),
-                    )));
-                    for t in st.targets.iter_mut() {
-                        t.phase = Some(phase::FAILED.into());
-                    }
-                }
-                self.push_failure_metrics(&mut bs);
-                if let Some(bc) = self.bc_of(&bs) {
-                    let ns = bs.metadata.namespace().to_string();
-                    self.release_stale_locks(
-                        bc.spec.repository.namespace.as_deref().unwrap_or(&ns),
-                        &bc.spec.repository.name,
-                    );
-                }
-                let _ = self.store.put_status(&Resource::BackupSession(bs.clone()));
-            }
-            Resource::RestoreSession(mut rs) => {
-                let st = rs.status_mut();
-                st.phase = Some(phase::FAILED.into());
-                st.error = Some(why);
-                let _ = self.store.put_status(&Resource::RestoreSession(rs));
-            }
-            _ => {}
-        }
-    }
-
-    fn push_failure_metrics(&self, bs: &mut BackupSession) {
-        let Some(url) = self.cfg.pushgateway.as_deref() else {
-            return;
-        };
-        let Some(bc) = self.bc_of(bs) else { return };
-        let mut m = coffer_engine::metrics::Metrics::new();
-        coffer_engine::metrics::backup_session(&mut m, &bc, bs, None, None);
-        let job = coffer_engine::metrics::job_name(
-            "BackupConfiguration",
-            bc.metadata.namespace(),
-            &bc.metadata.name,
-        );
-        let (ok, reason, msg) = coffer_engine::metrics::push_outcome(url, &job, &m);
-        set_condition(
-            &mut bs.status_mut().conditions,
-            cond::METRICS_PUSHED,
-            ok,
-            reason,
-            &msg,
-            &now_str(),
-        );
     }
 
     fn retry_and_trim(&mut self, bcs: &[BackupConfiguration]) {
@@ -639,19 +442,27 @@ impl Server {
                 .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
                 .cloned()
                 .collect();
+            let mut trim = None;
             for s in &mine {
-                let failed_at = s
-                    .metadata
-                    .creation_timestamp
-                    .as_deref()
-                    .and_then(|t| t.parse::<Timestamp>().ok())
-                    .unwrap_or_else(Timestamp::now);
-                let Some(plan) = coffer_control::retry(bc, s, failed_at) else {
+                let mut retry = None;
+                for action in coffer_control::reconcile(&coffer_control::observe(
+                    bc,
+                    s,
+                    &mine,
+                    Timestamp::now(),
+                )) {
+                    match action {
+                        Action::Retry { at, retry_left } => retry = Some((at, retry_left)),
+                        Action::TrimHistory { keep } => trim = Some(keep),
+                        _ => {}
+                    }
+                }
+                let Some((plan_at, retry_left)) = retry else {
                     continue;
                 };
                 let mut s = s.clone();
-                let at = plan.at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-                if plan.at > Timestamp::now() {
+                let at = plan_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                if plan_at > Timestamp::now() {
                     if s.status.as_ref().and_then(|x| x.next_retry.as_deref()) != Some(at.as_str())
                     {
                         s.status_mut().next_retry = Some(at);
@@ -659,13 +470,13 @@ impl Server {
                     }
                     continue;
                 }
-                match create_backup_session(&self.store, bc, Some(plan.retry_left)) {
+                match create_backup_session(&self.store, bc, Some(retry_left)) {
                     Ok(new) => {
                         tracing::info!(
                             "BackupSession {ns}/{} failed; retrying as {} ({} retries left after it)",
                             s.metadata.name,
                             new.metadata.name,
-                            plan.retry_left
+                            retry_left
                         );
                         let st = s.status_mut();
                         st.retried = true;
@@ -675,33 +486,8 @@ impl Server {
                     Err(e) => tracing::error!("cannot create a retry session: {e}"),
                 }
             }
-            let mine: Vec<BackupSession> = self
-                .backup_sessions()
-                .into_iter()
-                .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
-                .collect();
-            for name in coffer_control::history_to_delete(&mine, bc.spec.backup_history_limit) {
-                // A failed session waiting for its retry stays until the retry exists.
-                let waiting = mine.iter().any(|s| {
-                    s.metadata.name == name
-                        && coffer_control::retry(bc, s, Timestamp::now()).is_some()
-                });
-                if waiting {
-                    continue;
-                }
-                if self
-                    .store
-                    .delete(Kind::BackupSession, ns, &name)
-                    .unwrap_or(false)
-                {
-                    tracing::info!("BackupSession {ns}/{name} removed (backupHistoryLimit)");
-                    let _ = fs::remove_file(runner::log_path(
-                        &self.cfg.home,
-                        Kind::BackupSession,
-                        ns,
-                        &name,
-                    ));
-                }
+            if let Some(keep) = trim {
+                lifecycle::trim_history(&self.store, &self.cfg.home, bc, keep);
             }
         }
     }
@@ -755,16 +541,6 @@ fn session_phase_pid(r: &Resource) -> (String, Option<u32>) {
         ),
         _ => (String::new(), None),
     }
-}
-
-/// A pid that is alive may have been reused by an unrelated process; only a coffer agent counts.
-fn process_is_agent(pid: u32) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.iter().any(|a| *a == b"agent")
-        })
-        .unwrap_or(false)
 }
 
 /// Creates a BackupSession for a configuration, named and labelled as Stash does.

@@ -1,0 +1,424 @@
+//! Carrying out on the local platform what `coffer_control::reconcile` decides for a session:
+//! one supervision step of an agent, failing a session with its condition, skipping one. The
+//! server and `coffer backup|restore --wait` without a server both use these, so a session
+//! ends the same way whoever ran it.
+
+use std::{path::Path, time::Duration};
+
+use coffer_api::{
+    backup::{condition as cond, phase, BackupConfiguration, BackupSession},
+    meta::set_condition,
+    Kind, Resource,
+};
+use coffer_control::{reconcile, Action, Executor, FailCondition, Observed, Phase};
+use jiff::Timestamp;
+
+use super::{
+    runner::{self, Agent},
+    store::Store,
+};
+
+fn now_str() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A session's phase as stored ("" while it has none).
+pub fn stored_phase(r: &Resource) -> String {
+    match r {
+        Resource::BackupSession(b) => b.status.as_ref().and_then(|s| s.phase.clone()),
+        Resource::RestoreSession(x) => x.status.as_ref().and_then(|s| s.phase.clone()),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
+/// The BackupConfiguration that invoked a session, if it exists.
+pub fn config_of(store: &Store, bs: &BackupSession) -> Option<BackupConfiguration> {
+    match store.get(
+        Kind::BackupConfiguration,
+        bs.metadata.namespace(),
+        &bs.spec.invoker.name,
+    ) {
+        Ok(Some(Resource::BackupConfiguration(bc))) => Some(bc),
+        _ => None,
+    }
+}
+
+/// Removes locks whose holder is gone, so that no repository stays locked by a dead run.
+pub fn release_stale_locks(store: &Store, ns: &str, name: &str) {
+    let Ok(Some(Resource::Repository(repo))) = store.get(Kind::Repository, ns, name) else {
+        return;
+    };
+    let res = coffer_engine::resolve::repo_access(store, &repo)
+        .map_err(|e| e.to_string())
+        .and_then(|a| coffer_repo::Repo::open(a.store, &a.password).map_err(|e| e.to_string()))
+        .and_then(|r| r.unlock(false).map_err(|e| e.to_string()));
+    match res {
+        Ok(removed) => {
+            for l in removed {
+                tracing::info!("Repository {ns}/{name}: removed stale {l}");
+            }
+        }
+        Err(e) => tracing::warn!("Repository {ns}/{name}: cannot release stale locks: {e}"),
+    }
+}
+
+/// Pushes a failed session's metrics (its executor could not).
+fn push_failure_metrics(store: &Store, pushgateway: Option<&str>, bs: &mut BackupSession) {
+    let Some(url) = pushgateway else {
+        return;
+    };
+    let Some(bc) = config_of(store, bs) else {
+        return;
+    };
+    let mut m = coffer_engine::metrics::Metrics::new();
+    coffer_engine::metrics::backup_session(&mut m, &bc, bs, None, None);
+    let job = coffer_engine::metrics::job_name(
+        "BackupConfiguration",
+        bc.metadata.namespace(),
+        &bc.metadata.name,
+    );
+    let (ok, reason, msg) = coffer_engine::metrics::push_outcome(url, &job, &m);
+    set_condition(
+        &mut bs.status_mut().conditions,
+        cond::METRICS_PUSHED,
+        ok,
+        reason,
+        &msg,
+        &now_str(),
+    );
+}
+
+/// Marks a session Failed with `reason` and the condition that says why (DeadlineExceeded or
+/// BackupDisrupted), fails its unfinished targets, and releases the repository locks its dead
+/// executor left.
+pub fn mark_failed(
+    store: &Store,
+    pushgateway: Option<&str>,
+    r: Resource,
+    reason: &str,
+    condition: FailCondition,
+    ran: Option<Duration>,
+) {
+    tracing::warn!("{}: {reason}", r.display_name());
+    let repo = match &r {
+        Resource::BackupSession(bs) => config_of(store, bs).map(|bc| {
+            (
+                bc.spec.repository.clone(),
+                bc.metadata.namespace().to_string(),
+            )
+        }),
+        Resource::RestoreSession(rs) => Some((
+            rs.spec.repository.clone(),
+            rs.metadata.namespace().to_string(),
+        )),
+        _ => None,
+    };
+    let (ctype, creason) = match condition {
+        FailCondition::DeadlineExceeded => (cond::DEADLINE_EXCEEDED, "SessionTimedOut"),
+        FailCondition::Interrupted => (cond::BACKUP_DISRUPTED, "SessionInterrupted"),
+    };
+    let now = now_str();
+    let updated = match r {
+        Resource::BackupSession(mut bs) => {
+            let st = bs.status_mut();
+            st.phase = Some(phase::FAILED.into());
+            st.error = Some(reason.into());
+            set_condition(&mut st.conditions, ctype, true, creason, reason, &now);
+            if let Some(ran) = ran {
+                st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
+                    ran.as_secs(),
+                )));
+            }
+            for t in st.targets.iter_mut() {
+                t.phase = Some(phase::FAILED.into());
+                for h in t.stats.iter_mut() {
+                    if h.phase.as_deref() != Some(phase::SUCCEEDED) {
+                        h.phase = Some(phase::FAILED.into());
+                        h.error = Some(reason.into());
+                    }
+                }
+            }
+            if condition == FailCondition::DeadlineExceeded {
+                push_failure_metrics(store, pushgateway, &mut bs);
+            }
+            Resource::BackupSession(bs)
+        }
+        Resource::RestoreSession(mut rs) => {
+            let st = rs.status_mut();
+            st.phase = Some(phase::FAILED.into());
+            st.error = Some(reason.into());
+            Resource::RestoreSession(rs)
+        }
+        other => other,
+    };
+    // Locks first: once the session reads Failed, its repository is usable again.
+    if let Some((r, ns)) = repo {
+        release_stale_locks(store, r.namespace.as_deref().unwrap_or(&ns), &r.name);
+    }
+    let _ = store.put_status(&updated);
+}
+
+/// Claims a Pending session (Pending -> Running, atomically: only one claimer wins) and records
+/// its `sessionDeadline`. False when someone else claimed it first.
+pub fn claim(store: &Store, kind: Kind, ns: &str, name: &str, deadline: Option<Timestamp>) -> bool {
+    if !store.claim_session(kind, ns, name).unwrap_or(false) {
+        return false;
+    }
+    if let (Some(d), Ok(Some(Resource::BackupSession(mut bs)))) =
+        (deadline, store.get(Kind::BackupSession, ns, name))
+    {
+        bs.status_mut().session_deadline = Some(d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        let _ = store.put_status(&Resource::BackupSession(bs));
+    }
+    true
+}
+
+/// Marks a BackupSession Skipped, with the BackupSkipped condition saying why.
+pub fn mark_skipped(store: &Store, mut s: BackupSession, why: &str) -> BackupSession {
+    tracing::info!(
+        "BackupSession {}/{} skipped: {why}",
+        s.metadata.namespace(),
+        s.metadata.name
+    );
+    let st = s.status_mut();
+    set_condition(
+        &mut st.conditions,
+        cond::BACKUP_SKIPPED,
+        true,
+        "SkippedBackup",
+        why,
+        &now_str(),
+    );
+    st.phase = Some(phase::SKIPPED.into());
+    st.error = Some(why.into());
+    st.session_duration = Some("0s".into());
+    let _ = store.put_status(&Resource::BackupSession(s.clone()));
+    s
+}
+
+/// One supervision step of an agent this process started: observes the agent and its
+/// session, and carries out the deadline and interruption decisions of `reconcile` (killing
+/// the agent's whole process session past its timeOut). Retries and history are left to
+/// whoever observes the configuration's sessions (the server's per-configuration pass).
+/// Returns true once the agent is done with: it ended or was stopped.
+pub fn supervise_agent(store: &Store, pushgateway: Option<&str>, agent: &mut Agent) -> bool {
+    let executor = match agent.child.try_wait() {
+        Ok(Some(status)) => Executor::Exited(status.to_string()),
+        Ok(None) => Executor::Running,
+        Err(e) => {
+            tracing::warn!(
+                "cannot check the agent of {} {}: {e}",
+                agent.kind,
+                agent.name
+            );
+            return false;
+        }
+    };
+    let r = store
+        .get(agent.kind, &agent.namespace, &agent.name)
+        .ok()
+        .flatten();
+    let now = Timestamp::now();
+    let ran = agent.started.elapsed();
+    let observed = Observed {
+        // A session deleted under its agent counts as finished: only its deadline matters.
+        phase: r
+            .as_ref()
+            .map(|r| Phase::parse(&stored_phase(r)))
+            .unwrap_or(Phase::Failed),
+        now,
+        since: now
+            .checked_sub(jiff::SignedDuration::try_from(ran).unwrap_or_default())
+            .ok(),
+        time_out: agent
+            .deadline
+            .map(|d| d.saturating_duration_since(agent.started)),
+        executor: executor.clone(),
+        not_ready: None,
+        running_siblings: Vec::new(),
+        config: String::new(),
+        retry: Default::default(),
+        history_limit: None,
+    };
+    let mut done = matches!(executor, Executor::Exited(_));
+    let mut r = r;
+    for action in reconcile(&observed) {
+        match action {
+            Action::Kill => {
+                agent.kill_group();
+                done = true;
+            }
+            Action::MarkFailed {
+                reason,
+                condition,
+                ran,
+            } => {
+                let Some(r) = r.take() else { continue };
+                let reason = if condition == FailCondition::Interrupted {
+                    format!(
+                        "{reason}; see `coffer logs {} {}`",
+                        agent.kind.as_str().to_ascii_lowercase(),
+                        agent.name
+                    )
+                } else {
+                    reason
+                };
+                mark_failed(store, pushgateway, r, &reason, condition, ran);
+            }
+            Action::Start { .. }
+            | Action::Skip { .. }
+            | Action::Retry { .. }
+            | Action::TrimHistory { .. } => {}
+        }
+    }
+    done
+}
+
+/// Fails a session whose agent is known to be gone (its pid), if it still reads Running.
+pub fn fail_vanished(store: &Store, pushgateway: Option<&str>, r: Resource) {
+    let observed = Observed {
+        phase: Phase::parse(&stored_phase(&r)),
+        now: Timestamp::now(),
+        since: None,
+        time_out: None,
+        executor: Executor::Vanished,
+        not_ready: None,
+        running_siblings: Vec::new(),
+        config: String::new(),
+        retry: Default::default(),
+        history_limit: None,
+    };
+    for action in reconcile(&observed) {
+        if let Action::MarkFailed {
+            reason,
+            condition,
+            ran,
+        } = action
+        {
+            mark_failed(store, pushgateway, r.clone(), &reason, condition, ran);
+        }
+    }
+}
+
+/// Deletes the finished sessions of a configuration beyond `keep` (`backupHistoryLimit`) and
+/// their logs; a failed session waiting for its retry stays until the retry exists.
+pub fn trim_history(store: &Store, home: &Path, bc: &BackupConfiguration, keep: Option<i32>) {
+    let ns = bc.metadata.namespace();
+    let mine: Vec<BackupSession> = store
+        .list(Kind::BackupSession, Some(ns))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::BackupSession(b) if b.spec.invoker.name == bc.metadata.name => Some(b),
+            _ => None,
+        })
+        .collect();
+    for name in coffer_control::history_to_delete(&mine, keep) {
+        let waiting = mine.iter().any(|s| {
+            s.metadata.name == name && coffer_control::retry(bc, s, Timestamp::now()).is_some()
+        });
+        if waiting {
+            continue;
+        }
+        if store
+            .delete(Kind::BackupSession, ns, &name)
+            .unwrap_or(false)
+        {
+            tracing::info!("BackupSession {ns}/{name} removed (backupHistoryLimit)");
+            let _ = std::fs::remove_file(runner::log_path(home, Kind::BackupSession, ns, &name));
+        }
+    }
+}
+
+/// After a session this process ran reached a final phase: what `reconcile` asks of a
+/// finished session that needs no server — trimming its configuration's history. (A retry
+/// needs a server to run it; without one it is not created.)
+pub fn finished(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) {
+    if kind != Kind::BackupSession {
+        return;
+    }
+    let Ok(Some(Resource::BackupSession(bs))) = store.get(kind, ns, name) else {
+        return;
+    };
+    let Some(bc) = config_of(store, &bs) else {
+        return;
+    };
+    let observed = coffer_control::observe(&bc, &bs, &[], Timestamp::now());
+    for action in reconcile(&observed) {
+        if let Action::TrimHistory { keep } = action {
+            trim_history(store, home, &bc, keep);
+        }
+    }
+}
+
+/// What [`start_pending`] did with a Pending session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Claimed by this process, its deadline recorded: run it.
+    Claimed,
+    /// Not admitted (its configuration is not Ready, or a session of it is running): Skipped.
+    Skipped,
+    /// Someone else claimed it first, or it is gone.
+    Lost,
+}
+
+/// Admits or skips a Pending session as the server does (by `reconcile`) and claims it, for
+/// running it in this process.
+pub fn start_pending(store: &Store, kind: Kind, ns: &str, name: &str) -> Start {
+    let Ok(Some(Resource::BackupSession(bs))) = store.get(kind, ns, name) else {
+        // RestoreSessions are not admitted, only claimed (as the server does).
+        return match kind != Kind::BackupSession && claim(store, kind, ns, name, None) {
+            true => Start::Claimed,
+            false => Start::Lost,
+        };
+    };
+    let Some(bc) = config_of(store, &bs) else {
+        // The agent fails it, saying that the configuration is missing.
+        return match claim(store, kind, ns, name, None) {
+            true => Start::Claimed,
+            false => Start::Lost,
+        };
+    };
+    let list = || -> Vec<BackupSession> {
+        store
+            .list(Kind::BackupSession, Some(ns))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| match r {
+                Resource::BackupSession(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    };
+    // Without a server nobody recovers a session whose runner was killed (its agent dies
+    // with it): observed as vanished, it fails as interrupted instead of blocking every later
+    // session of its configuration as "still running". Such an agent may take a moment to
+    // die (its runner was killed just now), so a sibling still running is looked at again
+    // for a short while before this session is skipped for it.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let observed = loop {
+        for s in list() {
+            if let Some(pid) = s.status.as_ref().and_then(|st| st.agent_pid) {
+                if !(runner::alive(pid) && runner::process_is_agent(pid)) {
+                    fail_vanished(store, None, Resource::BackupSession(s));
+                }
+            }
+        }
+        let observed = coffer_control::observe(&bc, &bs, &list(), Timestamp::now());
+        if observed.running_siblings.is_empty() || std::time::Instant::now() >= until {
+            break observed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    match reconcile(&observed).into_iter().next() {
+        Some(Action::Skip { reason }) => {
+            mark_skipped(store, bs, &reason);
+            Start::Skipped
+        }
+        Some(Action::Start { deadline }) if claim(store, kind, ns, name, deadline) => {
+            Start::Claimed
+        }
+        _ => Start::Lost,
+    }
+}
