@@ -156,7 +156,37 @@ pub fn mark_failed(
     if let Some((r, ns)) = repo {
         release_stale_locks(store, r.namespace.as_deref().unwrap_or(&ns), &r.name);
     }
-    let _ = store.put_status(&updated);
+    write_status(store, &updated);
+}
+
+/// Writes a resource's status. A write that fails is retried (SQLite answers "busy" while
+/// another process writes) and, if it still fails, logged with the resource it was for:
+/// never dropped without a word. Returns whether it was written.
+pub fn write_status(store: &Store, r: &Resource) -> bool {
+    const ATTEMPTS: u64 = 5;
+    for attempt in 1..=ATTEMPTS {
+        match store.put_status(r) {
+            Ok(()) => return true,
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(
+                    "writing the status of {}/{}/{} (attempt {attempt}): {e}; trying again",
+                    r.kind(),
+                    r.namespace(),
+                    r.name()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the status of {}/{}/{} could not be written: {e}",
+                    r.kind(),
+                    r.namespace(),
+                    r.name()
+                );
+            }
+        }
+    }
+    false
 }
 
 /// Claims a Pending session (Pending -> Running, atomically: only one claimer wins) and records
@@ -169,7 +199,7 @@ pub fn claim(store: &Store, kind: Kind, ns: &str, name: &str, deadline: Option<T
         (deadline, store.get(Kind::BackupSession, ns, name))
     {
         bs.status_mut().session_deadline = Some(d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-        let _ = store.put_status(&Resource::BackupSession(bs));
+        write_status(store, &Resource::BackupSession(bs));
     }
     true
 }
@@ -193,7 +223,7 @@ pub fn mark_skipped(store: &Store, mut s: BackupSession, why: &str) -> BackupSes
     st.phase = Some(phase::SKIPPED.into());
     st.error = Some(why.into());
     st.session_duration = Some("0s".into());
-    let _ = store.put_status(&Resource::BackupSession(s.clone()));
+    write_status(store, &Resource::BackupSession(s.clone()));
     s
 }
 

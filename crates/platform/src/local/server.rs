@@ -322,7 +322,7 @@ impl Server {
                 let st = s.status_mut();
                 st.phase = Some(phase::FAILED.into());
                 st.error = Some(why);
-                let _ = self.store.put_status(&Resource::BackupSession(s));
+                lifecycle::write_status(&self.store, &Resource::BackupSession(s));
                 continue;
             };
             let observed = coffer_control::observe(&bc, &s, &all, Timestamp::now());
@@ -466,7 +466,7 @@ impl Server {
                     if s.status.as_ref().and_then(|x| x.next_retry.as_deref()) != Some(at.as_str())
                     {
                         s.status_mut().next_retry = Some(at);
-                        let _ = self.store.put_status(&Resource::BackupSession(s));
+                        lifecycle::write_status(&self.store, &Resource::BackupSession(s));
                     }
                     continue;
                 }
@@ -481,7 +481,7 @@ impl Server {
                         let st = s.status_mut();
                         st.retried = true;
                         st.next_retry = Some(at);
-                        let _ = self.store.put_status(&Resource::BackupSession(s));
+                        lifecycle::write_status(&self.store, &Resource::BackupSession(s));
                     }
                     Err(e) => tracing::error!("cannot create a retry session: {e}"),
                 }
