@@ -248,7 +248,7 @@ pub fn run_backup(
         st.error = None;
         st.agent_pid = Some(std::process::id());
     }
-    let _ = cat.put_status(&Resource::BackupSession(session.clone()));
+    crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
     let planned = plan(cat, &session);
     let result = match &planned {
         Err(e) => Err(EngineError::Step(e.to_string())),
@@ -498,7 +498,7 @@ fn execute(
             return Err(repo_err(&p.repo_res, e));
         }
     };
-    let _ = cat.put_status(&Resource::BackupSession(session.clone()));
+    crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
     // Shared, as restic's backup: backups and restores of one repository run side by side, and
     // nobody prunes under them. Retention upgrades it to exclusive (update_status).
     let lock = repo.lock(false).map_err(|e| repo_err(&p.repo_res, e))?;
@@ -557,7 +557,7 @@ fn execute(
                     (logical_backup(&repo, p, session)?, DUMP_PATH)
                 };
                 record_snapshot(session, p, &s, path, started);
-                let _ = cat.put_status(&Resource::BackupSession(session.clone()));
+                crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
                 snapshot = Some(s);
             }
             Step::Builtin {

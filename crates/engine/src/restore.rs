@@ -44,7 +44,7 @@ pub fn run_restore(
         st.error = None;
         st.agent_pid = Some(std::process::id());
     }
-    let _ = cat.put_status(&Resource::RestoreSession(rs.clone()));
+    crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
     let hooks = rs.spec.hooks.clone().unwrap_or_default();
     let env = hook_env(&rs);
     let now = clock::now();

@@ -159,34 +159,9 @@ pub fn mark_failed(
     write_status(store, &updated);
 }
 
-/// Writes a resource's status. A write that fails is retried (SQLite answers "busy" while
-/// another process writes) and, if it still fails, logged with the resource it was for:
-/// never dropped without a word. Returns whether it was written.
+/// Writes a status through the engine's helper: retried, and logged if it still fails.
 pub fn write_status(store: &Store, r: &Resource) -> bool {
-    const ATTEMPTS: u64 = 5;
-    for attempt in 1..=ATTEMPTS {
-        match store.put_status(r) {
-            Ok(()) => return true,
-            Err(e) if attempt < ATTEMPTS => {
-                tracing::warn!(
-                    "writing the status of {}/{}/{} (attempt {attempt}): {e}; trying again",
-                    r.kind(),
-                    r.namespace(),
-                    r.name()
-                );
-                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
-            }
-            Err(e) => {
-                tracing::error!(
-                    "the status of {}/{}/{} could not be written: {e}",
-                    r.kind(),
-                    r.namespace(),
-                    r.name()
-                );
-            }
-        }
-    }
-    false
+    coffer_engine::catalog::write_status(store, r)
 }
 
 /// Claims a Pending session (Pending -> Running, atomically: only one claimer wins) and records
