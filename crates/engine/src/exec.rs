@@ -82,10 +82,14 @@ impl Collected {
         self.line.clear();
     }
 
-    fn finish(&mut self, label: &str, warn: bool) -> String {
+    /// Logs the last line, which the stream ended without a newline.
+    fn finish(&mut self, label: &str, warn: bool) {
         if !self.line.is_empty() && self.logged < LOG_BYTES {
             self.log_line(label, warn);
         }
+    }
+
+    fn tail_text(&self) -> String {
         String::from_utf8_lossy(&self.tail).trim().to_string()
     }
 }
@@ -148,14 +152,12 @@ pub fn run(label: &str, mut cmd: Command, limit: Duration) -> std::io::Result<Ou
             let _ = t.join();
         }
     }
-    let tail = |c: &Arc<Mutex<Collected>>| {
-        let g = c.lock().unwrap();
-        String::from_utf8_lossy(&g.tail).trim().to_string()
-    };
+    let stdout_tail = out.lock().unwrap().tail_text();
+    let stderr_tail = err.lock().unwrap().tail_text();
     Ok(Outcome {
         status,
-        stdout_tail: tail(&out),
-        stderr_tail: tail(&err),
+        stdout_tail,
+        stderr_tail,
         elapsed: start.elapsed(),
     })
 }
