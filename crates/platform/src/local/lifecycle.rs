@@ -165,10 +165,16 @@ pub fn write_status(store: &Store, r: &Resource) -> bool {
 }
 
 /// Claims a Pending session (Pending -> Running, atomically: only one claimer wins) and records
-/// its `sessionDeadline`. False when someone else claimed it first.
+/// its `sessionDeadline`. False when someone else claimed it first, or when the store could
+/// not be asked (said in the log; the caller looks again on its next pass).
 pub fn claim(store: &Store, kind: Kind, ns: &str, name: &str, deadline: Option<Timestamp>) -> bool {
-    if !store.claim_session(kind, ns, name).unwrap_or(false) {
-        return false;
+    match store.claim_session(kind, ns, name) {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            tracing::warn!("claiming {kind}/{ns}/{name}: {e}; it stays Pending for now");
+            return false;
+        }
     }
     if let (Some(d), Ok(Some(Resource::BackupSession(mut bs)))) =
         (deadline, store.get(Kind::BackupSession, ns, name))
