@@ -1,0 +1,10 @@
+//! coffer on Kubernetes: the CRDs for Stash's kinds, the operator's controllers (each one
+//! observe → decide → act, with the decisions pure and shared with the local platform through
+//! coffer-control), and the catalog through which an agent in a Job reads its resources and
+//! patches their status.
+
+pub mod action;
+pub mod settings;
+
+pub use action::KubeAction;
+pub use settings::OperatorSettings;
