@@ -4,6 +4,7 @@
 //! patches their status.
 
 pub mod action;
+pub mod kinds;
 pub mod settings;
 
 pub use action::KubeAction;
