@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Kubernetes object metadata. Unknown fields (resourceVersion, managedFields, …) are accepted
-/// and dropped, so manifests exported from a cluster apply unchanged.
+/// Kubernetes object metadata. Unknown fields (managedFields, …) are accepted and dropped, so
+/// manifests exported from a cluster apply unchanged. `resourceVersion` is the store's: set when
+/// a resource is read, it makes a status write conditional; a store never keeps one it is given.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
@@ -23,6 +24,8 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

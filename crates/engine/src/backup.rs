@@ -24,6 +24,7 @@ use crate::{
     clock,
     error::{EngineError, EngineResult},
     format,
+    patch::StatusWriter,
     progress::Progress,
     resolve::{self, RepoAccess},
     tasks::{self, Builtin, Direction, Step},
@@ -60,7 +61,7 @@ pub fn get_bc(
 ) -> EngineResult<BackupConfiguration> {
     match cat
         .get(Kind::BackupConfiguration, ns, name)
-        .map_err(EngineError::Catalog)?
+        .map_err(EngineError::from)?
     {
         Some(Resource::BackupConfiguration(bc)) => Ok(bc),
         _ => Err(EngineError::Missing {
@@ -242,17 +243,20 @@ pub fn run_backup(
     cfg: &EngineConfig,
 ) -> BackupSession {
     let started = Instant::now();
+    let mut out = StatusWriter::new(cat, Resource::BackupSession(session.clone()));
     {
         let st = session.status_mut();
         st.phase = Some(phase::RUNNING.into());
         st.error = None;
         st.agent_pid = Some(std::process::id());
     }
-    crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
+    out.write(Resource::BackupSession(session.clone()));
     let planned = plan(cat, &session);
     let result = match &planned {
         Err(e) => Err(EngineError::Step(e.to_string())),
-        Ok(p) => pre_hook(&mut session, p).and_then(|_| execute(cat, &mut session, p, started)),
+        Ok(p) => {
+            pre_hook(&mut session, p).and_then(|_| execute(cat, &mut out, &mut session, p, started))
+        }
     };
     let succeeded = result.is_ok();
     if let Err(e) = result {
@@ -267,8 +271,8 @@ pub fn run_backup(
         started.elapsed().as_secs(),
     )));
     push_metrics(cat, &mut session, planned.as_ref().ok(), cfg);
-    if let Err(e) = cat.put_status(&Resource::BackupSession(session.clone())) {
-        tracing::error!("cannot record the session's final status: {e}");
+    if !out.write(Resource::BackupSession(session.clone())) {
+        tracing::error!("cannot record the session's final status");
     }
     session
 }
@@ -444,6 +448,7 @@ fn push_metrics(
 
 fn execute(
     cat: &dyn Catalog,
+    out: &mut StatusWriter<'_>,
     session: &mut BackupSession,
     p: &Plan,
     started: Instant,
@@ -498,7 +503,7 @@ fn execute(
             return Err(repo_err(&p.repo_res, e));
         }
     };
-    crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
+    out.write(Resource::BackupSession(session.clone()));
     // Shared, as restic's backup: backups and restores of one repository run side by side, and
     // nobody prunes under them. Retention upgrades it to exclusive (update_status).
     let lock = repo.lock(false).map_err(|e| repo_err(&p.repo_res, e))?;
@@ -557,7 +562,7 @@ fn execute(
                     (logical_backup(&repo, p, session)?, DUMP_PATH)
                 };
                 record_snapshot(session, p, &s, path, started);
-                crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
+                out.write(Resource::BackupSession(session.clone()));
                 snapshot = Some(s);
             }
             Step::Builtin {
@@ -806,39 +811,45 @@ fn update_status(
         &now,
     );
     let size = repo.size().map_err(|e| repo_err(&p.repo_res, e))?;
-    // Re-read: another session may have written the Repository's status meanwhile.
-    let mut current = match cat
-        .get(
-            Kind::Repository,
-            p.repo_res.metadata.namespace(),
-            &p.repo_res.metadata.name,
-        )
-        .map_err(EngineError::Catalog)?
-    {
-        Some(Resource::Repository(r)) => r,
-        _ => p.repo_res.clone(),
-    };
     let created = session
         .metadata
         .creation_timestamp
         .clone()
         .unwrap_or_else(|| now.clone());
-    let rs = current.status_mut();
-    rs.integrity = Some(integrity);
-    rs.total_size = Some(format::size(size));
-    rs.total_size_bytes = Some(size);
-    rs.snapshot_count = Some(forget.kept.len() as i64);
-    rs.snapshots_removed_on_last_cleanup = Some(if rp.dry_run {
-        0
-    } else {
-        forget.removed.len() as i64
-    });
-    rs.last_backup_time = Some(created.clone());
-    if rs.first_backup_time.is_none() {
-        rs.first_backup_time = Some(created);
+    // Only the fields this backup measured: another session may write the Repository's status
+    // meanwhile (a conflict applies this change again on what it wrote).
+    let written = crate::catalog::update_status(
+        cat,
+        Kind::Repository,
+        p.repo_res.metadata.namespace(),
+        &p.repo_res.metadata.name,
+        &mut |r| {
+            let Resource::Repository(current) = r else {
+                return;
+            };
+            let rs = current.status_mut();
+            rs.integrity = Some(integrity);
+            rs.total_size = Some(format::size(size));
+            rs.total_size_bytes = Some(size);
+            rs.snapshot_count = Some(forget.kept.len() as i64);
+            rs.snapshots_removed_on_last_cleanup = Some(if rp.dry_run {
+                0
+            } else {
+                forget.removed.len() as i64
+            });
+            rs.last_backup_time = Some(created.clone());
+            if rs.first_backup_time.is_none() {
+                rs.first_backup_time = Some(created.clone());
+            }
+        },
+    );
+    if written.is_none() {
+        return Err(EngineError::Step(format!(
+            "the status of Repository {}/{} could not be written (see the log)",
+            p.repo_res.metadata.namespace(),
+            p.repo_res.metadata.name
+        )));
     }
-    cat.put_status(&Resource::Repository(current))
-        .map_err(EngineError::Catalog)?;
     if !integrity {
         return Err(EngineError::Step(format!(
             "the repository's integrity check found problems: {}",

@@ -15,7 +15,7 @@ pub enum EngineError {
     #[error("{resource}: {message}")]
     Invalid { resource: String, message: String },
     #[error("the platform's store failed: {0}")]
-    Catalog(String),
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error(transparent)]
     Repo(#[from] coffer_repo::RepoError),
     #[error(transparent)]

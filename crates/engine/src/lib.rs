@@ -12,6 +12,7 @@ pub mod format;
 pub mod hooks;
 pub mod metrics;
 pub mod native;
+pub mod patch;
 pub mod physical;
 pub mod progress;
 pub mod resolve;
@@ -20,7 +21,7 @@ pub mod swap;
 pub mod tasks;
 
 pub use backup::run_backup;
-pub use catalog::Catalog;
+pub use catalog::{update_status, Catalog, CatalogError, MemoryCatalog};
 pub use error::{EngineError, EngineResult};
 pub use restore::run_restore;
 

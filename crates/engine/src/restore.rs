@@ -24,6 +24,7 @@ use crate::{
     clock,
     error::{EngineError, EngineResult},
     format,
+    patch::StatusWriter,
     progress::Progress,
     resolve,
     tasks::{self, Builtin, Direction, Step},
@@ -37,6 +38,7 @@ pub fn run_restore(
     cfg: &EngineConfig,
 ) -> RestoreSession {
     let started = Instant::now();
+    let mut out = StatusWriter::new(cat, Resource::RestoreSession(rs.clone()));
     {
         let st = rs.status_mut();
         st.phase = Some(phase::RUNNING.into());
@@ -44,7 +46,7 @@ pub fn run_restore(
         st.error = None;
         st.agent_pid = Some(std::process::id());
     }
-    crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
+    out.write(Resource::RestoreSession(rs.clone()));
     let hooks = rs.spec.hooks.clone().unwrap_or_default();
     let env = hook_env(&rs);
     let now = clock::now();
@@ -152,8 +154,8 @@ pub fn run_restore(
             &clock::now(),
         );
     }
-    if let Err(e) = cat.put_status(&Resource::RestoreSession(rs.clone())) {
-        tracing::error!("cannot record the session's final status: {e}");
+    if !out.write(Resource::RestoreSession(rs.clone())) {
+        tracing::error!("cannot record the session's final status");
     }
     rs
 }

@@ -310,17 +310,6 @@ pub(crate) fn run_exec_for(
 mod tests {
     use super::*;
 
-    struct Empty;
-
-    impl Catalog for Empty {
-        fn get(&self, _: Kind, _: &str, _: &str) -> Result<Option<Resource>, String> {
-            Ok(None)
-        }
-        fn put_status(&self, _: &Resource) -> Result<(), String> {
-            Ok(())
-        }
-    }
-
     fn resolved(params: &[(&str, &str)]) -> EngineResult<ResolvedTask> {
         let params: Vec<Param> = params
             .iter()
@@ -330,7 +319,7 @@ mod tests {
             })
             .collect();
         resolve(
-            &Empty,
+            &crate::catalog::MemoryCatalog::new(),
             "mariadb-backup-10.5.8",
             &params,
             Direction::Backup,

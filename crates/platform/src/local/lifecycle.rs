@@ -101,6 +101,7 @@ pub fn mark_failed(
     ran: Option<Duration>,
 ) {
     tracing::warn!("{}: {reason}", r.display_name());
+    let before = r.clone();
     let repo = match &r {
         Resource::BackupSession(bs) => config_of(store, bs).map(|bc| {
             (
@@ -156,12 +157,13 @@ pub fn mark_failed(
     if let Some((r, ns)) = repo {
         release_stale_locks(store, r.namespace.as_deref().unwrap_or(&ns), &r.name);
     }
-    write_status(store, &updated);
+    write_status(store, &before, &updated);
 }
 
-/// Writes a status through the engine's helper: retried, and logged if it still fails.
-pub fn write_status(store: &Store, r: &Resource) -> bool {
-    coffer_engine::catalog::write_status(store, r)
+/// Writes this process's change to a status (`before` as it was read, `after` as this process
+/// wants it): only the fields it changed, retried on conflict, logged if it still fails.
+pub fn write_status(store: &Store, before: &Resource, after: &Resource) -> bool {
+    coffer_engine::patch::write_change(store, before, after).is_some()
 }
 
 /// Claims a Pending session (Pending -> Running, atomically: only one claimer wins) and records
@@ -176,11 +178,13 @@ pub fn claim(store: &Store, kind: Kind, ns: &str, name: &str, deadline: Option<T
             return false;
         }
     }
-    if let (Some(d), Ok(Some(Resource::BackupSession(mut bs)))) =
-        (deadline, store.get(Kind::BackupSession, ns, name))
-    {
-        bs.status_mut().session_deadline = Some(d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-        write_status(store, &Resource::BackupSession(bs));
+    if let Some(d) = deadline {
+        coffer_engine::update_status(store, Kind::BackupSession, ns, name, &mut |r| {
+            if let Resource::BackupSession(bs) = r {
+                bs.status_mut().session_deadline =
+                    Some(d.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            }
+        });
     }
     true
 }
@@ -192,6 +196,7 @@ pub fn mark_skipped(store: &Store, mut s: BackupSession, why: &str) -> BackupSes
         s.metadata.namespace(),
         s.metadata.name
     );
+    let before = Resource::BackupSession(s.clone());
     let st = s.status_mut();
     set_condition(
         &mut st.conditions,
@@ -204,7 +209,7 @@ pub fn mark_skipped(store: &Store, mut s: BackupSession, why: &str) -> BackupSes
     st.phase = Some(phase::SKIPPED.into());
     st.error = Some(why.into());
     st.session_duration = Some("0s".into());
-    write_status(store, &Resource::BackupSession(s.clone()));
+    write_status(store, &before, &Resource::BackupSession(s.clone()));
     s
 }
 

@@ -244,12 +244,15 @@ impl Server {
                     .zip(&st.conditions)
                     .any(|(a, b)| a.status != b.status || a.message != b.message)
         });
+        let before = bc.clone();
         let mut bc = bc.clone();
         if changed {
             bc.status = Some(st);
-            let _ = self
-                .store
-                .put_status(&Resource::BackupConfiguration(bc.clone()));
+            lifecycle::write_status(
+                &self.store,
+                &Resource::BackupConfiguration(before),
+                &Resource::BackupConfiguration(bc.clone()),
+            );
         }
         bc
     }
@@ -314,6 +317,7 @@ impl Server {
             }
             let ns = s.metadata.namespace().to_string();
             let Some(bc) = self.bc_of(&s) else {
+                let before = Resource::BackupSession(s.clone());
                 let mut s = s;
                 let why = format!(
                     "BackupConfiguration {ns}/{} not found (spec.invoker): create it, or delete this session",
@@ -322,7 +326,7 @@ impl Server {
                 let st = s.status_mut();
                 st.phase = Some(phase::FAILED.into());
                 st.error = Some(why);
-                lifecycle::write_status(&self.store, &Resource::BackupSession(s));
+                lifecycle::write_status(&self.store, &before, &Resource::BackupSession(s));
                 continue;
             };
             let observed = coffer_control::observe(&bc, &s, &all, Timestamp::now());
@@ -460,13 +464,14 @@ impl Server {
                 let Some((plan_at, retry_left)) = retry else {
                     continue;
                 };
+                let before = Resource::BackupSession(s.clone());
                 let mut s = s.clone();
                 let at = plan_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
                 if plan_at > Timestamp::now() {
                     if s.status.as_ref().and_then(|x| x.next_retry.as_deref()) != Some(at.as_str())
                     {
                         s.status_mut().next_retry = Some(at);
-                        lifecycle::write_status(&self.store, &Resource::BackupSession(s));
+                        lifecycle::write_status(&self.store, &before, &Resource::BackupSession(s));
                     }
                     continue;
                 }
@@ -481,7 +486,7 @@ impl Server {
                         let st = s.status_mut();
                         st.retried = true;
                         st.next_retry = Some(at);
-                        lifecycle::write_status(&self.store, &Resource::BackupSession(s));
+                        lifecycle::write_status(&self.store, &before, &Resource::BackupSession(s));
                     }
                     Err(e) => tracing::error!("cannot create a retry session: {e}"),
                 }

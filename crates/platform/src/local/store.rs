@@ -10,6 +10,7 @@ use std::{
 };
 
 use coffer_api::{backup::phase, Kind, Resource};
+use coffer_engine::CatalogError;
 use rusqlite::{params, OptionalExtension};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum StoreError {
     Sql { path: PathBuf, reason: String },
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0} was changed by someone else since it was read")]
+    Conflict(String),
     #[error("{0} already exists")]
     Exists(String),
     #[error("stored {what} cannot be read: {reason}")]
@@ -149,22 +152,26 @@ impl Store {
         tx.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))
     }
 
-    fn decode(kind: Kind, body: &str) -> Result<Resource, StoreError> {
+    /// A stored resource; its resourceVersion is the store revision of its last write, which
+    /// every write to it changes (homes written before versions existed already have it).
+    fn decode(kind: Kind, body: &str, revision: i64) -> Result<Resource, StoreError> {
         let v: serde_json::Value = serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
             what: kind.to_string(),
             reason: e.to_string(),
         })?;
-        Resource::from_json(kind, v).map_err(|p| StoreError::Corrupt {
+        let mut r = Resource::from_json(kind, v).map_err(|p| StoreError::Corrupt {
             what: kind.to_string(),
             reason: p.to_string(),
-        })
+        })?;
+        r.meta_mut().resource_version = Some(revision.to_string());
+        Ok(r)
     }
 
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Result<Option<Resource>, StoreError> {
         let ns = if kind.cluster_scoped() { "" } else { ns };
         let c = self.conn.lock().unwrap();
-        let body: Option<String> = body_of(&c, kind, ns, name).map_err(|e| self.sql(e))?;
-        body.map(|b| Self::decode(kind, &b)).transpose()
+        let body = body_of(&c, kind, ns, name).map_err(|e| self.sql(e))?;
+        body.map(|(b, rev)| Self::decode(kind, &b, rev)).transpose()
     }
 
     /// Resources of a kind, in one namespace or (None) all, ordered by namespace and name.
@@ -172,17 +179,20 @@ impl Store {
         let c = self.conn.lock().unwrap();
         let mut stmt = c
             .prepare(
-                "SELECT body FROM resources WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2)
-                 ORDER BY namespace, name",
+                "SELECT body, revision FROM resources
+                 WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY namespace, name",
             )
             .map_err(|e| self.sql(e))?;
         let ns = if kind.cluster_scoped() { None } else { ns };
         let rows = stmt
-            .query_map(params![kind.as_str(), ns], |r| r.get::<_, String>(0))
+            .query_map(params![kind.as_str(), ns], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
             .map_err(|e| self.sql(e))?;
         let mut out = Vec::new();
-        for b in rows {
-            out.push(Self::decode(kind, &b.map_err(|e| self.sql(e))?)?);
+        for row in rows {
+            let (b, rev) = row.map_err(|e| self.sql(e))?;
+            out.push(Self::decode(kind, &b, rev)?);
         }
         Ok(out)
     }
@@ -200,8 +210,10 @@ impl Store {
         }
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
-        let existing: Option<String> = body_of(&tx, kind, &ns, &name).map_err(|e| self.sql(e))?;
+        let existing = body_of(&tx, kind, &ns, &name).map_err(|e| self.sql(e))?;
         let outcome;
+        // The version is the store's own, never one a manifest carries.
+        res.meta_mut().resource_version = None;
         let mut new = res.to_json();
         match existing {
             None => {
@@ -211,7 +223,7 @@ impl Store {
                 m.insert("generation".into(), 1.into());
                 outcome = ApplyOutcome::Created;
             }
-            Some(old) => {
+            Some((old, _)) => {
                 let old: serde_json::Value =
                     serde_json::from_str(&old).map_err(|e| StoreError::Corrupt {
                         what: label(kind, &ns, &name),
@@ -285,6 +297,7 @@ impl Store {
             m.uid = Some(new_uid());
             m.creation_timestamp.get_or_insert_with(now);
             m.generation = Some(1);
+            m.resource_version = None;
         }
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
@@ -300,21 +313,32 @@ impl Store {
             return Err(StoreError::Exists(label(kind, &ns, &name)));
         }
         tx.commit().map_err(|e| self.sql(e))?;
+        res.meta_mut().resource_version = Some(rev.to_string());
         Ok(res)
     }
 
-    /// Replaces only the status of an existing resource.
-    pub fn put_status(&self, res: &Resource) -> Result<(), StoreError> {
+    /// Replaces only the status of an existing resource. When `res` carries a resourceVersion
+    /// that is no longer the stored one, nothing is written: Conflict. Returns the resource as
+    /// stored, with its new version.
+    pub fn patch_status(&self, res: &Resource) -> Result<Resource, StoreError> {
         let kind = res.kind();
         let ns = res.namespace().to_string();
         let name = res.name().to_string();
         let status = res.to_json().get("status").cloned();
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
-        let old: Option<String> = body_of(&tx, kind, &ns, &name).map_err(|e| self.sql(e))?;
-        let Some(old) = old else {
+        let old = body_of(&tx, kind, &ns, &name).map_err(|e| self.sql(e))?;
+        let Some((old, old_rev)) = old else {
             return Err(StoreError::NotFound(label(kind, &ns, &name)));
         };
+        if res
+            .meta()
+            .resource_version
+            .as_ref()
+            .is_some_and(|v| *v != old_rev.to_string())
+        {
+            return Err(StoreError::Conflict(label(kind, &ns, &name)));
+        }
         let mut body: serde_json::Value =
             serde_json::from_str(&old).map_err(|e| StoreError::Corrupt {
                 what: label(kind, &ns, &name),
@@ -337,7 +361,7 @@ impl Store {
         )
         .map_err(|e| self.sql(e))?;
         tx.commit().map_err(|e| self.sql(e))?;
-        Ok(())
+        Self::decode(kind, &body.to_string(), rev)
     }
 
     /// Takes a Pending (or new) session for running: sets its phase to Running only if nobody
@@ -345,8 +369,8 @@ impl Store {
     pub fn claim_session(&self, kind: Kind, ns: &str, name: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.lock().unwrap();
         let tx = c.transaction().map_err(|e| self.sql(e))?;
-        let old: Option<String> = body_of(&tx, kind, ns, name).map_err(|e| self.sql(e))?;
-        let Some(old) = old else {
+        let old = body_of(&tx, kind, ns, name).map_err(|e| self.sql(e))?;
+        let Some((old, _)) = old else {
             return Ok(false);
         };
         let mut body: serde_json::Value =
@@ -390,28 +414,54 @@ impl Store {
     }
 }
 
-/// The stored JSON of one resource.
+/// The stored JSON of one resource, and the revision of its last write.
 fn body_of(
     c: &rusqlite::Connection,
     kind: Kind,
     ns: &str,
     name: &str,
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<Option<(String, i64)>> {
     c.query_row(
-        "SELECT body FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        "SELECT body, revision FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
         params![kind.as_str(), ns, name],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
 }
 
 impl coffer_engine::Catalog for Store {
-    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Resource>, String> {
-        Store::get(self, kind, namespace, name).map_err(|e| e.to_string())
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Resource>, CatalogError> {
+        Store::get(self, kind, namespace, name).map_err(|e| CatalogError::Other {
+            message: e.to_string(),
+        })
     }
 
-    fn put_status(&self, res: &Resource) -> Result<(), String> {
-        Store::put_status(self, res).map_err(|e| e.to_string())
+    fn patch_status(&self, res: &Resource) -> Result<Resource, CatalogError> {
+        let (kind, namespace, name) = (
+            res.kind(),
+            res.namespace().to_string(),
+            res.name().to_string(),
+        );
+        Store::patch_status(self, res).map_err(|e| match e {
+            StoreError::NotFound(_) => CatalogError::NotFound {
+                kind,
+                namespace,
+                name,
+            },
+            StoreError::Conflict(_) => CatalogError::Conflict {
+                kind,
+                namespace,
+                name,
+            },
+            other => CatalogError::Other {
+                message: other.to_string(),
+            },
+        })
     }
 }
 
@@ -474,5 +524,60 @@ mod tests {
         assert!(!store
             .claim_session(Kind::BackupSession, "default", "b-1")
             .unwrap());
+    }
+
+    #[test]
+    fn a_status_written_over_a_newer_version_is_a_conflict() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(home.path()).unwrap();
+        let bs = parse_manifests(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: BackupSession\nmetadata: {name: b-1, resourceVersion: '999'}\nspec: {invoker: {kind: BackupConfiguration, name: b}}\n",
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        let created = store.create(bs).unwrap();
+        let read = store
+            .get(Kind::BackupSession, "default", "b-1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            read.meta().resource_version,
+            created.meta().resource_version
+        );
+        assert_ne!(read.meta().resource_version.as_deref(), Some("999"));
+        let with_error = |mut r: Resource, e: &str| {
+            if let Resource::BackupSession(b) = &mut r {
+                b.status_mut().error = Some(e.into());
+            }
+            r
+        };
+        let written = store
+            .patch_status(&with_error(read.clone(), "first"))
+            .unwrap();
+        assert_ne!(
+            written.meta().resource_version,
+            read.meta().resource_version
+        );
+        assert!(matches!(
+            store.patch_status(&with_error(read.clone(), "stale")),
+            Err(StoreError::Conflict(_))
+        ));
+        // Without a version the write is unconditional.
+        let mut any = with_error(read, "last");
+        any.meta_mut().resource_version = None;
+        store.patch_status(&any).unwrap();
+        let Some(Resource::BackupSession(b)) =
+            store.get(Kind::BackupSession, "default", "b-1").unwrap()
+        else {
+            panic!("missing")
+        };
+        assert_eq!(b.status.unwrap().error.as_deref(), Some("last"));
+        // The version is not kept in the stored body.
+        let c = store.conn.lock().unwrap();
+        let (body, _) = body_of(&c, Kind::BackupSession, "default", "b-1")
+            .unwrap()
+            .unwrap();
+        assert!(!body.contains("resourceVersion"), "{body}");
     }
 }
