@@ -145,11 +145,14 @@ pub fn with_status_of(res: &Resource, from: &Resource) -> Result<Resource, Catal
     })
 }
 
+/// Kind, namespace ("" when cluster-scoped), name.
+type Key = (Kind, String, String);
+
 /// An in-memory catalog with resource versions and conditional status writes, for tests of
 /// everything that reads and writes through a [`Catalog`].
 #[derive(Default)]
 pub struct MemoryCatalog {
-    items: Mutex<BTreeMap<(Kind, String, String), (u64, Resource)>>,
+    items: Mutex<BTreeMap<Key, (u64, Resource)>>,
     next_version: Mutex<u64>,
 }
 
@@ -167,7 +170,7 @@ impl MemoryCatalog {
         c
     }
 
-    fn key(kind: Kind, namespace: &str, name: &str) -> (Kind, String, String) {
+    fn key(kind: Kind, namespace: &str, name: &str) -> Key {
         let ns = if kind.cluster_scoped() { "" } else { namespace };
         (kind, ns.to_string(), name.to_string())
     }
