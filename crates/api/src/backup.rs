@@ -206,6 +206,10 @@ pub struct BackupSessionStatus {
     /// coffer: the process running the session, for supervision and crash recovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_pid: Option<u32>,
+    /// coffer: the pod running the session, when a cluster runs it (the local platform records
+    /// `agentPid` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_pod: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -107,11 +107,13 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The engine's configuration on the local platform: this process runs the session.
 fn engine_config() -> coffer_engine::EngineConfig {
     coffer_engine::EngineConfig {
         pushgateway: std::env::var("COFFER_PUSHGATEWAY")
             .ok()
             .filter(|p| !p.is_empty()),
+        executor: coffer_engine::Executor::Process(std::process::id()),
     }
 }
 

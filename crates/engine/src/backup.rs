@@ -248,7 +248,7 @@ pub fn run_backup(
         let st = session.status_mut();
         st.phase = Some(phase::RUNNING.into());
         st.error = None;
-        st.agent_pid = Some(std::process::id());
+        cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
     }
     out.write(Resource::BackupSession(session.clone()));
     let planned = plan(cat, &session);

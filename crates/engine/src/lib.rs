@@ -26,8 +26,51 @@ pub use error::{EngineError, EngineResult};
 pub use restore::run_restore;
 
 /// How this installation runs sessions.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Where to push metrics at the end of every session (none: not pushed).
     pub pushgateway: Option<String>,
+    /// Who runs the session, as the platform knows it; recorded in the session's status so
+    /// that the platform's supervisor can find it.
+    pub executor: Executor,
+}
+
+/// Who executes a session: the platform says, the engine only records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executor {
+    /// A local process (status `agentPid`).
+    Process(u32),
+    /// A Kubernetes pod, by name (status `executorPod`).
+    Pod(String),
+}
+
+impl Executor {
+    /// The status fields that name the executor: one is set, the other cleared (a session
+    /// retried elsewhere names only its latest executor).
+    pub fn record(&self, agent_pid: &mut Option<u32>, executor_pod: &mut Option<String>) {
+        match self {
+            Executor::Process(pid) => {
+                *agent_pid = Some(*pid);
+                *executor_pod = None;
+            }
+            Executor::Pod(name) => {
+                *agent_pid = None;
+                *executor_pod = Some(name.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Executor;
+
+    #[test]
+    fn the_executor_names_itself_in_one_field() {
+        let (mut pid, mut pod) = (Some(7), None);
+        Executor::Pod("backup-x-1".into()).record(&mut pid, &mut pod);
+        assert_eq!((pid, pod.as_deref()), (None, Some("backup-x-1")));
+        Executor::Process(42).record(&mut pid, &mut pod);
+        assert_eq!((pid, pod), (Some(42), None));
+    }
 }

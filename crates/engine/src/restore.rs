@@ -44,7 +44,7 @@ pub fn run_restore(
         st.phase = Some(phase::RUNNING.into());
         st.total_hosts = Some(1);
         st.error = None;
-        st.agent_pid = Some(std::process::id());
+        cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
     }
     out.write(Resource::RestoreSession(rs.clone()));
     let hooks = rs.spec.hooks.clone().unwrap_or_default();
