@@ -114,9 +114,8 @@ pub struct BackupConfigurationStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Ready, NotReady or Invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<ConfigPhase>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -139,20 +138,7 @@ pub struct Invoker {
     pub name: String,
 }
 
-/// Session phases, as Stash names them.
-pub mod phase {
-    pub const PENDING: &str = "Pending";
-    pub const SKIPPED: &str = "Skipped";
-    pub const RUNNING: &str = "Running";
-    pub const SUCCEEDED: &str = "Succeeded";
-    pub const FAILED: &str = "Failed";
-    pub const UNKNOWN: &str = "Unknown";
-    pub const INVALID: &str = "Invalid";
-
-    pub fn is_final(p: &str) -> bool {
-        matches!(p, SUCCEEDED | FAILED | SKIPPED | INVALID)
-    }
-}
+pub use crate::phase::{ConfigPhase, SessionPhase};
 
 /// Condition types Stash sets on sessions.
 pub mod condition {
@@ -187,7 +173,7 @@ pub mod condition {
 #[serde(rename_all = "camelCase")]
 pub struct BackupSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<SessionPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_duration: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -220,7 +206,7 @@ pub struct BackupTargetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_hosts: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<SessionPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<HostBackupStats>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -237,7 +223,7 @@ pub struct HostBackupStats {
     #[serde(default)]
     pub hostname: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<SessionPhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<SnapshotStats>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

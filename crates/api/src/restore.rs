@@ -81,7 +81,7 @@ pub struct RestoreHooks {
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::phase::SessionPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_hosts: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,7 +110,7 @@ pub struct HostRestoreStats {
     #[serde(default)]
     pub hostname: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::phase::SessionPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use coffer_api::{backup::phase, parse_located, Kind, Resource};
+use coffer_api::{backup::SessionPhase, parse_located, Kind, Resource};
 use coffer_platform::local::{
     lifecycle::{self, Start},
     Store,
@@ -213,7 +213,7 @@ fn agent(store: &Store, ns: &str, kind: &str, name: &str) -> Result<i32> {
             .and_then(|s| s.phase),
         other => bail!("{} is not a session", other.display_name()),
     };
-    Ok(if ph.as_deref() == Some(phase::SUCCEEDED) {
+    Ok(if ph == Some(SessionPhase::Succeeded) {
         0
     } else {
         1
@@ -434,10 +434,10 @@ fn echo_log(path: &Path, from: u64) -> u64 {
     from + n
 }
 
-fn session_phase(r: &Resource) -> Option<String> {
+fn session_phase(r: &Resource) -> Option<SessionPhase> {
     match r {
-        Resource::BackupSession(b) => b.status.as_ref().and_then(|s| s.phase.clone()),
-        Resource::RestoreSession(x) => x.status.as_ref().and_then(|s| s.phase.clone()),
+        Resource::BackupSession(b) => b.status.as_ref().and_then(|s| s.phase),
+        Resource::RestoreSession(x) => x.status.as_ref().and_then(|s| s.phase),
         _ => None,
     }
 }
@@ -464,7 +464,7 @@ fn wait_session(
     loop {
         let r = must_get(store, kind, ns, name)?;
         let ph = session_phase(&r).unwrap_or_default();
-        let r = if ph.is_empty() || ph == phase::PENDING {
+        let r = if ph == SessionPhase::Pending {
             let since = *pending_since.get_or_insert_with(Instant::now);
             // A server picks sessions up within a second or two; without one, run it here.
             let server = home::server_running(home);
@@ -482,13 +482,13 @@ fn wait_session(
                 None
             }
         } else {
-            phase::is_final(&ph).then_some(r)
+            ph.is_final().then_some(r)
         };
         if let Some(r) = r {
             let ph = session_phase(&r).unwrap_or_default();
-            if phase::is_final(&ph) {
+            if ph.is_final() {
                 println!("{}/{name} {ph}", kind.as_str().to_ascii_lowercase());
-                if ph == phase::SUCCEEDED {
+                if ph == SessionPhase::Succeeded {
                     return Ok(0);
                 }
                 if let Some(e) = session_error(&r) {

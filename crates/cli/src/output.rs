@@ -85,7 +85,8 @@ pub fn table(kind: Kind, items: &[Resource], all_namespaces: bool) -> String {
                 b.spec.paused.to_string(),
                 b.status
                     .as_ref()
-                    .and_then(|s| s.phase.clone())
+                    .and_then(|s| s.phase)
+                    .map(|p| p.to_string())
                     .unwrap_or_default(),
             ],
             Resource::BackupSession(b) => {
@@ -94,7 +95,7 @@ pub fn table(kind: Kind, items: &[Resource], all_namespaces: bool) -> String {
                     b.metadata.name.clone(),
                     b.spec.invoker.kind.clone(),
                     b.spec.invoker.name.clone(),
-                    st.phase.unwrap_or_else(|| "Pending".into()),
+                    st.phase.unwrap_or_default().to_string(),
                     st.session_duration.unwrap_or_default(),
                 ]
             }
@@ -103,7 +104,7 @@ pub fn table(kind: Kind, items: &[Resource], all_namespaces: bool) -> String {
                 vec![
                     x.metadata.name.clone(),
                     x.spec.repository.name.clone(),
-                    st.phase.unwrap_or_else(|| "Pending".into()),
+                    st.phase.unwrap_or_default().to_string(),
                     st.session_duration.unwrap_or_default(),
                 ]
             }
@@ -193,13 +194,13 @@ fn targets(out: &mut String, ts: &[BackupTargetStatus]) {
             "Target: {} {}\n  Phase: {}\n",
             t.ref_.kind,
             t.ref_.name,
-            t.phase.as_deref().unwrap_or("-")
+            t.phase.map_or("-", |p| p.as_str())
         ));
         for h in &t.stats {
             out.push_str(&format!(
                 "  Host {}: {}{}\n",
                 h.hostname,
-                h.phase.as_deref().unwrap_or("-"),
+                h.phase.map_or("-", |p| p.as_str()),
                 h.duration
                     .as_deref()
                     .map(|d| format!(" in {d}"))
@@ -250,7 +251,7 @@ pub fn describe(r: &Resource) -> String {
                     .as_ref()
                     .map(|t| format!("{} {}", t.ref_.kind, t.ref_.name))
                     .unwrap_or_default(),
-                st.phase.as_deref().unwrap_or("Pending"),
+                st.phase.unwrap_or_default().as_str(),
                 st.session_duration.as_deref().unwrap_or("-")
             ));
             if let Some(e) = &st.error {
@@ -260,7 +261,7 @@ pub fn describe(r: &Resource) -> String {
                 out.push_str(&format!(
                     "Host {}: {}{}{}\n",
                     h.hostname,
-                    h.phase.as_deref().unwrap_or("-"),
+                    h.phase.map_or("-", |p| p.as_str()),
                     h.snapshot
                         .as_deref()
                         .map(|s| format!(", snapshot {}", &s[..s.len().min(8)]))
@@ -285,7 +286,7 @@ pub fn describe(r: &Resource) -> String {
                     .as_ref()
                     .map(|t| format!("{} {}", t.ref_.kind, t.ref_.name))
                     .unwrap_or_default(),
-                st.phase.as_deref().unwrap_or("-"),
+                st.phase.map_or("-", |p| p.as_str()),
             ));
             conditions(&mut out, &st.conditions);
         }
@@ -303,7 +304,7 @@ fn describe_backup_session(out: &mut String, r: &Resource, b: &BackupSession) {
         "Invoker:    {} {}\nPhase:      {}\nDuration:   {}\n",
         b.spec.invoker.kind,
         b.spec.invoker.name,
-        st.phase.as_deref().unwrap_or("Pending"),
+        st.phase.unwrap_or_default().as_str(),
         st.session_duration.as_deref().unwrap_or("-")
     ));
     if let Some(e) = &st.error {

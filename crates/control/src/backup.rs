@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use coffer_api::{
     backup::{
-        condition as c, phase, BackupConfiguration, BackupConfigurationStatus, BackupSession,
+        condition as c, BackupConfiguration, BackupConfigurationStatus, BackupSession, ConfigPhase,
+        SessionPhase,
     },
     meta::{set_condition, Condition},
 };
@@ -20,11 +21,11 @@ pub enum Admission {
     Skip(String),
 }
 
-fn session_phase(s: &BackupSession) -> &str {
+fn session_phase(s: &BackupSession) -> SessionPhase {
     s.status
         .as_ref()
-        .and_then(|st| st.phase.as_deref())
-        .unwrap_or(phase::PENDING)
+        .and_then(|st| st.phase)
+        .unwrap_or_default()
 }
 
 fn created(s: &BackupSession) -> Option<Timestamp> {
@@ -44,7 +45,7 @@ pub fn observe(
     // session of the same configuration is still running (they would fight over the
     // repository lock and the database).
     let not_ready = bc.status.as_ref().and_then(|st| {
-        let p = st.phase.as_deref().filter(|p| *p != "Ready")?;
+        let p = st.phase.filter(|p| *p != ConfigPhase::Ready)?;
         let why = st
             .conditions
             .iter()
@@ -63,7 +64,7 @@ pub fn observe(
             o.metadata.name != session.metadata.name
                 && o.metadata.namespace() == session.metadata.namespace()
                 && o.spec.invoker.name == session.spec.invoker.name
-                && session_phase(o) == phase::RUNNING
+                && session_phase(o) == SessionPhase::Running
         })
         .map(|o| o.metadata.name.clone())
         .collect();
@@ -84,7 +85,7 @@ pub fn observe(
         None => RetryState::default(),
     };
     Observed {
-        phase: Phase::parse(session_phase(session)),
+        phase: session_phase(session),
         now,
         since: created(session),
         time_out: bc
@@ -144,14 +145,14 @@ pub fn history_to_delete(sessions: &[BackupSession], limit: Option<i32>) -> Vec<
     let limit = limit.unwrap_or(1);
     let mut finished: Vec<&BackupSession> = sessions
         .iter()
-        .filter(|s| phase::is_final(session_phase(s)))
+        .filter(|s| session_phase(s).is_final())
         .collect();
     finished.sort_by_key(|s| std::cmp::Reverse((created(s), s.metadata.name.clone())));
     let keep = limit.max(0) as usize;
     let last_good = if limit > 0 {
         finished
             .iter()
-            .find(|s| session_phase(s) == phase::SUCCEEDED)
+            .find(|s| session_phase(s) == SessionPhase::Succeeded)
             .map(|s| s.metadata.name.clone())
     } else {
         None
@@ -211,19 +212,19 @@ pub fn readiness(
         "TargetNotAvailable",
     );
     let phase = if r.validation.is_err() {
-        "Invalid"
+        ConfigPhase::Invalid
     } else if r.repository_found.is_err()
         || r.backend_secret_found.is_err()
         || r.target_found.is_err()
     {
-        "NotReady"
+        ConfigPhase::NotReady
     } else {
-        "Ready"
+        ConfigPhase::Ready
     };
     BackupConfigurationStatus {
         observed_generation: previous.and_then(|p| p.observed_generation),
         conditions: conds,
-        phase: Some(phase.into()),
+        phase: Some(phase),
     }
 }
 
@@ -245,7 +246,7 @@ mod tests {
         }
     }
 
-    fn bs(name: &str, invoker: &str, phase: Option<&str>, created: &str) -> BackupSession {
+    fn bs(name: &str, invoker: &str, phase: Option<SessionPhase>, created: &str) -> BackupSession {
         BackupSession {
             api_version: "stash.appscode.com/v1beta1".into(),
             kind: "BackupSession".into(),
@@ -263,7 +264,7 @@ mod tests {
                 retry_left: None,
             },
             status: phase.map(|p| BackupSessionStatus {
-                phase: Some(p.into()),
+                phase: Some(p),
                 ..Default::default()
             }),
         }
@@ -279,24 +280,39 @@ mod tests {
                 vec![bs(
                     "a-1",
                     "a",
-                    Some(phase::SUCCEEDED),
+                    Some(SessionPhase::Succeeded),
                     "2026-01-01T00:01:00Z",
                 )],
                 true,
             ),
             (
                 "previous running",
-                vec![bs("a-2", "a", Some(phase::RUNNING), "2026-01-01T00:02:00Z")],
+                vec![bs(
+                    "a-2",
+                    "a",
+                    Some(SessionPhase::Running),
+                    "2026-01-01T00:02:00Z",
+                )],
                 false,
             ),
             (
                 "other config running",
-                vec![bs("b-2", "b", Some(phase::RUNNING), "2026-01-01T00:02:00Z")],
+                vec![bs(
+                    "b-2",
+                    "b",
+                    Some(SessionPhase::Running),
+                    "2026-01-01T00:02:00Z",
+                )],
                 true,
             ),
             (
                 "itself running",
-                vec![bs("a-3", "a", Some(phase::RUNNING), "2026-01-01T00:03:00Z")],
+                vec![bs(
+                    "a-3",
+                    "a",
+                    Some(SessionPhase::Running),
+                    "2026-01-01T00:03:00Z",
+                )],
                 true,
             ),
         ];
@@ -312,7 +328,7 @@ mod tests {
         }
         let mut not_ready = bc("a");
         not_ready.status = Some(BackupConfigurationStatus {
-            phase: Some("NotReady".into()),
+            phase: Some(ConfigPhase::NotReady),
             conditions: vec![Condition {
                 type_: c::REPOSITORY_FOUND.into(),
                 status: "False".into(),
@@ -338,7 +354,12 @@ mod tests {
             max_retry: Some(2),
             delay: Some("30s".into()),
         });
-        let failed = bs("a-1", "a", Some(phase::FAILED), "2026-01-01T00:00:00Z");
+        let failed = bs(
+            "a-1",
+            "a",
+            Some(SessionPhase::Failed),
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(
             retry(&c, &failed, t),
             Some(RetryPlan {
@@ -352,7 +373,12 @@ mod tests {
         let mut done = failed.clone();
         done.status.as_mut().unwrap().retried = true;
         assert_eq!(retry(&c, &done, t), None, "already retried");
-        let ok = bs("a-1", "a", Some(phase::SUCCEEDED), "2026-01-01T00:00:00Z");
+        let ok = bs(
+            "a-1",
+            "a",
+            Some(SessionPhase::Succeeded),
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(retry(&c, &ok, t), None, "only failures are retried");
         assert_eq!(
             retry(&bc("a"), &failed, t),
@@ -363,14 +389,15 @@ mod tests {
 
     #[test]
     fn history_table() {
-        let s =
-            |n: &str, p: Option<&str>, m: u32| bs(n, "a", p, &format!("2026-01-01T00:{m:02}:00Z"));
+        let s = |n: &str, p: Option<SessionPhase>, m: u32| {
+            bs(n, "a", p, &format!("2026-01-01T00:{m:02}:00Z"))
+        };
         let sessions = vec![
-            s("a-1", Some(phase::SUCCEEDED), 1),
-            s("a-2", Some(phase::FAILED), 2),
-            s("a-3", Some(phase::FAILED), 3),
-            s("a-4", Some(phase::RUNNING), 4),
-            s("a-5", Some(phase::SKIPPED), 5),
+            s("a-1", Some(SessionPhase::Succeeded), 1),
+            s("a-2", Some(SessionPhase::Failed), 2),
+            s("a-3", Some(SessionPhase::Failed), 3),
+            s("a-4", Some(SessionPhase::Running), 4),
+            s("a-5", Some(SessionPhase::Skipped), 5),
         ];
         let mut del = history_to_delete(&sessions, None);
         del.sort();
@@ -396,13 +423,13 @@ mod tests {
             target_found: Ok(()),
             validation: Ok(()),
         };
-        assert_eq!(readiness(&ok, None, "t").phase.as_deref(), Some("Ready"));
+        assert_eq!(readiness(&ok, None, "t").phase, Some(ConfigPhase::Ready));
         let missing = Readiness {
             repository_found: Err("Repository default/r not found".into()),
             ..ok.clone()
         };
         let st = readiness(&missing, None, "t");
-        assert_eq!(st.phase.as_deref(), Some("NotReady"));
+        assert_eq!(st.phase, Some(ConfigPhase::NotReady));
         let c = st
             .conditions
             .iter()
@@ -414,8 +441,8 @@ mod tests {
             ..missing
         };
         assert_eq!(
-            readiness(&invalid, None, "t").phase.as_deref(),
-            Some("Invalid")
+            readiness(&invalid, None, "t").phase,
+            Some(ConfigPhase::Invalid)
         );
     }
 }

@@ -8,35 +8,10 @@
 
 use std::time::Duration;
 
-use coffer_api::backup::phase;
 use jiff::{SignedDuration, Timestamp};
 
-/// A session's phase, as an enum (the resource stores it as a string).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-}
-
-impl Phase {
-    /// An absent or empty phase is Pending; an unknown one is treated as Failed (final).
-    pub fn parse(s: &str) -> Phase {
-        match s {
-            "" | phase::PENDING => Phase::Pending,
-            phase::RUNNING => Phase::Running,
-            phase::SUCCEEDED => Phase::Succeeded,
-            phase::SKIPPED => Phase::Skipped,
-            _ => Phase::Failed,
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Skipped)
-    }
-}
+/// A session's phase: the api's own type, so that every platform reads the same phases.
+pub use coffer_api::phase::SessionPhase as Phase;
 
 /// What the observer knows about the process (or pod) that runs the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +175,8 @@ pub fn reconcile(o: &Observed) -> Vec<Action> {
                 Executor::None => Vec::new(),
             }
         }
-        Phase::Failed | Phase::Succeeded | Phase::Skipped => {
+        // Invalid and Unknown (a phase this version cannot read) are final and never retried.
+        Phase::Failed | Phase::Succeeded | Phase::Skipped | Phase::Invalid | Phase::Unknown => {
             // Its status is final but its executor hangs on past the deadline: stop it.
             let mut a = if past_deadline {
                 vec![Action::Kill]
@@ -441,7 +417,19 @@ mod tests {
     fn phases_parse() {
         assert_eq!(Phase::parse(""), Phase::Pending);
         assert_eq!(Phase::parse("Running"), Phase::Running);
-        assert_eq!(Phase::parse("Unknown"), Phase::Failed);
+        assert_eq!(Phase::parse("Exploded"), Phase::Unknown);
         assert!(Phase::parse("Skipped").is_final());
+        // A phase that cannot be read is final: never started again, never retried.
+        let o = Observed {
+            phase: Phase::Unknown,
+            retry: RetryState {
+                configured: true,
+                left: 1,
+                ..Default::default()
+            },
+            history_limit: None,
+            ..base(Phase::Unknown)
+        };
+        assert_eq!(reconcile(&o), vec![]);
     }
 }

@@ -9,8 +9,8 @@ use std::{
 
 use coffer_api::{
     backup::{
-        condition as cond, phase, BackupConfiguration, BackupSession, BackupTargetStatus,
-        FileStats, HostBackupStats, SnapshotStats,
+        condition as cond, BackupConfiguration, BackupSession, BackupTargetStatus, FileStats,
+        HostBackupStats, SessionPhase, SnapshotStats,
     },
     meta::{set_condition, TargetRef},
     repository::Repository,
@@ -246,7 +246,7 @@ pub fn run_backup(
     let mut out = StatusWriter::new(cat, Resource::BackupSession(session.clone()));
     {
         let st = session.status_mut();
-        st.phase = Some(phase::RUNNING.into());
+        st.phase = Some(SessionPhase::Running);
         st.error = None;
         cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
     }
@@ -266,7 +266,7 @@ pub fn run_backup(
         post_hook(&mut session, p, succeeded);
     }
     let st = session.status_mut();
-    st.phase = Some(coffer_api::phase::backup_session_phase(st).to_string());
+    st.phase = Some(coffer_api::phase::backup_session_phase(st));
     st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
         started.elapsed().as_secs(),
     )));
@@ -290,7 +290,7 @@ fn record_failure(session: &mut BackupSession, msg: &str) {
     }
     let t = &mut st.targets[0];
     t.total_hosts.get_or_insert(1);
-    t.phase = Some(phase::FAILED.into());
+    t.phase = Some(SessionPhase::Failed);
     if t.stats.is_empty() {
         t.stats.push(HostBackupStats {
             hostname: "host-0".into(),
@@ -298,7 +298,7 @@ fn record_failure(session: &mut BackupSession, msg: &str) {
         });
     }
     let h = &mut t.stats[0];
-    h.phase = Some(phase::FAILED.into());
+    h.phase = Some(SessionPhase::Failed);
     h.error = Some(msg.to_string());
 }
 
@@ -459,7 +459,7 @@ fn execute(
         st.targets = vec![BackupTargetStatus {
             ref_: p.target_ref.clone(),
             total_hosts: Some(1),
-            phase: Some(phase::RUNNING.into()),
+            phase: Some(SessionPhase::Running),
             stats: vec![HostBackupStats {
                 hostname: p.host.clone(),
                 phase: None,
@@ -588,10 +588,10 @@ fn execute(
     }
     let st = session.status_mut();
     let t = &mut st.targets[0];
-    t.phase = Some(phase::SUCCEEDED.into());
+    t.phase = Some(SessionPhase::Succeeded);
     t.total_hosts = Some(1);
     if let Some(h) = t.stats.first_mut() {
-        h.phase = Some(phase::SUCCEEDED.into());
+        h.phase = Some(SessionPhase::Succeeded);
         h.duration = Some(coffer_api::duration::format(started.elapsed()));
     }
     if snapshot.is_none() {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use coffer_api::{
-    backup::{phase, BackupConfiguration, BackupSession},
+    backup::{BackupConfiguration, BackupSession, SessionPhase},
     repository::Repository,
     restore::RestoreSession,
 };
@@ -87,7 +87,7 @@ pub fn backup_session(
     let repo_name = &bc.spec.repository.name;
     let base = invoker_labels("BackupConfiguration", &bc.metadata.name, ns, repo_name);
     let st = session.status.clone().unwrap_or_default();
-    let ok = st.phase.as_deref() == Some(phase::SUCCEEDED);
+    let ok = st.phase == Some(SessionPhase::Succeeded);
     m.set(
         &[
             "stash_appscode_com_backupsession_success",
@@ -148,7 +148,7 @@ pub fn backup_session(
         tl.push(("kind", kind.to_string()));
         tl.push(("group", group.clone()));
         tl.push(("name", t.ref_.name.clone()));
-        let t_ok = t.phase.as_deref() == Some(phase::SUCCEEDED);
+        let t_ok = t.phase == Some(SessionPhase::Succeeded);
         m.set(
             &[
                 "stash_appscode_com_backupsession_target_success",
@@ -181,7 +181,7 @@ pub fn backup_session(
         for h in &t.stats {
             let mut hl = tl.clone();
             hl.push(("hostname", h.hostname.clone()));
-            let h_ok = h.phase.as_deref() == Some(phase::SUCCEEDED);
+            let h_ok = h.phase == Some(SessionPhase::Succeeded);
             m.set(
                 &[
                     "stash_appscode_com_backupsession_host_backup_success",
@@ -401,7 +401,7 @@ pub fn restore_session(m: &mut Metrics, rs: &RestoreSession) {
         &rs.spec.repository.name,
     );
     let st = rs.status.clone().unwrap_or_default();
-    let ok = st.phase.as_deref() == Some(phase::SUCCEEDED);
+    let ok = st.phase == Some(SessionPhase::Succeeded);
     m.set(
         &[
             "stash_appscode_com_restoresession_success",
@@ -438,7 +438,7 @@ pub fn restore_session(m: &mut Metrics, rs: &RestoreSession) {
             ],
             "Whether the host's restore succeeded",
             &hl,
-            if h.phase.as_deref() == Some(phase::SUCCEEDED) {
+            if h.phase == Some(SessionPhase::Succeeded) {
                 1.0
             } else {
                 0.0

@@ -5,13 +5,10 @@
 //! keep it. A session that someone else has ended (Failed past its deadline, Skipped) keeps
 //! that ending: a writer that did not see it does not undo it.
 
-use coffer_api::{Kind, Resource};
+use coffer_api::{backup::SessionPhase, Kind, Resource};
 use serde_json::Value;
 
 use crate::catalog::{update_status, Catalog};
-
-/// Phases that end a session; once stored by another writer, they are not overwritten.
-const TERMINAL: [&str; 3] = ["Succeeded", "Failed", "Skipped"];
 
 /// Writes the change from `base` to `mine` (the same resource) through `cat`, retried on
 /// conflict. Returns the resource as written, or None (logged) when it could not be written.
@@ -50,7 +47,8 @@ fn merge_status(kind: Kind, stored: &mut Value, base: &Value, mine: &Value) {
     let ended = |v: &Value| {
         v.get("phase")
             .and_then(Value::as_str)
-            .filter(|p| TERMINAL.contains(p))
+            // Final phases, once stored by another writer, are not overwritten.
+            .filter(|p| SessionPhase::parse(p).is_final())
             .map(str::to_string)
     };
     let session = matches!(kind, Kind::BackupSession | Kind::RestoreSession);

@@ -10,7 +10,7 @@ use std::{
 };
 
 use coffer_api::{
-    backup::{condition as cond, phase},
+    backup::{condition as cond, SessionPhase},
     meta::set_condition,
     restore::{HostRestoreStats, RestoreSession},
     Resource,
@@ -41,7 +41,7 @@ pub fn run_restore(
     let mut out = StatusWriter::new(cat, Resource::RestoreSession(rs.clone()));
     {
         let st = rs.status_mut();
-        st.phase = Some(phase::RUNNING.into());
+        st.phase = Some(SessionPhase::Running);
         st.total_hosts = Some(1);
         st.error = None;
         cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
@@ -97,7 +97,7 @@ pub fn run_restore(
                 st.error = Some(msg.clone());
                 st.stats = vec![HostRestoreStats {
                     hostname: host,
-                    phase: Some(phase::FAILED.into()),
+                    phase: Some(SessionPhase::Failed),
                     duration: Some(duration.clone()),
                     error: Some(msg),
                     ..Default::default()
@@ -137,7 +137,11 @@ pub fn run_restore(
         }
     }
     let st = rs.status_mut();
-    st.phase = Some(if ok { phase::SUCCEEDED } else { phase::FAILED }.into());
+    st.phase = Some(if ok {
+        SessionPhase::Succeeded
+    } else {
+        SessionPhase::Failed
+    });
     st.session_duration = Some(duration);
     if let Some(url) = cfg.pushgateway.as_deref().filter(|u| !u.is_empty()) {
         let mut m = crate::metrics::Metrics::new();
@@ -311,7 +315,7 @@ fn execute(
                     );
                     replica_stats.push(HostRestoreStats {
                         hostname: format!("{host}-replica-{ordinal}"),
-                        phase: Some(phase::SUCCEEDED.into()),
+                        phase: Some(SessionPhase::Succeeded),
                         duration: Some(coffer_api::duration::format(t0.elapsed())),
                         snapshot: Some(snap.id.clone()),
                         restored_bytes: Some(bytes),
@@ -399,7 +403,7 @@ fn execute(
     if !replica_stats.is_empty() {
         return Ok(replica_stats);
     }
-    stats.phase = Some(phase::SUCCEEDED.into());
+    stats.phase = Some(SessionPhase::Succeeded);
     stats.duration = Some(coffer_api::duration::format(started.elapsed()));
     Ok(vec![stats])
 }

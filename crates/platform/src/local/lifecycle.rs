@@ -6,7 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use coffer_api::{
-    backup::{condition as cond, phase, BackupConfiguration, BackupSession},
+    backup::{condition as cond, BackupConfiguration, BackupSession, SessionPhase},
     meta::set_condition,
     Kind, Resource,
 };
@@ -22,11 +22,11 @@ fn now_str() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// A session's phase as stored ("" while it has none).
-pub fn stored_phase(r: &Resource) -> String {
+/// A session's phase as stored (Pending while it has none).
+pub fn stored_phase(r: &Resource) -> Phase {
     match r {
-        Resource::BackupSession(b) => b.status.as_ref().and_then(|s| s.phase.clone()),
-        Resource::RestoreSession(x) => x.status.as_ref().and_then(|s| s.phase.clone()),
+        Resource::BackupSession(b) => b.status.as_ref().and_then(|s| s.phase),
+        Resource::RestoreSession(x) => x.status.as_ref().and_then(|s| s.phase),
         _ => None,
     }
     .unwrap_or_default()
@@ -123,7 +123,7 @@ pub fn mark_failed(
     let updated = match r {
         Resource::BackupSession(mut bs) => {
             let st = bs.status_mut();
-            st.phase = Some(phase::FAILED.into());
+            st.phase = Some(SessionPhase::Failed);
             st.error = Some(reason.into());
             set_condition(&mut st.conditions, ctype, true, creason, reason, &now);
             if let Some(ran) = ran {
@@ -132,10 +132,10 @@ pub fn mark_failed(
                 )));
             }
             for t in st.targets.iter_mut() {
-                t.phase = Some(phase::FAILED.into());
+                t.phase = Some(SessionPhase::Failed);
                 for h in t.stats.iter_mut() {
-                    if h.phase.as_deref() != Some(phase::SUCCEEDED) {
-                        h.phase = Some(phase::FAILED.into());
+                    if h.phase != Some(SessionPhase::Succeeded) {
+                        h.phase = Some(SessionPhase::Failed);
                         h.error = Some(reason.into());
                     }
                 }
@@ -147,7 +147,7 @@ pub fn mark_failed(
         }
         Resource::RestoreSession(mut rs) => {
             let st = rs.status_mut();
-            st.phase = Some(phase::FAILED.into());
+            st.phase = Some(SessionPhase::Failed);
             st.error = Some(reason.into());
             Resource::RestoreSession(rs)
         }
@@ -206,7 +206,7 @@ pub fn mark_skipped(store: &Store, mut s: BackupSession, why: &str) -> BackupSes
         why,
         &now_str(),
     );
-    st.phase = Some(phase::SKIPPED.into());
+    st.phase = Some(SessionPhase::Skipped);
     st.error = Some(why.into());
     st.session_duration = Some("0s".into());
     write_status(store, &before, &Resource::BackupSession(s.clone()));
@@ -239,10 +239,7 @@ pub fn supervise_agent(store: &Store, pushgateway: Option<&str>, agent: &mut Age
     let ran = agent.started.elapsed();
     let observed = Observed {
         // A session deleted under its agent counts as finished: only its deadline matters.
-        phase: r
-            .as_ref()
-            .map(|r| Phase::parse(&stored_phase(r)))
-            .unwrap_or(Phase::Failed),
+        phase: r.as_ref().map(stored_phase).unwrap_or(Phase::Failed),
         now,
         since: now
             .checked_sub(jiff::SignedDuration::try_from(ran).unwrap_or_default())
@@ -294,7 +291,7 @@ pub fn supervise_agent(store: &Store, pushgateway: Option<&str>, agent: &mut Age
 /// Fails a session whose agent is known to be gone (its pid), if it still reads Running.
 pub fn fail_vanished(store: &Store, pushgateway: Option<&str>, r: Resource) {
     let observed = Observed {
-        phase: Phase::parse(&stored_phase(&r)),
+        phase: stored_phase(&r),
         now: Timestamp::now(),
         since: None,
         time_out: None,

@@ -17,7 +17,7 @@ use std::{
 };
 
 use coffer_api::{
-    backup::{phase, BackupConfiguration, BackupSession, BackupSessionSpec, Invoker},
+    backup::{BackupConfiguration, BackupSession, BackupSessionSpec, Invoker, SessionPhase},
     meta::{ObjectMeta, OwnerReference},
     Kind, Resource,
 };
@@ -130,7 +130,7 @@ impl Server {
         for kind in [Kind::BackupSession, Kind::RestoreSession] {
             for r in self.store.list(kind, None).unwrap_or_default() {
                 let (ph, pid) = session_phase_pid(&r);
-                if ph != phase::RUNNING {
+                if ph != SessionPhase::Running {
                     continue;
                 }
                 let key = (kind, r.namespace().to_string(), r.name().to_string());
@@ -307,12 +307,8 @@ impl Server {
         });
         for i in 0..all.len() {
             let s = all[i].clone();
-            let ph = s
-                .status
-                .as_ref()
-                .and_then(|x| x.phase.clone())
-                .unwrap_or_default();
-            if !(ph.is_empty() || ph == phase::PENDING) {
+            let ph = s.status.as_ref().and_then(|x| x.phase).unwrap_or_default();
+            if ph != SessionPhase::Pending {
                 continue;
             }
             let ns = s.metadata.namespace().to_string();
@@ -324,7 +320,7 @@ impl Server {
                     s.spec.invoker.name
                 );
                 let st = s.status_mut();
-                st.phase = Some(phase::FAILED.into());
+                st.phase = Some(SessionPhase::Failed);
                 st.error = Some(why);
                 lifecycle::write_status(&self.store, &before, &Resource::BackupSession(s));
                 continue;
@@ -347,9 +343,9 @@ impl Server {
                     let timeout = observed.time_out;
                     self.spawn(Kind::BackupSession, &ns, &s.metadata.name, timeout);
                     if let Some(st) = all[i].status.as_mut() {
-                        st.phase = Some(phase::RUNNING.into());
+                        st.phase = Some(SessionPhase::Running);
                     } else {
-                        all[i].status_mut().phase = Some(phase::RUNNING.into());
+                        all[i].status_mut().phase = Some(SessionPhase::Running);
                     }
                 }
                 _ => {}
@@ -366,12 +362,8 @@ impl Server {
             let Resource::RestoreSession(rs) = r else {
                 continue;
             };
-            let ph = rs
-                .status
-                .as_ref()
-                .and_then(|x| x.phase.clone())
-                .unwrap_or_default();
-            if !(ph.is_empty() || ph == phase::PENDING) {
+            let ph = rs.status.as_ref().and_then(|x| x.phase).unwrap_or_default();
+            if ph != SessionPhase::Pending {
                 continue;
             }
             let ns = rs.metadata.namespace().to_string();
@@ -516,7 +508,7 @@ impl Server {
                 a.kill_group();
             }
             if let Some(r) = self.get(key.0, &key.1, &key.2) {
-                if !phase::is_final(&session_phase_pid(&r).0) {
+                if !session_phase_pid(&r).0.is_final() {
                     self.fail_interrupted(
                         r,
                         "interrupted: the coffer server was stopped while this session ran",
@@ -528,23 +520,17 @@ impl Server {
     }
 }
 
-fn session_phase_pid(r: &Resource) -> (String, Option<u32>) {
+fn session_phase_pid(r: &Resource) -> (SessionPhase, Option<u32>) {
     match r {
         Resource::BackupSession(b) => (
-            b.status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default(),
+            b.status.as_ref().and_then(|s| s.phase).unwrap_or_default(),
             b.status.as_ref().and_then(|s| s.agent_pid),
         ),
         Resource::RestoreSession(x) => (
-            x.status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default(),
+            x.status.as_ref().and_then(|s| s.phase).unwrap_or_default(),
             x.status.as_ref().and_then(|s| s.agent_pid),
         ),
-        _ => (String::new(), None),
+        _ => (SessionPhase::Pending, None),
     }
 }
 
@@ -660,12 +646,8 @@ pub fn metrics_text(store: &Store) -> String {
         .collect();
     let mut by_phase: BTreeMap<String, f64> = BTreeMap::new();
     for s in &sessions {
-        let p = s
-            .status
-            .as_ref()
-            .and_then(|x| x.phase.clone())
-            .unwrap_or_else(|| phase::PENDING.into());
-        *by_phase.entry(p).or_default() += 1.0;
+        let p = s.status.as_ref().and_then(|x| x.phase).unwrap_or_default();
+        *by_phase.entry(p.to_string()).or_default() += 1.0;
     }
     for (p, n) in by_phase {
         m.set(
@@ -688,8 +670,8 @@ pub fn metrics_text(store: &Store) -> String {
             .filter(|s| s.metadata.namespace() == ns && s.spec.invoker.name == bc.metadata.name)
             .filter(|s| {
                 matches!(
-                    s.status.as_ref().and_then(|x| x.phase.as_deref()),
-                    Some(phase::SUCCEEDED) | Some(phase::FAILED)
+                    s.status.as_ref().and_then(|x| x.phase),
+                    Some(SessionPhase::Succeeded) | Some(SessionPhase::Failed)
                 )
             })
             .max_by(|a, b| {

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use coffer_api::{backup::phase, Kind, Resource};
+use coffer_api::{backup::SessionPhase, Kind, Resource};
 use coffer_engine::CatalogError;
 use rusqlite::{params, OptionalExtension};
 
@@ -378,13 +378,13 @@ impl Store {
                 what: label(kind, ns, name),
                 reason: e.to_string(),
             })?;
-        let phase_now = body["status"]["phase"].as_str().unwrap_or("");
-        if !(phase_now.is_empty() || phase_now == phase::PENDING) {
+        let phase_now = SessionPhase::parse(body["status"]["phase"].as_str().unwrap_or(""));
+        if phase_now != SessionPhase::Pending {
             return Ok(false);
         }
         let o = body.as_object_mut().expect("object");
         let st = o.entry("status").or_insert_with(|| serde_json::json!({}));
-        st["phase"] = phase::RUNNING.into();
+        st["phase"] = SessionPhase::Running.as_str().into();
         let rev = Self::bump(&tx).map_err(|e| self.sql(e))?;
         tx.execute(
             "UPDATE resources SET body = ?4, revision = ?5
