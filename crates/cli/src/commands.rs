@@ -450,7 +450,8 @@ fn session_error(r: &Resource) -> Option<String> {
     }
 }
 
-/// Waits until a session is final. With no server running, a Pending session is run here.
+/// Waits until a session is final. With no server running, a Pending session is run here,
+/// and so is the retry `reconcile` asks for when it fails (as a server would).
 fn wait_session(
     store: &Store,
     home: &Path,
@@ -460,22 +461,24 @@ fn wait_session(
     timeout: Duration,
 ) -> Result<i32> {
     let start = Instant::now();
+    let mut name = name.to_string();
     let mut pending_since: Option<Instant> = None;
+    let mut due = None;
     loop {
-        let r = must_get(store, kind, ns, name)?;
+        let r = must_get(store, kind, ns, &name)?;
         let ph = session_phase(&r).unwrap_or_default();
         let r = if ph == SessionPhase::Pending {
             let since = *pending_since.get_or_insert_with(Instant::now);
             // A server picks sessions up within a second or two; without one, run it here.
             let server = home::server_running(home);
             if !server || since.elapsed() > Duration::from_secs(30) {
-                let ran = match lifecycle::start_pending(store, kind, ns, name) {
-                    Start::Claimed => Some(run_here(store, home, kind, ns, name)?),
-                    Start::Skipped => Some(must_get(store, kind, ns, name)?),
+                let ran = match lifecycle::start_pending(store, kind, ns, &name) {
+                    Start::Claimed => Some(run_here(store, home, kind, ns, &name)?),
+                    Start::Skipped => Some(must_get(store, kind, ns, &name)?),
                     Start::Lost => None,
                 };
                 if ran.is_some() {
-                    lifecycle::finished(store, home, kind, ns, name);
+                    due = lifecycle::finished(store, home, kind, ns, &name);
                 }
                 ran
             } else {
@@ -494,6 +497,13 @@ fn wait_session(
                 if let Some(e) = session_error(&r) {
                     eprintln!("reason: {e}");
                 }
+                if let Some(d) = due.take() {
+                    if let Some(next) = retry_here(store, home, ns, &name, d, start, timeout) {
+                        name = next;
+                        pending_since = None;
+                        continue;
+                    }
+                }
                 return Ok(1);
             }
         }
@@ -501,6 +511,50 @@ fn wait_session(
             bail!("{kind} {ns}/{name} is still {ph} after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Carries out the retry of a failed session this process ran, when it is due (waiting for it
+/// if that fits in the wait's timeout). Returns the retry session's name, or None when there
+/// is none (after saying why).
+fn retry_here(
+    store: &Store,
+    home: &Path,
+    ns: &str,
+    name: &str,
+    due: lifecycle::RetryDue,
+    start: Instant,
+    timeout: Duration,
+) -> Option<String> {
+    let wait =
+        Duration::try_from(due.at.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+    if home::server_running(home) {
+        // A server started meanwhile: it retries; this wait ends with this session.
+        return None;
+    }
+    if start.elapsed().saturating_add(wait) > timeout {
+        eprintln!(
+            "its retry is due at {}, after this wait's timeout; a coffer server would run it",
+            due.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        );
+        return None;
+    }
+    if !wait.is_zero() {
+        println!(
+            "retrying in {} (retryConfig.delay)",
+            coffer_api::duration::format(wait)
+        );
+        std::thread::sleep(wait);
+    }
+    match lifecycle::retry_session(store, ns, name, due) {
+        lifecycle::Retried::Created(new) => {
+            println!(
+                "backupsession/{name} is retried as backupsession/{} ({} retries left after it)",
+                new.metadata.name, due.retry_left
+            );
+            Some(new.metadata.name)
+        }
+        lifecycle::Retried::Later(_) | lifecycle::Retried::NotDone => None,
     }
 }
 

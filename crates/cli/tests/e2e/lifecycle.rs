@@ -239,6 +239,37 @@ fn a_timed_out_wait_without_a_server_fails_the_session_on_its_deadline() {
     assert_nothing_outlives_it(&cf, &src, holder_id, None);
 }
 
+/// Without a server, `--wait` carries out the retry `reconcile` asks for, as the server would:
+/// the failed session is marked retried and its retry runs here, with one retry fewer.
+#[test]
+fn a_failed_wait_without_a_server_runs_its_retry() {
+    let (src, _holder, holder_id) = locked_source();
+    let cf = Coffer::new();
+    // Two sessions kept, so that the first can be looked at after its retry.
+    let extra =
+        "  timeOut: 2s\n  backupHistoryLimit: 2\n  retryConfig:\n    maxRetry: 1\n    delay: 1s\n";
+    assert!(cf.apply("m.yaml", &manifests(&cf, &src, extra)).ok);
+    let r = cf.run(&["backup", "blocked", "--wait"]);
+    assert!(!r.ok, "a session past its timeOut succeeded:\n{r}");
+    let first = cf.last_session(&r);
+    assert_eq!(phase(&first), "Failed", "{first:#}");
+    assert_eq!(first["status"]["retried"], true, "{first:#}");
+    let retry = r
+        .stdout
+        .lines()
+        .find_map(|l| l.split(" is retried as backupsession/").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no retry in the output:\n{r}"));
+    let second = cf.get_json("backupsession", retry);
+    assert_eq!(phase(&second), "Failed", "{second:#}");
+    assert_eq!(second["spec"]["retryLeft"], 0, "{second:#}");
+    assert!(
+        r.stdout.contains(&format!("backupsession/{retry} Failed")),
+        "the wait did not follow the retry:\n{r}"
+    );
+    assert_nothing_outlives_it(&cf, &src, holder_id, None);
+}
+
 #[test]
 fn a_killed_backup_command_leaves_no_client_and_no_secret_behind() {
     let (src, _holder, holder_id) = locked_source();

@@ -344,23 +344,94 @@ pub fn trim_history(store: &Store, home: &Path, bc: &BackupConfiguration, keep: 
     }
 }
 
+/// A retry `reconcile` asked for: due at `at`, with `retry_left` retries left after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryDue {
+    pub at: Timestamp,
+    pub retry_left: i32,
+}
+
 /// After a session this process ran reached a final phase: what `reconcile` asks of a
-/// finished session that needs no server — trimming its configuration's history. (A retry
-/// needs a server to run it; without one it is not created.)
-pub fn finished(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) {
+/// finished session — trimming its configuration's history now, and the retry it is due, if
+/// any, for the caller to carry out when it is due ([`retry_session`]).
+pub fn finished(store: &Store, home: &Path, kind: Kind, ns: &str, name: &str) -> Option<RetryDue> {
     if kind != Kind::BackupSession {
-        return;
+        return None;
     }
     let Ok(Some(Resource::BackupSession(bs))) = store.get(kind, ns, name) else {
-        return;
+        return None;
     };
-    let Some(bc) = config_of(store, &bs) else {
-        return;
-    };
+    let bc = config_of(store, &bs)?;
     let observed = coffer_control::observe(&bc, &bs, &[], Timestamp::now());
+    let mut due = None;
     for action in reconcile(&observed) {
-        if let Action::TrimHistory { keep } = action {
-            trim_history(store, home, &bc, keep);
+        match action {
+            Action::TrimHistory { keep } => trim_history(store, home, &bc, keep),
+            Action::Retry { at, retry_left } => due = Some(RetryDue { at, retry_left }),
+            _ => {}
+        }
+    }
+    due
+}
+
+/// What [`retry_session`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retried {
+    /// Not due yet: recorded as the failed session's `nextRetry`.
+    Later(Timestamp),
+    /// The retry session, created by this process.
+    Created(Box<BackupSession>),
+    /// Someone else retried it first, or it could not be done (logged).
+    NotDone,
+}
+
+/// Carries out `reconcile`'s Retry of a failed BackupSession: before `due.at`, records it as
+/// `nextRetry`; from then on, marks the session retried and creates its retry (one retry
+/// fewer). Marking comes first, so that two observers (a server and `--wait`) never both
+/// create one.
+pub fn retry_session(store: &Store, ns: &str, name: &str, due: RetryDue) -> Retried {
+    let Ok(Some(Resource::BackupSession(failed))) = store.get(Kind::BackupSession, ns, name) else {
+        return Retried::NotDone;
+    };
+    let Some(bc) = config_of(store, &failed) else {
+        return Retried::NotDone;
+    };
+    let at = due.at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mark = |retried: bool| {
+        let mut taken = false;
+        let written =
+            coffer_engine::update_status(store, Kind::BackupSession, ns, name, &mut |r| {
+                if let Resource::BackupSession(b) = r {
+                    let st = b.status_mut();
+                    taken = retried && !st.retried;
+                    st.next_retry = Some(at.clone());
+                    st.retried = retried;
+                }
+            });
+        written.is_some() && taken
+    };
+    if due.at > Timestamp::now() {
+        if failed.status.as_ref().and_then(|s| s.next_retry.as_deref()) != Some(at.as_str()) {
+            mark(false);
+        }
+        return Retried::Later(due.at);
+    }
+    if !mark(true) {
+        return Retried::NotDone;
+    }
+    match super::server::create_backup_session(store, &bc, Some(due.retry_left)) {
+        Ok(new) => {
+            tracing::info!(
+                "BackupSession {ns}/{name} failed; retrying as {} ({} retries left after it)",
+                new.metadata.name,
+                due.retry_left
+            );
+            Retried::Created(Box::new(new))
+        }
+        Err(e) => {
+            tracing::error!("BackupSession {ns}/{name}: cannot create its retry session: {e}");
+            mark(false);
+            Retried::NotDone
         }
     }
 }
@@ -433,5 +504,77 @@ pub fn start_pending(store: &Store, kind: Kind, ns: &str, name: &str) -> Start {
             Start::Claimed
         }
         _ => Start::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_failed_session(home: &Path) -> Store {
+        let store = Store::open(home).unwrap();
+        let docs = coffer_api::parse_manifests(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
+             metadata: {name: b, namespace: demo}\n\
+             spec: {repository: {name: r}, task: {name: mariadb-backup-10.5.8}, \
+             target: {ref: {apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: db}}, \
+             retentionPolicy: {name: keep, keepLast: 5, prune: true}, retryConfig: {maxRetry: 2, delay: 1m}}\n\
+             ---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupSession\n\
+             metadata: {name: b-1, namespace: demo}\n\
+             spec: {invoker: {apiGroup: stash.appscode.com, kind: BackupConfiguration, name: b}}\n\
+             status: {phase: Failed}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        store.apply(docs[0].clone()).unwrap();
+        store.create(docs[1].clone()).unwrap();
+        store
+    }
+
+    fn session(store: &Store, name: &str) -> BackupSession {
+        match store.get(Kind::BackupSession, "demo", name) {
+            Ok(Some(Resource::BackupSession(b))) => b,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_session_is_retried_once_when_due() {
+        let home = tempfile::tempdir().unwrap();
+        let store = store_with_failed_session(home.path());
+        let due = finished(&store, home.path(), Kind::BackupSession, "demo", "b-1")
+            .expect("a retry is due");
+        assert_eq!(due.retry_left, 1);
+        // Not due yet: recorded as nextRetry, nothing created.
+        assert_eq!(
+            retry_session(&store, "demo", "b-1", due),
+            Retried::Later(due.at)
+        );
+        let st = session(&store, "b-1").status.unwrap();
+        assert!(!st.retried);
+        assert_eq!(
+            st.next_retry,
+            Some(due.at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        );
+        // Due: one retry session, with one retry fewer, and the failed one marked retried.
+        let now = RetryDue {
+            at: Timestamp::now(),
+            ..due
+        };
+        let Retried::Created(new) = retry_session(&store, "demo", "b-1", now) else {
+            panic!("no retry created")
+        };
+        assert_eq!(new.spec.retry_left, Some(1));
+        assert!(session(&store, "b-1").status.unwrap().retried);
+        // A second observer finds it retried and creates nothing.
+        assert_eq!(retry_session(&store, "demo", "b-1", now), Retried::NotDone);
+        assert_eq!(
+            store.list(Kind::BackupSession, Some("demo")).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            finished(&store, home.path(), Kind::BackupSession, "demo", "b-1"),
+            None
+        );
     }
 }

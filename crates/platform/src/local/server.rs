@@ -453,35 +453,15 @@ impl Server {
                         _ => {}
                     }
                 }
-                let Some((plan_at, retry_left)) = retry else {
+                let Some((at, retry_left)) = retry else {
                     continue;
                 };
-                let before = Resource::BackupSession(s.clone());
-                let mut s = s.clone();
-                let at = plan_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-                if plan_at > Timestamp::now() {
-                    if s.status.as_ref().and_then(|x| x.next_retry.as_deref()) != Some(at.as_str())
-                    {
-                        s.status_mut().next_retry = Some(at);
-                        lifecycle::write_status(&self.store, &before, &Resource::BackupSession(s));
-                    }
-                    continue;
-                }
-                match create_backup_session(&self.store, bc, Some(retry_left)) {
-                    Ok(new) => {
-                        tracing::info!(
-                            "BackupSession {ns}/{} failed; retrying as {} ({} retries left after it)",
-                            s.metadata.name,
-                            new.metadata.name,
-                            retry_left
-                        );
-                        let st = s.status_mut();
-                        st.retried = true;
-                        st.next_retry = Some(at);
-                        lifecycle::write_status(&self.store, &before, &Resource::BackupSession(s));
-                    }
-                    Err(e) => tracing::error!("cannot create a retry session: {e}"),
-                }
+                lifecycle::retry_session(
+                    &self.store,
+                    s.metadata.namespace(),
+                    &s.metadata.name,
+                    lifecycle::RetryDue { at, retry_left },
+                );
             }
             if let Some(keep) = trim {
                 lifecycle::trim_history(&self.store, &self.cfg.home, bc, keep);
