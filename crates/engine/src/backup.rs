@@ -858,3 +858,149 @@ fn update_status(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::MemoryCatalog;
+
+    /// Everything a backup session of `demo/app` needs, in the catalog.
+    fn catalog(repo_dir: &std::path::Path) -> MemoryCatalog {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: repo-secret, namespace: demo}}\n\
+             stringData: {{RESTIC_PASSWORD: pw}}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: db-auth, namespace: demo}}\n\
+             stringData: {{username: root, password: sesame}}\n\
+             ---\napiVersion: stash.appscode.com/v1alpha1\nkind: Repository\n\
+             metadata: {{name: repo, namespace: demo}}\n\
+             spec: {{backend: {{local: {{mountPath: /safe/data, hostPath: {{path: {}}}}}, \
+             storageSecretName: repo-secret}}}}\n\
+             ---\napiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\n\
+             metadata: {{name: db, namespace: demo}}\n\
+             spec: {{type: kubedb.com/mariadb, clientConfig: {{url: 'mysql://db.example:3307/'}}, \
+             secret: {{name: db-auth}}}}\n\
+             ---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
+             metadata: {{name: app, namespace: demo}}\n\
+             spec: {{task: {{name: mariadb-backup-10.5.8, params: [{{name: args, value: --databases app}}]}}, \
+             repository: {{name: repo}}, \
+             target: {{alias: primary, ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: db}}}}, \
+             retentionPolicy: {{name: keep, keepLast: 3, prune: true}}}}\n\
+             ---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupSession\n\
+             metadata: {{name: app-1, namespace: demo}}\n\
+             spec: {{invoker: {{apiGroup: stash.appscode.com, kind: BackupConfiguration, name: app}}}}\n",
+            repo_dir.display()
+        );
+        MemoryCatalog::with(coffer_api::parse_manifests(&yaml, "t.yaml").expect("parses"))
+    }
+
+    fn session(cat: &MemoryCatalog) -> BackupSession {
+        match cat.get(Kind::BackupSession, "demo", "app-1") {
+            Ok(Some(Resource::BackupSession(b))) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_is_planned_from_its_configuration_and_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path());
+        let p = plan(&cat, &session(&cat)).expect("planned");
+        assert_eq!(p.host, "primary");
+        assert_eq!(p.task.name, "mariadb-backup-10.5.8");
+        assert_eq!(p.task.param("args"), Some("--databases app"));
+        assert_eq!((p.conn.host.as_str(), p.conn.port), ("db.example", 3307));
+        assert_eq!(
+            (p.conn.user.as_str(), p.conn.password.as_str()),
+            ("root", "sesame")
+        );
+        assert_eq!(p.access.password, "pw");
+        assert_eq!(p.access.provider, "local");
+        assert_eq!(p.target_ref.name, "db");
+        assert_eq!(p.target_ref.namespace.as_deref(), Some("demo"));
+        for (k, v) in [
+            ("NAMESPACE", "demo"),
+            ("BACKUP_SESSION", "app-1"),
+            ("INVOKER_NAME", "app"),
+            ("HOSTNAME", "primary"),
+            ("TARGET_NAME", "db"),
+            ("REPOSITORY_NAME", "repo"),
+            ("RETENTION_KEEP_LAST", "3"),
+            ("RETENTION_PRUNE", "true"),
+        ] {
+            assert_eq!(p.vars.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert!(p.galera.is_none() && p.sst_tls.is_none());
+    }
+
+    #[test]
+    fn a_missing_reference_is_named_with_who_refers_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path());
+        cat.remove(Kind::AppBinding, "demo", "db");
+        let e = plan(&cat, &session(&cat))
+            .err()
+            .expect("no plan")
+            .to_string();
+        assert_eq!(
+            e,
+            "AppBinding demo/db not found (spec.target.ref of BackupConfiguration demo/app): \
+             create it, or fix the reference"
+        );
+        let cat = catalog(dir.path());
+        cat.remove(Kind::Secret, "demo", "repo-secret");
+        let e = plan(&cat, &session(&cat))
+            .err()
+            .expect("no plan")
+            .to_string();
+        assert!(
+            e.starts_with("Secret demo/repo-secret not found (spec.backend.storageSecretName of Repository demo/repo)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_secret_without_the_repository_password_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path());
+        cat.put(
+            coffer_api::parse_manifests(
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: repo-secret, namespace: demo}\n\
+                 stringData: {OTHER: x}\n",
+                "t.yaml",
+            )
+            .unwrap()
+            .remove(0),
+        );
+        let e = plan(&cat, &session(&cat))
+            .err()
+            .expect("no plan")
+            .to_string();
+        assert!(
+            e.contains("Secret demo/repo-secret: has no RESTIC_PASSWORD"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_engines_status_writes_keep_a_concurrent_writers_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path());
+        let mut out = StatusWriter::new(&cat, Resource::BackupSession(session(&cat)));
+        let mut mine = session(&cat);
+        mine.status_mut().phase = Some(SessionPhase::Running);
+        assert!(out.write(Resource::BackupSession(mine.clone())));
+        // Meanwhile the supervisor records a deadline; the engine's next write keeps it.
+        crate::catalog::update_status(&cat, Kind::BackupSession, "demo", "app-1", &mut |r| {
+            if let Resource::BackupSession(b) = r {
+                b.status_mut().session_deadline = Some("2026-01-01T00:00:00Z".into());
+            }
+        })
+        .expect("written");
+        mine.status_mut().error = Some("it broke".into());
+        assert!(out.write(Resource::BackupSession(mine)));
+        let st = session(&cat).status.expect("status");
+        assert_eq!(st.phase, Some(SessionPhase::Running));
+        assert_eq!(st.error.as_deref(), Some("it broke"));
+        assert_eq!(st.session_deadline.as_deref(), Some("2026-01-01T00:00:00Z"));
+    }
+}
