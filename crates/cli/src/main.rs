@@ -2,6 +2,7 @@
 
 mod commands;
 mod home;
+mod operator;
 mod output;
 
 use std::path::PathBuf;
@@ -114,6 +115,11 @@ pub enum Command {
         /// YAML file with pushgateway, metricsAddress, shutdownGrace (flags win)
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// coffer on Kubernetes: the operator and its CRDs
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
     },
     /// Run one session (started by the server or by `backup --wait`)
     #[command(hide = true)]
