@@ -205,7 +205,17 @@ fn free_form_fields_keep_their_content() {
 
 #[test]
 fn names_scopes_and_subresources_are_stashs() {
-    let table: [(Kind, &str, &str, &str, &str, &[&str], bool); 7] = [
+    /// Kind, CRD name, version, scope, plural, short names, status subresource.
+    type Row = (
+        Kind,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        bool,
+    );
+    let table: [Row; 7] = [
         (
             Kind::Repository,
             "repositories.stash.appscode.com",
