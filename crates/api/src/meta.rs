@@ -9,7 +9,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Kubernetes object metadata. Unknown fields (resourceVersion, managedFields, …) are accepted
 /// and dropped, so manifests exported from a cluster apply unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     #[serde(default)]
@@ -38,7 +38,7 @@ impl ObjectMeta {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerReference {
     #[serde(default)]

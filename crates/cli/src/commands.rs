@@ -16,16 +16,10 @@ use coffer_platform::local::{
 use crate::{home, output, Cli, Command, Format};
 
 pub fn run(cli: Cli) -> Result<i32> {
-    let command = match cli.command {
-        // Before the local store is opened: the operator's pod has no local state (its root
-        // filesystem is read-only).
-        Command::Operator { command } => return crate::operator::run(command),
-        command => command,
-    };
     let home = home::resolve(cli.home.clone());
     let store = Store::open(&home)?;
     let ns = cli.namespace.as_str();
-    match command {
+    match cli.command {
         Command::Apply { files } => apply(&store, &files, ns).map(|_| 0),
         Command::Get {
             kind,
@@ -110,7 +104,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             config,
         } => server(home, pushgateway, metrics_address, shutdown_grace, config),
         Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
-        Command::Operator { .. } => unreachable!("run before the store is opened"),
+        Command::Operator { .. } => unreachable!("dispatched in main before the store is opened"),
     }
 }
 

@@ -116,7 +116,7 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// coffer on Kubernetes: the operator and its CRDs
+    /// The Kubernetes operator
     Operator {
         #[command(subcommand)]
         command: operator::OperatorCommand,
@@ -157,7 +157,12 @@ fn main() {
     cap_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
-    match commands::run(cli) {
+    // The Kubernetes commands never open the local store (a pod has none).
+    let result = match cli.command {
+        Command::Operator { command } => operator::operator(command),
+        _ => commands::run(cli),
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");

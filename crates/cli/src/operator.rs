@@ -12,7 +12,8 @@ pub enum OperatorCommand {
     Crds,
 }
 
-pub fn run(command: OperatorCommand) -> Result<i32> {
+/// `coffer operator …`.
+pub fn operator(command: OperatorCommand) -> Result<i32> {
     match command {
         OperatorCommand::Crds => crds(),
     }
