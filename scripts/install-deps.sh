@@ -2,7 +2,8 @@
 # Installs everything coffer's quickstart and test suite need on Debian 12:
 # MariaDB (server, client, mariabackup, Galera 4 + garbd), restic, the Prometheus
 # Pushgateway, sysbench, and Garage (an S3-compatible server, built once with cargo and
-# reused wherever it is already installed). Idempotent; safe to re-run.
+# reused wherever it is already installed), and python3-venv for the Kubernetes manifest gate.
+# Idempotent; safe to re-run.
 set -euo pipefail
 # --database-only: just the MariaDB server and clients (what the quickstart needs).
 only_db=false
@@ -18,6 +19,8 @@ for pair in $pairs; do
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done
 $only_db || [ -e /usr/lib/galera/libgalera_smm.so ] || need_apt+=(galera-4)
+# scripts/validate-k8s.sh keeps its Python tools in a venv: Debian's python3 needs python3-venv.
+$only_db || python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt packages: ${need_apt[*]}"

@@ -10,3 +10,5 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 # with a bounded number of threads so they do not starve each other.
 cargo build --workspace --all-targets
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --workspace
+# The offline Kubernetes manifest gate: CRDs, Helm chart, examples and golden objects.
+./scripts/validate-k8s.sh

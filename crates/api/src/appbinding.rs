@@ -1,12 +1,13 @@
 //! `appcatalog.appscode.com/v1alpha1` AppBinding: how to reach a database.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::LocalObjectRef;
 
 pub type AppBinding = crate::Object<AppBindingSpec, serde_json::Value>;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppBindingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
@@ -27,7 +28,7 @@ pub struct AppBindingSpec {
     pub tls_secret: Option<LocalObjectRef>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientConfig {
     /// Read with any password in it masked: coffer takes credentials from the AppBinding's
@@ -50,7 +51,7 @@ pub struct ClientConfig {
     pub server_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceReference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +70,7 @@ pub struct ServiceReference {
 
 /// Stash's GaleraArbitratorConfiguration inside `spec.parameters`: a non-empty `group` makes
 /// the target a Galera cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GaleraParameters {
     #[serde(default)]

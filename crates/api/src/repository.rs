@@ -1,12 +1,13 @@
 //! `stash.appscode.com/v1alpha1` Repository: where backups live.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::TargetRef;
 
 pub type Repository = crate::Object<RepositorySpec, RepositoryStatus>;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RepositorySpec {
     #[serde(default)]
@@ -17,7 +18,7 @@ pub struct RepositorySpec {
     pub usage_policy: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Backend {
     #[serde(default)]
@@ -70,7 +71,7 @@ impl Backend {
 /// A local backend is a Kubernetes volume mounted at `mountPath`. On one machine the
 /// repository lives at `hostPath.path` (plus `subPath`) when a hostPath volume is given, and
 /// at `mountPath` (plus `subPath`) otherwise.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalSpec {
     #[serde(default)]
@@ -97,7 +98,7 @@ impl LocalSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostPath {
     #[serde(default)]
@@ -106,7 +107,7 @@ pub struct HostPath {
     pub type_: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Spec {
     #[serde(default)]
@@ -125,7 +126,7 @@ pub struct S3Spec {
     pub insecure_tls: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,6 @@
 //! `stash.appscode.com/v1beta1` Task and Function: the steps a session runs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::Param;
@@ -7,7 +8,7 @@ use crate::meta::Param;
 pub type Task = crate::Object<TaskSpec, serde_json::Value>;
 pub type Function = crate::Object<FunctionSpec, serde_json::Value>;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskSpec {
     #[serde(default)]
@@ -16,7 +17,7 @@ pub struct TaskSpec {
     pub volumes: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FunctionRef {
     #[serde(default)]
@@ -25,7 +26,7 @@ pub struct FunctionRef {
     pub params: Vec<Param>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FunctionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]

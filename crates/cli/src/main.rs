@@ -2,6 +2,7 @@
 
 mod commands;
 mod home;
+mod operator;
 mod output;
 
 use std::path::PathBuf;
@@ -115,6 +116,11 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The Kubernetes operator
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
     /// Run one session (started by the server or by `backup --wait`)
     #[command(hide = true)]
     Agent { kind: String, name: String },
@@ -151,7 +157,12 @@ fn main() {
     cap_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
-    match commands::run(cli) {
+    // The Kubernetes commands never open the local store (a pod has none).
+    let result = match cli.command {
+        Command::Operator { command } => operator::operator(command),
+        _ => commands::run(cli),
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
