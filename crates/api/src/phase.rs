@@ -13,7 +13,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The phase of a BackupSession or RestoreSession, of one of its targets, or of one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SessionPhase {
     /// Not started yet (also what an absent phase means).
     #[default]
@@ -75,7 +77,7 @@ impl fmt::Display for SessionPhase {
 }
 
 /// A BackupConfiguration's phase (Stash's BackupInvokerPhase).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ConfigPhase {
     Ready,
     NotReady,
