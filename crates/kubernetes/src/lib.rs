@@ -4,6 +4,7 @@
 //! patches their status.
 
 pub mod action;
+pub mod decide;
 pub mod kinds;
 pub mod settings;
 
