@@ -297,6 +297,12 @@ pub fn decide(
 
     let mut status = coffer_control::readiness(&r, bc.status.as_ref(), &objects::rfc3339(now));
     status.observed_generation = meta.generation;
+    if r.cron_job_created.is_none() {
+        // Without a schedule there is no CronJob to report on.
+        status
+            .conditions
+            .retain(|c| c.type_ != coffer_api::backup::condition::CRON_JOB_CREATED);
+    }
     let old_phase = bc.status.as_ref().and_then(|s| s.phase.clone());
     if old_phase != status.phase {
         let phase = status.phase.clone().unwrap_or_default();

@@ -310,13 +310,14 @@ pub fn decide(
     let mut after = Vec::new(); // Creates, trims, Events, requeues, after it.
     let mut recompute_phase = false;
 
-    if phase_now == Phase::Running && o.executor == Executor::Running {
+    let actions = reconcile(&o);
+    // Running within its deadline: nothing to do until then.
+    if actions.is_empty() && phase_now == Phase::Running && o.executor == Executor::Running {
         if let (Some(s), Some(t)) = (o.since, o.time_out) {
             after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
         }
     }
-
-    for action in reconcile(&o) {
+    for action in actions {
         match action {
             Action::Start { deadline } => match job_objects(session, bc, settings, o.time_out) {
                 Ok(objs) => {

@@ -279,7 +279,7 @@ pub(crate) fn pod_template(
     let mut all_env = plan.env;
     all_env.extend(user_env.into_iter().filter(|u| !contract.contains(&u.name)));
     container.env = Some(all_env);
-    container.volume_mounts = Some(plan.mounts);
+    container.volume_mounts = (!plan.mounts.is_empty()).then_some(plan.mounts);
 
     let mut pod = json!({
         "restartPolicy": "Never",

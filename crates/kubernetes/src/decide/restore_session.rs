@@ -317,12 +317,14 @@ pub fn decide(
     };
     let mut first = Vec::new();
     let mut after = Vec::new();
-    if phase_now == Phase::Running && o.executor == Executor::Running {
+    let actions = reconcile(&o);
+    // Running within its deadline: nothing to do until then.
+    if actions.is_empty() && phase_now == Phase::Running && o.executor == Executor::Running {
         if let (Some(s), Some(t)) = (o.since, time_out) {
             after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
         }
     }
-    for action in reconcile(&o) {
+    for action in actions {
         match action {
             Action::Start { deadline } => match objects_to_apply(rs, settings, time_out) {
                 Ok(objs) => {
@@ -362,7 +364,11 @@ pub fn decide(
                 }
             },
             Action::Kill => {
-                for j in observed.jobs.iter().filter(|j| expected.contains(&j.name)) {
+                for j in observed
+                    .jobs
+                    .iter()
+                    .filter(|j| expected.contains(&j.name) && j.state == JobState::Active)
+                {
                     first.push(KubeAction::Delete {
                         api_version: "batch/v1".into(),
                         kind: "Job".into(),
