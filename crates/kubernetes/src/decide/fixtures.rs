@@ -293,3 +293,43 @@ fn golden_fixtures() {
         failures.join("\n")
     );
 }
+
+/// The applied (or created) objects of `kind`.
+pub(crate) fn objects_of<'a>(actions: &'a [KubeAction], kind: &str) -> Vec<&'a Value> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            KubeAction::Apply(v) | KubeAction::Create(v) if v["kind"] == kind => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The status written, if any.
+pub(crate) fn status_of(actions: &[KubeAction]) -> Option<&Value> {
+    actions.iter().find_map(|a| match a {
+        KubeAction::PatchStatus { status, .. } => Some(status),
+        _ => None,
+    })
+}
+
+/// The condition `type_` of a status (or of its first target when `target`).
+pub(crate) fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// The reasons of the Events recorded, in order.
+pub(crate) fn events(actions: &[KubeAction]) -> Vec<(bool, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            KubeAction::Event {
+                warning, reason, ..
+            } => Some((*warning, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
