@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod crd;
+pub mod decide;
 pub mod kinds;
 pub mod settings;
 
