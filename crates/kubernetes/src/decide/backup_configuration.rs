@@ -305,7 +305,9 @@ pub fn decide(
     }
     let old_phase = bc.status.as_ref().and_then(|s| s.phase.clone());
     if old_phase != status.phase {
-        let phase = status.phase.clone().unwrap_or_default();
+        let phase = status
+            .phase
+            .unwrap_or(coffer_api::phase::ConfigPhase::Unknown);
         let why: Vec<String> = status
             .conditions
             .iter()
@@ -324,7 +326,7 @@ pub fn decide(
         events.push(objects::event(
             Kind::BackupConfiguration,
             meta,
-            phase != "Ready",
+            phase != coffer_api::phase::ConfigPhase::Ready,
             &format!("BackupConfiguration{phase}"),
             message,
         ));

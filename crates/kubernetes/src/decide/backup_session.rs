@@ -41,7 +41,7 @@
 use std::time::Duration;
 
 use coffer_api::{
-    backup::{condition as c, phase, BackupSessionStatus, BackupTargetStatus},
+    backup::{condition as c, BackupSessionStatus, BackupTargetStatus},
     meta::set_condition,
     BackupConfiguration, BackupSession, Kind,
 };
@@ -80,12 +80,10 @@ pub struct Observed {
 }
 
 fn current_phase(s: &BackupSession) -> Phase {
-    Phase::parse(
-        s.status
-            .as_ref()
-            .and_then(|st| st.phase.as_deref())
-            .unwrap_or(""),
-    )
+    s.status
+        .as_ref()
+        .and_then(|st| st.phase)
+        .unwrap_or(Phase::Pending)
 }
 
 pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
@@ -275,7 +273,7 @@ pub fn decide(
             &reason,
             &now_s,
         );
-        st.phase = Some(coffer_api::phase::backup_session_phase(&st).into());
+        st.phase = Some(coffer_api::phase::backup_session_phase(&st));
         return vec![
             KubeAction::PatchStatus {
                 kind: Kind::BackupSession,
@@ -484,10 +482,10 @@ pub fn decide(
     }
 
     if recompute_phase {
-        st.phase = Some(coffer_api::phase::backup_session_phase(&st).into());
+        st.phase = Some(coffer_api::phase::backup_session_phase(&st));
     }
-    if st.phase.as_deref() == Some(phase::FAILED)
-        && old.phase.as_deref() != Some(phase::FAILED)
+    if st.phase == Some(Phase::Failed)
+        && old.phase != Some(Phase::Failed)
         && !after
             .iter()
             .any(|a| matches!(a, KubeAction::Event { warning: true, .. }))

@@ -24,10 +24,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use coffer_api::{
-    backup::{condition as c, phase},
-    meta::set_condition,
-    restore::RestoreSessionStatus,
-    Kind, RestoreSession,
+    backup::condition as c, meta::set_condition, restore::RestoreSessionStatus, Kind,
+    RestoreSession,
 };
 use coffer_control::session::{
     reconcile, Action, Executor, FailCondition, Observed as Lifecycle, Phase, RetryState,
@@ -283,7 +281,7 @@ pub fn decide(
     let now_s = objects::rfc3339(now);
     let old: RestoreSessionStatus = rs.status.clone().unwrap_or_default();
     let mut st = old.clone();
-    let phase_now = Phase::parse(old.phase.as_deref().unwrap_or(""));
+    let phase_now = old.phase.unwrap_or(Phase::Pending);
     let expected = job_names(rs);
     let time_out = rs
         .spec
@@ -329,7 +327,7 @@ pub fn decide(
             Action::Start { deadline } => match objects_to_apply(rs, settings, time_out) {
                 Ok(objs) => {
                     first.extend(objs.into_iter().map(KubeAction::Apply));
-                    st.phase = Some(phase::RUNNING.into());
+                    st.phase = Some(Phase::Running);
                     st.total_hosts = Some(replicas(rs).0);
                     st.session_deadline = deadline.map(objects::rfc3339);
                     set_condition(
@@ -358,7 +356,7 @@ pub fn decide(
                         &e,
                         &now_s,
                     );
-                    st.phase = Some(phase::FAILED.into());
+                    st.phase = Some(Phase::Failed);
                     st.error = Some(e.clone());
                     after.push(ev(true, "RestoreExecutorEnsureFailed", e));
                 }
@@ -395,7 +393,7 @@ pub fn decide(
                     RESTORE_DISRUPTED
                 };
                 set_condition(&mut st.conditions, cond, true, cond, &reason, &now_s);
-                st.phase = Some(phase::FAILED.into());
+                st.phase = Some(Phase::Failed);
                 st.error = Some(reason.clone());
                 if let Some(r) = ran {
                     st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
@@ -589,7 +587,7 @@ mod tests {
     fn a_finished_restore_needs_nothing() {
         let mut i = load("rs-job-failed");
         let r = i.restore_session.as_mut().unwrap();
-        r.session.status.as_mut().unwrap().phase = Some(phase::SUCCEEDED.into());
+        r.session.status.as_mut().unwrap().phase = Some(Phase::Succeeded);
         r.jobs[0].state = "Succeeded".into();
         assert_eq!(run(&i), vec![]);
     }
