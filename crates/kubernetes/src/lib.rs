@@ -4,7 +4,9 @@
 //! patches their status.
 
 pub mod action;
+pub mod decide;
 pub mod kinds;
+pub mod operator;
 pub mod settings;
 
 pub use action::KubeAction;

@@ -1,0 +1,220 @@
+//! `coffer operator run`: kube-rs controllers for BackupConfiguration (owning CronJobs),
+//! BackupSession (owning Jobs) and RestoreSession (owning Jobs and PVCs), each reconcile
+//! observe → decide → act; run only by the replica that holds the leader Lease; stopped
+//! gracefully on SIGTERM/SIGINT; with /healthz, /readyz and /metrics.
+
+pub mod act;
+pub mod lease;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use coffer_api::Kind;
+use futures::StreamExt;
+use k8s_openapi::api::{
+    batch::v1::{CronJob, Job},
+    coordination::v1::Lease,
+    core::v1::PersistentVolumeClaim,
+};
+use kube::{
+    api::{Api, DynamicObject},
+    runtime::{controller::Controller, watcher},
+    Client,
+};
+use tokio::sync::watch;
+
+use self::{
+    act::Actor,
+    lease::{LeaderState, LeaseConfig},
+    metrics::Metrics,
+    reconcile::Context,
+};
+use crate::{kinds, OperatorSettings};
+
+/// How the operator process runs (as opposed to what it puts into objects).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Where /healthz, /readyz and /metrics are served, e.g. `0.0.0.0:8080`.
+    pub metrics_address: String,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// This replica's identity in the lease (its pod name).
+    pub identity: String,
+}
+
+/// Why the operator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(
+        "cannot build a Kubernetes client: {0}; run in a pod with a ServiceAccount, or set \
+         KUBECONFIG"
+    )]
+    Client(#[source] kube::Error),
+    #[error("{0}")]
+    Http(String),
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub async fn run(settings: OperatorSettings, options: RunOptions) -> Result<(), OperatorError> {
+    let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics::serve(&options.metrics_address, metrics.clone()).map_err(OperatorError::Http)?;
+    tracing::info!(
+        address = %options.metrics_address,
+        lease = %format!("{}/{}", options.lease_namespace, options.lease_name),
+        identity = %options.identity,
+        "coffer operator starting"
+    );
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| OperatorError::Signal {
+            signal: "SIGTERM",
+            source,
+        })?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        shutdown_tx.send_replace(true);
+    });
+
+    // The lease outlives the controllers: it is released only after they have stopped.
+    let (leader_tx, mut leader_rx) = watch::channel(LeaderState::Unknown);
+    let (release_tx, release_rx) = watch::channel(false);
+    let lease_cfg = LeaseConfig::new(
+        options.lease_name.clone(),
+        options.lease_namespace.clone(),
+        options.identity.clone(),
+    );
+    let lease_task = tokio::spawn(lease::hold(
+        Api::<Lease>::namespaced(client.clone(), &options.lease_namespace),
+        lease_cfg,
+        leader_tx,
+        release_rx,
+    ));
+
+    let ctx = Arc::new(Context::new(
+        Actor::new(client.clone(), Some(options.identity.clone())),
+        settings,
+        metrics.clone(),
+    ));
+    let mut shutdown = shutdown_rx.clone();
+    loop {
+        // Wait to lead (or to be told to stop).
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            r = leader_rx.wait_for(|s| {
+                metrics.set_leader(*s != LeaderState::Unknown, *s == LeaderState::Leader);
+                *s == LeaderState::Leader
+            }) => if r.is_err() { break },
+        }
+        tracing::info!("leading: starting the controllers");
+        run_controllers(client.clone(), ctx.clone(), metrics.clone(), {
+            let mut shutdown = shutdown_rx.clone();
+            let mut leader = leader_rx.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => {}
+                    _ = leader.wait_for(|s| *s != LeaderState::Leader) => {
+                        tracing::warn!("lost the leader lease: stopping the controllers");
+                    }
+                }
+            }
+        })
+        .await;
+        metrics.set_leader(true, false);
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    release_tx.send_replace(true);
+    let _ = lease_task.await;
+    tracing::info!("coffer operator stopped");
+    Ok(())
+}
+
+/// Runs the three controllers until `stop` resolves, then lets running reconciliations end.
+async fn run_controllers(
+    client: Client,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    // Each controller watches its own receiver of one stop signal.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let relay = tokio::spawn(async move {
+        stop.await;
+        stop_tx.send_replace(true);
+    });
+    let wc = watcher::Config::default;
+    let main = |kind: Kind| {
+        let ar = kinds::api_resource(kind);
+        Controller::new_with(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            wc(),
+            ar,
+        )
+    };
+    let bc = main(Kind::BackupConfiguration).owns(Api::<CronJob>::all(client.clone()), wc());
+    let bs = main(Kind::BackupSession).owns(Api::<Job>::all(client.clone()), wc());
+    let rs = main(Kind::RestoreSession)
+        .owns(Api::<Job>::all(client.clone()), wc())
+        .owns(Api::<PersistentVolumeClaim>::all(client.clone()), wc());
+
+    let stores = [bc.store(), bs.store(), rs.store()];
+    let synced = tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            for s in stores {
+                if s.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            tracing::info!("watches synced");
+            metrics.set_synced(true);
+        }
+    });
+
+    let drive = |c: Controller<DynamicObject>, kind: Kind| {
+        let mut stop = stop_rx.clone();
+        c.graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+            .run(
+                move |o, ctx| reconcile::reconcile(kind, o, ctx),
+                move |o, e, ctx| reconcile::error_policy(kind, o, e, ctx),
+                ctx.clone(),
+            )
+            .for_each(move |r| async move {
+                match r {
+                    Ok((obj, _)) => tracing::debug!(controller = reconcile::controller_name(kind), object = %obj, "reconciled"),
+                    // Reconcile errors are logged and counted where they happen; these are
+                    // the watch's and the queue's.
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                    Err(e) => tracing::warn!(controller = reconcile::controller_name(kind), error = %e, "controller"),
+                }
+            })
+    };
+    futures::future::join3(
+        drive(bc, Kind::BackupConfiguration),
+        drive(bs, Kind::BackupSession),
+        drive(rs, Kind::RestoreSession),
+    )
+    .await;
+    synced.abort();
+    relay.abort();
+    metrics.set_synced(false);
+}

@@ -1,0 +1,1 @@
+//! Each reconciler against a mocked API server.
