@@ -8,6 +8,7 @@ pub mod decide;
 pub mod kinds;
 pub mod operator;
 pub mod settings;
+pub mod trigger;
 
 pub use action::KubeAction;
 pub use settings::OperatorSettings;

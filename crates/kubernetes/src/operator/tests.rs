@@ -1,1 +1,297 @@
-//! Each reconciler against a mocked API server.
+//! The operator's requests against a mocked API server: each test lists the requests it
+//! expects, in order (method, path with query, a check of the body), with the server's canned
+//! reply, and fails on any other request, a missing one, or an extra one.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::{client::Body, Client};
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+
+use super::act::{ActError, Actor, Subject};
+use crate::KubeAction;
+
+type BodyCheck = Box<dyn Fn(&Value) + Send>;
+
+/// One request the API server expects, and its reply.
+pub(crate) struct Expect {
+    method: &'static str,
+    uri: String,
+    check: BodyCheck,
+    status: u16,
+    reply: Value,
+}
+
+impl Expect {
+    pub(crate) fn new(method: &'static str, uri: impl Into<String>) -> Expect {
+        Expect {
+            method,
+            uri: uri.into(),
+            check: Box::new(|_| {}),
+            status: 200,
+            reply: Value::Null,
+        }
+    }
+
+    /// Checks the request's body (parsed as JSON; `null` when empty).
+    pub(crate) fn body(mut self, check: impl Fn(&Value) + Send + 'static) -> Expect {
+        self.check = Box::new(check);
+        self
+    }
+
+    /// The body must be exactly `want`.
+    pub(crate) fn body_is(self, want: Value) -> Expect {
+        self.body(move |got| assert_eq!(got, &want, "request body"))
+    }
+
+    pub(crate) fn reply(mut self, status: u16, reply: Value) -> Expect {
+        self.status = status;
+        self.reply = reply;
+        self
+    }
+
+    /// Replies with the request's own body (what a create or patch returns, near enough).
+    pub(crate) fn echo(mut self) -> Expect {
+        self.reply = json!("__echo__");
+        self
+    }
+}
+
+/// A Kubernetes `Status` error body.
+pub(crate) fn status(code: u16, reason: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "reason": reason, "code": code,
+        "message": format!("mock: {reason}"),
+    })
+}
+
+/// A client whose requests go to a verifier that expects `steps` in order. Await the returned
+/// handle after dropping every clone of the client: it fails if a step was not requested or
+/// a request came that no step expected.
+pub(crate) fn mock_api(steps: Vec<Expect>) -> (Client, tokio::task::JoinHandle<()>) {
+    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let verifier = tokio::spawn(verify(handle, steps));
+    (Client::new(svc, "default"), verifier)
+}
+
+async fn verify(mut handle: Handle<Request<Body>, Response<Body>>, steps: Vec<Expect>) {
+    let total = steps.len();
+    for (i, step) in steps.into_iter().enumerate() {
+        let (req, send) = handle.next_request().await.unwrap_or_else(|| {
+            panic!(
+                "request {} of {total} ({} {}) never came",
+                i + 1,
+                step.method,
+                step.uri
+            )
+        });
+        let uri = req.uri().to_string();
+        assert_eq!(
+            (req.method().as_str(), uri.as_str()),
+            (step.method, step.uri.as_str()),
+            "request {} of {total}",
+            i + 1
+        );
+        let bytes = req.into_body().collect_bytes().await.expect("request body");
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("request body is JSON")
+        };
+        (step.check)(&body);
+        let reply = if step.reply == json!("__echo__") {
+            body
+        } else {
+            step.reply
+        };
+        send.send_response(
+            Response::builder()
+                .status(step.status)
+                .body(Body::from(serde_json::to_vec(&reply).expect("JSON")))
+                .expect("response"),
+        );
+    }
+    if let Some((req, _)) = handle.next_request().await {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+}
+
+/// Awaits the verifier (after the client is gone), failing the test on a timeout.
+pub(crate) async fn verified(verifier: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(2), verifier)
+        .await
+        .expect("the API server mock finished in time")
+        .expect("every request was as expected");
+}
+
+fn cron_job() -> Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "stash-trigger-nightly", "namespace": "db"},
+        "spec": {"schedule": "0 1 * * *", "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+    })
+}
+
+const BS_STATUS: &str =
+    "/apis/stash.appscode.com/v1beta1/namespaces/db/backupsessions/nightly-x/status?";
+
+#[tokio::test]
+async fn act_makes_each_request_in_order() {
+    let session = json!({
+        "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+        "metadata": {"generateName": "nightly-", "namespace": "db"},
+        "spec": {"invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "nightly"}},
+    });
+    let (client, verifier) = mock_api(vec![
+        Expect::new(
+            "PATCH",
+            "/apis/batch/v1/namespaces/db/cronjobs/stash-trigger-nightly?&force=true&fieldManager=coffer",
+        )
+        .body_is(cron_job())
+        .echo(),
+        Expect::new("POST", "/apis/stash.appscode.com/v1beta1/namespaces/db/backupsessions?")
+            .body_is(session.clone())
+            .reply(201, {
+                let mut s = session.clone();
+                s["metadata"]["name"] = json!("nightly-abcde");
+                s
+            }),
+        Expect::new("DELETE", "/apis/batch/v1/namespaces/db/jobs/stash-backup-old-0?")
+            .body_is(json!({"propagationPolicy": "Background"}))
+            .reply(404, status(404, "NotFound")),
+        Expect::new("PATCH", BS_STATUS)
+            .body_is(json!({"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}}))
+            .reply(200, json!({"metadata": {"name": "nightly-x"}})),
+        Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
+            .body(|e| {
+                assert_eq!(e["reason"], "BackupSessionRunning");
+                assert_eq!(e["type"], "Normal");
+                assert_eq!(e["note"], "the backup Job started");
+                assert_eq!(e["regarding"]["kind"], "BackupSession");
+                assert_eq!(e["regarding"]["name"], "nightly-x");
+                assert_eq!(e["regarding"]["uid"], "uid-bs", "events find their object by uid");
+                assert_eq!(e["reportingController"], "coffer-operator");
+            })
+            .echo(),
+    ]);
+    let actor = Actor::new(client, Some("coffer-0".into()));
+    let outcome = actor
+        .act(
+            vec![
+                KubeAction::Apply(cron_job()),
+                KubeAction::RequeueAfter(Duration::from_secs(60)),
+                KubeAction::Create(session),
+                KubeAction::Delete {
+                    api_version: "batch/v1".into(),
+                    kind: "Job".into(),
+                    namespace: "db".into(),
+                    name: "stash-backup-old-0".into(),
+                },
+                KubeAction::PatchStatus {
+                    kind: coffer_api::Kind::BackupSession,
+                    namespace: "db".into(),
+                    name: "nightly-x".into(),
+                    resource_version: Some("7".into()),
+                    status: json!({"phase": "Running"}),
+                },
+                KubeAction::Event {
+                    kind: coffer_api::Kind::BackupSession,
+                    namespace: "db".into(),
+                    name: "nightly-x".into(),
+                    warning: false,
+                    reason: "BackupSessionRunning".into(),
+                    message: "the backup Job started".into(),
+                },
+                KubeAction::RequeueAfter(Duration::from_secs(30)),
+            ],
+            &Subject {
+                kind: Some(coffer_api::Kind::BackupSession),
+                namespace: "db".into(),
+                name: "nightly-x".into(),
+                uid: Some("uid-bs".into()),
+            },
+        )
+        .await
+        .expect("every request succeeded");
+    assert_eq!(
+        outcome.requeue_after,
+        Some(Duration::from_secs(30)),
+        "the shortest requeue wins"
+    );
+    drop(actor);
+    verified(verifier).await;
+}
+
+#[tokio::test]
+async fn a_conflicting_status_write_is_a_typed_conflict_and_stops_the_rest() {
+    let (client, verifier) = mock_api(vec![Expect::new("PATCH", BS_STATUS)
+        .body_is(json!({"metadata": {"resourceVersion": "7"}, "status": {"phase": "Failed"}}))
+        .reply(409, status(409, "Conflict"))]);
+    let actor = Actor::new(client, None);
+    let err = actor
+        .act(
+            vec![
+                KubeAction::PatchStatus {
+                    kind: coffer_api::Kind::BackupSession,
+                    namespace: "db".into(),
+                    name: "nightly-x".into(),
+                    resource_version: Some("7".into()),
+                    status: json!({"phase": "Failed"}),
+                },
+                // Not made: it would announce a status that was not written.
+                KubeAction::Apply(cron_job()),
+            ],
+            &Subject::default(),
+        )
+        .await
+        .expect_err("409");
+    assert!(
+        matches!(err, ActError::Conflict { ref name, .. } if name == "nightly-x"),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "conflict");
+    drop(actor);
+    verified(verifier).await;
+}
+
+#[tokio::test]
+async fn an_unknown_kind_is_refused_before_any_request() {
+    let (client, verifier) = mock_api(vec![]);
+    let actor = Actor::new(client, None);
+    let err = actor
+        .act(
+            vec![KubeAction::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "x", "namespace": "db"},
+            }))],
+            &Subject::default(),
+        )
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ActError::Invalid { .. }), "{err:?}");
+    drop(actor);
+    verified(verifier).await;
+}
+
+#[tokio::test]
+async fn a_server_error_names_the_request() {
+    let (client, verifier) = mock_api(vec![Expect::new(
+        "PATCH",
+        "/apis/batch/v1/namespaces/db/cronjobs/stash-trigger-nightly?&force=true&fieldManager=coffer",
+    )
+    .reply(403, status(403, "Forbidden"))]);
+    let actor = Actor::new(client, None);
+    let err = actor
+        .act(vec![KubeAction::Apply(cron_job())], &Subject::default())
+        .await
+        .expect_err("403");
+    assert!(
+        err.to_string()
+            .starts_with("server-side apply of CronJob/db/stash-trigger-nightly failed"),
+        "{err}"
+    );
+    drop(actor);
+    verified(verifier).await;
+}
