@@ -171,11 +171,14 @@ pub struct Readiness {
     pub backend_secret_found: Result<(), String>,
     pub target_found: Result<(), String>,
     pub validation: Result<(), String>,
+    /// Whether the trigger CronJob exists (Kubernetes); `None` where sessions are scheduled
+    /// without one (the local server), and then no CronJobCreated condition is written.
+    pub cron_job_created: Option<Result<(), String>>,
 }
 
 /// Stash's BackupConfiguration phase: Invalid when validation failed, NotReady while the
-/// repository, its secret or the target is missing, Ready otherwise — each with the condition
-/// that explains it.
+/// repository, its secret or the target is missing (or, on Kubernetes, the trigger CronJob is
+/// not created), Ready otherwise — each with the condition that explains it.
 pub fn readiness(
     r: &Readiness,
     previous: Option<&BackupConfigurationStatus>,
@@ -210,11 +213,20 @@ pub fn readiness(
         "TargetAvailable",
         "TargetNotAvailable",
     );
+    if let Some(cron) = &r.cron_job_created {
+        put(
+            c::CRON_JOB_CREATED,
+            cron,
+            "CronJobCreationSucceeded",
+            "CronJobCreationFailed",
+        );
+    }
     let phase = if r.validation.is_err() {
         "Invalid"
     } else if r.repository_found.is_err()
         || r.backend_secret_found.is_err()
         || r.target_found.is_err()
+        || r.cron_job_created.as_ref().is_some_and(|c| c.is_err())
     {
         "NotReady"
     } else {
@@ -395,6 +407,7 @@ mod tests {
             backend_secret_found: Ok(()),
             target_found: Ok(()),
             validation: Ok(()),
+            cron_job_created: None,
         };
         assert_eq!(readiness(&ok, None, "t").phase.as_deref(), Some("Ready"));
         let missing = Readiness {
@@ -417,5 +430,59 @@ mod tests {
             readiness(&invalid, None, "t").phase.as_deref(),
             Some("Invalid")
         );
+    }
+
+    #[test]
+    fn cron_job_created_table() {
+        let ok = Readiness {
+            repository_found: Ok(()),
+            backend_secret_found: Ok(()),
+            target_found: Ok(()),
+            validation: Ok(()),
+            cron_job_created: None,
+        };
+        let not_created = Err("waiting for the Repository".to_string());
+        // (case, readiness, phase, CronJobCreated status or None when absent)
+        let cases: Vec<(&str, Readiness, &str, Option<&str>)> = vec![
+            ("no CronJob on this platform", ok.clone(), "Ready", None),
+            (
+                "CronJob created",
+                Readiness {
+                    cron_job_created: Some(Ok(())),
+                    ..ok.clone()
+                },
+                "Ready",
+                Some("True"),
+            ),
+            (
+                "CronJob not created",
+                Readiness {
+                    cron_job_created: Some(not_created.clone()),
+                    ..ok.clone()
+                },
+                "NotReady",
+                Some("False"),
+            ),
+            (
+                "invalid wins over a missing CronJob",
+                Readiness {
+                    validation: Err("spec.schedule: bad".into()),
+                    cron_job_created: Some(not_created),
+                    ..ok.clone()
+                },
+                "Invalid",
+                Some("False"),
+            ),
+        ];
+        for (name, r, phase, cron) in cases {
+            let st = readiness(&r, None, "t");
+            assert_eq!(st.phase.as_deref(), Some(phase), "{name}");
+            let got = st
+                .conditions
+                .iter()
+                .find(|x| x.type_ == c::CRON_JOB_CREATED)
+                .map(|x| x.status.as_str());
+            assert_eq!(got, cron, "{name}");
+        }
     }
 }

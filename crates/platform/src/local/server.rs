@@ -230,6 +230,7 @@ impl Server {
             backend_secret_found,
             target_found,
             validation,
+            cron_job_created: None,
         };
         let mut st = coffer_control::readiness(&r, bc.status.as_ref(), &now_str());
         st.observed_generation = bc.metadata.generation;

@@ -1,0 +1,349 @@
+//! What the decide modules share: how a Job is observed, and the pieces every object the
+//! operator creates has (owner references, labels, the pod's security settings, the agent's
+//! container contract).
+
+use jiff::Timestamp;
+
+/// Where a Job stands, from its `status` (`active`, `succeeded`, `failed` and the `Failed`
+/// condition's reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// A pod runs (or is about to): `status.active > 0`, or nothing has finished yet.
+    Active,
+    /// `status.succeeded > 0`.
+    Succeeded,
+    /// `status.failed > 0` or the `Failed` condition; `reason` is the condition's reason
+    /// (`BackoffLimitExceeded`, `DeadlineExceeded`, …) or a description of the pod's end.
+    Failed { reason: String },
+}
+
+/// One Job, as the observe layer found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedJob {
+    pub name: String,
+    pub state: JobState,
+    /// `status.startTime`.
+    pub start_time: Option<Timestamp>,
+}
+
+use std::collections::BTreeMap;
+
+use coffer_api::Kind;
+use k8s_openapi::{
+    api::{
+        core::v1::{
+            Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+            ObjectFieldSelector, PodSpec, PodTemplateSpec, ServiceAccount, Volume, VolumeMount,
+        },
+        rbac::v1::{RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::{KubeAction, OperatorSettings};
+
+/// The label every object the operator creates carries, so they can be listed and told apart
+/// from Stash's.
+pub(crate) const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "coffer");
+pub(crate) const INVOKER_TYPE: &str = "stash.appscode.com/invoker-type";
+pub(crate) const INVOKER_NAME: &str = "stash.appscode.com/invoker-name";
+
+/// The emptyDir every agent pod writes its temporary files to (its root filesystem is
+/// read-only), as Stash's `stash-tmp-dir`.
+pub(crate) const TMP_VOLUME: &str = "stash-tmp-dir";
+pub(crate) const TMP_DIR: &str = "/tmp";
+/// The user agent pods run as unless `runtimeSettings.pod.securityContext` says otherwise.
+pub(crate) const DEFAULT_USER: i64 = 65534;
+
+/// A controller owner reference (with blockOwnerDeletion) to one of coffer's resources, so
+/// that deleting it deletes what it owns.
+pub(crate) fn owner(kind: Kind, meta: &coffer_api::ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: kind.api_version().into(),
+        kind: kind.as_str().into(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+pub(crate) fn labels(invoker: Kind, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (INVOKER_TYPE.to_string(), invoker.as_str().to_string()),
+        (INVOKER_NAME.to_string(), name.to_string()),
+    ])
+}
+
+pub(crate) fn metadata(
+    name: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    owner: OwnerReference,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    }
+}
+
+/// A ServiceAccount and the RoleBinding that grants it `cluster_role` in its namespace, both
+/// named `name`.
+pub(crate) fn service_account_and_binding(
+    name: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    owner: OwnerReference,
+    cluster_role: &str,
+) -> [Value; 2] {
+    let sa = ServiceAccount {
+        metadata: metadata(name, namespace, labels, owner.clone()),
+        ..Default::default()
+    };
+    let rb = RoleBinding {
+        metadata: metadata(name, namespace, labels, owner),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: cluster_role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        }]),
+    };
+    [value(&sa), value(&rb)]
+}
+
+/// An object as the JSON body of a request (k8s-openapi writes apiVersion and kind).
+pub(crate) fn value<T: Serialize>(obj: &T) -> Value {
+    serde_json::to_value(obj).expect("k8s-openapi objects serialize to JSON")
+}
+
+/// `now` as Kubernetes writes times: RFC 3339, UTC, whole seconds.
+pub(crate) fn rfc3339(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+pub(crate) fn event(
+    kind: Kind,
+    meta: &coffer_api::ObjectMeta,
+    warning: bool,
+    reason: &str,
+    message: impl Into<String>,
+) -> KubeAction {
+    KubeAction::Event {
+        kind,
+        namespace: meta.namespace().into(),
+        name: meta.name.clone(),
+        warning,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The agent container's environment, the contract between the operator and `coffer agent`:
+/// the platform, where the pod is (downward API: its namespace, name and IP, the IP being the
+/// address a Galera donor sends its SST to), the Pushgateway when one is configured, and the
+/// temporary directory. Never a Secret value: the agent reads Secrets through the API.
+pub(crate) fn agent_env(settings: &OperatorSettings) -> Vec<EnvVar> {
+    let mut e = vec![
+        env("COFFER_PLATFORM", "kubernetes"),
+        env_field("COFFER_NAMESPACE", "metadata.namespace"),
+        env_field("COFFER_POD_NAME", "metadata.name"),
+        env_field("COFFER_POD_IP", "status.podIP"),
+    ];
+    if let Some(pg) = &settings.pushgateway {
+        e.push(env("COFFER_PUSHGATEWAY", pg));
+    }
+    e.push(env("TMPDIR", TMP_DIR));
+    e
+}
+
+/// What goes into one pod the operator creates.
+pub(crate) struct PodPlan<'a> {
+    pub container: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+    pub service_account: String,
+    /// Stash's `runtimeSettings` (`{container: {...}, pod: {...}}`).
+    pub runtime_settings: Option<&'a Value>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `runtimeSettings.pod` fields that are PodSpec fields of the same name.
+const POD_FIELDS: [&str; 12] = [
+    "nodeSelector",
+    "automountServiceAccountToken",
+    "securityContext",
+    "affinity",
+    "schedulerName",
+    "tolerations",
+    "priorityClassName",
+    "priority",
+    "readinessGates",
+    "runtimeClassName",
+    "enableServiceLinks",
+    "topologySpreadConstraints",
+];
+/// `runtimeSettings.container` fields that are Container fields of the same name (`env` is
+/// appended separately; `nice` and `ionice` are not supported).
+const CONTAINER_FIELDS: [&str; 3] = ["resources", "securityContext", "envFrom"];
+
+/// Deep-merges `over` into `base`: objects key by key, anything else replaced.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The pod template: one container running the settings' image as a non-root user with a
+/// read-only root filesystem, no privilege escalation and no capabilities, then
+/// `runtimeSettings` over it (the user may loosen what they need to). An invalid
+/// `runtimeSettings` field is an error naming it.
+pub(crate) fn pod_template(
+    plan: PodPlan<'_>,
+    settings: &OperatorSettings,
+) -> Result<PodTemplateSpec, String> {
+    let rs = plan.runtime_settings.cloned().unwrap_or(Value::Null);
+    let pod_rs = rs.get("pod").cloned().unwrap_or(Value::Null);
+    let container_rs = rs.get("container").cloned().unwrap_or(Value::Null);
+
+    let mut container = json!({
+        "name": plan.container,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["coffer"],
+        "args": plan.args,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    });
+    for f in CONTAINER_FIELDS {
+        if let Some(v) = container_rs.get(f) {
+            merge(&mut container[f], v);
+        }
+    }
+    let mut container: Container = serde_json::from_value(container)
+        .map_err(|e| format!("runtimeSettings.container is not valid: {e}"))?;
+    let user_env: Vec<EnvVar> = match container_rs.get("env") {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| format!("runtimeSettings.container.env is not valid: {e}"))?,
+        None => Vec::new(),
+    };
+    // The agent's contract comes first and cannot be overridden by a variable of its name.
+    let contract: Vec<String> = plan.env.iter().map(|e| e.name.clone()).collect();
+    let mut all_env = plan.env;
+    all_env.extend(user_env.into_iter().filter(|u| !contract.contains(&u.name)));
+    container.env = Some(all_env);
+    container.volume_mounts = Some(plan.mounts);
+
+    let mut pod = json!({
+        "restartPolicy": "Never",
+        "serviceAccountName": plan.service_account,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": DEFAULT_USER,
+            "runAsGroup": DEFAULT_USER,
+            "fsGroup": DEFAULT_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    });
+    for f in POD_FIELDS {
+        if let Some(v) = pod_rs.get(f) {
+            merge(&mut pod[f], v);
+        }
+    }
+    let mut spec: PodSpec = serde_json::from_value(pod)
+        .map_err(|e| format!("runtimeSettings.pod is not valid: {e}"))?;
+    let mut pull: Vec<LocalObjectReference> = settings
+        .image_pull_secrets
+        .iter()
+        .map(|n| LocalObjectReference { name: n.clone() })
+        .collect();
+    if let Some(v) = pod_rs.get("imagePullSecrets") {
+        let more: Vec<LocalObjectReference> = serde_json::from_value(v.clone())
+            .map_err(|e| format!("runtimeSettings.pod.imagePullSecrets is not valid: {e}"))?;
+        pull.extend(more);
+    }
+    spec.image_pull_secrets = (!pull.is_empty()).then_some(pull);
+    spec.containers = vec![container];
+    spec.volumes = (!plan.volumes.is_empty()).then_some(plan.volumes);
+
+    let mut labels = plan.labels;
+    let mut annotations = BTreeMap::new();
+    for (field, into) in [("podLabels", &mut labels), ("podAnnotations", &mut annotations)] {
+        if let Some(v) = pod_rs.get(field) {
+            let m: BTreeMap<String, String> = serde_json::from_value(v.clone())
+                .map_err(|e| format!("runtimeSettings.pod.{field} is not valid: {e}"))?;
+            into.extend(m);
+        }
+    }
+    Ok(PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+    })
+}
+
+/// The `stash-tmp-dir` emptyDir and its mount at `/tmp`.
+pub(crate) fn tmp_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: TMP_DIR.into(),
+            ..Default::default()
+        },
+    )
+}
