@@ -2,6 +2,7 @@
 
 mod commands;
 mod home;
+mod operator;
 mod output;
 
 use std::path::PathBuf;
@@ -118,6 +119,13 @@ pub enum Command {
     /// Run one session (started by the server or by `backup --wait`)
     #[command(hide = true)]
     Agent { kind: String, name: String },
+    /// The Kubernetes operator
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
+    /// Create one BackupSession of a BackupConfiguration (what the trigger CronJob runs)
+    CreateBackupsession { backup_configuration: String },
 }
 
 fn init_tracing() {
@@ -151,7 +159,15 @@ fn main() {
     cap_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
-    match commands::run(cli) {
+    // The Kubernetes commands never open the local store (a pod has none).
+    let result = match cli.command {
+        Command::Operator { command } => operator::operator(command),
+        Command::CreateBackupsession {
+            backup_configuration,
+        } => operator::create_backupsession(cli.home, &cli.namespace, &backup_configuration),
+        _ => commands::run(cli),
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");

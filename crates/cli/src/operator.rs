@@ -1,0 +1,132 @@
+//! `coffer operator …` (the Kubernetes operator) and `coffer create-backupsession` (what the
+//! trigger CronJob's pod runs). Neither opens the local store: in a pod there is none.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use coffer_api::{Kind, Resource};
+use coffer_kubernetes::{operator::RunOptions, OperatorSettings};
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Run the operator: controllers for BackupConfiguration, BackupSession and
+    /// RestoreSession, with leader election, /healthz, /readyz and /metrics
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Image of the CronJob and Job pods (coffer with the database clients)
+    #[arg(long, env = "COFFER_IMAGE")]
+    pub image: Option<String>,
+    /// imagePullPolicy of those pods
+    #[arg(long, env = "COFFER_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub image_pull_policy: String,
+    /// imagePullSecrets of those pods (repeatable)
+    #[arg(long = "image-pull-secret")]
+    pub image_pull_secrets: Vec<String>,
+    /// Pushgateway the agents push their metrics to (e.g. http://pushgateway.monitoring:9091)
+    #[arg(long, env = "COFFER_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
+    /// Address for /metrics, /healthz and /readyz
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_address: String,
+    /// Name of the Lease that elects the leader
+    #[arg(long, default_value = "coffer-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the pod's own namespace)
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+}
+
+/// `coffer operator run`.
+pub fn operator(command: OperatorCommand) -> Result<i32> {
+    let OperatorCommand::Run(args) = command;
+    let defaults = OperatorSettings::default();
+    let settings = OperatorSettings {
+        image: args.image.unwrap_or(defaults.image.clone()),
+        image_pull_policy: args.image_pull_policy,
+        image_pull_secrets: args.image_pull_secrets,
+        pushgateway: args.pushgateway,
+        ..defaults
+    };
+    let options = RunOptions {
+        metrics_address: args.metrics_address,
+        lease_name: args.lease_name,
+        lease_namespace: match args.lease_namespace {
+            Some(ns) => ns,
+            None => own_namespace().ok_or_else(|| {
+                anyhow!(
+                    "--lease-namespace is required outside a pod (POD_NAMESPACE is not set and \
+                     there is no ServiceAccount namespace file)"
+                )
+            })?,
+        },
+        identity: identity(),
+    };
+    runtime()?.block_on(coffer_kubernetes::operator::run(settings, options))?;
+    Ok(0)
+}
+
+/// `coffer create-backupsession <bc>`: on Kubernetes through the API (the trigger
+/// CronJob's pod), else in the local store.
+pub fn create_backupsession(home: Option<PathBuf>, ns: &str, bc: &str) -> Result<i32> {
+    if coffer_kubernetes::in_cluster() {
+        let name = runtime()?.block_on(async {
+            let client = coffer_kubernetes::client()
+                .await
+                .context("cannot reach the Kubernetes API")?;
+            coffer_kubernetes::trigger::create_backup_session(&client, ns, bc)
+                .await
+                .map_err(anyhow::Error::from)
+        })?;
+        println!("backupsession/{name} created");
+        return Ok(0);
+    }
+    let store = coffer_platform::local::Store::open(&crate::home::resolve(home))?;
+    let Some(Resource::BackupConfiguration(config)) =
+        store.get(Kind::BackupConfiguration, ns, bc)?
+    else {
+        bail!("BackupConfiguration {ns}/{bc} not found (use -n to choose the namespace)");
+    };
+    let bs = coffer_platform::local::server::create_backup_session(&store, &config, None)
+        .map_err(|e| anyhow!(e))?;
+    println!("backupsession/{} created", bs.metadata.name);
+    Ok(0)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `POD_NAMESPACE` (the Helm chart sets it from the downward API), else the namespace of
+/// the pod's ServiceAccount.
+fn own_namespace() -> Option<String> {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+}
+
+/// This replica's name in the lease: `POD_NAME`, else the host name (a pod's is its name),
+/// with the process id so two processes on one host never share it.
+fn identity() -> String {
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()) {
+        return pod;
+    }
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "coffer".into());
+    format!("{host}-{}", std::process::id())
+}
