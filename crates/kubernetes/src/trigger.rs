@@ -127,3 +127,81 @@ pub async fn create_backup_session(
         })?;
     Ok(created.metadata.name.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::operator::tests::{mock_api, status, verified, Expect};
+
+    const BCS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/db/backupconfigurations";
+
+    fn stored_bc() -> Value {
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+            "metadata": {"name": "nightly", "namespace": "db", "uid": "uid-bc", "resourceVersion": "12"},
+            "spec": {
+                "schedule": "0 1 * * *",
+                "repository": {"name": "s3"},
+                "task": {"name": "mariadb-backup-10.5.8"},
+                "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "db"}},
+                "retryConfig": {"maxRetry": 2},
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn creates_a_labelled_owned_session_named_by_the_server() {
+        let want = json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {
+                "generateName": "nightly-",
+                "namespace": "db",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "coffer",
+                    "stash.appscode.com/invoker-name": "nightly",
+                    "stash.appscode.com/invoker-type": "BackupConfiguration",
+                },
+                "ownerReferences": [{
+                    "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+                    "name": "nightly", "uid": "uid-bc", "controller": true,
+                }],
+            },
+            "spec": {
+                "invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "nightly"},
+                "retryLeft": 2,
+            },
+        });
+        let mut created = want.clone();
+        created["metadata"]["name"] = json!("nightly-x7k2p");
+        let (client, verifier) = mock_api(vec![
+            Expect::new("GET", format!("{BCS}/nightly")).reply(200, stored_bc()),
+            Expect::new(
+                "POST",
+                "/apis/stash.appscode.com/v1beta1/namespaces/db/backupsessions?",
+            )
+            .body_is(want)
+            .reply(201, created),
+        ]);
+        let name = create_backup_session(&client, "db", "nightly")
+            .await
+            .unwrap();
+        assert_eq!(name, "nightly-x7k2p");
+        drop(client);
+        verified(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_configuration_creates_nothing() {
+        let (client, verifier) = mock_api(vec![
+            Expect::new("GET", format!("{BCS}/gone")).reply(404, status(404, "NotFound"))
+        ]);
+        let err = create_backup_session(&client, "db", "gone")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TriggerError::NotFound { .. }), "{err:?}");
+        drop(client);
+        verified(verifier).await;
+    }
+}

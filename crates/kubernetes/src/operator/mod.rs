@@ -10,7 +10,7 @@ pub mod observe;
 pub mod reconcile;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

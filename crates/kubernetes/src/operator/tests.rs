@@ -295,3 +295,113 @@ async fn a_server_error_names_the_request() {
     drop(actor);
     verified(verifier).await;
 }
+
+mod lease_requests {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::Api;
+
+    use super::*;
+    use crate::operator::lease::{hold, LeaderState, LeaseConfig};
+
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/coffer/leases";
+
+    /// Runs one round of the election loop against `steps`, then shuts it down.
+    async fn one_round(steps: Vec<Expect>) -> LeaderState {
+        let (client, verifier) = mock_api(steps);
+        let cfg = LeaseConfig::new("coffer-operator".into(), "coffer".into(), "me".into());
+        let (state_tx, mut state_rx) = tokio::sync::watch::channel(LeaderState::Unknown);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(hold(
+            Api::<Lease>::namespaced(client, "coffer"),
+            cfg,
+            state_tx,
+            stop_rx,
+        ));
+        let seen = tokio::time::timeout(
+            Duration::from_secs(2),
+            state_rx.wait_for(|s| *s != LeaderState::Unknown),
+        )
+        .await
+        .expect("a decision in time")
+        .expect("sender alive")
+        .clone();
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+        verified(verifier).await;
+        seen
+    }
+
+    #[tokio::test]
+    async fn no_lease_is_created_held_by_us_and_released_on_shutdown() {
+        let held = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "coffer-operator", "namespace": "coffer", "resourceVersion": "1"},
+            "spec": {"holderIdentity": "me", "leaseDurationSeconds": 15, "renewTime": "2026-12-01T06:00:00.000000Z"},
+        });
+        let state = one_round(vec![
+            Expect::new("GET", format!("{LEASES}/coffer-operator"))
+                .reply(404, status(404, "NotFound")),
+            Expect::new("POST", format!("{LEASES}?"))
+                .body(|l| {
+                    assert_eq!(l["spec"]["holderIdentity"], "me");
+                    assert_eq!(l["spec"]["leaseDurationSeconds"], 15);
+                    assert_eq!(l["spec"]["leaseTransitions"], 0);
+                    assert!(l["metadata"].get("resourceVersion").is_none());
+                })
+                .reply(201, held.clone()),
+            // Shutdown: the lease is handed back, conditional on what was read.
+            Expect::new("GET", format!("{LEASES}/coffer-operator")).reply(200, held.clone()),
+            Expect::new("PUT", format!("{LEASES}/coffer-operator?"))
+                .body(|l| {
+                    assert_eq!(l["metadata"]["resourceVersion"], "1");
+                    assert!(l["spec"].get("holderIdentity").is_none(), "{l}");
+                    assert_eq!(l["spec"]["leaseDurationSeconds"], 1);
+                })
+                .echo(),
+        ])
+        .await;
+        assert_eq!(state, LeaderState::Leader);
+    }
+
+    #[tokio::test]
+    async fn a_lease_held_and_renewed_by_another_is_left_alone() {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let state = one_round(vec![Expect::new("GET", format!("{LEASES}/coffer-operator")).reply(
+            200,
+            json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "coffer-operator", "namespace": "coffer", "resourceVersion": "9"},
+                "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15, "renewTime": now.to_string()},
+            }),
+        )])
+        .await;
+        assert_eq!(state, LeaderState::Follower(Some("other".into())));
+    }
+
+    #[tokio::test]
+    async fn losing_the_race_for_an_expired_lease_makes_a_follower() {
+        let state = one_round(vec![
+            Expect::new("GET", format!("{LEASES}/coffer-operator")).reply(
+                200,
+                json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": "coffer-operator", "namespace": "coffer", "resourceVersion": "9"},
+                    "spec": {"holderIdentity": "other", "leaseDurationSeconds": 15,
+                             "renewTime": "2020-01-01T00:00:00.000000Z", "leaseTransitions": 2},
+                }),
+            ),
+            Expect::new("PUT", format!("{LEASES}/coffer-operator?"))
+                .body(|l| {
+                    assert_eq!(l["metadata"]["resourceVersion"], "9");
+                    assert_eq!(l["spec"]["holderIdentity"], "me");
+                    assert_eq!(l["spec"]["leaseTransitions"], 3);
+                })
+                .reply(409, status(409, "Conflict")),
+        ])
+        .await;
+        assert_eq!(state, LeaderState::Follower(None));
+    }
+}
