@@ -1,11 +1,46 @@
 //! BackupConfiguration → the CronJob that triggers its sessions, and the configuration's status.
 //!
-//! Todo: doc
-use coffer_api::{BackupConfiguration, Repository};
-use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::CronJob;
+//! As Stash's operator: once the configuration is valid and its Repository, the Repository's
+//! storage Secret and its target exist, the CronJob [`names::trigger_cron_job`] is applied
+//! with the configuration's `schedule` and `timeZone`, `suspend` = `spec.paused`, owned by the
+//! configuration (controller, blockOwnerDeletion). Its Jobs carry the label
+//! `stash.appscode.com/delete-job-on-completion: "true"`, and their one container runs
+//! `coffer create-backupsession --namespace=<ns> <bc>` ([`trigger_args`]) with the environment
+//! `COFFER_PLATFORM=kubernetes`, as a non-root user, under a ServiceAccount that may only
+//! create BackupSessions: `runtimeSettings.pod.serviceAccountName` if set (then the user
+//! grants it), else one named after the CronJob, bound to `settings.trigger_cluster_role` by a
+//! RoleBinding of the same name — both applied here and owned by the configuration.
+//!
+//! Once the CronJob exists it follows every change of the configuration (it is applied on
+//! every reconcile: server-side apply makes an unchanged object a no-op), even while the
+//! Repository is missing (the sessions it creates are then skipped with the reason). A
+//! configuration without `schedule` runs only when asked (`coffer backup`): its CronJob, if
+//! one was made, is deleted, and no CronJobCreated condition is written.
+//!
+//! The status — conditions ValidationPassed, RepositoryFound, BackendSecretFound,
+//! BackupTargetFound, CronJobCreated and the phase Ready / NotReady / Invalid — is
+//! [`coffer_control::readiness`]'s, written (conditionally on the resourceVersion) only when
+//! it changed, with an Event when the phase changes and when the CronJob is created, changed
+//! or deleted.
+//!
+//! Deletion needs no decision: the CronJob, its ServiceAccount and RoleBinding are owned by
+//! the configuration, so Kubernetes' garbage collector removes them (and the CronJob's Jobs)
+//! when it is deleted; the controller has no finalizer and does nothing for a deleted object.
 
+use coffer_api::{BackupConfiguration, Kind, Repository};
+use coffer_control::Readiness;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+
+use super::{names, objects};
 use crate::{KubeAction, OperatorSettings};
+
+/// The label Stash's trigger Jobs carry (its operator deletes such Jobs once they succeed).
+pub const DELETE_JOB_ON_COMPLETION: &str = "stash.appscode.com/delete-job-on-completion";
+/// The trigger container's name.
+pub const TRIGGER_CONTAINER: &str = "coffer-trigger";
 
 /// The trigger CronJob's container runs `coffer create-backupsession --namespace=<ns> <bc>`
 /// (command `["coffer"]`, these args): the CLI command that creates one BackupSession of the
@@ -34,8 +69,146 @@ pub struct Observed {
     pub target_found: bool,
     /// The configuration passed coffer's validation (`Err` says what is wrong, and where).
     pub validation: Result<(), String>,
-    /// The trigger CronJob ([`crate::decide::names::trigger_cron_job`]), if it exists.
+    /// The trigger CronJob ([`names::trigger_cron_job`]), if it exists.
     pub cron_job: Option<CronJob>,
+}
+
+fn references(bc: &BackupConfiguration, o: &Observed) -> Readiness {
+    let ns = bc.metadata.namespace();
+    let repo_ns = bc.spec.repository.namespace.as_deref().unwrap_or(ns);
+    let repo = format!("Repository {repo_ns}/{}", bc.spec.repository.name);
+    let repository_found = match &o.repository {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{repo} (spec.repository) was not found; create it or correct the reference"
+        )),
+    };
+    let backend_secret_found = match &o.repository {
+        None => Err(format!(
+            "{repo} was not found, so its storage Secret could not be looked up"
+        )),
+        Some(_) if o.backend_secret_found => Ok(()),
+        Some(r) => Err(format!(
+            "Secret {repo_ns}/{} (spec.backend.storageSecretName of {repo}) was not found",
+            r.spec.backend.storage_secret_name
+        )),
+    };
+    let target_found = match &bc.spec.target {
+        None => Err("spec.target is missing".into()),
+        Some(_) if o.target_found => Ok(()),
+        Some(t) => Err(format!(
+            "{} {}/{} (spec.target.ref) was not found",
+            t.ref_.kind,
+            t.ref_.namespace.as_deref().unwrap_or(ns),
+            t.ref_.name
+        )),
+    };
+    Readiness {
+        repository_found,
+        backend_secret_found,
+        target_found,
+        validation: o.validation.clone(),
+        cron_job_created: None,
+    }
+}
+
+/// The trigger's ServiceAccount, RoleBinding (unless the user names their own account) and
+/// CronJob, in the order they must be applied.
+fn trigger_objects(
+    bc: &BackupConfiguration,
+    schedule: &str,
+    settings: &OperatorSettings,
+) -> Result<Vec<Value>, String> {
+    let ns = bc.metadata.namespace();
+    let name = names::trigger_cron_job(&bc.metadata.name);
+    let labels = objects::labels(Kind::BackupConfiguration, &bc.metadata.name);
+    let owner = objects::owner(Kind::BackupConfiguration, &bc.metadata);
+    let rs = bc.spec.runtime_settings.as_ref();
+    let user_sa = rs
+        .and_then(|r| r.pointer("/pod/serviceAccountName"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let mut out = Vec::new();
+    let sa = match user_sa {
+        Some(sa) => sa.to_string(),
+        None => {
+            out.extend(objects::service_account_and_binding(
+                &name,
+                ns,
+                &labels,
+                owner.clone(),
+                &settings.trigger_cluster_role,
+            ));
+            name.clone()
+        }
+    };
+    let template = objects::pod_template(
+        objects::PodPlan {
+            container: TRIGGER_CONTAINER,
+            args: trigger_args(ns, &bc.metadata.name),
+            env: vec![k8s_openapi::api::core::v1::EnvVar {
+                name: "COFFER_PLATFORM".into(),
+                value: Some("kubernetes".into()),
+                value_from: None,
+            }],
+            volumes: Vec::new(),
+            mounts: Vec::new(),
+            service_account: sa,
+            runtime_settings: rs,
+            labels: labels.clone(),
+        },
+        settings,
+    )?;
+    let mut job_labels = labels.clone();
+    job_labels.insert(DELETE_JOB_ON_COMPLETION.into(), "true".into());
+    let cron = CronJob {
+        metadata: objects::metadata(&name, ns, &labels, owner),
+        spec: Some(CronJobSpec {
+            schedule: schedule.into(),
+            time_zone: bc.spec.time_zone.clone(),
+            suspend: Some(bc.spec.paused),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(job_labels),
+                    ..Default::default()
+                }),
+                spec: Some(JobSpec {
+                    template,
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    out.push(objects::value(&cron));
+    Ok(out)
+}
+
+/// How the observed CronJob differs from the configuration, in words (empty: it does not).
+fn cron_changes(bc: &BackupConfiguration, schedule: &str, cron: &CronJob) -> Vec<String> {
+    let Some(spec) = cron.spec.as_ref() else {
+        return vec!["it had no spec".into()];
+    };
+    let mut changes = Vec::new();
+    if spec.schedule != schedule {
+        changes.push(format!("schedule {:?} → {schedule:?}", spec.schedule));
+    }
+    if spec.time_zone != bc.spec.time_zone {
+        changes.push(format!(
+            "timeZone {:?} → {:?}",
+            spec.time_zone.as_deref().unwrap_or(""),
+            bc.spec.time_zone.as_deref().unwrap_or("")
+        ));
+    }
+    if spec.suspend.unwrap_or(false) != bc.spec.paused {
+        changes.push(if bc.spec.paused {
+            "suspended (spec.paused)".into()
+        } else {
+            "resumed (spec.paused is false)".into()
+        });
+    }
+    changes
 }
 
 /// What to do about one BackupConfiguration at `now`.
@@ -45,5 +218,122 @@ pub fn decide(
     settings: &OperatorSettings,
     now: Timestamp,
 ) -> Vec<KubeAction> {
-    todo!()
+    let meta = &bc.metadata;
+    let ns = meta.namespace();
+    let cron_name = names::trigger_cron_job(&meta.name);
+    let mut r = references(bc, observed);
+    let mut applies = Vec::new();
+    let mut events = Vec::new();
+
+    match bc.spec.schedule.as_deref().filter(|s| !s.trim().is_empty()) {
+        None => {
+            if observed.cron_job.is_some() {
+                applies.push(KubeAction::Delete {
+                    api_version: "batch/v1".into(),
+                    kind: "CronJob".into(),
+                    namespace: ns.into(),
+                    name: cron_name.clone(),
+                });
+                events.push(objects::event(
+                    Kind::BackupConfiguration,
+                    meta,
+                    false,
+                    "CronJobDeleted",
+                    format!("deleted CronJob {ns}/{cron_name}: spec.schedule was removed"),
+                ));
+            }
+        }
+        Some(schedule) => {
+            let refs_ok = r.validation.is_ok()
+                && r.repository_found.is_ok()
+                && r.backend_secret_found.is_ok()
+                && r.target_found.is_ok();
+            let ensure = r.validation.is_ok() && (refs_ok || observed.cron_job.is_some());
+            r.cron_job_created = Some(if ensure {
+                match trigger_objects(bc, schedule, settings) {
+                    Ok(objs) => {
+                        applies.extend(objs.into_iter().map(KubeAction::Apply));
+                        match &observed.cron_job {
+                            None => events.push(objects::event(
+                                Kind::BackupConfiguration,
+                                meta,
+                                false,
+                                "CronJobCreated",
+                                format!(
+                                    "created CronJob {ns}/{cron_name} (schedule {schedule:?}{})",
+                                    if bc.spec.paused { ", suspended" } else { "" }
+                                ),
+                            )),
+                            Some(cron) => {
+                                let changes = cron_changes(bc, schedule, cron);
+                                if !changes.is_empty() {
+                                    events.push(objects::event(
+                                        Kind::BackupConfiguration,
+                                        meta,
+                                        false,
+                                        "CronJobUpdated",
+                                        format!(
+                                            "updated CronJob {ns}/{cron_name}: {}",
+                                            changes.join(", ")
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("CronJob {ns}/{cron_name} cannot be built: {e}")),
+                }
+            } else if observed.cron_job.is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "CronJob {ns}/{cron_name} is created once the configuration is valid and \
+                     its Repository, storage Secret and target are found"
+                ))
+            });
+        }
+    }
+
+    let mut status = coffer_control::readiness(&r, bc.status.as_ref(), &objects::rfc3339(now));
+    status.observed_generation = meta.generation;
+    let old_phase = bc.status.as_ref().and_then(|s| s.phase.clone());
+    if old_phase != status.phase {
+        let phase = status.phase.clone().unwrap_or_default();
+        let why: Vec<String> = status
+            .conditions
+            .iter()
+            .filter(|c| c.is_false())
+            .map(|c| format!("{}: {}", c.type_, c.message))
+            .collect();
+        let message = if why.is_empty() {
+            format!("BackupConfiguration {ns}/{} is {phase}", meta.name)
+        } else {
+            format!(
+                "BackupConfiguration {ns}/{} is {phase}: {}",
+                meta.name,
+                why.join("; ")
+            )
+        };
+        events.push(objects::event(
+            Kind::BackupConfiguration,
+            meta,
+            phase != "Ready",
+            &format!("BackupConfiguration{phase}"),
+            message,
+        ));
+    }
+
+    let mut out = applies;
+    if bc.status.as_ref() != Some(&status) {
+        out.push(KubeAction::PatchStatus {
+            kind: Kind::BackupConfiguration,
+            namespace: ns.into(),
+            name: meta.name.clone(),
+            resource_version: observed.resource_version.clone(),
+            status: serde_json::to_value(&status).expect("a status serializes to JSON"),
+        });
+    }
+    out.extend(events);
+    out
 }
