@@ -405,3 +405,254 @@ mod lease_requests {
         assert_eq!(state, LeaderState::Follower(None));
     }
 }
+
+/// Each reconciler from the resource as the API serves it: what it reads, then what it
+/// writes, in order.
+mod reconcilers {
+    use std::sync::Arc;
+
+    use coffer_api::Kind;
+    use kube::api::DynamicObject;
+
+    use super::*;
+    use crate::{
+        operator::{metrics::Metrics, reconcile},
+        OperatorSettings,
+    };
+
+    const NOW: &str = "2026-12-01T06:00:00Z";
+    const STASH: &str = "/apis/stash.appscode.com";
+    const SSA: &str = "?&force=true&fieldManager=coffer";
+
+    fn context(client: Client) -> Arc<reconcile::Context> {
+        let mut ctx = reconcile::Context::new(
+            Actor::new(client, Some("coffer-0".into())),
+            OperatorSettings::default(),
+            Arc::new(Metrics::new()),
+        );
+        ctx.now = Arc::new(|| NOW.parse().unwrap());
+        Arc::new(ctx)
+    }
+
+    fn object(v: Value) -> Arc<DynamicObject> {
+        Arc::new(serde_json::from_value(v).expect("a Kubernetes object"))
+    }
+
+    fn backup_configuration(rv: &str) -> Value {
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+            "metadata": {
+                "name": "nightly", "namespace": "db", "uid": "uid-bc", "resourceVersion": rv,
+                "generation": 1, "creationTimestamp": "2026-12-01T05:00:00Z",
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}],
+            },
+            "spec": {
+                "schedule": "30 2 * * *",
+                "task": {"name": "mariadb-backup-10.5.8"},
+                "repository": {"name": "s3"},
+                "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "shop-db"}},
+                "retentionPolicy": {"name": "keep", "keepLast": 5, "prune": true},
+            },
+        })
+    }
+
+    /// The reads of a BackupConfiguration's observe step, everything found but its CronJob.
+    fn bc_reads() -> Vec<Expect> {
+        vec![
+            Expect::new("GET", format!("{STASH}/v1alpha1/namespaces/db/repositories/s3")).reply(
+                200,
+                json!({
+                    "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+                    "metadata": {"name": "s3", "namespace": "db", "resourceVersion": "3"},
+                    "spec": {"backend": {"s3": {"endpoint": "http://s3:9000", "bucket": "b"}, "storageSecretName": "s3-secret"}},
+                }),
+            ),
+            Expect::new("GET", "/api/v1/namespaces/db/secrets/s3-secret").reply(
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-secret", "namespace": "db"}}),
+            ),
+            Expect::new("GET", "/apis/appcatalog.appscode.com/v1alpha1/namespaces/db/appbindings/shop-db")
+                .reply(
+                    200,
+                    json!({
+                        "apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding",
+                        "metadata": {"name": "shop-db", "namespace": "db"},
+                        "spec": {"clientConfig": {"url": "mysql://shop-db:3306/"}, "secret": {"name": "shop-db-auth"}},
+                    }),
+                ),
+            Expect::new("GET", "/apis/batch/v1/namespaces/db/cronjobs/stash-trigger-nightly")
+                .reply(404, status(404, "NotFound")),
+        ]
+    }
+
+    fn applies(kind: &'static str, name: &'static str) -> impl Fn(&Value) + Send {
+        move |o| {
+            assert_eq!(
+                (o["kind"].as_str(), o["metadata"]["name"].as_str()),
+                (Some(kind), Some(name)),
+                "{o}"
+            );
+            assert_eq!(o["metadata"]["namespace"], "db");
+            let owner = &o["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                (owner["kind"].as_str(), owner["uid"].as_str()),
+                (Some("BackupConfiguration"), Some("uid-bc"))
+            );
+            assert_eq!(owner["controller"], true);
+        }
+    }
+
+    fn event(reason: &'static str) -> Expect {
+        Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
+            .body(move |e| {
+                assert_eq!(e["reason"], reason, "{e}");
+                assert_eq!(e["regarding"]["uid"], "uid-bc");
+            })
+            .echo()
+    }
+
+    /// The writes for a new configuration: its trigger's ServiceAccount, RoleBinding and
+    /// CronJob, then its status, conditional on `rv`.
+    fn bc_writes(rv: &'static str, status_reply: u16) -> Vec<Expect> {
+        vec![
+            Expect::new("PATCH", format!("/api/v1/namespaces/db/serviceaccounts/stash-trigger-nightly{SSA}"))
+                .body(applies("ServiceAccount", "stash-trigger-nightly"))
+                .echo(),
+            Expect::new(
+                "PATCH",
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/stash-trigger-nightly{SSA}"),
+            )
+            .body(|rb| {
+                applies("RoleBinding", "stash-trigger-nightly")(rb);
+                assert_eq!(rb["roleRef"]["name"], "coffer-trigger");
+                assert_eq!(rb["subjects"][0]["name"], "stash-trigger-nightly");
+            })
+            .echo(),
+            Expect::new("PATCH", format!("/apis/batch/v1/namespaces/db/cronjobs/stash-trigger-nightly{SSA}"))
+                .body(|cj| {
+                    applies("CronJob", "stash-trigger-nightly")(cj);
+                    assert_eq!(cj["spec"]["schedule"], "30 2 * * *");
+                    assert_eq!(cj["spec"]["suspend"], false);
+                    let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+                    assert_eq!(pod["serviceAccountName"], "stash-trigger-nightly");
+                    assert_eq!(
+                        pod["containers"][0]["args"],
+                        json!(["create-backupsession", "--namespace=db", "nightly"])
+                    );
+                })
+                .echo(),
+            Expect::new("PATCH", format!("{STASH}/v1beta1/namespaces/db/backupconfigurations/nightly/status?"))
+                .body(move |p| {
+                    assert_eq!(p["metadata"], json!({"resourceVersion": rv}), "a conditional write");
+                    assert_eq!(p["status"]["phase"], "Ready", "{p}");
+                    let created = p["status"]["conditions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|c| c["type"] == "CronJobCreated")
+                        .expect("a CronJobCreated condition")
+                        .clone();
+                    assert_eq!(created["status"], "True");
+                })
+                .reply(
+                    status_reply,
+                    if status_reply == 409 { status(409, "Conflict") } else { backup_configuration("99") },
+                ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_new_backup_configuration_gets_its_trigger_cron_job_and_a_ready_status() {
+        let mut steps = bc_reads();
+        steps.extend(bc_writes("12", 200));
+        steps.extend([event("CronJobCreated"), event("BackupConfigurationReady")]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        let action = reconcile::reconcile(
+            Kind::BackupConfiguration,
+            object(backup_configuration("12")),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, kube::runtime::controller::Action::await_change());
+        drop(ctx);
+        verified(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn a_status_write_that_meets_a_conflict_is_decided_again_from_a_fresh_read() {
+        let mut steps = bc_reads();
+        // The first status write lost a race: nothing after it is sent (no events that
+        // announce an unwritten status).
+        steps.extend(bc_writes("12", 409));
+        // The configuration is read again, observed again, decided again; the write is
+        // now conditional on the version just read.
+        steps.push(
+            Expect::new(
+                "GET",
+                format!("{STASH}/v1beta1/namespaces/db/backupconfigurations/nightly"),
+            )
+            .reply(200, backup_configuration("13")),
+        );
+        steps.extend(bc_reads());
+        steps.extend(bc_writes("13", 200));
+        steps.extend([event("CronJobCreated"), event("BackupConfigurationReady")]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(
+            Kind::BackupConfiguration,
+            object(backup_configuration("12")),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled after the conflict");
+        let text = ctx.metrics.text();
+        assert!(
+            text.contains(
+                "coffer_operator_reconciliations_total{controller=\"backupconfiguration\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("reconcile_failures_total{"),
+            "a conflict resolved by a re-read is no failure: {text}"
+        );
+        drop(ctx);
+        verified(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn conflicts_that_persist_fail_the_reconcile_for_the_controller_to_retry() {
+        let mut steps = bc_reads();
+        steps.extend(bc_writes("12", 409));
+        for rv in ["13", "14"] {
+            steps.push(
+                Expect::new(
+                    "GET",
+                    format!("{STASH}/v1beta1/namespaces/db/backupconfigurations/nightly"),
+                )
+                .reply(200, backup_configuration(rv)),
+            );
+            steps.extend(bc_reads());
+            steps.extend(bc_writes(rv, 409));
+        }
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        let err = reconcile::reconcile(
+            Kind::BackupConfiguration,
+            object(backup_configuration("12")),
+            ctx.clone(),
+        )
+        .await
+        .expect_err("three conflicts");
+        assert_eq!(err.reason(), "conflict");
+        let text = ctx.metrics.text();
+        assert!(
+            text.contains("coffer_operator_reconcile_failures_total{controller=\"backupconfiguration\",reason=\"conflict\"} 1"),
+            "{text}"
+        );
+        drop(ctx);
+        verified(verifier).await;
+    }
+}
