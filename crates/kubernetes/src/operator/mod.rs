@@ -36,6 +36,9 @@ use self::{
 };
 use crate::{kinds, OperatorSettings};
 
+/// The label selector of the objects the operator creates (decide's objects carry it).
+pub const MANAGED_BY_COFFER: &str = "app.kubernetes.io/managed-by=coffer";
+
 /// How the operator process runs (as opposed to what it puts into objects).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOptions {
@@ -168,11 +171,14 @@ async fn run_controllers(
             ar,
         )
     };
-    let bc = main(Kind::BackupConfiguration).owns(Api::<CronJob>::all(client.clone()), wc());
-    let bs = main(Kind::BackupSession).owns(Api::<Job>::all(client.clone()), wc());
+    // Only what coffer created is watched (and cached), not every CronJob, Job and PVC in
+    // the cluster.
+    let ours = || wc().labels(MANAGED_BY_COFFER);
+    let bc = main(Kind::BackupConfiguration).owns(Api::<CronJob>::all(client.clone()), ours());
+    let bs = main(Kind::BackupSession).owns(Api::<Job>::all(client.clone()), ours());
     let rs = main(Kind::RestoreSession)
-        .owns(Api::<Job>::all(client.clone()), wc())
-        .owns(Api::<PersistentVolumeClaim>::all(client.clone()), wc());
+        .owns(Api::<Job>::all(client.clone()), ours())
+        .owns(Api::<PersistentVolumeClaim>::all(client.clone()), ours());
 
     let stores = [bc.store(), bs.store(), rs.store()];
     let synced = tokio::spawn({

@@ -17,7 +17,7 @@ use super::{
     metrics::Metrics,
     observe::{self, ObserveError},
 };
-use crate::{decide, OperatorSettings};
+use crate::{decide, KubeAction, OperatorSettings};
 
 /// How often a reconciliation is decided again after its status write met a conflict.
 pub const CONFLICT_ATTEMPTS: usize = 3;
@@ -94,7 +94,7 @@ pub async fn reconcile(
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     );
-    let result = reconcile_inner(kind, obj, &ctx).await;
+    let result = reconcile_inner(kind, obj.clone(), &ctx).await;
     match &result {
         Ok(_) => {
             ctx.failures.lock().expect("not poisoned").remove(&key);
@@ -102,6 +102,22 @@ pub async fn reconcile(
         Err(e) => {
             ctx.metrics.failed(controller, e.reason());
             tracing::warn!(object = %key, reason = e.reason(), error = %e, "reconcile failed");
+            // `kubectl describe` shows why nothing happens; repeats become one series.
+            let subject = Subject {
+                kind: Some(kind),
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+                uid: obj.metadata.uid.clone(),
+            };
+            let warning = KubeAction::Event {
+                kind,
+                namespace: subject.namespace.clone(),
+                name: subject.name.clone(),
+                warning: true,
+                reason: "ReconcileFailed".into(),
+                message: e.to_string(),
+            };
+            let _ = ctx.actor.act(vec![warning], &subject).await;
         }
     }
     result

@@ -637,6 +637,17 @@ mod reconcilers {
             steps.extend(bc_reads());
             steps.extend(bc_writes(rv, 409));
         }
+        steps.push(
+            Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
+                .body(|e| {
+                    assert_eq!(
+                        (e["type"].as_str(), e["reason"].as_str()),
+                        (Some("Warning"), Some("ReconcileFailed"))
+                    );
+                    assert!(e["note"].as_str().unwrap().contains("409 Conflict"), "{e}");
+                })
+                .echo(),
+        );
         let (client, verifier) = mock_api(steps);
         let ctx = context(client);
         let err = reconcile::reconcile(
