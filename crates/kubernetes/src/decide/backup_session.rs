@@ -1,11 +1,69 @@
 //! BackupSession → the backup Job, and the session's lifecycle.
 //!
-//! Todo: doc
-use coffer_api::{BackupConfiguration, BackupSession};
-use jiff::Timestamp;
+//! The lifecycle is [`coffer_control::session::reconcile`]'s, fed with what is observed here:
+//! the Job stands for the session's executor (no Job: none, or — for a session already
+//! Running, whose Job this operator created before marking it Running — gone; active:
+//! running; failed or succeeded while the session is not final: ended without finishing it).
+//! Its actions become requests:
+//!
+//! - **Start**: apply the Job [`names::backup_job`] (index 0) with its ServiceAccount and
+//!   RoleBinding ([`names::backup_job_service_account`], bound to
+//!   `settings.backup_job_cluster_role`, owned by the configuration so that every session
+//!   shares them; none when `runtimeSettings.pod.serviceAccountName` names the user's own),
+//!   then the status: phase Running, `sessionDeadline`, one target (`totalHosts: 1`) with
+//!   BackupExecutorEnsured. A `runtimeSettings` that cannot be used fails the session
+//!   (BackupExecutorEnsured=False) instead.
+//! - **Skip**: condition BackupSkipped, phase Skipped.
+//! - **Kill**: delete the Job (its pod goes with it).
+//! - **MarkFailed**: DeadlineExceeded=True, or BackupDisrupted=True on the target; `error`
+//!   and `sessionDuration` set. A Job the kubelet stopped at `activeDeadlineSeconds` counts as
+//!   past the deadline.
+//! - **Retry**: once the delay has passed, create a BackupSession (`generateName: <bc>-`,
+//!   Stash's invoker and target labels, owned by the configuration, `spec.retryLeft`) and mark
+//!   this one `retried`; before that, record `nextRetry` and look again then.
+//! - **TrimHistory**: delete the sessions [`coffer_control::history_to_delete`] names.
+//!
+//! Phases are computed from conditions and targets by coffer-api's
+//! [`coffer_api::phase::backup_session_phase`]. Every phase change and failure records an
+//! Event. The status is written once per decision, conditionally on the resourceVersion, and
+//! only when it changed.
+//!
+//! The Job's container is the contract with `coffer agent` (see [`agent_container_args`] and
+//! the module `objects`): image and pull policy from the settings, command `["coffer"]`, args
+//! `["agent", "backupsession", "<session>"]`, env `COFFER_PLATFORM=kubernetes`,
+//! `COFFER_NAMESPACE` / `COFFER_POD_NAME` / `COFFER_POD_IP` (downward API),
+//! `COFFER_PUSHGATEWAY` when configured, `TMPDIR=/tmp` (the emptyDir `stash-tmp-dir`), a
+//! non-root user (65534 unless `runtimeSettings` says otherwise), a read-only root filesystem,
+//! no privilege escalation, no capabilities; `backoffLimit: 0`, `restartPolicy: Never`,
+//! `activeDeadlineSeconds` from `timeOut`. No Secret value is in the Job: the agent reads
+//! Secrets through the API with its ServiceAccount.
 
-use super::ObservedJob;
+use std::time::Duration;
+
+use coffer_api::{
+    backup::{condition as c, phase, BackupSessionStatus, BackupTargetStatus},
+    meta::set_condition,
+    BackupConfiguration, BackupSession, Kind,
+};
+use coffer_control::{
+    history_to_delete,
+    session::{reconcile, Action, Executor, FailCondition, Phase},
+};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use serde_json::{json, Value};
+
+use super::{names, objects, JobState, ObservedJob};
 use crate::{KubeAction, OperatorSettings};
+
+/// The backup Job's container name.
+pub const AGENT_CONTAINER: &str = "coffer-agent";
+
+/// `coffer agent backupsession <session>`: what the backup Job's container runs (after the
+/// command `coffer`).
+pub fn agent_container_args(session: &str) -> Vec<String> {
+    vec!["agent".into(), "backupsession".into(), session.into()]
+}
 
 /// What the observe layer found for one BackupSession.
 #[derive(Debug, Clone, Default)]
@@ -16,10 +74,169 @@ pub struct Observed {
     pub configuration: Option<BackupConfiguration>,
     /// Every BackupSession of the same configuration (this one may be among them).
     pub siblings: Vec<BackupSession>,
-    /// The session's Job ([`crate::decide::names::backup_job`] index 0), read from the API
-    /// (not a possibly stale cache: a Running session without its Job is taken as
-    /// interrupted).
+    /// The session's Job ([`names::backup_job`] index 0), read from the API (not a possibly
+    /// stale cache: a Running session without its Job is taken as interrupted).
     pub job: Option<ObservedJob>,
+}
+
+fn current_phase(s: &BackupSession) -> Phase {
+    Phase::parse(
+        s.status
+            .as_ref()
+            .and_then(|st| st.phase.as_deref())
+            .unwrap_or(""),
+    )
+}
+
+pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(t)
+}
+
+/// Time until `t`, at least a second (a requeue of zero would spin).
+pub(crate) fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now))
+        .unwrap_or(Duration::ZERO)
+        .max(Duration::from_secs(1))
+}
+
+/// The Job as the session's executor.
+pub(crate) fn executor(phase: Phase, job: Option<&ObservedJob>) -> Executor {
+    match job {
+        None if phase == Phase::Running => Executor::Vanished,
+        None => Executor::None,
+        Some(j) => match &j.state {
+            JobState::Active => Executor::Running,
+            JobState::Failed { reason } => {
+                Executor::Exited(format!("Job {} failed: {reason}", j.name))
+            }
+            JobState::Succeeded => Executor::Exited(format!("Job {} succeeded", j.name)),
+        },
+    }
+}
+
+/// The kubelet stopped the Job at `activeDeadlineSeconds`: the session ran past its timeOut.
+pub(crate) fn job_hit_deadline(job: Option<&ObservedJob>) -> bool {
+    matches!(job, Some(ObservedJob { state: JobState::Failed { reason }, .. }) if reason == "DeadlineExceeded")
+}
+
+/// The backup Job's ServiceAccount, RoleBinding and Job, in apply order.
+fn job_objects(
+    session: &BackupSession,
+    bc: &BackupConfiguration,
+    settings: &OperatorSettings,
+    time_out: Option<Duration>,
+) -> Result<Vec<Value>, String> {
+    let ns = session.metadata.namespace();
+    let labels = objects::labels(Kind::BackupConfiguration, &bc.metadata.name);
+    let rs = bc.spec.runtime_settings.as_ref();
+    let user_sa = rs
+        .and_then(|r| r.pointer("/pod/serviceAccountName"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let mut out = Vec::new();
+    let sa = match user_sa {
+        Some(sa) => sa.to_string(),
+        None => {
+            let sa = names::backup_job_service_account(&bc.metadata.name, 0);
+            out.extend(objects::service_account_and_binding(
+                &sa,
+                ns,
+                &labels,
+                objects::owner(Kind::BackupConfiguration, &bc.metadata),
+                &settings.backup_job_cluster_role,
+            ));
+            sa
+        }
+    };
+    let (tmp, tmp_mount) = objects::tmp_volume();
+    let template = objects::pod_template(
+        objects::PodPlan {
+            container: AGENT_CONTAINER,
+            args: agent_container_args(&session.metadata.name),
+            env: objects::agent_env(settings),
+            volumes: vec![tmp],
+            mounts: vec![tmp_mount],
+            service_account: sa,
+            runtime_settings: rs,
+            labels: labels.clone(),
+        },
+        settings,
+    )?;
+    let job = Job {
+        metadata: objects::metadata(
+            &names::backup_job(&session.metadata.name, 0),
+            ns,
+            &labels,
+            objects::owner(Kind::BackupSession, &session.metadata),
+        ),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: time_out.map(|t| t.as_secs().max(1) as i64),
+            template,
+            ..Default::default()
+        }),
+        status: None,
+    };
+    out.push(objects::value(&job));
+    Ok(out)
+}
+
+/// The retry session, as Stash's `NewSession` makes it.
+fn retry_session(bc: &BackupConfiguration, retry_left: i32) -> Value {
+    let meta = &bc.metadata;
+    let mut labels = serde_json::Map::new();
+    labels.insert(
+        objects::INVOKER_TYPE.into(),
+        json!(Kind::BackupConfiguration.as_str()),
+    );
+    labels.insert(objects::INVOKER_NAME.into(), json!(meta.name));
+    if let Some(t) = &bc.spec.target {
+        labels.insert("stash.appscode.com/target-kind".into(), json!(t.ref_.kind));
+        labels.insert("stash.appscode.com/target-name".into(), json!(t.ref_.name));
+        labels.insert(
+            "stash.appscode.com/target-namespace".into(),
+            json!(t.ref_.namespace.as_deref().unwrap_or(meta.namespace())),
+        );
+    }
+    json!({
+        "apiVersion": Kind::BackupSession.api_version(),
+        "kind": Kind::BackupSession.as_str(),
+        "metadata": {
+            "generateName": format!("{}-", meta.name),
+            "namespace": meta.namespace(),
+            "labels": labels,
+            "ownerReferences": [objects::value(&objects::owner(Kind::BackupConfiguration, meta))],
+        },
+        "spec": {
+            "invoker": {
+                "apiGroup": "stash.appscode.com",
+                "kind": Kind::BackupConfiguration.as_str(),
+                "name": meta.name,
+            },
+            "retryLeft": retry_left,
+        },
+    })
+}
+
+/// The session's one target, created when missing (Stash: one per configuration target).
+fn target<'a>(
+    st: &'a mut BackupSessionStatus,
+    bc: &BackupConfiguration,
+) -> &'a mut BackupTargetStatus {
+    if st.targets.is_empty() {
+        st.targets.push(BackupTargetStatus {
+            ref_: bc
+                .spec
+                .target
+                .as_ref()
+                .map(|t| t.ref_.clone())
+                .unwrap_or_default(),
+            total_hosts: Some(1),
+            ..Default::default()
+        });
+    }
+    &mut st.targets[0]
 }
 
 /// What to do about one BackupSession at `now`.
@@ -29,5 +246,278 @@ pub fn decide(
     settings: &OperatorSettings,
     now: Timestamp,
 ) -> Vec<KubeAction> {
-    todo!()
+    let meta = &session.metadata;
+    let ns = meta.namespace();
+    let now_s = objects::rfc3339(now);
+    let old = session.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    let phase_now = current_phase(session);
+    let job = observed.job.as_ref();
+    let ev = |warning: bool, reason: &str, message: String| {
+        objects::event(Kind::BackupSession, meta, warning, reason, message)
+    };
+
+    let Some(bc) = &observed.configuration else {
+        // Owned by its configuration: when that is gone the session goes too. One that has
+        // not started must not start.
+        if phase_now != Phase::Pending {
+            return Vec::new();
+        }
+        let reason = format!(
+            "BackupConfiguration {ns}/{} was not found",
+            session.spec.invoker.name
+        );
+        set_condition(
+            &mut st.conditions,
+            c::BACKUP_SKIPPED,
+            true,
+            "SkippedTakingNewBackup",
+            &reason,
+            &now_s,
+        );
+        st.phase = Some(coffer_api::phase::backup_session_phase(&st).into());
+        return vec![
+            KubeAction::PatchStatus {
+                kind: Kind::BackupSession,
+                namespace: ns.into(),
+                name: meta.name.clone(),
+                resource_version: observed.resource_version.clone(),
+                status: serde_json::to_value(&st).expect("a status serializes to JSON"),
+            },
+            ev(true, "BackupSessionSkipped", reason),
+        ];
+    };
+
+    let mut o = coffer_control::observe(bc, session, &observed.siblings, now);
+    o.executor = executor(phase_now, job);
+    if phase_now == Phase::Running {
+        if let Some(start) = job.and_then(|j| j.start_time) {
+            o.since = Some(start);
+        }
+    } else if phase_now.is_final() {
+        // Finished at creation + sessionDuration: the base of a retry's delay.
+        let ran = old
+            .session_duration
+            .as_deref()
+            .and_then(|d| coffer_api::duration::parse(d).ok());
+        o.since = match (o.since, ran) {
+            (Some(s), Some(d)) => Some(add(s, d)),
+            (s, _) => s,
+        };
+    }
+
+    let mut first = Vec::new(); // Deletes and Applies, before the status.
+    let mut after = Vec::new(); // Creates, trims, Events, requeues, after it.
+    let mut recompute_phase = false;
+
+    if phase_now == Phase::Running && o.executor == Executor::Running {
+        if let (Some(s), Some(t)) = (o.since, o.time_out) {
+            after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
+        }
+    }
+
+    for action in reconcile(&o) {
+        match action {
+            Action::Start { deadline } => match job_objects(session, bc, settings, o.time_out) {
+                Ok(objs) => {
+                    first.extend(objs.into_iter().map(KubeAction::Apply));
+                    st.session_deadline = deadline.map(objects::rfc3339);
+                    let t = target(&mut st, bc);
+                    set_condition(
+                        &mut t.conditions,
+                        c::BACKUP_EXECUTOR_ENSURED,
+                        true,
+                        "SuccessfullyEnsuredBackupExecutor",
+                        "",
+                        &now_s,
+                    );
+                    recompute_phase = true;
+                    after.push(ev(
+                        false,
+                        "BackupSessionRunning",
+                        format!(
+                            "started Job {ns}/{} for BackupConfiguration {}",
+                            names::backup_job(&meta.name, 0),
+                            bc.metadata.name
+                        ),
+                    ));
+                    if let Some(t) = o.time_out {
+                        after.push(KubeAction::RequeueAfter(t.max(Duration::from_secs(1))));
+                    }
+                }
+                Err(e) => {
+                    let t = target(&mut st, bc);
+                    set_condition(
+                        &mut t.conditions,
+                        c::BACKUP_EXECUTOR_ENSURED,
+                        false,
+                        "FailedToEnsureBackupExecutor",
+                        &e,
+                        &now_s,
+                    );
+                    st.error = Some(e.clone());
+                    recompute_phase = true;
+                    after.push(ev(true, "BackupExecutorEnsureFailed", e));
+                }
+            },
+            Action::Skip { reason } => {
+                set_condition(
+                    &mut st.conditions,
+                    c::BACKUP_SKIPPED,
+                    true,
+                    "SkippedTakingNewBackup",
+                    &reason,
+                    &now_s,
+                );
+                recompute_phase = true;
+                after.push(ev(true, "BackupSessionSkipped", reason));
+            }
+            Action::Kill => {
+                if let Some(j) = job {
+                    first.push(KubeAction::Delete {
+                        api_version: "batch/v1".into(),
+                        kind: "Job".into(),
+                        namespace: ns.into(),
+                        name: j.name.clone(),
+                    });
+                }
+            }
+            Action::MarkFailed {
+                reason,
+                condition,
+                ran,
+            } => {
+                let deadline =
+                    condition == FailCondition::DeadlineExceeded || job_hit_deadline(job);
+                let reason = if deadline && condition != FailCondition::DeadlineExceeded {
+                    coffer_control::session::deadline_reason(o.time_out.or(ran).unwrap_or_default())
+                } else {
+                    reason
+                };
+                if deadline {
+                    set_condition(
+                        &mut st.conditions,
+                        c::DEADLINE_EXCEEDED,
+                        true,
+                        "DeadlineExceeded",
+                        &reason,
+                        &now_s,
+                    );
+                } else {
+                    let t = target(&mut st, bc);
+                    set_condition(
+                        &mut t.conditions,
+                        c::BACKUP_DISRUPTED,
+                        true,
+                        "BackupDisrupted",
+                        &reason,
+                        &now_s,
+                    );
+                }
+                st.error = Some(reason.clone());
+                if let Some(r) = ran {
+                    st.session_duration = Some(coffer_api::duration::format(Duration::from_secs(
+                        r.as_secs(),
+                    )));
+                }
+                recompute_phase = true;
+                after.push(ev(
+                    true,
+                    if deadline {
+                        "BackupSessionDeadlineExceeded"
+                    } else {
+                        "BackupSessionInterrupted"
+                    },
+                    reason,
+                ));
+            }
+            Action::Retry { at, retry_left } => {
+                if at <= now {
+                    after.insert(0, KubeAction::Create(retry_session(bc, retry_left)));
+                    st.retried = true;
+                    st.next_retry = None;
+                    after.push(ev(
+                        false,
+                        "BackupSessionRetried",
+                        format!("created a new session of BackupConfiguration {} ({retry_left} retries left after it)", bc.metadata.name),
+                    ));
+                } else {
+                    st.next_retry = Some(objects::rfc3339(at));
+                    after.push(KubeAction::RequeueAfter(until(now, at)));
+                }
+            }
+            Action::TrimHistory { keep } => {
+                let mut all: Vec<BackupSession> = observed
+                    .siblings
+                    .iter()
+                    .filter(|s| s.metadata.name != meta.name)
+                    .cloned()
+                    .collect();
+                let mut me = session.clone();
+                me.status = Some(st.clone());
+                all.push(me);
+                let gone = history_to_delete(&all, keep);
+                if !gone.is_empty() {
+                    after.push(objects::event(
+                        Kind::BackupConfiguration,
+                        &bc.metadata,
+                        false,
+                        "BackupHistoryCleaned",
+                        format!(
+                            "deleted old sessions {} (backupHistoryLimit {})",
+                            gone.join(", "),
+                            keep.unwrap_or(1)
+                        ),
+                    ));
+                }
+                for name in gone {
+                    after.push(KubeAction::Delete {
+                        api_version: Kind::BackupSession.api_version().into(),
+                        kind: Kind::BackupSession.as_str().into(),
+                        namespace: ns.into(),
+                        name,
+                    });
+                }
+            }
+        }
+    }
+
+    if recompute_phase {
+        st.phase = Some(coffer_api::phase::backup_session_phase(&st).into());
+    }
+    if st.phase.as_deref() == Some(phase::FAILED)
+        && old.phase.as_deref() != Some(phase::FAILED)
+        && !after
+            .iter()
+            .any(|a| matches!(a, KubeAction::Event { warning: true, .. }))
+    {
+        after.push(ev(
+            true,
+            "BackupSessionFailed",
+            st.error
+                .clone()
+                .unwrap_or_else(|| "the session failed".into()),
+        ));
+    }
+
+    let mut out = first;
+    if st != old {
+        let creates = after
+            .iter()
+            .take_while(|a| matches!(a, KubeAction::Create(_)))
+            .count();
+        let rest = after.split_off(creates);
+        out.extend(after);
+        out.push(KubeAction::PatchStatus {
+            kind: Kind::BackupSession,
+            namespace: ns.into(),
+            name: meta.name.clone(),
+            resource_version: observed.resource_version.clone(),
+            status: serde_json::to_value(&st).expect("a status serializes to JSON"),
+        });
+        out.extend(rest);
+    } else {
+        out.extend(after);
+    }
+    out
 }

@@ -10,10 +10,10 @@
 
 pub mod backup_configuration;
 pub mod backup_session;
+#[cfg(test)]
+mod fixtures;
 pub mod names;
 mod objects;
 pub mod restore_session;
-#[cfg(test)]
-mod fixtures;
 
 pub use objects::{JobState, ObservedJob};

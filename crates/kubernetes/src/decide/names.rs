@@ -35,10 +35,7 @@ fn with_prefix_and_suffix(prefix: &str, name: &str, suffix: &str, max: usize) ->
 
 /// `stash-trigger-<bc>`: the CronJob that creates a configuration's BackupSessions.
 pub fn trigger_cron_job(bc: &str) -> String {
-    keep_tail(
-        &format!("stash-trigger-{}", dashed(bc)),
-        CRON_JOB_NAME_MAX,
-    )
+    keep_tail(&format!("stash-trigger-{}", dashed(bc)), CRON_JOB_NAME_MAX)
 }
 
 /// `stash-backup-<session>-<index>`: the Job that runs one target of a BackupSession.
@@ -84,13 +81,19 @@ mod tests {
 
     #[test]
     fn short_names_are_stash_s() {
-        assert_eq!(trigger_cron_job("mariadb-backup"), "stash-trigger-mariadb-backup");
+        assert_eq!(
+            trigger_cron_job("mariadb-backup"),
+            "stash-trigger-mariadb-backup"
+        );
         assert_eq!(trigger_cron_job("db.v1"), "stash-trigger-db-v1");
         assert_eq!(
             backup_job("mariadb-backup-1767225600", 0),
             "stash-backup-mariadb-backup-1767225600-0"
         );
-        assert_eq!(restore_job("restore-db", 0, None), "stash-restore-restore-db-0");
+        assert_eq!(
+            restore_job("restore-db", 0, None),
+            "stash-restore-restore-db-0"
+        );
         assert_eq!(
             restore_job("restore-db", 0, Some(2)),
             "stash-restore-restore-db-0-2"

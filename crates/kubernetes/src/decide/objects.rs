@@ -315,7 +315,10 @@ pub(crate) fn pod_template(
 
     let mut labels = plan.labels;
     let mut annotations = BTreeMap::new();
-    for (field, into) in [("podLabels", &mut labels), ("podAnnotations", &mut annotations)] {
+    for (field, into) in [
+        ("podLabels", &mut labels),
+        ("podAnnotations", &mut annotations),
+    ] {
         if let Some(v) = pod_rs.get(field) {
             let m: BTreeMap<String, String> = serde_json::from_value(v.clone())
                 .map_err(|e| format!("runtimeSettings.pod.{field} is not valid: {e}"))?;
