@@ -666,4 +666,192 @@ mod reconcilers {
         drop(ctx);
         verified(verifier).await;
     }
+
+    const SESSION: &str = "nightly-x7k2p";
+    const JOB: &str = "stash-backup-nightly-x7k2p-0";
+
+    fn with_time_out(mut bc: Value, t: &str) -> Value {
+        bc["spec"]["timeOut"] = json!(t);
+        bc
+    }
+
+    fn backup_session(rv: &str, status: Value) -> Value {
+        let mut s = json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {
+                "name": SESSION, "namespace": "db", "uid": "uid-bs", "resourceVersion": rv,
+                "creationTimestamp": "2026-12-01T05:40:00Z",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "coffer",
+                    "stash.appscode.com/invoker-type": "BackupConfiguration",
+                    "stash.appscode.com/invoker-name": "nightly",
+                },
+                "ownerReferences": [{"apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+                                     "name": "nightly", "uid": "uid-bc", "controller": true}],
+            },
+            "spec": {"invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "nightly"}},
+        });
+        if !status.is_null() {
+            s["status"] = status;
+        }
+        s
+    }
+
+    /// The reads of a BackupSession's observe step: its configuration, its siblings, its Job.
+    fn bs_reads(session: Value, job: Expect) -> Vec<Expect> {
+        vec![
+            Expect::new("GET", format!("{STASH}/v1beta1/namespaces/db/backupconfigurations/nightly"))
+                .reply(200, with_time_out(backup_configuration("12"), "10m")),
+            Expect::new(
+                "GET",
+                format!("{STASH}/v1beta1/namespaces/db/backupsessions?&labelSelector=stash.appscode.com%2Finvoker-name%3Dnightly"),
+            )
+            .reply(
+                200,
+                json!({"apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSessionList",
+                       "metadata": {"resourceVersion": "30"}, "items": [session]}),
+            ),
+            job,
+        ]
+    }
+
+    fn session_event(reason: &'static str, warning: bool) -> Expect {
+        Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
+            .body(move |e| {
+                assert_eq!(e["reason"], reason, "{e}");
+                assert_eq!(e["type"], if warning { "Warning" } else { "Normal" });
+                assert_eq!(e["regarding"]["kind"], "BackupSession");
+                assert_eq!(e["regarding"]["uid"], "uid-bs");
+            })
+            .echo()
+    }
+
+    #[tokio::test]
+    async fn a_new_backup_session_gets_its_job_and_a_running_status() {
+        let session = backup_session("40", Value::Null);
+        let mut steps = bs_reads(
+            session.clone(),
+            Expect::new("GET", format!("/apis/batch/v1/namespaces/db/jobs/{JOB}"))
+                .reply(404, status(404, "NotFound")),
+        );
+        let sa = "backupconfiguration-nightly-0";
+        steps.extend([
+            Expect::new(
+                "PATCH",
+                format!("/api/v1/namespaces/db/serviceaccounts/{sa}{SSA}"),
+            )
+            .body(move |o| {
+                assert_eq!(
+                    (o["kind"].as_str(), o["metadata"]["name"].as_str()),
+                    (Some("ServiceAccount"), Some(sa))
+                )
+            })
+            .echo(),
+            Expect::new(
+                "PATCH",
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/{sa}{SSA}"),
+            )
+            .body(move |o| {
+                assert_eq!(o["kind"], "RoleBinding");
+                assert_eq!(o["roleRef"]["name"], "coffer-backup-job");
+                assert_eq!(o["subjects"][0]["name"], sa);
+            })
+            .echo(),
+            Expect::new(
+                "PATCH",
+                format!("/apis/batch/v1/namespaces/db/jobs/{JOB}{SSA}"),
+            )
+            .body(|j| {
+                assert_eq!(
+                    (j["kind"].as_str(), j["metadata"]["name"].as_str()),
+                    (Some("Job"), Some(JOB))
+                );
+                let owner = &j["metadata"]["ownerReferences"][0];
+                assert_eq!(
+                    (owner["kind"].as_str(), owner["uid"].as_str()),
+                    (Some("BackupSession"), Some("uid-bs"))
+                );
+                assert_eq!(j["spec"]["backoffLimit"], 0);
+                assert_eq!(j["spec"]["activeDeadlineSeconds"], 600, "timeOut 10m");
+                let pod = &j["spec"]["template"]["spec"];
+                assert_eq!(pod["restartPolicy"], "Never");
+                assert_eq!(pod["serviceAccountName"], "backupconfiguration-nightly-0");
+                assert_eq!(
+                    pod["containers"][0]["args"],
+                    json!(["agent", "backupsession", SESSION])
+                );
+            })
+            .echo(),
+            Expect::new(
+                "PATCH",
+                format!("{STASH}/v1beta1/namespaces/db/backupsessions/{SESSION}/status?"),
+            )
+            .body(|p| {
+                assert_eq!(p["metadata"], json!({"resourceVersion": "40"}));
+                assert_eq!(p["status"]["phase"], "Running", "{p}");
+                assert_eq!(p["status"]["sessionDeadline"], "2026-12-01T06:10:00Z");
+            })
+            .reply(200, session.clone()),
+            session_event("BackupSessionRunning", false),
+        ]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        let action = reconcile::reconcile(Kind::BackupSession, object(session), ctx.clone())
+            .await
+            .expect("reconciled");
+        assert_eq!(
+            action,
+            kube::runtime::controller::Action::requeue(Duration::from_secs(600)),
+            "looked at again when the deadline passes"
+        );
+        drop(ctx);
+        verified(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn a_job_past_its_deadline_is_deleted_and_its_session_failed() {
+        // Started at 05:40 with a 10m timeOut; it is 06:00 and the Job still runs.
+        let session = backup_session(
+            "41",
+            json!({"phase": "Running", "sessionDeadline": "2026-12-01T05:50:00Z"}),
+        );
+        let mut steps = bs_reads(
+            session.clone(),
+            Expect::new("GET", format!("/apis/batch/v1/namespaces/db/jobs/{JOB}")).reply(
+                200,
+                json!({
+                    "apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": JOB, "namespace": "db"},
+                    "status": {"active": 1, "startTime": "2026-12-01T05:40:00Z"},
+                }),
+            ),
+        );
+        steps.extend([
+            Expect::new("DELETE", format!("/apis/batch/v1/namespaces/db/jobs/{JOB}?"))
+                .body_is(json!({"propagationPolicy": "Background"}))
+                .reply(200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": JOB, "namespace": "db"}})),
+            Expect::new("PATCH", format!("{STASH}/v1beta1/namespaces/db/backupsessions/{SESSION}/status?"))
+                .body(|p| {
+                    assert_eq!(p["metadata"], json!({"resourceVersion": "41"}));
+                    assert_eq!(p["status"]["phase"], "Failed", "{p}");
+                    let c = p["status"]["conditions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|c| c["type"] == "DeadlineExceeded")
+                        .expect("a DeadlineExceeded condition")
+                        .clone();
+                    assert_eq!(c["status"], "True");
+                })
+                .reply(200, session.clone()),
+            session_event("BackupSessionDeadlineExceeded", true),
+        ]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(Kind::BackupSession, object(session), ctx.clone())
+            .await
+            .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+    }
 }
