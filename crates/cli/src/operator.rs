@@ -76,7 +76,7 @@ pub fn create_backupsession(home: Option<PathBuf>, ns: &str, bc: &str) -> Result
         let name = runtime()?.block_on(async {
             let client = coffer_kubernetes::client()
                 .await
-                .context("cannot reach the Kubernetes API")?;
+                .map_err(|e| anyhow!("cannot reach the Kubernetes API: {e}"))?;
             coffer_kubernetes::trigger::create_backup_session(&client, ns, bc)
                 .await
                 .map_err(anyhow::Error::from)

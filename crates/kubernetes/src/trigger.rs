@@ -23,12 +23,8 @@ use crate::operator::{
 pub enum TriggerError {
     #[error("BackupConfiguration {namespace}/{name} not found; nothing to back up")]
     NotFound { namespace: String, name: String },
-    #[error("{what} failed: {source}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("{what} failed: {cause}")]
+    Api { what: String, cause: kube::Error },
     #[error("BackupConfiguration {what} as stored cannot be read: {problem}")]
     Decode { what: String, problem: String },
 }
@@ -96,9 +92,9 @@ pub async fn create_backup_session(
     let found = bc_api
         .get_opt(name)
         .await
-        .map_err(|source| TriggerError::Api {
+        .map_err(|cause| TriggerError::Api {
             what: format!("reading BackupConfiguration {namespace}/{name}"),
-            source,
+            cause,
         })?;
     let Some(found) = found else {
         return Err(TriggerError::NotFound {
@@ -121,9 +117,9 @@ pub async fn create_backup_session(
     let created = coffer_api_for(client, Kind::BackupSession, namespace)
         .create(&PostParams::default(), &session)
         .await
-        .map_err(|source| TriggerError::Api {
+        .map_err(|cause| TriggerError::Api {
             what: format!("creating a BackupSession of {namespace}/{name}"),
-            source,
+            cause,
         })?;
     Ok(created.metadata.name.unwrap_or_default())
 }

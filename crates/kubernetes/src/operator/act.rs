@@ -38,12 +38,8 @@ pub enum ActError {
         name: String,
     },
     /// The API server refused a request or could not be reached.
-    #[error("{action} failed: {source}")]
-    Api {
-        action: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("{action} failed: {cause}")]
+    Api { action: String, cause: kube::Error },
     /// A decided object cannot be sent as it is (a bug in a decide function).
     #[error("cannot {action}: {problem}")]
     Invalid { action: String, problem: String },
@@ -162,9 +158,9 @@ impl Actor {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         api.patch(&name, &params, &Patch::Apply(&obj))
             .await
-            .map_err(|source| ActError::Api {
+            .map_err(|cause| ActError::Api {
                 action: format!("server-side apply of {what}/{name}"),
-                source,
+                cause,
             })?;
         tracing::debug!(object = %format!("{what}/{name}"), "applied");
         Ok(())
@@ -180,9 +176,9 @@ impl Actor {
         let created = api
             .create(&PostParams::default(), &dynamic)
             .await
-            .map_err(|source| ActError::Api {
+            .map_err(|cause| ActError::Api {
                 action: format!("creating {what}"),
-                source,
+                cause,
             })?;
         tracing::info!(
             object = %format!("{what}/{}", created.metadata.name.unwrap_or_default()),
@@ -207,9 +203,9 @@ impl Actor {
             Ok(_) => Ok(()),
             // Already gone is what was wanted.
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-            Err(source) => Err(ActError::Api {
+            Err(cause) => Err(ActError::Api {
                 action: format!("deleting {kind}/{namespace}/{name}"),
-                source,
+                cause,
             }),
         }
     }
@@ -237,9 +233,9 @@ impl Actor {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
             }),
-            Err(source) => Err(ActError::Api {
+            Err(cause) => Err(ActError::Api {
                 action: format!("patching the status of {kind}/{namespace}/{name}"),
-                source,
+                cause,
             }),
         }
     }

@@ -53,18 +53,14 @@ pub struct RunOptions {
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    #[error(
-        "cannot build a Kubernetes client: {0}; run in a pod with a ServiceAccount, or set \
-         KUBECONFIG"
-    )]
-    Client(#[source] kube::Error),
+    #[error("cannot build a Kubernetes client: {0}; run in a pod with a ServiceAccount, or set KUBECONFIG")]
+    Client(kube::Error),
     #[error("{0}")]
     Http(String),
-    #[error("cannot install the {signal} handler: {source}")]
+    #[error("cannot install the {signal} handler: {cause}")]
     Signal {
         signal: &'static str,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -82,9 +78,9 @@ pub async fn run(settings: OperatorSettings, options: RunOptions) -> Result<(), 
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| OperatorError::Signal {
+        .map_err(|cause| OperatorError::Signal {
             signal: "SIGTERM",
-            source,
+            cause,
         })?;
     tokio::spawn(async move {
         tokio::select! {

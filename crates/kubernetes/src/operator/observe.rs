@@ -19,12 +19,8 @@ pub const INVOKER_TYPE_LABEL: &str = "stash.appscode.com/invoker-type";
 /// Why what a decision needs could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
-    #[error("reading {what} failed: {source}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("reading {what} failed: {cause}")]
+    Api { what: String, cause: kube::Error },
     #[error("{what} as stored cannot be read: {problem}; fix the object (kubectl edit) and it is reconciled again")]
     Decode { what: String, problem: String },
 }
@@ -65,9 +61,9 @@ async fn get_coffer(
     let found = coffer_api_for(client, kind, namespace)
         .get_opt(name)
         .await
-        .map_err(|source| ObserveError::Api {
+        .map_err(|cause| ObserveError::Api {
             what: what(),
-            source,
+            cause,
         })?;
     found.map(|o| to_resource(kind, &o)).transpose()
 }
@@ -78,7 +74,7 @@ where
 {
     api.get_opt(name)
         .await
-        .map_err(|source| ObserveError::Api { what, source })
+        .map_err(|cause| ObserveError::Api { what, cause })
 }
 
 /// BackupConfiguration: its Repository and that Repository's storage Secret, its target
@@ -177,9 +173,9 @@ pub async fn backup_session(
         let list = coffer_api_for(client, Kind::BackupSession, &ns)
             .list(&lp)
             .await
-            .map_err(|source| ObserveError::Api {
+            .map_err(|cause| ObserveError::Api {
                 what: format!("BackupSessions of {ns}/{bc_name}"),
-                source,
+                cause,
             })?;
         for o in &list.items {
             if let Resource::BackupSession(s) = to_resource(Kind::BackupSession, o)? {

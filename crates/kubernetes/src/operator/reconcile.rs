@@ -52,12 +52,8 @@ pub enum ReconcileError {
     Observe(#[from] ObserveError),
     #[error(transparent)]
     Act(#[from] ActError),
-    #[error("re-reading {what} after a conflict failed: {source}")]
-    Reread {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("re-reading {what} after a conflict failed: {cause}")]
+    Reread { what: String, cause: kube::Error },
 }
 
 impl ReconcileError {
@@ -145,9 +141,9 @@ async fn reconcile_inner(
                 let fresh = coffer_api_for(ctx.actor.client(), kind, &ns)
                     .get_opt(&name)
                     .await
-                    .map_err(|source| ReconcileError::Reread {
+                    .map_err(|cause| ReconcileError::Reread {
                         what: format!("{kind}/{ns}/{name}"),
-                        source,
+                        cause,
                     })?;
                 match fresh {
                     Some(o) => current = Arc::new(o),
