@@ -1,5 +1,5 @@
 //! `coffer operator run`: kube-rs controllers for BackupConfiguration (owning CronJobs),
-//! BackupSession (owning Jobs) and RestoreSession (owning Jobs and PVCs), each reconcile
+//! BackupSession (owning Jobs) and RestoreSession (owning Jobs), each reconcile
 //! observe → decide → act; run only by the replica that holds the leader Lease; stopped
 //! gracefully on SIGTERM/SIGINT; with /healthz, /readyz and /metrics.
 
@@ -19,7 +19,6 @@ use futures::StreamExt;
 use k8s_openapi::api::{
     batch::v1::{CronJob, Job},
     coordination::v1::Lease,
-    core::v1::PersistentVolumeClaim,
 };
 use kube::{
     api::{Api, DynamicObject},
@@ -172,9 +171,10 @@ async fn run_controllers(
     let ours = || wc().labels(MANAGED_BY_COFFER);
     let bc = main(Kind::BackupConfiguration).owns(Api::<CronJob>::all(client.clone()), ours());
     let bs = main(Kind::BackupSession).owns(Api::<Job>::all(client.clone()), ours());
-    let rs = main(Kind::RestoreSession)
-        .owns(Api::<Job>::all(client.clone()), ours())
-        .owns(Api::<PersistentVolumeClaim>::all(client.clone()), ours());
+    // A cluster restore's PVCs are not watched: they are deliberately not owned by the
+    // session (the data outlives it), so their events would map to no RestoreSession; the
+    // Jobs that fill them say when the restore is done.
+    let rs = main(Kind::RestoreSession).owns(Api::<Job>::all(client.clone()), ours());
 
     let stores = [bc.store(), bs.store(), rs.store()];
     let synced = tokio::spawn({

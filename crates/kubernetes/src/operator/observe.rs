@@ -206,13 +206,7 @@ pub async fn restore_session(
     resource_version: Option<String>,
 ) -> Result<decide::restore_session::Observed, ObserveError> {
     let ns = rs.metadata.namespace().to_string();
-    let replicas = rs.spec.target.as_ref().and_then(|t| t.replicas);
-    let names: Vec<String> = match replicas {
-        Some(n) if n > 0 => (0..n)
-            .map(|o| names::restore_job(&rs.metadata.name, 0, Some(o)))
-            .collect(),
-        _ => vec![names::restore_job(&rs.metadata.name, 0, None)],
-    };
+    let names = decide::restore_session::job_names(rs);
     let api = Api::<Job>::namespaced(client.clone(), &ns);
     let mut jobs = Vec::new();
     for name in names {

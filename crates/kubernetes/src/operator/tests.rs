@@ -854,4 +854,132 @@ mod reconcilers {
         drop(ctx);
         verified(verifier).await;
     }
+
+    #[tokio::test]
+    async fn a_cluster_restore_gets_a_pvc_and_a_job_per_replica() {
+        let rs = json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "RestoreSession",
+            "metadata": {"name": "shop-restore", "namespace": "db", "uid": "uid-rs", "resourceVersion": "50"},
+            "spec": {
+                "task": {"name": "perconaxtradb-restore-5.7"},
+                "repository": {"name": "s3"},
+                "target": {
+                    "replicas": 2,
+                    "volumeMounts": [{"name": "data", "mountPath": "/var/lib/mysql"}],
+                    "volumeClaimTemplates": [{
+                        "metadata": {"name": "data-shop-${POD_ORDINAL}"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                    }],
+                    "rules": [{"snapshots": ["latest"]}],
+                },
+            },
+        });
+        let jobs = [
+            "stash-restore-shop-restore-0-0",
+            "stash-restore-shop-restore-0-1",
+        ];
+        let mut steps: Vec<Expect> = jobs
+            .iter()
+            .map(|j| {
+                Expect::new("GET", format!("/apis/batch/v1/namespaces/db/jobs/{j}"))
+                    .reply(404, status(404, "NotFound"))
+            })
+            .collect();
+        let sa = "restoresession-shop-restore-0";
+        let kind_and_name = |kind: &'static str, name: &'static str| {
+            move |o: &Value| {
+                assert_eq!(
+                    (o["kind"].as_str(), o["metadata"]["name"].as_str()),
+                    (Some(kind), Some(name)),
+                    "{o}"
+                )
+            }
+        };
+        steps.extend([
+            Expect::new(
+                "PATCH",
+                format!("/api/v1/namespaces/db/serviceaccounts/{sa}{SSA}"),
+            )
+            .body(kind_and_name("ServiceAccount", sa))
+            .echo(),
+            Expect::new(
+                "PATCH",
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/{sa}{SSA}"),
+            )
+            .body(kind_and_name("RoleBinding", sa))
+            .echo(),
+        ]);
+        // Every replica's PVC before any Job, so no Job waits on a claim that is not there.
+        for pvc in ["data-shop-0", "data-shop-1"] {
+            steps.push(
+                Expect::new(
+                    "PATCH",
+                    format!("/api/v1/namespaces/db/persistentvolumeclaims/{pvc}{SSA}"),
+                )
+                .body(move |p| {
+                    kind_and_name("PersistentVolumeClaim", pvc)(p);
+                    assert_eq!(p["spec"]["resources"]["requests"]["storage"], "1Gi");
+                })
+                .echo(),
+            );
+        }
+        for (o, (pvc, job)) in [
+            ("0", ("data-shop-0", jobs[0])),
+            ("1", ("data-shop-1", jobs[1])),
+        ] {
+            steps.push(
+                Expect::new(
+                    "PATCH",
+                    format!("/apis/batch/v1/namespaces/db/jobs/{job}{SSA}"),
+                )
+                .body(move |j| {
+                    kind_and_name("Job", job)(j);
+                    let pod = &j["spec"]["template"]["spec"];
+                    let env = pod["containers"][0]["env"].as_array().unwrap();
+                    assert!(
+                        env.iter()
+                            .any(|e| e["name"] == "POD_ORDINAL" && e["value"] == o),
+                        "{env:?}"
+                    );
+                    assert!(
+                        pod["volumes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|v| v["persistentVolumeClaim"]["claimName"] == pvc),
+                        "{pod}"
+                    );
+                })
+                .echo(),
+            );
+        }
+        steps.push(
+            Expect::new(
+                "PATCH",
+                format!("{STASH}/v1beta1/namespaces/db/restoresessions/shop-restore/status?"),
+            )
+            .body(|p| {
+                assert_eq!(p["metadata"], json!({"resourceVersion": "50"}));
+                assert_eq!(p["status"]["phase"], "Running", "{p}");
+                assert_eq!(p["status"]["totalHosts"], 2);
+            })
+            .reply(200, rs.clone()),
+        );
+        steps.push(
+            Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
+                .body(|e| {
+                    assert_eq!(e["regarding"]["kind"], "RestoreSession");
+                    assert_eq!(e["regarding"]["uid"], "uid-rs");
+                    assert_eq!(e["type"], "Normal", "{e}");
+                })
+                .echo(),
+        );
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(Kind::RestoreSession, object(rs), ctx.clone())
+            .await
+            .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+    }
 }
