@@ -12,7 +12,7 @@ pub mod reconcile;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use coffer_api::Kind;
 use futures::StreamExt;
@@ -181,8 +181,17 @@ async fn run_controllers(
         let metrics = metrics.clone();
         async move {
             for s in stores {
-                if s.wait_until_ready().await.is_err() {
-                    return;
+                // The store's readiness future wakes only its latest waiter, and the
+                // controller's own queue waits on it too: poll it again every 100 ms rather
+                // than wait for a wake-up that may go to the other waiter.
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(100), s.wait_until_ready())
+                        .await
+                    {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => return,
+                        Err(_) => continue,
+                    }
                 }
             }
             tracing::info!("watches synced");

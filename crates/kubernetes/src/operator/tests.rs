@@ -983,3 +983,111 @@ mod reconcilers {
         verified(verifier).await;
     }
 }
+
+/// The controllers' wiring: what they watch, when they count as synced, and that they stop.
+mod controllers {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{
+        operator::{metrics::Metrics, reconcile, run_controllers},
+        OperatorSettings,
+    };
+
+    /// An API server that answers every list with an empty list and leaves every watch
+    /// open, recording what was asked.
+    fn quiet_api() -> (Client, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let server = tokio::spawn(async move {
+            let mut open_watches = Vec::new();
+            while let Some((req, send)) = handle.next_request().await {
+                let uri = req.uri().to_string();
+                log.lock().unwrap().push(format!("{} {uri}", req.method()));
+                if uri.contains("watch=true") {
+                    open_watches.push(send);
+                    continue;
+                }
+                let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []});
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        (Client::new(svc, "default"), seen, server)
+    }
+
+    #[tokio::test]
+    async fn the_controllers_list_and_watch_their_kinds_and_what_coffer_created_then_stop() {
+        let (client, seen, server) = quiet_api();
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_leader(true, true);
+        let ctx = Arc::new(reconcile::Context::new(
+            Actor::new(client.clone(), None),
+            OperatorSettings::default(),
+            metrics.clone(),
+        ));
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let controllers = tokio::spawn(run_controllers(client, ctx, metrics.clone(), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+
+        let synced = tokio::time::timeout(Duration::from_secs(5), async {
+            while metrics.ready().is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            synced.is_ok(),
+            "ready once every watch has listed: {:?}",
+            seen.lock().unwrap()
+        );
+
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), controllers)
+            .await
+            .expect("the controllers stop when told")
+            .unwrap();
+        assert!(
+            metrics.ready().is_err(),
+            "a leader whose controllers stopped is not ready"
+        );
+        server.abort();
+
+        let seen = seen.lock().unwrap().clone();
+        let lists = |path: &str| {
+            seen.iter()
+                .filter(|r| r.starts_with(&format!("GET {path}?")) && !r.contains("watch=true"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        for kind in ["backupconfigurations", "backupsessions", "restoresessions"] {
+            let l = lists(&format!("/apis/stash.appscode.com/v1beta1/{kind}"));
+            assert_eq!(l.len(), 1, "{kind} listed once across namespaces: {seen:?}");
+        }
+        let selector = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dcoffer";
+        let cron = lists("/apis/batch/v1/cronjobs");
+        let jobs = lists("/apis/batch/v1/jobs");
+        assert_eq!(cron.len(), 1, "{seen:?}");
+        assert_eq!(
+            jobs.len(),
+            2,
+            "Jobs for BackupSessions and RestoreSessions: {seen:?}"
+        );
+        for r in cron.iter().chain(&jobs) {
+            assert!(
+                r.contains(selector),
+                "only coffer's own objects are watched: {r}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .all(|r| !r.contains("persistentvolumeclaims") && !r.contains("/namespaces/")),
+            "{seen:?}"
+        );
+    }
+}
