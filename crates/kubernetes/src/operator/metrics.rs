@@ -75,14 +75,15 @@ impl Metrics {
         self.synced.store(synced, Ordering::SeqCst);
     }
 
-    /// Ready when leadership is known and, on the leader, every watch has listed once. A
+    /// Ready when leadership is known and, on the leader, every collection the controllers
+    /// watch has been listed (CRDs installed, RBAC granted). A
     /// standby replica is ready: it is doing what it should.
     pub fn ready(&self) -> Result<(), &'static str> {
         if !self.leader_known.load(Ordering::SeqCst) {
             return Err("leader election has not read the lease yet");
         }
         if self.leader.get() == 1 && !self.synced.load(Ordering::SeqCst) {
-            return Err("leader, but the watches have not synced yet");
+            return Err("leader, but not every watched collection could be listed yet");
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use k8s_openapi::api::{
     coordination::v1::Lease,
 };
 use kube::{
-    api::{Api, DynamicObject},
+    api::{Api, DynamicObject, ListParams},
     runtime::{controller::Controller, watcher},
     Client,
 };
@@ -176,28 +176,7 @@ async fn run_controllers(
     // Jobs that fill them say when the restore is done.
     let rs = main(Kind::RestoreSession).owns(Api::<Job>::all(client.clone()), ours());
 
-    let stores = [bc.store(), bs.store(), rs.store()];
-    let synced = tokio::spawn({
-        let metrics = metrics.clone();
-        async move {
-            for s in stores {
-                // The store's readiness future wakes only its latest waiter, and the
-                // controller's own queue waits on it too: poll it again every 100 ms rather
-                // than wait for a wake-up that may go to the other waiter.
-                loop {
-                    match tokio::time::timeout(Duration::from_millis(100), s.wait_until_ready())
-                        .await
-                    {
-                        Ok(Ok(())) => break,
-                        Ok(Err(_)) => return,
-                        Err(_) => continue,
-                    }
-                }
-            }
-            tracing::info!("watches synced");
-            metrics.set_synced(true);
-        }
-    });
+    let synced = tokio::spawn(check_collections(client.clone(), metrics.clone()));
 
     let drive = |c: Controller<DynamicObject>, kind: Kind| {
         let mut stop = stop_rx.clone();
@@ -228,4 +207,36 @@ async fn run_controllers(
     synced.abort();
     relay.abort();
     metrics.set_synced(false);
+}
+
+/// Marks the leader ready once the API serves every collection the controllers watch to
+/// this ServiceAccount (CRDs installed, RBAC granted), retrying every 5 s and saying what is
+/// missing. kube-runtime's own store readiness is not used: its future wakes only its latest
+/// waiter, and the controller's queue waits on it, so a second waiter could stall the first
+/// reconciliations.
+async fn check_collections(client: Client, metrics: Arc<Metrics>) {
+    let lp = || ListParams::default().limit(1);
+    for kind in [
+        Kind::BackupConfiguration,
+        Kind::BackupSession,
+        Kind::RestoreSession,
+    ] {
+        let api = Api::<DynamicObject>::all_with(client.clone(), &kinds::api_resource(kind));
+        while let Err(e) = api.list(&lp()).await {
+            tracing::warn!(kind = %kind, error = %e, "cannot list; are coffer's (or Stash's) CRDs installed and the operator's ClusterRole bound?");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+    let cron = Api::<CronJob>::all(client.clone());
+    while let Err(e) = cron.list(&lp().labels(MANAGED_BY_COFFER)).await {
+        tracing::warn!(error = %e, "cannot list CronJobs; is the operator's ClusterRole bound?");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let jobs = Api::<Job>::all(client);
+    while let Err(e) = jobs.list(&lp().labels(MANAGED_BY_COFFER)).await {
+        tracing::warn!(error = %e, "cannot list Jobs; is the operator's ClusterRole bound?");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    tracing::info!("every watched collection is served: ready");
+    metrics.set_synced(true);
 }

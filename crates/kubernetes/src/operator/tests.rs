@@ -1059,9 +1059,10 @@ mod controllers {
         server.abort();
 
         let seen = seen.lock().unwrap().clone();
+        // The controllers' own lists (pages of 500), not readiness's (limit 1).
         let lists = |path: &str| {
             seen.iter()
-                .filter(|r| r.starts_with(&format!("GET {path}?")) && !r.contains("watch=true"))
+                .filter(|r| r.starts_with(&format!("GET {path}?")) && r.contains("limit=500"))
                 .cloned()
                 .collect::<Vec<_>>()
         };
