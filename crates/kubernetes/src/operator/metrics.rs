@@ -35,7 +35,7 @@ impl Metrics {
         .expect("valid metric");
         let leader = IntGauge::new(
             "coffer_operator_leader",
-            "1 while this replica holds the leader lease and runs the controllers",
+            "Whether this replica holds the leader lease and runs the controllers (1) or not (0)",
         )
         .expect("valid metric");
         for c in [
@@ -181,6 +181,6 @@ mod tests {
         assert!(text.contains(
             "coffer_operator_reconcile_failures_total{controller=\"backupsession\",reason=\"conflict\"} 1"
         ));
-        assert!(text.contains("coffer_operator_leader 1"));
+        assert!(text.lines().any(|l| l == "coffer_operator_leader 1"), "{text}");
     }
 }

@@ -89,23 +89,37 @@ pub async fn run(settings: OperatorSettings, options: RunOptions) -> Result<(), 
         shutdown_tx.send_replace(true);
     });
 
-    // The lease outlives the controllers: it is released only after they have stopped.
-    let (leader_tx, mut leader_rx) = watch::channel(LeaderState::Unknown);
-    let (release_tx, release_rx) = watch::channel(false);
-    let lease_cfg = LeaseConfig::new(
+    let lease = LeaseConfig::new(
         options.lease_name.clone(),
         options.lease_namespace.clone(),
         options.identity.clone(),
     );
+    run_with(client, settings, lease, metrics, shutdown_rx).await;
+    Ok(())
+}
+
+/// Elects, runs the controllers while leading, and stops them when the lease is lost (to
+/// wait for it again) or when `shutdown` turns true (then releases the lease).
+pub async fn run_with(
+    client: Client,
+    settings: OperatorSettings,
+    lease_cfg: LeaseConfig,
+    metrics: Arc<Metrics>,
+    shutdown_rx: watch::Receiver<bool>,
+) {
+    // The lease outlives the controllers: it is released only after they have stopped.
+    let (leader_tx, mut leader_rx) = watch::channel(LeaderState::Unknown);
+    let (release_tx, release_rx) = watch::channel(false);
+    let identity = lease_cfg.identity.clone();
     let lease_task = tokio::spawn(lease::hold(
-        Api::<Lease>::namespaced(client.clone(), &options.lease_namespace),
+        Api::<Lease>::namespaced(client.clone(), &lease_cfg.namespace),
         lease_cfg,
         leader_tx,
         release_rx,
     ));
 
     let ctx = Arc::new(Context::new(
-        Actor::new(client.clone(), Some(options.identity.clone())),
+        Actor::new(client.clone(), Some(identity)),
         settings,
         metrics.clone(),
     ));
@@ -141,7 +155,6 @@ pub async fn run(settings: OperatorSettings, options: RunOptions) -> Result<(), 
     release_tx.send_replace(true);
     let _ = lease_task.await;
     tracing::info!("coffer operator stopped");
-    Ok(())
 }
 
 /// Runs the three controllers until `stop` resolves, then lets running reconciliations end.

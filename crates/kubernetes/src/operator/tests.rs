@@ -1092,3 +1092,159 @@ mod controllers {
         );
     }
 }
+
+/// The whole election loop: controllers run only while this replica leads.
+mod leadership {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    };
+
+    use super::*;
+    use crate::{
+        operator::{lease::LeaseConfig, metrics::Metrics, run_with},
+        OperatorSettings,
+    };
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/coffer/leases";
+
+    /// A fake API: the lease is ours (created, then renewed) until `stolen`, then another
+    /// replica's, freshly renewed; lists are empty and watches stay open.
+    fn fake(stolen: Arc<AtomicBool>) -> (Client, Arc<Mutex<Vec<String>>>) {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut open_watches = Vec::new();
+            let mut created = false;
+            while let Some((req, send)) = handle.next_request().await {
+                let (method, uri) = (req.method().to_string(), req.uri().to_string());
+                let body = req.into_body().collect_bytes().await.unwrap();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push(format!("{method} {uri} {body}"));
+                let held_by = |who: &str| {
+                    json!({
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": "coffer-operator", "namespace": "coffer", "resourceVersion": "5"},
+                        "spec": {"holderIdentity": who, "leaseDurationSeconds": 15,
+                                 "renewTime": k8s_openapi::jiff::Timestamp::now().to_string()},
+                    })
+                };
+                let (code, reply) = match (method.as_str(), uri.as_str()) {
+                    (_, u) if u.contains("watch=true") => {
+                        open_watches.push(send);
+                        continue;
+                    }
+                    ("GET", u) if u.starts_with(LEASE) => {
+                        if stolen.load(Ordering::SeqCst) {
+                            (200, held_by("other"))
+                        } else if created {
+                            (200, held_by("me"))
+                        } else {
+                            (404, status(404, "NotFound"))
+                        }
+                    }
+                    ("POST", u) if u.starts_with(LEASE) => {
+                        created = true;
+                        (201, body)
+                    }
+                    ("PUT", u) if u.starts_with(LEASE) => (200, body),
+                    ("GET", _) => (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+                    ),
+                    _ => (500, status(500, "InternalError")),
+                };
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        (Client::new(svc, "default"), seen)
+    }
+
+    fn lease_cfg() -> LeaseConfig {
+        LeaseConfig {
+            retry: Duration::from_millis(20),
+            ..LeaseConfig::new("coffer-operator".into(), "coffer".into(), "me".into())
+        }
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !cond() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    fn leading(m: &Metrics) -> bool {
+        m.text().lines().any(|l| l == "coffer_operator_leader 1")
+    }
+
+    #[tokio::test]
+    async fn controllers_run_while_leading_and_stop_when_the_lease_is_lost() {
+        let stolen = Arc::new(AtomicBool::new(false));
+        let (client, seen) = fake(stolen.clone());
+        let metrics = Arc::new(Metrics::new());
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let op = tokio::spawn(run_with(
+            client,
+            OperatorSettings::default(),
+            lease_cfg(),
+            metrics.clone(),
+            shutdown_rx,
+        ));
+        until("leading and ready", || {
+            leading(&metrics) && metrics.ready().is_ok()
+        })
+        .await;
+        let watches = |s: &Mutex<Vec<String>>| {
+            s.lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.contains("watch=true"))
+                .count()
+        };
+        until("the controllers watch", || watches(&seen) == 6).await;
+
+        stolen.store(true, Ordering::SeqCst);
+        until("the controllers stopped", || !leading(&metrics)).await;
+        assert!(metrics.ready().is_ok(), "a follower is ready");
+        // Following: only the lease is read from now on, nothing is listed or written.
+        let before = seen.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after: Vec<String> = seen.lock().unwrap()[before..].to_vec();
+        assert!(!after.is_empty(), "the lease is still watched");
+        assert!(
+            after
+                .iter()
+                .all(|r| r.starts_with(&format!("GET {LEASE}/coffer-operator"))),
+            "{after:?}"
+        );
+        assert_eq!(watches(&seen), 6, "no controller started again");
+
+        // The lease is free again: this replica takes over and the controllers start again.
+        stolen.store(false, Ordering::SeqCst);
+        until("leading again", || leading(&metrics)).await;
+        until("watching again", || watches(&seen) == 12).await;
+
+        shutdown_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), op)
+            .await
+            .expect("stops on shutdown")
+            .unwrap();
+        let log = seen.lock().unwrap();
+        let last = log.last().unwrap();
+        assert!(
+            last.starts_with(&format!("PUT {LEASE}/coffer-operator")),
+            "released last: {last}"
+        );
+        assert!(!last.contains("holderIdentity"), "released: {last}");
+    }
+}
