@@ -297,6 +297,12 @@ pub fn decide(
 
     let mut status = coffer_control::readiness(&r, bc.status.as_ref(), &objects::rfc3339(now));
     status.observed_generation = meta.generation;
+    if r.cron_job_created.is_none() {
+        // Without a schedule there is no CronJob to report on.
+        status
+            .conditions
+            .retain(|c| c.type_ != coffer_api::backup::condition::CRON_JOB_CREATED);
+    }
     let old_phase = bc.status.as_ref().and_then(|s| s.phase.clone());
     if old_phase != status.phase {
         let phase = status.phase.clone().unwrap_or_default();
@@ -336,4 +342,188 @@ pub fn decide(
     }
     out.extend(events);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::fixtures::{condition, events, load, objects_of, run, run_case, status_of};
+
+    #[test]
+    fn created_applies_the_trigger_owned_by_the_configuration_and_becomes_ready() {
+        let a = run_case("bc-created");
+        let cron = objects_of(&a, "CronJob");
+        assert_eq!(cron.len(), 1);
+        let cron = cron[0];
+        assert_eq!(cron["metadata"]["name"], "stash-trigger-mariadb-backup");
+        assert_eq!(cron["spec"]["schedule"], "*/30 * * * *");
+        assert_eq!(cron["spec"]["timeZone"], "Europe/Paris");
+        assert_eq!(cron["spec"]["suspend"], false);
+        assert_eq!(
+            cron["spec"]["jobTemplate"]["metadata"]["labels"][DELETE_JOB_ON_COMPLETION],
+            "true"
+        );
+        let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(pod["serviceAccountName"], "stash-trigger-mariadb-backup");
+        let c = &pod["containers"][0];
+        assert_eq!(c["command"], serde_json::json!(["coffer"]));
+        assert_eq!(
+            c["args"],
+            serde_json::json!(["create-backupsession", "--namespace=demo", "mariadb-backup"])
+        );
+        assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+        let rb = objects_of(&a, "RoleBinding");
+        assert_eq!(rb[0]["roleRef"]["name"], "coffer-trigger");
+        assert_eq!(rb[0]["subjects"][0]["name"], "stash-trigger-mariadb-backup");
+        let st = status_of(&a).expect("a new configuration gets a status");
+        assert_eq!(st["phase"], "Ready");
+        for t in [
+            "ValidationPassed",
+            "RepositoryFound",
+            "BackendSecretFound",
+            "BackupTargetFound",
+            "CronJobCreated",
+        ] {
+            assert_eq!(condition(st, t).unwrap()["status"], "True", "{t}");
+        }
+        assert_eq!(st["observedGeneration"], 2);
+        assert!(matches!(
+            a.iter().find(|x| matches!(x, KubeAction::PatchStatus { .. })),
+            Some(KubeAction::PatchStatus { resource_version: Some(rv), .. }) if rv == "100"
+        ));
+        assert!(events(&a).contains(&(false, "CronJobCreated".into())));
+    }
+
+    /// Deleting a configuration needs no decision: everything made for it is owned by it
+    /// (controller, blockOwnerDeletion), so the garbage collector removes it.
+    #[test]
+    fn deleted_everything_made_for_a_configuration_is_owned_by_it() {
+        let a = run_case("bc-created");
+        let applied: Vec<&Value> = a
+            .iter()
+            .filter_map(|x| match x {
+                KubeAction::Apply(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(applied.len(), 3);
+        for v in applied {
+            let o = &v["metadata"]["ownerReferences"][0];
+            assert_eq!(o["kind"], "BackupConfiguration", "{}", v["kind"]);
+            assert_eq!(o["uid"], "6f1c2e7a-0b1d-4c55-9a39-5d1c3b2a1001");
+            assert_eq!(o["controller"], true);
+            assert_eq!(o["blockOwnerDeletion"], true);
+        }
+    }
+
+    #[test]
+    fn paused_suspends_the_cron_job_without_touching_the_status() {
+        let a = run_case("bc-paused");
+        assert_eq!(objects_of(&a, "CronJob")[0]["spec"]["suspend"], true);
+        assert!(status_of(&a).is_none(), "the status did not change: {a:?}");
+        assert_eq!(events(&a), vec![(false, "CronJobUpdated".to_string())]);
+    }
+
+    #[test]
+    fn changed_schedule_is_applied() {
+        let a = run_case("bc-schedule-changed");
+        assert_eq!(
+            objects_of(&a, "CronJob")[0]["spec"]["schedule"],
+            "0 3 * * *"
+        );
+        assert!(status_of(&a).is_none());
+    }
+
+    #[test]
+    fn repository_missing_is_not_ready_and_makes_no_cron_job() {
+        let a = run_case("bc-repository-missing");
+        assert!(
+            a.iter().all(|x| !matches!(x, KubeAction::Apply(_))),
+            "{a:?}"
+        );
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "NotReady");
+        assert_eq!(condition(st, "RepositoryFound").unwrap()["status"], "False");
+        assert_eq!(
+            condition(st, "BackendSecretFound").unwrap()["status"],
+            "False"
+        );
+        assert_eq!(condition(st, "CronJobCreated").unwrap()["status"], "False");
+        assert_eq!(
+            condition(st, "BackupTargetFound").unwrap()["status"],
+            "True"
+        );
+        assert_eq!(
+            events(&a),
+            vec![(true, "BackupConfigurationNotReady".to_string())]
+        );
+    }
+
+    #[test]
+    fn an_existing_cron_job_follows_the_configuration_while_its_repository_is_missing() {
+        let mut i = load("bc-paused");
+        let b = i.backup_configuration.as_mut().unwrap();
+        b.repository = None;
+        b.backend_secret_found = false;
+        let a = run(&i);
+        assert_eq!(objects_of(&a, "CronJob")[0]["spec"]["suspend"], true);
+        assert_eq!(status_of(&a).unwrap()["phase"], "NotReady");
+    }
+
+    #[test]
+    fn invalid_configuration_makes_no_cron_job() {
+        let mut i = load("bc-created");
+        i.backup_configuration.as_mut().unwrap().validation_error =
+            Some("spec.schedule: bad".into());
+        let a = run(&i);
+        assert!(objects_of(&a, "CronJob").is_empty());
+        assert_eq!(status_of(&a).unwrap()["phase"], "Invalid");
+    }
+
+    #[test]
+    fn schedule_removed_deletes_the_cron_job_and_its_condition() {
+        let a = run_case("bc-schedule-removed");
+        assert!(
+            matches!(&a[0], KubeAction::Delete { kind, name, .. } if kind == "CronJob" && name == "stash-trigger-mariadb-backup")
+        );
+        let st = status_of(&a).unwrap();
+        assert!(condition(st, "CronJobCreated").is_none());
+        assert_eq!(st["phase"], "Ready");
+    }
+
+    #[test]
+    fn a_service_account_named_in_runtime_settings_is_used_and_none_is_made() {
+        let mut i = load("bc-created");
+        let bc = &mut i.backup_configuration.as_mut().unwrap().configuration;
+        bc.spec.runtime_settings.as_mut().unwrap()["pod"]["serviceAccountName"] = "mine".into();
+        let a = run(&i);
+        assert!(objects_of(&a, "ServiceAccount").is_empty());
+        assert!(objects_of(&a, "RoleBinding").is_empty());
+        let cron = objects_of(&a, "CronJob")[0];
+        assert_eq!(
+            cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"],
+            "mine"
+        );
+    }
+
+    #[test]
+    fn unusable_runtime_settings_leave_the_configuration_not_ready() {
+        let mut i = load("bc-created");
+        let bc = &mut i.backup_configuration.as_mut().unwrap().configuration;
+        bc.spec.runtime_settings.as_mut().unwrap()["container"]["resources"] = "lots".into();
+        let a = run(&i);
+        assert!(objects_of(&a, "CronJob").is_empty());
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "NotReady");
+        let c = condition(st, "CronJobCreated").unwrap();
+        assert_eq!(c["status"], "False");
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("runtimeSettings.container"),
+            "{c}"
+        );
+    }
 }

@@ -310,13 +310,14 @@ pub fn decide(
     let mut after = Vec::new(); // Creates, trims, Events, requeues, after it.
     let mut recompute_phase = false;
 
-    if phase_now == Phase::Running && o.executor == Executor::Running {
+    let actions = reconcile(&o);
+    // Running within its deadline: nothing to do until then.
+    if actions.is_empty() && phase_now == Phase::Running && o.executor == Executor::Running {
         if let (Some(s), Some(t)) = (o.since, o.time_out) {
             after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
         }
     }
-
-    for action in reconcile(&o) {
+    for action in actions {
         match action {
             Action::Start { deadline } => match job_objects(session, bc, settings, o.time_out) {
                 Ok(objs) => {
@@ -520,4 +521,316 @@ pub fn decide(
         out.extend(after);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::fixtures::{condition, events, load, objects_of, run, run_case, status_of};
+
+    fn env_names(c: &Value) -> Vec<String> {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn created_applies_the_job_as_the_contract_says_and_runs() {
+        let a = run_case("bs-created");
+        let job = objects_of(&a, "Job");
+        assert_eq!(job.len(), 1);
+        let job = job[0];
+        assert_eq!(
+            job["metadata"]["name"],
+            "stash-backup-mariadb-backup-1767227400-0"
+        );
+        let owner = &job["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "BackupSession");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 3600);
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(
+            pod["serviceAccountName"],
+            "backupconfiguration-mariadb-backup-0"
+        );
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], 65534);
+        assert_eq!(pod["imagePullSecrets"][0]["name"], "regcred");
+        assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+        assert_eq!(pod["volumes"][0]["name"], "stash-tmp-dir");
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], "ghcr.io/coffer-backup/coffer:latest");
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c["command"], serde_json::json!(["coffer"]));
+        assert_eq!(
+            c["args"],
+            serde_json::json!(["agent", "backupsession", "mariadb-backup-1767227400"])
+        );
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(
+            c["securityContext"]["capabilities"]["drop"],
+            serde_json::json!(["ALL"])
+        );
+        assert_eq!(c["volumeMounts"][0]["mountPath"], "/tmp");
+        assert_eq!(c["resources"]["requests"]["cpu"], "100m");
+        // The contract's variables first; the user's TMPDIR does not override it, TZ is added.
+        assert_eq!(
+            env_names(c),
+            [
+                "COFFER_PLATFORM",
+                "COFFER_NAMESPACE",
+                "COFFER_POD_NAME",
+                "COFFER_POD_IP",
+                "COFFER_PUSHGATEWAY",
+                "TMPDIR",
+                "TZ"
+            ]
+        );
+        let env = c["env"].as_array().unwrap();
+        assert_eq!(env[0]["value"], "kubernetes");
+        assert_eq!(
+            env[1]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+        assert_eq!(
+            env[2]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(env[3]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP");
+        assert_eq!(env[4]["value"], "http://pushgateway.monitoring:9091");
+        assert_eq!(env[5]["value"], "/tmp");
+        // No Secret anywhere in the Job.
+        let text = job.to_string();
+        assert!(
+            !text.contains("secretKeyRef") && !text.contains("\"secret\""),
+            "{text}"
+        );
+
+        let rb = objects_of(&a, "RoleBinding")[0];
+        assert_eq!(rb["roleRef"]["name"], "coffer-backup-job");
+        assert_eq!(
+            rb["metadata"]["ownerReferences"][0]["kind"],
+            "BackupConfiguration"
+        );
+
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(st["sessionDeadline"], "2026-01-01T01:30:00Z");
+        assert_eq!(st["targets"][0]["totalHosts"], 1);
+        // The Job is applied before the status says Running.
+        let job_at = a
+            .iter()
+            .position(|x| matches!(x, KubeAction::Apply(v) if v["kind"] == "Job"));
+        let st_at = a
+            .iter()
+            .position(|x| matches!(x, KubeAction::PatchStatus { .. }));
+        assert!(job_at < st_at);
+        assert!(a.contains(&KubeAction::RequeueAfter(Duration::from_secs(3600))));
+    }
+
+    #[test]
+    fn without_pushgateway_there_is_no_pushgateway_variable() {
+        let mut i = load("bs-created");
+        i.settings = None;
+        let a = run(&i);
+        let c = &objects_of(&a, "Job")[0]["spec"]["template"]["spec"]["containers"][0];
+        assert!(!env_names(c).contains(&"COFFER_PUSHGATEWAY".to_string()));
+    }
+
+    #[test]
+    fn overlapping_is_skipped() {
+        let a = run_case("bs-overlapping");
+        assert!(objects_of(&a, "Job").is_empty());
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Skipped");
+        let c = condition(st, "BackupSkipped").unwrap();
+        assert!(c["message"]
+            .as_str()
+            .unwrap()
+            .contains("mariadb-backup-1767227400"));
+        assert_eq!(events(&a), vec![(true, "BackupSessionSkipped".to_string())]);
+    }
+
+    #[test]
+    fn job_succeeded_trims_history() {
+        let a = run_case("bs-job-succeeded");
+        assert!(status_of(&a).is_none());
+        let deleted: Vec<&str> = a
+            .iter()
+            .filter_map(|x| match x {
+                KubeAction::Delete { kind, name, .. } if kind == "BackupSession" => {
+                    Some(name.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["mariadb-backup-1767225600"]);
+    }
+
+    #[test]
+    fn history_trimmed_keeps_the_newest_and_the_last_good_one() {
+        let a = run_case("bs-history-trimmed");
+        let mut deleted: Vec<&str> = a
+            .iter()
+            .filter_map(|x| match x {
+                KubeAction::Delete { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            ["mariadb-backup-1767220000", "mariadb-backup-1767220060"]
+        );
+    }
+
+    #[test]
+    fn job_failed_is_interrupted_and_failed() {
+        for case in ["bs-job-failed", "bs-job-succeeded-unfinished"] {
+            let a = run_case(case);
+            let st = status_of(&a).unwrap();
+            assert_eq!(st["phase"], "Failed", "{case}");
+            assert_eq!(
+                condition(&st["targets"][0], "BackupDisrupted").unwrap()["status"],
+                "True",
+                "{case}"
+            );
+            assert!(st["error"]
+                .as_str()
+                .unwrap()
+                .contains("stash-backup-mariadb-backup-1767227400-0"));
+            assert_eq!(
+                events(&a),
+                vec![(true, "BackupSessionInterrupted".to_string())],
+                "{case}"
+            );
+            assert!(
+                objects_of(&a, "BackupSession").is_empty(),
+                "no retryConfig: no retry"
+            );
+        }
+    }
+
+    #[test]
+    fn past_its_deadline_the_job_is_deleted_and_the_session_fails() {
+        let a = run_case("bs-deadline");
+        assert!(matches!(&a[0], KubeAction::Delete { kind, name, .. }
+            if kind == "Job" && name == "stash-backup-mariadb-backup-1767227400-0"));
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(condition(st, "DeadlineExceeded").unwrap()["status"], "True");
+        assert!(!a.iter().any(|x| matches!(x, KubeAction::RequeueAfter(_))));
+    }
+
+    #[test]
+    fn a_job_stopped_at_its_active_deadline_is_deadline_exceeded() {
+        let mut i = load("bs-job-failed");
+        i.backup_session
+            .as_mut()
+            .unwrap()
+            .job
+            .as_mut()
+            .unwrap()
+            .reason = "DeadlineExceeded".into();
+        let a = run(&i);
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(condition(st, "DeadlineExceeded").unwrap()["status"], "True");
+        assert!(condition(&st["targets"][0], "BackupDisrupted").is_none());
+        assert!(
+            !a.iter().any(|x| matches!(x, KubeAction::Delete { .. })),
+            "the Job already ended"
+        );
+    }
+
+    #[test]
+    fn running_within_its_deadline_waits_for_it() {
+        let a = run_case("bs-running");
+        assert_eq!(a, vec![KubeAction::RequeueAfter(Duration::from_secs(3000))]);
+    }
+
+    #[test]
+    fn a_running_session_whose_job_is_gone_is_interrupted() {
+        let mut i = load("bs-running");
+        i.backup_session.as_mut().unwrap().job = None;
+        let a = run(&i);
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Failed");
+        assert!(condition(&st["targets"][0], "BackupDisrupted").is_some());
+    }
+
+    #[test]
+    fn retried_creates_the_next_session_before_marking_this_one() {
+        let a = run_case("bs-retried");
+        let created = objects_of(&a, "BackupSession");
+        assert_eq!(created.len(), 1);
+        let s = created[0];
+        assert_eq!(s["metadata"]["generateName"], "mariadb-backup-");
+        assert_eq!(s["spec"]["retryLeft"], 1);
+        assert_eq!(s["spec"]["invoker"]["name"], "mariadb-backup");
+        assert_eq!(
+            s["metadata"]["labels"]["stash.appscode.com/invoker-name"],
+            "mariadb-backup"
+        );
+        assert_eq!(
+            s["metadata"]["ownerReferences"][0]["kind"],
+            "BackupConfiguration"
+        );
+        assert!(matches!(&a[0], KubeAction::Create(_)));
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["retried"], true);
+        assert_eq!(st["phase"], "Failed");
+        assert!(events(&a).contains(&(false, "BackupSessionRetried".to_string())));
+    }
+
+    #[test]
+    fn a_retry_waits_for_its_delay() {
+        let a = run_case("bs-retry-delayed");
+        assert!(objects_of(&a, "BackupSession").is_empty());
+        assert_eq!(status_of(&a).unwrap()["nextRetry"], "2026-01-01T00:43:00Z");
+        assert!(a.contains(&KubeAction::RequeueAfter(Duration::from_secs(480))));
+        // Once the delay has passed, the retry is created.
+        let mut i = load("bs-retry-delayed");
+        i.now = "2026-01-01T00:43:00Z".parse().unwrap();
+        let a = run(&i);
+        assert_eq!(objects_of(&a, "BackupSession")[0]["spec"]["retryLeft"], 1);
+    }
+
+    #[test]
+    fn a_pending_session_without_its_configuration_is_skipped() {
+        let mut i = load("bs-created");
+        i.backup_session.as_mut().unwrap().configuration = None;
+        let a = run(&i);
+        assert!(objects_of(&a, "Job").is_empty());
+        assert_eq!(status_of(&a).unwrap()["phase"], "Skipped");
+    }
+
+    #[test]
+    fn unusable_runtime_settings_fail_the_session() {
+        let mut i = load("bs-created");
+        let bc = i
+            .backup_session
+            .as_mut()
+            .unwrap()
+            .configuration
+            .as_mut()
+            .unwrap();
+        bc.spec.runtime_settings.as_mut().unwrap()["pod"]["tolerations"] = "none".into();
+        let a = run(&i);
+        assert!(objects_of(&a, "Job").is_empty());
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Failed");
+        let c = condition(&st["targets"][0], "BackupExecutorEnsured").unwrap();
+        assert_eq!(c["status"], "False");
+        assert!(c["message"]
+            .as_str()
+            .unwrap()
+            .contains("runtimeSettings.pod"));
+    }
 }

@@ -26,6 +26,42 @@ pub struct ObservedJob {
     pub start_time: Option<Timestamp>,
 }
 
+impl ObservedJob {
+    /// What a Job's status says: `Complete` (or a succeeded pod) is Succeeded; the `Failed`
+    /// condition is Failed with its reason; a failed pod with none active is Failed too (the
+    /// Jobs here have `backoffLimit: 0`); anything else — including `FailureTarget`, while the
+    /// pods are still being stopped — is Active.
+    pub fn from_job(job: &k8s_openapi::api::batch::v1::Job) -> ObservedJob {
+        let st = job.status.clone().unwrap_or_default();
+        let conds = st.conditions.unwrap_or_default();
+        let holds = |t: &str| conds.iter().find(|c| c.type_ == t && c.status == "True");
+        let state = if holds("Complete").is_some() || st.succeeded.unwrap_or(0) > 0 {
+            JobState::Succeeded
+        } else if let Some(c) = holds("Failed") {
+            JobState::Failed {
+                reason: c
+                    .reason
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "Failed".into()),
+            }
+        } else if st.failed.unwrap_or(0) > 0 && st.active.unwrap_or(0) == 0 {
+            JobState::Failed {
+                reason: "its pod failed".into(),
+            }
+        } else {
+            JobState::Active
+        };
+        ObservedJob {
+            name: job.metadata.name.clone().unwrap_or_default(),
+            state,
+            start_time: st
+                .start_time
+                .and_then(|t| t.0.to_string().parse::<Timestamp>().ok()),
+        }
+    }
+}
+
 use std::collections::BTreeMap;
 
 use coffer_api::Kind;
@@ -279,7 +315,7 @@ pub(crate) fn pod_template(
     let mut all_env = plan.env;
     all_env.extend(user_env.into_iter().filter(|u| !contract.contains(&u.name)));
     container.env = Some(all_env);
-    container.volume_mounts = Some(plan.mounts);
+    container.volume_mounts = (!plan.mounts.is_empty()).then_some(plan.mounts);
 
     let mut pod = json!({
         "restartPolicy": "Never",
@@ -349,4 +385,66 @@ pub(crate) fn tmp_volume() -> (Volume, VolumeMount) {
             ..Default::default()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::Job;
+
+    fn job(status: Value) -> Job {
+        serde_json::from_value(json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "stash-backup-s-0"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn job_status_table() {
+        let failed = |r: &str| JobState::Failed { reason: r.into() };
+        let cases = [
+            ("just created", json!({}), JobState::Active),
+            ("running", json!({"active": 1}), JobState::Active),
+            ("succeeded", json!({"succeeded": 1}), JobState::Succeeded),
+            (
+                "complete",
+                json!({"conditions": [{"type": "Complete", "status": "True"}]}),
+                JobState::Succeeded,
+            ),
+            (
+                "backoff limit",
+                json!({"failed": 1, "conditions": [
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
+                failed("BackoffLimitExceeded"),
+            ),
+            (
+                "active deadline",
+                json!({"conditions": [
+                    {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}),
+                failed("DeadlineExceeded"),
+            ),
+            (
+                "pods still stopping",
+                json!({"active": 1, "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"}]}),
+                JobState::Active,
+            ),
+            (
+                "a failed pod, no condition yet",
+                json!({"failed": 1}),
+                failed("its pod failed"),
+            ),
+        ];
+        for (name, status, want) in cases {
+            assert_eq!(ObservedJob::from_job(&job(status)).state, want, "{name}");
+        }
+        let j = ObservedJob::from_job(&job(
+            json!({"active": 1, "startTime": "2026-01-01T00:30:05Z"}),
+        ));
+        assert_eq!(j.name, "stash-backup-s-0");
+        assert_eq!(j.start_time, Some("2026-01-01T00:30:05Z".parse().unwrap()));
+    }
 }

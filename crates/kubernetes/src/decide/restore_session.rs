@@ -317,12 +317,14 @@ pub fn decide(
     };
     let mut first = Vec::new();
     let mut after = Vec::new();
-    if phase_now == Phase::Running && o.executor == Executor::Running {
+    let actions = reconcile(&o);
+    // Running within its deadline: nothing to do until then.
+    if actions.is_empty() && phase_now == Phase::Running && o.executor == Executor::Running {
         if let (Some(s), Some(t)) = (o.since, time_out) {
             after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
         }
     }
-    for action in reconcile(&o) {
+    for action in actions {
         match action {
             Action::Start { deadline } => match objects_to_apply(rs, settings, time_out) {
                 Ok(objs) => {
@@ -362,7 +364,11 @@ pub fn decide(
                 }
             },
             Action::Kill => {
-                for j in observed.jobs.iter().filter(|j| expected.contains(&j.name)) {
+                for j in observed
+                    .jobs
+                    .iter()
+                    .filter(|j| expected.contains(&j.name) && j.state == JobState::Active)
+                {
                     first.push(KubeAction::Delete {
                         api_version: "batch/v1".into(),
                         kind: "Job".into(),
@@ -422,4 +428,169 @@ pub fn decide(
     }
     out.extend(after);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::fixtures::{condition, events, load, objects_of, run, run_case, status_of};
+
+    fn env_value<'a>(job: &'a Value, name: &str) -> Option<&'a Value> {
+        job["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| &e["value"])
+    }
+
+    #[test]
+    fn standalone_is_one_job() {
+        let a = run_case("rs-standalone");
+        assert!(objects_of(&a, "PersistentVolumeClaim").is_empty());
+        let jobs = objects_of(&a, "Job");
+        assert_eq!(jobs.len(), 1);
+        let job = jobs[0];
+        assert_eq!(job["metadata"]["name"], "stash-restore-restore-mariadb-0");
+        assert_eq!(
+            job["metadata"]["ownerReferences"][0]["kind"],
+            "RestoreSession"
+        );
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 7200);
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["args"],
+            serde_json::json!(["agent", "restoresession", "restore-mariadb"])
+        );
+        assert_eq!(env_value(job, "COFFER_PLATFORM").unwrap(), "kubernetes");
+        assert!(env_value(job, "POD_ORDINAL").is_none());
+        assert_eq!(
+            objects_of(&a, "RoleBinding")[0]["roleRef"]["name"],
+            "coffer-restore-job"
+        );
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(st["totalHosts"], 1);
+        assert_eq!(
+            condition(st, "RestoreExecutorEnsured").unwrap()["status"],
+            "True"
+        );
+        assert_eq!(
+            events(&a),
+            vec![(false, "RestoreSessionRunning".to_string())]
+        );
+    }
+
+    #[test]
+    fn cluster_of_three_is_three_pvcs_and_three_jobs() {
+        let a = run_case("rs-cluster");
+        let pvcs = objects_of(&a, "PersistentVolumeClaim");
+        let names: Vec<&str> = pvcs
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["data-galera-0", "data-galera-1", "data-galera-2"]);
+        for p in &pvcs {
+            assert_eq!(p["metadata"]["namespace"], "demo");
+            assert!(
+                p["metadata"].get("ownerReferences").is_none(),
+                "restored data outlives the session"
+            );
+            assert_eq!(p["spec"]["resources"]["requests"]["storage"], "10Gi");
+        }
+        let jobs = objects_of(&a, "Job");
+        assert_eq!(jobs.len(), 3);
+        for (n, job) in jobs.iter().enumerate() {
+            assert_eq!(
+                job["metadata"]["name"],
+                format!("stash-restore-restore-galera-0-{n}")
+            );
+            assert_eq!(
+                env_value(job, "POD_ORDINAL").unwrap(),
+                &Value::from(n.to_string())
+            );
+            let pod = &job["spec"]["template"]["spec"];
+            let vol = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "data-galera")
+                .expect("the PVC's volume is named without the ordinal");
+            assert_eq!(
+                vol["persistentVolumeClaim"]["claimName"],
+                format!("data-galera-{n}")
+            );
+            let mounts = &pod["containers"][0]["volumeMounts"];
+            assert!(mounts
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "data-galera" && m["mountPath"] == "/var/lib/mysql"));
+        }
+        // The PVCs exist before the Jobs that mount them.
+        let last_pvc = a.iter().rposition(
+            |x| matches!(x, KubeAction::Apply(v) if v["kind"] == "PersistentVolumeClaim"),
+        );
+        let first_job = a
+            .iter()
+            .position(|x| matches!(x, KubeAction::Apply(v) if v["kind"] == "Job"));
+        assert!(last_pvc < first_job);
+        assert_eq!(status_of(&a).unwrap()["totalHosts"], 3);
+        assert!(
+            !a.iter().any(|x| matches!(x, KubeAction::Delete { .. })),
+            "nothing is deleted"
+        );
+    }
+
+    #[test]
+    fn cluster_past_its_deadline_stops_the_running_jobs() {
+        let a = run_case("rs-cluster-deadline");
+        let deleted: Vec<&str> = a
+            .iter()
+            .filter_map(|x| match x {
+                KubeAction::Delete { kind, name, .. } if kind == "Job" => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                "stash-restore-restore-galera-0-1",
+                "stash-restore-restore-galera-0-2"
+            ]
+        );
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(condition(st, "DeadlineExceeded").unwrap()["status"], "True");
+    }
+
+    #[test]
+    fn a_failed_job_interrupts_the_restore() {
+        let a = run_case("rs-job-failed");
+        let st = status_of(&a).unwrap();
+        assert_eq!(st["phase"], "Failed");
+        assert_eq!(condition(st, RESTORE_DISRUPTED).unwrap()["status"], "True");
+        assert_eq!(
+            events(&a),
+            vec![(true, "RestoreSessionInterrupted".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_cluster_restore_waits_while_any_replica_runs() {
+        let mut i = load("rs-cluster-deadline");
+        i.now = "2026-01-02T00:30:00Z".parse().unwrap();
+        let a = run(&i);
+        // Jobs 0-1 and 0-2 run; the earliest start (00:00:10) + 1h is the deadline.
+        assert_eq!(a, vec![KubeAction::RequeueAfter(Duration::from_secs(1810))]);
+    }
+
+    #[test]
+    fn a_finished_restore_needs_nothing() {
+        let mut i = load("rs-job-failed");
+        let r = i.restore_session.as_mut().unwrap();
+        r.session.status.as_mut().unwrap().phase = Some(phase::SUCCEEDED.into());
+        r.jobs[0].state = "Succeeded".into();
+        assert_eq!(run(&i), vec![]);
+    }
 }
