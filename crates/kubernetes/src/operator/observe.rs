@@ -9,7 +9,7 @@ use kube::{
 };
 
 use super::act::coffer_api_for;
-use crate::decide::{self, names, JobState, ObservedJob};
+use crate::decide::{self, names, ObservedJob};
 
 /// The label Stash puts on every session with the name of the configuration that invoked it.
 pub const INVOKER_NAME_LABEL: &str = "stash.appscode.com/invoker-name";
@@ -190,7 +190,7 @@ pub async fn backup_session(
         &job_name,
     )
     .await?
-    .map(|j| observe_job(&j));
+    .map(|j| ObservedJob::from_job(&j));
     Ok(decide::backup_session::Observed {
         resource_version,
         configuration,
@@ -211,101 +211,11 @@ pub async fn restore_session(
     let mut jobs = Vec::new();
     for name in names {
         if let Some(j) = get_typed(api.clone(), format!("Job/{ns}/{name}"), &name).await? {
-            jobs.push(observe_job(&j));
+            jobs.push(ObservedJob::from_job(&j));
         }
     }
     Ok(decide::restore_session::Observed {
         resource_version,
         jobs,
     })
-}
-
-/// Where a Job stands, from its status: the `Failed` condition (with the Job controller's
-/// reason, e.g. `DeadlineExceeded`) or failed pods first, then success, else running.
-pub fn observe_job(job: &Job) -> ObservedJob {
-    let status = job.status.clone().unwrap_or_default();
-    let conditions = status.conditions.unwrap_or_default();
-    let failed_condition = conditions
-        .iter()
-        .find(|c| c.type_ == "Failed" && c.status == "True");
-    let complete = conditions
-        .iter()
-        .any(|c| c.type_ == "Complete" && c.status == "True");
-    let state = if let Some(c) = failed_condition {
-        JobState::Failed {
-            reason: c
-                .reason
-                .clone()
-                .or_else(|| c.message.clone())
-                .unwrap_or_else(|| "Failed".into()),
-        }
-    } else if complete || status.succeeded.unwrap_or(0) > 0 {
-        JobState::Succeeded
-    } else if status.failed.unwrap_or(0) > 0 {
-        JobState::Failed {
-            reason: "PodFailed".into(),
-        }
-    } else {
-        JobState::Active
-    };
-    ObservedJob {
-        name: job.metadata.name.clone().unwrap_or_default(),
-        state,
-        start_time: status.start_time.map(|t| t.0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(status: serde_json::Value) -> Job {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": "stash-backup-x-0"},
-            "status": status,
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn job_states() {
-        let table = [
-            (serde_json::json!({}), JobState::Active),
-            (
-                serde_json::json!({"active": 1, "startTime": "2026-12-01T06:00:00Z"}),
-                JobState::Active,
-            ),
-            (serde_json::json!({"succeeded": 1}), JobState::Succeeded),
-            (
-                serde_json::json!({"conditions": [{"type": "Complete", "status": "True"}]}),
-                JobState::Succeeded,
-            ),
-            (
-                serde_json::json!({"failed": 1, "conditions": [
-                    {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}),
-                JobState::Failed {
-                    reason: "DeadlineExceeded".into(),
-                },
-            ),
-            (
-                serde_json::json!({"failed": 1}),
-                JobState::Failed {
-                    reason: "PodFailed".into(),
-                },
-            ),
-            (
-                serde_json::json!({"conditions": [{"type": "Failed", "status": "False"}]}),
-                JobState::Active,
-            ),
-        ];
-        for (status, want) in table {
-            assert_eq!(observe_job(&job(status.clone())).state, want, "{status}");
-        }
-        let j = observe_job(&job(
-            serde_json::json!({"startTime": "2026-12-01T06:00:00Z"}),
-        ));
-        assert_eq!(j.start_time, Some("2026-12-01T06:00:00Z".parse().unwrap()));
-        assert_eq!(j.name, "stash-backup-x-0");
-    }
 }
