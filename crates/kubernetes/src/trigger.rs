@@ -34,7 +34,7 @@ pub enum TriggerError {
 /// (`retry_left` overrides it, for a retry's session).
 pub fn backup_session_for(bc: &BackupConfiguration, retry_left: Option<i32>) -> Value {
     let name = &bc.metadata.name;
-    let labels = [
+    let mut labels: std::collections::BTreeMap<String, String> = [
         ("app.kubernetes.io/managed-by", "coffer"),
         (INVOKER_TYPE_LABEL, Kind::BackupConfiguration.as_str()),
         (INVOKER_NAME_LABEL, name.as_str()),
@@ -42,6 +42,21 @@ pub fn backup_session_for(bc: &BackupConfiguration, retry_left: Option<i32>) -> 
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    // Stash labels a session with its target too, so sessions can be listed by database.
+    if let Some(t) = &bc.spec.target {
+        let ns = t
+            .ref_
+            .namespace
+            .as_deref()
+            .unwrap_or(bc.metadata.namespace());
+        for (k, v) in [
+            ("stash.appscode.com/target-kind", t.ref_.kind.as_str()),
+            ("stash.appscode.com/target-name", t.ref_.name.as_str()),
+            ("stash.appscode.com/target-namespace", ns),
+        ] {
+            labels.insert(k.into(), v.into());
+        }
+    }
     let bs = BackupSession {
         api_version: Kind::BackupSession.api_version().into(),
         kind: Kind::BackupSession.as_str().into(),
@@ -158,6 +173,9 @@ mod tests {
                     "app.kubernetes.io/managed-by": "coffer",
                     "stash.appscode.com/invoker-name": "nightly",
                     "stash.appscode.com/invoker-type": "BackupConfiguration",
+                    "stash.appscode.com/target-kind": "AppBinding",
+                    "stash.appscode.com/target-name": "db",
+                    "stash.appscode.com/target-namespace": "db",
                 },
                 "ownerReferences": [{
                     "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",

@@ -97,14 +97,16 @@ pub async fn backup_configuration(
             Some(Resource::Repository(r)) => Some(r),
             _ => None,
         };
+    // Only whether the Secret exists: its metadata is read, never its values.
     let backend_secret_found = match repository.as_ref().map(storage_secret) {
-        Some(secret) if !secret.is_empty() => get_typed(
-            Api::<Secret>::namespaced(client.clone(), &repo_ns),
-            format!("Secret/{repo_ns}/{secret}"),
-            secret,
-        )
-        .await?
-        .is_some(),
+        Some(secret) if !secret.is_empty() => Api::<Secret>::namespaced(client.clone(), &repo_ns)
+            .get_metadata_opt(secret)
+            .await
+            .map_err(|cause| ObserveError::Api {
+                what: format!("Secret/{repo_ns}/{secret}"),
+                cause,
+            })?
+            .is_some(),
         _ => false,
     };
     let target_found = match bc.spec.target.as_ref().map(|t| &t.ref_) {

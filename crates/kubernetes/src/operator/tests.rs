@@ -19,6 +19,7 @@ pub(crate) struct Expect {
     method: &'static str,
     uri: String,
     check: BodyCheck,
+    accept: Option<&'static str>,
     status: u16,
     reply: Value,
 }
@@ -29,6 +30,7 @@ impl Expect {
             method,
             uri: uri.into(),
             check: Box::new(|_| {}),
+            accept: None,
             status: 200,
             reply: Value::Null,
         }
@@ -37,6 +39,12 @@ impl Expect {
     /// Checks the request's body (parsed as JSON; `null` when empty).
     pub(crate) fn body(mut self, check: impl Fn(&Value) + Send + 'static) -> Expect {
         self.check = Box::new(check);
+        self
+    }
+
+    /// The request's Accept header must contain `want`.
+    pub(crate) fn accept(mut self, want: &'static str) -> Expect {
+        self.accept = Some(want);
         self
     }
 
@@ -94,6 +102,18 @@ async fn verify(mut handle: Handle<Request<Body>, Response<Body>>, steps: Vec<Ex
             "request {} of {total}",
             i + 1
         );
+        if let Some(want) = step.accept {
+            let got = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            assert!(
+                got.contains(want),
+                "request {} Accept {got:?} lacks {want:?}",
+                i + 1
+            );
+        }
         let bytes = req.into_body().collect_bytes().await.expect("request body");
         let body: Value = if bytes.is_empty() {
             Value::Null
@@ -467,9 +487,13 @@ mod reconcilers {
                     "spec": {"backend": {"s3": {"endpoint": "http://s3:9000", "bucket": "b"}, "storageSecretName": "s3-secret"}},
                 }),
             ),
-            Expect::new("GET", "/api/v1/namespaces/db/secrets/s3-secret").reply(
+            // Metadata only: the operator never holds the Secret's values.
+            Expect::new("GET", "/api/v1/namespaces/db/secrets/s3-secret")
+                .accept("as=PartialObjectMetadata")
+                .reply(
                 200,
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-secret", "namespace": "db"}}),
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                       "metadata": {"name": "s3-secret", "namespace": "db"}}),
             ),
             Expect::new("GET", "/apis/appcatalog.appscode.com/v1alpha1/namespaces/db/appbindings/shop-db")
                 .reply(
