@@ -57,13 +57,22 @@ impl ActError {
 }
 
 /// The object a reconciler is working on: events about it carry its uid, so that
-/// `kubectl describe` finds them.
+/// `kubectl describe` finds them, and a status write to it clears what the new status no
+/// longer has.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Subject {
     pub kind: Option<Kind>,
     pub namespace: String,
     pub name: String,
     pub uid: Option<String>,
+    /// Its status as read (the version the write is conditional on).
+    pub status: Option<Value>,
+}
+
+impl Subject {
+    fn is(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        self.kind == Some(kind) && self.namespace == namespace && self.name == name
+    }
 }
 
 /// What is left for the controller after every request was made.
@@ -122,7 +131,15 @@ impl Actor {
                     resource_version,
                     status,
                 } => {
-                    self.patch_status(kind, &namespace, &name, resource_version, status)
+                    // A merge patch keeps keys it does not mention: against the status as
+                    // read, the keys the new status dropped are sent as null.
+                    let patch = match &subject.status {
+                        Some(old) if subject.is(kind, &namespace, &name) => {
+                            replacing_merge_patch(old, &status)
+                        }
+                        _ => status,
+                    };
+                    self.patch_status(kind, &namespace, &name, resource_version, patch)
                         .await?
                 }
                 KubeAction::Event {
@@ -133,9 +150,8 @@ impl Actor {
                     reason,
                     message,
                 } => {
-                    let uid = (subject.kind == Some(kind)
-                        && subject.namespace == namespace
-                        && subject.name == name)
+                    let uid = subject
+                        .is(kind, &namespace, &name)
                         .then(|| subject.uid.clone())
                         .flatten();
                     self.event(kind, &namespace, &name, uid, warning, reason, message)
@@ -268,7 +284,7 @@ impl Actor {
                 EventType::Normal
             },
             action: "Reconcile".into(),
-            note: Some(message),
+            note: Some(truncate(message, EVENT_NOTE_MAX)),
             reason: reason.clone(),
             secondary: None,
         };
@@ -305,6 +321,45 @@ impl Actor {
             None => Api::all_with(self.client.clone(), &ar),
         };
         Ok((api, name, what))
+    }
+}
+
+/// The API server refuses an Event whose note is longer than 1 kB.
+const EVENT_NOTE_MAX: usize = 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked with `…` when cut.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max - '…'.len_utf8();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into exactly `new`: `new`, plus `null`
+/// for every key of `old` that `new` lacks, at every level of nested objects (lists are
+/// replaced whole by a merge patch anyway).
+pub fn replacing_merge_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, nv) in n {
+                let v = match o.get(k) {
+                    Some(ov) => replacing_merge_patch(ov, nv),
+                    None => nv.clone(),
+                };
+                patch.insert(k.clone(), v);
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
     }
 }
 
@@ -345,6 +400,67 @@ pub fn api_resource_of(api_version: &str, kind: &str) -> Option<ApiResource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_fit_the_api_limit() {
+        assert_eq!(truncate("short".into(), 1024), "short");
+        let long = "é".repeat(600); // 1200 bytes
+        let cut = truncate(long, 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
+        assert_eq!(
+            truncate("x".repeat(1024), 1024).len(),
+            1024,
+            "exactly at the limit is kept"
+        );
+    }
+
+    #[test]
+    fn a_status_patch_clears_what_the_new_status_dropped() {
+        let old = json!({
+            "phase": "Failed", "error": "boom", "nextRetry": "2026-12-01T06:00:00Z",
+            "conditions": [{"type": "A"}, {"type": "B"}],
+            "targets": {"t": {"phase": "Failed", "error": "x"}},
+        });
+        let new = json!({
+            "phase": "Succeeded",
+            "conditions": [{"type": "A"}],
+            "targets": {"t": {"phase": "Succeeded"}},
+            "retried": true,
+        });
+        let patch = replacing_merge_patch(&old, &new);
+        assert_eq!(
+            patch,
+            json!({
+                "phase": "Succeeded", "error": null, "nextRetry": null,
+                "conditions": [{"type": "A"}],
+                "targets": {"t": {"phase": "Succeeded", "error": null}},
+                "retried": true,
+            })
+        );
+        // Applied as RFC 7386 does, the patch gives exactly the new status.
+        fn apply(target: &mut Value, patch: &Value) {
+            match (target.as_object_mut(), patch.as_object()) {
+                (Some(t), Some(p)) => {
+                    for (k, v) in p {
+                        if v.is_null() {
+                            t.remove(k);
+                        } else {
+                            apply(t.entry(k.clone()).or_insert(Value::Null), v);
+                        }
+                    }
+                }
+                _ => *target = patch.clone(),
+            }
+        }
+        let mut applied = old.clone();
+        apply(&mut applied, &patch);
+        assert_eq!(applied, new);
+        assert_eq!(
+            replacing_merge_patch(&Value::Null, &new),
+            new,
+            "no status yet"
+        );
+    }
 
     #[test]
     fn known_kinds_resolve_to_their_plural_and_group() {

@@ -104,6 +104,7 @@ pub async fn reconcile(
                 namespace: obj.namespace().unwrap_or_default(),
                 name: obj.name_any(),
                 uid: obj.metadata.uid.clone(),
+                status: None,
             };
             let warning = KubeAction::Event {
                 kind,
@@ -164,6 +165,7 @@ async fn once(kind: Kind, obj: &DynamicObject, ctx: &Context) -> Result<Action, 
         namespace: obj.namespace().unwrap_or_default(),
         name: obj.name_any(),
         uid: obj.metadata.uid.clone(),
+        status: obj.data.get("status").cloned(),
     };
     let now = (ctx.now)();
     let actions = match observe::to_resource(kind, obj)? {

@@ -182,7 +182,8 @@ async fn act_makes_each_request_in_order() {
             .body_is(json!({"propagationPolicy": "Background"}))
             .reply(404, status(404, "NotFound")),
         Expect::new("PATCH", BS_STATUS)
-            .body_is(json!({"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}}))
+            // The status as read had an error; the new one has none: it is cleared.
+            .body_is(json!({"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running", "error": null}}))
             .reply(200, json!({"metadata": {"name": "nightly-x"}})),
         Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
             .body(|e| {
@@ -231,6 +232,7 @@ async fn act_makes_each_request_in_order() {
                 namespace: "db".into(),
                 name: "nightly-x".into(),
                 uid: Some("uid-bs".into()),
+                status: Some(json!({"phase": "Pending", "error": "no Job yet"})),
             },
         )
         .await
