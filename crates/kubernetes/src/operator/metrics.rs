@@ -181,6 +181,9 @@ mod tests {
         assert!(text.contains(
             "coffer_operator_reconcile_failures_total{controller=\"backupsession\",reason=\"conflict\"} 1"
         ));
-        assert!(text.lines().any(|l| l == "coffer_operator_leader 1"), "{text}");
+        assert!(
+            text.lines().any(|l| l == "coffer_operator_leader 1"),
+            "{text}"
+        );
     }
 }

@@ -193,23 +193,16 @@ async fn run_controllers(
 
     let drive = |c: Controller<DynamicObject>, kind: Kind| {
         let mut stop = stop_rx.clone();
-        c.graceful_shutdown_on(async move {
+        let stop = async move {
             let _ = stop.wait_for(|s| *s).await;
-        })
+        };
+        c.graceful_shutdown_on(stop)
             .run(
                 move |o, ctx| reconcile::reconcile(kind, o, ctx),
                 move |o, e, ctx| reconcile::error_policy(kind, o, e, ctx),
                 ctx.clone(),
             )
-            .for_each(move |r| async move {
-                match r {
-                    Ok((obj, _)) => tracing::debug!(controller = reconcile::controller_name(kind), object = %obj, "reconciled"),
-                    // Reconcile errors are logged and counted where they happen; these are
-                    // the watch's and the queue's.
-                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                    Err(e) => tracing::warn!(controller = reconcile::controller_name(kind), error = %e, "controller"),
-                }
-            })
+            .for_each(move |r| async move { log_outcome(kind, r) })
     };
     futures::future::join3(
         drive(bc, Kind::BackupConfiguration),
@@ -220,6 +213,26 @@ async fn run_controllers(
     synced.abort();
     relay.abort();
     metrics.set_synced(false);
+}
+
+/// Logs what a controller's stream yields. Reconcile errors are logged and counted where
+/// they happen; the others are the watch's and the queue's.
+fn log_outcome<E: std::error::Error, W: std::error::Error>(
+    kind: Kind,
+    r: Result<
+        (
+            kube::runtime::reflector::ObjectRef<DynamicObject>,
+            kube::runtime::controller::Action,
+        ),
+        kube::runtime::controller::Error<E, W>,
+    >,
+) {
+    let controller = reconcile::controller_name(kind);
+    match r {
+        Ok((obj, _)) => tracing::debug!(controller, object = %obj, "reconciled"),
+        Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        Err(e) => tracing::warn!(controller, error = %e, "controller"),
+    }
 }
 
 /// Marks the leader ready once the API serves every collection the controllers watch to
