@@ -104,7 +104,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             config,
         } => server(home, pushgateway, metrics_address, shutdown_grace, config),
         Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
-        Command::Operator { .. } => unreachable!("dispatched in main before the store is opened"),
+        Command::Operator { .. } | Command::CreateBackupsession { .. } => {
+            unreachable!("dispatched in main before the store is opened")
+        }
     }
 }
 

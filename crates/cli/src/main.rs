@@ -116,7 +116,7 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// The Kubernetes operator
+    /// The Kubernetes operator: `crds` prints the CRDs, `run` runs the controllers
     Operator {
         #[command(subcommand)]
         command: operator::OperatorCommand,
@@ -124,6 +124,8 @@ pub enum Command {
     /// Run one session (started by the server or by `backup --wait`)
     #[command(hide = true)]
     Agent { kind: String, name: String },
+    /// Create one BackupSession of a BackupConfiguration (what the trigger CronJob runs)
+    CreateBackupsession { backup_configuration: String },
 }
 
 fn init_tracing() {
@@ -160,6 +162,9 @@ fn main() {
     // The Kubernetes commands never open the local store (a pod has none).
     let result = match cli.command {
         Command::Operator { command } => operator::operator(command),
+        Command::CreateBackupsession {
+            backup_configuration,
+        } => operator::create_backupsession(cli.home, &cli.namespace, &backup_configuration),
         _ => commands::run(cli),
     };
     match result {

@@ -7,7 +7,25 @@ pub mod action;
 pub mod crd;
 pub mod decide;
 pub mod kinds;
+pub mod operator;
 pub mod settings;
+pub mod trigger;
 
 pub use action::KubeAction;
 pub use settings::OperatorSettings;
+
+/// A client for the cluster this process runs in (its ServiceAccount), or the one KUBECONFIG
+/// names.
+pub async fn client() -> Result<kube::Client, kube::Error> {
+    kube::Client::try_default().await
+}
+
+/// Whether coffer runs on Kubernetes: `COFFER_PLATFORM=kubernetes`, or inside a pod (the
+/// kubelet sets `KUBERNETES_SERVICE_HOST`) unless `COFFER_PLATFORM=local` says otherwise.
+pub fn in_cluster() -> bool {
+    match std::env::var("COFFER_PLATFORM").ok().as_deref() {
+        Some("kubernetes") => true,
+        Some("local") => false,
+        _ => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+    }
+}

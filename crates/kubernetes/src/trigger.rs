@@ -1,0 +1,221 @@
+//! What the trigger CronJob's pod runs (`coffer create-backupsession --namespace=<ns> <bc>`):
+//! one new BackupSession of a configuration, named by the API server, labelled and owned as
+//! Stash's are, so that the operator picks it up and deleting the configuration removes it.
+
+use coffer_api::{
+    backup::{BackupSessionSpec, Invoker},
+    meta::OwnerReference,
+    BackupConfiguration, BackupSession, Kind, ObjectMeta, Resource,
+};
+use kube::{
+    api::{DynamicObject, PostParams},
+    Client,
+};
+use serde_json::Value;
+
+use crate::operator::{
+    act::coffer_api_for,
+    observe::{INVOKER_NAME_LABEL, INVOKER_TYPE_LABEL},
+};
+
+/// Why a BackupSession could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("BackupConfiguration {namespace}/{name} not found; nothing to back up")]
+    NotFound { namespace: String, name: String },
+    #[error("{what} failed: {cause}")]
+    Api { what: String, cause: kube::Error },
+    #[error("BackupConfiguration {what} as stored cannot be read: {problem}")]
+    Decode { what: String, problem: String },
+}
+
+/// The BackupSession to create for `bc`: `generateName: <bc>-`, Stash's invoker labels,
+/// a controller owner reference to the configuration, and `retryLeft` from its retryConfig
+/// (`retry_left` overrides it, for a retry's session).
+pub fn backup_session_for(bc: &BackupConfiguration, retry_left: Option<i32>) -> Value {
+    let name = &bc.metadata.name;
+    let mut labels: std::collections::BTreeMap<String, String> = [
+        ("app.kubernetes.io/managed-by", "coffer"),
+        (INVOKER_TYPE_LABEL, Kind::BackupConfiguration.as_str()),
+        (INVOKER_NAME_LABEL, name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    // Stash labels a session with its target too, so sessions can be listed by database.
+    if let Some(t) = &bc.spec.target {
+        let ns = t
+            .ref_
+            .namespace
+            .as_deref()
+            .unwrap_or(bc.metadata.namespace());
+        for (k, v) in [
+            ("stash.appscode.com/target-kind", t.ref_.kind.as_str()),
+            ("stash.appscode.com/target-name", t.ref_.name.as_str()),
+            ("stash.appscode.com/target-namespace", ns),
+        ] {
+            labels.insert(k.into(), v.into());
+        }
+    }
+    let bs = BackupSession {
+        api_version: Kind::BackupSession.api_version().into(),
+        kind: Kind::BackupSession.as_str().into(),
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: Some(bc.metadata.namespace().to_string()),
+            labels,
+            owner_references: vec![OwnerReference {
+                api_version: Kind::BackupConfiguration.api_version().into(),
+                kind: Kind::BackupConfiguration.as_str().into(),
+                name: name.clone(),
+                uid: bc.metadata.uid.clone(),
+                controller: Some(true),
+            }],
+            ..Default::default()
+        },
+        spec: BackupSessionSpec {
+            invoker: Invoker {
+                api_group: "stash.appscode.com".into(),
+                kind: Kind::BackupConfiguration.as_str().into(),
+                name: name.clone(),
+            },
+            retry_left: retry_left.or_else(|| {
+                bc.spec
+                    .retry_config
+                    .as_ref()
+                    .map(|r| r.max_retry.unwrap_or(1))
+            }),
+        },
+        status: None,
+    };
+    let mut v = Resource::BackupSession(bs).to_json();
+    // The server picks the name; an empty one would be sent as a name.
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("name");
+    }
+    v
+}
+
+/// Reads the configuration (for its uid and retry settings) and creates one BackupSession;
+/// returns the name the server gave it.
+pub async fn create_backup_session(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<String, TriggerError> {
+    let bc_api = coffer_api_for(client, Kind::BackupConfiguration, namespace);
+    let found = bc_api
+        .get_opt(name)
+        .await
+        .map_err(|cause| TriggerError::Api {
+            what: format!("reading BackupConfiguration {namespace}/{name}"),
+            cause,
+        })?;
+    let Some(found) = found else {
+        return Err(TriggerError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+    };
+    let bc = match crate::operator::observe::to_resource(Kind::BackupConfiguration, &found) {
+        Ok(Resource::BackupConfiguration(bc)) => bc,
+        Ok(_) => unreachable!("read as a BackupConfiguration"),
+        Err(e) => {
+            return Err(TriggerError::Decode {
+                what: format!("{namespace}/{name}"),
+                problem: e.to_string(),
+            })
+        }
+    };
+    let session: DynamicObject = serde_json::from_value(backup_session_for(&bc, None))
+        .expect("a BackupSession is a valid object");
+    let created = coffer_api_for(client, Kind::BackupSession, namespace)
+        .create(&PostParams::default(), &session)
+        .await
+        .map_err(|cause| TriggerError::Api {
+            what: format!("creating a BackupSession of {namespace}/{name}"),
+            cause,
+        })?;
+    Ok(created.metadata.name.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::operator::tests::{mock_api, status, verified, Expect};
+
+    const BCS: &str = "/apis/stash.appscode.com/v1beta1/namespaces/db/backupconfigurations";
+
+    fn stored_bc() -> Value {
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+            "metadata": {"name": "nightly", "namespace": "db", "uid": "uid-bc", "resourceVersion": "12"},
+            "spec": {
+                "schedule": "0 1 * * *",
+                "repository": {"name": "s3"},
+                "task": {"name": "mariadb-backup-10.5.8"},
+                "target": {"ref": {"apiVersion": "appcatalog.appscode.com/v1alpha1", "kind": "AppBinding", "name": "db"}},
+                "retryConfig": {"maxRetry": 2},
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn creates_a_labelled_owned_session_named_by_the_server() {
+        let want = json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {
+                "generateName": "nightly-",
+                "namespace": "db",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "coffer",
+                    "stash.appscode.com/invoker-name": "nightly",
+                    "stash.appscode.com/invoker-type": "BackupConfiguration",
+                    "stash.appscode.com/target-kind": "AppBinding",
+                    "stash.appscode.com/target-name": "db",
+                    "stash.appscode.com/target-namespace": "db",
+                },
+                "ownerReferences": [{
+                    "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupConfiguration",
+                    "name": "nightly", "uid": "uid-bc", "controller": true,
+                }],
+            },
+            "spec": {
+                "invoker": {"apiGroup": "stash.appscode.com", "kind": "BackupConfiguration", "name": "nightly"},
+                "retryLeft": 2,
+            },
+        });
+        let mut created = want.clone();
+        created["metadata"]["name"] = json!("nightly-x7k2p");
+        let (client, verifier) = mock_api(vec![
+            Expect::new("GET", format!("{BCS}/nightly")).reply(200, stored_bc()),
+            Expect::new(
+                "POST",
+                "/apis/stash.appscode.com/v1beta1/namespaces/db/backupsessions?",
+            )
+            .body_is(want)
+            .reply(201, created),
+        ]);
+        let name = create_backup_session(&client, "db", "nightly")
+            .await
+            .unwrap();
+        assert_eq!(name, "nightly-x7k2p");
+        drop(client);
+        verified(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_configuration_creates_nothing() {
+        let (client, verifier) = mock_api(vec![
+            Expect::new("GET", format!("{BCS}/gone")).reply(404, status(404, "NotFound"))
+        ]);
+        let err = create_backup_session(&client, "db", "gone")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TriggerError::NotFound { .. }), "{err:?}");
+        drop(client);
+        verified(verifier).await;
+    }
+}
