@@ -267,9 +267,8 @@ pub fn run_backup(
         started.elapsed().as_secs(),
     )));
     push_metrics(cat, &mut session, planned.as_ref().ok(), cfg);
-    if let Err(e) = cat.put_status(&Resource::BackupSession(session.clone())) {
-        tracing::error!("cannot record the session's final status: {e}");
-    }
+    // write_status logs a write that fails for good; the final status is still returned.
+    crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
     session
 }
 
@@ -837,8 +836,10 @@ fn update_status(
     if rs.first_backup_time.is_none() {
         rs.first_backup_time = Some(created);
     }
-    cat.put_status(&Resource::Repository(current))
-        .map_err(EngineError::Catalog)?;
+    let mut current = Resource::Repository(current);
+    // The repository's totals are this backup's to record, whatever was written since.
+    current.meta_mut().resource_version = None;
+    cat.patch_status(&current).map_err(EngineError::Catalog)?;
     if !integrity {
         return Err(EngineError::Step(format!(
             "the repository's integrity check found problems: {}",

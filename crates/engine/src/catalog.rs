@@ -3,21 +3,96 @@
 
 use coffer_api::{Kind, Resource};
 
-pub trait Catalog: Send + Sync {
-    /// A resource, or None when it does not exist. Cluster-scoped kinds use namespace "".
-    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Resource>, String>;
-    /// Replaces the status of an existing resource with the one in `res`.
-    fn put_status(&self, res: &Resource) -> Result<(), String>;
+/// Why a catalog could not answer: the resource is not there, someone else wrote it since it
+/// was read, or the platform failed (its message says what to do).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} {namespace}/{name} was changed since it was read; read it again and retry")]
+    Conflict {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    #[error("{message}")]
+    Other { message: String },
 }
 
-/// Writes a resource's status through the catalog. A write that fails is retried (a store
-/// can answer "busy" while another process writes) and, if it still fails, logged with the
-/// resource it was for: never dropped without a word. Returns whether it was written.
-pub fn write_status(cat: &dyn Catalog, res: &Resource) -> bool {
+pub trait Catalog: Send + Sync {
+    /// A resource, or None when it does not exist. Cluster-scoped kinds use namespace "".
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Resource>, CatalogError>;
+    /// Writes the status of `res`; if res.meta().resource_version is Some and stale: Conflict.
+    /// Returns the stored resource after the write.
+    fn patch_status(&self, res: &Resource) -> Result<Resource, CatalogError>;
+}
+
+/// Reads a resource, applies `change` and writes its status, reading again and retrying when
+/// someone else wrote it in between. Returns the stored resource, or None (logged) when it is
+/// gone or cannot be written.
+pub fn update_status(
+    cat: &dyn Catalog,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    change: &mut dyn FnMut(&mut Resource),
+) -> Option<Resource> {
     const ATTEMPTS: u64 = 5;
     for attempt in 1..=ATTEMPTS {
-        match cat.put_status(res) {
-            Ok(()) => return true,
+        let mut res = match cat.get(kind, namespace, name) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::error!("{kind} {namespace}/{name} is gone: its status was not written");
+                return None;
+            }
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!("reading {kind} {namespace}/{name} (attempt {attempt}): {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("{kind} {namespace}/{name} could not be read: {e}");
+                return None;
+            }
+        };
+        change(&mut res);
+        match cat.patch_status(&res) {
+            Ok(r) => return Some(r),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(
+                    "writing the status of {kind} {namespace}/{name} (attempt {attempt}): {e}; \
+                     trying again"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => {
+                tracing::error!("the status of {kind} {namespace}/{name} could not be written: {e}")
+            }
+        }
+    }
+    None
+}
+
+/// Writes a resource's status as the engine holds it, whatever was written since it was read
+/// (the engine owns its session's status while it runs). A write that fails is retried (a
+/// store can answer "busy" while another process writes) and, if it still fails, logged with
+/// the resource it was for: never dropped without a word. Returns whether it was written.
+pub fn write_status(cat: &dyn Catalog, res: &Resource) -> bool {
+    const ATTEMPTS: u64 = 5;
+    let mut res = res.clone();
+    res.meta_mut().resource_version = None;
+    for attempt in 1..=ATTEMPTS {
+        match cat.patch_status(&res) {
+            Ok(_) => return true,
             Err(e) if attempt < ATTEMPTS => {
                 tracing::warn!(
                     "writing the status of {}/{}/{} (attempt {attempt}): {e}; trying again",
@@ -51,15 +126,17 @@ mod tests {
     }
 
     impl Catalog for Flaky {
-        fn get(&self, _: Kind, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        fn get(&self, _: Kind, _: &str, _: &str) -> Result<Option<Resource>, CatalogError> {
             Ok(None)
         }
-        fn put_status(&self, _: &Resource) -> Result<(), String> {
+        fn patch_status(&self, res: &Resource) -> Result<Resource, CatalogError> {
             let n = self.tries.fetch_add(1, Ordering::SeqCst);
             if n < self.failures {
-                Err("database is locked".into())
+                Err(CatalogError::Other {
+                    message: "database is locked".into(),
+                })
             } else {
-                Ok(())
+                Ok(res.clone())
             }
         }
     }

@@ -14,8 +14,8 @@ pub enum EngineError {
     },
     #[error("{resource}: {message}")]
     Invalid { resource: String, message: String },
-    #[error("the platform's store failed: {0}")]
-    Catalog(String),
+    #[error("the platform's catalog failed: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error(transparent)]
     Repo(#[from] coffer_repo::RepoError),
     #[error(transparent)]

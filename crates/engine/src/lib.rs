@@ -20,7 +20,7 @@ pub mod swap;
 pub mod tasks;
 
 pub use backup::run_backup;
-pub use catalog::Catalog;
+pub use catalog::{Catalog, CatalogError};
 pub use error::{EngineError, EngineResult};
 pub use restore::run_restore;
 

@@ -152,9 +152,8 @@ pub fn run_restore(
             &clock::now(),
         );
     }
-    if let Err(e) = cat.put_status(&Resource::RestoreSession(rs.clone())) {
-        tracing::error!("cannot record the session's final status: {e}");
-    }
+    // write_status logs a write that fails for good; the final status is still returned.
+    crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
     rs
 }
 

@@ -313,11 +313,16 @@ mod tests {
     struct Empty;
 
     impl Catalog for Empty {
-        fn get(&self, _: Kind, _: &str, _: &str) -> Result<Option<Resource>, String> {
+        fn get(
+            &self,
+            _: Kind,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<Resource>, crate::catalog::CatalogError> {
             Ok(None)
         }
-        fn put_status(&self, _: &Resource) -> Result<(), String> {
-            Ok(())
+        fn patch_status(&self, res: &Resource) -> Result<Resource, crate::catalog::CatalogError> {
+            Ok(res.clone())
         }
     }
 

@@ -406,12 +406,29 @@ fn body_of(
 }
 
 impl coffer_engine::Catalog for Store {
-    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Resource>, String> {
-        Store::get(self, kind, namespace, name).map_err(|e| e.to_string())
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Resource>, coffer_engine::CatalogError> {
+        Store::get(self, kind, namespace, name).map_err(|e| coffer_engine::CatalogError::Other {
+            message: e.to_string(),
+        })
     }
 
-    fn put_status(&self, res: &Resource) -> Result<(), String> {
-        Store::put_status(self, res).map_err(|e| e.to_string())
+    fn patch_status(&self, res: &Resource) -> Result<Resource, coffer_engine::CatalogError> {
+        let other = |e: StoreError| coffer_engine::CatalogError::Other {
+            message: e.to_string(),
+        };
+        Store::put_status(self, res).map_err(other)?;
+        Store::get(self, res.kind(), res.namespace(), res.name())
+            .map_err(other)?
+            .ok_or_else(|| coffer_engine::CatalogError::NotFound {
+                kind: res.kind(),
+                namespace: res.namespace().to_string(),
+                name: res.name().to_string(),
+            })
     }
 }
 
