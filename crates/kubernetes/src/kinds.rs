@@ -43,7 +43,10 @@ mod tests {
             ("stash.appscode.com", "v1beta1", "backupsessions")
         );
         assert_eq!(api_resource(Kind::Repository).version, "v1alpha1");
-        assert_eq!(api_resource(Kind::AppBinding).group, "appcatalog.appscode.com");
+        assert_eq!(
+            api_resource(Kind::AppBinding).group,
+            "appcatalog.appscode.com"
+        );
         assert_eq!(api_resource(Kind::Secret).group, "");
         assert_eq!(
             collection_path(Kind::Secret, "db"),

@@ -4,8 +4,10 @@
 //! patches their status.
 
 pub mod action;
+pub mod catalog;
 pub mod kinds;
 pub mod settings;
 
 pub use action::KubeAction;
+pub use catalog::KubeCatalog;
 pub use settings::OperatorSettings;
