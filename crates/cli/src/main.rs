@@ -3,6 +3,7 @@
 mod commands;
 mod home;
 mod output;
+mod pod;
 
 use std::path::PathBuf;
 

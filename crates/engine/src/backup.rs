@@ -249,7 +249,13 @@ pub fn run_backup(
         st.agent_pid = Some(std::process::id());
     }
     crate::catalog::write_status(cat, &Resource::BackupSession(session.clone()));
-    let planned = plan(cat, &session);
+    let mut planned = plan(cat, &session);
+    if let (Ok(p), Some(addr)) = (&mut planned, cfg.listen_address.as_deref()) {
+        p.task
+            .params
+            .entry("listenAddress".into())
+            .or_insert_with(|| addr.to_string());
+    }
     let result = match &planned {
         Err(e) => Err(EngineError::Step(e.to_string())),
         Ok(p) => pre_hook(&mut session, p).and_then(|_| execute(cat, &mut session, p, started)),

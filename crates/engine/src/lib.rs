@@ -29,4 +29,14 @@ pub use restore::run_restore;
 pub struct EngineConfig {
     /// Where to push metrics at the end of every session (none: not pushed).
     pub pushgateway: Option<String>,
+    /// The address a Galera backup's SST listener advertises to the donor when the task sets
+    /// no `listenAddress` (in a Pod: its IP, from the downward API). None: 127.0.0.1.
+    pub listen_address: Option<String>,
+    /// Restore only this replica of a cluster restore (on Kubernetes each replica has its own
+    /// Job, which sets POD_ORDINAL). None: every replica, one after the other.
+    pub replica: Option<u32>,
+    /// Each replica's data volume is mounted where the RestoreSession's
+    /// `spec.target.volumeMounts` says (a PVC in the replica's Job): a physical restore whose
+    /// task has no `dataDir` restores into the first mount path.
+    pub data_dir_from_volume_mounts: bool,
 }

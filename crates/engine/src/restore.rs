@@ -77,7 +77,7 @@ pub fn run_restore(
             }
         },
     };
-    let result = pre.and_then(|_| execute(cat, &mut rs, started));
+    let result = pre.and_then(|_| execute(cat, &mut rs, started, cfg));
     let host = rs_host(&rs);
     let duration = coffer_api::duration::format(Duration::from_secs(started.elapsed().as_secs()));
     let mut ok = result.is_ok();
@@ -157,6 +157,24 @@ pub fn run_restore(
     rs
 }
 
+/// The replicas this run restores: all of them, or the one the platform asked for.
+fn replica_ordinals(
+    replicas: u32,
+    only: Option<u32>,
+    label: &str,
+) -> EngineResult<std::ops::Range<u32>> {
+    match only {
+        None => Ok(0..replicas),
+        Some(o) if o < replicas => Ok(o..o + 1),
+        Some(o) => Err(EngineError::Invalid {
+            resource: label.into(),
+            message: format!(
+                "replica {o} was asked for (POD_ORDINAL), but spec.target.replicas is {replicas}"
+            ),
+        }),
+    }
+}
+
 fn hook_env(rs: &RestoreSession) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("NAMESPACE".into(), rs.metadata.namespace().to_string());
@@ -180,6 +198,7 @@ fn execute(
     cat: &dyn Catalog,
     rs: &mut RestoreSession,
     started: Instant,
+    cfg: &EngineConfig,
 ) -> EngineResult<Vec<HostRestoreStats>> {
     let ns = rs.metadata.namespace().to_string();
     let label = format!("RestoreSession {ns}/{}", rs.metadata.name);
@@ -244,7 +263,7 @@ fn execute(
         ab.spec.parameters.as_ref(),
         Direction::Restore,
     );
-    let task = tasks::resolve(
+    let mut task = tasks::resolve(
         cat,
         &name,
         &rs.spec.task.params,
@@ -262,6 +281,16 @@ fn execute(
         hostname: host.clone(),
         ..Default::default()
     };
+    if cfg.data_dir_from_volume_mounts && task.param("dataDir").is_none_or(str::is_empty) {
+        if let Some(path) = target
+            .volume_mounts
+            .first()
+            .and_then(|m| m.get("mountPath"))
+            .and_then(|p| p.as_str())
+        {
+            task.params.insert("dataDir".into(), path.to_string());
+        }
+    }
     let physical = task.param("dataDir").is_some_and(|d| !d.is_empty());
     let mut selector = selector;
     if physical {
@@ -289,9 +318,12 @@ fn execute(
                     .any(|p| p == crate::physical::POSITION_PATH)
                     || snap.tags.iter().any(|t| t == "method=galera-sst");
                 let replicas = target.replicas.unwrap_or(1).max(1) as u32;
+                let ordinals = replica_ordinals(replicas, cfg.replica, &label)?;
+                // One replica per run has its own data directory: no ${POD_ORDINAL} needed.
+                let dirs = if cfg.replica.is_some() { 1 } else { replicas };
                 let plan =
-                    crate::physical::PhysicalRestore::from_task(&task, replicas, galera, &label)?;
-                for ordinal in 0..replicas {
+                    crate::physical::PhysicalRestore::from_task(&task, dirs, galera, &label)?;
+                for ordinal in ordinals {
                     let t0 = Instant::now();
                     let crate::physical::RestoredReplica {
                         dir,
@@ -441,5 +473,18 @@ impl std::io::Write for CountingSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.sink.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_run_restores_only_its_ordinal() {
+        assert_eq!(replica_ordinals(3, None, "rs").unwrap(), 0..3);
+        assert_eq!(replica_ordinals(3, Some(1), "rs").unwrap(), 1..2);
+        let e = replica_ordinals(2, Some(2), "RestoreSession db/r").unwrap_err();
+        assert!(e.to_string().contains("spec.target.replicas is 2"), "{e}");
     }
 }
