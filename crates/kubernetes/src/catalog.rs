@@ -38,6 +38,22 @@ impl KubeCatalog {
         Ok(KubeCatalog { client, rt })
     }
 
+    /// A catalog over the cluster a kubeconfig file names (its current context).
+    pub fn from_kubeconfig(path: &std::path::Path) -> Result<KubeCatalog, CatalogError> {
+        let rt = runtime()?;
+        let client = rt.block_on(async {
+            let bad = |e: String| CatalogError::Other {
+                message: format!("kubeconfig {}: {e}", path.display()),
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            Client::try_from(config).map_err(|e| bad(e.to_string()))
+        })?;
+        Ok(KubeCatalog { client, rt })
+    }
+
     /// A catalog over a client built elsewhere (in a test, one over a mocked service). The
     /// client must have been built inside `rt`.
     pub fn with_client(client: Client, rt: tokio::runtime::Runtime) -> KubeCatalog {
