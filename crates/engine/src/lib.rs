@@ -18,6 +18,7 @@ pub mod resolve;
 pub mod restore;
 pub mod swap;
 pub mod tasks;
+pub mod volume_swap;
 
 pub use backup::run_backup;
 pub use catalog::{Catalog, CatalogError};

@@ -281,6 +281,7 @@ fn execute(
         hostname: host.clone(),
         ..Default::default()
     };
+    let mut volume_root = false;
     if cfg.data_dir_from_volume_mounts && task.param("dataDir").is_none_or(str::is_empty) {
         if let Some(path) = target
             .volume_mounts
@@ -289,6 +290,7 @@ fn execute(
             .and_then(|p| p.as_str())
         {
             task.params.insert("dataDir".into(), path.to_string());
+            volume_root = true;
         }
     }
     let physical = task.param("dataDir").is_some_and(|d| !d.is_empty());
@@ -321,8 +323,9 @@ fn execute(
                 let ordinals = replica_ordinals(replicas, cfg.replica, &label)?;
                 // One replica per run has its own data directory: no ${POD_ORDINAL} needed.
                 let dirs = if cfg.replica.is_some() { 1 } else { replicas };
-                let plan =
+                let mut plan =
                     crate::physical::PhysicalRestore::from_task(&task, dirs, galera, &label)?;
+                plan.volume_root = volume_root;
                 for ordinal in ordinals {
                     let t0 = Instant::now();
                     let crate::physical::RestoredReplica {
