@@ -73,6 +73,7 @@ fn load(api: &KubeApi, manifests: &[String]) -> Vec<String> {
 
 /// The agent's Job as the operator's contract writes it (decide/objects.rs builds the same).
 fn agent_job(
+    job_name: &str,
     kind_arg: &str,
     session: &str,
     extra_env: &[Value],
@@ -95,7 +96,7 @@ fn agent_job(
     json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": format!("stash-{kind_arg}-{session}"), "namespace": NS},
+        "metadata": {"name": job_name, "namespace": NS},
         "spec": {
             "backoffLimit": 0,
             "template": {
@@ -123,6 +124,8 @@ struct Kubelet<'a> {
     api: &'a KubeApi,
     /// PersistentVolumeClaims by name: the directories that stand for their volumes.
     claims: BTreeMap<String, PathBuf>,
+    /// The address `status.podIP` resolves to (any loopback address).
+    pod_ip: String,
     dir: tempfile::TempDir,
 }
 
@@ -137,6 +140,7 @@ impl<'a> Kubelet<'a> {
         Kubelet {
             api,
             claims: BTreeMap::new(),
+            pod_ip: "127.0.0.1".into(),
             dir: scratch(),
         }
     }
@@ -191,7 +195,7 @@ impl<'a> Kubelet<'a> {
                 match f {
                     "metadata.namespace" => ns.to_string(),
                     "metadata.name" => pod_name.clone(),
-                    "status.podIP" => "127.0.0.1".to_string(),
+                    "status.podIP" => self.pod_ip.clone(),
                     other => panic!("the kubelet double does not resolve fieldRef {other}"),
                 }
             } else if let Some(r) = e["valueFrom"].get("secretKeyRef") {
@@ -346,7 +350,13 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
     );
 
     // The backup Job.
-    let job = agent_job("backupsession", session, &[], None);
+    let job = agent_job(
+        &format!("stash-backup-{session}"),
+        "backupsession",
+        session,
+        &[],
+        None,
+    );
     let job_text = job.to_string();
     for s in secret_values {
         assert!(!job_text.contains(s), "a Secret value is in the Job's spec");
@@ -455,7 +465,13 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
 
     // The restore Job, into a fresh server.
     let rs_paths = load(&api, &[restore_session("restore", "s3", "dst", "latest")]);
-    let job = agent_job("restoresession", "restore", &[], None);
+    let job = agent_job(
+        "stash-restore-restore",
+        "restoresession",
+        "restore",
+        &[],
+        None,
+    );
     let pod = kubelet.run(&job);
     assert!(pod.run.ok, "the restore Job failed:\n{}", pod.run);
     let rs = api.object(&rs_paths[0]).unwrap();
@@ -532,4 +548,169 @@ fn the_catalog_reads_and_patches_through_the_api_and_meets_conflicts() {
         .map(|r| (r.method, r.code))
         .collect();
     assert!(codes.contains(&("PATCH".to_string(), 409)), "{codes:?}");
+}
+
+#[test]
+fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts_from() {
+    use coffer_testkit::galera::{self, GaleraCluster, GaleraOptions};
+    let _one_at_a_time = crate::galera::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let g = Garage::start().expect("Garage is required");
+    let c = GaleraCluster::start(GaleraOptions {
+        nodes: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE shop; USE shop;
+             CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(10,2));
+             INSERT INTO items SELECT seq, CONCAT('item-', seq), seq * 1.5 FROM seq_1_to_5000;",
+        )
+        .unwrap();
+    let want =
+        coffer_testkit::verify::checksums(&mut c.node(0).conn().unwrap(), &["shop"]).unwrap();
+    let api = KubeApi::start().unwrap();
+    let bc = backup_config_with(
+        "cluster-backup",
+        "s3",
+        "cluster",
+        &[("sstTimeout", "120s")],
+        10,
+    )
+    .replace("mariadb-backup-10.5.8", "perconaxtradb-backup-5.7");
+    load(
+        &api,
+        &[
+            secret(
+                "s3-secret",
+                &[
+                    ("RESTIC_PASSWORD", REPO_PASSWORD),
+                    ("AWS_ACCESS_KEY_ID", g.access_key()),
+                    ("AWS_SECRET_ACCESS_KEY", g.secret_key()),
+                ],
+            ),
+            format!(
+                "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: s3}}\n\
+                 spec:\n  backend:\n    s3: {{endpoint: \"{}\", bucket: {}, prefix: /k8s/galera, region: garage}}\n    \
+                 storageSecretName: s3-secret\n",
+                g.endpoint(),
+                g.bucket()
+            ),
+            secret(
+                "cluster-auth",
+                &[("username", "root"), ("password", c.root_password())],
+            ),
+            crate::galera::cluster_appbinding("cluster", &c, 0, c.group()),
+            bc,
+        ],
+    );
+    let bs_path = api.insert(
+        "backupsessions",
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {"name": "cluster-backup-1", "namespace": NS},
+            "spec": {"invoker": {"apiGroup": "stash.appscode.com",
+                                 "kind": "BackupConfiguration", "name": "cluster-backup"}}
+        }),
+    );
+
+    // The backup Job: garbd runs in the pod, and the SST listener advertises the pod's IP.
+    let mut kubelet = Kubelet::new(&api);
+    kubelet.pod_ip = "127.0.0.2".into();
+    let job = agent_job(
+        "stash-backup-cluster-backup-1",
+        "backupsession",
+        "cluster-backup-1",
+        &[],
+        None,
+    );
+    let pod = kubelet.run(&job);
+    assert!(pod.run.ok, "the Galera backup Job failed:\n{}", pod.run);
+    let bs = api.object(&bs_path).unwrap();
+    assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
+    assert!(
+        pod.run.stderr.contains("listening on 127.0.0.2:"),
+        "the SST listener uses the pod's IP:\n{}",
+        pod.run
+    );
+
+    // One restore Job per replica, each with its PVC mounted where target.volumeMounts says.
+    let rs = "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+              metadata: {name: cluster-restore}\n\
+              spec:\n  task: {name: perconaxtradb-restore-5.7}\n  repository: {name: s3}\n  target:\n    \
+              replicas: 2\n    ref: {apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: cluster}\n    \
+              volumeMounts: [{name: data, mountPath: /var/lib/mysql}]\n    \
+              volumeClaimTemplates:\n    - metadata: {name: data}\n      \
+              spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
+    let rs_path = load(&api, &[rs.to_string()]).remove(0);
+    let pvcs = scratch();
+    let mut dirs = Vec::new();
+    for ordinal in 0..2 {
+        let claim = format!("data-cluster-restore-{ordinal}");
+        let dir = pvcs.path().join(&claim);
+        std::fs::create_dir_all(&dir).unwrap();
+        kubelet.claims.insert(claim.clone(), dir.clone());
+        let job = agent_job(
+            &format!("stash-restore-cluster-restore-{ordinal}"),
+            "restoresession",
+            "cluster-restore",
+            &[json!({"name": "POD_ORDINAL", "value": ordinal.to_string()})],
+            Some((&claim, "/var/lib/mysql")),
+        );
+        let pod = kubelet.run(&job);
+        assert!(pod.run.ok, "restore Job {ordinal} failed:\n{}", pod.run);
+        let st = api.object(&rs_path).unwrap()["status"].clone();
+        assert_eq!(st["phase"], "Succeeded", "{st:#}");
+        let hosts: Vec<&str> = st["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["hostname"].as_str())
+            .collect();
+        assert_eq!(
+            hosts,
+            vec![format!("host-0-replica-{ordinal}")],
+            "only its replica"
+        );
+        let mut entries: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        assert!(entries.contains(&"ibdata1".to_string()), "{entries:?}");
+        assert!(
+            entries.iter().all(|e| !e.starts_with(".coffer-")),
+            "no restore leftovers in the PVC: {entries:?}"
+        );
+        assert!(
+            !entries.contains(&"grastate.dat".to_string()),
+            "a new history"
+        );
+        dirs.push(dir);
+    }
+    let (root_password, sst_user, sst_password) = (
+        c.root_password().to_string(),
+        c.sst_user().to_string(),
+        c.sst_password().to_string(),
+    );
+    drop(c);
+
+    // Replica 0's PVC bootstraps a new cluster; replica 1's starts too, and both hold the
+    // source's data.
+    for (i, dir) in dirs.iter().enumerate() {
+        let restored = galera::start_restored(
+            dir,
+            &format!("k8s_restored_{i}"),
+            &root_password,
+            &sst_user,
+            &sst_password,
+        )
+        .unwrap_or_else(|e| panic!("PVC {i} does not start as a cluster: {e:#}"));
+        let got =
+            coffer_testkit::verify::checksums(&mut restored.node(0).conn().unwrap(), &["shop"])
+                .unwrap();
+        assert_eq!(want, got, "replica {i}: CHECKSUM TABLE");
+    }
 }
