@@ -12,7 +12,7 @@ use std::{
 use coffer_api::{
     backup::{condition as cond, phase},
     meta::set_condition,
-    restore::{HostRestoreStats, RestoreSession},
+    restore::{HostRestoreStats, RestoreSession, RestoreSessionStatus},
     Resource,
 };
 use coffer_db::{ClientFiles, Clients, LoadSink};
@@ -44,7 +44,30 @@ pub fn run_restore(
         st.error = None;
         st.agent_pid = Some(std::process::id());
     }
-    crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
+    let replicas = rs
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| t.replicas)
+        .unwrap_or(1)
+        .max(1) as u32;
+    match cfg.replica {
+        // Every replica's Job writes the same session: each records only its own part, over
+        // the stored status (read again on a conflict), so that none undoes another's.
+        Some(_) => {
+            let mine = rs.status.clone().unwrap_or_default();
+            update_restore_status(cat, &rs, &mut |stored| {
+                if stored.phase.as_deref() != Some(phase::FAILED) {
+                    stored.phase = Some(phase::RUNNING.into());
+                }
+                stored.total_hosts = Some(replicas as i32);
+                stored.agent_pid = mine.agent_pid;
+            });
+        }
+        None => {
+            crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
+        }
+    }
     let hooks = rs.spec.hooks.clone().unwrap_or_default();
     let env = hook_env(&rs);
     let now = clock::now();
@@ -78,7 +101,10 @@ pub fn run_restore(
         },
     };
     let result = pre.and_then(|_| execute(cat, &mut rs, started, cfg));
-    let host = rs_host(&rs);
+    let host = match cfg.replica {
+        Some(o) => replica_host(&rs_host(&rs), o),
+        None => rs_host(&rs),
+    };
     let duration = coffer_api::duration::format(Duration::from_secs(started.elapsed().as_secs()));
     let mut ok = result.is_ok();
     {
@@ -152,9 +178,90 @@ pub fn run_restore(
             &clock::now(),
         );
     }
-    // write_status logs a write that fails for good; the final status is still returned.
-    crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
+    match cfg.replica {
+        // The replica's own outcome is returned (its Job succeeds or fails by it); the
+        // session's phase is Succeeded only once every replica has.
+        Some(_) => {
+            let mine = rs.status.clone().unwrap_or_default();
+            update_restore_status(cat, &rs, &mut |stored| {
+                merge_replica_status(stored, &mine, replicas)
+            });
+        }
+        // write_status logs a write that fails for good; the final status is still returned.
+        None => {
+            crate::catalog::write_status(cat, &Resource::RestoreSession(rs.clone()));
+        }
+    }
     rs
+}
+
+fn update_restore_status(
+    cat: &dyn Catalog,
+    rs: &RestoreSession,
+    change: &mut dyn FnMut(&mut RestoreSessionStatus),
+) {
+    crate::catalog::update_status(
+        cat,
+        coffer_api::Kind::RestoreSession,
+        rs.metadata.namespace(),
+        &rs.metadata.name,
+        &mut |r| {
+            if let Resource::RestoreSession(stored) = r {
+                change(stored.status_mut());
+            }
+        },
+    );
+}
+
+/// The stats hostname of one replica of a cluster restore.
+fn replica_host(host: &str, ordinal: u32) -> String {
+    format!("{host}-replica-{ordinal}")
+}
+
+/// Folds one replica's outcome (`mine`) into the session's stored status: its host stats
+/// replace any earlier ones of the same host, its conditions those of the same type, its
+/// error is kept; the phase is Failed if any replica failed, Succeeded once all `replicas`
+/// have, Running until then.
+pub fn merge_replica_status(
+    stored: &mut RestoreSessionStatus,
+    mine: &RestoreSessionStatus,
+    replicas: u32,
+) {
+    stored
+        .stats
+        .retain(|h| !mine.stats.iter().any(|m| m.hostname == h.hostname));
+    stored.stats.extend(mine.stats.iter().cloned());
+    stored.stats.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    for c in &mine.conditions {
+        stored.conditions.retain(|s| s.type_ != c.type_);
+        stored.conditions.push(c.clone());
+    }
+    if mine.error.is_some() {
+        stored.error = mine.error.clone();
+    }
+    stored.total_hosts = Some(replicas as i32);
+    stored.session_duration = mine.session_duration.clone();
+    let failed = stored.phase.as_deref() == Some(phase::FAILED)
+        || mine.phase.as_deref() == Some(phase::FAILED)
+        || stored
+            .stats
+            .iter()
+            .any(|h| h.phase.as_deref() == Some(phase::FAILED));
+    let succeeded = stored
+        .stats
+        .iter()
+        .filter(|h| h.phase.as_deref() == Some(phase::SUCCEEDED))
+        .count();
+    stored.phase = Some(
+        if failed {
+            phase::FAILED
+        } else if succeeded >= replicas as usize {
+            phase::SUCCEEDED
+        } else {
+            phase::RUNNING
+        }
+        .into(),
+    );
 }
 
 /// The replicas this run restores: all of them, or the one the platform asked for.
@@ -342,7 +449,7 @@ fn execute(
                             .unwrap_or_default()
                     );
                     replica_stats.push(HostRestoreStats {
-                        hostname: format!("{host}-replica-{ordinal}"),
+                        hostname: replica_host(&host, ordinal),
                         phase: Some(phase::SUCCEEDED.into()),
                         duration: Some(coffer_api::duration::format(t0.elapsed())),
                         snapshot: Some(snap.id.clone()),
@@ -482,6 +589,66 @@ impl std::io::Write for CountingSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn host(name: &str, ph: &str) -> HostRestoreStats {
+        HostRestoreStats {
+            hostname: name.into(),
+            phase: Some(ph.into()),
+            ..Default::default()
+        }
+    }
+
+    fn status(ph: Option<&str>, stats: Vec<HostRestoreStats>) -> RestoreSessionStatus {
+        RestoreSessionStatus {
+            phase: ph.map(String::from),
+            stats,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replica_outcomes_fold_into_one_session_status() {
+        let (s, f, r) = (phase::SUCCEEDED, phase::FAILED, phase::RUNNING);
+        // (stored, mine, replicas) -> (phase, hosts)
+        let cases = [
+            (
+                status(Some(r), vec![]),
+                status(Some(s), vec![host("h-replica-0", s)]),
+                2,
+                r,
+                vec!["h-replica-0"],
+            ),
+            (
+                status(Some(r), vec![host("h-replica-0", s)]),
+                status(Some(s), vec![host("h-replica-1", s)]),
+                2,
+                s,
+                vec!["h-replica-0", "h-replica-1"],
+            ),
+            (
+                status(Some(r), vec![host("h-replica-1", s)]),
+                status(Some(f), vec![host("h-replica-0", f)]),
+                2,
+                f,
+                vec!["h-replica-0", "h-replica-1"],
+            ),
+            // A retried replica replaces its earlier failure, but the session stays Failed.
+            (
+                status(Some(f), vec![host("h-replica-0", f)]),
+                status(Some(s), vec![host("h-replica-0", s)]),
+                1,
+                f,
+                vec!["h-replica-0"],
+            ),
+        ];
+        for (mut stored, mine, replicas, want, hosts) in cases {
+            merge_replica_status(&mut stored, &mine, replicas);
+            assert_eq!(stored.phase.as_deref(), Some(want));
+            let got: Vec<&str> = stored.stats.iter().map(|h| h.hostname.as_str()).collect();
+            assert_eq!(got, hosts);
+            assert_eq!(stored.total_hosts, Some(replicas as i32));
+        }
+    }
 
     #[test]
     fn a_replica_run_restores_only_its_ordinal() {

@@ -661,19 +661,22 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
         );
         let pod = kubelet.run(&job);
         assert!(pod.run.ok, "restore Job {ordinal} failed:\n{}", pod.run);
+        // Each Job records its replica; the session succeeds once both have.
         let st = api.object(&rs_path).unwrap()["status"].clone();
-        assert_eq!(st["phase"], "Succeeded", "{st:#}");
+        let (want_phase, want_hosts) = match ordinal {
+            0 => ("Running", vec!["host-0-replica-0"]),
+            _ => ("Succeeded", vec!["host-0-replica-0", "host-0-replica-1"]),
+        };
+        assert_eq!(st["phase"], want_phase, "{st:#}");
+        assert_eq!(st["totalHosts"], 2, "{st:#}");
         let hosts: Vec<&str> = st["stats"]
             .as_array()
             .unwrap()
             .iter()
+            .filter(|h| h["phase"] == "Succeeded")
             .filter_map(|h| h["hostname"].as_str())
             .collect();
-        assert_eq!(
-            hosts,
-            vec![format!("host-0-replica-{ordinal}")],
-            "only its replica"
-        );
+        assert_eq!(hosts, want_hosts, "{st:#}");
         let mut entries: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
