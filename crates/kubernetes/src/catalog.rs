@@ -209,7 +209,11 @@ fn api_error(e: kube::Error, verb: &str, kind: Kind, namespace: &str, name: &str
             ),
         };
     };
-    let plural = kind.plural();
+    // The RBAC verb and resource the request needed, as a Role names them.
+    let (rbac_verb, resource) = match verb.strip_prefix("patch the status of") {
+        Some(_) => ("patch", format!("{}/status", kind.plural())),
+        None => (verb, kind.plural().to_string()),
+    };
     let scope = if kind.cluster_scoped() {
         "cluster-wide".to_string()
     } else {
@@ -235,9 +239,8 @@ fn api_error(e: kube::Error, verb: &str, kind: Kind, namespace: &str, name: &str
         },
         403 => CatalogError::Other {
             message: format!(
-                "cannot {verb} {what}: the agent's ServiceAccount may not {} {plural} {scope} \
-                 ({}): check the coffer-backup-job ClusterRole and its binding",
-                verb.split(' ').next().unwrap_or(verb),
+                "cannot {verb} {what}: the agent's ServiceAccount may not {rbac_verb} \
+                 {resource} {scope} ({}): check the coffer-backup-job ClusterRole and its binding",
                 status.message
             ),
         },
@@ -307,6 +310,19 @@ mod tests {
         assert!(
             message.contains("may not get secrets in namespace db")
                 && message.contains("coffer-backup-job ClusterRole"),
+            "{message}"
+        );
+        let CatalogError::Other { message } = api_error(
+            api(403),
+            "patch the status of",
+            Kind::BackupSession,
+            "db",
+            "s1",
+        ) else {
+            panic!("403 is not a conflict")
+        };
+        assert!(
+            message.contains("may not patch backupsessions/status in namespace db"),
             "{message}"
         );
     }
