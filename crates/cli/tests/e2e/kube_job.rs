@@ -8,7 +8,7 @@
 //! stands in for the ServiceAccount token and CA that a Pod gets mounted, which an in-cluster
 //! client reads instead.
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command};
+use std::{collections::BTreeMap, os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
 
 use base64::Engine as _;
 use coffer_testkit::{kubeapi::object_path, Garage, KubeApi, MariaDb};
@@ -103,13 +103,18 @@ fn agent_job(
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": "coffer-backup-job",
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65534,
+                                        "runAsGroup": 65534, "fsGroup": 65534},
                     "containers": [{
                         "name": "agent",
                         "image": "ghcr.io/coffer/coffer:test",
                         "command": ["coffer"],
                         "args": ["agent", kind_arg, session],
                         "env": env,
-                        "securityContext": {"readOnlyRootFilesystem": true},
+                        "securityContext": {"runAsNonRoot": true,
+                                            "readOnlyRootFilesystem": true,
+                                            "allowPrivilegeEscalation": false,
+                                            "capabilities": {"drop": ["ALL"]}},
                         "volumeMounts": mounts,
                     }],
                     "volumes": volumes,
@@ -248,12 +253,46 @@ impl<'a> Kubelet<'a> {
         assert_eq!(command[0], "coffer", "the image's entry point is coffer");
         let read_only = c["securityContext"]["readOnlyRootFilesystem"] == json!(true);
 
-        // The mounts happen in a private mount namespace, so the host sees none of them.
-        let script = r#"mode=$1; shift
+        // The user: the container's securityContext over the pod's. Volumes belong to the
+        // fsGroup, as the kubelet makes them.
+        let ctx = |field: &str| {
+            c["securityContext"][field]
+                .as_i64()
+                .or_else(|| pod["securityContext"][field].as_i64())
+        };
+        let uid = ctx("runAsUser").unwrap_or(0);
+        let gid = ctx("runAsGroup").unwrap_or(0);
+        let fs_group = pod["securityContext"]["fsGroup"].as_i64();
+        let non_root = c["securityContext"]["runAsNonRoot"]
+            .as_bool()
+            .or_else(|| pod["securityContext"]["runAsNonRoot"].as_bool());
+        assert!(
+            !(non_root == Some(true) && uid == 0),
+            "the kubelet refuses a runAsNonRoot container that would run as root"
+        );
+        if let Some(fsg) = fs_group {
+            for dir in volumes.values() {
+                let ok = Command::new("chown")
+                    .args(["-R", &format!("{uid}:{fsg}")])
+                    .arg(dir)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "chown {}", dir.display());
+            }
+        }
+        let groups = fs_group.map_or("--clear-groups".to_string(), |g| format!("--groups={g}"));
+
+        // The mounts happen in a private mount namespace, so the host sees none of them; then
+        // the container's process runs as its user, without capabilities.
+        let script = r#"mode=$1; user=$2; group=$3; groups=$4; shift 4
 while [ "$1" != "--" ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done; shift
 if [ "$mode" = ro ]; then mount -o remount,bind,ro /; fi
-exec "$@""#;
+exec setpriv --reuid="$user" --regid="$group" "$groups" --inh-caps=-all -- "$@""#;
+        // The ServiceAccount token is readable by the pod's user, as its mount is.
         let kubeconfig = self.api.kubeconfig(self.dir.path()).unwrap();
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut cmd = Command::new("unshare");
         cmd.args([
             "--mount",
@@ -266,6 +305,7 @@ exec "$@""#;
             "sh",
         ])
         .arg(if read_only { "ro" } else { "rw" })
+        .args([uid.to_string(), gid.to_string(), groups])
         .args(&binds)
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_coffer"))
@@ -274,6 +314,7 @@ exec "$@""#;
         // The image's own environment.
         .env("PATH", std::env::var("PATH").unwrap())
         .env("HOSTNAME", &pod_name)
+        .env("HOME", "/")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("KUBECONFIG", &kubeconfig)
         .env("COFFER_LOG", "info")
@@ -683,6 +724,11 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
             .collect();
         entries.sort();
         assert!(entries.contains(&"ibdata1".to_string()), "{entries:?}");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.join("ibdata1")).unwrap()),
+            65534,
+            "written by the pod's user"
+        );
         assert!(
             entries.iter().all(|e| !e.starts_with(".coffer-")),
             "no restore leftovers in the PVC: {entries:?}"
