@@ -1,12 +1,17 @@
 //! The Job runs for real: the backup and restore Jobs the operator creates, run as a kubelet
 //! would run them — command, args, environment (downward-API values and Secret references
 //! resolved), volumes bind-mounted over their mount paths in a private mount namespace, the
-//! root filesystem read-only when the container asks for it — against a real MariaDB and a
-//! real S3 server, with the agent's API calls answered by the API double.
+//! root filesystem read-only when the container asks for it, the process as the
+//! securityContext's user with the fsGroup owning the volumes and no capabilities — against a
+//! real MariaDB and a real S3 server, with the agent's API calls answered by the API double.
 //!
 //! The only thing the "kubelet" adds is KUBECONFIG, pointing at the double with its token: it
 //! stands in for the ServiceAccount token and CA that a Pod gets mounted, which an in-cluster
-//! client reads instead.
+//! client reads instead. PATH (this machine's) and HOME=/ stand for the image's environment;
+//! status.podIP is a loopback address; the network is the host's.
+//!
+//! `agent_job` writes the Job as the operator's contract says; once the operator's builder
+//! (decide/) is in, the tests should take its Job instead.
 
 use std::{collections::BTreeMap, os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
 
