@@ -55,12 +55,14 @@ fn remove_if_present(p: &Path) -> io::Result<()> {
     }
 }
 
-/// The names in `dir` that are data (not this module's own entries).
+/// The names in `dir` that are data: not this module's own entries, nor the `lost+found` of
+/// a freshly formatted volume (which belongs to the filesystem and stays where it is).
 fn data_entries(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name();
-        if !name.to_string_lossy().starts_with(".coffer-") {
+        let text = name.to_string_lossy();
+        if !text.starts_with(".coffer-") && text != "lost+found" {
             out.push(name);
         }
     }
@@ -295,5 +297,16 @@ mod tests {
         stage(&s, "new");
         s.commit().unwrap();
         assert_eq!(content(&t), ("new".into(), "new".into()));
+    }
+
+    #[test]
+    fn a_fresh_filesystems_lost_and_found_is_not_data_and_stays() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("lost+found")).unwrap();
+        let s = VolumeSwap::new(t.path());
+        assert!(s.is_empty());
+        stage(&s, "new");
+        s.commit().unwrap();
+        assert_eq!(listing(&t), vec!["db", "lost+found", "marker"]);
     }
 }

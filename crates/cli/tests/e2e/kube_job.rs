@@ -523,6 +523,7 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
     let rs = api.object(&rs_paths[0]).unwrap();
     assert_eq!(rs["status"]["phase"], "Succeeded", "{rs:#}");
     let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    assert!(!want.is_empty());
     let have = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
     assert_eq!(want, have, "CHECKSUM TABLE differs after the restore Job");
 }
@@ -697,6 +698,10 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
         let claim = format!("data-cluster-restore-{ordinal}");
         let dir = pvcs.path().join(&claim);
         std::fs::create_dir_all(&dir).unwrap();
+        if ordinal == 1 {
+            // As an ext4-formatted PVC comes: not data, and it stays.
+            std::fs::create_dir(dir.join("lost+found")).unwrap();
+        }
         kubelet.claims.insert(claim.clone(), dir.clone());
         let job = agent_job(
             &format!("stash-restore-cluster-restore-{ordinal}"),
