@@ -773,3 +773,145 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
         assert_eq!(want, got, "replica {i}: CHECKSUM TABLE");
     }
 }
+
+/// A physical restore Job into a PVC that already holds data, killed in the middle of the
+/// swap: nothing of the old data is gone, and the next Job finishes the swap and restores.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "the crash points are compiled into debug builds only"
+)]
+fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finishes() {
+    let g = Garage::start().expect("Garage is required");
+    let src = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, v TEXT);
+         INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_3000;",
+    )
+    .unwrap();
+    let manifests = vec![
+        secret(
+            "s3-secret",
+            &[
+                ("RESTIC_PASSWORD", REPO_PASSWORD),
+                ("AWS_ACCESS_KEY_ID", g.access_key()),
+                ("AWS_SECRET_ACCESS_KEY", g.secret_key()),
+            ],
+        ),
+        format!(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: s3}}\n\
+             spec:\n  backend:\n    s3: {{endpoint: \"{}\", bucket: {}, prefix: /k8s/physical, region: garage}}\n    \
+             storageSecretName: s3-secret\n",
+            g.endpoint(),
+            g.bucket()
+        ),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "s3", "src", &[("method", "physical")], 5),
+    ];
+    // A standalone physical backup reads the server's data directory, which a Job in its own
+    // pod cannot: the backups are taken here, into the same repository the Jobs restore from.
+    let cf = Coffer::new();
+    assert!(cf.apply("m.yaml", &manifests.join("---\n")).ok);
+    let backup = || {
+        let run = cf.run(&["backup", "bc", "--wait"]);
+        assert!(run.ok, "{run}");
+    };
+    let api = KubeApi::start().unwrap();
+    load(&api, &manifests);
+    let mut kubelet = Kubelet::new(&api);
+    let restore_session = |name: &str, replace: bool| {
+        format!(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: {name}}}\n\
+             spec:\n  task:\n    name: mariadb-restore-10.5.8\n    params: [{{name: replaceDataDir, value: \"{replace}\"}}]\n  \
+             repository: {{name: s3}}\n  target:\n    \
+             ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: src}}\n    \
+             volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]\n"
+        )
+    };
+    let pvcs = scratch();
+    let pvc = pvcs.path().join("data-mysql-0");
+    std::fs::create_dir_all(&pvc).unwrap();
+    kubelet.claims.insert("data-mysql-0".into(), pvc.clone());
+    let restore_job = |session: &str, fault: Option<&str>| {
+        let env: Vec<Value> = fault
+            .map(|f| json!({"name": "COFFER_FAULT_AT", "value": f}))
+            .into_iter()
+            .collect();
+        agent_job(
+            &format!("stash-restore-{session}-0"),
+            "restoresession",
+            session,
+            &env,
+            Some(("data-mysql-0", "/var/lib/mysql")),
+        )
+    };
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // First backup, restored into the empty PVC.
+    backup();
+    load(&api, &[restore_session("first", false)]);
+    let pod = kubelet.run(&restore_job("first", None));
+    assert!(pod.run.ok, "restore 1:\n{}", pod.run);
+    let first = names(&pvc);
+    assert!(first.contains(&"ibdata1".to_string()), "{first:?}");
+    let first_checkpoints = std::fs::read_to_string(pvc.join("xtrabackup_checkpoints")).unwrap();
+
+    // More data, a second backup; its restore over the PVC is killed between moving the old
+    // entries aside and moving the new ones in.
+    src.exec("USE app; INSERT INTO t SELECT seq, SHA2(seq, 256) FROM seq_3001_to_6000")
+        .unwrap();
+    backup();
+    let rs_path = load(&api, &[restore_session("second", true)]).remove(0);
+    let pod = kubelet.run(&restore_job("second", Some("swap:moved-aside")));
+    assert!(!pod.run.ok, "the fault point kills the agent:\n{}", pod.run);
+    let old = pvc.join(".coffer-old");
+    assert_eq!(names(&old), first, "every old entry is aside, none deleted");
+    assert_eq!(
+        std::fs::read_to_string(old.join("xtrabackup_checkpoints")).unwrap(),
+        first_checkpoints
+    );
+    assert!(pvc.join(".coffer-swap-2").exists() && pvc.join(".coffer-restore/ibdata1").exists());
+
+    // The next Job finishes the interrupted swap, then restores.
+    let pod = kubelet.run(&restore_job("second", None));
+    assert!(pod.run.ok, "restore 2, again:\n{}", pod.run);
+    assert!(
+        pod.run
+            .stderr
+            .contains("an interrupted restore had moved the previous data aside"),
+        "{}",
+        pod.run
+    );
+    assert_eq!(
+        api.object(&rs_path).unwrap()["status"]["phase"],
+        "Succeeded"
+    );
+    let after = names(&pvc);
+    assert!(
+        after.iter().all(|n| !n.starts_with(".coffer-")),
+        "{after:?}"
+    );
+    assert_ne!(
+        std::fs::read_to_string(pvc.join("xtrabackup_checkpoints")).unwrap(),
+        first_checkpoints,
+        "the second snapshot is in place"
+    );
+    let port = coffer_testkit::free_port();
+    let _server = crate::physical::start_on(&pvc, port);
+    let mut restored = crate::physical::connect(port, src.root_password());
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(
+        want,
+        coffer_testkit::verify::checksums(&mut restored, &["app"]).unwrap(),
+        "the PVC holds the second backup's data"
+    );
+}
