@@ -16,6 +16,13 @@ use coffer_platform::local::{
 use crate::{home, output, Cli, Command, Format};
 
 pub fn run(cli: Cli) -> Result<i32> {
+    // An agent in a Kubernetes Job has no home and no store: everything it reads and writes
+    // goes through the API, so it must not open (or create) a local store first.
+    if let Command::Agent { kind, name } = &cli.command {
+        if crate::pod::on_kubernetes() {
+            return crate::pod::agent(&cli.namespace, kind, name);
+        }
+    }
     let home = home::resolve(cli.home.clone());
     let store = Store::open(&home)?;
     let ns = cli.namespace.as_str();
@@ -111,12 +118,15 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// The engine's configuration on the local platform: this process runs the session.
-fn engine_config() -> coffer_engine::EngineConfig {
+pub fn engine_config() -> coffer_engine::EngineConfig {
     coffer_engine::EngineConfig {
         pushgateway: std::env::var("COFFER_PUSHGATEWAY")
             .ok()
             .filter(|p| !p.is_empty()),
         executor: coffer_engine::Executor::Process(std::process::id()),
+        listen_address: None,
+        replica: None,
+        data_dir_from_volume_mounts: false,
     }
 }
 
@@ -205,13 +215,22 @@ fn server(
 
 fn agent(store: &Store, ns: &str, kind: &str, name: &str) -> Result<i32> {
     let kind = parse_kind(kind)?;
-    let cfg = engine_config();
     let r = must_get(store, kind, ns, name)?;
+    run_session(store, r, &engine_config())
+}
+
+/// Runs a session through the engine on any platform's catalog; exit code 0 only if it
+/// Succeeded.
+pub fn run_session(
+    cat: &dyn coffer_engine::Catalog,
+    r: Resource,
+    cfg: &coffer_engine::EngineConfig,
+) -> Result<i32> {
     let ph = match r {
-        Resource::BackupSession(bs) => coffer_engine::run_backup(store, bs, &cfg)
+        Resource::BackupSession(bs) => coffer_engine::run_backup(cat, bs, cfg)
             .status
             .and_then(|s| s.phase),
-        Resource::RestoreSession(rs) => coffer_engine::run_restore(store, rs, &cfg)
+        Resource::RestoreSession(rs) => coffer_engine::run_restore(cat, rs, cfg)
             .status
             .and_then(|s| s.phase),
         other => bail!("{} is not a session", other.display_name()),
@@ -223,7 +242,7 @@ fn agent(store: &Store, ns: &str, kind: &str, name: &str) -> Result<i32> {
     })
 }
 
-fn parse_kind(s: &str) -> Result<Kind> {
+pub fn parse_kind(s: &str) -> Result<Kind> {
     Kind::parse(s).ok_or_else(|| {
         let known: Vec<&str> = coffer_api::kind::ALL.iter().map(|k| k.plural()).collect();
         anyhow!("unknown kind `{s}`; coffer knows {}", known.join(", "))

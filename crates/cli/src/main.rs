@@ -4,6 +4,7 @@ mod commands;
 mod home;
 mod operator;
 mod output;
+mod pod;
 
 use std::path::PathBuf;
 

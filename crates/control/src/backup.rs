@@ -470,15 +470,20 @@ mod tests {
         };
         let not_created = Err("waiting for the Repository".to_string());
         // (case, readiness, phase, CronJobCreated status or None when absent)
-        let cases: Vec<(&str, Readiness, &str, Option<&str>)> = vec![
-            ("no CronJob on this platform", ok.clone(), "Ready", None),
+        let cases: Vec<(&str, Readiness, ConfigPhase, Option<&str>)> = vec![
+            (
+                "no CronJob on this platform",
+                ok.clone(),
+                ConfigPhase::Ready,
+                None,
+            ),
             (
                 "CronJob created",
                 Readiness {
                     cron_job_created: Some(Ok(())),
                     ..ok.clone()
                 },
-                "Ready",
+                ConfigPhase::Ready,
                 Some("True"),
             ),
             (
@@ -487,7 +492,7 @@ mod tests {
                     cron_job_created: Some(not_created.clone()),
                     ..ok.clone()
                 },
-                "NotReady",
+                ConfigPhase::NotReady,
                 Some("False"),
             ),
             (
@@ -497,13 +502,13 @@ mod tests {
                     cron_job_created: Some(not_created),
                     ..ok.clone()
                 },
-                "Invalid",
+                ConfigPhase::Invalid,
                 Some("False"),
             ),
         ];
         for (name, r, phase, cron) in cases {
             let st = readiness(&r, None, "t");
-            assert_eq!(st.phase.as_deref(), Some(phase), "{name}");
+            assert_eq!(st.phase, Some(phase), "{name}");
             let got = st
                 .conditions
                 .iter()

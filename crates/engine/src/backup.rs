@@ -251,7 +251,13 @@ pub fn run_backup(
         cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
     }
     out.write(Resource::BackupSession(session.clone()));
-    let planned = plan(cat, &session);
+    let mut planned = plan(cat, &session);
+    if let (Ok(p), Some(addr)) = (&mut planned, cfg.listen_address.as_deref()) {
+        p.task
+            .params
+            .entry("listenAddress".into())
+            .or_insert_with(|| addr.to_string());
+    }
     let result = match &planned {
         Err(e) => Err(EngineError::Step(e.to_string())),
         Ok(p) => {

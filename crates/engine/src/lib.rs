@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod restore;
 pub mod swap;
 pub mod tasks;
+pub mod volume_swap;
 
 pub use backup::run_backup;
 pub use catalog::{update_status, Catalog, CatalogError, MemoryCatalog};
@@ -33,6 +34,16 @@ pub struct EngineConfig {
     /// Who runs the session, as the platform knows it; recorded in the session's status so
     /// that the platform's supervisor can find it.
     pub executor: Executor,
+    /// The address a Galera backup's SST listener advertises to the donor when the task sets
+    /// no `listenAddress` (in a Pod: its IP, from the downward API). None: 127.0.0.1.
+    pub listen_address: Option<String>,
+    /// Restore only this replica of a cluster restore (on Kubernetes each replica has its own
+    /// Job, which sets POD_ORDINAL). None: every replica, one after the other.
+    pub replica: Option<u32>,
+    /// Each replica's data volume is mounted where the RestoreSession's
+    /// `spec.target.volumeMounts` says (a PVC in the replica's Job): a physical restore whose
+    /// task has no `dataDir` restores into the first mount path.
+    pub data_dir_from_volume_mounts: bool,
 }
 
 /// Who executes a session: the platform says, the engine only records it.

@@ -364,6 +364,36 @@ pub struct PhysicalRestore {
     pub keep_cluster_uuid: bool,
     pub owner: Option<String>,
     pub galera: bool,
+    /// The data directory is the root of a volume (a replica's PVC mounted there): the new
+    /// tree is built inside it and swapped in entry by entry (see volume_swap.rs).
+    pub volume_root: bool,
+}
+
+/// How the prepared tree takes the data directory's place.
+enum Swap {
+    Dir(crate::swap::DirSwap),
+    Volume(crate::volume_swap::VolumeSwap),
+}
+
+impl Swap {
+    fn recover(&self) -> Result<Vec<String>, String> {
+        match self {
+            Swap::Dir(s) => s.recover(),
+            Swap::Volume(s) => s.recover(),
+        }
+    }
+    fn staging(&self) -> PathBuf {
+        match self {
+            Swap::Dir(s) => s.staging().to_path_buf(),
+            Swap::Volume(s) => s.staging(),
+        }
+    }
+    fn commit(&self) -> Result<(), String> {
+        match self {
+            Swap::Dir(s) => s.commit(),
+            Swap::Volume(s) => s.commit(),
+        }
+    }
 }
 
 impl PhysicalRestore {
@@ -399,6 +429,7 @@ impl PhysicalRestore {
                 .filter(|o| !o.is_empty())
                 .map(String::from),
             galera,
+            volume_root: false,
         })
     }
 
@@ -435,11 +466,29 @@ pub fn restore_replica(
     label: &str,
 ) -> EngineResult<RestoredReplica> {
     let dir = plan.dir(ordinal)?;
-    let swap = crate::swap::DirSwap::new(&dir);
+    if plan.volume_root && !dir.is_dir() {
+        return Err(EngineError::Invalid {
+            resource: label.into(),
+            message: format!(
+                "no volume is mounted at {} (spec.target.volumeMounts): the replica's PVC \
+                 must be mounted there",
+                dir.display()
+            ),
+        });
+    }
+    let swap = if plan.volume_root {
+        Swap::Volume(crate::volume_swap::VolumeSwap::new(&dir))
+    } else {
+        Swap::Dir(crate::swap::DirSwap::new(&dir))
+    };
     // An earlier restore of this directory may have been interrupted: its leftovers are
     // resolved first, so that the checks below see the data directory it left.
     swap.recover().map_err(EngineError::Step)?;
-    if dir.exists() && !is_empty_dir(&dir) && !plan.replace {
+    let holds_data = match &swap {
+        Swap::Dir(_) => dir.exists() && !is_empty_dir(&dir),
+        Swap::Volume(v) => !v.is_empty(),
+    };
+    if holds_data && !plan.replace {
         return Err(EngineError::Invalid {
             resource: label.into(),
             message: format!(
@@ -452,7 +501,7 @@ pub fn restore_replica(
     let parent = dir.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .map_err(|e| EngineError::Step(format!("cannot create {}: {e}", parent.display())))?;
-    let staging = swap.staging().to_path_buf();
+    let staging = swap.staging();
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
             .map_err(|e| EngineError::Step(format!("cannot clear {}: {e}", staging.display())))?;

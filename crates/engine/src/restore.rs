@@ -12,7 +12,7 @@ use std::{
 use coffer_api::{
     backup::{condition as cond, SessionPhase},
     meta::set_condition,
-    restore::{HostRestoreStats, RestoreSession},
+    restore::{HostRestoreStats, RestoreSession, RestoreSessionStatus},
     Resource,
 };
 use coffer_db::{ClientFiles, Clients, LoadSink};
@@ -46,7 +46,31 @@ pub fn run_restore(
         st.error = None;
         cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
     }
-    out.write(Resource::RestoreSession(rs.clone()));
+    let replicas = rs
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| t.replicas)
+        .unwrap_or(1)
+        .max(1) as u32;
+    match cfg.replica {
+        // Every replica's Job writes the same session: each records only its own part, over
+        // the stored status (read again on a conflict), so that none undoes another's.
+        Some(_) => {
+            let mine = rs.status.clone().unwrap_or_default();
+            update_restore_status(cat, &rs, &mut |stored| {
+                if stored.phase != Some(SessionPhase::Failed) {
+                    stored.phase = Some(SessionPhase::Running);
+                }
+                stored.total_hosts = Some(replicas as i32);
+                stored.agent_pid = mine.agent_pid;
+                stored.executor_pod = mine.executor_pod.clone();
+            });
+        }
+        None => {
+            out.write(Resource::RestoreSession(rs.clone()));
+        }
+    }
     let hooks = rs.spec.hooks.clone().unwrap_or_default();
     let env = hook_env(&rs);
     let now = clock::now();
@@ -79,8 +103,11 @@ pub fn run_restore(
             }
         },
     };
-    let result = pre.and_then(|_| execute(cat, &mut rs, started));
-    let host = rs_host(&rs);
+    let result = pre.and_then(|_| execute(cat, &mut rs, started, cfg));
+    let host = match cfg.replica {
+        Some(o) => replica_host(&rs_host(&rs), o),
+        None => rs_host(&rs),
+    };
     let duration = coffer_api::duration::format(Duration::from_secs(started.elapsed().as_secs()));
     let mut ok = result.is_ok();
     {
@@ -158,10 +185,106 @@ pub fn run_restore(
             &clock::now(),
         );
     }
-    if !out.write(Resource::RestoreSession(rs.clone())) {
-        tracing::error!("cannot record the session's final status");
+    match cfg.replica {
+        // The replica's own outcome is returned (its Job succeeds or fails by it); the
+        // session's phase is Succeeded only once every replica has.
+        Some(_) => {
+            let mine = rs.status.clone().unwrap_or_default();
+            update_restore_status(cat, &rs, &mut |stored| {
+                merge_replica_status(stored, &mine, replicas)
+            });
+        }
+        None => {
+            if !out.write(Resource::RestoreSession(rs.clone())) {
+                tracing::error!("cannot record the session's final status");
+            }
+        }
     }
     rs
+}
+
+fn update_restore_status(
+    cat: &dyn Catalog,
+    rs: &RestoreSession,
+    change: &mut dyn FnMut(&mut RestoreSessionStatus),
+) {
+    crate::catalog::update_status(
+        cat,
+        coffer_api::Kind::RestoreSession,
+        rs.metadata.namespace(),
+        &rs.metadata.name,
+        &mut |r| {
+            if let Resource::RestoreSession(stored) = r {
+                change(stored.status_mut());
+            }
+        },
+    );
+}
+
+/// The stats hostname of one replica of a cluster restore.
+fn replica_host(host: &str, ordinal: u32) -> String {
+    format!("{host}-replica-{ordinal}")
+}
+
+/// Folds one replica's outcome (`mine`) into the session's stored status: its host stats
+/// replace any earlier ones of the same host, its conditions those of the same type, its
+/// error is kept; the phase is Failed if any replica failed, Succeeded once all `replicas`
+/// have, Running until then.
+pub fn merge_replica_status(
+    stored: &mut RestoreSessionStatus,
+    mine: &RestoreSessionStatus,
+    replicas: u32,
+) {
+    stored
+        .stats
+        .retain(|h| !mine.stats.iter().any(|m| m.hostname == h.hostname));
+    stored.stats.extend(mine.stats.iter().cloned());
+    stored.stats.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    for c in &mine.conditions {
+        stored.conditions.retain(|s| s.type_ != c.type_);
+        stored.conditions.push(c.clone());
+    }
+    if mine.error.is_some() {
+        stored.error = mine.error.clone();
+    }
+    stored.total_hosts = Some(replicas as i32);
+    stored.session_duration = mine.session_duration.clone();
+    let failed = stored.phase == Some(SessionPhase::Failed)
+        || mine.phase == Some(SessionPhase::Failed)
+        || stored
+            .stats
+            .iter()
+            .any(|h| h.phase == Some(SessionPhase::Failed));
+    let succeeded = stored
+        .stats
+        .iter()
+        .filter(|h| h.phase == Some(SessionPhase::Succeeded))
+        .count();
+    stored.phase = Some(if failed {
+        SessionPhase::Failed
+    } else if succeeded >= replicas as usize {
+        SessionPhase::Succeeded
+    } else {
+        SessionPhase::Running
+    });
+}
+
+/// The replicas this run restores: all of them, or the one the platform asked for.
+fn replica_ordinals(
+    replicas: u32,
+    only: Option<u32>,
+    label: &str,
+) -> EngineResult<std::ops::Range<u32>> {
+    match only {
+        None => Ok(0..replicas),
+        Some(o) if o < replicas => Ok(o..o + 1),
+        Some(o) => Err(EngineError::Invalid {
+            resource: label.into(),
+            message: format!(
+                "replica {o} was asked for (POD_ORDINAL), but spec.target.replicas is {replicas}"
+            ),
+        }),
+    }
 }
 
 fn hook_env(rs: &RestoreSession) -> BTreeMap<String, String> {
@@ -187,6 +310,7 @@ fn execute(
     cat: &dyn Catalog,
     rs: &mut RestoreSession,
     started: Instant,
+    cfg: &EngineConfig,
 ) -> EngineResult<Vec<HostRestoreStats>> {
     let ns = rs.metadata.namespace().to_string();
     let label = format!("RestoreSession {ns}/{}", rs.metadata.name);
@@ -251,7 +375,7 @@ fn execute(
         ab.spec.parameters.as_ref(),
         Direction::Restore,
     );
-    let task = tasks::resolve(
+    let mut task = tasks::resolve(
         cat,
         &name,
         &rs.spec.task.params,
@@ -269,6 +393,18 @@ fn execute(
         hostname: host.clone(),
         ..Default::default()
     };
+    let mut volume_root = false;
+    if cfg.data_dir_from_volume_mounts && task.param("dataDir").is_none_or(str::is_empty) {
+        if let Some(path) = target
+            .volume_mounts
+            .first()
+            .and_then(|m| m.get("mountPath"))
+            .and_then(|p| p.as_str())
+        {
+            task.params.insert("dataDir".into(), path.to_string());
+            volume_root = true;
+        }
+    }
     let physical = task.param("dataDir").is_some_and(|d| !d.is_empty());
     let mut selector = selector;
     if physical {
@@ -296,9 +432,13 @@ fn execute(
                     .any(|p| p == crate::physical::POSITION_PATH)
                     || snap.tags.iter().any(|t| t == "method=galera-sst");
                 let replicas = target.replicas.unwrap_or(1).max(1) as u32;
-                let plan =
-                    crate::physical::PhysicalRestore::from_task(&task, replicas, galera, &label)?;
-                for ordinal in 0..replicas {
+                let ordinals = replica_ordinals(replicas, cfg.replica, &label)?;
+                // One replica per run has its own data directory: no ${POD_ORDINAL} needed.
+                let dirs = if cfg.replica.is_some() { 1 } else { replicas };
+                let mut plan =
+                    crate::physical::PhysicalRestore::from_task(&task, dirs, galera, &label)?;
+                plan.volume_root = volume_root;
+                for ordinal in ordinals {
                     let t0 = Instant::now();
                     let crate::physical::RestoredReplica {
                         dir,
@@ -314,7 +454,7 @@ fn execute(
                             .unwrap_or_default()
                     );
                     replica_stats.push(HostRestoreStats {
-                        hostname: format!("{host}-replica-{ordinal}"),
+                        hostname: replica_host(&host, ordinal),
                         phase: Some(SessionPhase::Succeeded),
                         duration: Some(coffer_api::duration::format(t0.elapsed())),
                         snapshot: Some(snap.id.clone()),
@@ -448,5 +588,82 @@ impl std::io::Write for CountingSink {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.sink.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, ph: SessionPhase) -> HostRestoreStats {
+        HostRestoreStats {
+            hostname: name.into(),
+            phase: Some(ph),
+            ..Default::default()
+        }
+    }
+
+    fn status(ph: Option<SessionPhase>, stats: Vec<HostRestoreStats>) -> RestoreSessionStatus {
+        RestoreSessionStatus {
+            phase: ph,
+            stats,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replica_outcomes_fold_into_one_session_status() {
+        let (s, f, r) = (
+            SessionPhase::Succeeded,
+            SessionPhase::Failed,
+            SessionPhase::Running,
+        );
+        // (stored, mine, replicas) -> (phase, hosts)
+        let cases = [
+            (
+                status(Some(r), vec![]),
+                status(Some(s), vec![host("h-replica-0", s)]),
+                2,
+                r,
+                vec!["h-replica-0"],
+            ),
+            (
+                status(Some(r), vec![host("h-replica-0", s)]),
+                status(Some(s), vec![host("h-replica-1", s)]),
+                2,
+                s,
+                vec!["h-replica-0", "h-replica-1"],
+            ),
+            (
+                status(Some(r), vec![host("h-replica-1", s)]),
+                status(Some(f), vec![host("h-replica-0", f)]),
+                2,
+                f,
+                vec!["h-replica-0", "h-replica-1"],
+            ),
+            // A retried replica replaces its earlier failure, but the session stays Failed.
+            (
+                status(Some(f), vec![host("h-replica-0", f)]),
+                status(Some(s), vec![host("h-replica-0", s)]),
+                1,
+                f,
+                vec!["h-replica-0"],
+            ),
+        ];
+        for (mut stored, mine, replicas, want, hosts) in cases {
+            merge_replica_status(&mut stored, &mine, replicas);
+            assert_eq!(stored.phase, Some(want));
+            let got: Vec<&str> = stored.stats.iter().map(|h| h.hostname.as_str()).collect();
+            assert_eq!(got, hosts);
+            assert_eq!(stored.total_hosts, Some(replicas as i32));
+        }
+    }
+
+    #[test]
+    fn a_replica_run_restores_only_its_ordinal() {
+        assert_eq!(replica_ordinals(3, None, "rs").unwrap(), 0..3);
+        assert_eq!(replica_ordinals(3, Some(1), "rs").unwrap(), 1..2);
+        let e = replica_ordinals(2, Some(2), "RestoreSession db/r").unwrap_err();
+        assert!(e.to_string().contains("spec.target.replicas is 2"), "{e}");
     }
 }

@@ -88,7 +88,7 @@ impl Journal {
 
 /// Test-only crash points: a debug build run with `COFFER_FAULT_AT=swap:<step>` kills itself
 /// with SIGKILL there, as a crash or an OOM kill would. Release builds have none.
-fn fault_point(step: &str) {
+pub(crate) fn fault_point(step: &str) {
     #[cfg(debug_assertions)]
     {
         let at = std::env::var("COFFER_FAULT_AT").unwrap_or_default();

@@ -4,6 +4,7 @@
 //! patches their status.
 
 pub mod action;
+pub mod catalog;
 pub mod crd;
 pub mod decide;
 pub mod kinds;
@@ -12,6 +13,7 @@ pub mod settings;
 pub mod trigger;
 
 pub use action::KubeAction;
+pub use catalog::KubeCatalog;
 pub use settings::OperatorSettings;
 
 /// A client for the cluster this process runs in (its ServiceAccount), or the one KUBECONFIG

@@ -12,6 +12,7 @@
 //! * [`MariaDb`] — a throwaway MariaDB server (optionally with TLS).
 //! * [`Garage`] — a single-node Garage S3 server with a default bucket and key.
 //! * [`Pushgateway`] — a Prometheus Pushgateway.
+//! * [`KubeApi`] — an in-memory stand-in for the Kubernetes API an agent in a Job uses.
 //! * [`fidelity`] — a schema that exercises everything a faithful backup must keep.
 //! * [`verify`] — checksums and definitions to compare a source and a restored server.
 //!
@@ -47,11 +48,13 @@ mod tls;
 
 pub mod fidelity;
 pub mod galera;
+pub mod kubeapi;
 pub mod restic;
 pub mod verify;
 
 pub use galera::{start_restored, GaleraCluster, GaleraNode, GaleraOptions};
 pub use garage::{garage_binary, Garage};
+pub use kubeapi::KubeApi;
 pub use mariadb::{MariaDb, MariaDbOptions};
 pub use pushgateway::Pushgateway;
 pub use tls::TlsMaterial;

@@ -18,7 +18,12 @@ use coffer_testkit::{
 
 use crate::common::*;
 
-fn cluster_appbinding(name: &str, c: &GaleraCluster, node: usize, group: &str) -> String {
+pub(crate) fn cluster_appbinding(
+    name: &str,
+    c: &GaleraCluster,
+    node: usize,
+    group: &str,
+) -> String {
     format!(
         "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: {name}}}\n\
          spec:\n  type: kubedb.com/mariadb\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  \
@@ -68,7 +73,7 @@ fn garbd_count(cf: &Coffer) -> usize {
 }
 
 /// Two 3-node clusters at once are too much for a 2-core machine: one Galera test at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn galera_sst_backup_under_writes_restores_into_a_new_cluster() {

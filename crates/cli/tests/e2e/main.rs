@@ -4,6 +4,7 @@
 mod common;
 mod faults;
 mod galera;
+mod kube_job;
 mod lifecycle;
 mod locks;
 mod logical;

@@ -1,0 +1,56 @@
+//! The agent as it runs in a Kubernetes Job: the operator's Job gives it the session's name
+//! in its arguments and the rest in its environment (downward API values, never a Secret's);
+//! it reads every resource and Secret through the API with the Job's ServiceAccount.
+
+use anyhow::{anyhow, Context, Result};
+use coffer_engine::Catalog;
+use coffer_kubernetes::KubeCatalog;
+
+/// `COFFER_PLATFORM=kubernetes`, as the operator's Jobs set it.
+pub fn on_kubernetes() -> bool {
+    std::env::var("COFFER_PLATFORM").is_ok_and(|p| p == "kubernetes")
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Runs `coffer agent KIND NAME` in a Pod.
+pub fn agent(flag_namespace: &str, kind: &str, name: &str) -> Result<i32> {
+    let kind = crate::commands::parse_kind(kind)?;
+    // The Job's namespace comes from the downward API; -n is for running it by hand.
+    let ns = env("COFFER_NAMESPACE").unwrap_or_else(|| flag_namespace.to_string());
+    let cfg = engine_config()?;
+    let cat = KubeCatalog::infer().map_err(|e| anyhow!(e))?;
+    let session = cat
+        .get(kind, &ns, name)
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("cannot read {kind} {ns}/{name}"))?
+        .ok_or_else(|| {
+            anyhow!(
+                "{kind} {ns}/{name} not found: the Job outlived its session, or COFFER_NAMESPACE \
+                 names the wrong namespace"
+            )
+        })?;
+    tracing::info!(
+        "running {kind} {ns}/{name} in pod {}",
+        env("COFFER_POD_NAME").unwrap_or_else(|| "?".into())
+    );
+    crate::commands::run_session(&cat, session, &cfg)
+}
+
+fn engine_config() -> Result<coffer_engine::EngineConfig> {
+    let replica = env("POD_ORDINAL")
+        .map(|o| {
+            o.parse::<u32>().map_err(|_| {
+                anyhow!("POD_ORDINAL `{o}` is not a replica number (0, 1, ...): fix the Job's env")
+            })
+        })
+        .transpose()?;
+    Ok(coffer_engine::EngineConfig {
+        listen_address: env("COFFER_POD_IP"),
+        replica,
+        data_dir_from_volume_mounts: true,
+        ..crate::commands::engine_config()
+    })
+}

@@ -1,0 +1,917 @@
+//! The Job runs for real: the backup and restore Jobs the operator creates, run as a kubelet
+//! would run them — command, args, environment (downward-API values and Secret references
+//! resolved), volumes bind-mounted over their mount paths in a private mount namespace, the
+//! root filesystem read-only when the container asks for it, the process as the
+//! securityContext's user with the fsGroup owning the volumes and no capabilities — against a
+//! real MariaDB and a real S3 server, with the agent's API calls answered by the API double.
+//!
+//! The only thing the "kubelet" adds is KUBECONFIG, pointing at the double with its token: it
+//! stands in for the ServiceAccount token and CA that a Pod gets mounted, which an in-cluster
+//! client reads instead. PATH (this machine's) and HOME=/ stand for the image's environment;
+//! status.podIP is a loopback address; the network is the host's.
+//!
+//! `agent_job` writes the Job as the operator's contract says; once the operator's builder
+//! (decide/) is in, the tests should take its Job instead.
+
+use std::{collections::BTreeMap, os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
+
+use base64::Engine as _;
+use coffer_testkit::{kubeapi::object_path, Garage, KubeApi, MariaDb};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const NS: &str = "shop";
+
+/// The directory for everything the agent must see: not under /tmp, where the Job's
+/// emptyDir is mounted.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kube-job-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+fn plural(kind: &str) -> &'static str {
+    match kind {
+        "Secret" => "secrets",
+        "Repository" => "repositories",
+        "AppBinding" => "appbindings",
+        "BackupConfiguration" => "backupconfigurations",
+        "BackupSession" => "backupsessions",
+        "RestoreSession" => "restoresessions",
+        other => panic!("no plural for {other}"),
+    }
+}
+
+/// Stores the manifests in the double as the API server would hold them after
+/// `kubectl apply -n NS`: in the namespace, Secrets' stringData encoded into data.
+fn load(api: &KubeApi, manifests: &[String]) -> Vec<String> {
+    let mut paths = Vec::new();
+    for m in manifests {
+        let mut v: Value = serde_yaml::from_str(m).unwrap();
+        v["metadata"]["namespace"] = json!(NS);
+        let kind = v["kind"].as_str().unwrap().to_string();
+        if kind == "Secret" {
+            let plain = v
+                .as_object_mut()
+                .unwrap()
+                .remove("stringData")
+                .unwrap_or(json!({}));
+            let data: serde_json::Map<String, Value> = plain
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, s)| {
+                    let b64 = base64::engine::general_purpose::STANDARD
+                        .encode(s.as_str().unwrap().as_bytes());
+                    (k.clone(), json!(b64))
+                })
+                .collect();
+            v["data"] = Value::Object(data);
+            v["type"] = json!("Opaque");
+        }
+        paths.push(api.insert(plural(&kind), v));
+    }
+    paths
+}
+
+/// The agent's Job as the operator's contract writes it (decide/objects.rs builds the same).
+fn agent_job(
+    job_name: &str,
+    kind_arg: &str,
+    session: &str,
+    extra_env: &[Value],
+    pvc: Option<(&str, &str)>,
+) -> Value {
+    let mut env = vec![
+        json!({"name": "COFFER_PLATFORM", "value": "kubernetes"}),
+        json!({"name": "COFFER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "COFFER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "COFFER_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        json!({"name": "TMPDIR", "value": "/tmp"}),
+    ];
+    env.extend(extra_env.iter().cloned());
+    let mut mounts = vec![json!({"name": "stash-tmp-dir", "mountPath": "/tmp"})];
+    let mut volumes = vec![json!({"name": "stash-tmp-dir", "emptyDir": {}})];
+    if let Some((claim, path)) = pvc {
+        mounts.push(json!({"name": "data", "mountPath": path}));
+        volumes.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
+    }
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name, "namespace": NS},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "coffer-backup-job",
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65534,
+                                        "runAsGroup": 65534, "fsGroup": 65534},
+                    "containers": [{
+                        "name": "agent",
+                        "image": "ghcr.io/coffer/coffer:test",
+                        "command": ["coffer"],
+                        "args": ["agent", kind_arg, session],
+                        "env": env,
+                        "securityContext": {"runAsNonRoot": true,
+                                            "readOnlyRootFilesystem": true,
+                                            "allowPrivilegeEscalation": false,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                }
+            }
+        }
+    })
+}
+
+/// What a kubelet does with a Job's pod, on this machine.
+struct Kubelet<'a> {
+    api: &'a KubeApi,
+    /// PersistentVolumeClaims by name: the directories that stand for their volumes.
+    claims: BTreeMap<String, PathBuf>,
+    /// The address `status.podIP` resolves to (any loopback address).
+    pod_ip: String,
+    dir: tempfile::TempDir,
+}
+
+/// The container's environment and the run's output.
+struct PodRun {
+    env: Vec<(String, String)>,
+    run: Run,
+}
+
+impl<'a> Kubelet<'a> {
+    fn new(api: &'a KubeApi) -> Kubelet<'a> {
+        Kubelet {
+            api,
+            claims: BTreeMap::new(),
+            pod_ip: "127.0.0.1".into(),
+            dir: scratch(),
+        }
+    }
+
+    /// `$(VAR)` references in command, args and env values, expanded as the kubelet does.
+    fn expand(s: &str, env: &[(String, String)]) -> String {
+        let mut out = s.to_string();
+        for (k, v) in env {
+            out = out.replace(&format!("$({k})"), v);
+        }
+        out
+    }
+
+    fn secret_value(&self, ns: &str, name: &str, key: &str) -> String {
+        let s = self
+            .api
+            .object(&object_path("v1", "secrets", Some(ns), name))
+            .unwrap_or_else(|| panic!("the pod refers to Secret {ns}/{name}, which is not there"));
+        let b64 = s["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("Secret {ns}/{name} has no key {key}"));
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn run(&self, job: &Value) -> PodRun {
+        let ns = job["metadata"]["namespace"].as_str().unwrap();
+        let pod_name = format!("{}-x7k2p", job["metadata"]["name"].as_str().unwrap());
+        let pod = &job["spec"]["template"]["spec"];
+        assert!(
+            pod["initContainers"].is_null(),
+            "the kubelet double runs no init containers"
+        );
+        let containers = pod["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1, "the agent's Job has one container");
+        let c = &containers[0];
+        assert!(
+            c["envFrom"].is_null(),
+            "envFrom would copy a whole Secret or ConfigMap into the environment"
+        );
+
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in c["env"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap().to_string();
+            let value = if let Some(v) = e["value"].as_str() {
+                Self::expand(v, &env)
+            } else if let Some(f) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                match f {
+                    "metadata.namespace" => ns.to_string(),
+                    "metadata.name" => pod_name.clone(),
+                    "status.podIP" => self.pod_ip.clone(),
+                    other => panic!("the kubelet double does not resolve fieldRef {other}"),
+                }
+            } else if let Some(r) = e["valueFrom"].get("secretKeyRef") {
+                self.secret_value(ns, r["name"].as_str().unwrap(), r["key"].as_str().unwrap())
+            } else {
+                panic!("the kubelet double does not resolve {e}")
+            };
+            env.push((name, value));
+        }
+
+        let volumes: BTreeMap<&str, PathBuf> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let name = v["name"].as_str().unwrap();
+                let dir = if v.get("emptyDir").is_some() {
+                    let d = self.dir.path().join("volumes").join(name);
+                    std::fs::create_dir_all(&d).unwrap();
+                    d
+                } else if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
+                    self.claims
+                        .get(claim)
+                        .unwrap_or_else(|| panic!("no volume stands for PVC {claim}"))
+                        .clone()
+                } else {
+                    panic!("the kubelet double mounts emptyDir and PVC volumes only: {v}")
+                };
+                (name, dir)
+            })
+            .collect();
+        let mut binds: Vec<String> = Vec::new();
+        for m in c["volumeMounts"].as_array().unwrap() {
+            let mut src = volumes[m["name"].as_str().unwrap()].clone();
+            if let Some(sub) = m["subPath"].as_str() {
+                src = src.join(sub);
+                std::fs::create_dir_all(&src).unwrap();
+            }
+            binds.push(src.display().to_string());
+            binds.push(m["mountPath"].as_str().unwrap().to_string());
+        }
+
+        let command: Vec<String> = c["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(c["args"].as_array().map(|a| a.iter()).into_iter().flatten())
+            .map(|s| Self::expand(s.as_str().unwrap(), &env))
+            .collect();
+        assert_eq!(command[0], "coffer", "the image's entry point is coffer");
+        let read_only = c["securityContext"]["readOnlyRootFilesystem"] == json!(true);
+
+        // The user: the container's securityContext over the pod's. Volumes belong to the
+        // fsGroup, as the kubelet makes them.
+        let ctx = |field: &str| {
+            c["securityContext"][field]
+                .as_i64()
+                .or_else(|| pod["securityContext"][field].as_i64())
+        };
+        let uid = ctx("runAsUser").unwrap_or(0);
+        let gid = ctx("runAsGroup").unwrap_or(0);
+        let fs_group = pod["securityContext"]["fsGroup"].as_i64();
+        let non_root = c["securityContext"]["runAsNonRoot"]
+            .as_bool()
+            .or_else(|| pod["securityContext"]["runAsNonRoot"].as_bool());
+        assert!(
+            !(non_root == Some(true) && uid == 0),
+            "the kubelet refuses a runAsNonRoot container that would run as root"
+        );
+        if let Some(fsg) = fs_group {
+            for dir in volumes.values() {
+                let ok = Command::new("chown")
+                    .args(["-R", &format!("{uid}:{fsg}")])
+                    .arg(dir)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "chown {}", dir.display());
+            }
+        }
+        let groups = fs_group.map_or("--clear-groups".to_string(), |g| format!("--groups={g}"));
+
+        // The mounts happen in a private mount namespace, so the host sees none of them; then
+        // the container's process runs as its user, without capabilities.
+        let script = r#"mode=$1; user=$2; group=$3; groups=$4; shift 4
+while [ "$1" != "--" ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done; shift
+if [ "$mode" = ro ]; then mount -o remount,bind,ro /; fi
+exec setpriv --reuid="$user" --regid="$group" "$groups" --inh-caps=-all -- "$@""#;
+        // The ServiceAccount token is readable by the pod's user, as its mount is.
+        let kubeconfig = self.api.kubeconfig(self.dir.path()).unwrap();
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-ec",
+            script,
+            "sh",
+        ])
+        .arg(if read_only { "ro" } else { "rw" })
+        .args([uid.to_string(), gid.to_string(), groups])
+        .args(&binds)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_coffer"))
+        .args(&command[1..])
+        .env_clear()
+        // The image's own environment.
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOSTNAME", &pod_name)
+        .env("HOME", "/")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("COFFER_LOG", "info")
+        .current_dir(c["workingDir"].as_str().unwrap_or("/"));
+        let run = Run::from(cmd.output().expect("run the pod's container under unshare"));
+        PodRun { env, run }
+    }
+}
+
+fn s3_manifests(g: &Garage, src: &MariaDb, dst: &MariaDb) -> Vec<String> {
+    vec![
+        secret(
+            "s3-secret",
+            &[
+                ("RESTIC_PASSWORD", REPO_PASSWORD),
+                ("AWS_ACCESS_KEY_ID", g.access_key()),
+                ("AWS_SECRET_ACCESS_KEY", g.secret_key()),
+            ],
+        ),
+        format!(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: s3}}\n\
+             spec:\n  backend:\n    s3: {{endpoint: \"{}\", bucket: {}, prefix: /k8s/shop, region: garage}}\n    \
+             storageSecretName: s3-secret\n",
+            g.endpoint(),
+            g.bucket()
+        ),
+        db_secret("src-auth", src),
+        db_secret("dst-auth", dst),
+        appbinding("src", src, "src-auth"),
+        appbinding("dst", dst, "dst-auth"),
+        backup_config("bc", "s3", "src", "--databases app", 3),
+    ]
+}
+
+fn status_patches<'r>(
+    reqs: &'r [coffer_testkit::kubeapi::ApiRequest],
+    object: &str,
+) -> Vec<&'r Value> {
+    reqs.iter()
+        .filter(|r| r.method == "PATCH" && r.path == format!("{object}/status"))
+        .map(|r| r.body.as_ref().expect("a patch has a body"))
+        .collect()
+}
+
+#[test]
+fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
+    let g = Garage::start().expect("Garage is required (scripts/install-deps.sh builds it)");
+    let src = MariaDb::start().unwrap();
+    let dst = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, v VARBINARY(64));
+         INSERT INTO t SELECT seq, UNHEX(SHA2(seq, 256)) FROM seq_1_to_5000;",
+    )
+    .unwrap();
+    let api = KubeApi::start().unwrap();
+    let secret_values = [
+        REPO_PASSWORD,
+        g.secret_key(),
+        src.root_password(),
+        dst.root_password(),
+    ];
+    load(&api, &s3_manifests(&g, &src, &dst));
+    let session = "bc-1764567000";
+    let bs_path = api.insert(
+        "backupsessions",
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {"name": session, "namespace": NS,
+                         "creationTimestamp": "2026-12-01T05:30:00Z",
+                         "labels": {"stash.appscode.com/invoker-name": "bc"}},
+            "spec": {"invoker": {"apiGroup": "stash.appscode.com",
+                                 "kind": "BackupConfiguration", "name": "bc"}}
+        }),
+    );
+
+    // The backup Job.
+    let job = agent_job(
+        &format!("stash-backup-{session}"),
+        "backupsession",
+        session,
+        &[],
+        None,
+    );
+    let job_text = job.to_string();
+    for s in secret_values {
+        assert!(!job_text.contains(s), "a Secret value is in the Job's spec");
+    }
+    let kubelet = Kubelet::new(&api);
+    let pod = kubelet.run(&job);
+    assert!(pod.run.ok, "the backup Job failed:\n{}", pod.run);
+    for (k, v) in &pod.env {
+        assert!(
+            !secret_values.contains(&v.as_str()),
+            "Secret value in the container's env {k}"
+        );
+    }
+
+    // What the agent wrote through the API.
+    let bs = api.object(&bs_path).unwrap();
+    assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
+    let snap = bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!snap.is_empty(), "no snapshot id in the status: {bs:#}");
+    let reqs = api.requests();
+    // Only the built-in Task and Functions are looked up and not found (none is installed,
+    // so the built-in ones run).
+    assert!(
+        reqs.iter().all(|r| r.code < 400
+            || (r.code == 404
+                && r.method == "GET"
+                && (r
+                    .path
+                    .starts_with("/apis/stash.appscode.com/v1beta1/tasks/")
+                    || r.path
+                        .starts_with("/apis/stash.appscode.com/v1beta1/functions/")))),
+        "every other request was answered: {reqs:#?}"
+    );
+    let patches = status_patches(&reqs, &bs_path);
+    assert!(patches.len() >= 2, "Running, then the end: {patches:#?}");
+    assert_eq!(patches[0]["status"]["phase"], "Running");
+    assert!(reqs.iter().filter(|r| r.method == "PATCH").all(|r| {
+        r.content_type.as_deref() == Some("application/merge-patch+json")
+            && r.path.ends_with("/status")
+    }));
+    let got: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.as_str())
+        .collect();
+    for want in [
+        bs_path.clone(),
+        object_path(
+            "stash.appscode.com/v1beta1",
+            "backupconfigurations",
+            Some(NS),
+            "bc",
+        ),
+        object_path(
+            "stash.appscode.com/v1alpha1",
+            "repositories",
+            Some(NS),
+            "s3",
+        ),
+        object_path("v1", "secrets", Some(NS), "s3-secret"),
+        object_path(
+            "appcatalog.appscode.com/v1alpha1",
+            "appbindings",
+            Some(NS),
+            "src",
+        ),
+        object_path("v1", "secrets", Some(NS), "src-auth"),
+    ] {
+        assert!(
+            got.contains(&want.as_str()),
+            "the agent never read {want}: {got:#?}"
+        );
+    }
+    assert!(
+        reqs.iter()
+            .all(|r| matches!(r.method.as_str(), "GET" | "PATCH")),
+        "the agent only reads and patches statuses: {reqs:#?}"
+    );
+    let repo = api
+        .object(&object_path(
+            "stash.appscode.com/v1alpha1",
+            "repositories",
+            Some(NS),
+            "s3",
+        ))
+        .unwrap();
+    assert_eq!(repo["status"]["snapshotCount"], 1, "{repo:#}");
+
+    // restic lists the snapshot the status names.
+    let url = format!("s3:{}/{}/k8s/shop", g.endpoint(), g.bucket());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", g.access_key()),
+        ("AWS_SECRET_ACCESS_KEY", g.secret_key()),
+        ("AWS_DEFAULT_REGION", "garage"),
+    ];
+    let snaps = restic_snapshots(&url, &env);
+    assert!(
+        snaps
+            .iter()
+            .any(|s| s["id"] == snap.as_str() || s["short_id"] == snap.as_str()),
+        "restic does not list {snap}: {snaps:#?}"
+    );
+
+    // The restore Job, into a fresh server.
+    let rs_paths = load(&api, &[restore_session("restore", "s3", "dst", "latest")]);
+    let job = agent_job(
+        "stash-restore-restore",
+        "restoresession",
+        "restore",
+        &[],
+        None,
+    );
+    let pod = kubelet.run(&job);
+    assert!(pod.run.ok, "the restore Job failed:\n{}", pod.run);
+    let rs = api.object(&rs_paths[0]).unwrap();
+    assert_eq!(rs["status"]["phase"], "Succeeded", "{rs:#}");
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    assert!(!want.is_empty());
+    let have = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
+    assert_eq!(want, have, "CHECKSUM TABLE differs after the restore Job");
+}
+
+#[test]
+fn the_catalog_reads_and_patches_through_the_api_and_meets_conflicts() {
+    use coffer_engine::{Catalog, CatalogError};
+    let api = KubeApi::start().unwrap();
+    let dir = scratch();
+    let cat = coffer_kubernetes::KubeCatalog::from_kubeconfig(&api.kubeconfig(dir.path()).unwrap())
+        .unwrap();
+    let path = api.insert(
+        "backupsessions",
+        json!({"apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+               "metadata": {"name": "s", "namespace": NS},
+               "spec": {"invoker": {"apiGroup": "stash.appscode.com",
+                                    "kind": "BackupConfiguration", "name": "bc"}},
+               "status": {"phase": "Pending", "error": "left over"}}),
+    );
+    let kind = coffer_api::Kind::BackupSession;
+    let read = cat
+        .get(kind, NS, "s")
+        .unwrap()
+        .expect("the session is there");
+    assert!(read.meta().resource_version.is_some());
+    assert_eq!(cat.get(kind, NS, "nope").unwrap(), None);
+
+    let mut running = read.clone();
+    let coffer_api::Resource::BackupSession(bs) = &mut running else {
+        panic!("a BackupSession")
+    };
+    let st = bs.status_mut();
+    st.phase = Some(coffer_api::phase::SessionPhase::Running);
+    st.error = None;
+    let written = cat.patch_status(&running).unwrap();
+    let stored = api.object(&path).unwrap();
+    assert_eq!(
+        stored["status"],
+        json!({"phase": "Running"}),
+        "error nulled by the patch"
+    );
+    assert_eq!(
+        written.meta().resource_version.as_deref(),
+        stored["metadata"]["resourceVersion"].as_str()
+    );
+
+    // The copy read before that write is stale now.
+    assert_eq!(
+        cat.patch_status(&read),
+        Err(CatalogError::Conflict {
+            kind,
+            namespace: NS.into(),
+            name: "s".into()
+        })
+    );
+    assert_eq!(api.object(&path).unwrap()["status"]["phase"], "Running");
+
+    // update_status reads again and writes over the current version.
+    let done = coffer_engine::catalog::update_status(&cat, kind, NS, "s", &mut |r| {
+        if let coffer_api::Resource::BackupSession(bs) = r {
+            bs.status_mut().phase = Some(coffer_api::phase::SessionPhase::Succeeded);
+        }
+    });
+    assert!(done.is_some());
+    assert_eq!(api.object(&path).unwrap()["status"]["phase"], "Succeeded");
+    let codes: Vec<(String, u16)> = api
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.code))
+        .collect();
+    assert!(codes.contains(&("PATCH".to_string(), 409)), "{codes:?}");
+}
+
+#[test]
+fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts_from() {
+    use coffer_testkit::galera::{self, GaleraCluster, GaleraOptions};
+    let _one_at_a_time = crate::galera::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let g = Garage::start().expect("Garage is required");
+    let c = GaleraCluster::start(GaleraOptions {
+        nodes: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE shop; USE shop;
+             CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(10,2));
+             INSERT INTO items SELECT seq, CONCAT('item-', seq), seq * 1.5 FROM seq_1_to_5000;",
+        )
+        .unwrap();
+    let want =
+        coffer_testkit::verify::checksums(&mut c.node(0).conn().unwrap(), &["shop"]).unwrap();
+    let api = KubeApi::start().unwrap();
+    let bc = backup_config_with(
+        "cluster-backup",
+        "s3",
+        "cluster",
+        &[("sstTimeout", "120s")],
+        10,
+    )
+    .replace("mariadb-backup-10.5.8", "perconaxtradb-backup-5.7");
+    load(
+        &api,
+        &[
+            secret(
+                "s3-secret",
+                &[
+                    ("RESTIC_PASSWORD", REPO_PASSWORD),
+                    ("AWS_ACCESS_KEY_ID", g.access_key()),
+                    ("AWS_SECRET_ACCESS_KEY", g.secret_key()),
+                ],
+            ),
+            format!(
+                "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: s3}}\n\
+                 spec:\n  backend:\n    s3: {{endpoint: \"{}\", bucket: {}, prefix: /k8s/galera, region: garage}}\n    \
+                 storageSecretName: s3-secret\n",
+                g.endpoint(),
+                g.bucket()
+            ),
+            secret(
+                "cluster-auth",
+                &[("username", "root"), ("password", c.root_password())],
+            ),
+            crate::galera::cluster_appbinding("cluster", &c, 0, c.group()),
+            bc,
+        ],
+    );
+    let bs_path = api.insert(
+        "backupsessions",
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {"name": "cluster-backup-1", "namespace": NS},
+            "spec": {"invoker": {"apiGroup": "stash.appscode.com",
+                                 "kind": "BackupConfiguration", "name": "cluster-backup"}}
+        }),
+    );
+
+    // The backup Job: garbd runs in the pod, and the SST listener advertises the pod's IP.
+    let mut kubelet = Kubelet::new(&api);
+    kubelet.pod_ip = "127.0.0.2".into();
+    let job = agent_job(
+        "stash-backup-cluster-backup-1",
+        "backupsession",
+        "cluster-backup-1",
+        &[],
+        None,
+    );
+    let pod = kubelet.run(&job);
+    assert!(pod.run.ok, "the Galera backup Job failed:\n{}", pod.run);
+    let bs = api.object(&bs_path).unwrap();
+    assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
+    assert!(
+        pod.run.stderr.contains("listening on 127.0.0.2:"),
+        "the SST listener uses the pod's IP:\n{}",
+        pod.run
+    );
+
+    // One restore Job per replica, each with its PVC mounted where target.volumeMounts says.
+    let rs = "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+              metadata: {name: cluster-restore}\n\
+              spec:\n  task: {name: perconaxtradb-restore-5.7}\n  repository: {name: s3}\n  target:\n    \
+              replicas: 2\n    ref: {apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: cluster}\n    \
+              volumeMounts: [{name: data, mountPath: /var/lib/mysql}]\n    \
+              volumeClaimTemplates:\n    - metadata: {name: data}\n      \
+              spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
+    let rs_path = load(&api, &[rs.to_string()]).remove(0);
+    let pvcs = scratch();
+    let mut dirs = Vec::new();
+    for ordinal in 0..2 {
+        let claim = format!("data-cluster-restore-{ordinal}");
+        let dir = pvcs.path().join(&claim);
+        std::fs::create_dir_all(&dir).unwrap();
+        if ordinal == 1 {
+            // As an ext4-formatted PVC comes: not data, and it stays.
+            std::fs::create_dir(dir.join("lost+found")).unwrap();
+        }
+        kubelet.claims.insert(claim.clone(), dir.clone());
+        let job = agent_job(
+            &format!("stash-restore-cluster-restore-{ordinal}"),
+            "restoresession",
+            "cluster-restore",
+            &[json!({"name": "POD_ORDINAL", "value": ordinal.to_string()})],
+            Some((&claim, "/var/lib/mysql")),
+        );
+        let pod = kubelet.run(&job);
+        assert!(pod.run.ok, "restore Job {ordinal} failed:\n{}", pod.run);
+        // Each Job records its replica; the session succeeds once both have.
+        let st = api.object(&rs_path).unwrap()["status"].clone();
+        let (want_phase, want_hosts) = match ordinal {
+            0 => ("Running", vec!["host-0-replica-0"]),
+            _ => ("Succeeded", vec!["host-0-replica-0", "host-0-replica-1"]),
+        };
+        assert_eq!(st["phase"], want_phase, "{st:#}");
+        assert_eq!(st["totalHosts"], 2, "{st:#}");
+        let hosts: Vec<&str> = st["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["phase"] == "Succeeded")
+            .filter_map(|h| h["hostname"].as_str())
+            .collect();
+        assert_eq!(hosts, want_hosts, "{st:#}");
+        let mut entries: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        assert!(entries.contains(&"ibdata1".to_string()), "{entries:?}");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.join("ibdata1")).unwrap()),
+            65534,
+            "written by the pod's user"
+        );
+        assert!(
+            entries.iter().all(|e| !e.starts_with(".coffer-")),
+            "no restore leftovers in the PVC: {entries:?}"
+        );
+        assert!(
+            !entries.contains(&"grastate.dat".to_string()),
+            "a new history"
+        );
+        dirs.push(dir);
+    }
+    let (root_password, sst_user, sst_password) = (
+        c.root_password().to_string(),
+        c.sst_user().to_string(),
+        c.sst_password().to_string(),
+    );
+    drop(c);
+
+    // Replica 0's PVC bootstraps a new cluster; replica 1's starts too, and both hold the
+    // source's data.
+    for (i, dir) in dirs.iter().enumerate() {
+        let restored = galera::start_restored(
+            dir,
+            &format!("k8s_restored_{i}"),
+            &root_password,
+            &sst_user,
+            &sst_password,
+        )
+        .unwrap_or_else(|e| panic!("PVC {i} does not start as a cluster: {e:#}"));
+        let got =
+            coffer_testkit::verify::checksums(&mut restored.node(0).conn().unwrap(), &["shop"])
+                .unwrap();
+        assert_eq!(want, got, "replica {i}: CHECKSUM TABLE");
+    }
+}
+
+/// A physical restore Job into a PVC that already holds data, killed in the middle of the
+/// swap: nothing of the old data is gone, and the next Job finishes the swap and restores.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "the crash points are compiled into debug builds only"
+)]
+fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finishes() {
+    let g = Garage::start().expect("Garage is required");
+    let src = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, v TEXT);
+         INSERT INTO t SELECT seq, MD5(seq) FROM seq_1_to_3000;",
+    )
+    .unwrap();
+    let manifests = vec![
+        secret(
+            "s3-secret",
+            &[
+                ("RESTIC_PASSWORD", REPO_PASSWORD),
+                ("AWS_ACCESS_KEY_ID", g.access_key()),
+                ("AWS_SECRET_ACCESS_KEY", g.secret_key()),
+            ],
+        ),
+        format!(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: s3}}\n\
+             spec:\n  backend:\n    s3: {{endpoint: \"{}\", bucket: {}, prefix: /k8s/physical, region: garage}}\n    \
+             storageSecretName: s3-secret\n",
+            g.endpoint(),
+            g.bucket()
+        ),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "s3", "src", &[("method", "physical")], 5),
+    ];
+    // A standalone physical backup reads the server's data directory, which a Job in its own
+    // pod cannot: the backups are taken here, into the same repository the Jobs restore from.
+    let cf = Coffer::new();
+    assert!(cf.apply("m.yaml", &manifests.join("---\n")).ok);
+    let backup = || {
+        let run = cf.run(&["backup", "bc", "--wait"]);
+        assert!(run.ok, "{run}");
+    };
+    let api = KubeApi::start().unwrap();
+    load(&api, &manifests);
+    let mut kubelet = Kubelet::new(&api);
+    let restore_session = |name: &str, replace: bool| {
+        format!(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: {name}}}\n\
+             spec:\n  task:\n    name: mariadb-restore-10.5.8\n    params: [{{name: replaceDataDir, value: \"{replace}\"}}]\n  \
+             repository: {{name: s3}}\n  target:\n    \
+             ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: src}}\n    \
+             volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]\n"
+        )
+    };
+    let pvcs = scratch();
+    let pvc = pvcs.path().join("data-mysql-0");
+    std::fs::create_dir_all(&pvc).unwrap();
+    kubelet.claims.insert("data-mysql-0".into(), pvc.clone());
+    let restore_job = |session: &str, fault: Option<&str>| {
+        let env: Vec<Value> = fault
+            .map(|f| json!({"name": "COFFER_FAULT_AT", "value": f}))
+            .into_iter()
+            .collect();
+        agent_job(
+            &format!("stash-restore-{session}-0"),
+            "restoresession",
+            session,
+            &env,
+            Some(("data-mysql-0", "/var/lib/mysql")),
+        )
+    };
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // First backup, restored into the empty PVC.
+    backup();
+    load(&api, &[restore_session("first", false)]);
+    let pod = kubelet.run(&restore_job("first", None));
+    assert!(pod.run.ok, "restore 1:\n{}", pod.run);
+    let first = names(&pvc);
+    assert!(first.contains(&"ibdata1".to_string()), "{first:?}");
+    let first_checkpoints = std::fs::read_to_string(pvc.join("xtrabackup_checkpoints")).unwrap();
+
+    // More data, a second backup; its restore over the PVC is killed between moving the old
+    // entries aside and moving the new ones in.
+    src.exec("USE app; INSERT INTO t SELECT seq, SHA2(seq, 256) FROM seq_3001_to_6000")
+        .unwrap();
+    backup();
+    let rs_path = load(&api, &[restore_session("second", true)]).remove(0);
+    let pod = kubelet.run(&restore_job("second", Some("swap:moved-aside")));
+    assert!(!pod.run.ok, "the fault point kills the agent:\n{}", pod.run);
+    let old = pvc.join(".coffer-old");
+    assert_eq!(names(&old), first, "every old entry is aside, none deleted");
+    assert_eq!(
+        std::fs::read_to_string(old.join("xtrabackup_checkpoints")).unwrap(),
+        first_checkpoints
+    );
+    assert!(pvc.join(".coffer-swap-2").exists() && pvc.join(".coffer-restore/ibdata1").exists());
+
+    // The next Job finishes the interrupted swap, then restores.
+    let pod = kubelet.run(&restore_job("second", None));
+    assert!(pod.run.ok, "restore 2, again:\n{}", pod.run);
+    assert!(
+        pod.run
+            .stderr
+            .contains("an interrupted restore had moved the previous data aside"),
+        "{}",
+        pod.run
+    );
+    assert_eq!(
+        api.object(&rs_path).unwrap()["status"]["phase"],
+        "Succeeded"
+    );
+    let after = names(&pvc);
+    assert!(
+        after.iter().all(|n| !n.starts_with(".coffer-")),
+        "{after:?}"
+    );
+    assert_ne!(
+        std::fs::read_to_string(pvc.join("xtrabackup_checkpoints")).unwrap(),
+        first_checkpoints,
+        "the second snapshot is in place"
+    );
+    let port = coffer_testkit::free_port();
+    let _server = crate::physical::start_on(&pvc, port);
+    let mut restored = crate::physical::connect(port, src.root_password());
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(
+        want,
+        coffer_testkit::verify::checksums(&mut restored, &["app"]).unwrap(),
+        "the PVC holds the second backup's data"
+    );
+}
