@@ -11,6 +11,7 @@ pub mod backup;
 pub mod clientargs;
 pub mod duration;
 pub mod envsubst;
+pub mod gtid;
 pub mod kind;
 pub mod manifest;
 pub mod meta;
