@@ -914,7 +914,7 @@ mod tests {
             ),
         ] {
             let e = errors(&restore_with(pit));
-            assert!(e.starts_with(&format!("{head}")), "{pit}\n{e}");
+            assert!(e.starts_with(head), "{pit}\n{e}");
             assert!(e.contains(want), "{pit}\n{e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
