@@ -391,6 +391,29 @@ pub fn describe(r: &Resource) -> String {
                 st.phase.unwrap_or_default().as_str(),
                 st.session_duration.as_deref().unwrap_or("-")
             ));
+            if let Some(pit) = x.spec.point_in_time() {
+                let target = match (&pit.time, &pit.gtid) {
+                    (Some(t), _) => t.clone(),
+                    (_, Some(g)) if pit.inclusive == Some(false) => format!("GTID {g} (excluded)"),
+                    (_, Some(g)) => format!("GTID {g}"),
+                    _ => "latest".to_string(),
+                };
+                out.push_str(&format!(
+                    "Point in time: {target}, archive {}\n",
+                    pit.archive
+                ));
+            }
+            if let Some(p) = &st.point_in_time {
+                out.push_str(&format!(
+                    "Reached:    {} (last transaction {}, base snapshot {})\n",
+                    or_dash(p.reached_gtid.as_ref().map(|g| g.to_string()).as_deref()),
+                    or_dash(p.last_transaction_time.as_deref()),
+                    or_dash(p.base_snapshot.as_deref()),
+                ));
+                if let Some(n) = &p.note {
+                    out.push_str(&format!("Note:       {n}\n"));
+                }
+            }
             if let Some(e) = &st.error {
                 out.push_str(&format!("Reason:     {e}\n"));
             }
@@ -490,6 +513,24 @@ mod tests {
             message: "transactions are missing".into(),
         }];
         r
+    }
+
+    #[test]
+    fn restores_show_their_point_in_time_target() {
+        let r = coffer_api::parse_manifests(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+             metadata: {name: r, namespace: demo}\n\
+             spec: {repository: {name: repo}, target: {ref: {kind: AppBinding, name: db}, \
+             pointInTime: {gtid: 0-1-42, inclusive: false, archive: shop}}}\n",
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        let d = describe(&r);
+        assert!(
+            d.contains("Point in time: GTID 0-1-42 (excluded), archive shop\n"),
+            "{d}"
+        );
     }
 
     #[test]
