@@ -164,6 +164,30 @@ impl SegmentMeta {
     }
 }
 
+/// GTIDs and GTID states are strings in manifests and statuses (`0-1-42`, `0-1-42,100-21-7`).
+macro_rules! string_schema {
+    ($t:ty, $name:literal, $pattern:literal) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "pattern": $pattern})
+            }
+        }
+    };
+}
+
+string_schema!(Gtid, "Gtid", "^[0-9]+-[0-9]+-[0-9]+$");
+string_schema!(
+    GtidState,
+    "GtidState",
+    "^([0-9]+-[0-9]+-[0-9]+(,[0-9]+-[0-9]+-[0-9]+)*)?$"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

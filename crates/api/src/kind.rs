@@ -12,9 +12,11 @@ pub enum Kind {
     RestoreSession,
     Task,
     Function,
+    /// coffer's own kind (`coffer.dev`): a continuous binlog archive.
+    BinlogArchive,
 }
 
-pub const ALL: [Kind; 8] = [
+pub const ALL: [Kind; 9] = [
     Kind::Secret,
     Kind::Repository,
     Kind::AppBinding,
@@ -23,6 +25,7 @@ pub const ALL: [Kind; 8] = [
     Kind::RestoreSession,
     Kind::Task,
     Kind::Function,
+    Kind::BinlogArchive,
 ];
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             Kind::RestoreSession => "RestoreSession",
             Kind::Task => "Task",
             Kind::Function => "Function",
+            Kind::BinlogArchive => "BinlogArchive",
         }
     }
 
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Secret => "v1",
             Kind::Repository => "stash.appscode.com/v1alpha1",
             Kind::AppBinding => "appcatalog.appscode.com/v1alpha1",
+            Kind::BinlogArchive => crate::archive::API_VERSION,
             _ => "stash.appscode.com/v1beta1",
         }
     }
@@ -55,6 +60,7 @@ impl Kind {
             Kind::Secret => &["v1"],
             Kind::Repository => &["stash.appscode.com/v1alpha1"],
             Kind::AppBinding => &["appcatalog.appscode.com/v1alpha1"],
+            Kind::BinlogArchive => &[crate::archive::API_VERSION],
             _ => &["stash.appscode.com/v1beta1"],
         }
     }
@@ -74,6 +80,7 @@ impl Kind {
             Kind::RestoreSession => "restoresessions",
             Kind::Task => "tasks",
             Kind::Function => "functions",
+            Kind::BinlogArchive => "binlogarchives",
         }
     }
 
@@ -87,6 +94,7 @@ impl Kind {
             Kind::RestoreSession => &["restore", "rs"],
             Kind::Task => &[],
             Kind::Function => &[],
+            Kind::BinlogArchive => &["archive", "archives"],
         }
     }
 
@@ -127,5 +135,11 @@ mod tests {
             Some(Kind::RestoreSession)
         );
         assert_eq!(Kind::parse("pods"), None);
+        assert_eq!(Kind::parse("archive"), Some(Kind::BinlogArchive));
+        assert_eq!(
+            Kind::parse("binlogarchives.coffer.dev"),
+            Some(Kind::BinlogArchive)
+        );
+        assert_eq!(Kind::BinlogArchive.api_version(), "coffer.dev/v1alpha1");
     }
 }

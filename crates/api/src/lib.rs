@@ -1,12 +1,14 @@
 //! coffer's resource model.
 //!
-//! Seven kinds with Stash's apiVersions and field names — Secret, Repository, AppBinding,
+//! Eight kinds with Stash's apiVersions and field names — Secret, Repository, AppBinding,
 //! BackupConfiguration, BackupSession, RestoreSession, Task and Function — so that a Stash
-//! user's manifests apply unchanged. This crate parses manifests, refuses bad ones whole with
+//! user's manifests apply unchanged, and one of coffer's own: BinlogArchive
+//! (`coffer.dev/v1alpha1`, point-in-time recovery, which Stash does not have). This crate parses manifests, refuses bad ones whole with
 //! the field path and what is expected, and knows the kinds' defaults and phases. It knows
 //! nothing about databases, repositories or where resources are stored.
 
 pub mod appbinding;
+pub mod archive;
 pub mod backup;
 pub mod clientargs;
 pub mod duration;
@@ -28,6 +30,7 @@ pub mod validate;
 use serde::{Deserialize, Serialize};
 
 pub use appbinding::AppBinding;
+pub use archive::BinlogArchive;
 pub use backup::{BackupConfiguration, BackupSession};
 pub use kind::Kind;
 pub use manifest::{parse_located, parse_manifests, Located, ManifestError, Resource};

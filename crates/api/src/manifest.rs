@@ -8,7 +8,8 @@ use crate::{
     kind::Kind,
     meta::ObjectMeta,
     validate::{self, Problem},
-    AppBinding, BackupConfiguration, BackupSession, Function, RestoreSession, Secret, Task,
+    AppBinding, BackupConfiguration, BackupSession, BinlogArchive, Function, RestoreSession,
+    Secret, Task,
 };
 
 /// One resource of any kind.
@@ -22,6 +23,7 @@ pub enum Resource {
     RestoreSession(RestoreSession),
     Task(Task),
     Function(Function),
+    BinlogArchive(BinlogArchive),
 }
 
 macro_rules! each {
@@ -35,6 +37,7 @@ macro_rules! each {
             Resource::RestoreSession($r) => $e,
             Resource::Task($r) => $e,
             Resource::Function($r) => $e,
+            Resource::BinlogArchive($r) => $e,
         }
     };
 }
@@ -50,6 +53,7 @@ impl Resource {
             Resource::RestoreSession(_) => Kind::RestoreSession,
             Resource::Task(_) => Kind::Task,
             Resource::Function(_) => Kind::Function,
+            Resource::BinlogArchive(_) => Kind::BinlogArchive,
         }
     }
 
@@ -107,6 +111,7 @@ impl Resource {
             Kind::RestoreSession => Resource::RestoreSession(de(v)?),
             Kind::Task => Resource::Task(de(v)?),
             Kind::Function => Resource::Function(de(v)?),
+            Kind::BinlogArchive => Resource::BinlogArchive(de(v)?),
         })
     }
 }

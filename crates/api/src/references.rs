@@ -133,6 +133,37 @@ pub fn check_set(set: &[Located], stored: Stored<'_>) -> SetReport {
                     task: &s.task,
                 };
                 session_refs(&cx, &mut out, &ns, session, TaskDirection::Restore);
+                if let Some(pit) = s.point_in_time() {
+                    reference(
+                        &cx,
+                        &mut out,
+                        "spec.target.pointInTime.archive",
+                        Kind::BinlogArchive,
+                        &ns,
+                        &pit.archive,
+                    );
+                }
+            }
+            Resource::BinlogArchive(a) => {
+                let s = &a.spec;
+                let rns = s.repository.namespace.as_deref().unwrap_or(&ns);
+                reference(
+                    &cx,
+                    &mut out,
+                    "spec.repository.name",
+                    Kind::Repository,
+                    rns,
+                    &s.repository.name,
+                );
+                let ans = s.app_binding.namespace.as_deref().unwrap_or(&ns);
+                reference(
+                    &cx,
+                    &mut out,
+                    "spec.appBinding.name",
+                    Kind::AppBinding,
+                    ans,
+                    &s.app_binding.name,
+                );
             }
             Resource::Task(t) => {
                 let typed = params::rules_for(r.name(), Some(&t.spec)) != Rules::Free;
@@ -235,8 +266,10 @@ fn reference(
         out.problems.push(Problem::new(
             path,
             format!(
-                "`{name}` is {} in this apply, not a {want}: name a {want}",
-                a(*other)
+                "`{name}` is {} in this apply, not {}: name {}",
+                a(*other),
+                a(want),
+                a(want)
             ),
         ));
     } else {
@@ -486,6 +519,50 @@ mod tests {
             vec![
                 "f.yaml (document 1), Task/t: spec.steps[0].name: Function nowhere does not \
                  exist yet; sessions fail until it is applied"
+            ]
+        );
+    }
+
+    #[test]
+    fn archives_and_point_in_time_restores_name_their_resources() {
+        let archive = |ab: &str, repo: &str| {
+            format!(
+                "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {{name: arc}}\n\
+                 spec: {{appBinding: {{name: {ab}}}, repository: {{name: {repo}}}}}\n"
+            )
+        };
+        let (e, w) = check(&[SECRETS, AB, REPO, &archive("db", "repo")].join("---\n"));
+        assert!(e.is_empty() && w.is_empty(), "{e} {w:?}");
+        let (e, _) = check(&[SECRETS, AB, REPO, &archive("repo", "repo")].join("---\n"));
+        assert_eq!(
+            e,
+            "f.yaml (document 5), BinlogArchive/default/arc: spec.appBinding.name: `repo` is \
+             a Repository in this apply, not an AppBinding: name an AppBinding"
+        );
+        let restore = |arc: &str| {
+            format!(
+                "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+                 metadata: {{name: rs}}\nspec:\n  task: {{name: mysql-restore}}\n  \
+                 repository: {{name: repo}}\n  target:\n    ref: {{kind: AppBinding, name: db}}\n    \
+                 pointInTime: {{latest: true, archive: {arc}}}\n"
+            )
+        };
+        let (e, w) =
+            check(&[SECRETS, AB, REPO, &archive("db", "repo"), &restore("arc")].join("---\n"));
+        assert!(e.is_empty() && w.is_empty(), "{e} {w:?}");
+        let (e, _) = check(&[SECRETS, AB, REPO, &restore("db")].join("---\n"));
+        assert_eq!(
+            e,
+            "f.yaml (document 5), RestoreSession/default/rs: spec.target.pointInTime.archive: \
+             `db` is an AppBinding in this apply, not a BinlogArchive: name a BinlogArchive"
+        );
+        let (_, w) = check(&[SECRETS, AB, REPO, &restore("later")].join("---\n"));
+        assert_eq!(
+            w,
+            vec![
+                "f.yaml (document 5), RestoreSession/default/rs: \
+                 spec.target.pointInTime.archive: BinlogArchive default/later does not exist \
+                 yet; sessions fail until it is applied"
             ]
         );
     }

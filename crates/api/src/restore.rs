@@ -50,6 +50,123 @@ pub struct RestoreTarget {
     pub rules: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// coffer: restore to a point in time — a base backup, then the binlog archive replayed
+    /// up to the target. Stash has no such field; a Stash manifest without it is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTime>,
+}
+
+/// coffer: where a point-in-time restore stops. Exactly one of `latest`, `time` and `gtid`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PointInTime {
+    /// The last archived transaction before the first gap after the base backup.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latest: bool,
+    /// An RFC 3339 time: the last transaction committed at or before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// A GTID (`domain-server-seq`): up to that transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
+    /// Whether the `gtid` transaction itself is restored (default true). Only with `gtid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusive: Option<bool>,
+    /// The BinlogArchive (in the RestoreSession's namespace) to replay.
+    #[serde(default)]
+    pub archive: String,
+}
+
+/// A [`PointInTime`] read: what the restore resolves against the archive's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointInTimeTarget {
+    Latest,
+    /// Unix seconds.
+    Time(i64),
+    Gtid {
+        gtid: crate::gtid::Gtid,
+        inclusive: bool,
+    },
+}
+
+impl PointInTime {
+    /// The target, or every problem with it as `(field, message)`; `validate` reports them
+    /// at apply with the field path.
+    pub fn target(&self) -> Result<PointInTimeTarget, Vec<(&'static str, String)>> {
+        let mut problems = Vec::new();
+        let mut given = Vec::new();
+        if self.latest {
+            given.push("latest");
+        }
+        if self.time.is_some() {
+            given.push("time");
+        }
+        if self.gtid.is_some() {
+            given.push("gtid");
+        }
+        match given.as_slice() {
+            [] => problems.push((
+                "",
+                "required: exactly one of latest: true, time (RFC 3339) or gtid \
+                 (domain-server-seq)"
+                    .to_string(),
+            )),
+            [_] => {}
+            many => problems.push((
+                "",
+                format!(
+                    "exactly one of latest, time or gtid may be set, found {}",
+                    many.join(", ")
+                ),
+            )),
+        }
+        if self.inclusive.is_some() && self.gtid.is_none() {
+            problems.push((
+                "inclusive",
+                "only a gtid target is inclusive or not; remove it".to_string(),
+            ));
+        }
+        if self.archive.is_empty() {
+            problems.push((
+                "archive",
+                "required: the BinlogArchive to replay".to_string(),
+            ));
+        }
+        let time = self
+            .time
+            .as_deref()
+            .and_then(|t| match t.parse::<jiff::Timestamp>() {
+                Ok(ts) => Some(ts.as_second()),
+                Err(_) => {
+                    problems.push((
+                        "time",
+                        format!("`{t}` is not an RFC 3339 time; write e.g. 2024-05-01T12:00:00Z"),
+                    ));
+                    None
+                }
+            });
+        let gtid = self
+            .gtid
+            .as_deref()
+            .and_then(|g| match g.parse::<crate::gtid::Gtid>() {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    problems.push(("gtid", e));
+                    None
+                }
+            });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(match (time, gtid) {
+            (Some(t), _) => PointInTimeTarget::Time(t),
+            (_, Some(gtid)) => PointInTimeTarget::Gtid {
+                gtid,
+                inclusive: self.inclusive.unwrap_or(true),
+            },
+            _ => PointInTimeTarget::Latest,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -103,6 +220,30 @@ pub struct RestoreSessionStatus {
     /// `agentPid` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_pod: Option<String>,
+    /// coffer: how far a point-in-time restore got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTimeStatus>,
+}
+
+/// coffer: the base backup a point-in-time restore started from and the point it reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTimeStatus {
+    /// The restic snapshot of the base backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_snapshot: Option<String>,
+    /// The GTID state reached after the replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_gtid: Option<crate::gtid::GtidState>,
+    /// Commit time of the last transaction applied (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transaction_time: Option<String>,
+    /// Segments replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u64>,
+    /// Why the replay stopped before the target asked for (`latest` before a gap), in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -146,5 +287,10 @@ impl RestoreSessionSpec {
 
     pub fn target_ref(&self) -> Option<&TargetRef> {
         self.target.as_ref().map(|t| &t.ref_)
+    }
+
+    /// coffer: the point-in-time target, when the restore has one.
+    pub fn point_in_time(&self) -> Option<&PointInTime> {
+        self.target.as_ref().and_then(|t| t.point_in_time.as_ref())
     }
 }

@@ -79,6 +79,7 @@ pub fn validate(res: &Resource, raw: &serde_json::Value) -> Vec<Problem> {
                 }
             }
         }
+        Resource::BinlogArchive(a) => binlog_archive(&a.spec, &mut p),
         Resource::Function(f) => {
             if f.spec.command.is_empty() && f.spec.image.is_none() {
                 p.push(Problem::new(
@@ -538,6 +539,17 @@ fn restore_session(s: &crate::restore::RestoreSessionSpec, p: &mut Vec<Problem>)
             if t.replicas.is_some_and(|r| r < 1) {
                 p.push(Problem::new("spec.target.replicas", "must be at least 1"));
             }
+            if let Some(pit) = &t.point_in_time {
+                if let Err(problems) = pit.target() {
+                    for (field, message) in problems {
+                        let path = match field {
+                            "" => "spec.target.pointInTime".to_string(),
+                            f => format!("spec.target.pointInTime.{f}"),
+                        };
+                        p.push(Problem::new(path, message));
+                    }
+                }
+            }
         }
     }
     driver("spec.driver", &s.driver, p);
@@ -545,6 +557,60 @@ fn restore_session(s: &crate::restore::RestoreSessionSpec, p: &mut Vec<Problem>)
     if let Some(h) = &s.hooks {
         hook("spec.hooks.preRestore", &h.pre_restore, p);
         hook("spec.hooks.postRestore", &h.post_restore, p);
+    }
+}
+
+fn binlog_archive(s: &crate::archive::BinlogArchiveSpec, p: &mut Vec<Problem>) {
+    if s.app_binding.name.is_empty() {
+        p.push(Problem::new(
+            "spec.appBinding.name",
+            "required: the AppBinding of the server (or Galera cluster) to archive",
+        ));
+    }
+    if s.repository.name.is_empty() {
+        p.push(Problem::new(
+            "spec.repository.name",
+            "required: the Repository to archive into",
+        ));
+    }
+    let flush = s.flush_interval();
+    let age = s.segment_max_age();
+    for (path, r) in [("spec.flushInterval", &flush), ("spec.segmentMaxAge", &age)] {
+        match r {
+            Err(e) => p.push(Problem::new(path, e.clone())),
+            Ok(d) if d.is_zero() => p.push(Problem::new(path, "must be more than 0")),
+            Ok(_) => {}
+        }
+    }
+    if let (Ok(f), Ok(a)) = (flush, age) {
+        if !f.is_zero() && a < f {
+            p.push(Problem::new(
+                "spec.segmentMaxAge",
+                format!(
+                    "{} is shorter than flushInterval {}: a segment would close before it is \
+                     ever written; make it at least the flush interval",
+                    crate::duration::format(a),
+                    crate::duration::format(f)
+                ),
+            ));
+        }
+    }
+    match s.segment_max_size() {
+        Err(e) => p.push(Problem::new("spec.segmentMaxSize", e)),
+        Ok(n) if n < 4096 => p.push(Problem::new(
+            "spec.segmentMaxSize",
+            format!("{n} bytes is too small for a binlog segment; use at least 4Ki (64Mi is the default)"),
+        )),
+        Ok(_) => {}
+    }
+    if let Err(e) = s.keep() {
+        p.push(Problem::new("spec.keep", e));
+    }
+    if s.server_id == Some(0) {
+        p.push(Problem::new(
+            "spec.serverId",
+            "0 is not a replica server_id (the server refuses it); use 1-4294967295 or leave it out",
+        ));
     }
 }
 
@@ -732,6 +798,126 @@ mod tests {
             ))),
             None
         );
+    }
+
+    fn archive_with(spec: &str) -> String {
+        format!(
+            "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\n\
+             metadata: {{name: a, namespace: demo}}\nspec: {spec}\n"
+        )
+    }
+
+    /// Each bad archive field and the line apply answers with; a good one applies.
+    #[test]
+    fn binlog_archive_fields_are_checked_whole() {
+        let good = "{appBinding: {name: db}, repository: {name: r}}";
+        assert_eq!(errors_or_none(&archive_with(good)), None);
+        assert_eq!(
+            errors_or_none(&archive_with(
+                "{appBinding: {name: db}, repository: {name: r}, flushInterval: 1s, \
+                 segmentMaxAge: 10m, segmentMaxSize: 1Gi, keep: 30d, paused: true, serverId: 7}"
+            )),
+            None
+        );
+        let head = "t.yaml (document 1), BinlogArchive/demo/a: ";
+        for (spec, want) in [
+            ("{repository: {name: r}}", "spec.appBinding.name: required"),
+            ("{appBinding: {name: db}}", "spec.repository.name: required"),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, flushInterval: '5'}",
+                "spec.flushInterval: `5` has a number without a unit",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, flushInterval: 0s}",
+                "spec.flushInterval: must be more than 0",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, segmentMaxAge: 2s}",
+                "spec.segmentMaxAge: 2s is shorter than flushInterval 5s",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, segmentMaxSize: 64MB}",
+                "spec.segmentMaxSize: `64MB` is not a size",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, segmentMaxSize: 100}",
+                "spec.segmentMaxSize: 100 bytes is too small",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, keep: forever}",
+                "spec.keep: `forever` is not a duration",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, serverId: 0}",
+                "spec.serverId: 0 is not a replica server_id",
+            ),
+            (
+                "{appBinding: {name: db}, repository: {name: r}, flush: 5s}",
+                "unknown field `flush`",
+            ),
+        ] {
+            let e = errors(&archive_with(spec));
+            assert!(e.starts_with(head), "{spec}\n{e}");
+            assert!(e.contains(want), "{spec}\n{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+
+    fn restore_with(pit: &str) -> String {
+        format!(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+             metadata: {{name: r, namespace: demo}}\nspec:\n  repository: {{name: repo}}\n  \
+             target:\n    ref: {{kind: AppBinding, name: db}}\n    pointInTime: {pit}\n"
+        )
+    }
+
+    #[test]
+    fn point_in_time_targets_are_checked_at_apply() {
+        for good in [
+            "{latest: true, archive: a}",
+            "{time: '2024-05-01T12:00:00Z', archive: a}",
+            "{time: '2024-05-01T14:00:00+02:00', archive: a}",
+            "{gtid: 0-1-42, inclusive: false, archive: a}",
+        ] {
+            assert_eq!(errors_or_none(&restore_with(good)), None, "{good}");
+        }
+        let head = "t.yaml (document 1), RestoreSession/demo/r: ";
+        for (pit, want) in [
+            (
+                "{archive: a}",
+                "spec.target.pointInTime: required: exactly one of latest",
+            ),
+            (
+                "{latest: true, gtid: 0-1-2, archive: a}",
+                "spec.target.pointInTime: exactly one of latest, time or gtid may be set, \
+                 found latest, gtid",
+            ),
+            (
+                "{time: yesterday, archive: a}",
+                "spec.target.pointInTime.time: `yesterday` is not an RFC 3339 time",
+            ),
+            (
+                "{gtid: '0-1', archive: a}",
+                "spec.target.pointInTime.gtid: `0-1` is not a GTID",
+            ),
+            (
+                "{latest: true, inclusive: false, archive: a}",
+                "spec.target.pointInTime.inclusive: only a gtid target",
+            ),
+            (
+                "{latest: true}",
+                "spec.target.pointInTime.archive: required",
+            ),
+            (
+                "{latest: true, archive: a, until: x}",
+                "unknown field `until`",
+            ),
+        ] {
+            let e = errors(&restore_with(pit));
+            assert!(e.starts_with(head), "{pit}\n{e}");
+            assert!(e.contains(want), "{pit}\n{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     fn errors_or_none(text: &str) -> Option<String> {

@@ -50,6 +50,16 @@ pub fn table(kind: Kind, items: &[Resource], all_namespaces: bool) -> String {
         ],
         Kind::RestoreSession => vec!["NAME", "REPOSITORY", "PHASE", "DURATION", "AGE"],
         Kind::Task | Kind::Function => vec!["NAME", "AGE"],
+        Kind::BinlogArchive => vec![
+            "NAME",
+            "APPBINDING",
+            "PHASE",
+            "LAST-GTID",
+            "LAST-EVENT",
+            "LAG",
+            "RECOVERABLE",
+            "AGE",
+        ],
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
     for r in items {
@@ -110,6 +120,20 @@ pub fn table(kind: Kind, items: &[Resource], all_namespaces: bool) -> String {
             }
             Resource::Task(t) => vec![t.metadata.name.clone()],
             Resource::Function(f) => vec![f.metadata.name.clone()],
+            Resource::BinlogArchive(a) => {
+                let st = a.status.clone().unwrap_or_default();
+                vec![
+                    a.metadata.name.clone(),
+                    a.spec.app_binding.name.clone(),
+                    st.phase.map(|p| p.to_string()).unwrap_or_default(),
+                    or_dash(st.last_archived_gtid.map(|g| g.to_string()).as_deref()),
+                    or_dash(st.last_event_time.as_deref()),
+                    st.lag_seconds
+                        .map(|l| format!("{l:.0}s"))
+                        .unwrap_or_else(|| "-".into()),
+                    recoverable(&st.recoverable_windows),
+                ]
+            }
         };
         row.push(age(created));
         if all_namespaces && !kind.cluster_scoped() {
@@ -233,6 +257,119 @@ fn session_head(out: &mut String, r: &Resource) {
     ));
 }
 
+/// The recoverable windows in one cell: `earliest..latest`, several joined by `, `.
+fn recoverable(ws: &[coffer_api::archive::RecoverableWindow]) -> String {
+    if ws.is_empty() {
+        return "-".into();
+    }
+    ws.iter()
+        .map(|w| {
+            format!(
+                "{}..{}",
+                w.earliest.as_deref().unwrap_or("?"),
+                w.latest.as_deref().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_archive(out: &mut String, r: &Resource, a: &coffer_api::BinlogArchive) {
+    session_head(out, r);
+    let st = a.status.clone().unwrap_or_default();
+    let s = &a.spec;
+    out.push_str(&format!(
+        "AppBinding: {}\nRepository: {}\nPaused:     {}\nPhase:      {}\n",
+        s.app_binding.name,
+        s.repository.name,
+        s.paused,
+        st.phase.map_or("-", |p| p.as_str()),
+    ));
+    out.push_str(&format!(
+        "Flush:      every {}\nSegments:   at most {} or {}\nKeep:       {}\n",
+        s.flush_interval.as_deref().unwrap_or("5s"),
+        s.segment_max_size.as_deref().unwrap_or("64Mi"),
+        s.segment_max_age.as_deref().unwrap_or("1m"),
+        s.keep.as_deref().unwrap_or("BaseBackups"),
+    ));
+    if let Some(src) = &st.source {
+        out.push_str(&format!("Source:     {src}\n"));
+    }
+    out.push_str(&format!(
+        "Last GTID:  {}\nLast event: {}\nLag:        {}\n",
+        or_dash(
+            st.last_archived_gtid
+                .as_ref()
+                .map(|g| g.to_string())
+                .as_deref()
+        ),
+        or_dash(st.last_event_time.as_deref()),
+        st.lag_seconds
+            .map(|l| format!("{l:.1}s"))
+            .unwrap_or_else(|| "-".into()),
+    ));
+    if let (Some(n), Some(b)) = (st.segment_count, st.archived_bytes) {
+        out.push_str(&format!("Archived:   {n} segments, {b} bytes\n"));
+    }
+    if let Some(e) = &st.error {
+        out.push_str(&format!("Reason:     {e}\n"));
+    }
+    if !st.recoverable_windows.is_empty() {
+        out.push_str("Recoverable windows:\n");
+        let header: Vec<String> = ["EARLIEST", "LATEST", "START-GTID", "END-GTID", "SEGMENTS"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rows: Vec<Vec<String>> = st
+            .recoverable_windows
+            .iter()
+            .map(|w| {
+                vec![
+                    or_dash(w.earliest.as_deref()),
+                    or_dash(w.latest.as_deref()),
+                    or_dash(Some(&w.start_gtid.to_string())),
+                    or_dash(Some(&w.end_gtid.to_string())),
+                    format!("{}-{}", w.first_segment, w.last_segment),
+                ]
+            })
+            .collect();
+        for l in render(&header, &rows).lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    if !st.gaps.is_empty() {
+        out.push_str("Gaps:\n");
+        let header: Vec<String> = [
+            "REASON", "BETWEEN", "DOMAIN", "EXPECTED", "FOUND", "MESSAGE",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rows: Vec<Vec<String>> = st
+            .gaps
+            .iter()
+            .map(|g| {
+                vec![
+                    g.reason.as_str().to_string(),
+                    format!(
+                        "{}..{}",
+                        g.after_segment.map_or("-".into(), |s| s.to_string()),
+                        g.before_segment
+                    ),
+                    g.domain.map_or("-".into(), |d| d.to_string()),
+                    or_dash(g.expected.as_deref()),
+                    or_dash(g.found.as_deref()),
+                    g.message.clone(),
+                ]
+            })
+            .collect();
+        for l in render(&header, &rows).lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    conditions(out, &st.conditions);
+}
+
 /// A person's view of one resource.
 pub fn describe(r: &Resource) -> String {
     let mut out = String::new();
@@ -254,6 +391,29 @@ pub fn describe(r: &Resource) -> String {
                 st.phase.unwrap_or_default().as_str(),
                 st.session_duration.as_deref().unwrap_or("-")
             ));
+            if let Some(pit) = x.spec.point_in_time() {
+                let target = match (&pit.time, &pit.gtid) {
+                    (Some(t), _) => t.clone(),
+                    (_, Some(g)) if pit.inclusive == Some(false) => format!("GTID {g} (excluded)"),
+                    (_, Some(g)) => format!("GTID {g}"),
+                    _ => "latest".to_string(),
+                };
+                out.push_str(&format!(
+                    "Point in time: {target}, archive {}\n",
+                    pit.archive
+                ));
+            }
+            if let Some(p) = &st.point_in_time {
+                out.push_str(&format!(
+                    "Reached:    {} (last transaction {}, base snapshot {})\n",
+                    or_dash(p.reached_gtid.as_ref().map(|g| g.to_string()).as_deref()),
+                    or_dash(p.last_transaction_time.as_deref()),
+                    or_dash(p.base_snapshot.as_deref()),
+                ));
+                if let Some(n) = &p.note {
+                    out.push_str(&format!("Note:       {n}\n"));
+                }
+            }
             if let Some(e) = &st.error {
                 out.push_str(&format!("Reason:     {e}\n"));
             }
@@ -290,6 +450,7 @@ pub fn describe(r: &Resource) -> String {
             ));
             conditions(&mut out, &st.conditions);
         }
+        Resource::BinlogArchive(a) => describe_archive(&mut out, r, a),
         other => {
             out.push_str(&serde_yaml::to_string(&printable(other)).unwrap_or_default());
         }
@@ -312,4 +473,108 @@ fn describe_backup_session(out: &mut String, r: &Resource, b: &BackupSession) {
     }
     targets(out, &st.targets);
     conditions(out, &st.conditions);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive() -> Resource {
+        let mut r = coffer_api::parse_manifests(
+            "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\n\
+             metadata: {name: shop, namespace: demo}\n\
+             spec: {appBinding: {name: db}, repository: {name: repo}}\n",
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        let Resource::BinlogArchive(a) = &mut r else {
+            unreachable!()
+        };
+        let st = a.status_mut();
+        st.phase = Some(coffer_api::archive::ArchivePhase::Streaming);
+        st.last_archived_gtid = Some("0-1-42".parse().unwrap());
+        st.last_event_time = Some("2024-05-01T12:00:00Z".into());
+        st.lag_seconds = Some(1.4);
+        st.recoverable_windows = vec![coffer_api::archive::RecoverableWindow {
+            earliest: Some("2024-05-01T10:00:00Z".into()),
+            latest: Some("2024-05-01T12:00:00Z".into()),
+            first_segment: 3,
+            last_segment: 9,
+            ..Default::default()
+        }];
+        st.gaps = vec![coffer_api::archive::ArchiveGap {
+            reason: coffer_api::archive::GapReason::Purged,
+            after_segment: Some(2),
+            before_segment: 3,
+            domain: Some(0),
+            expected: Some("0-1-10".into()),
+            found: Some("0-1-20".into()),
+            message: "transactions are missing".into(),
+        }];
+        r
+    }
+
+    #[test]
+    fn restores_show_their_point_in_time_target() {
+        let r = coffer_api::parse_manifests(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+             metadata: {name: r, namespace: demo}\n\
+             spec: {repository: {name: repo}, target: {ref: {kind: AppBinding, name: db}, \
+             pointInTime: {gtid: 0-1-42, inclusive: false, archive: shop}}}\n",
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        let d = describe(&r);
+        assert!(
+            d.contains("Point in time: GTID 0-1-42 (excluded), archive shop\n"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn archives_show_their_position_lag_windows_and_gaps() {
+        let t = table(Kind::BinlogArchive, &[archive()], false);
+        let mut lines = t.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "NAME",
+                "APPBINDING",
+                "PHASE",
+                "LAST-GTID",
+                "LAST-EVENT",
+                "LAG",
+                "RECOVERABLE",
+                "AGE"
+            ]
+        );
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            row[..7],
+            [
+                "shop",
+                "db",
+                "Streaming",
+                "0-1-42",
+                "2024-05-01T12:00:00Z",
+                "1s",
+                "2024-05-01T10:00:00Z..2024-05-01T12:00:00Z"
+            ]
+        );
+        let d = describe(&archive());
+        for want in [
+            "AppBinding: db\n",
+            "Last GTID:  0-1-42\n",
+            "Lag:        1.4s\n",
+            "Recoverable windows:\n",
+            "Gaps:\n",
+            "Purged   2..3",
+            "0-1-10     0-1-20",
+        ] {
+            assert!(d.contains(want), "{want:?} not in\n{d}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! they can be tested without a database, a repository or a clock.
 
 pub mod backup;
+pub mod pitr;
 pub mod schedule;
 pub mod session;
 

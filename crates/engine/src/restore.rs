@@ -314,6 +314,16 @@ fn execute(
 ) -> EngineResult<Vec<HostRestoreStats>> {
     let ns = rs.metadata.namespace().to_string();
     let label = format!("RestoreSession {ns}/{}", rs.metadata.name);
+    // Until the replay is wired (issue #12), a point-in-time restore must not silently become
+    // a plain snapshot restore.
+    if rs.spec.point_in_time().is_some() {
+        return Err(EngineError::Invalid {
+            resource: label,
+            message: "spec.target.pointInTime: this version does not run point-in-time restores \
+                      yet; remove pointInTime to restore a snapshot"
+                .into(),
+        });
+    }
     let repo_ns = rs.spec.repository.namespace.clone().unwrap_or(ns.clone());
     let repo_res = resolve::get_repository(
         cat,
@@ -657,6 +667,37 @@ mod tests {
             assert_eq!(got, hosts);
             assert_eq!(stored.total_hosts, Some(replicas as i32));
         }
+    }
+
+    #[test]
+    fn a_point_in_time_restore_is_refused_not_run_as_a_snapshot_restore() {
+        let cat = crate::catalog::MemoryCatalog::new();
+        let rs = coffer_api::parse_manifests(
+            "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
+             metadata: {name: r, namespace: demo}\n\
+             spec: {repository: {name: repo}, target: {ref: {kind: AppBinding, name: db}, \
+             pointInTime: {latest: true, archive: a}}}\n",
+            "t.yaml",
+        )
+        .unwrap()
+        .remove(0);
+        let Resource::RestoreSession(mut rs) = rs else {
+            unreachable!()
+        };
+        let cfg = crate::EngineConfig {
+            pushgateway: None,
+            executor: crate::Executor::Process(1),
+            listen_address: None,
+            replica: None,
+            data_dir_from_volume_mounts: false,
+        };
+        let e = execute(&cat, &mut rs, Instant::now(), &cfg).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("RestoreSession demo/r"), "{msg}");
+        assert!(
+            msg.contains("does not run point-in-time restores yet"),
+            "{msg}"
+        );
     }
 
     #[test]

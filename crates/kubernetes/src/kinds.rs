@@ -48,6 +48,15 @@ mod tests {
             "appcatalog.appscode.com"
         );
         assert_eq!(api_resource(Kind::Secret).group, "");
+        let ar = api_resource(Kind::BinlogArchive);
+        assert_eq!(
+            (ar.group.as_str(), ar.version.as_str(), ar.plural.as_str()),
+            ("coffer.dev", "v1alpha1", "binlogarchives")
+        );
+        assert_eq!(
+            collection_path(Kind::BinlogArchive, "db"),
+            "/apis/coffer.dev/v1alpha1/namespaces/db/binlogarchives"
+        );
         assert_eq!(
             collection_path(Kind::Secret, "db"),
             "/api/v1/namespaces/db/secrets"

@@ -215,7 +215,7 @@ fn names_scopes_and_subresources_are_stashs() {
         &'static [&'static str],
         bool,
     );
-    let table: [Row; 7] = [
+    let table: [Row; 8] = [
         (
             Kind::Repository,
             "repositories.stash.appscode.com",
@@ -278,6 +278,15 @@ fn names_scopes_and_subresources_are_stashs() {
             "appbindings",
             &[],
             false,
+        ),
+        (
+            Kind::BinlogArchive,
+            "binlogarchives.coffer.dev",
+            "v1alpha1",
+            "Namespaced",
+            "binlogarchives",
+            &["archive"],
+            true,
         ),
     ];
     let all = crds();
@@ -393,6 +402,17 @@ fn print_columns_are_stashs() {
             ("Type", ".spec.type", "string"),
             ("Version", ".spec.version", "string"),
             age
+        ])
+    );
+    assert_eq!(
+        columns(Kind::BinlogArchive),
+        cols(&[
+            ("AppBinding", ".spec.appBinding.name", "string"),
+            ("Phase", ".status.phase", "string"),
+            ("Last-GTID", ".status.lastArchivedGtid", "string"),
+            ("Last-Event", ".status.lastEventTime", "date"),
+            ("Lag", ".status.lagSeconds", "number"),
+            age,
         ])
     );
     // Every column's path is a field of the schema, with the column's type.

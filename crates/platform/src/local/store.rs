@@ -506,6 +506,44 @@ mod tests {
         assert!(!store.delete(Kind::Secret, "demo", "s").unwrap());
     }
 
+    /// coffer's own kind is stored, listed and its status kept like Stash's.
+    #[test]
+    fn a_binlog_archive_round_trips_with_its_status() {
+        let home = tempfile::tempdir().unwrap();
+        let store = Store::open(&home.path().join("h")).unwrap();
+        let archive = parse_manifests(
+            "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\n\
+             metadata: {name: a, namespace: demo}\n\
+             spec: {appBinding: {name: db}, repository: {name: r}, segmentMaxSize: 1048576}\n",
+            "t",
+        )
+        .unwrap()
+        .remove(0);
+        assert_eq!(store.apply(archive).unwrap(), ApplyOutcome::Created);
+        let Some(Resource::BinlogArchive(mut a)) =
+            store.get(Kind::BinlogArchive, "demo", "a").unwrap()
+        else {
+            panic!("archive missing")
+        };
+        assert_eq!(a.spec.segment_max_size.as_deref(), Some("1048576"));
+        let st = a.status_mut();
+        st.last_archived_gtid = Some("0-1-42,100-21-7".parse().unwrap());
+        st.phase = Some(coffer_api::archive::ArchivePhase::Streaming);
+        store
+            .patch_status(&Resource::BinlogArchive(a.clone()))
+            .unwrap();
+        let listed = store.list(Kind::BinlogArchive, Some("demo")).unwrap();
+        let [Resource::BinlogArchive(back)] = listed.as_slice() else {
+            panic!("{listed:?}")
+        };
+        let st = back.status.clone().unwrap();
+        assert_eq!(
+            st.last_archived_gtid.unwrap().to_string(),
+            "0-1-42,100-21-7"
+        );
+        assert_eq!(st.phase, Some(coffer_api::archive::ArchivePhase::Streaming));
+    }
+
     #[test]
     fn a_session_is_claimed_once() {
         let home = tempfile::tempdir().unwrap();
