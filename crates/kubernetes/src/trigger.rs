@@ -2,21 +2,13 @@
 //! one new BackupSession of a configuration, named by the API server, labelled and owned as
 //! Stash's are, so that the operator picks it up and deleting the configuration removes it.
 
-use coffer_api::{
-    backup::{BackupSessionSpec, Invoker},
-    meta::OwnerReference,
-    BackupConfiguration, BackupSession, Kind, ObjectMeta, Resource,
-};
+use coffer_api::{Kind, Resource};
 use kube::{
     api::{DynamicObject, PostParams},
     Client,
 };
-use serde_json::Value;
 
-use crate::operator::{
-    act::coffer_api_for,
-    observe::{INVOKER_NAME_LABEL, INVOKER_TYPE_LABEL},
-};
+use crate::{decide::backup_session::new_session, operator::act::coffer_api_for};
 
 /// Why a BackupSession could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -27,73 +19,6 @@ pub enum TriggerError {
     Api { what: String, cause: kube::Error },
     #[error("BackupConfiguration {what} as stored cannot be read: {problem}")]
     Decode { what: String, problem: String },
-}
-
-/// The BackupSession to create for `bc`: `generateName: <bc>-`, Stash's invoker labels,
-/// a controller owner reference to the configuration, and `retryLeft` from its retryConfig
-/// (`retry_left` overrides it, for a retry's session).
-pub fn backup_session_for(bc: &BackupConfiguration, retry_left: Option<i32>) -> Value {
-    let name = &bc.metadata.name;
-    let mut labels: std::collections::BTreeMap<String, String> = [
-        ("app.kubernetes.io/managed-by", "coffer"),
-        (INVOKER_TYPE_LABEL, Kind::BackupConfiguration.as_str()),
-        (INVOKER_NAME_LABEL, name.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    // Stash labels a session with its target too, so sessions can be listed by database.
-    if let Some(t) = &bc.spec.target {
-        let ns = t
-            .ref_
-            .namespace
-            .as_deref()
-            .unwrap_or(bc.metadata.namespace());
-        for (k, v) in [
-            ("stash.appscode.com/target-kind", t.ref_.kind.as_str()),
-            ("stash.appscode.com/target-name", t.ref_.name.as_str()),
-            ("stash.appscode.com/target-namespace", ns),
-        ] {
-            labels.insert(k.into(), v.into());
-        }
-    }
-    let bs = BackupSession {
-        api_version: Kind::BackupSession.api_version().into(),
-        kind: Kind::BackupSession.as_str().into(),
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-")),
-            namespace: Some(bc.metadata.namespace().to_string()),
-            labels,
-            owner_references: vec![OwnerReference {
-                api_version: Kind::BackupConfiguration.api_version().into(),
-                kind: Kind::BackupConfiguration.as_str().into(),
-                name: name.clone(),
-                uid: bc.metadata.uid.clone(),
-                controller: Some(true),
-            }],
-            ..Default::default()
-        },
-        spec: BackupSessionSpec {
-            invoker: Invoker {
-                api_group: "stash.appscode.com".into(),
-                kind: Kind::BackupConfiguration.as_str().into(),
-                name: name.clone(),
-            },
-            retry_left: retry_left.or_else(|| {
-                bc.spec
-                    .retry_config
-                    .as_ref()
-                    .map(|r| r.max_retry.unwrap_or(1))
-            }),
-        },
-        status: None,
-    };
-    let mut v = Resource::BackupSession(bs).to_json();
-    // The server picks the name; an empty one would be sent as a name.
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("name");
-    }
-    v
 }
 
 /// Reads the configuration (for its uid and retry settings) and creates one BackupSession;
@@ -127,8 +52,8 @@ pub async fn create_backup_session(
             })
         }
     };
-    let session: DynamicObject = serde_json::from_value(backup_session_for(&bc, None))
-        .expect("a BackupSession is a valid object");
+    let session: DynamicObject =
+        serde_json::from_value(new_session(&bc, None)).expect("a BackupSession is a valid object");
     let created = coffer_api_for(client, Kind::BackupSession, namespace)
         .create(&PostParams::default(), &session)
         .await
@@ -141,7 +66,7 @@ pub async fn create_backup_session(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::operator::tests::{mock_api, status, verified, Expect};
