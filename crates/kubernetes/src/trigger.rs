@@ -87,8 +87,8 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn creates_a_labelled_owned_session_named_by_the_server() {
+    /// What the trigger asks of the API and what it is told, for `nightly` in `db`.
+    fn exchange() -> Vec<Expect> {
         let want = json!({
             "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
             "metadata": {
@@ -114,7 +114,7 @@ mod tests {
         });
         let mut created = want.clone();
         created["metadata"]["name"] = json!("nightly-x7k2p");
-        let (client, verifier) = mock_api(vec![
+        vec![
             Expect::new("GET", format!("{BCS}/nightly")).reply(200, stored_bc()),
             Expect::new(
                 "POST",
@@ -122,13 +122,36 @@ mod tests {
             )
             .body_is(want)
             .reply(201, created),
-        ]);
+        ]
+    }
+
+    #[tokio::test]
+    async fn creates_a_labelled_owned_session_named_by_the_server() {
+        let (client, verifier) = mock_api(exchange());
         let name = create_backup_session(&client, "db", "nightly")
             .await
             .unwrap();
         assert_eq!(name, "nightly-x7k2p");
         drop(client);
         verified(verifier).await;
+    }
+
+    /// The CronJob's ServiceAccount is bound to the chart's coffer-trigger ClusterRole in the
+    /// configuration's namespace, as the operator binds it: that is enough for every request.
+    #[test]
+    fn the_charts_trigger_role_allows_every_request_the_trigger_makes() {
+        let chart =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
+        let rbac = crate::rbac::ChartRbac::from_chart_dir(&chart).unwrap();
+        let role = &crate::OperatorSettings::default().trigger_cluster_role;
+        let sa = crate::decide::names::trigger_cron_job("nightly");
+        for e in exchange() {
+            let (method, uri) = e.request();
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            if let Err(e) = rbac.allows(role, "db", &sa, method, path, query) {
+                panic!("the trigger would be refused: {e}");
+            }
+        }
     }
 
     #[tokio::test]

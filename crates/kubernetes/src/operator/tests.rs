@@ -53,6 +53,11 @@ impl Expect {
         self.body(move |got| assert_eq!(got, &want, "request body"))
     }
 
+    /// The request's method and URI (path and query).
+    pub(crate) fn request(&self) -> (&str, &str) {
+        (self.method, &self.uri)
+    }
+
     pub(crate) fn reply(mut self, status: u16, reply: Value) -> Expect {
         self.status = status;
         self.reply = reply;
