@@ -8,6 +8,8 @@ use clap::{Args, Subcommand};
 use coffer_api::{Kind, Resource};
 use coffer_kubernetes::{operator::RunOptions, OperatorSettings};
 
+// Parsed once per process: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum OperatorCommand {
     /// Print the CustomResourceDefinitions of Stash's kinds (`| kubectl apply -f -`)
@@ -71,14 +73,13 @@ fn crds() -> Result<i32> {
 fn run(args: RunArgs) -> Result<i32> {
     let defaults = OperatorSettings::default();
     let settings = OperatorSettings {
-        image: args.image.unwrap_or(defaults.image.clone()),
+        image: args.image.unwrap_or(defaults.image),
         image_pull_policy: args.image_pull_policy,
         image_pull_secrets: args.image_pull_secrets,
         pushgateway: args.pushgateway,
         trigger_cluster_role: args.trigger_cluster_role,
         backup_job_cluster_role: args.backup_job_cluster_role,
         restore_job_cluster_role: args.restore_job_cluster_role,
-        ..defaults
     };
     let options = RunOptions {
         metrics_address: args.metrics_address,
