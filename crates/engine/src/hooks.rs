@@ -1,5 +1,7 @@
 //! Hooks around a session: Kubernetes-style handlers (exec, httpGet, httpPost) run on this
 //! machine, with postBackup/postRestore's executionPolicy deciding whether they run at all.
+//! Where an `exec` handler may run is the platform's to say ([`HookExec`]): a local process
+//! runs next to the database, a Kubernetes Job's pod does not.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -17,9 +19,53 @@ pub fn should_run_post(h: &Handler, succeeded: bool, final_attempt: bool) -> boo
     }
 }
 
+/// Where a hook's `exec` handler runs, as the platform says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HookExec {
+    /// As a process on this machine (the local platform, which runs beside the database).
+    #[default]
+    Local,
+    /// Nowhere: the session runs in a Kubernetes Job's pod, not in the database's, so a local
+    /// process would run in the wrong place. Stash runs exec hooks in the target's pod through
+    /// `pods/exec`, which coffer does not do yet.
+    Refused,
+}
+
+fn refused(which: &str) -> EngineError {
+    EngineError::Step(format!(
+        "the {which} hook has an exec handler, which coffer cannot run on Kubernetes: the \
+         session runs in its Job's pod, not in the database's, and running the command in the \
+         target's pod needs pods/exec, which coffer does not implement yet; use an httpGet or \
+         httpPost handler meanwhile. Nothing was run"
+    ))
+}
+
+/// Refuses a session whose hooks (`(name, handler)`) include an `exec` handler the platform
+/// cannot run, before any of them or the session's work runs.
+pub fn check(hook_exec: HookExec, hooks: &[(&str, Option<&Handler>)]) -> EngineResult<()> {
+    match hook_exec {
+        HookExec::Local => Ok(()),
+        HookExec::Refused => match hooks
+            .iter()
+            .find(|(_, h)| h.is_some_and(|h| h.exec.is_some()))
+        {
+            Some((which, _)) => Err(refused(which)),
+            None => Ok(()),
+        },
+    }
+}
+
 /// Runs a hook; the error says what failed.
-pub fn run(which: &str, h: &Handler, env: &BTreeMap<String, String>) -> EngineResult<String> {
+pub fn run(
+    which: &str,
+    h: &Handler,
+    env: &BTreeMap<String, String>,
+    hook_exec: HookExec,
+) -> EngineResult<String> {
     if let Some(exec) = &h.exec {
+        if hook_exec == HookExec::Refused {
+            return Err(refused(which));
+        }
         return crate::tasks::run_exec(which, &exec.command, None, env).map(|_| {
             format!(
                 "{which} hook ran `{}`",
@@ -104,6 +150,52 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn exec_hook(path: &std::path::Path) -> Handler {
+        serde_json::from_value(serde_json::json!({
+            "exec": {"command": ["touch", path.display().to_string()]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn on_kubernetes_an_exec_hook_is_refused_and_never_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("ran");
+        let exec = exec_hook(&ran);
+        let http: Handler =
+            serde_json::from_value(serde_json::json!({"httpGet": {"port": 1, "path": "/ready"}}))
+                .unwrap();
+        // The session is refused up front, naming the hook, whichever it is.
+        let err = check(
+            HookExec::Refused,
+            &[("preBackup", Some(&http)), ("postBackup", Some(&exec))],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("postBackup hook has an exec handler"), "{err}");
+        assert!(
+            err.contains("pods/exec") && err.contains("httpGet or httpPost"),
+            "{err}"
+        );
+        assert!(check(
+            HookExec::Refused,
+            &[("preBackup", Some(&http)), ("postBackup", None)]
+        )
+        .is_ok());
+        assert!(check(HookExec::Local, &[("preBackup", Some(&exec))]).is_ok());
+        // And run itself refuses it.
+        let err = run("preRestore", &exec, &BTreeMap::new(), HookExec::Refused).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("preRestore hook has an exec handler"),
+            "{err}"
+        );
+        assert!(!ran.exists(), "the command ran");
+        // Locally it runs.
+        run("preRestore", &exec, &BTreeMap::new(), HookExec::Local).unwrap();
+        assert!(ran.exists());
+    }
 
     #[test]
     fn execution_policy_table() {
