@@ -139,47 +139,81 @@ impl Subject {
     }
 }
 
-/// The ClusterRoles and ClusterRoleBindings a chart's templates render.
+/// The chart's helpers (deploy/helm/coffer/templates/_helpers.tpl) as they render for a
+/// release named `coffer` in namespace `coffer`, default values: what
+/// [`ChartRbac::from_chart_dir`] needs to name the operator's roles and ServiceAccount.
+pub const RELEASE_COFFER: [(&str, &str); 3] = [
+    ("include \"coffer.fullname\" .", "coffer"),
+    ("include \"coffer.serviceAccountName\" .", "coffer"),
+    (".Release.Namespace", "coffer"),
+];
+
+/// A RoleBinding (`namespace` set) or ClusterRoleBinding (`namespace` None).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    pub namespace: Option<String>,
+    /// `ClusterRole` or `Role`.
+    pub role_kind: String,
+    pub role: String,
+    pub subjects: Vec<Subject>,
+}
+
+/// The RBAC objects a chart's templates render: ClusterRoles, Roles and their bindings.
 #[derive(Debug, Clone, Default)]
 pub struct ChartRbac {
     pub cluster_roles: BTreeMap<String, Vec<Rule>>,
-    /// (ClusterRole, subjects) of each ClusterRoleBinding.
-    pub cluster_bindings: Vec<(String, Vec<Subject>)>,
+    /// Roles by (namespace, name).
+    pub roles: BTreeMap<(String, String), Vec<Rule>>,
+    pub bindings: Vec<Binding>,
 }
 
-/// `{{ .Values.a.b }}` in `line` replaced from `values`; None when the line holds any other
-/// template action (control flow, includes), which this reader leaves out.
-fn render_line(line: &str, values: &Value) -> Option<String> {
+/// `{{ … }}` actions in `line` replaced: `.Values.a.b` from `values`, others from `known`
+/// (action text, trimmed of `-` and spaces → its rendering). None when the line holds any
+/// other action (control flow, labels), which this reader leaves out.
+fn render_line(line: &str, values: &Value, known: &[(&str, &str)]) -> Option<String> {
     let mut out = String::new();
     let mut rest = line;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let end = rest[start..].find("}}")? + start;
         let action = rest[start + 2..end].trim_matches(|c: char| c == '-' || c.is_whitespace());
-        let path = action.strip_prefix(".Values.")?;
-        let v = path.split('.').try_fold(values, |v, k| v.get(k))?;
-        out.push_str(&match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
+        if let Some((_, r)) = known.iter().find(|(a, _)| *a == action) {
+            out.push_str(r);
+        } else {
+            let path = action.strip_prefix(".Values.")?;
+            let v = path.split('.').try_fold(values, |v, k| v.get(k))?;
+            out.push_str(&match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
         rest = &rest[end + 2..];
     }
     out.push_str(rest);
     Some(out)
 }
 
+fn parse<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| format!("{what} is not valid: {e}"))
+}
+
 impl ChartRbac {
-    /// Reads the ClusterRoles and ClusterRoleBindings of the given templates, with
-    /// `{{ .Values.… }}` taken from `values_yaml` and every other template line left out (the
-    /// chart's conditionals are taken as true, its labels dropped).
-    pub fn from_templates(templates: &[&str], values_yaml: &str) -> Result<ChartRbac, String> {
+    /// Reads the RBAC objects of the given templates, with `{{ .Values.… }}` taken from
+    /// `values_yaml`, the actions in `known` rendered as given (e.g. the chart's helpers for
+    /// one release), and every other template line left out (the chart's conditionals are
+    /// taken as true, its labels dropped).
+    pub fn from_templates(
+        templates: &[&str],
+        values_yaml: &str,
+        known: &[(&str, &str)],
+    ) -> Result<ChartRbac, String> {
         let values: Value = serde_yaml::from_str(values_yaml)
             .map_err(|e| format!("values.yaml is not YAML: {e}"))?;
         let mut rbac = ChartRbac::default();
         for text in templates {
             let rendered: Vec<String> = text
                 .lines()
-                .filter_map(|l| render_line(l, &values))
+                .filter_map(|l| render_line(l, &values, known))
                 .collect();
             for doc in rendered.join("\n").split("\n---") {
                 let v: Value = serde_yaml::from_str(doc)
@@ -188,21 +222,35 @@ impl ChartRbac {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                match v["kind"].as_str() {
-                    Some("ClusterRole") => {
+                let ns = v["metadata"]["namespace"].as_str().map(String::from);
+                let kind = v["kind"].as_str().unwrap_or_default();
+                match kind {
+                    "ClusterRole" | "Role" => {
                         let rules: Vec<Rule> =
-                            serde_json::from_value(v["rules"].clone()).map_err(|e| {
-                                format!("ClusterRole {name}: rules are not PolicyRules: {e}")
-                            })?;
-                        rbac.cluster_roles.insert(name, rules);
+                            parse(&v["rules"], &format!("{kind} {name}: rules"))?;
+                        match (kind, ns) {
+                            ("ClusterRole", _) => {
+                                rbac.cluster_roles.insert(name, rules);
+                            }
+                            (_, Some(ns)) => {
+                                rbac.roles.insert((ns, name), rules);
+                            }
+                            (_, None) => return Err(format!("Role {name} has no namespace")),
+                        }
                     }
-                    Some("ClusterRoleBinding") => {
-                        let subjects: Vec<Subject> = serde_json::from_value(v["subjects"].clone())
-                            .map_err(|e| {
-                                format!("ClusterRoleBinding {name}: subjects are not valid: {e}")
-                            })?;
-                        let role = v["roleRef"]["name"].as_str().unwrap_or_default();
-                        rbac.cluster_bindings.push((role.to_string(), subjects));
+                    "ClusterRoleBinding" | "RoleBinding" => {
+                        let namespace = match kind {
+                            "RoleBinding" => {
+                                Some(ns.ok_or(format!("RoleBinding {name} has no namespace"))?)
+                            }
+                            _ => None,
+                        };
+                        rbac.bindings.push(Binding {
+                            namespace,
+                            role_kind: v["roleRef"]["kind"].as_str().unwrap_or_default().into(),
+                            role: v["roleRef"]["name"].as_str().unwrap_or_default().into(),
+                            subjects: parse(&v["subjects"], &format!("{kind} {name}: subjects"))?,
+                        });
                     }
                     _ => {}
                 }
@@ -211,9 +259,12 @@ impl ChartRbac {
         Ok(rbac)
     }
 
-    /// The ClusterRoles and ClusterRoleBindings of a chart directory (`templates/*.yaml` with
-    /// its `values.yaml`).
-    pub fn from_chart_dir(dir: &std::path::Path) -> Result<ChartRbac, String> {
+    /// The RBAC objects of a chart directory (`templates/*.yaml` with its `values.yaml`),
+    /// `known` as for [`ChartRbac::from_templates`].
+    pub fn from_chart_dir(
+        dir: &std::path::Path,
+        known: &[(&str, &str)],
+    ) -> Result<ChartRbac, String> {
         let read = |p: &std::path::Path| {
             std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
         };
@@ -229,11 +280,60 @@ impl ChartRbac {
             .map(|p| read(p))
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        ChartRbac::from_templates(&refs, &values)
+        ChartRbac::from_templates(&refs, &values, known)
     }
 
-    /// Whether ServiceAccount `ns/sa`, bound to ClusterRole `role` by a RoleBinding in `ns`,
-    /// may make the request; the error names what it needed and from whom.
+    /// Whether ServiceAccount `ns/sa` may make the request through the chart's bindings and
+    /// `extra` ones; the error names what it needed.
+    fn allows_with(
+        &self,
+        extra: &[Binding],
+        ns: &str,
+        sa: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<(), String> {
+        let n = needed(method, path, query)?;
+        let granted = self.bindings.iter().chain(extra).any(|b| {
+            let in_scope = match &b.namespace {
+                None => true,
+                Some(bns) => n.namespace.as_deref() == Some(bns.as_str()),
+            };
+            let rules = match (b.role_kind.as_str(), &b.namespace) {
+                ("ClusterRole", _) => self.cluster_roles.get(&b.role),
+                ("Role", Some(bns)) => self.roles.get(&(bns.clone(), b.role.clone())),
+                _ => None,
+            };
+            in_scope
+                && b.subjects.iter().any(|s| s.includes(ns, sa))
+                && rules.is_some_and(|rules| rules.iter().any(|r| r.matches(&n)))
+        });
+        if granted {
+            Ok(())
+        } else {
+            Err(format!(
+                "{method} {path} needs {n}, which no binding of ServiceAccount {ns}/{sa} grants"
+            ))
+        }
+    }
+
+    /// Whether ServiceAccount `ns/sa` may make the request through the chart's own bindings
+    /// (e.g. the operator's).
+    pub fn allows_bound(
+        &self,
+        ns: &str,
+        sa: &str,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<(), String> {
+        self.allows_with(&[], ns, sa, method, path, query)
+    }
+
+    /// Whether ServiceAccount `ns/sa`, bound to ClusterRole `role` by a RoleBinding in `ns`
+    /// (as the operator binds its CronJobs' and Jobs' ServiceAccounts), may make the request,
+    /// with the chart's own bindings besides.
     pub fn allows(
         &self,
         role: &str,
@@ -243,28 +343,21 @@ impl ChartRbac {
         path: &str,
         query: &str,
     ) -> Result<(), String> {
-        let n = needed(method, path, query)?;
-        let rules = self
-            .cluster_roles
-            .get(role)
-            .ok_or_else(|| format!("the chart has no ClusterRole {role}"))?;
-        let by_role_binding =
-            n.namespace.as_deref() == Some(ns) && rules.iter().any(|r| r.matches(&n));
-        let by_cluster_binding = self.cluster_bindings.iter().any(|(r, subjects)| {
-            subjects.iter().any(|s| s.includes(ns, sa))
-                && self
-                    .cluster_roles
-                    .get(r)
-                    .is_some_and(|rules| rules.iter().any(|x| x.matches(&n)))
-        });
-        if by_role_binding || by_cluster_binding {
-            Ok(())
-        } else {
-            Err(format!(
-                "{method} {path} needs {n}, which neither ClusterRole {role} (bound in \
-                 namespace {ns}) nor a ClusterRoleBinding of ServiceAccount {ns}/{sa} grants"
-            ))
+        if !self.cluster_roles.contains_key(role) {
+            return Err(format!("the chart has no ClusterRole {role}"));
         }
+        let by_operator = Binding {
+            namespace: Some(ns.into()),
+            role_kind: "ClusterRole".into(),
+            role: role.into(),
+            subjects: vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: sa.into(),
+                namespace: Some(ns.into()),
+            }],
+        };
+        self.allows_with(&[by_operator], ns, sa, method, path, query)
+            .map_err(|e| format!("{e} (ClusterRole {role} is bound in namespace {ns})"))
     }
 }
 
@@ -369,13 +462,30 @@ metadata:
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: readers}
 subjects:
   - {kind: Group, name: "system:serviceaccounts:db", apiGroup: rbac.authorization.k8s.io}
+---
+kind: Role
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: leases, namespace: {{ .Release.Namespace }}}
+rules:
+  - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get]}
+---
+kind: RoleBinding
+apiVersion: rbac.authorization.k8s.io/v1
+metadata: {name: leases, namespace: {{ .Release.Namespace }}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: leases}
+subjects:
+  - {kind: ServiceAccount, name: {{ include "x.sa" . }}, namespace: {{ .Release.Namespace }}}
 {{- end }}
 "#;
 
     #[test]
     fn a_role_bound_in_a_namespace_grants_its_rules_there_and_nothing_cluster_wide() {
-        let rbac =
-            ChartRbac::from_templates(&[ROLES], "rbac: {create: true, jobRole: job}\n").unwrap();
+        let rbac = ChartRbac::from_templates(
+            &[ROLES],
+            "rbac: {create: true, jobRole: job}\n",
+            &[(".Release.Namespace", "ops"), ("include \"x.sa\" .", "op")],
+        )
+        .unwrap();
         assert_eq!(
             rbac.cluster_roles.keys().collect::<Vec<_>>(),
             ["job", "readers"]
@@ -403,5 +513,20 @@ subjects:
         assert_eq!(allows("db", "GET", f), Ok(()));
         assert!(allows("other", "GET", f).is_err());
         assert!(rbac.allows("nope", "db", "sa", "GET", f, "").is_err());
+        // A Role's RoleBinding: its ServiceAccount, in its namespace only.
+        let lease = |ns: &str| format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/l");
+        assert_eq!(
+            rbac.allows_bound("ops", "op", "GET", &lease("ops"), ""),
+            Ok(())
+        );
+        assert!(rbac
+            .allows_bound("ops", "op", "GET", &lease("db"), "")
+            .is_err());
+        assert!(rbac
+            .allows_bound("ops", "other", "GET", &lease("ops"), "")
+            .is_err());
+        assert!(rbac
+            .allows_bound("ops", "op", "PATCH", &lease("ops"), "")
+            .is_err());
     }
 }

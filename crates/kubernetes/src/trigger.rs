@@ -142,7 +142,8 @@ mod tests {
     fn the_charts_trigger_role_allows_every_request_the_trigger_makes() {
         let chart =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
-        let rbac = crate::rbac::ChartRbac::from_chart_dir(&chart).unwrap();
+        let rbac =
+            crate::rbac::ChartRbac::from_chart_dir(&chart, &crate::rbac::RELEASE_COFFER).unwrap();
         let role = &crate::OperatorSettings::default().trigger_cluster_role;
         let sa = crate::decide::names::trigger_cron_job("nightly");
         for e in exchange() {

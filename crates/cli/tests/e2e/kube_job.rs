@@ -169,7 +169,11 @@ fn assert_the_chart_allows(reqs: &[coffer_testkit::kubeapi::ApiRequest], job: &V
         .as_str()
         .expect("the Job names its ServiceAccount");
     let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
-    let rbac = coffer_kubernetes::rbac::ChartRbac::from_chart_dir(&chart).unwrap();
+    let rbac = coffer_kubernetes::rbac::ChartRbac::from_chart_dir(
+        &chart,
+        &coffer_kubernetes::rbac::RELEASE_COFFER,
+    )
+    .unwrap();
     assert!(!reqs.is_empty(), "the agent made no request");
     for r in reqs {
         if let Err(e) = rbac.allows(role, NS, sa, &r.method, &r.path, &r.query) {
