@@ -60,8 +60,11 @@ fn engine_config() -> Result<coffer_engine::EngineConfig> {
         data_dir_from_volume_mounts: true,
         // The operator's supervisor finds the session's executor by its pod, not a PID.
         executor: coffer_engine::Executor::Pod(pod_name()?),
-        // This pod is not the database's: a hook's command would run in the wrong place.
-        hook_exec: coffer_engine::hooks::HookExec::Refused,
+        // This pod is not the database's: a hook's command runs in the target's pod, through
+        // pods/exec, as Stash runs it.
+        hook_exec: coffer_engine::hooks::HookExec::InTargetPod(std::sync::Arc::new(
+            coffer_kubernetes::pod_exec::PodExec::infer().map_err(|e| anyhow!(e))?,
+        )),
         ..crate::commands::engine_config()
     })
 }

@@ -255,7 +255,7 @@ pub fn run_backup(
     let mut planned = plan(cat, &session).and_then(|p| {
         let h = p.bc.spec.hooks.as_ref();
         crate::hooks::check(
-            cfg.hook_exec,
+            &cfg.hook_exec,
             &[
                 ("preBackup", h.and_then(|h| h.pre_backup.as_ref())),
                 ("postBackup", h.and_then(|h| h.post_backup.as_ref())),
@@ -318,6 +318,12 @@ fn record_failure(session: &mut BackupSession, msg: &str) {
     h.error = Some(msg.to_string());
 }
 
+/// The AppBinding an exec hook runs in the pod of, on a platform that runs it there.
+fn hook_target(p: &Plan) -> Option<crate::hooks::Target<'_>> {
+    let ns = p.target_ref.namespace.as_deref()?;
+    Some((ns, p.target_ref.name.as_str()))
+}
+
 fn hook_env(p: &Plan) -> BTreeMap<String, String> {
     p.vars.clone()
 }
@@ -327,7 +333,7 @@ fn pre_hook(session: &mut BackupSession, p: &Plan, cfg: &EngineConfig) -> Engine
         return Ok(());
     };
     let now = clock::now();
-    match crate::hooks::run("preBackup", h, &hook_env(p), cfg.hook_exec) {
+    match crate::hooks::run("preBackup", h, &hook_env(p), &cfg.hook_exec, hook_target(p)) {
         Ok(msg) => {
             set_condition(
                 &mut session.status_mut().conditions,
@@ -375,7 +381,13 @@ fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool, cfg: &Engin
         return;
     }
     let now = clock::now();
-    match crate::hooks::run("postBackup", h, &hook_env(p), cfg.hook_exec) {
+    match crate::hooks::run(
+        "postBackup",
+        h,
+        &hook_env(p),
+        &cfg.hook_exec,
+        hook_target(p),
+    ) {
         Ok(msg) => set_condition(
             &mut session.status_mut().conditions,
             cond::POST_BACKUP_HOOK_EXECUTION_SUCCEEDED,
@@ -923,7 +935,7 @@ mod tests {
     }
 
     #[test]
-    fn on_kubernetes_an_exec_hook_fails_the_session_before_anything_runs() {
+    fn a_platform_refusing_exec_hooks_fails_the_session_before_anything_runs() {
         let dir = tempfile::tempdir().unwrap();
         let ran = dir.path().join("hook-ran");
         let cat = catalog_with(

@@ -76,7 +76,7 @@ pub fn run_restore(
     let now = clock::now();
     // Hooks the platform cannot run refuse the session before anything runs.
     let refused = crate::hooks::check(
-        cfg.hook_exec,
+        &cfg.hook_exec,
         &[
             ("preRestore", hooks.pre_restore.as_ref()),
             ("postRestore", hooks.post_restore.as_ref()),
@@ -87,7 +87,7 @@ pub fn run_restore(
     let pre = match &hooks.pre_restore {
         _ if refused.is_err() => refused,
         None => Ok(()),
-        Some(h) => match crate::hooks::run("preRestore", h, &env, cfg.hook_exec) {
+        Some(h) => match crate::hooks::run("preRestore", h, &env, &cfg.hook_exec, target_of(&rs)) {
             Ok(m) => {
                 set_condition(
                     &mut rs.status_mut().conditions,
@@ -146,7 +146,7 @@ pub fn run_restore(
     if let Some(h) = hooks.post_restore.as_ref().filter(|_| runs_hooks) {
         if crate::hooks::should_run_post(h, ok, true) {
             let now = clock::now();
-            match crate::hooks::run("postRestore", h, &env, cfg.hook_exec) {
+            match crate::hooks::run("postRestore", h, &env, &cfg.hook_exec, target_of(&rs)) {
                 Ok(m) => set_condition(
                     &mut rs.status_mut().conditions,
                     cond::POST_RESTORE_HOOK_EXECUTION_SUCCEEDED,
@@ -296,6 +296,17 @@ fn replica_ordinals(
             ),
         }),
     }
+}
+
+/// The AppBinding an exec hook runs in the pod of, on a platform that runs it there.
+fn target_of(rs: &RestoreSession) -> Option<crate::hooks::Target<'_>> {
+    let t = rs.spec.target.as_ref()?;
+    let ns = t
+        .ref_
+        .namespace
+        .as_deref()
+        .unwrap_or(rs.metadata.namespace());
+    Some((ns, t.ref_.name.as_str()))
 }
 
 fn hook_env(rs: &RestoreSession) -> BTreeMap<String, String> {
