@@ -127,6 +127,7 @@ pub fn engine_config() -> coffer_engine::EngineConfig {
         listen_address: None,
         replica: None,
         data_dir_from_volume_mounts: false,
+        hook_exec: coffer_engine::hooks::HookExec::Local,
     }
 }
 

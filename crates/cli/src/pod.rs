@@ -32,11 +32,18 @@ pub fn agent(flag_namespace: &str, kind: &str, name: &str) -> Result<i32> {
                  names the wrong namespace"
             )
         })?;
-    tracing::info!(
-        "running {kind} {ns}/{name} in pod {}",
-        env("COFFER_POD_NAME").unwrap_or_else(|| "?".into())
-    );
+    tracing::info!("running {kind} {ns}/{name} in pod {}", pod_name()?);
     crate::commands::run_session(&cat, session, &cfg)
+}
+
+/// The pod this agent runs in, which the session's status names as its executor.
+fn pod_name() -> Result<String> {
+    env("COFFER_POD_NAME").ok_or_else(|| {
+        anyhow!(
+            "COFFER_POD_NAME is not set: the operator's Job sets it from the downward API \
+             (metadata.name); set it to the pod's name when running the agent by hand"
+        )
+    })
 }
 
 fn engine_config() -> Result<coffer_engine::EngineConfig> {
@@ -51,6 +58,13 @@ fn engine_config() -> Result<coffer_engine::EngineConfig> {
         listen_address: env("COFFER_POD_IP"),
         replica,
         data_dir_from_volume_mounts: true,
+        // The operator's supervisor finds the session's executor by its pod, not a PID.
+        executor: coffer_engine::Executor::Pod(pod_name()?),
+        // This pod is not the database's: a hook's command runs in the target's pod, through
+        // pods/exec, as Stash runs it.
+        hook_exec: coffer_engine::hooks::HookExec::InTargetPod(std::sync::Arc::new(
+            coffer_kubernetes::pod_exec::PodExec::infer().map_err(|e| anyhow!(e))?,
+        )),
         ..crate::commands::engine_config()
     })
 }

@@ -251,7 +251,18 @@ pub fn run_backup(
         cfg.executor.record(&mut st.agent_pid, &mut st.executor_pod);
     }
     out.write(Resource::BackupSession(session.clone()));
-    let mut planned = plan(cat, &session);
+    // Hooks the platform cannot run refuse the session before anything runs.
+    let mut planned = plan(cat, &session).and_then(|p| {
+        let h = p.bc.spec.hooks.as_ref();
+        crate::hooks::check(
+            &cfg.hook_exec,
+            &[
+                ("preBackup", h.and_then(|h| h.pre_backup.as_ref())),
+                ("postBackup", h.and_then(|h| h.post_backup.as_ref())),
+            ],
+        )?;
+        Ok(p)
+    });
     if let (Ok(p), Some(addr)) = (&mut planned, cfg.listen_address.as_deref()) {
         p.task
             .params
@@ -260,16 +271,15 @@ pub fn run_backup(
     }
     let result = match &planned {
         Err(e) => Err(EngineError::Step(e.to_string())),
-        Ok(p) => {
-            pre_hook(&mut session, p).and_then(|_| execute(cat, &mut out, &mut session, p, started))
-        }
+        Ok(p) => pre_hook(&mut session, p, cfg)
+            .and_then(|_| execute(cat, &mut out, &mut session, p, started)),
     };
     let succeeded = result.is_ok();
     if let Err(e) = result {
         record_failure(&mut session, &e.to_string());
     }
     if let Ok(p) = &planned {
-        post_hook(&mut session, p, succeeded);
+        post_hook(&mut session, p, succeeded, cfg);
     }
     let st = session.status_mut();
     st.phase = Some(coffer_api::phase::backup_session_phase(st));
@@ -308,16 +318,22 @@ fn record_failure(session: &mut BackupSession, msg: &str) {
     h.error = Some(msg.to_string());
 }
 
+/// The AppBinding an exec hook runs in the pod of, on a platform that runs it there.
+fn hook_target(p: &Plan) -> Option<crate::hooks::Target<'_>> {
+    let ns = p.target_ref.namespace.as_deref()?;
+    Some((ns, p.target_ref.name.as_str()))
+}
+
 fn hook_env(p: &Plan) -> BTreeMap<String, String> {
     p.vars.clone()
 }
 
-fn pre_hook(session: &mut BackupSession, p: &Plan) -> EngineResult<()> {
+fn pre_hook(session: &mut BackupSession, p: &Plan, cfg: &EngineConfig) -> EngineResult<()> {
     let Some(h) = p.bc.spec.hooks.as_ref().and_then(|h| h.pre_backup.as_ref()) else {
         return Ok(());
     };
     let now = clock::now();
-    match crate::hooks::run("preBackup", h, &hook_env(p)) {
+    match crate::hooks::run("preBackup", h, &hook_env(p), &cfg.hook_exec, hook_target(p)) {
         Ok(msg) => {
             set_condition(
                 &mut session.status_mut().conditions,
@@ -345,7 +361,7 @@ fn pre_hook(session: &mut BackupSession, p: &Plan) -> EngineResult<()> {
     }
 }
 
-fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool) {
+fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool, cfg: &EngineConfig) {
     let Some(h) =
         p.bc.spec
             .hooks
@@ -365,7 +381,13 @@ fn post_hook(session: &mut BackupSession, p: &Plan, succeeded: bool) {
         return;
     }
     let now = clock::now();
-    match crate::hooks::run("postBackup", h, &hook_env(p)) {
+    match crate::hooks::run(
+        "postBackup",
+        h,
+        &hook_env(p),
+        &cfg.hook_exec,
+        hook_target(p),
+    ) {
         Ok(msg) => set_condition(
             &mut session.status_mut().conditions,
             cond::POST_BACKUP_HOOK_EXECUTION_SUCCEEDED,
@@ -872,6 +894,12 @@ mod tests {
 
     /// Everything a backup session of `demo/app` needs, in the catalog.
     fn catalog(repo_dir: &std::path::Path) -> MemoryCatalog {
+        catalog_with(repo_dir, "")
+    }
+
+    /// The same, with `extra` (flow-style fields, each followed by `, `) in the
+    /// configuration's spec.
+    fn catalog_with(repo_dir: &std::path::Path, extra: &str) -> MemoryCatalog {
         let yaml = format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: repo-secret, namespace: demo}}\n\
              stringData: {{RESTIC_PASSWORD: pw}}\n\
@@ -887,7 +915,7 @@ mod tests {
              secret: {{name: db-auth}}}}\n\
              ---\napiVersion: stash.appscode.com/v1beta1\nkind: BackupConfiguration\n\
              metadata: {{name: app, namespace: demo}}\n\
-             spec: {{task: {{name: mariadb-backup-10.5.8, params: [{{name: args, value: --databases app}}]}}, \
+             spec: {{{extra}task: {{name: mariadb-backup-10.5.8, params: [{{name: args, value: --databases app}}]}}, \
              repository: {{name: repo}}, \
              target: {{alias: primary, ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: db}}}}, \
              retentionPolicy: {{name: keep, keepLast: 3, prune: true}}}}\n\
@@ -904,6 +932,49 @@ mod tests {
             Ok(Some(Resource::BackupSession(b))) => b,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_platform_refusing_exec_hooks_fails_the_session_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("hook-ran");
+        let cat = catalog_with(
+            dir.path(),
+            &format!(
+                "hooks: {{preBackup: {{httpGet: {{port: 1, path: /}}}}, \
+                 postBackup: {{exec: {{command: [touch, '{}']}}}}}}, ",
+                ran.display()
+            ),
+        );
+        let cfg = EngineConfig {
+            pushgateway: None,
+            executor: crate::Executor::Pod("stash-backup-app-1-0-x7k2p".into()),
+            listen_address: None,
+            replica: None,
+            data_dir_from_volume_mounts: true,
+            hook_exec: crate::hooks::HookExec::Refused,
+        };
+        let done = run_backup(&cat, session(&cat), &cfg);
+        let st = done.status.unwrap();
+        assert_eq!(st.phase, Some(SessionPhase::Failed));
+        let err = st.error.unwrap_or_default();
+        assert!(
+            err.contains("postBackup hook has an exec handler") && err.contains("pods/exec"),
+            "{err}"
+        );
+        assert!(!ran.exists(), "the exec hook ran");
+        // Not even the preBackup hook ran (it would have failed: nothing listens on port 1).
+        assert!(
+            st.conditions
+                .iter()
+                .all(|c| c.type_ != cond::PRE_BACKUP_HOOK_EXECUTION_SUCCEEDED),
+            "{:?}",
+            st.conditions
+        );
+        assert_eq!(
+            st.executor_pod.as_deref(),
+            Some("stash-backup-app-1-0-x7k2p")
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct EngineConfig {
     /// `spec.target.volumeMounts` says (a PVC in the replica's Job): a physical restore whose
     /// task has no `dataDir` restores into the first mount path.
     pub data_dir_from_volume_mounts: bool,
+    /// Where hooks' `exec` handlers may run (a Job's pod is not the database's).
+    pub hook_exec: hooks::HookExec,
 }
 
 /// Who executes a session: the platform says, the engine only records it.

@@ -74,9 +74,20 @@ pub fn run_restore(
     let hooks = rs.spec.hooks.clone().unwrap_or_default();
     let env = hook_env(&rs);
     let now = clock::now();
+    // Hooks the platform cannot run refuse the session before anything runs.
+    let refused = crate::hooks::check(
+        &cfg.hook_exec,
+        &[
+            ("preRestore", hooks.pre_restore.as_ref()),
+            ("postRestore", hooks.post_restore.as_ref()),
+        ],
+    )
+    .map_err(|e| EngineError::Step(format!("nothing was restored: {e}")));
+    let runs_hooks = refused.is_ok();
     let pre = match &hooks.pre_restore {
+        _ if refused.is_err() => refused,
         None => Ok(()),
-        Some(h) => match crate::hooks::run("preRestore", h, &env) {
+        Some(h) => match crate::hooks::run("preRestore", h, &env, &cfg.hook_exec, target_of(&rs)) {
             Ok(m) => {
                 set_condition(
                     &mut rs.status_mut().conditions,
@@ -132,10 +143,10 @@ pub fn run_restore(
             }
         }
     }
-    if let Some(h) = &hooks.post_restore {
+    if let Some(h) = hooks.post_restore.as_ref().filter(|_| runs_hooks) {
         if crate::hooks::should_run_post(h, ok, true) {
             let now = clock::now();
-            match crate::hooks::run("postRestore", h, &env) {
+            match crate::hooks::run("postRestore", h, &env, &cfg.hook_exec, target_of(&rs)) {
                 Ok(m) => set_condition(
                     &mut rs.status_mut().conditions,
                     cond::POST_RESTORE_HOOK_EXECUTION_SUCCEEDED,
@@ -285,6 +296,17 @@ fn replica_ordinals(
             ),
         }),
     }
+}
+
+/// The AppBinding an exec hook runs in the pod of, on a platform that runs it there.
+fn target_of(rs: &RestoreSession) -> Option<crate::hooks::Target<'_>> {
+    let t = rs.spec.target.as_ref()?;
+    let ns = t
+        .ref_
+        .namespace
+        .as_deref()
+        .unwrap_or(rs.metadata.namespace());
+    Some((ns, t.ref_.name.as_str()))
 }
 
 fn hook_env(rs: &RestoreSession) -> BTreeMap<String, String> {

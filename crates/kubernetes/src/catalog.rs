@@ -22,19 +22,7 @@ impl KubeCatalog {
     /// else the Pod's ServiceAccount.
     pub fn infer() -> Result<KubeCatalog, CatalogError> {
         let rt = runtime()?;
-        let client = rt.block_on(async {
-            let config = kube::Config::infer()
-                .await
-                .map_err(|e| CatalogError::Other {
-                    message: format!(
-                        "no Kubernetes API to talk to ({e}): in a Pod the ServiceAccount token is \
-                     mounted for this; elsewhere set KUBECONFIG"
-                    ),
-                })?;
-            Client::try_from(config).map_err(|e| CatalogError::Other {
-                message: format!("cannot build a Kubernetes client: {e}"),
-            })
-        })?;
+        let client = infer_client(&rt)?;
         Ok(KubeCatalog { client, rt })
     }
 
@@ -68,6 +56,24 @@ impl KubeCatalog {
             Api::namespaced_with(self.client.clone(), namespace, &ar)
         }
     }
+}
+
+/// A client over the cluster the environment names (see [`KubeCatalog::infer`]), built in
+/// `rt`, which must drive it.
+pub fn infer_client(rt: &tokio::runtime::Runtime) -> Result<Client, CatalogError> {
+    rt.block_on(async {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| CatalogError::Other {
+                message: format!(
+                    "no Kubernetes API to talk to ({e}): in a Pod the ServiceAccount token is \
+                     mounted for this; elsewhere set KUBECONFIG"
+                ),
+            })?;
+        Client::try_from(config).map_err(|e| CatalogError::Other {
+            message: format!("cannot build a Kubernetes client: {e}"),
+        })
+    })
 }
 
 /// The runtime the catalog blocks on: one thread is enough for one request at a time.

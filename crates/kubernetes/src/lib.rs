@@ -9,6 +9,8 @@ pub mod crd;
 pub mod decide;
 pub mod kinds;
 pub mod operator;
+pub mod pod_exec;
+pub mod rbac;
 pub mod settings;
 pub mod trigger;
 

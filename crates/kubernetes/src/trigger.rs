@@ -2,21 +2,13 @@
 //! one new BackupSession of a configuration, named by the API server, labelled and owned as
 //! Stash's are, so that the operator picks it up and deleting the configuration removes it.
 
-use coffer_api::{
-    backup::{BackupSessionSpec, Invoker},
-    meta::OwnerReference,
-    BackupConfiguration, BackupSession, Kind, ObjectMeta, Resource,
-};
+use coffer_api::{Kind, Resource};
 use kube::{
     api::{DynamicObject, PostParams},
     Client,
 };
-use serde_json::Value;
 
-use crate::operator::{
-    act::coffer_api_for,
-    observe::{INVOKER_NAME_LABEL, INVOKER_TYPE_LABEL},
-};
+use crate::{decide::backup_session::new_session, operator::act::coffer_api_for};
 
 /// Why a BackupSession could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -27,73 +19,6 @@ pub enum TriggerError {
     Api { what: String, cause: kube::Error },
     #[error("BackupConfiguration {what} as stored cannot be read: {problem}")]
     Decode { what: String, problem: String },
-}
-
-/// The BackupSession to create for `bc`: `generateName: <bc>-`, Stash's invoker labels,
-/// a controller owner reference to the configuration, and `retryLeft` from its retryConfig
-/// (`retry_left` overrides it, for a retry's session).
-pub fn backup_session_for(bc: &BackupConfiguration, retry_left: Option<i32>) -> Value {
-    let name = &bc.metadata.name;
-    let mut labels: std::collections::BTreeMap<String, String> = [
-        ("app.kubernetes.io/managed-by", "coffer"),
-        (INVOKER_TYPE_LABEL, Kind::BackupConfiguration.as_str()),
-        (INVOKER_NAME_LABEL, name.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    // Stash labels a session with its target too, so sessions can be listed by database.
-    if let Some(t) = &bc.spec.target {
-        let ns = t
-            .ref_
-            .namespace
-            .as_deref()
-            .unwrap_or(bc.metadata.namespace());
-        for (k, v) in [
-            ("stash.appscode.com/target-kind", t.ref_.kind.as_str()),
-            ("stash.appscode.com/target-name", t.ref_.name.as_str()),
-            ("stash.appscode.com/target-namespace", ns),
-        ] {
-            labels.insert(k.into(), v.into());
-        }
-    }
-    let bs = BackupSession {
-        api_version: Kind::BackupSession.api_version().into(),
-        kind: Kind::BackupSession.as_str().into(),
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-")),
-            namespace: Some(bc.metadata.namespace().to_string()),
-            labels,
-            owner_references: vec![OwnerReference {
-                api_version: Kind::BackupConfiguration.api_version().into(),
-                kind: Kind::BackupConfiguration.as_str().into(),
-                name: name.clone(),
-                uid: bc.metadata.uid.clone(),
-                controller: Some(true),
-            }],
-            ..Default::default()
-        },
-        spec: BackupSessionSpec {
-            invoker: Invoker {
-                api_group: "stash.appscode.com".into(),
-                kind: Kind::BackupConfiguration.as_str().into(),
-                name: name.clone(),
-            },
-            retry_left: retry_left.or_else(|| {
-                bc.spec
-                    .retry_config
-                    .as_ref()
-                    .map(|r| r.max_retry.unwrap_or(1))
-            }),
-        },
-        status: None,
-    };
-    let mut v = Resource::BackupSession(bs).to_json();
-    // The server picks the name; an empty one would be sent as a name.
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("name");
-    }
-    v
 }
 
 /// Reads the configuration (for its uid and retry settings) and creates one BackupSession;
@@ -127,8 +52,8 @@ pub async fn create_backup_session(
             })
         }
     };
-    let session: DynamicObject = serde_json::from_value(backup_session_for(&bc, None))
-        .expect("a BackupSession is a valid object");
+    let session: DynamicObject =
+        serde_json::from_value(new_session(&bc, None)).expect("a BackupSession is a valid object");
     let created = coffer_api_for(client, Kind::BackupSession, namespace)
         .create(&PostParams::default(), &session)
         .await
@@ -141,7 +66,7 @@ pub async fn create_backup_session(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::operator::tests::{mock_api, status, verified, Expect};
@@ -162,8 +87,8 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn creates_a_labelled_owned_session_named_by_the_server() {
+    /// What the trigger asks of the API and what it is told, for `nightly` in `db`.
+    fn exchange() -> Vec<Expect> {
         let want = json!({
             "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
             "metadata": {
@@ -189,7 +114,7 @@ mod tests {
         });
         let mut created = want.clone();
         created["metadata"]["name"] = json!("nightly-x7k2p");
-        let (client, verifier) = mock_api(vec![
+        vec![
             Expect::new("GET", format!("{BCS}/nightly")).reply(200, stored_bc()),
             Expect::new(
                 "POST",
@@ -197,13 +122,37 @@ mod tests {
             )
             .body_is(want)
             .reply(201, created),
-        ]);
+        ]
+    }
+
+    #[tokio::test]
+    async fn creates_a_labelled_owned_session_named_by_the_server() {
+        let (client, verifier) = mock_api(exchange());
         let name = create_backup_session(&client, "db", "nightly")
             .await
             .unwrap();
         assert_eq!(name, "nightly-x7k2p");
         drop(client);
         verified(verifier).await;
+    }
+
+    /// The CronJob's ServiceAccount is bound to the chart's coffer-trigger ClusterRole in the
+    /// configuration's namespace, as the operator binds it: that is enough for every request.
+    #[test]
+    fn the_charts_trigger_role_allows_every_request_the_trigger_makes() {
+        let chart =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
+        let rbac =
+            crate::rbac::ChartRbac::from_chart_dir(&chart, &crate::rbac::RELEASE_COFFER).unwrap();
+        let role = &crate::OperatorSettings::default().trigger_cluster_role;
+        let sa = crate::decide::names::trigger_cron_job("nightly");
+        for e in exchange() {
+            let (method, uri) = e.request();
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            if let Err(e) = rbac.allows(role, "db", &sa, method, path, query) {
+                panic!("the trigger would be refused: {e}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -10,8 +10,8 @@
 //! client reads instead. PATH (this machine's) and HOME=/ stand for the image's environment;
 //! status.podIP is a loopback address; the network is the host's.
 //!
-//! `agent_job` writes the Job as the operator's contract says; once the operator's builder
-//! (decide/) is in, the tests should take its Job instead.
+//! The Jobs are the operator's own: [`operator_jobs`] runs its decision (decide/) on the
+//! session as the double holds it and takes the Jobs it would apply.
 
 use std::{collections::BTreeMap, os::unix::fs::PermissionsExt, path::PathBuf, process::Command};
 
@@ -76,57 +76,122 @@ fn load(api: &KubeApi, manifests: &[String]) -> Vec<String> {
     paths
 }
 
-/// The agent's Job as the operator's contract writes it (decide/objects.rs builds the same).
-fn agent_job(
-    job_name: &str,
-    kind_arg: &str,
-    session: &str,
-    extra_env: &[Value],
-    pvc: Option<(&str, &str)>,
-) -> Value {
-    let mut env = vec![
-        json!({"name": "COFFER_PLATFORM", "value": "kubernetes"}),
-        json!({"name": "COFFER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-        json!({"name": "COFFER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
-        json!({"name": "COFFER_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
-        json!({"name": "TMPDIR", "value": "/tmp"}),
-    ];
-    env.extend(extra_env.iter().cloned());
-    let mut mounts = vec![json!({"name": "stash-tmp-dir", "mountPath": "/tmp"})];
-    let mut volumes = vec![json!({"name": "stash-tmp-dir", "emptyDir": {}})];
-    if let Some((claim, path)) = pvc {
-        mounts.push(json!({"name": "data", "mountPath": path}));
-        volumes.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
-    }
-    json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job_name, "namespace": NS},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": "coffer-backup-job",
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65534,
-                                        "runAsGroup": 65534, "fsGroup": 65534},
-                    "containers": [{
-                        "name": "agent",
-                        "image": "ghcr.io/coffer/coffer:test",
-                        "command": ["coffer"],
-                        "args": ["agent", kind_arg, session],
-                        "env": env,
-                        "securityContext": {"runAsNonRoot": true,
-                                            "readOnlyRootFilesystem": true,
-                                            "allowPrivilegeEscalation": false,
-                                            "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
-                }
-            }
+/// The Jobs the operator creates for a session: its decision (decide/) on the session and on
+/// what the session refers to, as the double holds them, before any Job exists — the objects
+/// the act layer would apply, untouched.
+fn operator_jobs(api: &KubeApi, session_path: &str) -> Vec<Value> {
+    use coffer_api::{Kind, Resource};
+    use coffer_kubernetes::{decide, KubeAction, OperatorSettings};
+    let v = api.object(session_path).expect("the session is stored");
+    let resource_version = v["metadata"]["resourceVersion"].as_str().map(String::from);
+    let settings = OperatorSettings::default();
+    let now = jiff::Timestamp::now();
+    let actions = match Resource::from_json(Kind::BackupSession, v.clone()) {
+        Ok(Resource::BackupSession(bs)) if v["kind"] == "BackupSession" => {
+            let bc_path = object_path(
+                "stash.appscode.com/v1beta1",
+                "backupconfigurations",
+                Some(NS),
+                &bs.spec.invoker.name,
+            );
+            let bc = api.object(&bc_path).expect("the session's configuration");
+            let Ok(Resource::BackupConfiguration(bc)) =
+                Resource::from_json(Kind::BackupConfiguration, bc)
+            else {
+                panic!("{bc_path} is not a BackupConfiguration")
+            };
+            let observed = decide::backup_session::Observed {
+                resource_version,
+                configuration: Some(bc),
+                siblings: Vec::new(),
+                job: None,
+            };
+            decide::backup_session::decide(&bs, &observed, &settings, now)
         }
-    })
+        _ => {
+            let Ok(Resource::RestoreSession(rs)) = Resource::from_json(Kind::RestoreSession, v)
+            else {
+                panic!("{session_path} is neither a BackupSession nor a RestoreSession")
+            };
+            let observed = decide::restore_session::Observed {
+                resource_version,
+                jobs: Vec::new(),
+            };
+            decide::restore_session::decide(&rs, &observed, &settings, now)
+        }
+    };
+    let jobs: Vec<Value> = actions
+        .iter()
+        .filter_map(|a| match a {
+            KubeAction::Apply(o) if o["kind"] == "Job" => Some(o.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !jobs.is_empty(),
+        "the operator creates no Job for {session_path}: {actions:#?}"
+    );
+    jobs
+}
+
+/// Neither the Job's spec nor its container's resolved environment holds a Secret's value:
+/// the agent reads Secrets through the API.
+fn assert_no_secret_in(job: &Value, env: Option<&[(String, String)]>, secrets: &[&str]) {
+    let text = job.to_string();
+    for s in secrets {
+        assert!(!s.is_empty());
+        assert!(
+            !text.contains(s),
+            "a Secret value is in the spec of Job {}",
+            job["metadata"]["name"]
+        );
+        for (k, v) in env.unwrap_or_default() {
+            assert!(
+                !v.contains(s),
+                "a Secret value is in the container's env {k}"
+            );
+        }
+    }
+}
+
+/// Every request the Job's agent made (`reqs`, as the double recorded them) is one the
+/// chart's RBAC grants its ServiceAccount: the ClusterRole the operator binds to it in the
+/// namespace (coffer-backup-job or coffer-restore-job), or a ClusterRoleBinding of the chart.
+fn assert_the_chart_allows(reqs: &[coffer_testkit::kubeapi::ApiRequest], job: &Value) {
+    let settings = coffer_kubernetes::OperatorSettings::default();
+    let pod = &job["spec"]["template"]["spec"];
+    let role = match pod["containers"][0]["args"][1].as_str() {
+        Some("backupsession") => &settings.backup_job_cluster_role,
+        Some("restoresession") => &settings.restore_job_cluster_role,
+        other => panic!("not an agent's Job: args[1] is {other:?}"),
+    };
+    let sa = pod["serviceAccountName"]
+        .as_str()
+        .expect("the Job names its ServiceAccount");
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
+    let rbac = coffer_kubernetes::rbac::ChartRbac::from_chart_dir(
+        &chart,
+        &coffer_kubernetes::rbac::RELEASE_COFFER,
+    )
+    .unwrap();
+    assert!(!reqs.is_empty(), "the agent made no request");
+    for r in reqs {
+        if let Err(e) = rbac.allows(role, NS, sa, &r.method, &r.path, &r.query) {
+            panic!(
+                "the agent of Job {} would be refused in a cluster: {e}",
+                job["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// A variable the test adds to the operator's Job (a fault point), after the contract's.
+fn with_env(mut job: Value, name: &str, value: &str) -> Value {
+    job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .expect("the agent's container has an env")
+        .push(json!({"name": name, "value": value}));
+    job
 }
 
 /// What a kubelet does with a Job's pod, on this machine.
@@ -139,8 +204,9 @@ struct Kubelet<'a> {
     dir: tempfile::TempDir,
 }
 
-/// The container's environment and the run's output.
+/// The pod's name, the container's environment and the run's output.
 struct PodRun {
+    pod: String,
     env: Vec<(String, String)>,
     run: Run,
 }
@@ -325,7 +391,11 @@ exec setpriv --reuid="$user" --regid="$group" "$groups" --inh-caps=-all -- "$@""
         .env("COFFER_LOG", "info")
         .current_dir(c["workingDir"].as_str().unwrap_or("/"));
         let run = Run::from(cmd.output().expect("run the pod's container under unshare"));
-        PodRun { env, run }
+        PodRun {
+            pod: pod_name,
+            env,
+            run,
+        }
     }
 }
 
@@ -395,31 +465,25 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
         }),
     );
 
-    // The backup Job.
-    let job = agent_job(
-        &format!("stash-backup-{session}"),
-        "backupsession",
-        session,
-        &[],
-        None,
-    );
-    let job_text = job.to_string();
-    for s in secret_values {
-        assert!(!job_text.contains(s), "a Secret value is in the Job's spec");
-    }
+    // The backup Job, as the operator makes it.
+    let jobs = operator_jobs(&api, &bs_path);
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    let job = &jobs[0];
+    assert_eq!(job["metadata"]["name"], format!("stash-backup-{session}-0"));
+    assert_no_secret_in(job, None, &secret_values);
     let kubelet = Kubelet::new(&api);
-    let pod = kubelet.run(&job);
+    let pod = kubelet.run(job);
     assert!(pod.run.ok, "the backup Job failed:\n{}", pod.run);
-    for (k, v) in &pod.env {
-        assert!(
-            !secret_values.contains(&v.as_str()),
-            "Secret value in the container's env {k}"
-        );
-    }
+    assert_no_secret_in(job, Some(&pod.env), &secret_values);
+    let backup_requests = api.requests();
+    assert_the_chart_allows(&backup_requests, job);
 
     // What the agent wrote through the API.
     let bs = api.object(&bs_path).unwrap();
     assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
+    // The session names its executor as the operator's supervisor looks for it: the pod.
+    assert_eq!(bs["status"]["executorPod"], pod.pod.as_str(), "{bs:#}");
+    assert!(bs["status"].get("agentPid").is_none(), "{bs:#}");
     let snap = bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
         .as_str()
         .unwrap_or_default()
@@ -511,17 +575,18 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
 
     // The restore Job, into a fresh server.
     let rs_paths = load(&api, &[restore_session("restore", "s3", "dst", "latest")]);
-    let job = agent_job(
-        "stash-restore-restore",
-        "restoresession",
-        "restore",
-        &[],
-        None,
-    );
-    let pod = kubelet.run(&job);
+    let jobs = operator_jobs(&api, &rs_paths[0]);
+    assert_eq!(jobs.len(), 1, "a standalone restore has one Job: {jobs:#?}");
+    assert_eq!(jobs[0]["metadata"]["name"], "stash-restore-restore-0");
+    assert_no_secret_in(&jobs[0], None, &secret_values);
+    let pod = kubelet.run(&jobs[0]);
     assert!(pod.run.ok, "the restore Job failed:\n{}", pod.run);
+    assert_no_secret_in(&jobs[0], Some(&pod.env), &secret_values);
+    assert_the_chart_allows(&api.requests()[backup_requests.len()..], &jobs[0]);
     let rs = api.object(&rs_paths[0]).unwrap();
     assert_eq!(rs["status"]["phase"], "Succeeded", "{rs:#}");
+    assert_eq!(rs["status"]["executorPod"], pod.pod.as_str(), "{rs:#}");
+    assert!(rs["status"].get("agentPid").is_none(), "{rs:#}");
     let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
     assert!(!want.is_empty());
     let have = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
@@ -666,15 +731,14 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
     // The backup Job: garbd runs in the pod, and the SST listener advertises the pod's IP.
     let mut kubelet = Kubelet::new(&api);
     kubelet.pod_ip = "127.0.0.2".into();
-    let job = agent_job(
-        "stash-backup-cluster-backup-1",
-        "backupsession",
-        "cluster-backup-1",
-        &[],
-        None,
-    );
-    let pod = kubelet.run(&job);
+    let secret_values = [REPO_PASSWORD, g.secret_key(), c.root_password()];
+    let jobs = operator_jobs(&api, &bs_path);
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_no_secret_in(&jobs[0], None, &secret_values);
+    let pod = kubelet.run(&jobs[0]);
     assert!(pod.run.ok, "the Galera backup Job failed:\n{}", pod.run);
+    assert_no_secret_in(&jobs[0], Some(&pod.env), &secret_values);
+    assert_the_chart_allows(&api.requests(), &jobs[0]);
     let bs = api.object(&bs_path).unwrap();
     assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
     assert!(
@@ -688,13 +752,26 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
               metadata: {name: cluster-restore}\n\
               spec:\n  task: {name: perconaxtradb-restore-5.7}\n  repository: {name: s3}\n  target:\n    \
               replicas: 2\n    ref: {apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: cluster}\n    \
-              volumeMounts: [{name: data, mountPath: /var/lib/mysql}]\n    \
-              volumeClaimTemplates:\n    - metadata: {name: data}\n      \
+              volumeMounts: [{name: data-cluster-restore, mountPath: /var/lib/mysql}]\n    \
+              volumeClaimTemplates:\n    - metadata: {name: \"data-cluster-restore-${POD_ORDINAL}\"}\n      \
               spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
     let rs_path = load(&api, &[rs.to_string()]).remove(0);
+    // The operator's Jobs, one per replica, each with its POD_ORDINAL and its replica's PVC.
+    let jobs = operator_jobs(&api, &rs_path);
+    let names: Vec<&str> = jobs
+        .iter()
+        .map(|j| j["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "stash-restore-cluster-restore-0-0",
+            "stash-restore-cluster-restore-0-1"
+        ]
+    );
     let pvcs = scratch();
     let mut dirs = Vec::new();
-    for ordinal in 0..2 {
+    for (ordinal, job) in jobs.iter().enumerate() {
         let claim = format!("data-cluster-restore-{ordinal}");
         let dir = pvcs.path().join(&claim);
         std::fs::create_dir_all(&dir).unwrap();
@@ -703,15 +780,17 @@ fn galera_backup_job_then_one_restore_job_per_replica_fill_pvcs_a_cluster_starts
             std::fs::create_dir(dir.join("lost+found")).unwrap();
         }
         kubelet.claims.insert(claim.clone(), dir.clone());
-        let job = agent_job(
-            &format!("stash-restore-cluster-restore-{ordinal}"),
-            "restoresession",
-            "cluster-restore",
-            &[json!({"name": "POD_ORDINAL", "value": ordinal.to_string()})],
-            Some((&claim, "/var/lib/mysql")),
-        );
-        let pod = kubelet.run(&job);
+        assert_no_secret_in(job, None, &secret_values);
+        let before = api.requests().len();
+        let pod = kubelet.run(job);
         assert!(pod.run.ok, "restore Job {ordinal} failed:\n{}", pod.run);
+        assert_the_chart_allows(&api.requests()[before..], job);
+        assert!(
+            pod.env
+                .contains(&("POD_ORDINAL".to_string(), ordinal.to_string())),
+            "{:?}",
+            pod.env
+        );
         // Each Job records its replica; the session succeeds once both have.
         let st = api.object(&rs_path).unwrap()["status"].clone();
         let (want_phase, want_hosts) = match ordinal {
@@ -826,25 +905,21 @@ fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finis
              spec:\n  task:\n    name: mariadb-restore-10.5.8\n    params: [{{name: replaceDataDir, value: \"{replace}\"}}]\n  \
              repository: {{name: s3}}\n  target:\n    \
              ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, name: src}}\n    \
-             volumeMounts: [{{name: data, mountPath: /var/lib/mysql}}]\n"
+             volumeMounts: [{{name: data-mysql, mountPath: /var/lib/mysql}}]\n    \
+             volumeClaimTemplates:\n    - metadata: {{name: \"data-mysql-${{POD_ORDINAL}}\"}}\n      \
+             spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
         )
     };
     let pvcs = scratch();
     let pvc = pvcs.path().join("data-mysql-0");
     std::fs::create_dir_all(&pvc).unwrap();
     kubelet.claims.insert("data-mysql-0".into(), pvc.clone());
-    let restore_job = |session: &str, fault: Option<&str>| {
-        let env: Vec<Value> = fault
-            .map(|f| json!({"name": "COFFER_FAULT_AT", "value": f}))
-            .into_iter()
-            .collect();
-        agent_job(
-            &format!("stash-restore-{session}-0"),
-            "restoresession",
-            session,
-            &env,
-            Some(("data-mysql-0", "/var/lib/mysql")),
-        )
+    // The operator's Job for a pending session (a claim template makes it replica 0's, with
+    // the PVC `data-mysql-0` mounted where volumeMounts says).
+    let restore_job = |rs_path: &str| {
+        let mut jobs = operator_jobs(&api, rs_path);
+        assert_eq!(jobs.len(), 1, "{jobs:#?}");
+        jobs.remove(0)
     };
     let names = |dir: &std::path::Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -857,8 +932,8 @@ fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finis
 
     // First backup, restored into the empty PVC.
     backup();
-    load(&api, &[restore_session("first", false)]);
-    let pod = kubelet.run(&restore_job("first", None));
+    let first_path = load(&api, &[restore_session("first", false)]).remove(0);
+    let pod = kubelet.run(&restore_job(&first_path));
     assert!(pod.run.ok, "restore 1:\n{}", pod.run);
     let first = names(&pvc);
     assert!(first.contains(&"ibdata1".to_string()), "{first:?}");
@@ -870,7 +945,12 @@ fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finis
         .unwrap();
     backup();
     let rs_path = load(&api, &[restore_session("second", true)]).remove(0);
-    let pod = kubelet.run(&restore_job("second", Some("swap:moved-aside")));
+    let job = restore_job(&rs_path);
+    let pod = kubelet.run(&with_env(
+        job.clone(),
+        "COFFER_FAULT_AT",
+        "swap:moved-aside",
+    ));
     assert!(!pod.run.ok, "the fault point kills the agent:\n{}", pod.run);
     let old = pvc.join(".coffer-old");
     assert_eq!(names(&old), first, "every old entry is aside, none deleted");
@@ -880,8 +960,8 @@ fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finis
     );
     assert!(pvc.join(".coffer-swap-2").exists() && pvc.join(".coffer-restore/ibdata1").exists());
 
-    // The next Job finishes the interrupted swap, then restores.
-    let pod = kubelet.run(&restore_job("second", None));
+    // The next run of the Job finishes the interrupted swap, then restores.
+    let pod = kubelet.run(&job);
     assert!(pod.run.ok, "restore 2, again:\n{}", pod.run);
     assert!(
         pod.run

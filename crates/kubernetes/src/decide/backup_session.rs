@@ -180,22 +180,47 @@ fn job_objects(
     Ok(out)
 }
 
-/// The retry session, as Stash's `NewSession` makes it.
-fn retry_session(bc: &BackupConfiguration, retry_left: i32) -> Value {
+/// A new BackupSession of `bc` — the trigger CronJob's and a retry's alike, as Stash's
+/// `NewSession` makes it: `generateName: <bc>-` (the server picks the name), the labels of
+/// every object the operator makes ([`objects::labels`]: managed-by, invoker type and name)
+/// plus Stash's target labels (so sessions can be listed by database), a controller owner
+/// reference to the configuration, and `retryLeft`: `retry_left` for a retry's session, else
+/// the configuration's `retryConfig.maxRetry` (1 when unset) when it has a retryConfig.
+///
+/// The owner reference does not set `blockOwnerDeletion`: with the
+/// OwnerReferencesPermissionEnforcement admission plugin that would need `update` on
+/// `backupconfigurations/finalizers`, which the trigger's ServiceAccount does not have (and a
+/// session need not hold up its configuration's deletion).
+pub fn new_session(bc: &BackupConfiguration, retry_left: Option<i32>) -> Value {
     let meta = &bc.metadata;
-    let mut labels = serde_json::Map::new();
-    labels.insert(
-        objects::INVOKER_TYPE.into(),
-        json!(Kind::BackupConfiguration.as_str()),
-    );
-    labels.insert(objects::INVOKER_NAME.into(), json!(meta.name));
+    let mut labels = objects::labels(Kind::BackupConfiguration, &meta.name);
     if let Some(t) = &bc.spec.target {
-        labels.insert("stash.appscode.com/target-kind".into(), json!(t.ref_.kind));
-        labels.insert("stash.appscode.com/target-name".into(), json!(t.ref_.name));
-        labels.insert(
-            "stash.appscode.com/target-namespace".into(),
-            json!(t.ref_.namespace.as_deref().unwrap_or(meta.namespace())),
-        );
+        let target_ns = t.ref_.namespace.as_deref().unwrap_or(meta.namespace());
+        for (k, v) in [
+            ("stash.appscode.com/target-kind", t.ref_.kind.as_str()),
+            ("stash.appscode.com/target-name", t.ref_.name.as_str()),
+            ("stash.appscode.com/target-namespace", target_ns),
+        ] {
+            labels.insert(k.into(), v.into());
+        }
+    }
+    let mut owner = objects::owner(Kind::BackupConfiguration, meta);
+    owner.block_owner_deletion = None;
+    let retry_left = retry_left.or_else(|| {
+        bc.spec
+            .retry_config
+            .as_ref()
+            .map(|r| r.max_retry.unwrap_or(1))
+    });
+    let mut spec = json!({
+        "invoker": {
+            "apiGroup": "stash.appscode.com",
+            "kind": Kind::BackupConfiguration.as_str(),
+            "name": meta.name,
+        },
+    });
+    if let Some(r) = retry_left {
+        spec["retryLeft"] = json!(r);
     }
     json!({
         "apiVersion": Kind::BackupSession.api_version(),
@@ -204,16 +229,9 @@ fn retry_session(bc: &BackupConfiguration, retry_left: i32) -> Value {
             "generateName": format!("{}-", meta.name),
             "namespace": meta.namespace(),
             "labels": labels,
-            "ownerReferences": [objects::value(&objects::owner(Kind::BackupConfiguration, meta))],
+            "ownerReferences": [objects::value(&owner)],
         },
-        "spec": {
-            "invoker": {
-                "apiGroup": "stash.appscode.com",
-                "kind": Kind::BackupConfiguration.as_str(),
-                "name": meta.name,
-            },
-            "retryLeft": retry_left,
-        },
+        "spec": spec,
     })
 }
 
@@ -432,7 +450,7 @@ pub fn decide(
             }
             Action::Retry { at, retry_left } => {
                 if at <= now {
-                    after.insert(0, KubeAction::Create(retry_session(bc, retry_left)));
+                    after.insert(0, KubeAction::Create(new_session(bc, Some(retry_left))));
                     st.retried = true;
                     st.next_retry = None;
                     after.push(ev(

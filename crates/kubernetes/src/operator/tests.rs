@@ -53,6 +53,11 @@ impl Expect {
         self.body(move |got| assert_eq!(got, &want, "request body"))
     }
 
+    /// The request's method and URI (path and query).
+    pub(crate) fn request(&self) -> (&str, &str) {
+        (self.method, &self.uri)
+    }
+
     pub(crate) fn reply(mut self, status: u16, reply: Value) -> Expect {
         self.status = status;
         self.reply = reply;
@@ -84,6 +89,18 @@ pub(crate) fn mock_api(steps: Vec<Expect>) -> (Client, tokio::task::JoinHandle<(
     (Client::new(svc, "default"), verifier)
 }
 
+/// The RBAC the chart gives the operator's ServiceAccount (release `coffer` in namespace
+/// `coffer`): every request a test's operator makes must be allowed by it.
+pub(crate) fn operator_may(method: &str, uri: &str) {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
+    let rbac = crate::rbac::ChartRbac::from_chart_dir(&chart, &crate::rbac::RELEASE_COFFER)
+        .expect("the chart's RBAC reads");
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    if let Err(e) = rbac.allows_bound("coffer", "coffer", method, path, query) {
+        panic!("the operator would be refused in a cluster: {e}");
+    }
+}
+
 async fn verify(mut handle: Handle<Request<Body>, Response<Body>>, steps: Vec<Expect>) {
     let total = steps.len();
     for (i, step) in steps.into_iter().enumerate() {
@@ -102,6 +119,7 @@ async fn verify(mut handle: Handle<Request<Body>, Response<Body>>, steps: Vec<Ex
             "request {} of {total}",
             i + 1
         );
+        operator_may(step.method, &uri);
         if let Some(want) = step.accept {
             let got = req
                 .headers()
@@ -1031,6 +1049,7 @@ mod controllers {
             while let Some((req, send)) = handle.next_request().await {
                 let uri = req.uri().to_string();
                 log.lock().unwrap().push(format!("{} {uri}", req.method()));
+                super::operator_may(req.method().as_str(), &uri);
                 if uri.contains("watch=true") {
                     open_watches.push(send);
                     continue;
