@@ -712,6 +712,7 @@ mod tests {
             listen_address: None,
             replica: None,
             data_dir_from_volume_mounts: false,
+            hook_exec: crate::hooks::HookExec::Local,
         };
         let e = execute(&cat, &mut rs, Instant::now(), &cfg).unwrap_err();
         let msg = e.to_string();
