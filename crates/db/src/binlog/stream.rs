@@ -70,8 +70,8 @@ pub enum CaptureError {
     #[error(
         "{target} already has a replica registered with server_id {server_id} (SHOW SLAVE \
          HOSTS); connecting would make the server kill it — another archive or replica uses \
-         this id (give one another), or this archive's previous stream has not been dropped \
-         by the server yet (it is, within a few heartbeats)"
+         this id (give one of them another), or the server still holds a stream of this \
+         archive it should have dropped after a few heartbeats"
     )]
     ServerIdInUse { target: String, server_id: u32 },
     #[error("{target} cannot be archived: {reason}")]
@@ -187,26 +187,35 @@ pub fn open(
             server_id: opts.server_id,
         });
     }
-    let replicas: Vec<mysql::Row> = c.query("SHOW SLAVE HOSTS").map_err(|e| {
-        CaptureError::Db(match conn::classify(spec, &e) {
-            DbError::Query { target, reason } => DbError::Query {
+    // Our own previous stream may still be listed for a moment after it broke: the server
+    // drops it when a heartbeat to it fails. A live replica with the same id stays.
+    let deadline = Instant::now() + opts.heartbeat * 5 + Duration::from_secs(1);
+    loop {
+        let replicas: Vec<mysql::Row> = c.query("SHOW SLAVE HOSTS").map_err(|e| {
+            CaptureError::Db(match conn::classify(spec, &e) {
+                DbError::Query { target, reason } => DbError::Query {
+                    target,
+                    reason: format!(
+                        "{reason} — SHOW SLAVE HOSTS, run to refuse a server_id already in \
+                         use, needs REPLICATION MASTER ADMIN (grant it with REPLICATION SLAVE)"
+                    ),
+                },
+                other => other,
+            })
+        })?;
+        let taken = replicas
+            .iter()
+            .any(|r| r.get::<u64, _>(0) == Some(u64::from(opts.server_id)));
+        if !taken {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(CaptureError::ServerIdInUse {
                 target,
-                reason: format!(
-                    "{reason} — SHOW SLAVE HOSTS, run to refuse a server_id already in use, \
-                     needs REPLICATION MASTER ADMIN (grant it with REPLICATION SLAVE)"
-                ),
-            },
-            other => other,
-        })
-    })?;
-    if replicas
-        .iter()
-        .any(|r| r.get::<u64, _>(0) == Some(u64::from(opts.server_id)))
-    {
-        return Err(CaptureError::ServerIdInUse {
-            target,
-            server_id: opts.server_id,
-        });
+                server_id: opts.server_id,
+            });
+        }
+        std::thread::sleep(opts.heartbeat.min(Duration::from_millis(500)));
     }
     let server_state = parse_gtid_list(&binlog_state).map_err(|e| CaptureError::Corrupt {
         target: target.clone(),
