@@ -86,7 +86,12 @@ fn capture_until(
     let spec = spec(db);
     let files = ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap();
     let start = writer.state().clone();
-    let mut src = open(&spec, &files, options(archive_server_id("test", "a")), &start)?;
+    let mut src = open(
+        &spec,
+        &files,
+        options(archive_server_id("test", "a")),
+        &start,
+    )?;
     capture(&mut src, writer, |s| s.covers(until))
 }
 
@@ -163,7 +168,11 @@ fn a_workload_becomes_segments_mariadb_binlog_reads_and_replays_to_the_same_tabl
     capture_until(&db, &mut w, &end).unwrap();
     assert_eq!(w.state(), &end);
     let sink = w.into_sink();
-    assert!(sink.metas.len() > 1, "several segments: {}", sink.metas.len());
+    assert!(
+        sink.metas.len() > 1,
+        "several segments: {}",
+        sink.metas.len()
+    );
 
     // The index names every transaction the server logged, once, in order.
     let s0 = start.0[&0].seq;
@@ -173,15 +182,27 @@ fn a_workload_becomes_segments_mariadb_binlog_reads_and_replays_to_the_same_tabl
         .iter()
         .flat_map(|m| m.transactions.iter().map(|t| t.gtid.to_string()))
         .collect();
-    let expected: Vec<String> = (s0 + 1..=s1).map(|q| format!("0-{SOURCE_ID}-{q}")).collect();
+    let expected: Vec<String> = (s0 + 1..=s1)
+        .map(|q| format!("0-{SOURCE_ID}-{q}"))
+        .collect();
     assert_eq!(indexed, expected);
 
+    // The 10 MB transaction went whole into one segment, past the 256 KiB size limit.
+    assert!(sink.metas.iter().any(|m| m.bytes > 8 << 20));
+    assert!(sink
+        .metas
+        .iter()
+        .all(|m| m.source_file == "mysql-bin.000001"));
     // The server's own binlog file, to compare bytes with (tests only: coffer never reads it).
     let server_file = fs::read(db.datadir().join(&sink.metas[0].source_file)).unwrap();
     let mut paths = Vec::new();
     let mut prev_end = start.clone();
     for m in &sink.metas {
-        assert_eq!(m.start_state, prev_end, "segment {} continues the last", m.seq);
+        assert_eq!(
+            m.start_state, prev_end,
+            "segment {} continues the last",
+            m.seq
+        );
         prev_end = m.end_state.clone();
         assert_eq!(m.source_server_id, SOURCE_ID);
         let path = sink.path(m.seq);
@@ -206,18 +227,33 @@ fn a_workload_becomes_segments_mariadb_binlog_reads_and_replays_to_the_same_tabl
         }
         assert_eq!(evs[2].0.kind, kind::GTID);
         let gtid_events = evs.iter().filter(|(h, _)| h.kind == kind::GTID).count();
-        assert_eq!(gtid_events, m.transactions.len(), "GTID events are in the stream");
+        assert_eq!(
+            gtid_events,
+            m.transactions.len(),
+            "GTID events are in the stream"
+        );
         for t in &m.transactions {
             assert!(offsets.contains(&t.end), "{} ends on an event", t.gtid);
         }
         assert_eq!(m.transactions.last().unwrap().end, m.bytes);
-        assert!(m.transactions.iter().all(|t| t.source_end > 0 && t.time > 0));
+        assert!(m
+            .transactions
+            .iter()
+            .all(|t| t.source_end > 0 && t.time > 0));
 
         let out = mariadb_binlog(&[&path], &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         for t in &m.transactions {
-            assert!(text.contains(&format!("GTID {}", t.gtid)), "{} in {text:.2000}", t.gtid);
+            assert!(
+                text.contains(&format!("GTID {}", t.gtid)),
+                "{} in {text:.2000}",
+                t.gtid
+            );
         }
         paths.push(path);
     }
@@ -242,7 +278,11 @@ fn a_workload_becomes_segments_mariadb_binlog_reads_and_replays_to_the_same_tabl
         .output()
         .unwrap();
     assert!(dump.wait().unwrap().success());
-    assert!(load.status.success(), "{}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
     let sum = |d: &MariaDb| d.query_strings("CHECKSUM TABLE app.t, app.u").unwrap();
     assert_eq!(sum(&db), sum(&target));
     let rows = target.query_strings("SELECT COUNT(*) FROM app.u").unwrap();
@@ -259,10 +299,15 @@ fn a_second_stream_with_the_same_server_id_is_refused() {
     let id = archive_server_id("test", "twice");
     let first = open(&spec, &files, options(id), &start).unwrap();
     let e = open(&spec, &files, options(id), &start).err().unwrap();
-    assert!(matches!(e, CaptureError::ServerIdInUse { server_id, .. } if server_id == id), "{e}");
+    assert!(
+        matches!(e, CaptureError::ServerIdInUse { server_id, .. } if server_id == id),
+        "{e}"
+    );
     assert!(e.to_string().contains("SHOW SLAVE HOSTS"), "{e}");
     // The server's own id too.
-    let e = open(&spec, &files, options(SOURCE_ID), &start).err().unwrap();
+    let e = open(&spec, &files, options(SOURCE_ID), &start)
+        .err()
+        .unwrap();
     assert!(matches!(e, CaptureError::ServerIdInUse { .. }), "{e}");
     // Once the first stream is gone, the id is free again.
     drop(first);
@@ -301,7 +346,10 @@ fn purged_ahead_diverged_and_unknown_domain_are_named() {
                         Err(e) => break e,
                         Ok(ev) => kinds.push(ev.header.kind),
                     }
-                    assert!(t.elapsed() < Duration::from_secs(5), "{state}: no error, {kinds:?}");
+                    assert!(
+                        t.elapsed() < Duration::from_secs(5),
+                        "{state}: no error, {kinds:?}"
+                    );
                 }
             }
         }
@@ -312,20 +360,29 @@ fn purged_ahead_diverged_and_unknown_domain_are_named() {
     let e = first_error(&format!("0-99-{}", seq - 2));
     assert!(matches!(e, CaptureError::Diverged { .. }), "{e}");
     let e = first_error(&format!("0-{SOURCE_ID}-{seq},5-{SOURCE_ID}-3"));
-    assert!(matches!(e, CaptureError::UnknownDomain { ref domains, .. } if domains == &[5]), "{e}");
+    assert!(
+        matches!(e, CaptureError::UnknownDomain { ref domains, .. } if domains == &[5]),
+        "{e}"
+    );
 
     // The test rotates and purges the server's binlogs (coffer never does).
     db.exec("FLUSH BINARY LOGS").unwrap();
-    let current = db.query_strings("SHOW MASTER STATUS").unwrap()[0][0].clone().unwrap();
+    let current = db.query_strings("SHOW MASTER STATUS").unwrap()[0][0]
+        .clone()
+        .unwrap();
     // A file is purged only once no crash recovery needs it (its binlog checkpoint).
     let t = std::time::Instant::now();
     loop {
-        db.exec(&format!("PURGE BINARY LOGS TO '{current}'")).unwrap();
+        db.exec(&format!("PURGE BINARY LOGS TO '{current}'"))
+            .unwrap();
         let logs = db.query_strings("SHOW BINARY LOGS").unwrap();
         if logs.len() == 1 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "not purged: {logs:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not purged: {logs:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let e = first_error(&old.to_string());
@@ -362,7 +419,11 @@ fn a_restarted_server_is_resumed_from_the_last_archived_state_without_loss_or_du
     let expected: Vec<u64> = (start.0[&0].seq + 1..=end.0[&0].seq).collect();
     assert_eq!(seqs, expected);
     let files: Vec<&str> = sink.metas.iter().map(|m| m.source_file.as_str()).collect();
-    assert_ne!(files.first(), files.last(), "the restart opened a new binlog file");
+    assert_ne!(
+        files.first(),
+        files.last(),
+        "the restart opened a new binlog file"
+    );
     for pair in sink.metas.windows(2) {
         assert_eq!(pair[0].end_state, pair[1].start_state);
     }
