@@ -44,6 +44,7 @@ fn binlog_pos(db: &MariaDb) -> GtidState {
 struct DirSink {
     dir: PathBuf,
     metas: Vec<SegmentMeta>,
+    closed_at: Vec<std::time::Instant>,
 }
 
 impl DirSink {
@@ -51,6 +52,7 @@ impl DirSink {
         DirSink {
             dir: dir.to_path_buf(),
             metas: Vec::new(),
+            closed_at: Vec::new(),
         }
     }
     fn path(&self, seq: u64) -> PathBuf {
@@ -66,6 +68,7 @@ impl SegmentSink for DirSink {
     fn close(&mut self, out: fs::File, meta: &SegmentMeta) -> std::io::Result<()> {
         out.sync_all()?;
         self.metas.push(meta.clone());
+        self.closed_at.push(std::time::Instant::now());
         Ok(())
     }
 }
@@ -521,4 +524,53 @@ fn a_galera_archive_continues_from_another_node_without_loss_or_duplicate() {
         .query_strings("SELECT COUNT(*) FROM app.t")
         .unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("60"));
+}
+
+/// On an idle server the heartbeats close a segment within the flush interval (plus a
+/// heartbeat): a committed transaction does not wait for the next one to be archived.
+#[test]
+fn an_idle_server_s_last_transaction_is_flushed_within_the_interval() {
+    let db = source();
+    db.exec(SCHEMA).unwrap();
+    let start = binlog_pos(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(600);
+    let mut w = SegmentWriter::new(
+        "test/a",
+        0,
+        start.clone(),
+        SegmentPolicy {
+            flush_interval: interval,
+            max_bytes: 64 << 20,
+        },
+        DirSink::new(dir.path()),
+    );
+    let spec = spec(&db);
+    let files = ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap();
+    let mut src = open(
+        &spec,
+        &files,
+        options(archive_server_id("test", "idle")),
+        &start,
+    )
+    .unwrap();
+    let writer = std::thread::spawn({
+        let db_conn = db.conn().unwrap();
+        move || {
+            let mut c = db_conn;
+            std::thread::sleep(Duration::from_millis(300));
+            use mysql::prelude::Queryable;
+            c.query_drop("INSERT INTO app.t VALUES (1, 'one')").unwrap();
+            std::time::Instant::now()
+        }
+    });
+    let stop_at = std::time::Instant::now() + Duration::from_secs(4);
+    capture(&mut src, &mut w, |_| std::time::Instant::now() > stop_at).unwrap();
+    let committed = writer.join().unwrap();
+    let sink = w.into_sink();
+    assert_eq!(sink.metas.len(), 1);
+    assert_eq!(sink.metas[0].transactions.len(), 1);
+    let took = sink.closed_at[0] - committed;
+    // The heartbeat is 200 ms: closed by a tick, long before the capture stopped.
+    assert!(took < interval + Duration::from_millis(500), "{took:?}");
 }
