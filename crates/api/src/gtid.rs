@@ -115,6 +115,11 @@ pub struct TxEnd {
     pub time: i64,
     /// Byte offset in the segment file just after the transaction's last event.
     pub end: u64,
+    /// The transaction's end in the source's binlog file (`source_file` of its segment, the
+    /// last event's `log_pos`): what `START SLAVE UNTIL MASTER_LOG_POS` stops at when the
+    /// segments are replayed as relay logs. 0 when unknown.
+    #[serde(default)]
+    pub source_end: u64,
 }
 
 /// The index of one archived segment: a valid binlog file (`\xfebin`, the source's format

@@ -297,6 +297,24 @@ pub fn connect_control(spec: &ConnSpec, files: &ClientFiles) -> Result<mysql::Co
     connect_with(spec, files, CONTROL)
 }
 
+/// Opens a connection for a replication stream: the server sends a heartbeat at least every
+/// heartbeat period, so a read that waits `read_timeout` (at least twice that period) without
+/// a byte means the stream is dead.
+pub fn connect_replication(
+    spec: &ConnSpec,
+    files: &ClientFiles,
+    read_timeout: Duration,
+) -> Result<mysql::Conn, DbError> {
+    connect_with(
+        spec,
+        files,
+        Timeouts {
+            read: Some(read_timeout),
+            ..CONTROL
+        },
+    )
+}
+
 fn connect_with(spec: &ConnSpec, files: &ClientFiles, t: Timeouts) -> Result<mysql::Conn, DbError> {
     spec.resolve()?;
     let mut b = mysql::OptsBuilder::new()

@@ -1,6 +1,7 @@
 //! The MySQL family, as coffer reaches it: connections with verified TLS, and streaming
 //! sources (mysqldump) and sinks (the mysql client). Nothing here knows about repositories.
 
+pub mod binlog;
 pub mod client;
 pub mod conn;
 pub mod galera;

@@ -103,6 +103,11 @@ pub struct GaleraOptions {
     /// Extra lines for every node's `[sst]` group, e.g. `encrypt = 3` with `tcert`, `tkey`
     /// and `tca` paths for an encrypted SST. Default: none.
     pub sst_cnf: String,
+    /// Every node writes a binlog with MariaDB GTIDs a replica (or a PITR archive) can
+    /// follow across nodes (pitr.md §5): `log_bin`, `log_slave_updates`,
+    /// `wsrep_gtid_mode=ON`, `wsrep_gtid_domain_id=100`, node N's `server_id` 20+N and
+    /// `gtid_domain_id` N. Default off.
+    pub binlog: bool,
 }
 
 impl Default for GaleraOptions {
@@ -113,6 +118,7 @@ impl Default for GaleraOptions {
             sst_user: "sstuser".to_string(),
             sst_password: crate::random_hex(16),
             sst_cnf: String::new(),
+            binlog: false,
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct GaleraCluster {
     sst_password: String,
     /// Extra `[sst]` lines (see [`GaleraOptions::sst_cnf`]).
     sst_cnf: String,
+    /// See [`GaleraOptions::binlog`].
+    binlog: bool,
     provider: PathBuf,
     mariadbd: PathBuf,
     base: PathBuf,
@@ -202,6 +210,7 @@ impl GaleraCluster {
             &opts.sst_password,
         )?;
         cluster.sst_cnf = opts.sst_cnf.clone();
+        cluster.binlog = opts.binlog;
         let node = cluster.new_node(None)?;
         install_db(&node.datadir, &node.dir.join("install.log"), &cluster.tag)?;
         cluster.launch(node, Role::BootstrapFresh)?;
@@ -386,6 +395,7 @@ impl GaleraCluster {
             sst_user: sst_user.to_string(),
             sst_password: sst_password.to_string(),
             sst_cnf: String::new(),
+            binlog: false,
             provider,
             mariadbd,
             base,
@@ -639,6 +649,23 @@ impl GaleraCluster {
         );
         if is_root() {
             cnf.push_str("user = root\n");
+        }
+        if self.binlog {
+            let n: u32 = node
+                .name
+                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap_or(0);
+            let _ = write!(
+                cnf,
+                "log_bin = mysql-bin\n\
+                 log_slave_updates = ON\n\
+                 server_id = {}\n\
+                 gtid_domain_id = {n}\n\
+                 wsrep_gtid_mode = ON\n\
+                 wsrep_gtid_domain_id = 100\n",
+                20 + n
+            );
         }
         let _ = write!(
             cnf,
@@ -922,7 +949,8 @@ impl GaleraNode {
         }
     }
 
-    fn kill(&self) {
+    /// SIGKILL, for crash and failover tests. No-op when stopped.
+    pub fn kill(&self) {
         if let Some(mut child) = self.lock_child().take() {
             process::kill(&mut child);
         }

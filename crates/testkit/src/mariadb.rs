@@ -41,6 +41,26 @@ pub struct MariaDbOptions {
     pub extra_args: Vec<String>,
 }
 
+impl MariaDbOptions {
+    /// A binlog source for replication and point-in-time tests: `log_bin`,
+    /// `binlog_format=ROW`, and this `server_id` and `gtid_domain_id`.
+    pub fn binlog(mut self, server_id: u32, gtid_domain_id: u32) -> Self {
+        self.extra_args.extend([
+            "--log-bin=mysql-bin".to_string(),
+            "--binlog-format=ROW".to_string(),
+            format!("--server-id={server_id}"),
+            format!("--gtid-domain-id={gtid_domain_id}"),
+        ]);
+        self
+    }
+
+    /// Replicated transactions are written to this server's binlog too.
+    pub fn log_slave_updates(mut self) -> Self {
+        self.extra_args.push("--log-slave-updates=ON".to_string());
+        self
+    }
+}
+
 /// A MariaDB server of its own: fresh datadir in a temporary directory, bound to
 /// 127.0.0.1 on a free port, socket in the same temporary directory. Stopped
 /// (SIGTERM, then SIGKILL after 30 s) and its directory removed on `Drop`.
