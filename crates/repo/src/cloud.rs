@@ -179,6 +179,10 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Every file of a repository is opaque bytes. Saying so also keeps GCS servers that echo a
+/// missing content type as `null` from breaking the upload's answer.
+const OCTET_STREAM: &str = "application/octet-stream";
+
 fn root_of(prefix: &str) -> String {
     format!("/{}", prefix.trim_matches('/'))
 }
@@ -460,7 +464,11 @@ impl CloudStore {
                 t.backend, t.endpoint
             );
         }
-        e.message().to_string()
+        // The message alone can hide the cause (e.g. "deserialize json"): keep the source.
+        match std::error::Error::source(e) {
+            Some(src) => format!("{}: {src}", e.message()),
+            None => e.message().to_string(),
+        }
     }
 }
 
@@ -521,8 +529,12 @@ impl ObjectStore for CloudStore {
     fn write(&self, key: &str, parts: &[Bytes]) -> StoreResult<()> {
         let _guard = runtime().enter();
         let buf: opendal::Buffer = parts.iter().cloned().collect();
+        let opts = opendal::options::WriteOptions {
+            content_type: Some(OCTET_STREAM.into()),
+            ..Default::default()
+        };
         self.op
-            .write(key, buf)
+            .write_options(key, buf, opts)
             .map(|_| ())
             .map_err(|e| self.err("write", key, e))
     }
@@ -543,6 +555,7 @@ impl ObjectStore for CloudStore {
         // one step.
         let opts = opendal::options::WriteOptions {
             if_not_exists: true,
+            content_type: Some(OCTET_STREAM.into()),
             ..Default::default()
         };
         match self.op.write_options(key, buf, opts) {

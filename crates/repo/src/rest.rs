@@ -130,7 +130,7 @@ impl RestStore {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                thread::sleep(Duration::from_millis(200 << (2 * attempt)));
+                thread::sleep(Duration::from_millis(100 << (2 * attempt)));
             }
             let mut rq = self.client.request(method.clone(), &url);
             if let Some(u) = &self.username {
@@ -153,6 +153,20 @@ impl RestStore {
                 Ok(r) if r.status().is_server_error() => {
                     let st = r.status();
                     last = Some(Failure::Status(st, r.text().unwrap_or_default()));
+                    // Some servers (rustic_server) answer a read of a missing file, or a
+                    // write of an existing one, with a server error: ask what is there
+                    // rather than retrying what cannot succeed.
+                    if body.is_some() || method == Method::GET {
+                        match self.probe(path) {
+                            Some(false) if method == Method::GET => {
+                                return Err(Failure::Status(StatusCode::NOT_FOUND, String::new()))
+                            }
+                            Some(true) if body.is_some() => {
+                                return Err(Failure::Status(StatusCode::CONFLICT, String::new()))
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) => {
@@ -165,6 +179,21 @@ impl RestStore {
         Err(last.expect("at least one attempt"))
     }
 
+    /// Whether the file at `path` exists, if the server can tell.
+    fn probe(&self, path: &str) -> Option<bool> {
+        let mut rq = self
+            .client
+            .request(Method::HEAD, format!("{}{}", self.base, path));
+        if let Some(u) = &self.username {
+            rq = rq.basic_auth(u, self.password.as_ref());
+        }
+        match rq.send().ok()?.status() {
+            StatusCode::NOT_FOUND => Some(false),
+            st if st.is_success() => Some(true),
+            _ => None,
+        }
+    }
+
     fn err(&self, what: &str, key: &str, f: Failure) -> StoreError {
         let location = self.location();
         let message = match f {
@@ -174,9 +203,19 @@ impl RestStore {
                     key: key.to_string(),
                 }
             }
-            Failure::Status(StatusCode::UNAUTHORIZED, _) => format!(
-                "cannot {what} `{key}`: the REST server refused the credentials: check \
-                 REST_SERVER_USERNAME and REST_SERVER_PASSWORD in the storage Secret"
+            Failure::Status(st, body)
+                if st == StatusCode::UNAUTHORIZED
+                    || (st == StatusCode::FORBIDDEN
+                        && body.to_ascii_lowercase().contains("authenticat")) =>
+            {
+                format!(
+                    "cannot {what} `{key}`: the REST server refused the credentials: check \
+                     REST_SERVER_USERNAME and REST_SERVER_PASSWORD in the storage Secret"
+                )
+            }
+            Failure::Status(StatusCode::CONFLICT, _) => format!(
+                "cannot {what} `{key}`: the REST server already has a file by that name and \
+                 will not replace it (left by an interrupted upload? `coffer check` tells)"
             ),
             Failure::Status(StatusCode::FORBIDDEN, _) => format!(
                 "cannot {what} `{key}`: the REST server forbids it (an append-only server, or \
@@ -312,6 +351,7 @@ impl ObjectStore for RestStore {
         }
         match self.send(Method::POST, &rest_path(key), &[], Some(parts)) {
             Ok(_) => Ok(true),
+            Err(Failure::Status(StatusCode::CONFLICT, _)) => Ok(false),
             Err(Failure::Status(StatusCode::FORBIDDEN, _)) if self.head(key)? => Ok(false),
             Err(f) => Err(self.err("write", key, f)),
         }

@@ -113,6 +113,11 @@ impl ObjectServer {
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
+            // Per-repository ACLs are on by default; the user may change its repositories.
+            std::fs::write(
+                s.root().join("acl.toml"),
+                format!("[default]\n{u} = \"Modify\"\n[coffer-test]\n{u} = \"Modify\"\n"),
+            )?;
             s.user = Some((u, p));
         }
         s.start()?;
@@ -153,7 +158,10 @@ impl ObjectServer {
                 cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--path"])
                     .arg(root.join("data"))
                     .arg("--htpasswd-file")
-                    .arg(root.join(".htpasswd"));
+                    .arg(root.join(".htpasswd"))
+                    .arg("--private-repos")
+                    .arg("--acl-path")
+                    .arg(root.join("acl.toml"));
             }
         }
         cmd.current_dir(&root)
