@@ -402,6 +402,14 @@ impl CloudStore {
         }
     }
 
+    /// A write answered "not found" can only mean the bucket or container is missing.
+    fn write_err(&self, key: &str, e: opendal::Error) -> StoreError {
+        if e.kind() == opendal::ErrorKind::NotFound {
+            return self.no_container();
+        }
+        self.err("write", key, e)
+    }
+
     fn no_container(&self) -> StoreError {
         let t = &self.target;
         StoreError::Remote {
@@ -486,12 +494,9 @@ impl ObjectStore for CloudStore {
         };
         let entries = match self.op.list_options(&path, opts) {
             Ok(v) => v,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-                if self.container_missing(&e) {
-                    return Err(self.no_container());
-                }
-                return Ok(Vec::new());
-            }
+            // A prefix without files lists as empty; only a missing bucket or container
+            // answers "not found" (some servers, like GCS emulators, without saying which).
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Err(self.no_container()),
             Err(e) => return Err(self.err("list", dir, e)),
         };
         Ok(entries
@@ -536,7 +541,7 @@ impl ObjectStore for CloudStore {
         self.op
             .write_options(key, buf, opts)
             .map(|_| ())
-            .map_err(|e| self.err("write", key, e))
+            .map_err(|e| self.write_err(key, e))
     }
 
     fn write_new(&self, key: &str, parts: &[Bytes]) -> StoreResult<bool> {
@@ -561,7 +566,7 @@ impl ObjectStore for CloudStore {
         match self.op.write_options(key, buf, opts) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
-            Err(e) => Err(self.err("write", key, e)),
+            Err(e) => Err(self.write_err(key, e)),
         }
     }
 

@@ -179,10 +179,11 @@ impl ObjectServer {
         r.map_err(|e| anyhow!("{e:#}\n--- {name} log (tail) ---\n{}", self.log_tail()))
     }
 
-    /// Stops the server (SIGKILL: a crash, not a shutdown). Its data stays.
+    /// Stops the server (SIGTERM, SIGKILL after 10 s). Its data stays: Azurite keeps its
+    /// metadata in memory between autosaves, so a SIGKILL could lose a container it made.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            process::kill(&mut child);
+            process::terminate(&mut child, Duration::from_secs(10));
         }
     }
 

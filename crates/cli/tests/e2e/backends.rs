@@ -1,7 +1,7 @@
 //! Repositories on Azure Blob (Azurite), Google Cloud Storage (gcp-storage-emulator) and
 //! restic's REST protocol (rustic_server), each a real server on loopback: backup, restore
-//! compared by CHECKSUM TABLE, retention, a lock held by another writer, the server killed in
-//! the middle of a backup, and failures that name the backend, the container and the fix.
+//! compared by CHECKSUM TABLE, retention, a lock held by another writer, the server stopped in
+//! the middle of a backup (while its dump streams), and failures that name the backend, the container and the fix.
 //! restic 0.14 (Debian 12) cannot reach Azurite or the GCS emulator (its azure backend always
 //! speaks https to `<account>.blob.<suffix>`, its gcs backend always to Google), so restic
 //! interoperability is tested on REST only.
@@ -108,6 +108,19 @@ fn script(cf: &Coffer, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// Waits until the dump, paused mid-stream, has made `marker`: the backup holds its lock
+/// and is writing to the repository.
+fn wait_for(marker: &std::path::Path) {
+    let t0 = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the dump never paused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn app_db() -> MariaDb {
     let db = MariaDb::start().unwrap();
     db.exec(
@@ -156,10 +169,14 @@ fn round_trip(backend: Backend) -> (Case, Coffer, MariaDb) {
 
     // Another writer (a backup dawdling mid-stream) holds a shared lock: this backup runs, and
     // its retention, which needs the repository to itself, waits.
+    let marker = cf.path("paused");
     let slow = script(
         &cf,
         "slow-dump",
-        "mariadb-dump \"$@\" | { head -c 2000; sleep 8; cat; }",
+        &format!(
+            "mariadb-dump \"$@\" | {{ head -c 2000; touch {}; sleep 6; cat; }}",
+            marker.display()
+        ),
     );
     let mut first = cf.cmd();
     first
@@ -168,7 +185,7 @@ fn round_trip(backend: Backend) -> (Case, Coffer, MariaDb) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let first = first.spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for(&marker);
     let run = cf.run(&["backup", "bc1", "--wait"]);
     assert!(run.ok, "{run}");
     let bs = cf.last_session(&run);
@@ -216,7 +233,7 @@ fn round_trip(backend: Backend) -> (Case, Coffer, MariaDb) {
     (case, cf, src)
 }
 
-/// The server killed in the middle of a backup: Failed, no snapshot; then wrong credentials
+/// The server stopped in the middle of a backup: Failed, no snapshot; then wrong credentials
 /// and a missing container fail naming the backend, the container and the fix.
 fn faults(backend: Backend) {
     let mut case = Case::start(backend);
@@ -267,11 +284,15 @@ fn faults(backend: Backend) {
     assert!(cf.apply("m.yaml", &manifests).ok);
     assert!(cf.run(&["backup", "bc", "--wait"]).ok);
 
-    // Killed mid-backup: the dump pauses after its first part, the server dies meanwhile.
+    // Stopped mid-backup: the dump pauses after its first part, and the server stops meanwhile.
+    let marker = cf.path("paused");
     let slow = script(
         &cf,
         "slow-dump",
-        "mariadb-dump \"$@\" | { head -c 200000; sleep 5; cat; }",
+        &format!(
+            "mariadb-dump \"$@\" | {{ head -c 200000; touch {}; sleep 3; cat; }}",
+            marker.display()
+        ),
     );
     let mut running = cf.cmd();
     running
@@ -280,13 +301,13 @@ fn faults(backend: Backend) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let running = running.spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(&marker);
     case.server.stop();
     let run = Run::from(running.wait_with_output().unwrap());
     assert!(!run.ok, "the backup must fail: {run}");
     let bs = cf.last_session(&run);
     assert_eq!(phase(&bs), "Failed", "{bs:#}");
-    eprintln!("{backend:?}: killed server: {}", error(&bs));
+    eprintln!("{backend:?}: stopped server: {}", error(&bs));
     case.server.start().unwrap();
     assert_eq!(
         snapshot_count(&cf, "repo"),
@@ -364,7 +385,7 @@ fn azure_round_trip_retention_lock_and_restore() {
 }
 
 #[test]
-fn azure_server_killed_wrong_key_and_missing_container() {
+fn azure_server_stopped_wrong_key_and_missing_container() {
     faults(Backend::Azure);
 }
 
@@ -374,12 +395,12 @@ fn gcs_round_trip_retention_lock_and_restore() {
 }
 
 #[test]
-fn gcs_server_killed_and_missing_bucket() {
+fn gcs_server_stopped_and_missing_bucket() {
     faults(Backend::Gcs);
 }
 
 #[test]
-fn rest_server_killed_and_wrong_password() {
+fn rest_server_stopped_and_wrong_password() {
     faults(Backend::Rest);
 }
 
