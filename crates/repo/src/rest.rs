@@ -101,13 +101,27 @@ impl RestStore {
                         "CA_CERT_DATA in the storage Secret is not a PEM certificate: {e}"
                     ),
                 })?;
+            if certs.is_empty() {
+                return Err(StoreError::Remote {
+                    location: format!("rest:{}", cfg.url),
+                    message: "CA_CERT_DATA in the storage Secret holds no PEM certificate"
+                        .into(),
+                });
+            }
             for c in certs {
                 b = b.add_root_certificate(c);
             }
         }
         let client = b.build().map_err(|e| StoreError::Remote {
             location: format!("rest:{}", cfg.url),
-            message: format!("cannot set up the HTTP client: {e}"),
+            message: if cfg.ca_cert_pem.is_some() {
+                format!(
+                    "cannot set up the HTTP client with CA_CERT_DATA from the storage Secret \
+                     (is it a PEM certificate?): {e}"
+                )
+            } else {
+                format!("cannot set up the HTTP client: {e}")
+            },
         })?;
         Ok(Self {
             client,

@@ -303,7 +303,7 @@ pub fn decide(
             .conditions
             .retain(|c| c.type_ != coffer_api::backup::condition::CRON_JOB_CREATED);
     }
-    let old_phase = bc.status.as_ref().and_then(|s| s.phase.clone());
+    let old_phase = bc.status.as_ref().and_then(|s| s.phase);
     if old_phase != status.phase {
         let phase = status
             .phase
