@@ -18,6 +18,8 @@ use crate::store::{ObjectStore, StoreError, StoreResult};
 struct Target {
     /// Stash's name of the backend: `s3`, `azure`, `gcs`, `b2`, `swift`.
     backend: &'static str,
+    /// The service's name for people: `S3`, `Azure Blob`, `GCS`, `B2`, `Swift`.
+    service: &'static str,
     /// `bucket` or `container`.
     noun: &'static str,
     name: String,
@@ -228,6 +230,7 @@ impl CloudStore {
         }
         let target = Target {
             backend: "s3",
+            service: "S3",
             noun: "bucket",
             name: cfg.bucket.clone(),
             endpoint: cfg.endpoint.clone(),
@@ -242,6 +245,7 @@ impl CloudStore {
         let endpoint = cfg.endpoint();
         let target = Target {
             backend: "azure",
+            service: "Azure Blob",
             noun: "container",
             name: cfg.container.clone(),
             endpoint: endpoint.clone(),
@@ -275,6 +279,7 @@ impl CloudStore {
         let endpoint = cfg.endpoint();
         let target = Target {
             backend: "gcs",
+            service: "GCS",
             noun: "bucket",
             name: cfg.bucket.clone(),
             endpoint: endpoint.clone(),
@@ -312,6 +317,7 @@ impl CloudStore {
     pub fn b2(cfg: &B2Config) -> StoreResult<Self> {
         let target = Target {
             backend: "b2",
+            service: "B2",
             noun: "bucket",
             name: cfg.bucket.clone(),
             endpoint: "https://api.backblazeb2.com".into(),
@@ -332,6 +338,7 @@ impl CloudStore {
     pub fn swift(cfg: &SwiftConfig) -> StoreResult<Self> {
         let target = Target {
             backend: "swift",
+            service: "Swift",
             noun: "container",
             name: cfg.container.clone(),
             endpoint: cfg.storage_url.clone(),
@@ -416,7 +423,7 @@ impl CloudStore {
             location: self.location.clone(),
             message: format!(
                 "{} {} `{}` does not exist at {}: create it, or fix {}",
-                t.backend,
+                t.service,
                 t.noun,
                 t.name,
                 t.endpoint,
@@ -455,7 +462,7 @@ impl CloudStore {
         {
             return format!(
                 "the {} service refused the credentials: check {}",
-                t.backend, t.credentials
+                t.service, t.credentials
             );
         }
         if lower.contains("connection refused")
@@ -469,7 +476,7 @@ impl CloudStore {
             return format!(
                 "cannot reach the {} endpoint {} (is the server running and the address \
                  right?)",
-                t.backend, t.endpoint
+                t.service, t.endpoint
             );
         }
         // The message alone can hide the cause (e.g. "deserialize json"): keep the source.
@@ -698,7 +705,7 @@ mod tests {
         })
         .unwrap();
         let e = store.create().unwrap_err().to_string();
-        assert!(e.contains("cannot reach the azure endpoint"), "{e}");
+        assert!(e.contains("cannot reach the Azure Blob endpoint"), "{e}");
         assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     }
 }

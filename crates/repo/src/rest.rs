@@ -104,8 +104,7 @@ impl RestStore {
             if certs.is_empty() {
                 return Err(StoreError::Remote {
                     location: format!("rest:{}", cfg.url),
-                    message: "CA_CERT_DATA in the storage Secret holds no PEM certificate"
-                        .into(),
+                    message: "CA_CERT_DATA in the storage Secret holds no PEM certificate".into(),
                 });
             }
             for c in certs {

@@ -319,8 +319,8 @@ fn faults(backend: Backend) {
     assert_eq!(snapshot_count(&cf, "repo"), 2);
 
     let name = match backend {
-        Backend::Azure => "azure",
-        Backend::Gcs => "gcs",
+        Backend::Azure => "Azure Blob",
+        Backend::Gcs => "GCS",
         Backend::Rest => "REST server",
     };
     let mut cases: Vec<(&str, Vec<String>)> = vec![(
@@ -336,14 +336,14 @@ fn faults(backend: Backend) {
             cases.push((
                 "bc-wrong-key",
                 vec![
-                    "the azure service refused the credentials".into(),
+                    "the Azure Blob service refused the credentials".into(),
                     "AZURE_ACCOUNT_KEY".into(),
                 ],
             ));
             cases.push((
                 "bc-no-container",
                 vec![
-                    "azure container `no-such-container` does not exist".into(),
+                    "Azure Blob container `no-such-container` does not exist".into(),
                     "spec.backend.azure.container".into(),
                 ],
             ));
@@ -351,7 +351,7 @@ fn faults(backend: Backend) {
         Backend::Gcs => cases.push((
             "bc-no-container",
             vec![
-                "gcs bucket `no-such-container` does not exist".into(),
+                "GCS bucket `no-such-container` does not exist".into(),
                 "spec.backend.gcs.bucket".into(),
             ],
         )),
