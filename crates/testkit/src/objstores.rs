@@ -60,6 +60,8 @@ pub struct ObjectServer {
     dir: Option<tempfile::TempDir>,
     /// REST: the user and password in the server's .htpasswd.
     user: Option<(String, String)>,
+    /// REST over TLS: the CA and the server's certificate (for 127.0.0.1).
+    tls: Option<crate::TlsMaterial>,
 }
 
 pub type Azurite = ObjectServer;
@@ -82,7 +84,22 @@ impl ObjectServer {
         Self::new(Kind::Rest)
     }
 
+    /// rustic_server with basic authentication, over TLS with a certificate of a private CA
+    /// ([`tls`](Self::tls)).
+    pub fn rest_tls() -> Result<Self> {
+        Self::build(Kind::Rest, true)
+    }
+
+    /// REST over TLS: the certificates.
+    pub fn tls(&self) -> Option<&crate::TlsMaterial> {
+        self.tls.as_ref()
+    }
+
     fn new(kind: Kind) -> Result<Self> {
+        Self::build(kind, false)
+    }
+
+    fn build(kind: Kind, tls: bool) -> Result<Self> {
         let bin = kind
             .binary()
             .ok_or_else(|| anyhow!("{} not found (run scripts/install-deps.sh)", kind.name()))?;
@@ -99,7 +116,11 @@ impl ObjectServer {
             log,
             dir: Some(dir),
             user: None,
+            tls: None,
         };
+        if tls {
+            s.tls = Some(crate::TlsMaterial::generate(&s.root().join("tls"))?);
+        }
         if kind == Kind::Rest {
             let (u, p) = ("coffer".to_string(), crate::random_hex(12));
             let out = Command::new(&s.bin)
@@ -162,6 +183,13 @@ impl ObjectServer {
                     .arg("--private-repos")
                     .arg("--acl-path")
                     .arg(root.join("acl.toml"));
+                if let Some(t) = &self.tls {
+                    cmd.arg("--tls")
+                        .arg("--tls-cert")
+                        .arg(&t.server_cert_path)
+                        .arg("--tls-key")
+                        .arg(&t.server_key_path);
+                }
             }
         }
         cmd.current_dir(&root)
@@ -172,8 +200,14 @@ impl ObjectServer {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let name = self.kind.name();
         let child = self.child.as_mut().expect("just started");
+        let tls = self.tls.is_some();
         let r = process::wait_until(child, name, READY_TIMEOUT, || {
-            http::request(addr, "GET", "/", &[], b"")?;
+            if tls {
+                // Listening is enough: plain HTTP cannot speak to a TLS port.
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            } else {
+                http::request(addr, "GET", "/", &[], b"")?;
+            }
             Ok(Some(()))
         });
         r.map_err(|e| anyhow!("{e:#}\n--- {name} log (tail) ---\n{}", self.log_tail()))
@@ -196,6 +230,7 @@ impl ObjectServer {
     pub fn endpoint(&self) -> String {
         match self.kind {
             Kind::Azurite => format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
+            Kind::Rest if self.tls.is_some() => format!("https://127.0.0.1:{}", self.port),
             _ => format!("http://127.0.0.1:{}", self.port),
         }
     }

@@ -2,9 +2,9 @@
 //! restic's REST protocol (rustic_server), each a real server on loopback: backup, restore
 //! compared by CHECKSUM TABLE, retention, a lock held by another writer, the server stopped in
 //! the middle of a backup (while its dump streams), and failures that name the backend, the container and the fix.
-//! restic 0.14 (Debian 12) cannot reach Azurite or the GCS emulator (its azure backend always
-//! speaks https to `<account>.blob.<suffix>`, its gcs backend always to Google), so restic
-//! interoperability is tested on REST only.
+//! restic 0.14 (Debian 12) cannot reach Azurite or the GCS emulator (no AZURE_ENDPOINT_SUFFIX:
+//! always https to `<account>.blob.core.windows.net`; its gcs backend ignores
+//! STORAGE_EMULATOR_HOST), so restic interoperability is tested on REST only.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -476,4 +476,58 @@ fn rest_round_trip_and_restic_interop() {
         vec![vec![Some("by-restic".to_string())]]
     );
     assert_eq!(snapshot_count(&cf, "repo"), 2);
+}
+
+/// A REST server whose certificate a private CA signed: reached with that CA under
+/// CA_CERT_DATA; without it, or with another CA, the backup fails naming CA_CERT_DATA.
+#[test]
+fn rest_over_tls_with_a_private_ca() {
+    let server = ObjectServer::rest_tls().expect("rustic-server is required");
+    let tls = server.tls().unwrap();
+    let (u, p) = server.user();
+    let src = app_db();
+    let cf = Coffer::new();
+    let store = |name: &str, ca: Option<&str>| {
+        let mut pairs = vec![
+            ("RESTIC_PASSWORD", REPO_PASSWORD),
+            ("REST_SERVER_USERNAME", u),
+            ("REST_SERVER_PASSWORD", p),
+        ];
+        if let Some(ca) = ca {
+            pairs.push(("CA_CERT_DATA", ca));
+        }
+        secret(name, &pairs)
+    };
+    let repo = |name: &str, secret: &str| {
+        format!(
+            "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: {name}}}\n\
+             spec:\n  backend:\n    rest: {{url: \"{}/coffer-test\"}}\n    storageSecretName: {secret}\n",
+            server.endpoint()
+        )
+    };
+    let manifests = [
+        store("with-ca", Some(&tls.ca_pem)),
+        store("no-ca", None),
+        store("wrong-ca", Some(&tls.wrong_ca_pem)),
+        repo("repo", "with-ca"),
+        repo("repo-no-ca", "no-ca"),
+        repo("repo-wrong-ca", "wrong-ca"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config("bc", "repo", "src", "--databases app", 5),
+        backup_config("bc-no-ca", "repo-no-ca", "src", "--databases app", 5),
+        backup_config("bc-wrong-ca", "repo-wrong-ca", "src", "--databases app", 5),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    assert_eq!(snapshot_count(&cf, "repo"), 1);
+    for bc in ["bc-no-ca", "bc-wrong-ca"] {
+        let run = cf.run(&["backup", bc, "--wait"]);
+        assert_eq!(run.code, Some(1), "{run}");
+        let bs = cf.last_session(&run);
+        assert_eq!(phase(&bs), "Failed");
+        assert!(error(&bs).contains("CA_CERT_DATA"), "{bc}: {}", error(&bs));
+    }
 }
