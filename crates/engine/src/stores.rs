@@ -157,19 +157,25 @@ pub fn gcs_config(
     })
 }
 
-/// A B2 bucket. OpenDAL needs the bucket's id besides its name; Stash's Secret has no such
-/// key, so coffer reads `B2_BUCKET_ID` when given and otherwise refuses with how to find it.
+/// A B2 bucket. OpenDAL addresses it by id as well as by name; Stash's Secret has only the
+/// name, so the id is `B2_BUCKET_ID` when the Secret has it (coffer's key), and otherwise
+/// looked up with the application key.
 pub fn b2_config(b2: &coffer_api::repository::B2Spec, keys: &Keys) -> Result<B2Config, BuildError> {
+    b2_config_at(coffer_repo::cloud::B2_API, b2, keys)
+}
+
+fn b2_config_at(
+    api: &str,
+    b2: &coffer_api::repository::B2Spec,
+    keys: &Keys,
+) -> Result<B2Config, BuildError> {
     let account_id = keys.required("B2_ACCOUNT_ID", "b2")?;
     let account_key = keys.required("B2_ACCOUNT_KEY", "b2")?;
-    let bucket_id = keys.get("B2_BUCKET_ID").ok_or_else(|| {
-        BuildError::Secret(format!(
-            "has no B2_BUCKET_ID: coffer addresses a B2 bucket by its id as well as its name; \
-             add the id of bucket `{}` (shown by `b2 bucket get {}` or in the B2 console) under \
-             B2_BUCKET_ID",
-            b2.bucket, b2.bucket
-        ))
-    })?;
+    let bucket_id = match keys.get("B2_BUCKET_ID") {
+        Some(id) => id,
+        None => coffer_repo::cloud::b2_bucket_id(api, &account_id, &account_key, &b2.bucket)
+            .map_err(BuildError::Store)?,
+    };
     Ok(B2Config {
         bucket: b2.bucket.clone(),
         bucket_id,
@@ -295,16 +301,12 @@ mod tests {
     }
 
     #[test]
-    fn b2_maps_stash_keys_and_asks_for_the_bucket_id() {
+    fn b2_maps_stash_keys_and_looks_the_bucket_id_up_unless_given() {
         let spec = B2Spec {
             bucket: "bk".into(),
             prefix: Some("db".into()),
             max_connections: None,
         };
-        let s = secret(&[("B2_ACCOUNT_ID", "id"), ("B2_ACCOUNT_KEY", "key")]);
-        let keys = Keys { secret: &s };
-        let m = err(b2_config(&spec, &keys));
-        assert!(m.contains("B2_BUCKET_ID") && m.contains("`bk`"), "{m}");
         let s = secret(&[
             ("B2_ACCOUNT_ID", "id"),
             ("B2_ACCOUNT_KEY", "key"),
@@ -321,6 +323,20 @@ mod tests {
             ),
             ("id", "key", "bid", "db")
         );
+        // Without B2_BUCKET_ID the id is looked up: here the API is unreachable, and the
+        // refusal says so.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let s = secret(&[("B2_ACCOUNT_ID", "id"), ("B2_ACCOUNT_KEY", "key")]);
+        let keys = Keys { secret: &s };
+        match b2_config_at(&dead, &spec, &keys) {
+            Err(BuildError::Store(e)) => {
+                assert!(e.to_string().contains("cannot reach the B2 API"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
         let s = secret(&[("B2_ACCOUNT_KEY", "key")]);
         let keys = Keys { secret: &s };
         assert_eq!(

@@ -709,3 +709,174 @@ mod tests {
         assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     }
 }
+
+/// Backblaze's API, where an application key logs in.
+pub const B2_API: &str = "https://api.backblazeb2.com";
+
+/// The id of B2 bucket `bucket`, which OpenDAL needs besides its name and which Stash's
+/// Secret does not hold: logs in with the application key (`b2_authorize_account`) and
+/// looks the name up (`b2_list_buckets`). A key restricted to one bucket names it at login.
+pub fn b2_bucket_id(api: &str, account_id: &str, key: &str, bucket: &str) -> StoreResult<String> {
+    let location = restic_location("b2", bucket, "");
+    let fail = |message: String| StoreError::Remote {
+        location: location.clone(),
+        message,
+    };
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| fail(format!("cannot set up the HTTP client: {e}")))?;
+    let unreachable = |e: reqwest::Error| fail(format!("cannot reach the B2 API at {api} ({e})"));
+    let r = client
+        .get(format!("{api}/b2api/v2/b2_authorize_account"))
+        .basic_auth(account_id, Some(key))
+        .send()
+        .map_err(unreachable)?;
+    if r.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(fail(
+            "the B2 service refused the credentials: check B2_ACCOUNT_ID and B2_ACCOUNT_KEY in \
+             the storage Secret"
+                .into(),
+        ));
+    }
+    let auth: serde_json::Value = json_answer(r).map_err(|m| fail(format!("B2 login: {m}")))?;
+    if auth["allowed"]["bucketName"].as_str() == Some(bucket) {
+        if let Some(id) = auth["allowed"]["bucketId"].as_str() {
+            return Ok(id.to_string());
+        }
+    }
+    let (Some(api_url), Some(token), Some(account)) = (
+        auth["apiUrl"].as_str(),
+        auth["authorizationToken"].as_str(),
+        auth["accountId"].as_str(),
+    ) else {
+        return Err(fail(
+            "B2 login answered without apiUrl, token or accountId".into(),
+        ));
+    };
+    let r = client
+        .post(format!("{api_url}/b2api/v2/b2_list_buckets"))
+        .header("Authorization", token)
+        .body(serde_json::json!({"accountId": account, "bucketName": bucket}).to_string())
+        .send()
+        .map_err(unreachable)?;
+    let list: serde_json::Value =
+        json_answer(r).map_err(|m| fail(format!("B2 bucket lookup: {m}")))?;
+    list["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["bucketName"].as_str() == Some(bucket))
+        .and_then(|b| b["bucketId"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            fail(format!(
+                "B2 bucket `{bucket}` does not exist (or the key may not see it): create it, or \
+                 fix spec.backend.b2.bucket"
+            ))
+        })
+}
+
+fn json_answer(r: reqwest::blocking::Response) -> Result<serde_json::Value, String> {
+    let status = r.status();
+    let body = r.text().map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let short: String = body.chars().take(200).collect();
+        return Err(format!("{status}: {short}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("not JSON ({e})"))
+}
+
+#[cfg(test)]
+mod b2_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A one-connection-per-answer HTTP server: answers the requests in order, and returns
+    /// what it was asked.
+    fn fake(answers: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (status, body) in answers {
+                let (s, _) = l.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut head = String::new();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut b = vec![0; len];
+                r.read_exact(&mut b).unwrap();
+                seen.push(format!("{head}\n{}", String::from_utf8_lossy(&b)));
+                let mut s = s;
+                write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+            seen
+        });
+        (base, h)
+    }
+
+    #[test]
+    fn the_bucket_id_is_looked_up_by_name_after_login() {
+        // The lookup goes to the apiUrl the login answers: a second server.
+        let (api_url, h2) = fake(vec![(
+            200,
+            r#"{"buckets":[{"bucketName":"other","bucketId":"x"},{"bucketName":"bk","bucketId":"id-bk"}]}"#
+                .into(),
+        )]);
+        let (api, h1) = fake(vec![(
+            200,
+            format!(
+                r#"{{"accountId":"acc","apiUrl":"{api_url}","authorizationToken":"tok","allowed":{{}}}}"#
+            ),
+        )]);
+        assert_eq!(b2_bucket_id(&api, "kid", "secret", "bk").unwrap(), "id-bk");
+        let login = &h1.join().unwrap()[0];
+        assert!(
+            login.starts_with("GET /b2api/v2/b2_authorize_account"),
+            "{login}"
+        );
+        assert!(
+            login.to_ascii_lowercase().contains("authorization: basic"),
+            "{login}"
+        );
+        let lookup = &h2.join().unwrap()[0];
+        assert!(
+            lookup.to_ascii_lowercase().contains("authorization: tok"),
+            "{lookup}"
+        );
+        assert!(lookup.contains(r#""bucketName":"bk""#), "{lookup}");
+    }
+
+    #[test]
+    fn a_key_for_one_bucket_names_it_at_login_and_bad_keys_are_named() {
+        let (api, _h) = fake(vec![
+            (
+                200,
+                r#"{"accountId":"a","apiUrl":"http://127.0.0.1:1","authorizationToken":"t","allowed":{"bucketId":"only","bucketName":"bk"}}"#
+                    .into(),
+            ),
+            (401, r#"{"code":"unauthorized"}"#.into()),
+        ]);
+        assert_eq!(b2_bucket_id(&api, "k", "s", "bk").unwrap(), "only");
+        let e = b2_bucket_id(&api, "k", "wrong", "bk")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("B2_ACCOUNT_KEY"), "{e}");
+    }
+}

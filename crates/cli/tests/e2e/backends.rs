@@ -1,7 +1,8 @@
 //! Repositories on Azure Blob (Azurite), Google Cloud Storage (gcp-storage-emulator) and
 //! restic's REST protocol (rustic_server), each a real server on loopback: backup, restore
 //! compared by CHECKSUM TABLE, retention, a lock held by another writer, the server stopped in
-//! the middle of a backup (while its dump streams), and failures that name the backend, the container and the fix.
+//! the middle of a backup (while its dump streams), and failures that name the backend, the
+//! container and the fix.
 //! restic 0.14 (Debian 12) cannot reach Azurite or the GCS emulator (no AZURE_ENDPOINT_SUFFIX:
 //! always https to `<account>.blob.core.windows.net`; its gcs backend ignores
 //! STORAGE_EMULATOR_HOST), so restic interoperability is tested on REST only.
