@@ -185,12 +185,8 @@ fn b2_config_at(
     })
 }
 
-/// Swift keys that ask coffer to log in (v1 auth or Keystone), which OpenDAL's Swift service
-/// does not do.
-const SWIFT_LOGIN_KEYS: &[&str] = &[
-    "ST_AUTH",
-    "ST_USER",
-    "ST_KEY",
+/// Keystone keys, with which OpenDAL's Swift service cannot log in and coffer does not.
+const SWIFT_KEYSTONE_KEYS: &[&str] = &[
     "OS_AUTH_URL",
     "OS_USERNAME",
     "OS_PASSWORD",
@@ -199,37 +195,47 @@ const SWIFT_LOGIN_KEYS: &[&str] = &[
     "OS_APPLICATION_CREDENTIAL_NAME",
 ];
 
+/// A Swift container, reached with a storage URL and token: given (`OS_STORAGE_URL`,
+/// `OS_AUTH_TOKEN`), or from a v1 login (`ST_AUTH`, `ST_USER`, `ST_KEY`). Keystone logins are
+/// refused naming the keys.
 pub fn swift_config(
     sw: &coffer_api::repository::SwiftSpec,
     keys: &Keys,
 ) -> Result<SwiftConfig, BuildError> {
-    match (keys.get("OS_STORAGE_URL"), keys.get("OS_AUTH_TOKEN")) {
-        (Some(storage_url), Some(token)) => Ok(SwiftConfig {
-            storage_url,
-            token,
-            container: sw.container.clone(),
-            prefix: sw.prefix.clone().unwrap_or_default(),
-        }),
-        _ => {
-            let login: Vec<&str> = SWIFT_LOGIN_KEYS
-                .iter()
-                .copied()
-                .filter(|k| keys.get(k).is_some())
-                .collect();
-            let why = if login.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (it has {}: coffer does not log in to Swift with v1 auth or Keystone)",
-                    login.join(", ")
-                )
-            };
-            Err(BuildError::Secret(format!(
-                "has no OS_STORAGE_URL and OS_AUTH_TOKEN, which a swift repository needs{why}: \
-                 put the storage URL and a token (e.g. from `swift auth`) under those keys"
-            )))
-        }
-    }
+    let (storage_url, token) = match (keys.get("OS_STORAGE_URL"), keys.get("OS_AUTH_TOKEN")) {
+        (Some(url), Some(token)) => (url, token),
+        _ => match (keys.get("ST_AUTH"), keys.get("ST_USER"), keys.get("ST_KEY")) {
+            (Some(auth), Some(user), Some(key)) => {
+                coffer_repo::cloud::swift_v1_login(&auth, &user, &key).map_err(BuildError::Store)?
+            }
+            _ => {
+                let login: Vec<&str> = SWIFT_KEYSTONE_KEYS
+                    .iter()
+                    .copied()
+                    .filter(|k| keys.get(k).is_some())
+                    .collect();
+                let why = if login.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (it has {}: coffer does not log in to Swift with Keystone)",
+                        login.join(", ")
+                    )
+                };
+                return Err(BuildError::Secret(format!(
+                    "has neither OS_STORAGE_URL and OS_AUTH_TOKEN nor ST_AUTH, ST_USER and \
+                     ST_KEY, one of which a swift repository needs{why}: put a storage URL and \
+                     a token (e.g. from `swift auth`) under OS_STORAGE_URL and OS_AUTH_TOKEN"
+                )));
+            }
+        },
+    };
+    Ok(SwiftConfig {
+        storage_url,
+        token,
+        container: sw.container.clone(),
+        prefix: sw.prefix.clone().unwrap_or_default(),
+    })
 }
 
 pub fn rest_config(
@@ -360,15 +366,26 @@ mod tests {
         assert_eq!(c.storage_url, "https://swift/v1/AUTH_x");
         assert_eq!(c.token, "t");
         let s = secret(&[
-            ("ST_AUTH", "https://swift/auth/v1.0"),
-            ("ST_USER", "u"),
-            ("ST_KEY", "k"),
+            ("OS_AUTH_URL", "https://keystone/v3"),
+            ("OS_USERNAME", "u"),
+            ("OS_PASSWORD", "p"),
         ]);
         let keys = Keys { secret: &s };
         let m = err(swift_config(&spec, &keys));
-        assert!(m.contains("ST_AUTH, ST_USER, ST_KEY"), "{m}");
-        assert!(m.contains("does not log in to Swift"), "{m}");
-        assert!(!m.contains("https://swift/auth"), "values stay out: {m}");
+        assert!(m.contains("OS_AUTH_URL, OS_USERNAME, OS_PASSWORD"), "{m}");
+        assert!(m.contains("does not log in to Swift with Keystone"), "{m}");
+        assert!(!m.contains("https://keystone"), "values stay out: {m}");
+        // v1 auth logs in at ST_AUTH: here nothing listens, and the refusal says where.
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/auth/v1.0", l.local_addr().unwrap())
+        };
+        let s = secret(&[("ST_AUTH", &dead), ("ST_USER", "u"), ("ST_KEY", "k")]);
+        let keys = Keys { secret: &s };
+        match swift_config(&spec, &keys) {
+            Err(BuildError::Store(e)) => assert!(e.to_string().contains("ST_AUTH"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -777,6 +777,47 @@ pub fn b2_bucket_id(api: &str, account_id: &str, key: &str, bucket: &str) -> Sto
         })
 }
 
+/// Logs in to Swift with v1 auth (Stash's `ST_AUTH`, `ST_USER`, `ST_KEY`): returns the storage
+/// URL and a token, which OpenDAL's Swift service takes (it does not log in by itself).
+pub fn swift_v1_login(auth_url: &str, user: &str, key: &str) -> StoreResult<(String, String)> {
+    let fail = |message: String| StoreError::Remote {
+        location: format!("swift auth {auth_url}"),
+        message,
+    };
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| fail(format!("cannot set up the HTTP client: {e}")))?
+        .get(auth_url)
+        .header("X-Auth-User", user)
+        .header("X-Auth-Key", key)
+        .send()
+        .map_err(|e| fail(format!("cannot reach the Swift auth URL (ST_AUTH) ({e})")))?;
+    if matches!(r.status().as_u16(), 401 | 403) {
+        return Err(fail(
+            "Swift refused the login: check ST_USER and ST_KEY in the storage Secret".into(),
+        ));
+    }
+    if !r.status().is_success() {
+        return Err(fail(format!("Swift login answered {}", r.status())));
+    }
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    match (header("x-storage-url"), header("x-auth-token")) {
+        (Some(url), Some(token)) => Ok((url, token)),
+        _ => Err(fail(
+            "Swift login answered without X-Storage-Url and X-Auth-Token: is ST_AUTH a v1 \
+             auth URL?"
+                .into(),
+        )),
+    }
+}
+
 fn json_answer(r: reqwest::blocking::Response) -> Result<serde_json::Value, String> {
     let status = r.status();
     let body = r.text().map_err(|e| e.to_string())?;
@@ -788,18 +829,30 @@ fn json_answer(r: reqwest::blocking::Response) -> Result<serde_json::Value, Stri
 }
 
 #[cfg(test)]
-mod b2_tests {
+mod login_tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read, Write};
 
     /// A one-connection-per-answer HTTP server: answers the requests in order, and returns
     /// what it was asked.
     fn fake(answers: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        fake_with(
+            answers
+                .into_iter()
+                .map(|(s, b)| (s, String::new(), b))
+                .collect(),
+        )
+    }
+
+    /// Like [`fake`], with extra response header lines (each ending in CRLF).
+    fn fake_with(
+        answers: Vec<(u16, String, String)>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let mut seen = Vec::new();
-            for (status, body) in answers {
+            for (status, headers, body) in answers {
                 let (s, _) = l.accept().unwrap();
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut head = String::new();
@@ -821,7 +874,7 @@ mod b2_tests {
                 let mut s = s;
                 write!(
                     s,
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
                 .unwrap();
@@ -878,5 +931,33 @@ mod b2_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("B2_ACCOUNT_KEY"), "{e}");
+    }
+
+    #[test]
+    fn swift_v1_login_returns_the_storage_url_and_token() {
+        let (auth, h) = fake_with(vec![
+            (
+                200,
+                "X-Storage-Url: https://swift.example/v1/AUTH_t\r\nX-Auth-Token: tk\r\n".into(),
+                String::new(),
+            ),
+            (401, String::new(), String::new()),
+        ]);
+        let url = format!("{auth}/auth/v1.0");
+        assert_eq!(
+            swift_v1_login(&url, "acct:user", "k").unwrap(),
+            (
+                "https://swift.example/v1/AUTH_t".to_string(),
+                "tk".to_string()
+            )
+        );
+        let e = swift_v1_login(&url, "acct:user", "bad")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ST_KEY"), "{e}");
+        let seen = h.join().unwrap();
+        assert!(seen[0].starts_with("GET /auth/v1.0"), "{}", seen[0]);
+        let lower = seen[0].to_ascii_lowercase();
+        assert!(lower.contains("x-auth-user: acct:user") && lower.contains("x-auth-key: k"));
     }
 }
