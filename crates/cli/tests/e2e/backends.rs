@@ -187,6 +187,13 @@ fn round_trip(backend: Backend) -> (Case, Coffer, MariaDb) {
         .stderr(std::process::Stdio::piped());
     let first = first.spawn().unwrap();
     wait_for(&marker);
+    if backend == Backend::Rest {
+        // coffer's lock is restic's: restic sees it and will not prune under it.
+        let locks = restic_rest(&case.server, &["list", "locks", "--no-lock"]);
+        assert!(locks.ok && locks.stdout.lines().count() == 1, "{locks}");
+        let prune = restic_rest(&case.server, &["prune"]);
+        assert!(!prune.ok && prune.stderr.contains("locked"), "{prune}");
+    }
     let run = cf.run(&["backup", "bc1", "--wait"]);
     assert!(run.ok, "{run}");
     let bs = cf.last_session(&run);
@@ -405,6 +412,24 @@ fn rest_server_stopped_and_wrong_password() {
     faults(Backend::Rest);
 }
 
+/// restic on the REST server's `coffer-test` repository. The URL with its credentials reaches
+/// restic through RESTIC_REPOSITORY, never argv (restic 0.14 has no RESTIC_REST_USERNAME).
+fn restic_rest(server: &ObjectServer, args: &[&str]) -> Run {
+    let (u, p) = server.user();
+    let url = format!(
+        "rest:http://{u}:{p}@127.0.0.1:{}/coffer-test",
+        server.port()
+    );
+    let out = std::process::Command::new("restic")
+        .arg("--no-cache")
+        .args(args)
+        .env("RESTIC_REPOSITORY", &url)
+        .env("RESTIC_PASSWORD", REPO_PASSWORD)
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
 /// restic reads coffer's REST repository, and coffer restores what restic writes there. The
 /// repository URL with its credentials reaches restic through RESTIC_REPOSITORY, never argv
 /// (restic 0.14 has no RESTIC_REST_USERNAME/PASSWORD).
@@ -417,19 +442,9 @@ fn rest_round_trip_and_restic_interop() {
         case.server.port()
     );
     let restic = |args: &[&str]| {
-        let out = std::process::Command::new("restic")
-            .args(["--no-cache"])
-            .args(args)
-            .env("RESTIC_REPOSITORY", &url)
-            .env("RESTIC_PASSWORD", REPO_PASSWORD)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "restic {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let r = restic_rest(&case.server, args);
+        assert!(r.ok, "restic {args:?}: {r}");
+        r.stdout
     };
     let snaps: Vec<serde_json::Value> =
         serde_json::from_str(&restic(&["snapshots", "--json", "--no-lock"])).unwrap();
