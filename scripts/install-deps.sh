@@ -2,7 +2,8 @@
 # Installs everything coffer's quickstart and test suite need on Debian 12:
 # MariaDB (server, client, mariabackup, Galera 4 + garbd), restic, the Prometheus
 # Pushgateway, sysbench, and Garage (an S3-compatible server, built once with cargo and
-# reused wherever it is already installed), and python3-venv for the Kubernetes manifest gate.
+# reused wherever it is already installed), python3-venv for the Kubernetes manifest gate,
+# and the Azure Blob, GCS and restic REST servers of the backends tests.
 # Idempotent; safe to re-run.
 set -euo pipefail
 # --database-only: just the MariaDB server and clients (what the quickstart needs).
@@ -43,5 +44,35 @@ garage_bin=${CARGO_HOME:-$HOME/.cargo}/bin/garage
 if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; }; then
   echo "install-deps: building garage $GARAGE_VERSION (once per machine; 10-25 min on 2 cores)"
   cargo install "garage@$GARAGE_VERSION" --locked --quiet
+fi
+# Servers for the backends e2e tests, each in its own prefix under /opt so that nothing of
+# the project's is mixed with the system's: Azurite (Azure Blob; npm, with the machine's
+# Node.js), gcp-storage-emulator (GCS; PyPI, in a venv) and rustic_server (restic's REST
+# protocol; crates.io, built once). Timed on the 2-core machine: azurite ~20 s, the GCS
+# emulator ~5 s, rustic_server ~4 min.
+AZURITE_VERSION=3.35.0
+# (Versions are read into variables first: `cmd | grep -q` fails under pipefail when grep
+# stops reading early.)
+have=$(/opt/coffer-azurite/bin/azurite-blob --version 2>/dev/null || true)
+if [ "$have" != "$AZURITE_VERSION" ]; then
+  command -v npm >/dev/null 2>&1 || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  }
+  echo "install-deps: azurite $AZURITE_VERSION"
+  npm install -g --silent --no-fund --no-audit --prefix /opt/coffer-azurite "azurite@$AZURITE_VERSION" >/dev/null
+fi
+GCS_EMULATOR_VERSION=2026.7.19
+have=$(/opt/coffer-gcs-emulator/bin/pip show gcp-storage-emulator 2>/dev/null || true)
+if [[ "$have" != *"Version: $GCS_EMULATOR_VERSION"* ]]; then
+  echo "install-deps: gcp-storage-emulator $GCS_EMULATOR_VERSION"
+  python3 -m venv /opt/coffer-gcs-emulator
+  /opt/coffer-gcs-emulator/bin/pip install -q "gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+fi
+RUSTIC_SERVER_VERSION=0.4.4
+have=$(/opt/coffer-rustic-server/bin/rustic-server --version 2>/dev/null || true)
+if [ "$have" != "rustic-server $RUSTIC_SERVER_VERSION" ]; then
+  echo "install-deps: building rustic_server $RUSTIC_SERVER_VERSION (once per machine; ~4 min on 2 cores)"
+  cargo install "rustic_server@$RUSTIC_SERVER_VERSION" --locked --quiet --root /opt/coffer-rustic-server
 fi
 echo "install-deps: ok"

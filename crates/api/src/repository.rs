@@ -28,15 +28,15 @@ pub struct Backend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Spec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcs: Option<serde_json::Value>,
+    pub gcs: Option<GcsSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub azure: Option<serde_json::Value>,
+    pub azure: Option<AzureSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swift: Option<serde_json::Value>,
+    pub swift: Option<SwiftSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub b2: Option<serde_json::Value>,
+    pub b2: Option<B2Spec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rest: Option<serde_json::Value>,
+    pub rest: Option<RestSpec>,
 }
 
 impl Backend {
@@ -124,6 +124,67 @@ pub struct S3Spec {
         rename = "insecureTLS"
     )]
     pub insecure_tls: Option<bool>,
+}
+
+/// Stash's `gcs` backend. `endpoint` is coffer's: the JSON API's base URL, for emulators and
+/// private endpoints (default Google's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcsSpec {
+    #[serde(default)]
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Stash's `azure` backend. `endpoint` is coffer's: the Blob service URL, for Azurite and
+/// sovereign clouds (default `https://<account>.blob.core.windows.net`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AzureSpec {
+    #[serde(default)]
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Stash's `swift` backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SwiftSpec {
+    #[serde(default)]
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// Stash's `b2` backend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct B2Spec {
+    #[serde(default)]
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
+}
+
+/// Stash's `rest` backend: a server speaking restic's REST protocol; the URL's path is the
+/// repository.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestSpec {
+    #[serde(default)]
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -145,23 +145,13 @@ fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
     match kinds.as_slice() {
         [] => p.push(Problem::new(
             "spec.backend",
-            "required: exactly one of local or s3 (Stash's gcs, azure, swift, b2 and rest \
-             backends are not supported by coffer yet)",
+            "required: exactly one of local, s3, gcs, azure, b2, swift or rest",
         )),
         [_] => {}
         many => p.push(Problem::new(
             "spec.backend",
             format!("exactly one backend may be set, found {}", many.join(", ")),
         )),
-    }
-    for k in &kinds {
-        if !matches!(*k, "local" | "s3") {
-            p.push(Problem::new(
-                format!("spec.backend.{k}"),
-                "this backend is not supported by coffer yet: use local or s3 (an S3-compatible \
-                 gateway in front of the store works)",
-            ));
-        }
     }
     if b.storage_secret_name.is_empty() {
         p.push(Problem::new(
@@ -203,6 +193,41 @@ fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
         if s3.bucket.is_empty() {
             p.push(Problem::new("spec.backend.s3.bucket", "required"));
         }
+    }
+    let required = |p: &mut Vec<Problem>, field: &str, v: &str| {
+        if v.trim().is_empty() {
+            p.push(Problem::new(field, "required"));
+        }
+    };
+    let url = |p: &mut Vec<Problem>, field: &str, v: Option<&str>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                p.push(Problem::new(field, "must be an http:// or https:// URL"));
+            }
+        }
+    };
+    if let Some(g) = &b.gcs {
+        required(p, "spec.backend.gcs.bucket", &g.bucket);
+        url(p, "spec.backend.gcs.endpoint", g.endpoint.as_deref());
+    }
+    if let Some(a) = &b.azure {
+        required(p, "spec.backend.azure.container", &a.container);
+        url(p, "spec.backend.azure.endpoint", a.endpoint.as_deref());
+    }
+    if let Some(b2) = &b.b2 {
+        required(p, "spec.backend.b2.bucket", &b2.bucket);
+    }
+    if let Some(sw) = &b.swift {
+        required(p, "spec.backend.swift.container", &sw.container);
+    }
+    if let Some(r) = &b.rest {
+        if r.url.is_empty() {
+            p.push(Problem::new(
+                "spec.backend.rest.url",
+                "required, e.g. https://backup.example.com:8000/db",
+            ));
+        }
+        url(p, "spec.backend.rest.url", Some(&r.url));
     }
 }
 
@@ -672,14 +697,38 @@ mod tests {
              spec: {backend: {storageSecretName: s}}\n",
         );
         assert!(e.contains("spec.backend: required"), "{e}");
-        let e = errors(
+        let e = errors_or_none(
             "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
              spec: {backend: {storageSecretName: s, gcs: {bucket: b}}}\n",
         );
-        assert!(
-            e.contains("spec.backend.gcs: this backend is not supported"),
-            "{e}"
-        );
+        assert_eq!(e, None, "a gcs bucket is enough");
+        for (backend, field) in [
+            ("gcs: {prefix: p}", "spec.backend.gcs.bucket: required"),
+            (
+                "azure: {prefix: p}",
+                "spec.backend.azure.container: required",
+            ),
+            ("b2: {prefix: p}", "spec.backend.b2.bucket: required"),
+            (
+                "swift: {prefix: p}",
+                "spec.backend.swift.container: required",
+            ),
+            ("rest: {url: ''}", "spec.backend.rest.url: required"),
+            (
+                "rest: {url: 'ftp://h/'}",
+                "spec.backend.rest.url: must be an http",
+            ),
+            (
+                "azure: {container: c, endpoint: '127.0.0.1:1'}",
+                "spec.backend.azure.endpoint: must be an http",
+            ),
+        ] {
+            let e = errors(&format!(
+                "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: r}}\n\
+                 spec: {{backend: {{storageSecretName: s, {backend}}}}}\n"
+            ));
+            assert!(e.contains(field), "{backend}: {e}");
+        }
         let e = errors(
             "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {name: r}\n\
              spec: {backend: {storageSecretName: s, s3: {endpoint: 'http://x'}}}\n",

@@ -201,6 +201,16 @@ pub(crate) fn repo_vars(
         "REPOSITORY_SECRET_NAMESPACE".into(),
         repo.metadata.namespace().to_string(),
     );
+    let b = &repo.spec.backend;
+    let endpoint = b
+        .azure
+        .as_ref()
+        .and_then(|a| a.endpoint.clone())
+        .or_else(|| b.gcs.as_ref().and_then(|g| g.endpoint.clone()))
+        .or_else(|| b.rest.as_ref().map(|r| r.url.clone()));
+    if let Some(e) = endpoint {
+        vars.insert("REPOSITORY_ENDPOINT".into(), e);
+    }
     if let Some(s3) = &repo.spec.backend.s3 {
         vars.insert("REPOSITORY_ENDPOINT".into(), s3.endpoint.clone());
         vars.insert(

@@ -17,6 +17,7 @@ pub mod physical;
 pub mod progress;
 pub mod resolve;
 pub mod restore;
+pub mod stores;
 pub mod swap;
 pub mod tasks;
 pub mod volume_swap;

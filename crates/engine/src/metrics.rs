@@ -325,6 +325,32 @@ pub fn repository(m: &mut Metrics, r: &Repository) {
             s3.bucket.clone(),
             s3.prefix.clone().unwrap_or_default(),
         )
+    } else if let Some(g) = &b.gcs {
+        (
+            "gcs",
+            g.bucket.clone(),
+            g.prefix.clone().unwrap_or_default(),
+        )
+    } else if let Some(a) = &b.azure {
+        (
+            "azure",
+            a.container.clone(),
+            a.prefix.clone().unwrap_or_default(),
+        )
+    } else if let Some(b2) = &b.b2 {
+        (
+            "b2",
+            b2.bucket.clone(),
+            b2.prefix.clone().unwrap_or_default(),
+        )
+    } else if let Some(sw) = &b.swift {
+        (
+            "swift",
+            sw.container.clone(),
+            sw.prefix.clone().unwrap_or_default(),
+        )
+    } else if let Some(r) = &b.rest {
+        ("rest", r.url.clone(), String::new())
     } else if let Some(l) = &b.local {
         (
             "local",

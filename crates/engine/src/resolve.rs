@@ -8,7 +8,7 @@ use coffer_api::{
     appbinding::AppBinding, meta::TargetRef, repository::Repository, secret::Secret, Kind, Resource,
 };
 use coffer_db::{ConnSpec, TlsSpec};
-use coffer_repo::{LocalStore, ObjectStore, S3Config, S3Store};
+use coffer_repo::{LocalStore, ObjectStore};
 
 use crate::{
     catalog::Catalog,
@@ -119,43 +119,36 @@ pub fn repo_access(cat: &dyn Catalog, repo: &Repository) -> EngineResult<RepoAcc
             prefix: String::new(),
         });
     }
-    if let Some(s3) = &backend.s3 {
-        let key = |k: &str| {
-            secret.get(k).ok_or_else(|| EngineError::Invalid {
-                resource: secret_label.clone(),
-                message: format!("has no {k}, which an S3 repository needs"),
-            })
-        };
-        let endpoint = if s3.endpoint.contains("://") {
-            s3.endpoint.clone()
-        } else {
-            format!("https://{}", s3.endpoint)
-        };
-        let cfg = S3Config {
-            endpoint,
-            bucket: s3.bucket.clone(),
-            prefix: s3.prefix.clone().unwrap_or_default(),
-            region: s3.region.clone().unwrap_or_default(),
-            access_key_id: key("AWS_ACCESS_KEY_ID")?,
-            secret_access_key: key("AWS_SECRET_ACCESS_KEY")?,
-            session_token: secret.get("AWS_SESSION_TOKEN"),
-        };
-        let store = S3Store::new(&cfg).map_err(|e| EngineError::Invalid {
+    let stores = crate::stores::Keys { secret: &secret };
+    let remote = crate::stores::remote(backend, &stores).map_err(|e| match e {
+        crate::stores::BuildError::Secret(message) => EngineError::Invalid {
+            resource: secret_label.clone(),
+            message,
+        },
+        crate::stores::BuildError::Store(e) => EngineError::Invalid {
             resource: label.clone(),
             message: e.to_string(),
-        })?;
-        return Ok(RepoAccess {
-            store: Arc::new(store),
+        },
+        crate::stores::BuildError::Spec(message) => EngineError::Invalid {
+            resource: label.clone(),
+            message,
+        },
+    })?;
+    match remote {
+        Some(r) => Ok(RepoAccess {
+            store: r.store,
             password,
-            provider: "s3",
-            bucket: cfg.bucket,
-            prefix: cfg.prefix,
-        });
+            provider: r.provider,
+            bucket: r.bucket,
+            prefix: r.prefix,
+        }),
+        None => Err(EngineError::Invalid {
+            resource: label,
+            message: "spec.backend has no backend: set one of local, s3, gcs, azure, b2, swift \
+                      or rest"
+                .into(),
+        }),
     }
-    Err(EngineError::Invalid {
-        resource: label,
-        message: "spec.backend has no supported backend (local or s3)".into(),
-    })
 }
 
 fn decode_pem(field: &str, resource: &str, v: &str) -> EngineResult<Vec<u8>> {

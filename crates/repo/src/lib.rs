@@ -2,19 +2,23 @@
 //!
 //! Every command that touches a repository goes through [`Repo`]: it opens or initialises the
 //! repository, streams files into one snapshot and back out, lists and selects snapshots,
-//! applies retention, prunes, checks and locks — on a local directory or an S3 prefix.
+//! applies retention, prunes, checks and locks — on a local directory, a bucket or container of a cloud object store, or a restic REST server.
 
 pub mod backend;
 pub mod cipher;
+pub mod cloud;
 pub mod lock;
 pub mod repository;
+pub mod rest;
 mod rustic_error;
 mod sizes;
 pub mod store;
 
+pub use cloud::{AzureConfig, B2Config, CloudStore, GcsConfig, S3Config, SwiftConfig};
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{
     ForgetOutcome, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
     SnapshotReader, SnapshotSelector, SourceFailed, SourceFile, SourceStream,
 };
-pub use store::{LocalStore, ObjectStore, S3Config, S3Store, StoreError};
+pub use rest::{RestConfig, RestStore};
+pub use store::{LocalStore, ObjectStore, StoreError};

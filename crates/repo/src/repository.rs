@@ -956,7 +956,7 @@ impl SnapshotReader {
 mod init_race_tests {
     use std::sync::{Arc, Barrier};
 
-    use crate::{LocalStore, ObjectStore, Repo, S3Config, S3Store, SnapshotMeta, SourceFile};
+    use crate::{CloudStore, LocalStore, ObjectStore, Repo, S3Config, SnapshotMeta, SourceFile};
 
     const PASSWORD: &str = "init-race-password";
 
@@ -1017,7 +1017,7 @@ mod init_race_tests {
     fn concurrent_first_backups_share_one_s3_repository() {
         let g = coffer_testkit::Garage::start()
             .expect("Garage is required (scripts/install-deps.sh builds it)");
-        let store = S3Store::new(&S3Config {
+        let store = CloudStore::s3(&S3Config {
             endpoint: g.endpoint(),
             bucket: g.bucket().to_string(),
             prefix: "race".into(),

@@ -11,6 +11,7 @@
 //!
 //! * [`MariaDb`] — a throwaway MariaDB server (optionally with TLS).
 //! * [`Garage`] — a single-node Garage S3 server with a default bucket and key.
+//! * [`ObjectServer`] — Azurite (Azure Blob), a GCS emulator, rustic_server (restic REST).
 //! * [`Pushgateway`] — a Prometheus Pushgateway.
 //! * [`KubeApi`] — an in-memory stand-in for the Kubernetes API an agent in a Job uses.
 //! * [`fidelity`] — a schema that exercises everything a faithful backup must keep.
@@ -42,6 +43,7 @@
 mod garage;
 mod http;
 mod mariadb;
+mod objstores;
 mod process;
 mod pushgateway;
 mod tls;
@@ -56,6 +58,7 @@ pub use galera::{start_restored, GaleraCluster, GaleraNode, GaleraOptions};
 pub use garage::{garage_binary, Garage};
 pub use kubeapi::KubeApi;
 pub use mariadb::{MariaDb, MariaDbOptions};
+pub use objstores::{Azurite, GcsEmulator, ObjectServer, RestServer, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use pushgateway::Pushgateway;
 pub use tls::TlsMaterial;
 
