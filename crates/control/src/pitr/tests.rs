@@ -26,6 +26,7 @@ fn seg(seq: u64, start: &str, txs: &[(&str, i64)]) -> SegmentMeta {
                 gtid: g(gt),
                 time: *time,
                 end: end_of(i),
+                source_end: end_of(i),
             }
         })
         .collect();
