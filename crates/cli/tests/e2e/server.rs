@@ -54,7 +54,10 @@ impl Server {
     }
 
     fn signal(&mut self, sig: i32) {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        // Once reaped, the pid may belong to another process (pids wrap on a busy machine).
+        if matches!(self.child.try_wait(), Ok(None)) {
+            unsafe { libc::kill(self.child.id() as i32, sig) };
+        }
     }
 }
 
