@@ -107,13 +107,13 @@ fn exchange_disabled() -> bool {
     cfg!(debug_assertions) && std::env::var_os("COFFER_SWAP_NO_EXCHANGE").is_some()
 }
 
-fn sync_dir(p: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(p: &Path) -> io::Result<()> {
     File::open(p)?.sync_all()
 }
 
 /// fsyncs every file and directory below `root` (and `root`), so that the tree is on disk
 /// before any rename makes it the data directory. Symlinks are not followed.
-fn sync_tree(root: &Path) -> io::Result<()> {
+pub(crate) fn sync_tree(root: &Path) -> io::Result<()> {
     let mut dirs = vec![root.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for entry in std::fs::read_dir(&d)? {
@@ -177,7 +177,8 @@ fn remove_tree(p: &Path) -> io::Result<()> {
     std::fs::remove_dir_all(p)
 }
 
-fn remove_if_present(p: &Path) -> io::Result<bool> {
+/// Removes a file or a whole directory; whether there was one.
+pub(crate) fn remove_if_present(p: &Path) -> io::Result<bool> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map(|_| true),
         Ok(_) => std::fs::remove_file(p).map(|_| true),

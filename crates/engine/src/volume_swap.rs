@@ -16,6 +16,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::swap::{remove_if_present, sync_dir, sync_tree};
+
 const STAGING: &str = ".coffer-restore";
 const OLD: &str = ".coffer-old";
 const JOURNAL_ASIDE: &str = ".coffer-swap";
@@ -23,36 +25,6 @@ const JOURNAL_IN: &str = ".coffer-swap-2";
 
 pub struct VolumeSwap {
     dir: PathBuf,
-}
-
-fn sync_dir(p: &Path) -> io::Result<()> {
-    File::open(p)?.sync_all()
-}
-
-fn sync_tree(root: &Path) -> io::Result<()> {
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
-            let t = entry.file_type()?;
-            if t.is_dir() {
-                dirs.push(entry.path());
-            } else if t.is_file() {
-                File::open(entry.path())?.sync_all()?;
-            }
-        }
-        sync_dir(&d)?;
-    }
-    Ok(())
-}
-
-fn remove_if_present(p: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// The names in `dir` that are data: not this module's own entries, nor the `lost+found` of
