@@ -124,24 +124,14 @@ fn trigger_objects(
     let labels = objects::labels(Kind::BackupConfiguration, &bc.metadata.name);
     let owner = objects::owner(Kind::BackupConfiguration, &bc.metadata);
     let rs = bc.spec.runtime_settings.as_ref();
-    let user_sa = rs
-        .and_then(|r| r.pointer("/pod/serviceAccountName"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    let mut out = Vec::new();
-    let sa = match user_sa {
-        Some(sa) => sa.to_string(),
-        None => {
-            out.extend(objects::service_account_and_binding(
-                &name,
-                ns,
-                &labels,
-                owner.clone(),
-                &settings.trigger_cluster_role,
-            ));
-            name.clone()
-        }
-    };
+    let (sa, mut out) = objects::pod_service_account(
+        rs,
+        &name,
+        ns,
+        &labels,
+        owner.clone(),
+        &settings.trigger_cluster_role,
+    );
     let template = objects::pod_template(
         objects::PodPlan {
             container: TRIGGER_CONTAINER,

@@ -128,25 +128,14 @@ fn job_objects(
     let ns = session.metadata.namespace();
     let labels = objects::labels(Kind::BackupConfiguration, &bc.metadata.name);
     let rs = bc.spec.runtime_settings.as_ref();
-    let user_sa = rs
-        .and_then(|r| r.pointer("/pod/serviceAccountName"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    let mut out = Vec::new();
-    let sa = match user_sa {
-        Some(sa) => sa.to_string(),
-        None => {
-            let sa = names::backup_job_service_account(&bc.metadata.name, 0);
-            out.extend(objects::service_account_and_binding(
-                &sa,
-                ns,
-                &labels,
-                objects::owner(Kind::BackupConfiguration, &bc.metadata),
-                &settings.backup_job_cluster_role,
-            ));
-            sa
-        }
-    };
+    let (sa, mut out) = objects::pod_service_account(
+        rs,
+        &names::backup_job_service_account(&bc.metadata.name, 0),
+        ns,
+        &labels,
+        objects::owner(Kind::BackupConfiguration, &bc.metadata),
+        &settings.backup_job_cluster_role,
+    );
     let (tmp, tmp_mount) = objects::tmp_volume();
     let template = objects::pod_template(
         objects::PodPlan {

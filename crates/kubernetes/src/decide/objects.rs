@@ -129,15 +129,25 @@ pub(crate) fn metadata(
     }
 }
 
-/// A ServiceAccount and the RoleBinding that grants it `cluster_role` in its namespace, both
-/// named `name`.
-pub(crate) fn service_account_and_binding(
+/// The ServiceAccount a pod runs as: `runtimeSettings.pod.serviceAccountName` when set (the
+/// user grants it what it needs, so nothing is created), else `name` — returned with the
+/// ServiceAccount and the RoleBinding that grants it `cluster_role` in its namespace, both
+/// named `name`, for the caller to apply.
+pub(crate) fn pod_service_account(
+    runtime_settings: Option<&Value>,
     name: &str,
     namespace: &str,
     labels: &BTreeMap<String, String>,
     owner: OwnerReference,
     cluster_role: &str,
-) -> [Value; 2] {
+) -> (String, Vec<Value>) {
+    let user_sa = runtime_settings
+        .and_then(|r| r.pointer("/pod/serviceAccountName"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    if let Some(sa) = user_sa {
+        return (sa.to_string(), Vec::new());
+    }
     let sa = ServiceAccount {
         metadata: metadata(name, namespace, labels, owner.clone()),
         ..Default::default()
@@ -156,7 +166,7 @@ pub(crate) fn service_account_and_binding(
             ..Default::default()
         }]),
     };
-    [value(&sa), value(&rb)]
+    (name.to_string(), vec![value(&sa), value(&rb)])
 }
 
 /// An object as the JSON body of a request (k8s-openapi writes apiVersion and kind).

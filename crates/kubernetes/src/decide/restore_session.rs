@@ -132,25 +132,14 @@ fn objects_to_apply(
     let labels = objects::labels(Kind::RestoreSession, &meta.name);
     let owner = objects::owner(Kind::RestoreSession, meta);
     let rset = rs.spec.runtime_settings.as_ref();
-    let user_sa = rset
-        .and_then(|r| r.pointer("/pod/serviceAccountName"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    let mut out = Vec::new();
-    let sa = match user_sa {
-        Some(sa) => sa.to_string(),
-        None => {
-            let sa = names::restore_job_service_account(&meta.name, 0);
-            out.extend(objects::service_account_and_binding(
-                &sa,
-                ns,
-                &labels,
-                owner.clone(),
-                &settings.restore_job_cluster_role,
-            ));
-            sa
-        }
-    };
+    let (sa, mut out) = objects::pod_service_account(
+        rset,
+        &names::restore_job_service_account(&meta.name, 0),
+        ns,
+        &labels,
+        owner.clone(),
+        &settings.restore_job_cluster_role,
+    );
     let mounts: Vec<VolumeMount> = rs
         .spec
         .target
