@@ -3,6 +3,7 @@
 //! It reads and writes resources only through [`Catalog`], so it runs the same on every
 //! platform.
 
+pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod clock;
