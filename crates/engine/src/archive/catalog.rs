@@ -114,7 +114,8 @@ pub struct Entry {
 /// Which copy of each segment counts: `(seq, entry number, summary)` in seq order.
 ///
 /// Copies of one seq are normally identical (a merge wrote the new snapshot, then stopped
-/// before deleting the old ones): any will do, the lowest entry number is taken. Copies
+/// before deleting the old ones): the one in the highest level is taken (then the lowest
+/// entry number), so that the next compaction drops the small snapshots left behind. Copies
 /// that differ (a segment stored twice, the first put having succeeded unseen) are told
 /// apart by continuity: the copy whose end state is where the next chosen segment starts,
 /// else the one with the most transactions.
@@ -130,7 +131,10 @@ pub fn choose(entries: &[Entry]) -> Vec<(u64, usize, SegmentSummary)> {
     for (seq, copies) in by_seq.into_iter().rev() {
         let first = copies[0];
         let pick = if copies.iter().all(|(_, s)| *s == first.1) {
-            first
+            *copies
+                .iter()
+                .max_by_key(|(i, _)| (entries[*i].level, std::cmp::Reverse(*i)))
+                .expect("at least one copy")
         } else {
             let continuing = next_start
                 .as_ref()
@@ -184,7 +188,7 @@ mod tests {
     fn entry(id: &str, segs: Vec<SegmentSummary>) -> Entry {
         Entry {
             snapshot: id.into(),
-            level: 0,
+            level: u32::from(id == "merged"),
             index: None,
             segments: segs,
         }
@@ -193,21 +197,21 @@ mod tests {
     #[test]
     fn identical_copies_count_once_and_differing_ones_by_continuity() {
         let entries = vec![
+            entry("small-0", vec![seg(0, "", "0-1-5", 5)]),
             entry(
                 "merged",
                 vec![seg(0, "", "0-1-5", 5), seg(1, "0-1-5", "0-1-7", 2)],
             ),
-            entry("small-0", vec![seg(0, "", "0-1-5", 5)]),
             // Seq 1 stored again with more transactions; seq 2 continues from it.
             entry("small-1", vec![seg(1, "0-1-5", "0-1-9", 4)]),
             entry("small-2", vec![seg(2, "0-1-9", "0-1-10", 1)]),
         ];
         let chosen: Vec<(u64, usize)> = choose(&entries).iter().map(|c| (c.0, c.1)).collect();
-        assert_eq!(chosen, vec![(0, 0), (1, 2), (2, 3)]);
+        assert_eq!(chosen, vec![(0, 1), (1, 2), (2, 3)]);
 
         // Without a next segment the copy with more transactions wins.
         let chosen: Vec<(u64, usize)> = choose(&entries[..3]).iter().map(|c| (c.0, c.1)).collect();
-        assert_eq!(chosen, vec![(0, 0), (1, 2)]);
+        assert_eq!(chosen, vec![(0, 1), (1, 2)]);
     }
 
     #[test]
