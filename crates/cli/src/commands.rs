@@ -111,7 +111,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             config,
         } => server(home, pushgateway, metrics_address, shutdown_grace, config),
         Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
-        Command::Operator { .. } | Command::CreateBackupsession { .. } => {
+        Command::Operator { .. }
+        | Command::CreateBackupsession { .. }
+        | Command::BenchArchiveLayout { .. } => {
             unreachable!("dispatched in main before the store is opened")
         }
     }

@@ -1,5 +1,6 @@
 //! `coffer`: declarative backup and restore for the MySQL family.
 
+mod bench_archive;
 mod commands;
 mod home;
 mod operator;
@@ -127,6 +128,18 @@ pub enum Command {
     Agent { kind: String, name: String },
     /// Create one BackupSession of a BackupConfiguration (what the trigger CronJob runs)
     CreateBackupsession { backup_configuration: String },
+    /// Simulate months of binlog archive flushes in a new local repository and time listing
+    /// and restore planning (scripts/bench-archive-layout.sh)
+    #[command(hide = true)]
+    BenchArchiveLayout {
+        /// An empty directory for the repository
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long, default_value_t = 5)]
+        flush_seconds: u64,
+    },
 }
 
 fn init_tracing() {
@@ -166,6 +179,11 @@ fn main() {
         Command::CreateBackupsession {
             backup_configuration,
         } => operator::create_backupsession(cli.home, &cli.namespace, &backup_configuration),
+        Command::BenchArchiveLayout {
+            dir,
+            days,
+            flush_seconds,
+        } => bench_archive::run(&dir, days, flush_seconds),
         _ => commands::run(cli),
     };
     match result {
