@@ -166,8 +166,13 @@ pub fn run(dir: &Path, days: u64, flush: u64) -> anyhow::Result<i32> {
         state: GtidState::default(),
     };
     let t = Instant::now();
-    let latest = plan_restore(ARCHIVE, &PointInTimeTarget::Latest, &[base.clone()], &metas)
-        .context("planning `latest`")?;
+    let latest = plan_restore(
+        ARCHIVE,
+        &PointInTimeTarget::Latest,
+        std::slice::from_ref(&base),
+        &metas,
+    )
+    .context("planning `latest`")?;
     let plan_latest = secs(t);
 
     // A time target in the middle: the summaries say which segments cover it; their full

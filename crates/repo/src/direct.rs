@@ -349,17 +349,20 @@ pub struct Written {
     pub consolidated: Vec<String>,
 }
 
+/// A directory's files by name.
+type DirFiles = Arc<BTreeMap<String, Node>>;
+
 /// A repository opened with its whole index, for reading many files of many snapshots.
 pub struct IndexedRepo {
     repo: rustic_core::Repository<rustic_core::IndexedFullStatus>,
     store: Arc<dyn ObjectStore>,
     /// The files of the directory read last (snapshot id, directory): a merged snapshot's
     /// directory holds tens of thousands of files, and reading them in order is the rule.
-    last_dir: std::sync::Mutex<Option<(String, String, Arc<BTreeMap<String, Node>>)>>,
+    last_dir: std::sync::Mutex<Option<(String, String, DirFiles)>>,
 }
 
 impl IndexedRepo {
-    fn dir_files(&self, snapshot_id: &str, dir: &str) -> Option<Arc<BTreeMap<String, Node>>> {
+    fn dir_files(&self, snapshot_id: &str, dir: &str) -> Option<DirFiles> {
         if let Some((s, d, files)) = &*self.last_dir.lock().unwrap() {
             if s == snapshot_id && d == dir {
                 return Some(files.clone());
@@ -371,7 +374,7 @@ impl IndexedRepo {
             .repo
             .get_tree(&node.subtree.filter(|_| node.is_dir())?)
             .ok()?;
-        let files: Arc<BTreeMap<String, Node>> = Arc::new(
+        let files: DirFiles = Arc::new(
             tree.nodes
                 .into_iter()
                 .filter(|n| n.is_file())
