@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cipher;
 pub mod cloud;
+pub mod datacheck;
 pub mod lock;
 pub mod repository;
 pub mod rest;
@@ -15,6 +16,7 @@ mod sizes;
 pub mod store;
 
 pub use cloud::{AzureConfig, B2Config, CloudStore, GcsConfig, S3Config, SwiftConfig};
+pub use datacheck::{DamagedPack, DataCheckReport, DataSubset, RemovalOutcome};
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{
     ForgetOutcome, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
