@@ -209,4 +209,18 @@ pub struct RepositoryStatus {
     /// coffer: total size in bytes, for metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_size_bytes: Option<u64>,
+    /// coffer: why `integrity` is false: the structural check's findings, or the packs the
+    /// data check found damaged and the snapshots that depend on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_reason: Option<String>,
+    /// coffer: the packs the last data check (`coffer check --read-data`) found damaged. They
+    /// were taken out of the index, so the next backup writes their blobs again; the list is
+    /// cleared when a later check finds the repository whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged_packs: Vec<String>,
+    /// coffer: when the repository's data was last read back, and which subset (`all` or `N/M`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_data_check_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_data_check_subset: Option<String>,
 }

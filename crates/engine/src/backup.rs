@@ -830,7 +830,25 @@ fn update_status(
             &now,
         );
     }
-    let problems = repo.check(false).map_err(|e| repo_err(&p.repo_res, e))?;
+    let mut problems = repo.check(false).map_err(|e| repo_err(&p.repo_res, e))?;
+    // Packs a data check found damaged but could not take out of the index (the repository
+    // was in use) are not fixed by a structural check that passes.
+    let earlier = p
+        .repo_res
+        .status
+        .as_ref()
+        .map(|s| s.damaged_packs.clone())
+        .unwrap_or_default();
+    let still = repo
+        .indexed_packs(&earlier)
+        .map_err(|e| repo_err(&p.repo_res, e))?;
+    if !still.is_empty() {
+        problems.push(format!(
+            "pack(s) {} were found damaged by a data check and are still in the index: run \
+             `coffer check --read-data` to take them out",
+            still.join(", ")
+        ));
+    }
     let integrity = problems.is_empty();
     set_condition(
         &mut session.status_mut().conditions,
@@ -867,6 +885,13 @@ fn update_status(
             };
             let rs = current.status_mut();
             rs.integrity = Some(integrity);
+            if integrity {
+                // Whatever a data check found damaged has been written again.
+                rs.integrity_reason = None;
+                rs.damaged_packs.clear();
+            } else {
+                rs.integrity_reason = Some(problems.join("; "));
+            }
             rs.total_size = Some(format::size(size));
             rs.total_size_bytes = Some(size);
             rs.snapshot_count = Some(forget.kept.len() as i64);

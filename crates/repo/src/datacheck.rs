@@ -335,10 +335,7 @@ impl DataChecker<'_> {
             let start = u64::from(blobs[i].offset);
             let mut end = start + u64::from(blobs[i].length);
             let mut j = i + 1;
-            while j < blobs.len()
-                && u64::from(blobs[j].offset) == end
-                && end - start < READ_GROUP
-            {
+            while j < blobs.len() && u64::from(blobs[j].offset) == end && end - start < READ_GROUP {
                 end += u64::from(blobs[j].length);
                 j += 1;
             }
@@ -625,14 +622,18 @@ impl DataChecker<'_> {
         for tpe in ["data", "tree"] {
             let mut kept: Vec<(Bytes, &BlobJson)> = Vec::new();
             for b in d.sound.iter().filter(|b| b.tpe == tpe) {
-                let raw = match self.store.read_range(&key, u64::from(b.offset), u64::from(b.length)) {
-                    Ok(raw) => raw,
-                    Err(e) if e.is_not_found() => {
-                        dropped += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(self.storage(e)),
-                };
+                let raw =
+                    match self
+                        .store
+                        .read_range(&key, u64::from(b.offset), u64::from(b.length))
+                    {
+                        Ok(raw) => raw,
+                        Err(e) if e.is_not_found() => {
+                            dropped += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(self.storage(e)),
+                    };
                 // Read again: only bytes that verify now are copied.
                 if self.blob_problem(b, &raw).is_some() {
                     dropped += 1;
@@ -882,7 +883,10 @@ mod damage_tests {
             *b ^= 0x5a;
         }
         std::fs::write(&path, &bytes).unwrap();
-        assert!(dump(&repo, &first).is_err(), "the damage breaks the restore");
+        assert!(
+            dump(&repo, &first).is_err(),
+            "the damage breaks the restore"
+        );
         // The structural check does not see it: this is what the data check is for.
         assert_eq!(repo.check(false).unwrap(), Vec::<String>::new());
 
@@ -901,15 +905,26 @@ mod damage_tests {
         assert_eq!(removed.blobs_dropped, 1);
         assert_eq!(removed.blobs_salvaged, d.blobs - 1);
         assert!(!path.exists());
-        assert_eq!(repo.indexed_packs(&[pack.clone()]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            repo.indexed_packs(&[pack.clone()]).unwrap(),
+            Vec::<String>::new()
+        );
         // Now the structural check knows the snapshot misses a blob.
         assert!(!repo.check(false).unwrap().is_empty());
         drop(_lock);
 
         // The next backup of the same data writes the damaged blob again.
         let second = backup(&repo, &data);
-        assert_eq!(dump(&repo, &second).unwrap(), data, "the new snapshot restores bit-exact");
-        assert_eq!(dump(&repo, &first).unwrap(), data, "and the old one is whole again");
+        assert_eq!(
+            dump(&repo, &second).unwrap(),
+            data,
+            "the new snapshot restores bit-exact"
+        );
+        assert_eq!(
+            dump(&repo, &first).unwrap(),
+            data,
+            "and the old one is whole again"
+        );
         assert_eq!(repo.check(false).unwrap(), Vec::<String>::new());
         assert!(repo.check_data(DataSubset::ALL).unwrap().is_clean());
         // restic agrees the repository is sound.
@@ -955,6 +970,10 @@ mod damage_tests {
             assert_eq!(r.packs_total, store.list("data").unwrap().len());
         }
         assert_eq!(found, 1);
-        assert_eq!(read, store.list("data").unwrap().len(), "each pack read once");
+        assert_eq!(
+            read,
+            store.list("data").unwrap().len(),
+            "each pack read once"
+        );
     }
 }

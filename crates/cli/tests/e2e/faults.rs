@@ -608,16 +608,9 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
     assert_restic_check(&repo_s, &[]);
 }
 
-/// A restore from a repository with a damaged pack fails, and says so in one or two lines
-/// naming the repository, even with RUST_BACKTRACE set; the storage library's whole message
-/// goes to the session log.
-#[test]
-fn a_damaged_repository_fails_the_restore_in_two_lines() {
-    let src = app_db();
-    let cf = setup(&src, "");
-    let run = cf.run(&["backup", "bc", "--wait"]);
-    assert!(run.ok, "{run}");
-    // Overwrite bytes in the middle of the data pack.
+/// Overwrites 16 bytes in the middle of the repository's largest pack (the dump's data; the
+/// trees' pack is small) and returns the pack's id.
+fn damage_largest_pack(cf: &Coffer) -> String {
     let mut packs = Vec::new();
     let mut dirs = vec![cf.path("repo").join("data")];
     while let Some(d) = dirs.pop() {
@@ -630,7 +623,6 @@ fn a_damaged_repository_fails_the_restore_in_two_lines() {
             }
         }
     }
-    // The largest pack holds the dump's data (the trees' pack is small).
     packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
     let pack = packs.last().expect("the backup wrote packs");
     let mut bytes = std::fs::read(pack).unwrap();
@@ -640,6 +632,110 @@ fn a_damaged_repository_fails_the_restore_in_two_lines() {
     }
     std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(pack, bytes).unwrap();
+    pack.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+/// The reproduction of coffer issue #13: a pack damaged on disk is found by
+/// `coffer check --read-data`, which names it and the snapshot that depends on it, marks the
+/// Repository's integrity false and takes the damaged pack out of the index; the next backup
+/// then writes the damaged data again instead of deduplicating against it, and its snapshot
+/// restores with equal table checksums.
+#[test]
+fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
+    let src = MariaDb::start().unwrap();
+    // Several chunks of dump (chunks average 2 MiB).
+    src.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, pad TEXT);
+         USE app; INSERT INTO app.t SELECT seq, CONCAT(REPEAT(MD5(seq), 10), SHA2(seq, 512))
+         FROM seq_1_to_20000;",
+    )
+    .unwrap();
+    let dst = MariaDb::start().unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        db_secret("dst-auth", &dst),
+        appbinding("dst", &dst, "dst-auth"),
+        // Without the date in the dump's trailer, a backup of unchanged data yields the same
+        // blobs: the next backup heals the old snapshot too.
+        backup_config("bc", "repo", "src", "--databases app --skip-dump-date", 5),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    let snap = snaps[0]["id"].as_str().unwrap().to_string();
+    let clean = cf.run(&["check", "repo", "--read-data"]);
+    assert!(clean.ok, "{clean}");
+    assert!(clean.stdout.contains("no errors were found"), "{clean}");
+
+    let pack = damage_largest_pack(&cf);
+    let check = cf.run(&["check", "repo", "--read-data"]);
+    assert!(!check.ok, "a damaged repository fails the check: {check}");
+    assert!(
+        check.stdout.contains(&format!("damaged pack {pack}")),
+        "{check}"
+    );
+    assert!(
+        check
+            .stdout
+            .contains(&format!("snapshot {snap} depends on it")),
+        "{check}"
+    );
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], false, "{repo:#}");
+    let reason = repo["status"]["integrityReason"].as_str().unwrap();
+    assert!(
+        reason.contains(&pack) && reason.contains(&snap[..8]),
+        "{reason}"
+    );
+    assert_eq!(repo["status"]["damagedPacks"][0], pack.as_str());
+    assert_eq!(repo["status"]["lastDataCheckSubset"], "all");
+
+    // The next backup writes the damaged data again and the repository is whole.
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let session = cf.last_session(&run);
+    assert_eq!(phase(&session), "Succeeded", "{session:#}");
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], true, "{repo:#}");
+    assert!(repo["status"].get("damagedPacks").is_none(), "{repo:#}");
+    let again = cf.run(&["check", "repo", "--read-data"]);
+    assert!(again.ok, "{again}");
+    assert_restic_check(cf.path("repo").to_str().unwrap(), &[]);
+
+    // Both snapshots restore: the new one, and the old one whose blobs were written again.
+    for (i, id) in [snap.as_str(), "latest"].iter().enumerate() {
+        dst.exec("DROP DATABASE IF EXISTS app").unwrap();
+        let name = format!("rs-{i}");
+        let rs = cf.file(
+            &format!("{name}.yaml"),
+            &restore_session(&name, "repo", "dst", &id[..id.len().min(8)]),
+        );
+        let r = cf.run(&["restore", "-f", rs.to_str().unwrap(), "--wait"]);
+        assert!(r.ok, "restore of {id}: {r}");
+        let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+        let got = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
+        assert_eq!(want, got, "snapshot {id} restores the source's tables");
+        assert!(want.values().all(Option::is_some));
+    }
+}
+
+/// A restore from a repository with a damaged pack fails, and says so in one or two lines
+/// naming the repository, even with RUST_BACKTRACE set; the storage library's whole message
+/// goes to the session log.
+#[test]
+fn a_damaged_repository_fails_the_restore_in_two_lines() {
+    let src = app_db();
+    let cf = setup(&src, "");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    damage_largest_pack(&cf);
     let rs = cf.file("rs.yaml", &restore_session("rs", "repo", "src", "latest"));
     let o = cf
         .cmd()
