@@ -16,6 +16,22 @@ pub struct RepositorySpec {
     pub wipe_out: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_policy: Option<serde_json::Value>,
+    /// coffer: read the repository's data back, a rotating slice each day, so that every pack
+    /// is read within `periodDays` (see `coffer check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_check: Option<DataCheckSpec>,
+}
+
+/// coffer's rotating data check: each day the first backup into the repository first reads
+/// that day's slice of the packs (one of `periodDays`), so every pack is read within
+/// `periodDays` days; a damaged pack is taken out before the backup writes, so the backup
+/// writes that data again instead of reusing it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataCheckSpec {
+    /// Days within which every pack is read once (1: all of it every day).
+    #[serde(default)]
+    pub period_days: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -8,7 +8,7 @@
 //! the next check.
 
 use coffer_api::{Kind, Repository, Resource};
-use coffer_repo::{DataCheckReport, DataSubset, LockError, RemovalOutcome, Repo};
+use coffer_repo::{DataCheckReport, DataSubset, LockError, RemovalOutcome, Repo, RepoLock};
 use serde::Serialize;
 
 use crate::{
@@ -93,20 +93,7 @@ pub fn run_check(
     let lock = repo.lock(false).map_err(|e| repo_err(repo_res, e))?;
     let mut out = CheckOutcome::default();
     if let Some(subset) = read_data {
-        let report = repo.check_data(subset).map_err(|e| repo_err(repo_res, e))?;
-        if !report.is_clean() {
-            match lock.upgrade() {
-                Ok(()) => {
-                    out.removal = Some(
-                        repo.remove_damaged(&report)
-                            .map_err(|e| repo_err(repo_res, e))?,
-                    );
-                }
-                Err(LockError::Locked { holder, .. }) => out.removal_postponed = Some(holder),
-                Err(e) => return Err(repo_err(repo_res, e.into())),
-            }
-        }
-        out.data = Some(report);
+        read(&repo, &lock, repo_res, subset, &mut out)?;
     }
     out.problems = repo.check(false).map_err(|e| repo_err(repo_res, e))?;
     let earlier = repo_res
@@ -120,6 +107,53 @@ pub fn run_check(
     drop(lock);
     record(cat, repo_res, &out)?;
     Ok(out)
+}
+
+/// Reads the packs of `subset` back and, when it finds damage, takes the damaged packs out
+/// of the repository if the lock can be had exclusively (it stays exclusive then).
+pub(crate) fn read(
+    repo: &Repo,
+    lock: &RepoLock,
+    repo_res: &Repository,
+    subset: DataSubset,
+    out: &mut CheckOutcome,
+) -> EngineResult<()> {
+    let report = repo.check_data(subset).map_err(|e| repo_err(repo_res, e))?;
+    if !report.is_clean() {
+        match lock.upgrade() {
+            Ok(()) => {
+                out.removal = Some(
+                    repo.remove_damaged(&report)
+                        .map_err(|e| repo_err(repo_res, e))?,
+                );
+            }
+            Err(LockError::Locked { holder, .. }) => out.removal_postponed = Some(holder),
+            Err(e) => return Err(repo_err(repo_res, e.into())),
+        }
+    }
+    out.data = Some(report);
+    Ok(())
+}
+
+/// The slice a backup reads first when the Repository asks for a rotating data check
+/// (`spec.dataCheck.periodDays`) and that slice was not read today; `now` is the current
+/// time (RFC 3339, UTC).
+pub fn due_subset(repo_res: &Repository, now: &str) -> Option<DataSubset> {
+    let period = repo_res.spec.data_check.as_ref()?.period_days.max(1);
+    let day_of = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_second().div_euclid(86_400) as u64)
+    };
+    let day = day_of(now)?;
+    let subset = DataSubset::of_day(day, period);
+    let st = repo_res.status.as_ref();
+    let last_day = st
+        .and_then(|s| s.last_data_check_time.as_deref())
+        .and_then(day_of);
+    let last_subset = st.and_then(|s| s.last_data_check_subset.clone());
+    let done = last_day == Some(day) && last_subset == Some(subset.to_string());
+    (!done).then_some(subset)
 }
 
 fn record(cat: &dyn Catalog, repo_res: &Repository, out: &CheckOutcome) -> EngineResult<()> {
@@ -166,4 +200,57 @@ fn record(cat: &dyn Catalog, repo_res: &Repository, out: &CheckOutcome) -> Engin
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_api::{
+        repository::{DataCheckSpec, RepositoryStatus},
+        Repository,
+    };
+    use coffer_repo::DataSubset;
+
+    use super::due_subset;
+
+    fn repo(period: Option<u32>, last: Option<(&str, &str)>) -> Repository {
+        let mut r = Repository::default();
+        r.spec.data_check = period.map(|period_days| DataCheckSpec { period_days });
+        if let Some((time, subset)) = last {
+            r.status = Some(RepositoryStatus {
+                last_data_check_time: Some(time.into()),
+                last_data_check_subset: Some(subset.into()),
+                ..Default::default()
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn a_backup_reads_todays_slice_once_a_day() {
+        // 2024-10-11 is day 20007 since the epoch: slice 20007 % 7 = 1, written 2/7.
+        let now = "2024-10-11T12:00:00Z";
+        let today = Some(DataSubset::of_day(20_007, 7));
+        assert_eq!(today.unwrap().to_string(), "2/7");
+        let table = [
+            (None, None, None),
+            (Some(7), None, today),
+            (Some(7), Some(("2024-10-11T01:00:00Z", "2/7")), None),
+            (Some(7), Some(("2024-10-10T23:59:59Z", "1/7")), today),
+            // The period changed today: today's slice of the new period is due.
+            (Some(7), Some(("2024-10-11T01:00:00Z", "5/30")), today),
+            (
+                Some(1),
+                Some(("2024-10-10T08:00:00Z", "all")),
+                Some(DataSubset::ALL),
+            ),
+            (Some(1), Some(("2024-10-11T08:00:00Z", "all")), None),
+        ];
+        for (period, last, want) in table {
+            assert_eq!(
+                due_subset(&repo(period, last), now),
+                want,
+                "{period:?} {last:?}"
+            );
+        }
+    }
 }

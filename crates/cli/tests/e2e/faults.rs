@@ -640,10 +640,10 @@ fn damage_largest_pack(cf: &Coffer) -> String {
 /// Repository's integrity false and takes the damaged pack out of the index; the next backup
 /// then writes the damaged data again instead of deduplicating against it, and its snapshot
 /// restores with equal table checksums.
-#[test]
-fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
+/// A source of several chunks of dump (chunks average 2 MiB), a target, and a coffer home
+/// backing the source up into a local repository (`repo_extra` is appended to its spec).
+fn damage_setup(repo_extra: &str) -> (MariaDb, MariaDb, Coffer) {
     let src = MariaDb::start().unwrap();
-    // Several chunks of dump (chunks average 2 MiB).
     src.exec(
         "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, pad TEXT);
          USE app; INSERT INTO app.t SELECT seq, CONCAT(REPEAT(MD5(seq), 10), SHA2(seq, 512))
@@ -654,7 +654,7 @@ fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
     let cf = Coffer::new();
     let manifests = [
         secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
-        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        local_repo("repo", &cf.path("repo"), "repo-secret") + repo_extra,
         db_secret("src-auth", &src),
         appbinding("src", &src, "src-auth"),
         db_secret("dst-auth", &dst),
@@ -664,7 +664,34 @@ fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
         backup_config("bc", "repo", "src", "--databases app --skip-dump-date", 5),
     ]
     .join("---\n");
-    assert!(cf.apply("m.yaml", &manifests).ok);
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    (src, dst, cf)
+}
+
+/// Restores snapshot `id` (or `latest`) into `dst` and compares table checksums with `src`.
+fn restore_equal(cf: &Coffer, src: &MariaDb, dst: &MariaDb, name: &str, id: &str) {
+    dst.exec("DROP DATABASE IF EXISTS app").unwrap();
+    let rs = cf.file(
+        &format!("{name}.yaml"),
+        &restore_session(name, "repo", "dst", &id[..id.len().min(8)]),
+    );
+    let r = cf.run(&["restore", "-f", rs.to_str().unwrap(), "--wait"]);
+    assert!(r.ok, "restore of {id}: {r}");
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    let got = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
+    assert_eq!(want, got, "snapshot {id} restores the source's tables");
+    assert!(want.values().all(Option::is_some));
+}
+
+/// The reproduction of coffer issue #13: a pack damaged on disk is found by
+/// `coffer check --read-data`, which names it and the snapshot that depends on it, marks the
+/// Repository's integrity false and takes the damaged pack out of the index; the next backup
+/// then writes the damaged data again instead of deduplicating against it, and its snapshot
+/// restores with equal table checksums.
+#[test]
+fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
+    let (src, dst, cf) = damage_setup("");
     let run = cf.run(&["backup", "bc", "--wait"]);
     assert!(run.ok, "{run}");
     let snaps: serde_json::Value =
@@ -710,20 +737,42 @@ fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
     assert_restic_check(cf.path("repo").to_str().unwrap(), &[]);
 
     // Both snapshots restore: the new one, and the old one whose blobs were written again.
-    for (i, id) in [snap.as_str(), "latest"].iter().enumerate() {
-        dst.exec("DROP DATABASE IF EXISTS app").unwrap();
-        let name = format!("rs-{i}");
-        let rs = cf.file(
-            &format!("{name}.yaml"),
-            &restore_session(&name, "repo", "dst", &id[..id.len().min(8)]),
-        );
-        let r = cf.run(&["restore", "-f", rs.to_str().unwrap(), "--wait"]);
-        assert!(r.ok, "restore of {id}: {r}");
-        let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
-        let got = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
-        assert_eq!(want, got, "snapshot {id} restores the source's tables");
-        assert!(want.values().all(Option::is_some));
-    }
+    restore_equal(&cf, &src, &dst, "rs-old", &snap);
+    restore_equal(&cf, &src, &dst, "rs-new", "latest");
+}
+
+/// With `spec.dataCheck` on the Repository, the first backup of the day reads the day's
+/// slice of packs before it writes: a damaged pack is named and taken out, that same backup
+/// writes its data again, and its snapshot restores.
+#[test]
+fn a_backup_with_a_daily_data_check_writes_damaged_data_again() {
+    let (src, dst, cf) = damage_setup("");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let pack = damage_largest_pack(&cf);
+    // The rotating check is switched on now, so that today's slice (all: one day) is due.
+    let with_check =
+        local_repo("repo", &cf.path("repo"), "repo-secret") + "  dataCheck: {periodDays: 1}\n";
+    let r = cf.apply("repo.yaml", &with_check);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(
+        run.ok,
+        "the backup that found the damage succeeds: {run}\n{:#}",
+        cf.last_session(&run)["status"]
+    );
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], false, "{repo:#}");
+    assert_eq!(repo["status"]["damagedPacks"][0], pack.as_str(), "{repo:#}");
+    assert_eq!(repo["status"]["lastDataCheckSubset"], "all", "{repo:#}");
+    let reason = repo["status"]["integrityReason"].as_str().unwrap();
+    assert!(reason.contains(&pack), "{reason}");
+    restore_equal(&cf, &src, &dst, "rs-latest", "latest");
+    // A later check finds the repository whole again.
+    let again = cf.run(&["check", "repo", "--read-data"]);
+    assert!(again.ok, "{again}");
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], true, "{repo:#}");
 }
 
 /// A restore from a repository with a damaged pack fails, and says so in one or two lines
