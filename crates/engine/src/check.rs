@@ -229,8 +229,9 @@ mod tests {
     fn a_backup_reads_todays_slice_once_a_day() {
         // 2024-10-11 is day 20007 since the epoch: slice 20007 % 7 = 1, written 2/7.
         let now = "2024-10-11T12:00:00Z";
-        let today = Some(DataSubset::of_day(20_007, 7));
-        assert_eq!(today.unwrap().to_string(), "2/7");
+        let slice = DataSubset::of_day(20_007, 7);
+        assert_eq!(slice.to_string(), "2/7");
+        let today = Some(slice);
         let table = [
             (None, None, None),
             (Some(7), None, today),

@@ -740,7 +740,7 @@ fn parse_header(mut h: &[u8]) -> Option<Vec<(String, u32)>> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -906,7 +906,7 @@ mod damage_tests {
         assert_eq!(removed.blobs_salvaged, d.blobs - 1);
         assert!(!path.exists());
         assert_eq!(
-            repo.indexed_packs(&[pack.clone()]).unwrap(),
+            repo.indexed_packs(std::slice::from_ref(&pack)).unwrap(),
             Vec::<String>::new()
         );
         // Now the structural check knows the snapshot misses a blob.
