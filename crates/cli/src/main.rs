@@ -93,6 +93,23 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Check a Repository: its structure, and with --read-data its data (exit 1 if damaged)
+    ///
+    /// Damaged packs are named with the snapshots that depend on them and taken out of the
+    /// repository (their intact blobs salvaged), so that the next backup writes the damaged
+    /// data again. The outcome is recorded in the Repository's status.
+    Check {
+        repository: String,
+        /// Read every pack's data back and verify each blob's hash
+        #[arg(long)]
+        read_data: bool,
+        /// Read only one slice of the packs: N/M (1 <= N <= M) — running 1/M..M/M reads every
+        /// pack once; `daily/M` picks today's slice, so a daily run covers all in M days
+        #[arg(long, value_name = "N/M")]
+        subset: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Stop scheduling new sessions of a BackupConfiguration
     Pause { backup_configuration: String },
     /// Resume scheduling a paused BackupConfiguration
