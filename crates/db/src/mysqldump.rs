@@ -51,7 +51,10 @@ pub fn change_master_position(head: &[u8]) -> Option<(String, u64)> {
     const START: &str = "CHANGE MASTER TO MASTER_LOG_FILE='";
     head.split(|b| *b == b'\n').find_map(|line| {
         let line = std::str::from_utf8(line).ok()?;
-        let rest = line.strip_prefix("-- ").unwrap_or(line).strip_prefix(START)?;
+        let rest = line
+            .strip_prefix("-- ")
+            .unwrap_or(line)
+            .strip_prefix(START)?;
         let (file, rest) = rest.split_once('\'')?;
         let pos = rest.strip_prefix(", MASTER_LOG_POS=")?.strip_suffix(';')?;
         Some((file.to_string(), pos.trim().parse().ok()?))
@@ -65,7 +68,10 @@ pub fn deferred_gtid(tail: &[u8]) -> Option<String> {
     const START: &str = "SET GLOBAL gtid_slave_pos='";
     tail.split(|b| *b == b'\n').rev().find_map(|line| {
         let line = std::str::from_utf8(line).ok()?;
-        let rest = line.strip_prefix("-- ").unwrap_or(line).strip_prefix(START)?;
+        let rest = line
+            .strip_prefix("-- ")
+            .unwrap_or(line)
+            .strip_prefix(START)?;
         Some(rest.strip_suffix("';")?.to_string())
     })
 }

@@ -386,7 +386,11 @@ mod tests {
             for p in s.chunks(piece) {
                 c.feed(p).unwrap();
             }
-            assert_eq!(c.captured("xtrabackup_binlog_info"), Some(&info[..]), "{piece}");
+            assert_eq!(
+                c.captured("xtrabackup_binlog_info"),
+                Some(&info[..]),
+                "{piece}"
+            );
             assert_eq!(c.captured("mariadb_backup_binlog_info"), None);
         }
         assert_eq!(

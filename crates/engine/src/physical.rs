@@ -271,6 +271,7 @@ pub fn galera_backup(
         label: conn.label.clone(),
         tls,
     };
+    let donor_at = donor_conn.clone();
     let watch = DesyncWatch::start(donor_conn, files.clone());
     let sst = Sst::start(req);
     let sst = match sst {
@@ -283,12 +284,22 @@ pub fn galera_backup(
     let position = sst.requested_position();
     let stage1 = sst.stage1().to_vec();
     let mut stream = sst.into_stream();
-    // The donor's mariabackup records the donor's binlog position and GTID state (under
-    // BACKUP STAGE BLOCK_COMMIT, so exactly those of the data sent) in its stream, when the
-    // donor writes a binlog; with wsrep_gtid_mode every member gives the cluster's writes
-    // the same GTIDs, so the state holds for the cluster, not only for the donor.
+    // The donor's mariabackup records the donor's binlog position (under BACKUP STAGE
+    // BLOCK_COMMIT, so exactly that of the data sent) in its stream, when the donor writes
+    // a binlog. Its GTID field is empty there (the donor rotates its binlog for the
+    // transfer), so the donor is asked for the GTID state at that position. With
+    // wsrep_gtid_mode every member gives the cluster's writes the same GTIDs, so the state
+    // holds for the cluster, not only for the donor. The Galera seqno of the first stage
+    // (sst-request-position) is not a GTID: it also counts write-sets that write none.
     let late = coffer_repo::LateTags::default();
-    stream.on_position(crate::position::into_late_tags(&late));
+    match donor_at {
+        Some(spec) => stream.on_position(crate::position::into_late_tags_at_server(
+            &late,
+            spec,
+            files.clone(),
+        )),
+        None => stream.on_position(crate::position::into_late_tags(&late)),
+    }
     let progress = Progress::start("received", stream.counter(), Duration::from_secs(10));
     let mut tags = vec![
         "coffer".to_string(),
@@ -346,10 +357,14 @@ pub fn physical_backup(
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
     let info = coffer_db::ping(conn, &files, db_wait)?;
     let tools = PhysicalTools::detect()?;
-    let mut stream = PhysicalStream::start(&tools, files, &conn.label)?;
+    let mut stream = PhysicalStream::start(&tools, files.clone(), &conn.label)?;
     // mariabackup writes the position its data is consistent at near the stream's end.
     let late = coffer_repo::LateTags::default();
-    stream.on_position(crate::position::into_late_tags(&late));
+    stream.on_position(crate::position::into_late_tags_at_server(
+        &late,
+        conn.clone(),
+        files,
+    ));
     repo.backup(
         vec![SourceFile::new(STREAM_PATH, stream)],
         &SnapshotMeta {

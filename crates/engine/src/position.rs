@@ -31,8 +31,57 @@ pub fn position_tags(p: &Position) -> Vec<String> {
 
 /// A position known only when the stream ends goes into the snapshot's late tags.
 pub fn into_late_tags(late: &LateTags) -> OnPosition {
+    late_tags_with(late, None)
+}
+
+/// Like [`into_late_tags`], for a mariabackup stream: its GTID field is the state only while
+/// the current binlog file has a transaction in it (after a rotation, such as the one a
+/// Galera donor makes for the transfer, it is empty although the server has GTIDs), so the
+/// state is asked of the server that wrote the binlog: `BINLOG_GTID_POS` of the recorded file
+/// and position is exact, and is what mysqldump records too. The stream's own field stands
+/// where the server cannot answer (the file already purged, no privilege).
+pub fn into_late_tags_at_server(
+    late: &LateTags,
+    server: coffer_db::ConnSpec,
+    files: std::sync::Arc<coffer_db::ClientFiles>,
+) -> OnPosition {
+    late_tags_with(late, Some((server, files)))
+}
+
+fn binlog_gtid_pos(
+    server: &coffer_db::ConnSpec,
+    files: &coffer_db::ClientFiles,
+    file: &str,
+    pos: u64,
+) -> Result<Option<String>, String> {
+    use coffer_db::mysql_prelude::Queryable;
+    let mut c = coffer_db::connect_control(server, files).map_err(|e| e.to_string())?;
+    c.exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
+        .map(Option::flatten)
+        .map_err(|e| e.to_string())
+}
+
+fn late_tags_with(
+    late: &LateTags,
+    server: Option<(coffer_db::ConnSpec, std::sync::Arc<coffer_db::ClientFiles>)>,
+) -> OnPosition {
     let late = late.clone();
-    Box::new(move |p: Position| {
+    Box::new(move |mut p: Position| {
+        if let (Some((spec, files)), Some(file), Some(pos)) =
+            (&server, p.binlog_file.as_deref(), p.binlog_position)
+        {
+            match binlog_gtid_pos(spec, files, file, pos) {
+                Ok(Some(g)) => p.gtid = Some(g),
+                Ok(None) => tracing::warn!(
+                    "{}: BINLOG_GTID_POS({file}, {pos}) is NULL (the file is gone?); the                      backup's own GTID field is recorded",
+                    spec.label
+                ),
+                Err(e) => tracing::warn!(
+                    "{}: cannot ask BINLOG_GTID_POS({file}, {pos}): {e}; the backup's own GTID                      field is recorded",
+                    spec.label
+                ),
+            }
+        }
         let tags = position_tags(&p);
         tracing::info!("the backup is consistent at {}", tags.join(" "));
         late.lock().unwrap_or_else(|e| e.into_inner()).extend(tags);
@@ -58,12 +107,19 @@ mod tests {
                 pos(Some("bin.000002"), Some(774), Some("100-21-7, 0-1-42")),
                 vec!["binlog=bin.000002:774", "gtid=0-1-42,100-21-7"],
             ),
-            (pos(Some("bin.000001"), Some(4), Some("")), vec!["binlog=bin.000001:4"]),
+            (
+                pos(Some("bin.000001"), Some(4), Some("")),
+                vec!["binlog=bin.000001:4"],
+            ),
             (pos(None, None, Some("0-1-5")), vec!["gtid=0-1-5"]),
             (pos(Some("bin.000001"), None, None), vec![]),
             (pos(Some(""), Some(4), None), vec![]),
             (
-                pos(Some("b.1"), Some(9), Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5")),
+                pos(
+                    Some("b.1"),
+                    Some(9),
+                    Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5"),
+                ),
                 vec!["binlog=b.1:9"],
             ),
         ] {

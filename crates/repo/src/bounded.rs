@@ -202,7 +202,10 @@ mod tests {
             .map(|i| {
                 let b = bounded.clone();
                 std::thread::spawn(move || {
-                    b.write(&format!("data/00/{i:064}"), &[Bytes::from(vec![i as u8; 10])])
+                    b.write(
+                        &format!("data/00/{i:064}"),
+                        &[Bytes::from(vec![i as u8; 10])],
+                    )
                 })
             })
             .collect();
@@ -225,7 +228,11 @@ mod tests {
         for t in threads {
             t.join().unwrap().unwrap();
         }
-        assert_eq!(counting.state.lock().unwrap().1, LIMIT, "most inside at once");
+        assert_eq!(
+            counting.state.lock().unwrap().1,
+            LIMIT,
+            "most inside at once"
+        );
         assert_eq!(bounded.waiting(), 0);
         // Every write landed in the real store.
         assert_eq!(bounded.list("data").unwrap().len(), CALLS);

@@ -528,13 +528,12 @@ impl Repo {
             sizes,
             old_tree: &old_tree,
         };
-        let snap =
-            writer
-                .commit(snap, held, &gate.indexes(), &late)
-                .map_err(|e| RepoError::Operation {
-                    location: self.store.location(),
-                    message: format!("{e}; the snapshot was not written, back up again"),
-                })?;
+        let snap = writer
+            .commit(snap, held, &gate.indexes(), &late)
+            .map_err(|e| RepoError::Operation {
+                location: self.store.location(),
+                message: format!("{e}; the snapshot was not written, back up again"),
+            })?;
         Ok(SnapshotInfo::from_file(&snap))
     }
 

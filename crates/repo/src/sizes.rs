@@ -479,7 +479,10 @@ mod tests {
         let src = TagsAtEnd {
             data: std::io::Cursor::new(body.clone()),
             late,
-            tags: vec!["gtid=0-1-42,100-21-7".into(), "binlog=bin.000002:774".into()],
+            tags: vec![
+                "gtid=0-1-42,100-21-7".into(),
+                "binlog=bin.000002:774".into(),
+            ],
         };
         let info = r
             .backup(vec![SourceFile::new("/dumpfile.sql", src)], &meta)

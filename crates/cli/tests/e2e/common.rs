@@ -258,14 +258,16 @@ pub fn snapshot_tags(repo: &Path, id: &str) -> Vec<String> {
 
 /// The value of the tag `key=...`, if the snapshot has one (and only one).
 pub fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
-    let mut found = tags.iter().filter_map(|t| t.strip_prefix(&format!("{key}=")));
+    let mut found = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix(&format!("{key}=")));
     let first = found.next();
     assert!(found.next().is_none(), "two {key}= tags in {tags:?}");
     first
 }
 
-/// A standalone server writing a binlog, with transactions in two GTID domains, backed up
-/// with `params` while nothing writes: the snapshot names the AppBinding, and the GTID state
+/// A standalone server writing a binlog, with transactions in two GTID domains and a binlog
+/// file just rotated (no transaction in it yet), backed up with `params` while nothing writes: the snapshot names the AppBinding, and the GTID state
 /// and binlog position it records are the server's own at that quiet moment.
 pub fn a_backup_records_the_position_it_is_consistent_at(params: &[(&str, &str)]) {
     use coffer_testkit::MariaDbOptions;
@@ -273,7 +275,8 @@ pub fn a_backup_records_the_position_it_is_consistent_at(params: &[(&str, &str)]
     src.exec(
         "CREATE DATABASE app; USE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT); \
          INSERT INTO app.t SELECT seq, seq FROM seq_1_to_1000; \
-         SET SESSION gtid_domain_id = 7; INSERT INTO app.t VALUES (5000, 1);",
+         SET SESSION gtid_domain_id = 7; INSERT INTO app.t VALUES (5000, 1); \
+         FLUSH BINARY LOGS;",
     )
     .unwrap();
     let position = || {
@@ -283,13 +286,26 @@ pub fn a_backup_records_the_position_it_is_consistent_at(params: &[(&str, &str)]
         let gtid: coffer_api::gtid::GtidState = g[0][0].clone().unwrap().parse().unwrap();
         (
             gtid.to_string(),
-            format!(
-                "{}:{}",
-                m[0][0].clone().unwrap(),
-                m[0][1].clone().unwrap()
-            ),
+            format!("{}:{}", m[0][0].clone().unwrap(), m[0][1].clone().unwrap()),
         )
     };
+    // After a rotation the server writes a checkpoint event naming the new file into it on
+    // its own, once the old file's transactions are all durable: wait for it, so that the
+    // position is quiet from here on.
+    let file = src.query_strings("SHOW MASTER STATUS").unwrap()[0][0]
+        .clone()
+        .unwrap();
+    while !src
+        .query_strings(&format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .unwrap()
+        .iter()
+        .any(|e| {
+            e[2].as_deref() == Some("Binlog_checkpoint")
+                && e[5].as_deref().is_some_and(|i| i.contains(&file))
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let before = position();
     assert!(before.0.contains(','), "two domains: {before:?}");
     let cf = Coffer::new();
@@ -314,6 +330,14 @@ pub fn a_backup_records_the_position_it_is_consistent_at(params: &[(&str, &str)]
         .to_string();
     let tags = snapshot_tags(&repo, &id);
     assert_eq!(tag_value(&tags, "app"), Some("default/src"), "{tags:?}");
-    assert_eq!(tag_value(&tags, "gtid"), Some(before.0.as_str()), "{tags:?}");
-    assert_eq!(tag_value(&tags, "binlog"), Some(before.1.as_str()), "{tags:?}");
+    assert_eq!(
+        tag_value(&tags, "gtid"),
+        Some(before.0.as_str()),
+        "{tags:?}"
+    );
+    assert_eq!(
+        tag_value(&tags, "binlog"),
+        Some(before.1.as_str()),
+        "{tags:?}"
+    );
 }
