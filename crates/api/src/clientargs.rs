@@ -211,6 +211,75 @@ pub fn check(args: &[String], program: ClientProgram) -> Result<(), RefusedArg> 
     Ok(())
 }
 
+/// Where a logical dump's binlog position comes from, given the task's `args`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpPosition {
+    /// The args say nothing about it: coffer adds `--master-data=2` (commented lines, so a
+    /// restore does not run them) where the server writes a binlog. With the default
+    /// `--single-transaction` MariaDB's mysqldump reads the position of its consistent
+    /// snapshot (`binlog_snapshot_file`/`_position`, and `BINLOG_GTID_POS` of them) without
+    /// any lock or privilege more.
+    Add,
+    /// The args turn `--master-data` on themselves: the dump carries the position.
+    Given,
+    /// The args turn it off, ask for `--dump-slave` (whose position is the primary's, not
+    /// this server's), or turn `--single-transaction` off (coffer's `--master-data` would
+    /// then lock every table for the whole dump): no position is recorded.
+    Off,
+}
+
+/// The value a long option sets, if `arg` names `option` (any prefix from `min` on, `_` for
+/// `-`, `--skip-`/`--disable-` meaning 0, no value meaning 1).
+fn long_value(arg: &str, option: &str, min: usize) -> Option<u64> {
+    if !arg.starts_with("--") {
+        return None;
+    }
+    let name = long_name(arg);
+    if name.len() < min || !option.starts_with(name.as_str()) {
+        return None;
+    }
+    let body = arg[2..].to_ascii_lowercase().replace('_', "-");
+    let body = body.strip_prefix("loose-").unwrap_or(&body);
+    if body.starts_with("skip-") || body.starts_with("disable-") {
+        return Some(0);
+    }
+    match arg.split_once('=') {
+        None => Some(1),
+        Some((_, v)) => Some(v.trim().parse().unwrap_or(1)),
+    }
+}
+
+/// Decides [`DumpPosition`] from the task's mysqldump `args` (the last setting wins, as in
+/// the client).
+pub fn dump_position(args: &[String]) -> DumpPosition {
+    let mut master = None;
+    let mut slave = None;
+    let mut single = 1;
+    for a in args {
+        if let Some(v) = long_value(a, "single-transaction", "single".len()) {
+            single = v;
+        }
+        // `--master` is the shortest spelling the client takes for `--master-data` alone.
+        if let Some(v) = long_value(a, "master-data", "master".len())
+            .or_else(|| long_value(a, "source-data", "source".len()))
+        {
+            master = Some(v);
+        }
+        if let Some(v) = long_value(a, "dump-slave", "dump-s".len())
+            .or_else(|| long_value(a, "dump-replica", "dump-r".len()))
+        {
+            slave = Some(v);
+        }
+    }
+    match (master, slave) {
+        (_, Some(v)) if v > 0 => DumpPosition::Off,
+        (None, _) if single > 0 => DumpPosition::Add,
+        (None, _) => DumpPosition::Off,
+        (Some(0), _) => DumpPosition::Off,
+        (Some(_), _) => DumpPosition::Given,
+    }
+}
+
 /// Splits a Stash `args` param on whitespace, as Stash does.
 pub fn split(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
@@ -265,6 +334,34 @@ mod tests {
 
     fn refused(program: ClientProgram, args: &str) -> Option<String> {
         parse(args, program).err().map(|e| e.option)
+    }
+
+    #[test]
+    fn the_dump_position_follows_the_last_master_data_and_any_dump_slave() {
+        use DumpPosition::{Add, Given, Off};
+        for (args, want) in [
+            ("", Add),
+            ("--all-databases --single-transaction", Add),
+            ("--master-data=2", Given),
+            ("--master-data", Given),
+            ("--master_data=1 --gtid", Given),
+            ("--master=2", Given),
+            ("--master-data=0", Off),
+            ("--skip-master-data", Off),
+            ("--loose-skip-master-data", Off),
+            ("--master-data=2 --master-data=0", Off),
+            ("--master-data=0 --master-data=1", Given),
+            ("--dump-slave", Off),
+            ("--dump-slave=2 --master-data=2", Off),
+            ("--dump-slave=0", Add),
+            ("--source-data=2", Given),
+            ("--ma=2", Add),
+            ("--skip-single-transaction", Off),
+            ("--skip-single-transaction --master-data=2", Given),
+            ("--skip-single-transaction --single-transaction", Add),
+        ] {
+            assert_eq!(dump_position(&split(args)), want, "{args}");
+        }
     }
 
     #[test]

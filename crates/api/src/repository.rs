@@ -82,6 +82,23 @@ impl Backend {
         }
         v
     }
+
+    /// The requests coffer keeps in flight to the backend at most: `maxConnections` where
+    /// Stash has it (gcs, azure, b2; 0 or unset means the default), else 5, restic's default
+    /// for its remote backends. A local directory gets 5 too rather than restic's 2: the
+    /// parallel native restore reads many pieces at once, and a local repository is often a
+    /// network file system.
+    pub fn connections(&self) -> usize {
+        let given = [
+            self.gcs.as_ref().and_then(|g| g.max_connections),
+            self.azure.as_ref().and_then(|a| a.max_connections),
+            self.b2.as_ref().and_then(|b| b.max_connections),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|n| *n > 0);
+        given.map_or(5, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
 }
 
 /// A local backend is a Kubernetes volume mounted at `mountPath`. On one machine the
@@ -239,4 +256,53 @@ pub struct RepositoryStatus {
     pub last_data_check_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_data_check_subset: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_follow_max_connections_else_restics_defaults() {
+        let local = Backend {
+            local: Some(LocalSpec::default()),
+            ..Default::default()
+        };
+        let s3 = Backend {
+            s3: Some(S3Spec::default()),
+            ..Default::default()
+        };
+        let gcs = |n| Backend {
+            gcs: Some(GcsSpec {
+                max_connections: n,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let azure = Backend {
+            azure: Some(AzureSpec {
+                max_connections: Some(12),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let b2 = Backend {
+            b2: Some(B2Spec {
+                max_connections: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for (backend, want) in [
+            (&local, 5),
+            (&s3, 5),
+            (&gcs(None), 5),
+            (&gcs(Some(0)), 5),
+            (&gcs(Some(3)), 3),
+            (&azure, 12),
+            (&b2, 1),
+        ] {
+            assert_eq!(backend.connections(), want, "{backend:?}");
+        }
+    }
 }

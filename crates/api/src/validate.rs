@@ -212,15 +212,26 @@ fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
             }
         }
     };
+    let connections = |p: &mut Vec<Problem>, field: &str, v: Option<i64>| {
+        if v.is_some_and(|n| n < 0) {
+            p.push(Problem::new(
+                field,
+                "must be 1 or more (0 or unset: the default, 5 connections)",
+            ));
+        }
+    };
     if let Some(g) = &b.gcs {
+        connections(p, "spec.backend.gcs.maxConnections", g.max_connections);
         required(p, "spec.backend.gcs.bucket", &g.bucket);
         url(p, "spec.backend.gcs.endpoint", g.endpoint.as_deref());
     }
     if let Some(a) = &b.azure {
+        connections(p, "spec.backend.azure.maxConnections", a.max_connections);
         required(p, "spec.backend.azure.container", &a.container);
         url(p, "spec.backend.azure.endpoint", a.endpoint.as_deref());
     }
     if let Some(b2) = &b.b2 {
+        connections(p, "spec.backend.b2.maxConnections", b2.max_connections);
         required(p, "spec.backend.b2.bucket", &b2.bucket);
     }
     if let Some(sw) = &b.swift {
@@ -727,6 +738,10 @@ mod tests {
             (
                 "azure: {container: c, endpoint: '127.0.0.1:1'}",
                 "spec.backend.azure.endpoint: must be an http",
+            ),
+            (
+                "b2: {bucket: b, maxConnections: -1}",
+                "spec.backend.b2.maxConnections: must be 1 or more",
             ),
         ] {
             let e = errors(&format!(

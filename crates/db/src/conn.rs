@@ -240,6 +240,8 @@ impl ClientFiles {
 pub struct ServerInfo {
     pub version: String,
     pub is_mariadb: bool,
+    /// The server writes a binlog (`@@log_bin`): a backup can record its position.
+    pub log_bin: bool,
 }
 
 /// How long a connection waits on the network. Every connection has TCP keepalive: probes
@@ -355,14 +357,15 @@ pub fn ping(spec: &ConnSpec, files: &ClientFiles, wait: Duration) -> Result<Serv
     loop {
         match connect_with(spec, files, PING) {
             Ok(mut c) => {
-                let version: String = c
-                    .query_first("SELECT VERSION()")
+                let (version, log_bin): (String, Option<i64>) = c
+                    .query_first("SELECT VERSION(), @@log_bin")
                     .map_err(|e| classify(spec, &e))?
                     .unwrap_or_default();
                 let is_mariadb = version.to_ascii_lowercase().contains("mariadb");
                 return Ok(ServerInfo {
                     version,
                     is_mariadb,
+                    log_bin: log_bin == Some(1),
                 });
             }
             Err(e @ DbError::Connect { .. }) if Instant::now() < deadline => {

@@ -370,7 +370,8 @@ impl Sst {
             tail: Vec::new(),
             bytes: Arc::new(AtomicU64::new(0)),
             done: false,
-            check: xbstream::PathCheck::new(),
+            check: xbstream::PathCheck::capturing(xbstream::BINLOG_INFO),
+            on_position: None,
             failed: None,
         }
     }
@@ -394,6 +395,7 @@ pub struct SstStream {
     bytes: Arc<AtomicU64>,
     done: bool,
     check: xbstream::PathCheck,
+    on_position: Option<crate::mysqldump::OnPosition>,
     /// Why the stream failed; every later read fails the same way.
     failed: Option<DbError>,
 }
@@ -450,6 +452,12 @@ impl SstStream {
 
     pub fn elapsed(&self) -> Duration {
         self.sst.started.elapsed()
+    }
+
+    /// `f` gets the donor's binlog position its backup is consistent at (the donor writes a
+    /// binlog) once the stream has ended complete, before the stream's last read returns.
+    pub fn on_position(&mut self, f: crate::mysqldump::OnPosition) {
+        self.on_position = Some(f);
     }
 }
 
@@ -528,6 +536,11 @@ impl Read for SstStream {
                 "the donor's stream ended after {total} bytes without the end of \
                  xtrabackup_info: the transfer was cut short"
             )));
+        }
+        if let Some(f) = self.on_position.take() {
+            if let Some(p) = crate::physical::stream_position(&self.check) {
+                f(p);
+            }
         }
         Ok(0)
     }

@@ -34,6 +34,48 @@ pub const DEFAULT_FLAGS: &[&str] = &[
 
 const TRAILER: &[u8] = b"-- Dump completed";
 
+/// The start of the dump kept for its binlog coordinates: `--master-data` writes them right
+/// after the header comments, before any database (about 1.5 KiB in).
+const HEAD: usize = 16 << 10;
+/// The end kept for the trailer and the GTID state `--master-data` writes after the last
+/// database (a few hundred bytes before the end).
+const TAIL: usize = 4 << 10;
+
+/// Called once with the dump's position when the dump has ended complete.
+pub type OnPosition = Box<dyn FnOnce(crate::native::Position) + Send>;
+
+/// The first `CHANGE MASTER TO MASTER_LOG_FILE='f', MASTER_LOG_POS=n;` line (commented with
+/// `--master-data=2`). The first: it comes before any database, so no routine's body can
+/// stand in for it.
+pub fn change_master_position(head: &[u8]) -> Option<(String, u64)> {
+    const START: &str = "CHANGE MASTER TO MASTER_LOG_FILE='";
+    head.split(|b| *b == b'\n').find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let rest = line
+            .strip_prefix("-- ")
+            .unwrap_or(line)
+            .strip_prefix(START)?;
+        let (file, rest) = rest.split_once('\'')?;
+        let pos = rest.strip_prefix(", MASTER_LOG_POS=")?.strip_suffix(';')?;
+        Some((file.to_string(), pos.trim().parse().ok()?))
+    })
+}
+
+/// The GTID state of the last `SET GLOBAL gtid_slave_pos='...';` line (commented with
+/// `--master-data=2`): MariaDB's mysqldump writes it after every database, so the last one is
+/// its own and not text from a routine's body. `BINLOG_GTID_POS` of the coordinates above.
+pub fn deferred_gtid(tail: &[u8]) -> Option<String> {
+    const START: &str = "SET GLOBAL gtid_slave_pos='";
+    tail.split(|b| *b == b'\n').rev().find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let rest = line
+            .strip_prefix("-- ")
+            .unwrap_or(line)
+            .strip_prefix(START)?;
+        Some(rest.strip_suffix("';")?.to_string())
+    })
+}
+
 /// mysqldump's output as a stream. Reading it to the end succeeds only when mysqldump exited
 /// 0 and its output ends with the `-- Dump completed` line; otherwise the last read fails, so
 /// whatever consumes it (the repository) never commits a truncated dump.
@@ -41,7 +83,9 @@ pub struct DumpStream {
     child: Child,
     stdout: ChildStdout,
     stderr: StderrTail,
+    head: Vec<u8>,
     tail: Vec<u8>,
+    on_position: Option<OnPosition>,
     bytes: Arc<AtomicU64>,
     finished: bool,
     target: String,
@@ -78,7 +122,9 @@ impl DumpStream {
             child,
             stdout,
             stderr,
-            tail: Vec::with_capacity(512),
+            head: Vec::new(),
+            tail: Vec::with_capacity(2 * TAIL),
+            on_position: None,
             bytes: Arc::new(AtomicU64::new(0)),
             finished: false,
             target: spec.label.clone(),
@@ -91,10 +137,23 @@ impl DumpStream {
         self.bytes.clone()
     }
 
-    fn remember_tail(&mut self, data: &[u8]) {
-        self.tail.extend_from_slice(data);
-        if self.tail.len() > 256 {
-            let cut = self.tail.len() - 256;
+    /// Reads the binlog position the dump was taken at from its own text (run it with
+    /// `--master-data`): `f` gets it once the dump has ended complete, before the stream's
+    /// last read returns.
+    pub fn on_position(&mut self, f: OnPosition) {
+        self.on_position = Some(f);
+    }
+
+    fn remember(&mut self, data: &[u8]) {
+        if self.head.len() < HEAD {
+            let n = (HEAD - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+        }
+        // Only the last bytes matter for the trailer and the GTID state.
+        self.tail
+            .extend_from_slice(&data[data.len().saturating_sub(TAIL)..]);
+        if self.tail.len() > TAIL {
+            let cut = self.tail.len() - TAIL;
             self.tail.drain(..cut);
         }
     }
@@ -128,6 +187,14 @@ impl DumpStream {
                     .into(),
             });
         }
+        if let Some(f) = self.on_position.take() {
+            let (binlog_file, binlog_position) = change_master_position(&self.head).unzip();
+            f(crate::native::Position {
+                binlog_file,
+                binlog_position,
+                gtid: deferred_gtid(&self.tail),
+            });
+        }
         Ok(())
     }
 }
@@ -140,10 +207,7 @@ impl Read for DumpStream {
         let n = self.stdout.read(buf)?;
         if n > 0 {
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            // Only the last bytes matter for the trailer check.
-            let start = n.saturating_sub(256);
-            let chunk = buf[start..n].to_vec();
-            self.remember_tail(&chunk);
+            self.remember(&buf[..n]);
             return Ok(n);
         }
         self.finish().map_err(std::io::Error::other)?;
@@ -235,6 +299,82 @@ mod tests {
             m.contains("exited with status 2") && m.contains("Lost connection"),
             "{m}"
         );
+    }
+
+    /// The start and end of what MariaDB 10.11's mariadb-dump writes with `--master-data=2`.
+    const HEAD_TEXT: &str = "-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n--\n\
+        -- Server version\t10.11.19-MariaDB-log\n\
+        /*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n--\n\
+        -- Alternately, following is the position of the binary logging from SHOW MASTER STATUS at point of backup.\n\
+        --\n-- CHANGE MASTER TO MASTER_LOG_FILE='bin.000001', MASTER_LOG_POS=774;\n\
+        -- A corresponding to the above master-data CHANGE-MASTER settings to the slave gtid state is printed as comments later in the file.\n";
+    const TAIL_TEXT: &str = "UNLOCK TABLES;\n\
+        -- The deferred gtid setting for slave corresponding to the master-data CHANGE-MASTER follows\n\
+        -- Preferably use GTID to start replication from GTID position:\n\n\
+        -- SET GLOBAL gtid_slave_pos='0-1-42,100-21-7';\n\
+        /*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n\n-- Dump completed on 2026-12-01  9:42:16\n";
+
+    #[test]
+    fn the_position_is_read_from_the_dumps_own_lines() {
+        assert_eq!(
+            change_master_position(HEAD_TEXT.as_bytes()),
+            Some(("bin.000001".into(), 774))
+        );
+        assert_eq!(
+            deferred_gtid(TAIL_TEXT.as_bytes()).as_deref(),
+            Some("0-1-42,100-21-7")
+        );
+        // --master-data=1 writes them uncommented; a server without GTIDs writes ''.
+        assert_eq!(
+            change_master_position(b"CHANGE MASTER TO MASTER_LOG_FILE='b.9', MASTER_LOG_POS=4;\n"),
+            Some(("b.9".into(), 4))
+        );
+        assert_eq!(
+            deferred_gtid(b"SET GLOBAL gtid_slave_pos='';\n").as_deref(),
+            Some("")
+        );
+        // A routine's body earlier in the dump does not stand in for the real line.
+        let tail = format!("-- SET GLOBAL gtid_slave_pos='9-9-9';\nEND ;;\n{TAIL_TEXT}");
+        assert_eq!(
+            deferred_gtid(tail.as_bytes()).as_deref(),
+            Some("0-1-42,100-21-7")
+        );
+        assert_eq!(change_master_position(b"-- nothing here\n"), None);
+        assert_eq!(deferred_gtid(b"-- Dump completed\n"), None);
+    }
+
+    #[test]
+    fn a_complete_dump_reports_its_position_before_its_end() {
+        let (_d, clients) = fake_dump(&format!(
+            "printf '%s' \"{HEAD_TEXT}\"; head -c 3000000 /dev/zero | tr '\\0' x; echo; printf '%s' \"{TAIL_TEXT}\""
+        ));
+        let spec = ConnSpec {
+            host: "127.0.0.1".into(),
+            port: 1,
+            user: "u".into(),
+            password: "p".into(),
+            tls: None,
+            label: "AppBinding t/db".into(),
+        };
+        let files = Arc::new(ClientFiles::new(&spec, ClientFlavor::MariaDb).unwrap());
+        let mut s = loop {
+            match DumpStream::start(&clients, &spec, files.clone(), &[]) {
+                Err(e) if e.to_string().contains("Text file busy") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let got = Arc::new(std::sync::Mutex::new(None));
+        let g = got.clone();
+        s.on_position(Box::new(move |p| *g.lock().unwrap() = Some(p)));
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        assert!(out.len() > 3_000_000);
+        let p = got.lock().unwrap().clone().expect("reported");
+        assert_eq!(p.binlog_file.as_deref(), Some("bin.000001"));
+        assert_eq!(p.binlog_position, Some(774));
+        assert_eq!(p.gtid.as_deref(), Some("0-1-42,100-21-7"));
     }
 
     #[test]

@@ -63,10 +63,28 @@ pub struct PhysicalStream {
     stdout: ChildStdout,
     stderr: StderrTail,
     tail: Vec<u8>,
+    /// Follows the chunks to keep the binlog position mariabackup writes near the end.
+    check: Option<xbstream::PathCheck>,
+    on_position: Option<crate::mysqldump::OnPosition>,
     finished: bool,
     target: String,
     _files: Arc<ClientFiles>,
     _tmp: tempfile::TempDir,
+}
+
+/// The position a mariabackup stream records (its [`xbstream::BINLOG_INFO`] file, written
+/// under `BACKUP STAGE BLOCK_COMMIT`, so exactly where the prepared data stands); `None`
+/// when the server writes no binlog.
+pub fn stream_position(check: &xbstream::PathCheck) -> Option<crate::native::Position> {
+    let raw = xbstream::BINLOG_INFO
+        .iter()
+        .find_map(|n| check.captured(n))?;
+    let (file, pos, gtid) = xbstream::binlog_info(&String::from_utf8_lossy(raw))?;
+    Some(crate::native::Position {
+        binlog_file: Some(file),
+        binlog_position: Some(pos),
+        gtid: Some(gtid),
+    })
 }
 
 impl PhysicalStream {
@@ -101,11 +119,21 @@ impl PhysicalStream {
             stdout,
             stderr,
             tail: Vec::new(),
+            check: Some(xbstream::PathCheck::capturing(xbstream::BINLOG_INFO)),
+            on_position: None,
             finished: false,
             target: target.to_string(),
             _files: files,
             _tmp: tmp,
         })
+    }
+}
+
+impl PhysicalStream {
+    /// `f` gets the binlog position the backup is consistent at once the stream has ended
+    /// complete (the server writes a binlog), before the stream's last read returns.
+    pub fn on_position(&mut self, f: crate::mysqldump::OnPosition) {
+        self.on_position = Some(f);
     }
 }
 
@@ -116,6 +144,14 @@ impl Read for PhysicalStream {
         }
         let n = self.stdout.read(buf)?;
         if n > 0 {
+            if let Some(c) = &mut self.check {
+                // The restore judges the stream; here a chunk this reader cannot follow only
+                // costs the position.
+                if let Err(r) = c.feed(&buf[..n]) {
+                    tracing::warn!("the backup's binlog position cannot be read: {r}");
+                    self.check = None;
+                }
+            }
             self.tail.extend_from_slice(&buf[n.saturating_sub(64)..n]);
             if self.tail.len() > 64 {
                 let cut = self.tail.len() - 64;
@@ -142,6 +178,11 @@ impl Read for PhysicalStream {
                 target: self.target.clone(),
                 reason: "mariabackup's stream ended without the end of xtrabackup_info".into(),
             }));
+        }
+        if let (Some(f), Some(c)) = (self.on_position.take(), &self.check) {
+            if let Some(p) = stream_position(c) {
+                f(p);
+            }
         }
         Ok(0)
     }

@@ -114,6 +114,11 @@ pub struct PathCheck {
     head: Vec<u8>,
     offset: u64,
     refused: Option<Refused>,
+    /// Small files whose content is kept as they pass (see [`PathCheck::capturing`]).
+    wanted: &'static [&'static str],
+    /// The kept file the payload now passing belongs to.
+    current: Option<&'static str>,
+    captured: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Default for PathCheck {
@@ -123,13 +128,40 @@ impl Default for PathCheck {
             head: Vec::with_capacity(FIXED + 64),
             offset: 0,
             refused: None,
+            wanted: &[],
+            current: None,
+            captured: Vec::new(),
         }
     }
 }
 
+/// The files in which mariabackup records the binlog position its backup is consistent at
+/// (`xtrabackup_binlog_info` up to 11.x, then `mariadb_backup_binlog_info`).
+pub const BINLOG_INFO: &[&str] = &["xtrabackup_binlog_info", "mariadb_backup_binlog_info"];
+
+/// More than any file coffer keeps from a stream holds; a longer one is not kept whole.
+const CAPTURE_MAX: usize = 64 << 10;
+
 impl PathCheck {
     pub fn new() -> PathCheck {
         PathCheck::default()
+    }
+
+    /// Also keeps the content of the top-level files named `wanted` as they pass (small ones:
+    /// at most 64 KiB each are kept).
+    pub fn capturing(wanted: &'static [&'static str]) -> PathCheck {
+        PathCheck {
+            wanted,
+            ..PathCheck::default()
+        }
+    }
+
+    /// The content kept of `name`, if it passed.
+    pub fn captured(&self, name: &str) -> Option<&[u8]> {
+        self.captured
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.as_slice())
     }
 
     /// The first refusal, if any (every later call repeats it).
@@ -162,6 +194,12 @@ impl PathCheck {
         match self.stage {
             Stage::Payload(left) => {
                 let n = (left.min(buf.len() as u64)) as usize;
+                if let Some(name) = self.current {
+                    if let Some((_, kept)) = self.captured.iter_mut().find(|(k, _)| *k == name) {
+                        let room = CAPTURE_MAX.saturating_sub(kept.len()).min(n);
+                        kept.extend_from_slice(&buf[..room]);
+                    }
+                }
                 self.stage = if left == n as u64 {
                     Stage::Header
                 } else {
@@ -218,6 +256,17 @@ impl PathCheck {
                 if self.head.len() >= FIXED && self.head.len() == FIXED + self.path_len() {
                     check_path(&self.head[FIXED..])?;
                     let payload = self.head[9] == b'P';
+                    self.current = None;
+                    if payload {
+                        let wanted: &'static [&'static str] = self.wanted;
+                        let path = &self.head[FIXED..];
+                        if let Some(&name) = wanted.iter().find(|w| w.as_bytes() == path) {
+                            self.current = Some(name);
+                            if !self.captured.iter().any(|(k, _)| *k == name) {
+                                self.captured.push((name, Vec::new()));
+                            }
+                        }
+                    }
                     self.head.clear();
                     if payload {
                         self.stage = Stage::PayloadHead;
@@ -231,6 +280,16 @@ impl PathCheck {
     fn path_len(&self) -> usize {
         u32::from_le_bytes(self.head[10..14].try_into().expect("4 bytes")) as usize
     }
+}
+
+/// The binlog file, position and GTID state (empty when the server has no GTIDs) of a
+/// [`BINLOG_INFO`] file: `bin.000001<TAB>774<TAB>0-1-5`.
+pub fn binlog_info(text: &str) -> Option<(String, u64, String)> {
+    let mut it = text.trim_end_matches(['\n', '\r']).split('\t');
+    let file = it.next().filter(|f| !f.is_empty())?.to_string();
+    let pos = it.next()?.trim().parse().ok()?;
+    let gtid = it.next().unwrap_or("").trim().to_string();
+    Some((file, pos, gtid))
 }
 
 /// `uuid:seqno` (and an optional GTID domain) from an xtrabackup_galera_info file.
@@ -309,6 +368,45 @@ mod tests {
             assert!(e.to_string().contains(why), "{bad:?}: {e}");
             assert!(c.feed(b"more").is_err(), "a refusal sticks");
         }
+    }
+
+    #[test]
+    fn the_binlog_position_is_kept_as_the_stream_passes_in_pieces_of_any_size() {
+        let info = b"bin.000001\t1117\t0-1-5,100-21-7\n";
+        let mut s = file("ibdata1", &[7u8; 5000]);
+        // A file of that name in a database directory is not the backup's own.
+        s.extend(file("db/xtrabackup_binlog_info", b"fake\t1\t9-9-9\n"));
+        // mariabackup writes the file in one payload chunk; two must also be joined.
+        s.extend(chunk(b'P', "xtrabackup_binlog_info", &info[..10]));
+        s.extend(chunk(b'P', "xtrabackup_binlog_info", &info[10..]));
+        s.extend(chunk(b'E', "xtrabackup_binlog_info", b""));
+        s.extend(file("xtrabackup_info", b"tool_name = mariabackup\n"));
+        for piece in [1, 3, 14, 15, 100, 4096, s.len()] {
+            let mut c = PathCheck::capturing(BINLOG_INFO);
+            for p in s.chunks(piece) {
+                c.feed(p).unwrap();
+            }
+            assert_eq!(
+                c.captured("xtrabackup_binlog_info"),
+                Some(&info[..]),
+                "{piece}"
+            );
+            assert_eq!(c.captured("mariadb_backup_binlog_info"), None);
+        }
+        assert_eq!(
+            binlog_info("bin.000001\t1117\t0-1-5,100-21-7\n"),
+            Some(("bin.000001".into(), 1117, "0-1-5,100-21-7".into()))
+        );
+        assert_eq!(
+            binlog_info("bin.000001\t4\t\n"),
+            Some(("bin.000001".into(), 4, String::new()))
+        );
+        assert_eq!(
+            binlog_info("bin.000001\t4\n"),
+            Some(("bin.000001".into(), 4, String::new()))
+        );
+        assert_eq!(binlog_info(""), None);
+        assert_eq!(binlog_info("bin\tx\t0-1-1"), None);
     }
 
     #[test]

@@ -568,6 +568,7 @@ fn execute(
                     session.metadata.namespace(),
                     session.metadata.name
                 );
+                let app = app_tag(p);
                 let (s, path) = if let Some(g) = &p.galera {
                     let out = crate::physical::galera_backup(
                         &repo,
@@ -576,6 +577,7 @@ fn execute(
                         &p.task,
                         &p.host,
                         &tag,
+                        &app,
                         db_wait(&p.task)?,
                         p.sst_tls.clone(),
                     )
@@ -591,6 +593,7 @@ fn execute(
                         &p.task,
                         &p.host,
                         &tag,
+                        &app,
                         db_wait(&p.task)?,
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
@@ -601,6 +604,7 @@ fn execute(
                         &p.conn,
                         &p.host,
                         &tag,
+                        &app,
                         db_wait(&p.task)?,
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
@@ -647,6 +651,14 @@ fn execute(
     Ok(())
 }
 
+/// `app=<namespace>/<name>` of the AppBinding the configuration backs up.
+fn app_tag(p: &Plan) -> String {
+    crate::position::app_tag(
+        p.target_ref.namespace.as_deref().unwrap_or_default(),
+        &p.target_ref.name,
+    )
+}
+
 /// Names the Repository in a repository failure raised below the engine.
 pub(crate) fn name_repo(repo: &Repository, e: EngineError) -> EngineError {
     match e {
@@ -676,12 +688,26 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         p.conn.address(),
         info.version
     );
-    let args = client_args(
+    let mut args = client_args(
         &p.task,
         "--all-databases",
         coffer_api::clientargs::ClientProgram::Dump,
     )?;
-    let dump = DumpStream::start(&clients, &p.conn, files, &args)?;
+    // The binlog position the dump is consistent at, as mysqldump itself writes it.
+    use coffer_api::clientargs::DumpPosition;
+    let read_position = match coffer_api::clientargs::dump_position(&args) {
+        DumpPosition::Add if info.is_mariadb && info.log_bin => {
+            args.insert(0, "--master-data=2".into());
+            true
+        }
+        DumpPosition::Given => true,
+        DumpPosition::Add | DumpPosition::Off => false,
+    };
+    let mut dump = DumpStream::start(&clients, &p.conn, files, &args)?;
+    let late = coffer_repo::LateTags::default();
+    if read_position {
+        dump.on_position(crate::position::into_late_tags(&late));
+    }
     let progress = Progress::start("dumped", dump.counter(), Duration::from_secs(10));
     let meta = SnapshotMeta {
         paths: Vec::new(),
@@ -694,8 +720,10 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
                 session.metadata.namespace(),
                 session.metadata.name
             ),
+            app_tag(p),
             format!("server-version={}", info.version),
         ],
+        late_tags: late,
     };
     let result = repo.backup(vec![SourceFile::new(DUMP_PATH, dump)], &meta);
     drop(progress);

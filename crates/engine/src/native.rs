@@ -34,6 +34,7 @@ pub fn native_backup(
     task: &ResolvedTask,
     host: &str,
     session_tag: &str,
+    app_tag: &str,
     db_wait: Duration,
 ) -> EngineResult<SnapshotInfo> {
     let clients = Clients::detect()?;
@@ -66,14 +67,10 @@ pub fn native_backup(
         "coffer".to_string(),
         "method=native".to_string(),
         session_tag.to_string(),
+        app_tag.to_string(),
         format!("server-version={}", info.version),
     ];
-    if let (Some(f), Some(p)) = (&pos.binlog_file, pos.binlog_position) {
-        tags.push(format!("binlog={f}:{p}"));
-    }
-    if let Some(g) = &pos.gtid {
-        tags.push(format!("gtid={g}"));
-    }
+    tags.extend(crate::position::position_tags(&pos));
     let sources = dump.stream().map(|f| SourceFile {
         path: f.path,
         reader: f.reader,
@@ -85,6 +82,7 @@ pub fn native_backup(
             host: host.to_string(),
             tags,
             paths: vec![native::DIR.to_string()],
+            late_tags: Default::default(),
         },
     )
     .map_err(|e| match e {

@@ -193,6 +193,7 @@ pub fn galera_backup(
     task: &ResolvedTask,
     host: &str,
     session_tag: &str,
+    app_tag: &str,
     db_wait: Duration,
     tls: Option<coffer_db::sst_tls::SstTls>,
 ) -> EngineResult<GaleraOutcome> {
@@ -270,6 +271,7 @@ pub fn galera_backup(
         label: conn.label.clone(),
         tls,
     };
+    let donor_at = donor_conn.clone();
     let watch = DesyncWatch::start(donor_conn, files.clone());
     let sst = Sst::start(req);
     let sst = match sst {
@@ -281,13 +283,30 @@ pub fn galera_backup(
     };
     let position = sst.requested_position();
     let stage1 = sst.stage1().to_vec();
-    let stream = sst.into_stream();
+    let mut stream = sst.into_stream();
+    // The donor's mariabackup records the donor's binlog position (under BACKUP STAGE
+    // BLOCK_COMMIT, so exactly that of the data sent) in its stream, when the donor writes
+    // a binlog. Its GTID field is empty there (the donor rotates its binlog for the
+    // transfer), so the donor is asked for the GTID state at that position. With
+    // wsrep_gtid_mode every member gives the cluster's writes the same GTIDs, so the state
+    // holds for the cluster, not only for the donor. The Galera seqno of the first stage
+    // (sst-request-position) is not a GTID: it also counts write-sets that write none.
+    let late = coffer_repo::LateTags::default();
+    match donor_at {
+        Some(spec) => stream.on_position(crate::position::into_late_tags_at_server(
+            &late,
+            spec,
+            files.clone(),
+        )),
+        None => stream.on_position(crate::position::into_late_tags(&late)),
+    }
     let progress = Progress::start("received", stream.counter(), Duration::from_secs(10));
     let mut tags = vec![
         "coffer".to_string(),
         "method=galera-sst".to_string(),
         format!("sst-method={method}"),
         session_tag.to_string(),
+        app_tag.to_string(),
     ];
     if let Some(d) = &donor {
         tags.push(format!("donor={d}"));
@@ -304,6 +323,7 @@ pub fn galera_backup(
             paths: Vec::new(),
             host: host.to_string(),
             tags,
+            late_tags: late,
         },
     );
     drop(progress);
@@ -330,13 +350,21 @@ pub fn physical_backup(
     conn: &ConnSpec,
     host: &str,
     session_tag: &str,
+    app_tag: &str,
     db_wait: Duration,
 ) -> EngineResult<SnapshotInfo> {
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
     let info = coffer_db::ping(conn, &files, db_wait)?;
     let tools = PhysicalTools::detect()?;
-    let stream = PhysicalStream::start(&tools, files, &conn.label)?;
+    let mut stream = PhysicalStream::start(&tools, files.clone(), &conn.label)?;
+    // mariabackup writes the position its data is consistent at near the stream's end.
+    let late = coffer_repo::LateTags::default();
+    stream.on_position(crate::position::into_late_tags_at_server(
+        &late,
+        conn.clone(),
+        files,
+    ));
     repo.backup(
         vec![SourceFile::new(STREAM_PATH, stream)],
         &SnapshotMeta {
@@ -346,8 +374,10 @@ pub fn physical_backup(
                 "coffer".into(),
                 "method=mariabackup".into(),
                 session_tag.to_string(),
+                app_tag.to_string(),
                 format!("server-version={}", info.version),
             ],
+            late_tags: late,
         },
     )
     .map_err(|e| match e {

@@ -8,7 +8,7 @@ use coffer_api::{
     appbinding::AppBinding, meta::TargetRef, repository::Repository, secret::Secret, Kind, Resource,
 };
 use coffer_db::{ConnSpec, TlsSpec};
-use coffer_repo::{LocalStore, ObjectStore};
+use coffer_repo::{BoundedStore, LocalStore, ObjectStore};
 
 use crate::{
     catalog::Catalog,
@@ -112,7 +112,10 @@ pub fn repo_access(cat: &dyn Catalog, repo: &Repository) -> EngineResult<RepoAcc
     if let Some(local) = &backend.local {
         let path = local.repository_path();
         return Ok(RepoAccess {
-            store: Arc::new(LocalStore::new(&path)),
+            store: Arc::new(BoundedStore::new(
+                Arc::new(LocalStore::new(&path)),
+                backend.connections(),
+            )),
             password,
             provider: "local",
             bucket: path.display().to_string(),
@@ -136,7 +139,8 @@ pub fn repo_access(cat: &dyn Catalog, repo: &Repository) -> EngineResult<RepoAcc
     })?;
     match remote {
         Some(r) => Ok(RepoAccess {
-            store: r.store,
+            // Every request to the backend, rustic's and coffer's own, shares the bound.
+            store: Arc::new(BoundedStore::new(r.store, backend.connections())),
             password,
             provider: r.provider,
             bucket: r.bucket,

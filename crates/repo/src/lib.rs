@@ -5,6 +5,7 @@
 //! applies retention, prunes, checks and locks — on a local directory, a bucket or container of a cloud object store, or a restic REST server.
 
 pub mod backend;
+pub mod bounded;
 pub mod cipher;
 pub mod cloud;
 pub mod datacheck;
@@ -16,12 +17,13 @@ mod rustic_error;
 mod sizes;
 pub mod store;
 
+pub use bounded::BoundedStore;
 pub use cloud::{AzureConfig, B2Config, CloudStore, GcsConfig, S3Config, SwiftConfig};
 pub use datacheck::{DamagedPack, DataCheckReport, DataSubset, RemovalOutcome};
 pub use direct::{IndexedRepo, Pick, Written};
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{
-    ForgetOutcome, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
+    ForgetOutcome, LateTags, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
     SnapshotReader, SnapshotSelector, SourceFailed, SourceFile, SourceStream, ARCHIVE_TAG,
 };
 pub use rest::{RestConfig, RestStore};

@@ -165,7 +165,14 @@ pub struct SnapshotMeta {
     /// The snapshot's `paths` (default: every file's path). A snapshot of many files names
     /// their directory, so that retention groups its snapshots together.
     pub paths: Vec<String>,
+    /// Tags known only once the source has been read (a binlog position a dump writes at its
+    /// end): the producer adds them as its stream ends, and they are read when the snapshot
+    /// is written, after every file was read and before the snapshot file exists.
+    pub late_tags: LateTags,
 }
+
+/// See [`SnapshotMeta::late_tags`].
+pub type LateTags = Arc<Mutex<Vec<String>>>;
 
 /// One file to put into a snapshot: its absolute path in the snapshot and its content.
 pub struct SourceFile {
@@ -522,6 +529,11 @@ impl Repo {
             });
         };
         debug_assert_eq!(held_id, *snap.id);
+        let late: Vec<String> = meta
+            .late_tags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let old_tree = |id| repo.get_tree(&id);
         let writer = SizeWriter {
             store: &self.store,
@@ -530,13 +542,12 @@ impl Repo {
             sizes,
             old_tree: &old_tree,
         };
-        let snap =
-            writer
-                .commit(snap, held, &gate.indexes())
-                .map_err(|e| RepoError::Operation {
-                    location: self.store.location(),
-                    message: format!("{e}; the snapshot was not written, back up again"),
-                })?;
+        let snap = writer
+            .commit(snap, held, &gate.indexes(), &late)
+            .map_err(|e| RepoError::Operation {
+                location: self.store.location(),
+                message: format!("{e}; the snapshot was not written, back up again"),
+            })?;
         Ok(SnapshotInfo::from_file(&snap))
     }
 
@@ -1022,6 +1033,7 @@ mod init_race_tests {
                         host: format!("host-{i}"),
                         tags: vec![],
                         paths: vec![],
+                        late_tags: Default::default(),
                     };
                     repo.backup(vec![file], &meta).unwrap();
                     created

@@ -95,6 +95,7 @@ impl SizeWriter<'_> {
         mut snap: SnapshotFile,
         held: Bytes,
         new_indexes: &[Id],
+        late_tags: &[String],
     ) -> Result<SnapshotFile, SizesError> {
         let mut trees = HashMap::new();
         for id in new_indexes {
@@ -138,12 +139,18 @@ impl SizeWriter<'_> {
                 ),
             });
         }
-        let Some(root) = fixed else {
+        if fixed.is_none() && late_tags.is_empty() {
             self.write(&format!("snapshots/{}", snap.id.to_hex().as_str()), held)?;
             return Ok(snap);
-        };
-        self.write_trees(&out)?;
-        snap.tree = root;
+        }
+        if let Some(root) = fixed {
+            self.write_trees(&out)?;
+            snap.tree = root;
+        }
+        for t in late_tags {
+            // Whole, as the others (a GTID state has commas).
+            snap.tags.add(t.clone());
+        }
         let json = serde_json::to_vec(&snap).map_err(|e| SizesError::Write {
             what: "the snapshot".into(),
             message: e.to_string(),
@@ -343,6 +350,7 @@ mod tests {
             host: "host-0".into(),
             tags: vec!["a,b".into()],
             paths: vec![],
+            late_tags: Default::default(),
         };
         let info = r.backup(files, &meta).unwrap();
 
@@ -402,6 +410,7 @@ mod tests {
             host: "host-0".into(),
             tags: vec![],
             paths: vec!["/coffer".into()],
+            late_tags: Default::default(),
         };
         let piece: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
         let good = vec![
@@ -444,6 +453,73 @@ mod tests {
             1,
             "only the good stream made one"
         );
+        let check = restic(dir.path(), &["check", "--read-data"]);
+        assert!(check.status.success(), "{check:?}");
+    }
+
+    /// A reader that adds a tag once it has delivered its last byte, as a dump that writes
+    /// its binlog position at its end does.
+    struct TagsAtEnd {
+        data: std::io::Cursor<Vec<u8>>,
+        late: crate::LateTags,
+        tags: Vec<String>,
+    }
+
+    impl std::io::Read for TagsAtEnd {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = std::io::Read::read(&mut self.data, buf)?;
+            if n == 0 {
+                self.late.lock().unwrap().append(&mut self.tags);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn tags_known_at_the_end_of_the_stream_are_in_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = Repo::open_or_init(Arc::new(LocalStore::new(dir.path())), PASSWORD).unwrap();
+        let late = crate::LateTags::default();
+        let meta = SnapshotMeta {
+            host: "host-0".into(),
+            tags: vec!["coffer".into()],
+            paths: vec![],
+            late_tags: late.clone(),
+        };
+        let body = b"SELECT 1;\n".repeat(1000);
+        let src = TagsAtEnd {
+            data: std::io::Cursor::new(body.clone()),
+            late,
+            tags: vec![
+                "gtid=0-1-42,100-21-7".into(),
+                "binlog=bin.000002:774".into(),
+            ],
+        };
+        let info = r
+            .backup(vec![SourceFile::new("/dumpfile.sql", src)], &meta)
+            .unwrap();
+        let want = ["binlog=bin.000002:774", "coffer", "gtid=0-1-42,100-21-7"];
+        let mut tags = info.tags.clone();
+        tags.sort();
+        assert_eq!(tags, want);
+        // What restic reads from the repository, under the id the snapshot file has.
+        let snaps = restic(dir.path(), &["snapshots", "--json"]);
+        let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+        let [one] = snaps.as_array().unwrap().as_slice() else {
+            panic!("{snaps}")
+        };
+        assert_eq!(one["id"].as_str(), Some(info.id.as_str()));
+        let mut tags: Vec<&str> = one["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        tags.sort();
+        assert_eq!(tags, want);
+        let mut out = Vec::new();
+        r.dump(&info.id, "/dumpfile.sql", &mut out).unwrap();
+        assert_eq!(out, body);
         let check = restic(dir.path(), &["check", "--read-data"]);
         assert!(check.status.success(), "{check:?}");
     }

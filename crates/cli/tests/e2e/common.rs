@@ -242,3 +242,102 @@ pub fn phase(v: &serde_json::Value) -> &str {
 pub fn error(v: &serde_json::Value) -> &str {
     v["status"]["error"].as_str().unwrap_or("")
 }
+
+/// The tags of snapshot `id` (or an id prefix) as restic lists them.
+pub fn snapshot_tags(repo: &Path, id: &str) -> Vec<String> {
+    let snaps = restic_snapshots(repo.to_str().unwrap(), &[]);
+    let snap = snaps
+        .iter()
+        .find(|s| s["id"].as_str().is_some_and(|s| s.starts_with(id)))
+        .unwrap_or_else(|| panic!("no snapshot {id} in {snaps:?}"));
+    snap["tags"]
+        .as_array()
+        .map(|t| t.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The value of the tag `key=...`, if the snapshot has one (and only one).
+pub fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
+    let mut found = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix(&format!("{key}=")));
+    let first = found.next();
+    assert!(found.next().is_none(), "two {key}= tags in {tags:?}");
+    first
+}
+
+/// A standalone server writing a binlog, with transactions in two GTID domains and a binlog
+/// file just rotated (no transaction in it yet), backed up with `params` while nothing writes: the snapshot names the AppBinding, and the GTID state
+/// and binlog position it records are the server's own at that quiet moment.
+pub fn a_backup_records_the_position_it_is_consistent_at(params: &[(&str, &str)]) {
+    use coffer_testkit::MariaDbOptions;
+    let src = MariaDb::start_with(MariaDbOptions::default().binlog(11, 0)).unwrap();
+    src.exec(
+        "CREATE DATABASE app; USE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT); \
+         INSERT INTO app.t SELECT seq, seq FROM seq_1_to_1000; \
+         SET SESSION gtid_domain_id = 7; INSERT INTO app.t VALUES (5000, 1); \
+         FLUSH BINARY LOGS;",
+    )
+    .unwrap();
+    let position = || {
+        let g = src.query_strings("SELECT @@gtid_binlog_pos").unwrap();
+        let m = src.query_strings("SHOW MASTER STATUS").unwrap();
+        // The server lists domains in its own order; coffer's GtidState in domain order.
+        let gtid: coffer_api::gtid::GtidState = g[0][0].clone().unwrap().parse().unwrap();
+        (
+            gtid.to_string(),
+            format!("{}:{}", m[0][0].clone().unwrap(), m[0][1].clone().unwrap()),
+        )
+    };
+    // After a rotation the server writes a checkpoint event naming the new file into it on
+    // its own, once the old file's transactions are all durable: wait for it, so that the
+    // position is quiet from here on.
+    let file = src.query_strings("SHOW MASTER STATUS").unwrap()[0][0]
+        .clone()
+        .unwrap();
+    while !src
+        .query_strings(&format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .unwrap()
+        .iter()
+        .any(|e| {
+            e[2].as_deref() == Some("Binlog_checkpoint")
+                && e[5].as_deref().is_some_and(|i| i.contains(&file))
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = position();
+    assert!(before.0.contains(','), "two domains: {before:?}");
+    let cf = Coffer::new();
+    let repo = cf.path("repo");
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &repo, "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "repo", "src", params, 5),
+    ]
+    .join("---\n");
+    assert!(cf.apply("m.yaml", &manifests).ok);
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let after = position();
+    assert_eq!(before, after, "nothing wrote during the backup");
+    let bs = cf.last_session(&run);
+    let id = bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tags = snapshot_tags(&repo, &id);
+    assert_eq!(tag_value(&tags, "app"), Some("default/src"), "{tags:?}");
+    assert_eq!(
+        tag_value(&tags, "gtid"),
+        Some(before.0.as_str()),
+        "{tags:?}"
+    );
+    assert_eq!(
+        tag_value(&tags, "binlog"),
+        Some(before.1.as_str()),
+        "{tags:?}"
+    );
+}

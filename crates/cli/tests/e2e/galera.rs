@@ -761,3 +761,83 @@ fn an_encrypted_sst_is_received_over_tls() {
     );
     assert_eq!(garbd_count(&cf), 0, "no garbd left behind");
 }
+
+/// A cluster writing binlogs with wsrep GTIDs: the SST snapshot names the AppBinding and
+/// records the donor's GTID state and binlog position, which the donor's mariabackup wrote
+/// into the stream; nothing writes during the backup, so they are the donor's at that moment.
+#[test]
+fn a_galera_backup_records_the_donors_gtid_state_and_binlog_position() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = GaleraCluster::start(GaleraOptions {
+        binlog: true,
+        ..GaleraOptions::default()
+    })
+    .unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE d; USE d; CREATE TABLE d.t (id INT PRIMARY KEY, v INT); \
+             INSERT INTO d.t SELECT seq, seq FROM seq_1_to_1000;",
+        )
+        .unwrap();
+    c.node(2).exec("INSERT INTO d.t VALUES (5000, 1);").unwrap();
+    c.wait_synced(Duration::from_secs(60)).unwrap();
+    let donor = c.node(1);
+    let position = || {
+        let mut conn = donor.conn().unwrap();
+        // Wait until the donor has applied every write the cluster committed.
+        conn.query_drop("SET SESSION wsrep_sync_wait = 1").unwrap();
+        let n: Option<u64> = conn.query_first("SELECT COUNT(*) FROM d.t").unwrap();
+        assert_eq!(n, Some(1001));
+        let g: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").unwrap();
+        let m: Option<(String, u64)> = conn
+            .query_first("SHOW MASTER STATUS")
+            .map(|r| {
+                r.map(|row: coffer_testkit::mysql::Row| {
+                    (
+                        row.get::<String, _>(0).unwrap(),
+                        row.get::<u64, _>(1).unwrap(),
+                    )
+                })
+            })
+            .unwrap();
+        let gtid: coffer_api::gtid::GtidState = g.unwrap().parse().unwrap();
+        let (file, pos) = m.unwrap();
+        (gtid.to_string(), format!("{file}:{pos}"))
+    };
+    let cf = setup(
+        &c,
+        &[bc(
+            "bc",
+            "cluster",
+            &[("donor", donor.name()), ("sstTimeout", "120s")],
+        )],
+    );
+    let before = position();
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    // The donor rotates its binlog for the transfer (FLUSH LOGS): the GTID state stays, and
+    // the end of the old file and the start of the new one are the same point in history.
+    let after = position();
+    assert_eq!(after.0, before.0, "nothing wrote during the backup");
+    let bs = cf.last_session(&run);
+    assert_eq!(
+        bs["status"]["targets"][0]["stats"][0]["donor"],
+        donor.name()
+    );
+    let id = bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tags = snapshot_tags(&cf.path("repo"), &id);
+    assert_eq!(tag_value(&tags, "app"), Some("default/cluster"), "{tags:?}");
+    assert_eq!(
+        tag_value(&tags, "gtid"),
+        Some(before.0.as_str()),
+        "{tags:?}"
+    );
+    let binlog = tag_value(&tags, "binlog");
+    assert!(
+        binlog == Some(before.1.as_str()) || binlog == Some(after.1.as_str()),
+        "{tags:?}: before {before:?}, after {after:?}"
+    );
+}

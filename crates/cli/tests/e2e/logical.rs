@@ -309,3 +309,9 @@ fn restic_written_snapshots_restore_and_retention_prunes() {
         vec![vec![Some("three".to_string())]]
     );
 }
+
+/// mysqldump: the position its own `--master-data` lines give.
+#[test]
+fn a_mysqldump_backup_records_its_app_gtid_state_and_binlog_position() {
+    a_backup_records_the_position_it_is_consistent_at(&[("args", "--all-databases")]);
+}

@@ -855,3 +855,9 @@ fn charset_names_of_a_crafted_snapshot_do_not_become_sql() {
         .unwrap();
     assert_eq!(v, vec![vec![Some("gbk".to_string())]]);
 }
+
+/// The native dump: the position of its consistent snapshot.
+#[test]
+fn a_native_backup_records_its_app_gtid_state_and_binlog_position() {
+    a_backup_records_the_position_it_is_consistent_at(&[("method", "native")]);
+}

@@ -149,3 +149,9 @@ fn standalone_physical_backup_restores_into_a_data_directory() {
     let n: Option<u64> = restored.query_first("SELECT COUNT(*) FROM app.t").unwrap();
     assert_eq!(n, Some(5000));
 }
+
+/// mariabackup: the position its stream records near its end.
+#[test]
+fn a_physical_backup_records_its_app_gtid_state_and_binlog_position() {
+    a_backup_records_the_position_it_is_consistent_at(&[("method", "physical")]);
+}

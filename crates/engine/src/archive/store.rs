@@ -142,6 +142,7 @@ impl SegmentStore {
             host: HOST.into(),
             tags: self.tags(level, first, last),
             paths: vec![self.dir()],
+            late_tags: Default::default(),
         }
     }
 

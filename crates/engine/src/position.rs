@@ -1,0 +1,140 @@
+//! The tags that say where a backup stands: which AppBinding it is of, and the binlog
+//! position and MariaDB GTID state its data is consistent at (issue #12), for point-in-time
+//! recovery to start from.
+
+use coffer_api::gtid::GtidState;
+use coffer_db::{mysqldump::OnPosition, native::Position};
+use coffer_repo::LateTags;
+
+/// `app=<namespace>/<name>` of the AppBinding a backup is of.
+pub fn app_tag(namespace: &str, name: &str) -> String {
+    format!("app={namespace}/{name}")
+}
+
+/// `binlog=<file>:<pos>` where both are known, and `gtid=<state>` where the server has
+/// GTIDs. A GTID set that is not a MariaDB GTID state (MySQL's `gtid_executed`) is left out:
+/// the tag means a MariaDB state wherever it is read.
+pub fn position_tags(p: &Position) -> Vec<String> {
+    let mut tags = Vec::new();
+    if let (Some(f), Some(pos)) = (p.binlog_file.as_deref(), p.binlog_position) {
+        if !f.is_empty() {
+            tags.push(format!("binlog={f}:{pos}"));
+        }
+    }
+    match p.gtid.as_deref().map(str::parse::<GtidState>) {
+        Some(Ok(g)) if !g.0.is_empty() => tags.push(format!("gtid={g}")),
+        Some(Err(e)) => tracing::warn!("the backup's GTID position is not recorded: {e}"),
+        _ => {}
+    }
+    tags
+}
+
+/// A position known only when the stream ends goes into the snapshot's late tags.
+pub fn into_late_tags(late: &LateTags) -> OnPosition {
+    late_tags_with(late, None)
+}
+
+/// Like [`into_late_tags`], for a mariabackup stream: its GTID field is the state only while
+/// the current binlog file has a transaction in it (after a rotation, such as the one a
+/// Galera donor makes for the transfer, it is empty although the server has GTIDs), so the
+/// state is asked of the server that wrote the binlog: `BINLOG_GTID_POS` of the recorded file
+/// and position is exact, and is what mysqldump records too. The stream's own field stands
+/// where the server cannot answer (the file already purged, no privilege).
+pub fn into_late_tags_at_server(
+    late: &LateTags,
+    server: coffer_db::ConnSpec,
+    files: std::sync::Arc<coffer_db::ClientFiles>,
+) -> OnPosition {
+    late_tags_with(late, Some((server, files)))
+}
+
+fn binlog_gtid_pos(
+    server: &coffer_db::ConnSpec,
+    files: &coffer_db::ClientFiles,
+    file: &str,
+    pos: u64,
+) -> Result<Option<String>, String> {
+    use coffer_db::mysql_prelude::Queryable;
+    let mut c = coffer_db::connect_control(server, files).map_err(|e| e.to_string())?;
+    c.exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
+        .map(Option::flatten)
+        .map_err(|e| e.to_string())
+}
+
+fn late_tags_with(
+    late: &LateTags,
+    server: Option<(coffer_db::ConnSpec, std::sync::Arc<coffer_db::ClientFiles>)>,
+) -> OnPosition {
+    let late = late.clone();
+    Box::new(move |mut p: Position| {
+        if let (Some((spec, files)), Some(file), Some(pos)) =
+            (&server, p.binlog_file.as_deref(), p.binlog_position)
+        {
+            match binlog_gtid_pos(spec, files, file, pos) {
+                Ok(Some(g)) => p.gtid = Some(g),
+                Ok(None) => tracing::warn!(
+                    "{}: BINLOG_GTID_POS({file}, {pos}) is NULL (the file is gone?); the                      backup's own GTID field is recorded",
+                    spec.label
+                ),
+                Err(e) => tracing::warn!(
+                    "{}: cannot ask BINLOG_GTID_POS({file}, {pos}): {e}; the backup's own GTID                      field is recorded",
+                    spec.label
+                ),
+            }
+        }
+        let tags = position_tags(&p);
+        tracing::info!("the backup is consistent at {}", tags.join(" "));
+        late.lock().unwrap_or_else(|e| e.into_inner()).extend(tags);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(file: Option<&str>, at: Option<u64>, gtid: Option<&str>) -> Position {
+        Position {
+            binlog_file: file.map(String::from),
+            binlog_position: at,
+            gtid: gtid.map(String::from),
+        }
+    }
+
+    #[test]
+    fn tags_name_what_is_known_and_nothing_else() {
+        for (p, want) in [
+            (
+                pos(Some("bin.000002"), Some(774), Some("100-21-7, 0-1-42")),
+                vec!["binlog=bin.000002:774", "gtid=0-1-42,100-21-7"],
+            ),
+            (
+                pos(Some("bin.000001"), Some(4), Some("")),
+                vec!["binlog=bin.000001:4"],
+            ),
+            (pos(None, None, Some("0-1-5")), vec!["gtid=0-1-5"]),
+            (pos(Some("bin.000001"), None, None), vec![]),
+            (pos(Some(""), Some(4), None), vec![]),
+            (
+                pos(
+                    Some("b.1"),
+                    Some(9),
+                    Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5"),
+                ),
+                vec!["binlog=b.1:9"],
+            ),
+        ] {
+            assert_eq!(position_tags(&p), want, "{p:?}");
+        }
+        assert_eq!(app_tag("demo", "db"), "app=demo/db");
+    }
+
+    #[test]
+    fn a_late_position_lands_in_the_late_tags() {
+        let late = LateTags::default();
+        into_late_tags(&late)(pos(Some("bin.000003"), Some(1117), Some("0-1-5")));
+        assert_eq!(
+            *late.lock().unwrap(),
+            vec!["binlog=bin.000003:1117", "gtid=0-1-5"]
+        );
+    }
+}
