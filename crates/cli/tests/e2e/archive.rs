@@ -404,9 +404,12 @@ fn gap_condition(st: &serde_json::Value) -> (String, String) {
     )
 }
 
-/// Runs the archive until it has stored everything up to the server's position.
-fn archive_until_caught_up(cf: &Coffer, db: &MariaDb) {
+/// Runs the archive while `write` writes, until it has stored everything up to the
+/// server's position (an archive with nothing stored yet has no last GTID to compare).
+fn archive_while(cf: &Coffer, db: &MariaDb, write: impl FnOnce()) {
     let child = start_archive(cf, "shop");
+    wait_streaming(cf, "shop");
+    write();
     let end = pos(db);
     wait_until(Duration::from_secs(60), "the archive caught up", || {
         last_gtid(cf, "shop") == end
@@ -423,10 +426,10 @@ fn binlogs_purged_while_stopped_are_a_purged_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_until_caught_up(&cf, &db);
-    load(&db, 0, 10);
-    purge_all_but_current(&db);
+    archive_while(&cf, &db, || load(&db, 0, 10));
     load(&db, 10, 10);
+    purge_all_but_current(&db);
+    load(&db, 20, 10);
     // This time `coffer server` runs the archive; /metrics shows the gap.
     let port = coffer_testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -490,11 +493,9 @@ fn reset_master_is_a_diverged_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    load(&db, 0, 10);
-    archive_until_caught_up(&cf, &db);
+    archive_while(&cf, &db, || load(&db, 0, 10));
     db.exec("RESET MASTER").unwrap();
-    load(&db, 10, 5);
-    archive_until_caught_up(&cf, &db);
+    archive_while(&cf, &db, || load(&db, 10, 5));
     let st = status(&cf, "shop");
     assert!(gap_reasons(&st).contains(&"Diverged".to_string()), "{st}");
     assert_eq!(gap_condition(&st).0, "True", "{st}");
@@ -511,8 +512,7 @@ fn a_server_with_another_history_is_a_named_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    load(&db, 0, 5);
-    archive_until_caught_up(&cf, &db);
+    archive_while(&cf, &db, || load(&db, 0, 5));
     other.exec(SCHEMA).unwrap();
     load(&other, 0, 5);
     let r = cf.apply(
@@ -524,7 +524,7 @@ fn a_server_with_another_history_is_a_named_gap() {
         .join("---\n"),
     );
     assert!(r.ok, "{r}");
-    archive_until_caught_up(&cf, &other);
+    archive_while(&cf, &other, || load(&other, 5, 5));
     let st = status(&cf, "shop");
     let reasons = gap_reasons(&st);
     assert!(
@@ -593,37 +593,48 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
         "node 1's transactions are archived",
         || last_gtid(&cf, "shop").covers(&node_pos(0)),
     );
-    // Kill the node being read while writes go on through the others.
-    let writes = std::thread::scope(|s| {
+    // Kill the node being read in the middle of a write load that goes on through the
+    // others.
+    let half = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
         let h = s.spawn(|| {
-            for i in 40..120 {
+            for i in 40..160 {
+                if i == 80 {
+                    half.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 cluster
                     .node(1 + i % 2)
                     .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
                     .unwrap();
             }
         });
-        std::thread::sleep(Duration::from_millis(100));
+        wait_until(Duration::from_secs(60), "half the load is written", || {
+            half.load(std::sync::atomic::Ordering::SeqCst)
+        });
         n1.kill();
-        h.join()
+        h.join().unwrap();
     });
-    writes.unwrap();
+    // Node 1 may have sent all of that before it died: more writes after its death.
+    for i in 160..200 {
+        cluster
+            .node(1 + i % 2)
+            .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
+            .unwrap();
+    }
     let end = node_pos(1);
+    let node1 = format!("127.0.0.1:{} ", n1.port());
     wait_until(
         Duration::from_secs(120),
         "the archive continued from another node",
-        || last_gtid(&cf, "shop") == end,
+        || {
+            let st = status(&cf, "shop");
+            last_gtid(&cf, "shop") == end
+                && st["phase"] == "Streaming"
+                && !st["source"].as_str().unwrap_or("").starts_with(&node1)
+        },
     );
-    let st = status(&cf, "shop");
     let code = stop(child, libc::SIGINT);
     assert!(code.success(), "{code}\n{}", logs(&cf));
-    assert!(
-        !st["source"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&format!(":{} ", n1.port())),
-        "still reading node 1: {st}"
-    );
     let segs = segments(&repo, "shop");
     assert_chained(&segs);
     let seqs: Vec<u64> = segs
@@ -643,11 +654,20 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
     );
     let servers: std::collections::BTreeSet<String> =
         segs.iter().map(|s| s.0.source_address.clone()).collect();
-    assert!(servers.len() >= 2, "read from two nodes: {servers:?}");
+    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port()).collect();
+    let per_seg: Vec<(u64, String, usize)> = segs
+        .iter()
+        .map(|s| (s.0.seq, s.0.source_address.clone(), s.0.transactions.len()))
+        .collect();
+    assert!(
+        servers.len() >= 2,
+        "read from two nodes: {per_seg:?}, nodes at {ports:?}\n{}",
+        logs(&cf)
+    );
     assert!(status(&cf, "shop")["gaps"].is_null());
     let rows = cluster
         .node(1)
         .query_strings("SELECT COUNT(*) FROM app.t")
         .unwrap();
-    assert_eq!(rows[0][0].as_deref(), Some("120"));
+    assert_eq!(rows[0][0].as_deref(), Some("200"));
 }
