@@ -15,6 +15,8 @@ pub const GTID_TAG: &str = "gtid=";
 pub fn base_backups(snapshots: &[SnapshotInfo]) -> Vec<BaseBackup> {
     let mut out: Vec<BaseBackup> = snapshots
         .iter()
+        // The archive's own snapshots are never base backups.
+        .filter(|s| !s.tags.iter().any(|t| t == coffer_repo::ARCHIVE_TAG))
         .filter_map(|s| {
             let tag = s.tags.iter().find_map(|t| t.strip_prefix(GTID_TAG))?;
             match tag.parse::<GtidState>() {

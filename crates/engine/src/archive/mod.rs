@@ -5,6 +5,7 @@
 //! restore (which lists and reads them): everything goes through [`store::SegmentStore`].
 
 pub mod bases;
+mod catalog;
 pub mod run;
 pub mod source;
 pub mod store;
