@@ -61,6 +61,7 @@ mod tests {
             files_unmodified: 0,
             total_files: 0,
             duration_seconds: 0.0,
+            description: None,
         }
     }
 
@@ -72,6 +73,7 @@ mod tests {
             snap("c", 20, &["coffer"]),
             snap("d", 40, &["gtid=not-a-gtid"]),
             snap("e", 50, &["gtid="]),
+            snap("f", 60, &[coffer_repo::ARCHIVE_TAG, "gtid=0-1-20"]),
         ]);
         let ids: Vec<&str> = b.iter().map(|b| b.snapshot.as_str()).collect();
         assert_eq!(ids, ["b", "a"]);
