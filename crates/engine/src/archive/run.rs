@@ -95,7 +95,7 @@ pub enum ArchiveError {
     #[error("BinlogArchive {archive}: {source}")]
     Capture {
         archive: String,
-        source: CaptureError,
+        source: Box<CaptureError>,
     },
     #[error("BinlogArchive {archive}: its segments in the repository: {source}")]
     Store { archive: String, source: RepoError },
@@ -138,7 +138,8 @@ pub fn run_archive(
     }
     let mut run = match Run::prepare(cat, &archive, stop, opts.clone(), status) {
         Ok(r) => r,
-        Err((e, mut status)) => {
+        Err(failed) => {
+            let (e, mut status) = *failed;
             tracing::error!("{e}");
             let reason = status_reason(&e.to_string());
             status.write(&mut |st| {
@@ -297,7 +298,7 @@ struct Run<'a> {
     fatal: Option<ArchiveError>,
 }
 
-type Prepared<'a> = Result<Run<'a>, (ArchiveError, StatusOut<'a>)>;
+type Prepared<'a> = Result<Run<'a>, Box<(ArchiveError, StatusOut<'a>)>>;
 
 impl<'a> Run<'a> {
     fn prepare(
@@ -366,7 +367,7 @@ impl<'a> Run<'a> {
         })();
         let (flush, max_bytes, keep, repo, nodes, galera, server_id) = match prepared {
             Ok(p) => p,
-            Err(e) => return Err((e, status)),
+            Err(e) => return Err(Box::new((e, status))),
         };
         // The server proves it is alive at least this often: below the flush interval, so
         // an idle stream still closes a due segment in time.
@@ -497,7 +498,7 @@ impl<'a> Run<'a> {
                 Next::Fatal(e) => {
                     return Err(ArchiveError::Capture {
                         archive: self.label.clone(),
-                        source: e,
+                        source: Box::new(e),
                     })
                 }
             }
@@ -688,10 +689,10 @@ impl<'a> Run<'a> {
         if self.opts.max_failures.is_some_and(|m| *failures >= m) {
             return Err(ArchiveError::Capture {
                 archive: self.label.clone(),
-                source: CaptureError::Connection {
+                source: Box::new(CaptureError::Connection {
                     target: self.nodes[self.current].spec.label.clone(),
                     reason: format!("{} attempts in a row failed; the last: {e}", failures),
-                },
+                }),
             });
         }
         let delay = self.opts.backoff.delay(*failures);
