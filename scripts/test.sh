@@ -12,3 +12,5 @@ cargo build --workspace --all-targets
 RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --workspace
 # The offline Kubernetes manifest gate: CRDs, Helm chart, examples and golden objects.
 ./scripts/validate-k8s.sh
+# The offline monitoring gate: alert rules (promtool) and the Grafana dashboard.
+./scripts/validate-monitoring.sh

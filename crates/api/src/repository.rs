@@ -16,6 +16,22 @@ pub struct RepositorySpec {
     pub wipe_out: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_policy: Option<serde_json::Value>,
+    /// coffer: read the repository's data back, a rotating slice each day, so that every pack
+    /// is read within `periodDays` (see `coffer check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_check: Option<DataCheckSpec>,
+}
+
+/// coffer's rotating data check: each day the first backup into the repository first reads
+/// that day's slice of the packs (one of `periodDays`), so every pack is read within
+/// `periodDays` days; a damaged pack is taken out before the backup writes, so the backup
+/// writes that data again instead of reusing it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataCheckSpec {
+    /// Days within which every pack is read once (1: all of it every day).
+    #[serde(default)]
+    pub period_days: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -209,4 +225,18 @@ pub struct RepositoryStatus {
     /// coffer: total size in bytes, for metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_size_bytes: Option<u64>,
+    /// coffer: why `integrity` is false: the structural check's findings, or the packs the
+    /// data check found damaged and the snapshots that depend on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_reason: Option<String>,
+    /// coffer: the packs the last data check (`coffer check --read-data`) found damaged. They
+    /// were taken out of the index, so the next backup writes their blobs again; the list is
+    /// cleared when a later check finds the repository whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged_packs: Vec<String>,
+    /// coffer: when the repository's data was last read back, and which subset (`all` or `N/M`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_data_check_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_data_check_subset: Option<String>,
 }

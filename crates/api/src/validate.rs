@@ -153,6 +153,12 @@ fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
             format!("exactly one backend may be set, found {}", many.join(", ")),
         )),
     }
+    if s.data_check.as_ref().is_some_and(|d| d.period_days == 0) {
+        p.push(Problem::new(
+            "spec.dataCheck.periodDays",
+            "must be at least 1: the days within which every pack is read back once",
+        ));
+    }
     if b.storage_secret_name.is_empty() {
         p.push(Problem::new(
             "spec.backend.storageSecretName",

@@ -97,6 +97,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             repository,
             remove_all,
         } => unlock(&store, ns, &repository, remove_all),
+        Command::Check {
+            repository,
+            read_data,
+            subset,
+            output,
+        } => check(
+            &store,
+            ns,
+            &repository,
+            read_data,
+            subset.as_deref(),
+            output,
+        ),
         Command::Pause {
             backup_configuration,
         } => set_paused(&store, ns, &backup_configuration, true),
@@ -112,7 +125,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => server(home, pushgateway, metrics_address, shutdown_grace, config),
         Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
         Command::Archive { binlog_archive } => archive(&store, ns, &binlog_archive),
-        Command::Operator { .. } | Command::CreateBackupsession { .. } => {
+        Command::Operator { .. }
+        | Command::CreateBackupsession { .. }
+        | Command::BenchArchiveLayout { .. } => {
             unreachable!("dispatched in main before the store is opened")
         }
     }
@@ -640,6 +655,86 @@ fn snapshots(store: &Store, ns: &str, name: &str, format: Format) -> Result<i32>
         }
     }
     Ok(0)
+}
+
+/// `--subset`: `N/M`, or `daily/M` for today's slice of a period of M days.
+fn parse_subset(s: &str) -> Result<coffer_repo::DataSubset> {
+    if let Some(m) = s.strip_prefix("daily/") {
+        let m: u32 =
+            m.parse().ok().filter(|m| *m > 0).ok_or_else(|| {
+                anyhow!("--subset {s}: daily/M needs a period M of at least 1 day")
+            })?;
+        return Ok(coffer_repo::DataSubset::today(m));
+    }
+    coffer_repo::DataSubset::parse(s).map_err(|e| anyhow!("--subset: {e}"))
+}
+
+fn check(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    read_data: bool,
+    subset: Option<&str>,
+    format: Format,
+) -> Result<i32> {
+    let Resource::Repository(r) = must_get(store, Kind::Repository, ns, name)? else {
+        unreachable!("kind checked")
+    };
+    let subset = match (read_data, subset) {
+        (_, Some(s)) => Some(parse_subset(s)?),
+        (true, None) => Some(coffer_repo::DataSubset::ALL),
+        (false, None) => None,
+    };
+    let out = coffer_engine::check::run_check(store, &r, subset)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&out)?),
+        Format::Table => print!("{}", check_text(ns, name, &out)),
+    }
+    Ok(if out.healthy() { 0 } else { 1 })
+}
+
+fn check_text(ns: &str, name: &str, out: &coffer_engine::check::CheckOutcome) -> String {
+    let mut t = String::new();
+    if let Some(d) = &out.data {
+        t.push_str(&format!(
+            "read {} of {} pack(s) (subset {}), {}\n",
+            d.packs_read,
+            d.packs_total,
+            d.subset,
+            coffer_engine::format::size(d.bytes_read)
+        ));
+        for p in &d.damaged {
+            t.push_str(&format!("damaged pack {}: {}\n", p.id, p.reason));
+            if p.snapshots.is_empty() {
+                t.push_str("  no snapshot depends on its damaged blobs\n");
+            }
+            for s in &p.snapshots {
+                t.push_str(&format!("  snapshot {s} depends on it\n"));
+            }
+        }
+        if let Some(r) = &out.removal {
+            t.push_str(&format!(
+                "removed {} damaged pack(s) from the repository: {} intact blob(s) salvaged, {} \
+                 lost; the next backup writes the lost blobs again\n",
+                r.packs_removed.len(),
+                r.blobs_salvaged,
+                r.blobs_dropped
+            ));
+        }
+    }
+    for p in &out.problems {
+        t.push_str(&format!("structural check: {p}\n"));
+    }
+    if out.healthy() {
+        t.push_str(&format!("Repository {ns}/{name}: no errors were found\n"));
+    } else {
+        t.push_str(&format!(
+            "Repository {ns}/{name} is damaged: {}\n",
+            out.reason()
+        ));
+    }
+    t
 }
 
 fn unlock(store: &Store, ns: &str, name: &str, all: bool) -> Result<i32> {

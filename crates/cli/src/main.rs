@@ -1,5 +1,6 @@
 //! `coffer`: declarative backup and restore for the MySQL family.
 
+mod bench_archive;
 mod commands;
 mod home;
 mod operator;
@@ -92,6 +93,23 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Check a Repository: its structure, and with --read-data its data (exit 1 if damaged)
+    ///
+    /// Damaged packs are named with the snapshots that depend on them and taken out of the
+    /// repository (their intact blobs salvaged), so that the next backup writes the damaged
+    /// data again. The outcome is recorded in the Repository's status.
+    Check {
+        repository: String,
+        /// Read every pack's data back and verify each blob's hash
+        #[arg(long)]
+        read_data: bool,
+        /// Read only one slice of the packs: N/M (1 <= N <= M) — running 1/M..M/M reads every
+        /// pack once; `daily/M` picks today's slice, so a daily run covers all in M days
+        #[arg(long, value_name = "N/M")]
+        subset: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Stop scheduling new sessions of a BackupConfiguration
     Pause { backup_configuration: String },
     /// Resume scheduling a paused BackupConfiguration
@@ -129,6 +147,18 @@ pub enum Command {
     Agent { kind: String, name: String },
     /// Create one BackupSession of a BackupConfiguration (what the trigger CronJob runs)
     CreateBackupsession { backup_configuration: String },
+    /// Simulate months of binlog archive flushes in a new local repository and time listing
+    /// and restore planning (scripts/bench-archive-layout.sh)
+    #[command(hide = true)]
+    BenchArchiveLayout {
+        /// An empty directory for the repository
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long, default_value_t = 5)]
+        flush_seconds: u64,
+    },
 }
 
 fn init_tracing() {
@@ -168,6 +198,11 @@ fn main() {
         Command::CreateBackupsession {
             backup_configuration,
         } => operator::create_backupsession(cli.home, &cli.namespace, &backup_configuration),
+        Command::BenchArchiveLayout {
+            dir,
+            days,
+            flush_seconds,
+        } => bench_archive::run(&dir, days, flush_seconds),
         _ => commands::run(cli),
     };
     match result {

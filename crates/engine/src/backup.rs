@@ -545,6 +545,15 @@ fn execute(
     // Shared, as restic's backup: backups and restores of one repository run side by side, and
     // nobody prunes under them. Retention upgrades it to exclusive (update_status).
     let lock = repo.lock(false).map_err(|e| repo_err(&p.repo_res, e))?;
+    // The Repository's rotating data check reads today's slice before the backup writes, so
+    // that a damaged pack is taken out before this backup could reuse its blobs.
+    let mut data_check = None;
+    if let Some(subset) = crate::check::due_subset(&p.repo_res, &clock::now()) {
+        tracing::info!("reading the repository's data back (subset {subset})");
+        let mut out = crate::check::CheckOutcome::default();
+        crate::check::read(&repo, &lock, &p.repo_res, subset, &mut out)?;
+        data_check = Some(out);
+    }
 
     let mut snapshot: Option<SnapshotInfo> = None;
     for step in &p.task.steps {
@@ -607,7 +616,7 @@ fn execute(
                 builtin: Builtin::UpdateStatus,
                 ..
             } => {
-                update_status(cat, &repo, &lock, p, session)?;
+                update_status(cat, &repo, &lock, p, session, data_check.as_ref())?;
             }
             Step::Builtin {
                 builtin: Builtin::LogicalRestore,
@@ -751,6 +760,7 @@ fn update_status(
     lock: &RepoLock,
     p: &Plan,
     session: &mut BackupSession,
+    data_check: Option<&crate::check::CheckOutcome>,
 ) -> EngineResult<()> {
     let now = clock::now();
     let rp = p.bc.spec.retention_policy.clone().unwrap_or_default();
@@ -830,19 +840,69 @@ fn update_status(
             &now,
         );
     }
-    let problems = repo.check(false).map_err(|e| repo_err(&p.repo_res, e))?;
+    let mut problems = repo.check(false).map_err(|e| repo_err(&p.repo_res, e))?;
+    // Packs a data check found damaged but could not take out of the index (the repository
+    // was in use) are not fixed by a structural check that passes.
+    let earlier = p
+        .repo_res
+        .status
+        .as_ref()
+        .map(|s| s.damaged_packs.clone())
+        .unwrap_or_default();
+    let still = repo
+        .indexed_packs(&earlier)
+        .map_err(|e| repo_err(&p.repo_res, e))?;
+    if !still.is_empty() {
+        problems.push(format!(
+            "pack(s) {} were found damaged by a data check and are still in the index: run \
+             `coffer check --read-data` to take them out",
+            still.join(", ")
+        ));
+    }
+    // Damage the data check found before this backup wrote is recorded (integrity false,
+    // the packs and snapshots named) but does not fail this session: the damaged packs were
+    // taken out first, so its own snapshot does not depend on them, and the structural check
+    // above says whether any snapshot still does. The next check that finds the repository
+    // whole sets integrity back to true.
+    if let Some(holder) = data_check.and_then(|d| d.removal_postponed.as_ref()) {
+        // This backup may have reused the damaged blobs.
+        problems.push(format!(
+            "the damaged pack(s) could not be taken out before this backup (the repository \
+             is in use: {holder}); run `coffer check --read-data` when it is free, then back \
+             up again"
+        ));
+    }
+    let structural = problems.clone();
+    let report = data_check.and_then(|d| d.data.as_ref());
+    if report.is_some_and(|r| !r.is_clean()) {
+        problems.insert(0, data_check.map(|d| d.reason()).unwrap_or_default());
+    }
+    let found: Vec<String> = report
+        .iter()
+        .flat_map(|r| r.damaged.iter().map(|d| d.id.clone()))
+        .collect();
     let integrity = problems.is_empty();
+    // The session's condition is Stash's (a false one fails the session): it says whether the
+    // repository is whole now, this backup's snapshot included. Damage the data check found
+    // and took out before the backup wrote is told in its message and recorded on the
+    // Repository (integrity false until a later check finds it whole).
+    let whole = structural.is_empty();
     set_condition(
         &mut session.status_mut().conditions,
         cond::REPOSITORY_INTEGRITY_VERIFIED,
-        integrity,
-        if integrity {
+        whole,
+        if whole {
             "SuccessfullyVerifiedRepositoryIntegrity"
         } else {
             "FailedToVerifyRepositoryIntegrity"
         },
         &if integrity {
             "no errors were found".to_string()
+        } else if whole {
+            format!(
+                "no errors were found after the data check took damaged data out: {}",
+                problems.join("; ")
+            )
         } else {
             problems.join("; ")
         },
@@ -867,6 +927,22 @@ fn update_status(
             };
             let rs = current.status_mut();
             rs.integrity = Some(integrity);
+            if integrity {
+                // Whatever a data check found damaged has been written again.
+                rs.integrity_reason = None;
+                rs.damaged_packs.clear();
+            } else {
+                rs.integrity_reason = Some(problems.join("; "));
+                for id in &found {
+                    if !rs.damaged_packs.contains(id) {
+                        rs.damaged_packs.push(id.clone());
+                    }
+                }
+            }
+            if let Some(r) = report {
+                rs.last_data_check_time = Some(now.clone());
+                rs.last_data_check_subset = Some(r.subset.clone());
+            }
             rs.total_size = Some(format::size(size));
             rs.total_size_bytes = Some(size);
             rs.snapshot_count = Some(forget.kept.len() as i64);
@@ -888,7 +964,7 @@ fn update_status(
             p.repo_res.metadata.name
         )));
     }
-    if !integrity {
+    if !structural.is_empty() {
         return Err(EngineError::Step(format!(
             "the repository's integrity check found problems: {}",
             problems.join("; ")

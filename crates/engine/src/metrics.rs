@@ -479,6 +479,22 @@ pub fn repository(m: &mut Metrics, r: &Repository) {
             if i { 1.0 } else { 0.0 },
         );
     }
+    if st.integrity.is_some() {
+        m.set(
+            &["coffer_repository_damaged_packs"],
+            "Packs the last data check found damaged that no later check has found healed",
+            &l,
+            st.damaged_packs.len() as f64,
+        );
+    }
+    if let Some(t) = ts_secs(st.last_data_check_time.as_deref()) {
+        m.set(
+            &["coffer_repository_last_data_check_timestamp_seconds"],
+            "When the repository's data was last read back (coffer check --read-data)",
+            &l,
+            t,
+        );
+    }
     if let Some(s) = st.total_size_bytes {
         m.set(
             &[

@@ -349,13 +349,43 @@ pub struct Written {
     pub consolidated: Vec<String>,
 }
 
+/// A directory's files by name.
+type DirFiles = Arc<BTreeMap<String, Node>>;
+
 /// A repository opened with its whole index, for reading many files of many snapshots.
 pub struct IndexedRepo {
     repo: rustic_core::Repository<rustic_core::IndexedFullStatus>,
     store: Arc<dyn ObjectStore>,
+    /// The files of the directory read last (snapshot id, directory): a merged snapshot's
+    /// directory holds tens of thousands of files, and reading them in order is the rule.
+    last_dir: std::sync::Mutex<Option<(String, String, DirFiles)>>,
 }
 
 impl IndexedRepo {
+    fn dir_files(&self, snapshot_id: &str, dir: &str) -> Option<DirFiles> {
+        if let Some((s, d, files)) = &*self.last_dir.lock().unwrap() {
+            if s == snapshot_id && d == dir {
+                return Some(files.clone());
+            }
+        }
+        let snap = self.repo.get_snapshots(&[snapshot_id]).ok()?.pop()?;
+        let node = self.repo.node_from_snapshot_and_path(&snap, dir).ok()?;
+        let tree = self
+            .repo
+            .get_tree(&node.subtree.filter(|_| node.is_dir())?)
+            .ok()?;
+        let files: DirFiles = Arc::new(
+            tree.nodes
+                .into_iter()
+                .filter(|n| n.is_file())
+                .map(|n| (n.name().to_string_lossy().into_owned(), n))
+                .collect(),
+        );
+        *self.last_dir.lock().unwrap() =
+            Some((snapshot_id.to_string(), dir.to_string(), files.clone()));
+        Some(files)
+    }
+
     /// Streams file `path` of snapshot `snapshot_id` (a full id) into `w`.
     pub fn dump(
         &self,
@@ -368,19 +398,13 @@ impl IndexedRepo {
             snapshot: snapshot_id.chars().take(8).collect(),
             path: path.to_string(),
         };
-        let snap = self
-            .repo
-            .get_snapshots(&[snapshot_id])
-            .map_err(|_| no_file())?
-            .pop()
-            .ok_or_else(no_file)?;
-        let node = self
-            .repo
-            .node_from_snapshot_and_path(&snap, path.trim_start_matches('/'))
-            .map_err(|_| no_file())?;
+        let rel = path.trim_matches('/');
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let files = self.dir_files(snapshot_id, dir).ok_or_else(no_file)?;
+        let node = files.get(name).ok_or_else(no_file)?;
         let mut counting = CountingWriter { inner: w, n: 0 };
         self.repo
-            .dump(&node, &mut counting)
+            .dump(node, &mut counting)
             .map_err(|e| RepoError::Operation {
                 location: self.store.location(),
                 message: format!("reading {path} of snapshot {snapshot_id}: {e}"),
@@ -528,6 +552,7 @@ impl Repo {
         Ok(IndexedRepo {
             repo,
             store: self.store.clone(),
+            last_dir: Default::default(),
         })
     }
 

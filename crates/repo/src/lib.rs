@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cipher;
 pub mod cloud;
+pub mod datacheck;
 pub mod direct;
 pub mod lock;
 pub mod repository;
@@ -16,6 +17,7 @@ mod sizes;
 pub mod store;
 
 pub use cloud::{AzureConfig, B2Config, CloudStore, GcsConfig, S3Config, SwiftConfig};
+pub use datacheck::{DamagedPack, DataCheckReport, DataSubset, RemovalOutcome};
 pub use direct::{IndexedRepo, Pick, Written};
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use crate::{
     backend::{InitClaim, SourceGate, StoreBackend},
     cipher::RepoCipher,
+    datacheck::{DataCheckReport, DataChecker, DataSubset, RemovalOutcome},
     lock::{self, LockError, RepoLock},
     sizes::SizeWriter,
     store::{ObjectStore, StoreError},
@@ -736,6 +737,35 @@ impl Repo {
             .iter()
             .map(|(level, e)| format!("{level:?}: {e}"))
             .collect())
+    }
+
+    fn data_checker(&self) -> RepoResult<DataChecker<'_>> {
+        Ok(DataChecker {
+            store: &self.store,
+            cipher: RepoCipher::new(&self.key),
+            compress: self.opened()?.config().version > 1,
+        })
+    }
+
+    /// Reads the data of the packs in `subset` back and reports the damaged packs with the
+    /// snapshots that depend on them (see [`crate::datacheck`]). Call with a lock held.
+    pub fn check_data(&self, subset: DataSubset) -> RepoResult<DataCheckReport> {
+        self.data_checker()?.check(subset)
+    }
+
+    /// Takes the damaged packs a data check found out of the repository, salvaging their
+    /// intact blobs, so that the next backup writes the damaged blobs again instead of
+    /// reusing them. Call with the exclusive lock held.
+    pub fn remove_damaged(&self, report: &DataCheckReport) -> RepoResult<RemovalOutcome> {
+        self.data_checker()?.remove_damaged(report)
+    }
+
+    /// Which of these packs the index still lists.
+    pub fn indexed_packs(&self, packs: &[String]) -> RepoResult<Vec<String>> {
+        if packs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.data_checker()?.indexed(packs)
     }
 
     /// Bytes the repository's data takes in storage (restic's `stats --mode raw-data` after prune).

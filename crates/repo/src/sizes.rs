@@ -34,19 +34,21 @@ pub enum SizesError {
     Write { what: String, message: String },
 }
 
-/// restic's index file, as far as trees need it.
+/// restic's index file, as far as coffer reads it (the data check reads it too).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct IndexJson {
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub packs: Vec<PackJson>,
 }
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct PackJson {
     pub id: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub blobs: Vec<BlobJson>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BlobJson {
     pub id: String,
     #[serde(rename = "type")]
@@ -55,6 +57,15 @@ pub(crate) struct BlobJson {
     pub length: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncompressed_length: Option<u32>,
+}
+
+/// restic writes `null` for an empty list in some versions.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 struct Location {
@@ -292,7 +303,7 @@ impl SizeWriter<'_> {
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 

@@ -608,16 +608,9 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
     assert_restic_check(&repo_s, &[]);
 }
 
-/// A restore from a repository with a damaged pack fails, and says so in one or two lines
-/// naming the repository, even with RUST_BACKTRACE set; the storage library's whole message
-/// goes to the session log.
-#[test]
-fn a_damaged_repository_fails_the_restore_in_two_lines() {
-    let src = app_db();
-    let cf = setup(&src, "");
-    let run = cf.run(&["backup", "bc", "--wait"]);
-    assert!(run.ok, "{run}");
-    // Overwrite bytes in the middle of the data pack.
+/// Overwrites 16 bytes in the middle of the repository's largest pack (the dump's data; the
+/// trees' pack is small) and returns the pack's id.
+fn damage_largest_pack(cf: &Coffer) -> String {
     let mut packs = Vec::new();
     let mut dirs = vec![cf.path("repo").join("data")];
     while let Some(d) = dirs.pop() {
@@ -630,7 +623,6 @@ fn a_damaged_repository_fails_the_restore_in_two_lines() {
             }
         }
     }
-    // The largest pack holds the dump's data (the trees' pack is small).
     packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
     let pack = packs.last().expect("the backup wrote packs");
     let mut bytes = std::fs::read(pack).unwrap();
@@ -640,6 +632,159 @@ fn a_damaged_repository_fails_the_restore_in_two_lines() {
     }
     std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(pack, bytes).unwrap();
+    pack.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+/// The reproduction of coffer issue #13: a pack damaged on disk is found by
+/// `coffer check --read-data`, which names it and the snapshot that depends on it, marks the
+/// Repository's integrity false and takes the damaged pack out of the index; the next backup
+/// then writes the damaged data again instead of deduplicating against it, and its snapshot
+/// restores with equal table checksums.
+/// A source of several chunks of dump (chunks average 2 MiB), a target, and a coffer home
+/// backing the source up into a local repository (`repo_extra` is appended to its spec).
+fn damage_setup(repo_extra: &str) -> (MariaDb, MariaDb, Coffer) {
+    let src = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, pad TEXT);
+         USE app; INSERT INTO app.t SELECT seq, CONCAT(REPEAT(MD5(seq), 10), SHA2(seq, 512))
+         FROM seq_1_to_20000;",
+    )
+    .unwrap();
+    let dst = MariaDb::start().unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret") + repo_extra,
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        db_secret("dst-auth", &dst),
+        appbinding("dst", &dst, "dst-auth"),
+        // Without the date in the dump's trailer, a backup of unchanged data yields the same
+        // blobs: the next backup heals the old snapshot too.
+        backup_config("bc", "repo", "src", "--databases app --skip-dump-date", 5),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    (src, dst, cf)
+}
+
+/// Restores snapshot `id` (or `latest`) into `dst` and compares table checksums with `src`.
+fn restore_equal(cf: &Coffer, src: &MariaDb, dst: &MariaDb, name: &str, id: &str) {
+    dst.exec("DROP DATABASE IF EXISTS app").unwrap();
+    let rs = cf.file(
+        &format!("{name}.yaml"),
+        &restore_session(name, "repo", "dst", &id[..id.len().min(8)]),
+    );
+    let r = cf.run(&["restore", "-f", rs.to_str().unwrap(), "--wait"]);
+    assert!(r.ok, "restore of {id}: {r}");
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    let got = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
+    assert_eq!(want, got, "snapshot {id} restores the source's tables");
+    assert!(want.values().all(Option::is_some));
+}
+
+/// The reproduction of coffer issue #13: a pack damaged on disk is found by
+/// `coffer check --read-data`, which names it and the snapshot that depends on it, marks the
+/// Repository's integrity false and takes the damaged pack out of the index; the next backup
+/// then writes the damaged data again instead of deduplicating against it, and its snapshot
+/// restores with equal table checksums.
+#[test]
+fn a_damaged_pack_is_found_by_the_data_check_and_the_next_backup_restores() {
+    let (src, dst, cf) = damage_setup("");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    let snap = snaps[0]["id"].as_str().unwrap().to_string();
+    let clean = cf.run(&["check", "repo", "--read-data"]);
+    assert!(clean.ok, "{clean}");
+    assert!(clean.stdout.contains("no errors were found"), "{clean}");
+
+    let pack = damage_largest_pack(&cf);
+    let check = cf.run(&["check", "repo", "--read-data"]);
+    assert!(!check.ok, "a damaged repository fails the check: {check}");
+    assert!(
+        check.stdout.contains(&format!("damaged pack {pack}")),
+        "{check}"
+    );
+    assert!(
+        check
+            .stdout
+            .contains(&format!("snapshot {snap} depends on it")),
+        "{check}"
+    );
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], false, "{repo:#}");
+    let reason = repo["status"]["integrityReason"].as_str().unwrap();
+    assert!(
+        reason.contains(&pack) && reason.contains(&snap[..8]),
+        "{reason}"
+    );
+    assert_eq!(repo["status"]["damagedPacks"][0], pack.as_str());
+    assert_eq!(repo["status"]["lastDataCheckSubset"], "all");
+
+    // The next backup writes the damaged data again and the repository is whole.
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let session = cf.last_session(&run);
+    assert_eq!(phase(&session), "Succeeded", "{session:#}");
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], true, "{repo:#}");
+    assert!(repo["status"].get("damagedPacks").is_none(), "{repo:#}");
+    let again = cf.run(&["check", "repo", "--read-data"]);
+    assert!(again.ok, "{again}");
+    assert_restic_check(cf.path("repo").to_str().unwrap(), &[]);
+
+    // Both snapshots restore: the new one, and the old one whose blobs were written again.
+    restore_equal(&cf, &src, &dst, "rs-old", &snap);
+    restore_equal(&cf, &src, &dst, "rs-new", "latest");
+}
+
+/// With `spec.dataCheck` on the Repository, the first backup of the day reads the day's
+/// slice of packs before it writes: a damaged pack is named and taken out, that same backup
+/// writes its data again, and its snapshot restores.
+#[test]
+fn a_backup_with_a_daily_data_check_writes_damaged_data_again() {
+    let (src, dst, cf) = damage_setup("");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let pack = damage_largest_pack(&cf);
+    // The rotating check is switched on now, so that today's slice (all: one day) is due.
+    let with_check =
+        local_repo("repo", &cf.path("repo"), "repo-secret") + "  dataCheck: {periodDays: 1}\n";
+    let r = cf.apply("repo.yaml", &with_check);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(
+        run.ok,
+        "the backup that found the damage succeeds: {run}\n{:#}",
+        cf.last_session(&run)["status"]
+    );
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], false, "{repo:#}");
+    assert_eq!(repo["status"]["damagedPacks"][0], pack.as_str(), "{repo:#}");
+    assert_eq!(repo["status"]["lastDataCheckSubset"], "all", "{repo:#}");
+    let reason = repo["status"]["integrityReason"].as_str().unwrap();
+    assert!(reason.contains(&pack), "{reason}");
+    restore_equal(&cf, &src, &dst, "rs-latest", "latest");
+    // A later check finds the repository whole again.
+    let again = cf.run(&["check", "repo", "--read-data"]);
+    assert!(again.ok, "{again}");
+    let repo = cf.get_json("repository", "repo");
+    assert_eq!(repo["status"]["integrity"], true, "{repo:#}");
+}
+
+/// A restore from a repository with a damaged pack fails, and says so in one or two lines
+/// naming the repository, even with RUST_BACKTRACE set; the storage library's whole message
+/// goes to the session log.
+#[test]
+fn a_damaged_repository_fails_the_restore_in_two_lines() {
+    let src = app_db();
+    let cf = setup(&src, "");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    damage_largest_pack(&cf);
     let rs = cf.file("rs.yaml", &restore_session("rs", "repo", "src", "latest"));
     let o = cf
         .cmd()

@@ -148,38 +148,58 @@ impl SegmentStore {
     /// Stores one closed segment; it is durable (restorable by `read`, listed by `list`)
     /// when this returns Ok.
     pub fn put(&self, data: Vec<u8>, meta: &SegmentMeta) -> RepoResult<()> {
-        if data.len() as u64 != meta.bytes {
-            return Err(RepoError::Source(format!(
-                "segment {} of archive {} has {} bytes but its index says {}; not stored",
-                meta.seq,
-                self.archive,
-                data.len(),
-                meta.bytes
-            )));
+        self.put_snapshot(vec![(data, meta.clone())], 0)
+    }
+
+    /// Stores consecutive segments in one snapshot of `level`: what compaction makes of
+    /// their puts. For the layout benchmark, which simulates months of flushes in minutes.
+    #[doc(hidden)]
+    pub fn put_compacted(&self, segs: Vec<(Vec<u8>, SegmentMeta)>, level: u32) -> RepoResult<()> {
+        self.put_snapshot(segs, level)
+    }
+
+    fn put_snapshot(&self, segs: Vec<(Vec<u8>, SegmentMeta)>, level: u32) -> RepoResult<()> {
+        let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.1.seq, last.1.seq);
+        let archive = segs[0].1.archive.clone();
+        let mut rows = Vec::with_capacity(segs.len());
+        let mut files = Vec::with_capacity(2 * segs.len());
+        for (data, meta) in segs {
+            if data.len() as u64 != meta.bytes {
+                return Err(RepoError::Source(format!(
+                    "segment {} of archive {} has {} bytes but its index says {}; not stored",
+                    meta.seq,
+                    self.archive,
+                    data.len(),
+                    meta.bytes
+                )));
+            }
+            let json = serde_json::to_vec(&meta).expect("a segment index serialises");
+            files.push((segment_file(&self.dir(), meta.seq, "binlog"), data));
+            files.push((segment_file(&self.dir(), meta.seq, "json"), json));
+            rows.push(Row::of(&meta));
         }
-        let json = serde_json::to_vec(meta).expect("a segment index serialises");
-        let files = vec![
-            (segment_file(&self.dir(), meta.seq, "binlog"), data),
-            (segment_file(&self.dir(), meta.seq, "json"), json),
-        ];
         let describe = |index: &str| {
             describe(&Description {
                 format: catalog::FORMAT,
-                archive: meta.archive.clone(),
-                level: 0,
+                archive: archive.clone(),
+                level,
                 index: index.to_string(),
-                segments: vec![Row::of(meta)],
+                segments: rows.clone(),
             })
         };
         let _lock = self.repo.lock(false)?;
         let written =
             self.repo
-                .put_files(files, &self.snapshot_meta(0, meta.seq, meta.seq), &describe)?;
+                .put_files(files, &self.snapshot_meta(level, first, last), &describe)?;
         tracing::debug!(
             archive = %self.archive,
-            seq = meta.seq,
+            first,
+            last,
             snapshot = %written.snapshot.short_id,
-            "segment stored"
+            "segments stored"
         );
         Ok(())
     }
