@@ -286,6 +286,11 @@ pub struct BinlogArchiveStatus {
     /// The last time the archive was streaming (RFC 3339): what `StoppedTooLong` counts from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_running_time: Option<String>,
+    /// How long the server keeps binlogs (`binlog_expire_logs_seconds`/`expire_logs_days`)
+    /// as the runner last read it, in seconds; 0 when it never expires them. What
+    /// `StoppedTooLong` compares the time the archive has been stopped with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_retention_seconds: Option<u64>,
     /// Consecutive failed runs, and when the next one starts (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<u32>,

@@ -124,6 +124,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             config,
         } => server(home, pushgateway, metrics_address, shutdown_grace, config),
         Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
+        Command::Archive { binlog_archive } => archive(&store, ns, &binlog_archive),
         Command::Operator { .. }
         | Command::CreateBackupsession { .. }
         | Command::BenchArchiveLayout { .. } => {
@@ -227,6 +228,19 @@ fn server(
     };
     coffer_platform::local::server::run(cfg).map_err(|e| anyhow!(e))?;
     Ok(0)
+}
+
+/// `coffer archive NAME`: exit 0 after a clean stop (or when the archive is paused).
+fn archive(store: &Store, ns: &str, name: &str) -> Result<i32> {
+    must_get(store, Kind::BinlogArchive, ns, name)?;
+    match coffer_platform::local::archives::run_foreground(store, ns, name) {
+        Ok(coffer_engine::archive::RunEnd::Paused) => {
+            println!("binlogarchive/{name} is paused (spec.paused); nothing streamed");
+            Ok(0)
+        }
+        Ok(coffer_engine::archive::RunEnd::Stopped) => Ok(0),
+        Err(e) => Err(anyhow!(e)),
+    }
 }
 
 fn agent(store: &Store, ns: &str, kind: &str, name: &str) -> Result<i32> {

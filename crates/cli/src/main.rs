@@ -120,7 +120,9 @@ pub enum Command {
         #[arg(num_args = 1..=2, required = true)]
         args: Vec<String>,
     },
-    /// Run the local platform: schedules, sessions, metrics
+    /// Run a BinlogArchive here until SIGINT/SIGTERM (the open segment is stored first)
+    Archive { binlog_archive: String },
+    /// Run the local platform: schedules, sessions, binlog archives, metrics
     Server {
         /// Pushgateway to push metrics to at the end of every session (e.g. http://127.0.0.1:9091)
         #[arg(long)]

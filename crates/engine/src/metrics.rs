@@ -75,6 +75,103 @@ fn invoker_labels(kind: &str, name: &str, ns: &str, repo: &str) -> Vec<(&'static
     ]
 }
 
+/// The metrics of one binlog archive, from its status (the runner keeps it current): lag,
+/// last archived commit, bytes archived (a counter in practice: `rate()` gives bytes/s),
+/// segments, gaps, and the newest recoverable window.
+pub fn binlog_archive(m: &mut Metrics, a: &coffer_api::BinlogArchive) {
+    let labels = vec![
+        ("namespace", a.metadata.namespace().to_string()),
+        ("archive", a.metadata.name.clone()),
+        ("app_binding", a.spec.app_binding.name.clone()),
+        ("repository", a.spec.repository.name.clone()),
+    ];
+    let st = a.status.clone().unwrap_or_default();
+    let phase = st
+        .phase
+        .unwrap_or(coffer_api::archive::ArchivePhase::Pending);
+    m.set(
+        &["coffer_binlog_archive_streaming"],
+        "1 while the archive is connected and archiving",
+        &labels,
+        if phase == coffer_api::archive::ArchivePhase::Streaming {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    if let Some(l) = st.lag_seconds {
+        m.set(
+            &["coffer_binlog_archive_lag_seconds"],
+            "How far the repository is behind the server",
+            &labels,
+            l,
+        );
+    }
+    if let Some(t) = ts_secs(st.last_event_time.as_deref()) {
+        m.set(
+            &["coffer_binlog_archive_last_event_timestamp_seconds"],
+            "Commit time of the last archived transaction",
+            &labels,
+            t,
+        );
+    }
+    m.set(
+        &["coffer_binlog_archive_archived_bytes"],
+        "Bytes of binlog segments in the repository",
+        &labels,
+        st.archived_bytes.unwrap_or(0) as f64,
+    );
+    m.set(
+        &["coffer_binlog_archive_segments"],
+        "Segments in the repository",
+        &labels,
+        st.segment_count.unwrap_or(0) as f64,
+    );
+    m.set(
+        &["coffer_binlog_archive_gaps"],
+        "Breaks in the archived timeline (a restore cannot cross one)",
+        &labels,
+        st.gaps.len() as f64,
+    );
+    let stopped_too_long = st.conditions.iter().any(|c| {
+        c.type_ == coffer_api::archive::condition::GAP_DETECTED
+            && c.is_true()
+            && c.reason == coffer_api::archive::condition::REASON_STOPPED_TOO_LONG
+    });
+    m.set(
+        &["coffer_binlog_archive_stopped_too_long"],
+        "1 when the archive has been stopped longer than the server keeps binlogs",
+        &labels,
+        if stopped_too_long { 1.0 } else { 0.0 },
+    );
+    if let Some(w) = st.recoverable_windows.last() {
+        if let Some(t) = ts_secs(w.earliest.as_deref()) {
+            m.set(
+                &["coffer_binlog_archive_recoverable_start_timestamp_seconds"],
+                "Earliest commit time of the newest recoverable window",
+                &labels,
+                t,
+            );
+        }
+        if let Some(t) = ts_secs(w.latest.as_deref()) {
+            m.set(
+                &["coffer_binlog_archive_recoverable_end_timestamp_seconds"],
+                "Latest commit time of the newest recoverable window",
+                &labels,
+                t,
+            );
+        }
+    }
+    if let Some(f) = st.failures {
+        m.set(
+            &["coffer_binlog_archive_failures"],
+            "Consecutive failed attempts to stream",
+            &labels,
+            f64::from(f),
+        );
+    }
+}
+
 /// The metrics of a finished BackupSession and its repository.
 pub fn backup_session(
     m: &mut Metrics,

@@ -38,16 +38,16 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-struct Member {
-    name: String,
-    state: String,
-    gcomm: String,
-    conn: ConnSpec,
+pub(crate) struct Member {
+    pub(crate) name: String,
+    pub(crate) state: String,
+    pub(crate) gcomm: String,
+    pub(crate) conn: ConnSpec,
 }
 
 /// Reads the cluster from the AppBinding's server: its group name must be the AppBinding's,
 /// and every member's name, state and address are listed.
-fn cluster_members(
+pub(crate) fn cluster_members(
     conn: &ConnSpec,
     files: &ClientFiles,
     group: &str,
@@ -118,7 +118,7 @@ fn cluster_members(
     Ok(out)
 }
 
-fn first_gcomm(address: &str) -> String {
+pub(crate) fn first_gcomm(address: &str) -> String {
     address
         .trim_start_matches("gcomm://")
         .split(['?', ','])

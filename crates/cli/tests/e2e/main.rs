@@ -1,6 +1,7 @@
 //! End-to-end tests of the `coffer` binary against real MariaDB servers, a real S3 server
 //! (Garage) and the restic CLI. One test binary for the whole crate keeps link time down.
 
+mod archive;
 mod archive_store;
 mod backends;
 mod common;

@@ -1,7 +1,7 @@
 //! `coffer server`: the local platform. It watches the store, fires BackupConfigurations on
 //! their schedules, admits or skips sessions, runs each as a supervised child process,
-//! enforces timeouts, retries, trims history, recovers from its own crashes, and serves
-//! /metrics and /healthz. The decisions come from coffer-control; this file only stores
+//! enforces timeouts, retries, trims history, recovers from its own crashes, runs every
+//! binlog archive that is not paused ([`super::archives`]), and serves /metrics and /healthz. The decisions come from coffer-control; this file only stores
 //! resources and runs processes.
 
 use std::{
@@ -25,6 +25,7 @@ use coffer_control::{Action, FailCondition, Readiness, Schedule};
 use jiff::Timestamp;
 
 use super::{
+    archives::Archives,
     lifecycle,
     runner::{self, Agent},
     store::Store,
@@ -56,6 +57,7 @@ struct Server {
     adopted: HashMap<Key, u32>,
     last_check: HashMap<(String, String), Timestamp>,
     started: Timestamp,
+    archives: Archives,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -97,6 +99,7 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         adopted: HashMap::new(),
         last_check: HashMap::new(),
         started: Timestamp::now(),
+        archives: Archives::default(),
     };
     s.recover();
     let mut last_rev = -1;
@@ -183,6 +186,8 @@ impl Server {
         self.start_backup_sessions();
         self.retry_and_trim(&bcs);
         self.start_restore_sessions();
+        self.archives
+            .tick(&self.store, &self.cfg.exe, &self.cfg.home);
         Ok(())
     }
 
@@ -473,6 +478,8 @@ impl Server {
     /// SIGTERM: no new sessions; running ones get the grace period to finish, then are stopped
     /// and marked Failed with the reason.
     fn shutdown(&mut self) {
+        // Archives first: each stores its open segment within a heartbeat or two.
+        self.archives.shutdown(self.cfg.shutdown_grace);
         tracing::info!(
             "stopping: waiting up to {} for {} running session(s)",
             coffer_api::duration::format(self.cfg.shutdown_grace),
@@ -672,6 +679,11 @@ pub fn metrics_text(store: &Store) -> String {
             coffer_engine::metrics::backup_session(&mut m, &bc, s, repo.as_ref(), None);
         } else if let Some(r) = &repo {
             coffer_engine::metrics::repository(&mut m, r);
+        }
+    }
+    for r in store.list(Kind::BinlogArchive, None).unwrap_or_default() {
+        if let Resource::BinlogArchive(a) = r {
+            coffer_engine::metrics::binlog_archive(&mut m, &a);
         }
     }
     m.text()
