@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod native;
 pub mod patch;
 pub mod physical;
+pub mod pitr_restore;
 pub mod progress;
 pub mod resolve;
 pub mod restore;
