@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cipher;
 pub mod cloud;
+pub mod direct;
 pub mod lock;
 pub mod repository;
 pub mod rest;
@@ -15,10 +16,11 @@ mod sizes;
 pub mod store;
 
 pub use cloud::{AzureConfig, B2Config, CloudStore, GcsConfig, S3Config, SwiftConfig};
+pub use direct::{IndexedRepo, Pick, Written};
 pub use lock::{LockError, LockInfo, RepoLock};
 pub use repository::{
     ForgetOutcome, Repo, RepoError, RepoResult, Retention, SnapshotInfo, SnapshotMeta,
-    SnapshotReader, SnapshotSelector, SourceFailed, SourceFile, SourceStream,
+    SnapshotReader, SnapshotSelector, SourceFailed, SourceFile, SourceStream, ARCHIVE_TAG,
 };
 pub use rest::{RestConfig, RestStore};
 pub use store::{LocalStore, ObjectStore, StoreError};

@@ -61,6 +61,10 @@ pub enum RepoError {
 
 pub type RepoResult<T> = Result<T, RepoError>;
 
+/// The tag of a binlog archive's snapshots: many small ones per hour, retained by the
+/// archive itself (segment by segment), never by a backup's keep-rules.
+pub const ARCHIVE_TAG: &str = "coffer-binlog";
+
 /// Facts about one snapshot, for listings and status.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotInfo {
@@ -82,10 +86,14 @@ pub struct SnapshotInfo {
     pub files_unmodified: u64,
     pub total_files: u64,
     pub duration_seconds: f64,
+    /// The snapshot's description (rustic's field; restic ignores it). Not in listings: an
+    /// archive's snapshots carry their segment index there.
+    #[serde(skip)]
+    pub description: Option<String>,
 }
 
 impl SnapshotInfo {
-    fn from_file(s: &SnapshotFile) -> Self {
+    pub(crate) fn from_file(s: &SnapshotFile) -> Self {
         let id = s.id.to_hex().to_string();
         let summary = s.summary.clone().unwrap_or_default();
         Self {
@@ -104,6 +112,7 @@ impl SnapshotInfo {
             files_unmodified: summary.files_unmodified,
             total_files: summary.total_files_processed,
             duration_seconds: summary.backup_duration,
+            description: s.description.clone(),
         }
     }
 }
@@ -201,8 +210,10 @@ pub type SourceStream = Box<dyn Iterator<Item = SourceFile> + Send>;
 /// An open restic repository.
 #[derive(Clone)]
 pub struct Repo {
-    store: Arc<dyn ObjectStore>,
-    key: MasterKey,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) key: MasterKey,
+    /// Repository format v2 (compressed blobs and files).
+    pub(crate) compress: bool,
 }
 
 impl std::fmt::Debug for Repo {
@@ -305,6 +316,7 @@ impl Repo {
         })?;
         Ok(Repo {
             key: open.key(),
+            compress: open.config().version > 1,
             store,
         })
     }
@@ -364,6 +376,7 @@ impl Repo {
                 Ok((
                     Repo {
                         key: open.key(),
+                        compress: open.config().version > 1,
                         store,
                     },
                     true,
@@ -383,7 +396,7 @@ impl Repo {
 
     /// Later opens reuse the master key, skipping the password KDF (128 MiB of scrypt for
     /// repositories rustic created).
-    fn opened(&self) -> RepoResult<Repository<rustic_core::OpenStatus>> {
+    pub(crate) fn opened(&self) -> RepoResult<Repository<rustic_core::OpenStatus>> {
         self.opened_with(StoreBackend::new(self.store.clone()))
     }
 
@@ -396,7 +409,7 @@ impl Repo {
             .map_err(|e| op_err(&self.store, e))
     }
 
-    fn err(&self, e: Box<RusticError>) -> RepoError {
+    pub(crate) fn err(&self, e: Box<RusticError>) -> RepoError {
         op_err(&self.store, e)
     }
 
@@ -640,9 +653,11 @@ impl Repo {
 
     /// Applies keep-rules per host+paths group, as `restic forget` does. With `dry_run` nothing
     /// is removed but the outcome says what would be.
+    /// Snapshots tagged [`ARCHIVE_TAG`] are not a backup's: their own store retains them.
     pub fn forget(&self, rules: &Retention, dry_run: bool) -> RepoResult<ForgetOutcome> {
         let repo = self.opened()?;
-        let snaps = repo.get_all_snapshots().map_err(|e| self.err(e))?;
+        let mut snaps = repo.get_all_snapshots().map_err(|e| self.err(e))?;
+        snaps.retain(|s| !s.tags.contains(ARCHIVE_TAG));
         if rules.is_empty() {
             return Ok(ForgetOutcome {
                 kept: snaps.iter().map(|s| s.id.to_hex().to_string()).collect(),
@@ -733,9 +748,9 @@ fn same_path(a: &str, b: &str) -> bool {
     a.trim_start_matches('/') == b.trim_start_matches('/')
 }
 
-struct CountingWriter<'a> {
-    inner: &'a mut dyn Write,
-    n: u64,
+pub(crate) struct CountingWriter<'a> {
+    pub inner: &'a mut dyn Write,
+    pub n: u64,
 }
 
 impl Write for CountingWriter<'_> {

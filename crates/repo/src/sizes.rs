@@ -36,25 +36,25 @@ pub enum SizesError {
 
 /// restic's index file, as far as trees need it.
 #[derive(Serialize, Deserialize)]
-struct IndexJson {
-    packs: Vec<PackJson>,
+pub(crate) struct IndexJson {
+    pub packs: Vec<PackJson>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct PackJson {
-    id: String,
-    blobs: Vec<BlobJson>,
+pub(crate) struct PackJson {
+    pub id: String,
+    pub blobs: Vec<BlobJson>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct BlobJson {
-    id: String,
+pub(crate) struct BlobJson {
+    pub id: String,
     #[serde(rename = "type")]
-    tpe: String,
-    offset: u32,
-    length: u32,
+    pub tpe: String,
+    pub offset: u32,
+    pub length: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    uncompressed_length: Option<u32>,
+    pub uncompressed_length: Option<u32>,
 }
 
 struct Location {

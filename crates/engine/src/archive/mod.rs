@@ -3,6 +3,7 @@
 //! Contract shared by the archive runner (which writes segments) and the point-in-time
 //! restore (which lists and reads them): everything goes through [`store::SegmentStore`].
 
+mod catalog;
 pub mod store;
 
 pub use store::{Compacted, RepoSink, SegmentStore, SegmentSummary};
