@@ -80,6 +80,7 @@ sql "$base" <<'SQL'
 CREATE USER 'bench'@'%' IDENTIFIED BY 'bench-pass'; GRANT ALL ON *.* TO 'bench'@'%' WITH GRANT OPTION;
 CREATE DATABASE bench;
 CREATE TABLE bench.t (id INT PRIMARY KEY, k INT NOT NULL, pad VARCHAR(1000) NOT NULL, KEY (k)) ENGINE=InnoDB;
+DELIMITER //
 CREATE PROCEDURE bench.gen(first INT, n INT)
 BEGIN
   DECLARE i INT DEFAULT first;
@@ -88,7 +89,8 @@ BEGIN
     IF i % 10 = 0 THEN UPDATE bench.t SET k = k + 1 WHERE id = i DIV 2; END IF;
     SET i = i + 1;
   END WHILE;
-END;
+END//
+DELIMITER ;
 SQL
 stop_server "$base"
 for d in source relay pipe; do mkdir -p "$work/run/$d"; cp -a "$base/data" "$work/run/$d/data"; done
