@@ -704,7 +704,10 @@ pub fn segments_to_read(
             .get(i + 1)
             .filter(|n| breaks(l.meta, n.meta).is_empty());
         let m = l.meta;
-        if bases.iter().any(|b| b.state.0.values().any(|g| inside(m, g))) {
+        if bases
+            .iter()
+            .any(|b| b.state.0.values().any(|g| inside(m, g)))
+        {
             out.insert(m.seq);
         }
         let read = match *target {
@@ -712,8 +715,8 @@ pub fn segments_to_read(
             PointInTimeTarget::Time(t) => {
                 let starts_before = l.first_time.is_some_and(|f| f <= t);
                 let spans = starts_before && l.last_time.is_some_and(|e| e >= t);
-                let last_before = starts_before
-                    && next.is_none_or(|n| n.first_time.is_none_or(|f| f > t));
+                let last_before =
+                    starts_before && next.is_none_or(|n| n.first_time.is_none_or(|f| f > t));
                 spans || last_before
             }
             PointInTimeTarget::Gtid { gtid, .. } => {

@@ -34,7 +34,10 @@ impl SegmentSink for Dir {
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() != 7 {
-        eprintln!("usage: BENCH_PASSWORD=… {} PORT USER FROM UNTIL SEGMENT_DIR DATADIR", a[0]);
+        eprintln!(
+            "usage: BENCH_PASSWORD=… {} PORT USER FROM UNTIL SEGMENT_DIR DATADIR",
+            a[0]
+        );
         std::process::exit(2);
     }
     let spec = ConnSpec {

@@ -85,7 +85,8 @@ pub fn resolve(
     let given = &rs.spec.repository;
     if !given.name.is_empty()
         && (given.name != repository.name
-            || given.namespace.as_deref().unwrap_or(ns) != repository.namespace.as_deref().unwrap_or(ns))
+            || given.namespace.as_deref().unwrap_or(ns)
+                != repository.namespace.as_deref().unwrap_or(ns))
     {
         return Err(invalid(format!(
             "spec.repository is {}/{}, but BinlogArchive {ns}/{} archives into {}/{}: a \
@@ -149,9 +150,7 @@ pub fn bases(
             let has = |p: &str| s.paths.iter().any(|x| x == p);
             match kind {
                 BaseKind::Physical => has(crate::physical::STREAM_PATH),
-                BaseKind::Logical => {
-                    has(crate::backup::DUMP_PATH) || has(coffer_db::native::DIR)
-                }
+                BaseKind::Logical => has(crate::backup::DUMP_PATH) || has(coffer_db::native::DIR),
                 BaseKind::Native => has(coffer_db::native::DIR),
             }
         })
@@ -243,9 +242,11 @@ pub fn status(p: &Planned) -> PointInTimeStatus {
         reached_gtid: Some(p.plan.reached.clone()),
         last_transaction_time: p.plan.stop.as_ref().map(|s| rfc3339(s.time)),
         segments: Some(p.plan.segments.len() as u64),
-        note: p.plan.stopped_before.as_ref().map(|g| {
-            format!("stopped at the last transaction before a gap in the archive: {g}")
-        }),
+        note: p
+            .plan
+            .stopped_before
+            .as_ref()
+            .map(|g| format!("stopped at the last transaction before a gap in the archive: {g}")),
     }
 }
 
@@ -341,7 +342,11 @@ pub fn replay_relay(p: &Planned, datadir: &Path, label: &str) -> EngineResult<()
     }
     RelayServer::write_index(datadir, p.plan.segments.len())
         .map_err(|e| EngineError::Step(format!("cannot write the relay log index: {e}")))?;
-    let stop = p.plan.stop.as_ref().expect("segments to replay have a stop");
+    let stop = p
+        .plan
+        .stop
+        .as_ref()
+        .expect("segments to replay have a stop");
     let stop_meta = &p.read[&stop.segment];
     let source_end = stop_meta
         .transactions

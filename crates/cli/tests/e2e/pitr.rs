@@ -130,7 +130,9 @@ fn now() -> u64 {
 }
 
 fn rfc3339(secs: u64) -> String {
-    jiff::Timestamp::from_second(secs as i64).unwrap().to_string()
+    jiff::Timestamp::from_second(secs as i64)
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -166,18 +168,26 @@ fn a_native_base_and_the_archive_restore_to_latest_a_time_and_a_gtid_and_refuse_
     assert!(next > 3, "several segments: {next}");
 
     // The gappy archive misses the transactions of rows 201..=260 (as if purged unarchived).
-    let before_gap: GtidState = gtids[99].parse::<coffer_api::gtid::Gtid>().map(|g| {
-        let mut s = start.clone();
-        s.advance(g);
-        s
-    })
-    .unwrap();
+    let before_gap: GtidState = gtids[99]
+        .parse::<coffer_api::gtid::Gtid>()
+        .map(|g| {
+            let mut s = start.clone();
+            s.advance(g);
+            s
+        })
+        .unwrap();
     let after_gap = {
         let mut s = start.clone();
         s.advance(gtids[159].parse().unwrap());
         s
     };
-    let n = archive(&src, open_store(&cf, "default/gappy"), 0, &start, &before_gap);
+    let n = archive(
+        &src,
+        open_store(&cf, "default/gappy"),
+        0,
+        &start,
+        &before_gap,
+    );
     archive(&src, open_store(&cf, "default/gappy"), n, &after_gap, &end);
 
     let restore = |name: &str, archive: &str, point: &str| -> (MariaDb, serde_json::Value) {

@@ -867,7 +867,13 @@ fn two_pass_planning_reads_few_segments_and_plans_as_the_full_index() {
     let mixed: Vec<SegmentMeta> = listed
         .iter()
         .zip(&segs)
-        .map(|(l, s)| if read.contains(&s.seq) { s.clone() } else { stand_in(l) })
+        .map(|(l, s)| {
+            if read.contains(&s.seq) {
+                s.clone()
+            } else {
+                stand_in(l)
+            }
+        })
         .collect();
     let e = plan_restore("shop", &target, &one, &mixed).unwrap_err();
     assert_eq!(e, plan_restore("shop", &target, &one, &segs).unwrap_err());

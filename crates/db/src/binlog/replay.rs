@@ -186,7 +186,10 @@ pub fn pipe_segment(
     let said = stderr.finish();
     let fail = |reason: String| DbError::Local(format!("replaying a segment failed: {reason}"));
     if !status.success() {
-        return Err(fail(format!("mariadb-binlog {}: {said}", describe_exit(status))));
+        return Err(fail(format!(
+            "mariadb-binlog {}: {said}",
+            describe_exit(status)
+        )));
     }
     fed.map_err(|e| fail(format!("reading the segment: {e}")))?;
     copied.map_err(|e| fail(format!("mariadb stopped taking the replayed SQL: {e}")))
@@ -241,9 +244,11 @@ impl RelayServer {
         let mariadbd = match std::env::var_os("COFFER_MARIADBD") {
             Some(p) => PathBuf::from(p),
             None => on_path(&["mariadbd", "mysqld"]).ok_or_else(|| {
-                fail("mariadbd is not installed here: the relay-log replay runs it on the \
+                fail(
+                    "mariadbd is not installed here: the relay-log replay runs it on the \
                       restored data directory"
-                    .into())
+                        .into(),
+                )
             })?,
         };
         let dir = tempfile::Builder::new()
@@ -266,7 +271,10 @@ impl RelayServer {
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--log-error={}", dir.path().join("error.log").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("error.log").display()
+            ))
             .arg(format!("--tmpdir={}", dir.path().display()))
             .arg(format!("--init-file={}", init.display()))
             .arg("--skip-networking")
@@ -310,10 +318,7 @@ impl RelayServer {
             match mysql::Conn::new(opts) {
                 Ok(c) => break c,
                 Err(e) => {
-                    let exited = s
-                        .child
-                        .as_mut()
-                        .and_then(|c| c.try_wait().ok().flatten());
+                    let exited = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                     if let Some(status) = exited {
                         return Err(s.failed(format!(
                             "mariadbd on {} {}",
@@ -506,10 +511,13 @@ impl RelayServer {
             }
         }
         // Leftovers of the replica configuration, if RESET SLAVE ALL kept any.
-        for f in std::fs::read_dir(&self.datadir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(&self.datadir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with(RELAY_BASE) || name == "master.info" || name == "relay-log.info"
-            {
+            if name.starts_with(RELAY_BASE) || name == "master.info" || name == "relay-log.info" {
                 let _ = std::fs::remove_file(f.path());
             }
         }

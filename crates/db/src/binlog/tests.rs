@@ -630,7 +630,11 @@ fn pipe_and_relay_replays_stop_exactly_after_the_chosen_transaction() {
     assert!(sink.metas.len() > 2, "{} segments", sink.metas.len());
     let k = 233; // transaction 234 inserts seq 234
     let cuts = cut_to(&sink.metas, k);
-    let stop = sink.metas.iter().find(|m| m.seq == cuts.last().unwrap().0).unwrap();
+    let stop = sink
+        .metas
+        .iter()
+        .find(|m| m.seq == cuts.last().unwrap().0)
+        .unwrap();
     let stop_tx = sink
         .metas
         .iter()
@@ -639,7 +643,8 @@ fn pipe_and_relay_replays_stop_exactly_after_the_chosen_transaction() {
         .unwrap()
         .clone();
     let rows = |d: &MariaDb| -> Vec<Vec<Option<String>>> {
-        d.query_strings("SELECT COUNT(*), MAX(seq) FROM app.t").unwrap()
+        d.query_strings("SELECT COUNT(*), MAX(seq) FROM app.t")
+            .unwrap()
     };
     let want = vec![vec![Some("234".to_string()), Some("234".to_string())]];
 
