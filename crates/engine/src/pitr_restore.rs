@@ -194,8 +194,8 @@ pub fn plan(
     let mut want = segments_to_read(&listed, target, bases);
     loop {
         for seq in want {
-            if !read.contains_key(&seq) {
-                read.insert(seq, store.meta(seq)?);
+            if let std::collections::btree_map::Entry::Vacant(e) = read.entry(seq) {
+                e.insert(store.meta(seq)?);
             }
         }
         let metas: Vec<SegmentMeta> = listed
