@@ -61,8 +61,7 @@ impl<W: Write> Trim<W> {
         self.inner
     }
 
-    /// The head's length once the magic, the format description and the Rotate's header
-    /// were seen.
+    /// The head's length once the magic, the format description and the Rotate were seen.
     fn find_head(&self) -> Option<u64> {
         let size_at = |off: usize| -> Option<u64> {
             let b = self.head.get(off + 9..off + 13)?;
@@ -71,10 +70,12 @@ impl<W: Write> Trim<W> {
         let fde = size_at(4)?;
         let rotate_at = 4 + fde as usize;
         let rotate = size_at(rotate_at)?;
-        if self.head.len() < rotate_at + HEADER_LEN {
+        let len = 4 + fde + rotate;
+        // The whole head is buffered before any of it is passed on.
+        if rotate < HEADER_LEN as u64 || (self.head.len() as u64) < len {
             return None;
         }
-        Some(4 + fde + rotate)
+        Some(len)
     }
 
     fn emit_range(&mut self, start: u64, b: &[u8]) -> io::Result<()> {
