@@ -672,6 +672,87 @@ fn plan(
     }
 }
 
+/// A segment as the repository lists it: its index without the transaction list, and the
+/// commit times of its first and last transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a> {
+    pub meta: &'a SegmentMeta,
+    pub first_time: Option<i64>,
+    pub last_time: Option<i64>,
+}
+
+/// Planning reads an archive in two passes: the listing (no transaction lists), then the
+/// full index of only the segments a restore can start or stop inside. These are they: a
+/// segment a base backup's state falls strictly inside; for `latest`, the last segment of
+/// every unbroken run; for a time, every segment whose commit times span it and the last
+/// one that starts at or before it in each run; for a GTID, the segment that holds it.
+pub fn segments_to_read(
+    listed: &[Listed],
+    target: &PointInTimeTarget,
+    bases: &[BaseBackup],
+) -> BTreeSet<u64> {
+    let mut sorted: Vec<&Listed> = listed.iter().collect();
+    sorted.sort_by_key(|l| l.meta.seq);
+    let mut out = BTreeSet::new();
+    let inside = |m: &SegmentMeta, g: &Gtid| {
+        let lo = m.start_state.0.get(&g.domain).map_or(0, |s| s.seq);
+        let hi = m.end_state.0.get(&g.domain).map_or(0, |s| s.seq);
+        lo < g.seq && g.seq < hi
+    };
+    for (i, l) in sorted.iter().enumerate() {
+        let next = sorted
+            .get(i + 1)
+            .filter(|n| breaks(l.meta, n.meta).is_empty());
+        let m = l.meta;
+        if bases
+            .iter()
+            .any(|b| b.state.0.values().any(|g| inside(m, g)))
+        {
+            out.insert(m.seq);
+        }
+        let read = match *target {
+            PointInTimeTarget::Latest => next.is_none(),
+            PointInTimeTarget::Time(t) => {
+                let starts_before = l.first_time.is_some_and(|f| f <= t);
+                let spans = starts_before && l.last_time.is_some_and(|e| e >= t);
+                let last_before =
+                    starts_before && next.is_none_or(|n| n.first_time.is_none_or(|f| f > t));
+                spans || last_before
+            }
+            PointInTimeTarget::Gtid { gtid, .. } => {
+                let lo = m.start_state.0.get(&gtid.domain).map_or(0, |s| s.seq);
+                let hi = m.end_state.0.get(&gtid.domain).map_or(0, |s| s.seq);
+                lo < gtid.seq && gtid.seq <= hi
+            }
+        };
+        if read {
+            out.insert(m.seq);
+        }
+    }
+    out
+}
+
+/// A listed segment whose transactions were not read, standing in for its index in
+/// [`plan_restore`]: one transaction per domain it moves, ending where the segment ends, at
+/// its last commit time. The run's states, gaps and end are exact; a restore that would
+/// start or stop inside it needs its real index ([`segments_to_read`]).
+pub fn stand_in(listed: &Listed) -> SegmentMeta {
+    let mut m = listed.meta.clone();
+    m.transactions = m
+        .end_state
+        .0
+        .values()
+        .filter(|g| m.start_state.0.get(&g.domain) != Some(g))
+        .map(|g| TxEnd {
+            gtid: *g,
+            time: listed.last_time.unwrap_or_default(),
+            end: m.bytes,
+            source_end: 0,
+        })
+        .collect();
+    m
+}
+
 /// The first and last archived GTID of each domain, for a message.
 fn archived_ranges(segments: &[SegmentMeta]) -> String {
     let mut ranges: std::collections::BTreeMap<u32, (Gtid, Gtid)> = Default::default();

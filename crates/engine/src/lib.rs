@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod native;
 pub mod patch;
 pub mod physical;
+pub mod pitr_restore;
 pub mod position;
 pub mod progress;
 pub mod resolve;

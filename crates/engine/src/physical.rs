@@ -495,6 +495,20 @@ pub fn restore_replica(
     ordinal: u32,
     label: &str,
 ) -> EngineResult<RestoredReplica> {
+    restore_replica_then(repo, snapshot, plan, ordinal, label, &|_| Ok(()))
+}
+
+/// [`restore_replica`], with `then` run on the prepared directory before it replaces the
+/// target (a point-in-time restore replays the archive there): if it fails, the target is
+/// left as it was.
+pub fn restore_replica_then(
+    repo: &Repo,
+    snapshot: &str,
+    plan: &PhysicalRestore,
+    ordinal: u32,
+    label: &str,
+    then: &dyn Fn(&Path) -> EngineResult<()>,
+) -> EngineResult<RestoredReplica> {
     let dir = plan.dir(ordinal)?;
     if plan.volume_root && !dir.is_dir() {
         return Err(EngineError::Invalid {
@@ -562,6 +576,7 @@ pub fn restore_replica(
                 }
             }
         }
+        then(&staging)?;
         if let Some(owner) = &plan.owner {
             let out = std::process::Command::new("chown")
                 .arg("-R")

@@ -336,21 +336,26 @@ fn execute(
 ) -> EngineResult<Vec<HostRestoreStats>> {
     let ns = rs.metadata.namespace().to_string();
     let label = format!("RestoreSession {ns}/{}", rs.metadata.name);
-    // Until the replay is wired (issue #12), a point-in-time restore must not silently become
-    // a plain snapshot restore.
-    if rs.spec.point_in_time().is_some() {
-        return Err(EngineError::Invalid {
-            resource: label,
-            message: "spec.target.pointInTime: this version does not run point-in-time restores \
-                      yet; remove pointInTime to restore a snapshot"
-                .into(),
-        });
-    }
-    let repo_ns = rs.spec.repository.namespace.clone().unwrap_or(ns.clone());
+    // A point-in-time restore takes its base backup and segments from the archive's
+    // repository.
+    let pitr = match rs.spec.point_in_time() {
+        Some(p) => Some(crate::pitr_restore::resolve(cat, rs, p, &label)?),
+        None => None,
+    };
+    let (repo_ns, repo_name) = match &pitr {
+        Some(a) => (
+            a.repository.namespace.clone().unwrap_or(ns.clone()),
+            a.repository.name.clone(),
+        ),
+        None => (
+            rs.spec.repository.namespace.clone().unwrap_or(ns.clone()),
+            rs.spec.repository.name.clone(),
+        ),
+    };
     let repo_res = resolve::get_repository(
         cat,
         &repo_ns,
-        &rs.spec.repository.name,
+        &repo_name,
         &format!("spec.repository of {label}"),
     )?;
     let access = resolve::repo_access(cat, &repo_res)?;
@@ -442,6 +447,37 @@ fn execute(
     if physical {
         selector.path = Some(crate::physical::STREAM_PATH.into());
     }
+    let planned = match &pitr {
+        Some(archive) => {
+            let kind = if physical {
+                crate::pitr_restore::BaseKind::Physical
+            } else if task.typed.method == Some(coffer_api::params::Method::Native) {
+                crate::pitr_restore::BaseKind::Native
+            } else {
+                crate::pitr_restore::BaseKind::Logical
+            };
+            let snapshots = repo.snapshots().map_err(|e| repo_err(&repo_res, e))?;
+            let named = rule
+                .snapshots
+                .first()
+                .filter(|s| !s.is_empty() && s.as_str() != "latest")
+                .map(String::as_str);
+            let bases = crate::pitr_restore::bases(
+                &snapshots,
+                &crate::pitr_restore::app_of(archive),
+                kind,
+                named,
+            );
+            let store = crate::pitr_restore::store(&repo, archive);
+            let planned = crate::pitr_restore::plan(store, &archive.target, &bases, &label)
+                .map_err(|e| name_repo(&repo_res, e))?;
+            // The base is the plan's, whatever host or "latest" the rule says.
+            selector.snapshot = planned.plan.base.snapshot.clone();
+            selector.host = None;
+            Some(planned)
+        }
+        None => None,
+    };
     let mut native_selector = selector.clone();
     native_selector.path = Some(coffer_db::native::DIR.into());
     // A native snapshot is restored natively when asked to, or when it is the only kind the
@@ -476,8 +512,18 @@ fn execute(
                         dir,
                         bytes,
                         position: pos,
-                    } = crate::physical::restore_replica(&repo, &snap.id, &plan, ordinal, &label)
-                        .map_err(|e| name_repo(&repo_res, e))?;
+                    } = crate::physical::restore_replica_then(
+                        &repo,
+                        &snap.id,
+                        &plan,
+                        ordinal,
+                        &label,
+                        &|dir| match &planned {
+                            Some(p) => crate::pitr_restore::replay_relay(p, dir, &label),
+                            None => Ok(()),
+                        },
+                    )
+                    .map_err(|e| name_repo(&repo_res, e))?;
                     tracing::info!(
                         "replica {ordinal}: {} prepared in {}{}",
                         dir.display(),
@@ -537,6 +583,7 @@ fn execute(
                 stats.restored_bytes = Some(r.bytes);
                 stats.restored_rows = Some(r.rows);
                 stats.position = (!pos.is_empty()).then_some(pos);
+                replay_into(rs, planned.as_ref(), &conn)?;
             }
             Step::Builtin {
                 builtin: Builtin::LogicalRestore,
@@ -559,6 +606,7 @@ fn execute(
                 stats.snapshot = Some(snap.id.clone());
                 stats.restored_bytes = Some(bytes);
                 tracing::info!("restored {}", format::size(bytes));
+                replay_into(rs, planned.as_ref(), &conn)?;
             }
             Step::Builtin { function, .. } => {
                 return Err(EngineError::Step(format!(
@@ -572,12 +620,38 @@ fn execute(
             } => tasks::run_exec(function, command, working_dir.as_deref(), &vars)?,
         }
     }
+    if let Some(p) = &planned {
+        if !replica_stats.is_empty() {
+            rs.status_mut().point_in_time = Some(crate::pitr_restore::status(p));
+        }
+    }
     if !replica_stats.is_empty() {
         return Ok(replica_stats);
     }
     stats.phase = Some(SessionPhase::Succeeded);
     stats.duration = Some(coffer_api::duration::format(started.elapsed()));
     Ok(vec![stats])
+}
+
+/// Replays the archive into the server the base was loaded into, and records how far.
+fn replay_into(
+    rs: &mut RestoreSession,
+    planned: Option<&crate::pitr_restore::Planned>,
+    conn: &coffer_db::ConnSpec,
+) -> EngineResult<()> {
+    let Some(p) = planned else {
+        return Ok(());
+    };
+    let note = crate::pitr_restore::replay_pipe(p, conn)?;
+    let mut st = crate::pitr_restore::status(p);
+    if let Some(n) = note {
+        st.note = Some(match st.note {
+            Some(before) => format!("{before}; {n}"),
+            None => n,
+        });
+    }
+    rs.status_mut().point_in_time = Some(st);
+    Ok(())
 }
 
 /// Streams a dump into the client. mysql's own error, when it has one, is the cause to report:
@@ -692,7 +766,7 @@ mod tests {
     }
 
     #[test]
-    fn a_point_in_time_restore_is_refused_not_run_as_a_snapshot_restore() {
+    fn a_point_in_time_restore_without_its_archive_is_refused_not_run_as_a_snapshot_restore() {
         let cat = crate::catalog::MemoryCatalog::new();
         let rs = coffer_api::parse_manifests(
             "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\n\
@@ -717,10 +791,8 @@ mod tests {
         let e = execute(&cat, &mut rs, Instant::now(), &cfg).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("RestoreSession demo/r"), "{msg}");
-        assert!(
-            msg.contains("does not run point-in-time restores yet"),
-            "{msg}"
-        );
+        assert!(msg.contains("BinlogArchive"), "{msg}");
+        assert!(msg.contains("spec.target.pointInTime.archive"), "{msg}");
     }
 
     #[test]

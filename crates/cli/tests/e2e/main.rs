@@ -14,6 +14,7 @@ mod logical;
 mod native;
 mod physical;
 mod physical_swap;
+mod pitr;
 mod s3;
 mod server;
 mod tasks;

@@ -777,3 +777,105 @@ fn stopped_too_long_compares_with_the_servers_binlog_retention() {
         "{msg}"
     );
 }
+
+/// Planning from the listing (stand-ins) plus the full index of only the segments
+/// `segments_to_read` names gives the plan the full index gives, for every kind of target.
+#[test]
+fn two_pass_planning_reads_few_segments_and_plans_as_the_full_index() {
+    // Three transactions per segment, one per 10 s; a purge gap before segment 5.
+    let mut segs = Vec::new();
+    let mut state = String::new();
+    let mut n = 0u64;
+    for seq in 0..8u64 {
+        if seq == 5 {
+            n += 10;
+            state = format!("0-1-{n}");
+        }
+        let txs: Vec<(String, i64)> = (0..3)
+            .map(|_| {
+                n += 1;
+                (format!("0-1-{n}"), 1000 + 10 * n as i64)
+            })
+            .collect();
+        let refs: Vec<(&str, i64)> = txs.iter().map(|(g, t)| (g.as_str(), *t)).collect();
+        segs.push(seg(seq, &state, &refs));
+        state = format!("0-1-{n}");
+    }
+    let listed_metas: Vec<SegmentMeta> = segs
+        .iter()
+        .map(|s| SegmentMeta {
+            transactions: vec![],
+            ..s.clone()
+        })
+        .collect();
+    let listed: Vec<Listed> = listed_metas
+        .iter()
+        .zip(&segs)
+        .map(|(m, s)| Listed {
+            meta: m,
+            first_time: s.first_time(),
+            last_time: s.last_time(),
+        })
+        .collect();
+    let bases = [
+        BaseBackup {
+            snapshot: "b1".into(),
+            time: 1000,
+            state: st("0-1-4"),
+        },
+        BaseBackup {
+            snapshot: "b2".into(),
+            time: 1265,
+            state: st("0-1-26"),
+        },
+    ];
+    let gt = |s: &str, inclusive| PointInTimeTarget::Gtid {
+        gtid: g(s),
+        inclusive,
+    };
+    // (target, segments read)
+    let cases: Vec<(PointInTimeTarget, Vec<u64>)> = vec![
+        (PointInTimeTarget::Latest, vec![1, 4, 5, 7]),
+        (PointInTimeTarget::Time(1085), vec![1, 2, 5]),
+        (PointInTimeTarget::Time(1125), vec![1, 3, 5]),
+        (gt("0-1-8", true), vec![1, 2, 5]),
+        (gt("0-1-7", false), vec![1, 2, 5]),
+        (gt("0-1-30", true), vec![1, 5, 6]),
+    ];
+    for (target, want) in cases {
+        let read = segments_to_read(&listed, &target, &bases);
+        assert_eq!(read.iter().copied().collect::<Vec<_>>(), want, "{target:?}");
+        let mixed: Vec<SegmentMeta> = listed
+            .iter()
+            .zip(&segs)
+            .map(|(l, s)| {
+                if read.contains(&s.seq) {
+                    s.clone()
+                } else {
+                    stand_in(l)
+                }
+            })
+            .collect();
+        let full = plan_restore("shop", &target, &bases, &segs);
+        let two = plan_restore("shop", &target, &bases, &mixed);
+        assert_eq!(two, full, "{target:?}");
+    }
+    // Across the gap: refused the same way, naming it.
+    let target = gt("0-1-27", true);
+    let one = bases[..1].to_vec();
+    let read = segments_to_read(&listed, &target, &one);
+    let mixed: Vec<SegmentMeta> = listed
+        .iter()
+        .zip(&segs)
+        .map(|(l, s)| {
+            if read.contains(&s.seq) {
+                s.clone()
+            } else {
+                stand_in(l)
+            }
+        })
+        .collect();
+    let e = plan_restore("shop", &target, &one, &mixed).unwrap_err();
+    assert_eq!(e, plan_restore("shop", &target, &one, &segs).unwrap_err());
+    assert!(e.to_string().contains("segments 4..5"), "{e}");
+}

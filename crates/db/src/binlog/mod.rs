@@ -11,6 +11,7 @@
 //! [`SegmentMeta`]: coffer_api::gtid::SegmentMeta
 
 pub mod event;
+pub mod replay;
 pub mod segment;
 pub mod stream;
 

@@ -574,3 +574,145 @@ fn an_idle_server_s_last_transaction_is_flushed_within_the_interval() {
     // The heartbeat is 200 ms: closed by a tick, long before the capture stopped.
     assert!(took < interval + Duration::from_millis(500), "{took:?}");
 }
+
+/// The cut that replays segments `metas` from their start up to and including transaction
+/// `k` (0-based over all of them): the segments needed and each one's cut.
+fn cut_to(metas: &[SegmentMeta], k: usize) -> Vec<(u64, replay::Cut)> {
+    let mut out = Vec::new();
+    let mut left = k;
+    for m in metas {
+        if left < m.transactions.len() {
+            out.push((
+                m.seq,
+                replay::Cut {
+                    from: None,
+                    to: Some(m.transactions[left].end),
+                },
+            ));
+            return out;
+        }
+        left -= m.transactions.len();
+        out.push((m.seq, replay::Cut::default()));
+    }
+    out
+}
+
+/// Both replay ways stop exactly after the chosen transaction: through
+/// `mariadb-binlog - | mariadb` into a running server, and through a private server's SQL
+/// thread over the segments placed as relay logs (the source's server_id differs from the
+/// private server's, UNTIL at the stop's source position).
+#[test]
+fn pipe_and_relay_replays_stop_exactly_after_the_chosen_transaction() {
+    let db = source();
+    db.exec("CREATE DATABASE app; CREATE TABLE app.t (seq INT PRIMARY KEY, v VARCHAR(50))")
+        .unwrap();
+    let start = binlog_pos(&db);
+    let mut c = db.conn().unwrap();
+    use mysql::prelude::Queryable;
+    for i in 1..=300 {
+        c.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
+            .unwrap();
+    }
+    let end = binlog_pos(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::new(
+        "test/a",
+        0,
+        start.clone(),
+        SegmentPolicy {
+            flush_interval: Duration::from_secs(3600),
+            max_bytes: 16 << 10,
+        },
+        DirSink::new(dir.path()),
+    );
+    capture_until(&db, &mut w, &end).unwrap();
+    let sink = w.into_sink();
+    assert!(sink.metas.len() > 2, "{} segments", sink.metas.len());
+    let k = 233; // transaction 234 inserts seq 234
+    let cuts = cut_to(&sink.metas, k);
+    let stop = sink
+        .metas
+        .iter()
+        .find(|m| m.seq == cuts.last().unwrap().0)
+        .unwrap();
+    let stop_tx = sink
+        .metas
+        .iter()
+        .flat_map(|m| m.transactions.iter())
+        .nth(k)
+        .unwrap()
+        .clone();
+    let rows = |d: &MariaDb| -> Vec<Vec<Option<String>>> {
+        d.query_strings("SELECT COUNT(*), MAX(seq) FROM app.t")
+            .unwrap()
+    };
+    let want = vec![vec![Some("234".to_string()), Some("234".to_string())]];
+
+    // The pipe into a running server with the schema.
+    let target = MariaDb::start().unwrap();
+    target
+        .exec("CREATE DATABASE app; CREATE TABLE app.t (seq INT PRIMARY KEY, v VARCHAR(50))")
+        .unwrap();
+    let tspec = spec(&target);
+    let clients = crate::Clients::detect().unwrap();
+    let files = std::sync::Arc::new(ClientFiles::new(&tspec, clients.flavor).unwrap());
+    let mut load = crate::LoadSink::start(&clients, &tspec, files, &[]).unwrap();
+    let tool = replay::binlog_tool().unwrap();
+    for (seq, cut) in &cuts {
+        let path = sink.path(*seq);
+        replay::pipe_segment(&tool, &mut load, *cut, move |w| {
+            std::io::copy(&mut fs::File::open(path)?, w)
+        })
+        .unwrap();
+    }
+    load.finish().unwrap();
+    assert_eq!(rows(&target), want);
+
+    // The relay logs in a stopped server's data directory.
+    let mut relay = MariaDb::start().unwrap();
+    relay
+        .exec("CREATE DATABASE app; CREATE TABLE app.t (seq INT PRIMARY KEY, v VARCHAR(50))")
+        .unwrap();
+    relay.stop();
+    let datadir = relay.datadir().to_path_buf();
+    for (i, (seq, cut)) in cuts.iter().enumerate() {
+        let out = fs::File::create(replay::RelayServer::relay_path(&datadir, i + 1)).unwrap();
+        let mut t = replay::Trim::new(out, *cut);
+        std::io::copy(&mut fs::File::open(sink.path(*seq)).unwrap(), &mut t).unwrap();
+    }
+    replay::RelayServer::write_index(&datadir, cuts.len()).unwrap();
+    let mut server = replay::RelayServer::start(
+        &datadir,
+        replay::RelayOptions {
+            server_id: 4_000_000_000,
+            parallel_threads: 4,
+        },
+        "test relay",
+    )
+    .unwrap();
+    let mut stop_state = GtidState::default();
+    stop_state.advance(stop_tx.gtid);
+    let mut reached = start.clone();
+    reached.advance(stop_tx.gtid);
+    server
+        .apply(
+            Some((&stop.source_file, stop_tx.source_end)),
+            &stop_state,
+            &reached,
+        )
+        .unwrap();
+    server.shutdown().unwrap();
+    assert!(
+        !fs::read_dir(&datadir)
+            .unwrap()
+            .flatten()
+            .any(|f| f.file_name().to_string_lossy().starts_with("coffer-relay")),
+        "the relay logs are gone"
+    );
+    relay.restart().unwrap();
+    assert_eq!(rows(&relay), want);
+    let pos = relay.query_strings("SELECT @@gtid_slave_pos").unwrap();
+    assert_eq!(pos[0][0].as_deref(), Some(reached.to_string().as_str()));
+    let slaves = relay.query_strings("SHOW SLAVE STATUS").unwrap();
+    assert!(slaves.is_empty(), "no replica configuration left");
+}

@@ -1,0 +1,419 @@
+//! Restore to a point (issue #12): the base backup and the archive's segments a
+//! RestoreSession's `spec.target.pointInTime` needs, and the replay up to it.
+//!
+//! The plan is coffer-control's ([`plan_restore`]), over the archive's listing plus the
+//! full index of only the segments a restore can start or stop in ([`segments_to_read`]).
+//! The base is restored by the ordinary restore paths; the replay then goes either through
+//! the SQL thread of a private server on a physical restore's data directory (relay logs,
+//! the fast way), or through `mariadb-binlog | mariadb` into any server.
+
+use std::{collections::BTreeMap, path::Path};
+
+use coffer_api::{
+    archive::BinlogArchive,
+    gtid::{GtidState, SegmentMeta},
+    meta::ObjectRef,
+    restore::{PointInTime, PointInTimeStatus, PointInTimeTarget, RestoreSession},
+    Kind, Resource,
+};
+use coffer_control::pitr::{
+    plan_restore, rfc3339, segments_to_read, stand_in, BaseBackup, Listed, RestorePlan,
+};
+use coffer_db::{
+    binlog::replay::{self, Cut, RelayOptions, RelayServer},
+    ClientFiles, Clients, ConnSpec, LoadSink,
+};
+use coffer_repo::{Repo, SnapshotInfo};
+
+use crate::{
+    archive::SegmentStore,
+    catalog::Catalog,
+    error::{EngineError, EngineResult},
+};
+
+/// The tag naming the AppBinding a base backup was taken of (`app=<namespace>/<name>`).
+pub const APP_TAG: &str = "app=";
+/// The tag holding the GTID state a base backup is consistent at.
+pub const GTID_TAG: &str = "gtid=";
+
+/// The archive a point-in-time restore replays, and the repository both it and the base
+/// backups live in.
+pub struct Archive {
+    pub name: String,
+    pub resource: BinlogArchive,
+    pub repository: ObjectRef,
+    pub target: PointInTimeTarget,
+}
+
+/// Finds the archive; the RestoreSession's repository must be the archive's (or unset).
+pub fn resolve(
+    cat: &dyn Catalog,
+    rs: &RestoreSession,
+    pit: &PointInTime,
+    label: &str,
+) -> EngineResult<Archive> {
+    let ns = rs.metadata.namespace();
+    let invalid = |message: String| EngineError::Invalid {
+        resource: label.to_string(),
+        message,
+    };
+    let target = pit.target().map_err(|problems| {
+        invalid(
+            problems
+                .iter()
+                .map(|(f, m)| format!("spec.target.pointInTime{}{f}: {m}", dot(f)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let resource = match cat
+        .get(Kind::BinlogArchive, ns, &pit.archive)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::BinlogArchive(a)) => a,
+        _ => {
+            return Err(EngineError::Missing {
+                kind: Kind::BinlogArchive,
+                namespace: ns.into(),
+                name: pit.archive.clone(),
+                referenced_by: format!("spec.target.pointInTime.archive of {label}"),
+            })
+        }
+    };
+    let mut repository = resource.spec.repository.clone();
+    repository.namespace.get_or_insert_with(|| ns.to_string());
+    let given = &rs.spec.repository;
+    if !given.name.is_empty()
+        && (given.name != repository.name
+            || given.namespace.as_deref().unwrap_or(ns)
+                != repository.namespace.as_deref().unwrap_or(ns))
+    {
+        return Err(invalid(format!(
+            "spec.repository is {}/{}, but BinlogArchive {ns}/{} archives into {}/{}: a \
+             point-in-time restore takes its base backup from the archive's repository; set \
+             spec.repository to it (or leave it out)",
+            given.namespace.as_deref().unwrap_or(ns),
+            given.name,
+            pit.archive,
+            repository.namespace.as_deref().unwrap_or(ns),
+            repository.name
+        )));
+    }
+    Ok(Archive {
+        name: format!("{ns}/{}", pit.archive),
+        resource,
+        repository,
+        target,
+    })
+}
+
+fn dot(f: &str) -> &'static str {
+    if f.is_empty() {
+        ""
+    } else {
+        "."
+    }
+}
+
+/// What kind of snapshot the restore path can take as its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseKind {
+    /// A `mariabackup` stream (or a Galera SST): restored into a data directory.
+    Physical,
+    /// A dump or a native snapshot, loaded into a server.
+    Logical,
+    /// Only a native snapshot (the task asks for `method: native`).
+    Native,
+}
+
+/// The snapshots that can be a base: tagged with the GTID state they hold, of the archive's
+/// AppBinding, of the kind the restore path takes, and the one the rule names if it names
+/// one. A snapshot without an `app=` tag (taken before coffer tagged them) is a candidate
+/// too: the plan accepts it only if its GTID state — every GTID, server id included — is a
+/// state of the archive's history, which another server's backup is not.
+pub fn bases(
+    snapshots: &[SnapshotInfo],
+    app: &str,
+    kind: BaseKind,
+    named: Option<&str>,
+) -> Vec<BaseBackup> {
+    let tag = |s: &SnapshotInfo, p: &str| {
+        s.tags
+            .iter()
+            .find_map(|t| t.strip_prefix(p).map(str::to_string))
+    };
+    snapshots
+        .iter()
+        .filter(|s| tag(s, APP_TAG).is_none_or(|a| a == app))
+        .filter(|s| named.is_none_or(|n| s.id.starts_with(n)))
+        .filter(|s| {
+            let has = |p: &str| s.paths.iter().any(|x| x == p);
+            match kind {
+                BaseKind::Physical => has(crate::physical::STREAM_PATH),
+                BaseKind::Logical => has(crate::backup::DUMP_PATH) || has(coffer_db::native::DIR),
+                BaseKind::Native => has(coffer_db::native::DIR),
+            }
+        })
+        .filter_map(|s| {
+            let state: GtidState = tag(s, GTID_TAG)?.parse().ok()?;
+            Some(BaseBackup {
+                snapshot: s.id.clone(),
+                time: s.unix_time,
+                state,
+            })
+        })
+        .collect()
+}
+
+/// A planned point-in-time restore.
+pub struct Planned {
+    pub store: SegmentStore,
+    pub plan: RestorePlan,
+    /// The full index of the segments the replay starts and stops in.
+    pub read: BTreeMap<u64, SegmentMeta>,
+}
+
+/// Plans in two passes: the listing, then the full index of the segments the restore can
+/// start or stop in (and any other the plan then starts or stops in).
+pub fn plan(
+    store: SegmentStore,
+    target: &PointInTimeTarget,
+    bases: &[BaseBackup],
+    label: &str,
+) -> EngineResult<Planned> {
+    let listing = store.list()?;
+    let listed: Vec<Listed> = listing
+        .iter()
+        .map(|s| Listed {
+            meta: &s.meta,
+            first_time: s.first_time,
+            last_time: s.last_time,
+        })
+        .collect();
+    let mut read: BTreeMap<u64, SegmentMeta> = BTreeMap::new();
+    let mut want = segments_to_read(&listed, target, bases);
+    loop {
+        for seq in want {
+            if let std::collections::btree_map::Entry::Vacant(e) = read.entry(seq) {
+                e.insert(store.meta(seq)?);
+            }
+        }
+        let metas: Vec<SegmentMeta> = listed
+            .iter()
+            .map(|l| {
+                read.get(&l.meta.seq)
+                    .cloned()
+                    .unwrap_or_else(|| stand_in(l))
+            })
+            .collect();
+        let plan = plan_restore(store.archive(), target, bases, &metas).map_err(|e| {
+            EngineError::Invalid {
+                resource: label.to_string(),
+                message: format!("spec.target.pointInTime: {e}"),
+            }
+        })?;
+        let ends = [
+            plan.start.as_ref().map(|s| s.segment),
+            plan.stop.as_ref().map(|s| s.segment),
+        ];
+        want = ends
+            .into_iter()
+            .flatten()
+            .filter(|s| !read.contains_key(s))
+            .collect();
+        if want.is_empty() {
+            tracing::info!(
+                "point in time: base {} ({}), {} segment(s) to replay, {} index(es) read of {}",
+                plan.base.snapshot,
+                plan.base.state,
+                plan.segments.len(),
+                read.len(),
+                listing.len()
+            );
+            return Ok(Planned { store, plan, read });
+        }
+    }
+}
+
+/// The status of the restore once the replay reached its stop.
+pub fn status(p: &Planned) -> PointInTimeStatus {
+    PointInTimeStatus {
+        base_snapshot: Some(p.plan.base.snapshot.clone()),
+        reached_gtid: Some(p.plan.reached.clone()),
+        last_transaction_time: p.plan.stop.as_ref().map(|s| rfc3339(s.time)),
+        segments: Some(p.plan.segments.len() as u64),
+        note: p
+            .plan
+            .stopped_before
+            .as_ref()
+            .map(|g| format!("stopped at the last transaction before a gap in the archive: {g}")),
+    }
+}
+
+/// Which bytes of segment `seq` the replay applies.
+fn cut(plan: &RestorePlan, seq: u64) -> Cut {
+    Cut {
+        from: plan
+            .start
+            .as_ref()
+            .filter(|s| s.segment == seq)
+            .and_then(|s| s.offset),
+        to: plan
+            .stop
+            .as_ref()
+            .filter(|s| s.segment == seq)
+            .map(|s| s.offset),
+    }
+}
+
+fn io_err(e: coffer_repo::RepoError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Replays the plan into a running server through `mariadb-binlog | mariadb`, one
+/// `mariadb-binlog` per segment into one client session, then records the reached state as
+/// `gtid_slave_pos` (the replay leaves it untouched on a server without binlog: pitr.md §4
+/// trap 5). Returns a note when the state could not be recorded.
+pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>> {
+    if p.plan.segments.is_empty() {
+        return Ok(None);
+    }
+    let tool = replay::binlog_tool()?;
+    let clients = Clients::detect()?;
+    let files = std::sync::Arc::new(ClientFiles::new(conn, clients.flavor)?);
+    let mut sink = LoadSink::start(&clients, conn, files.clone(), &[])?;
+    for &seq in &p.plan.segments {
+        let store = p.store.clone();
+        let r = replay::pipe_segment(&tool, &mut sink, cut(&p.plan, seq), move |w| {
+            store.read(seq, w).map_err(io_err)
+        });
+        if let Err(e) = r {
+            let said = sink.abort();
+            return Err(EngineError::Step(format!(
+                "replaying segment {seq} of archive {} into {}: {e}{}",
+                p.store.archive(),
+                conn.label,
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!("; mariadb said: {said}")
+                }
+            )));
+        }
+        tracing::info!("segment {seq} replayed");
+    }
+    sink.finish()?;
+    use coffer_db::mysql_prelude::Queryable;
+    let reached = &p.plan.reached;
+    let set = coffer_db::connect_control(conn, &files).and_then(|mut c| {
+        c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{reached}'"))
+            .map_err(|e| coffer_db::conn::classify(conn, &e))
+    });
+    Ok(set.err().map(|e| {
+        tracing::warn!("the replay is complete, but gtid_slave_pos was not set: {e}");
+        format!(
+            "gtid_slave_pos could not be set to {reached} ({e}); set it before making this \
+             server a replica"
+        )
+    }))
+}
+
+/// Replays the plan into the prepared data directory `datadir` with a private server's SQL
+/// thread: each segment is placed (cut) as a relay log, applied with
+/// `slave_parallel_mode=optimistic` and min(cores, 16) threads up to the stop's source
+/// position, checked, and the replica configuration removed again.
+pub fn replay_relay(p: &Planned, datadir: &Path, label: &str) -> EngineResult<()> {
+    if p.plan.segments.is_empty() {
+        return Ok(());
+    }
+    let place = |n: usize, seq: u64| -> EngineResult<()> {
+        let path = RelayServer::relay_path(datadir, n);
+        let f = std::fs::File::create(&path)
+            .map_err(|e| EngineError::Step(format!("cannot create {}: {e}", path.display())))?;
+        let mut t = replay::Trim::new(std::io::BufWriter::new(f), cut(&p.plan, seq));
+        p.store.read(seq, &mut t)?;
+        use std::io::Write;
+        t.flush()
+            .map_err(|e| EngineError::Step(format!("cannot write {}: {e}", path.display())))?;
+        Ok(())
+    };
+    for (i, &seq) in p.plan.segments.iter().enumerate() {
+        place(i + 1, seq)?;
+    }
+    RelayServer::write_index(datadir, p.plan.segments.len())
+        .map_err(|e| EngineError::Step(format!("cannot write the relay log index: {e}")))?;
+    let stop = p
+        .plan
+        .stop
+        .as_ref()
+        .expect("segments to replay have a stop");
+    let stop_meta = &p.read[&stop.segment];
+    let source_end = stop_meta
+        .transactions
+        .iter()
+        .find(|t| t.gtid == stop.gtid)
+        .map(|t| t.source_end)
+        .filter(|e| *e > 0);
+    // UNTIL compares source file names by their number: only meaningful when the replayed
+    // files come from one server's one sequence. The last relay log ends at the stop anyway.
+    let until = source_end
+        .filter(|_| files_in_order(p))
+        .map(|e| (stop_meta.source_file.as_str(), e));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let opts = RelayOptions {
+        server_id: replay_server_id(p),
+        parallel_threads: cores.clamp(1, 16),
+    };
+    let mut stop_state = GtidState::default();
+    stop_state.advance(stop.gtid);
+    let mut server = RelayServer::start(datadir, opts, label)?;
+    server.apply(until, &stop_state, &p.plan.reached)?;
+    server.shutdown()?;
+    Ok(())
+}
+
+/// Every replayed segment comes from the same server, and their files in ascending order.
+fn files_in_order(p: &Planned) -> bool {
+    let known: Vec<&SegmentMeta> = p.read.values().collect();
+    let same_server = known
+        .windows(2)
+        .all(|w| w[0].source_server_id == w[1].source_server_id);
+    let files: Vec<&str> = known.iter().map(|m| m.source_file.as_str()).collect();
+    same_server && files.windows(2).all(|w| w[0] <= w[1])
+}
+
+/// A server_id for the private server that no replayed event carries (pitr.md §4 trap 4).
+fn replay_server_id(p: &Planned) -> u32 {
+    let mut used: std::collections::BTreeSet<u32> = p
+        .read
+        .values()
+        .flat_map(|m| {
+            std::iter::once(m.source_server_id)
+                .chain(m.transactions.iter().map(|t| t.gtid.server))
+                .chain(m.start_state.0.values().map(|g| g.server))
+                .chain(m.end_state.0.values().map(|g| g.server))
+        })
+        .collect();
+    used.extend(p.plan.reached.0.values().map(|g| g.server));
+    (1..u32::MAX)
+        .rev()
+        .find(|id| !used.contains(id))
+        .unwrap_or(1)
+}
+
+/// The archive's store in the opened repository.
+pub fn store(repo: &Repo, archive: &Archive) -> SegmentStore {
+    SegmentStore::new(repo.clone(), &archive.name)
+}
+
+/// `namespace/name` of the archive's AppBinding, as base backups are tagged.
+pub fn app_of(archive: &Archive) -> String {
+    let spec = &archive.resource.spec.app_binding;
+    let ns = spec
+        .namespace
+        .as_deref()
+        .unwrap_or(archive.resource.metadata.namespace());
+    format!("{ns}/{}", spec.name)
+}
