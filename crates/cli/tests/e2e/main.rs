@@ -4,6 +4,7 @@
 mod archive_store;
 mod backends;
 mod common;
+mod dashboard;
 mod faults;
 mod galera;
 mod kube_job;

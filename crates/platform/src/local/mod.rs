@@ -1,5 +1,6 @@
 //! The local platform: one machine, resources in an embedded SQLite store.
 
+pub mod dashboard;
 pub mod lifecycle;
 pub mod runner;
 pub mod server;
