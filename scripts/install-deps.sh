@@ -4,7 +4,8 @@
 # Pushgateway, promtool (package prometheus; its service is kept from starting), sysbench,
 # and Garage (an S3-compatible server, built once with cargo and reused wherever it is
 # already installed), python3-venv for the Kubernetes manifest gate,
-# and the Azure Blob, GCS and restic REST servers of the backends tests.
+# the Azure Blob, GCS and restic REST servers of the backends tests, and Chromium (headless,
+# for the dashboard test).
 # Idempotent; safe to re-run.
 set -euo pipefail
 # --database-only: just the MariaDB server and clients (what the quickstart needs).
@@ -15,7 +16,7 @@ need_apt=()
 pairs="mariadbd:mariadb-server mariadb:mariadb-client"
 $only_db || pairs="$pairs mariabackup:mariadb-backup garbd:galera-arbitrator-4 restic:restic \
   prometheus-pushgateway:prometheus-pushgateway sysbench:sysbench socat:socat ss:iproute2 \
-  openssl:openssl promtool:prometheus"
+  openssl:openssl promtool:prometheus chromium:chromium"
 for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")

@@ -120,9 +120,19 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Server {
             pushgateway,
             metrics_address,
+            dashboard_address,
             shutdown_grace,
             config,
-        } => server(home, pushgateway, metrics_address, shutdown_grace, config),
+        } => server(
+            home,
+            pushgateway,
+            Listen {
+                metrics: metrics_address,
+                dashboard: dashboard_address,
+            },
+            shutdown_grace,
+            config,
+        ),
         Command::Agent { kind, name } => agent(&store, ns, &kind, &name),
         Command::Archive { binlog_archive } => archive(&store, ns, &binlog_archive),
         Command::Operator { .. }
@@ -192,13 +202,20 @@ fn logs(store: &Store, home: &Path, ns: &str, args: &[String]) -> Result<i32> {
 struct ServerFile {
     pushgateway: Option<String>,
     metrics_address: Option<String>,
+    dashboard_address: Option<String>,
     shutdown_grace: Option<String>,
+}
+
+/// The server's listen addresses as given by flags.
+struct Listen {
+    metrics: Option<String>,
+    dashboard: Option<String>,
 }
 
 fn server(
     home: PathBuf,
     pushgateway: Option<String>,
-    metrics_address: Option<String>,
+    listen: Listen,
     shutdown_grace: Option<String>,
     config: Option<PathBuf>,
 ) -> Result<i32> {
@@ -216,13 +233,19 @@ fn server(
         .map(|g| coffer_api::duration::parse(&g).map_err(|e| anyhow!("shutdownGrace: {e}")))
         .transpose()?
         .unwrap_or(Duration::from_secs(60));
+    let metrics_address = listen
+        .metrics
+        .or(file.metrics_address)
+        .unwrap_or_else(|| "127.0.0.1:9464".into());
     let cfg = coffer_platform::local::server::ServerConfig {
         home,
         exe: std::env::current_exe().context("cannot find the coffer executable")?,
         pushgateway: pushgateway.or(file.pushgateway).filter(|p| !p.is_empty()),
-        metrics_address: metrics_address
-            .or(file.metrics_address)
-            .unwrap_or_else(|| "127.0.0.1:9464".into()),
+        dashboard: coffer_platform::local::dashboard::dashboard_at(
+            listen.dashboard.or(file.dashboard_address).as_deref(),
+            &metrics_address,
+        ),
+        metrics_address,
         shutdown_grace: grace,
         tick: Duration::from_millis(250),
     };

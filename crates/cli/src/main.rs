@@ -127,13 +127,18 @@ pub enum Command {
         /// Pushgateway to push metrics to at the end of every session (e.g. http://127.0.0.1:9091)
         #[arg(long)]
         pushgateway: Option<String>,
-        /// Loopback address for /metrics and /healthz
+        /// Loopback address for /metrics and /healthz (and, by default, the dashboard)
         #[arg(long)]
         metrics_address: Option<String>,
+        /// Address of the read-only web dashboard (default: on the metrics address when that
+        /// is loopback; `off` turns it off)
+        #[arg(long)]
+        dashboard_address: Option<String>,
         /// How long running sessions may take to finish after SIGTERM (e.g. 60s)
         #[arg(long)]
         shutdown_grace: Option<String>,
-        /// YAML file with pushgateway, metricsAddress, shutdownGrace (flags win)
+        /// YAML file with pushgateway, metricsAddress, dashboardAddress, shutdownGrace (flags
+        /// win)
         #[arg(long)]
         config: Option<PathBuf>,
     },

@@ -5,6 +5,7 @@ mod archive;
 mod archive_store;
 mod backends;
 mod common;
+mod dashboard;
 mod faults;
 mod galera;
 mod kube_job;

@@ -1,6 +1,7 @@
 //! The local platform: one machine, resources in an embedded SQLite store.
 
 pub mod archives;
+pub mod dashboard;
 pub mod lifecycle;
 pub mod runner;
 pub mod server;

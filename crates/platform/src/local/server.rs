@@ -1,7 +1,8 @@
 //! `coffer server`: the local platform. It watches the store, fires BackupConfigurations on
 //! their schedules, admits or skips sessions, runs each as a supervised child process,
 //! enforces timeouts, retries, trims history, recovers from its own crashes, runs every
-//! binlog archive that is not paused ([`super::archives`]), and serves /metrics and /healthz. The decisions come from coffer-control; this file only stores
+//! binlog archive that is not paused ([`super::archives`]), and serves /metrics, /healthz and
+//! the read-only web dashboard. The decisions come from coffer-control; this file only stores
 //! resources and runs processes.
 
 use std::{
@@ -26,6 +27,7 @@ use jiff::Timestamp;
 
 use super::{
     archives::Archives,
+    dashboard::{self, DashboardAt},
     lifecycle,
     runner::{self, Agent},
     store::Store,
@@ -38,6 +40,8 @@ pub struct ServerConfig {
     pub exe: PathBuf,
     pub pushgateway: Option<String>,
     pub metrics_address: String,
+    /// Where the web dashboard is served (`--dashboard-address`).
+    pub dashboard: DashboardAt,
     /// How long running sessions may take to finish after SIGTERM before they are stopped.
     pub shutdown_grace: Duration,
     pub tick: Duration,
@@ -82,9 +86,32 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
-    serve_http(&cfg.metrics_address, store.clone())?;
+    let on_metrics = cfg.dashboard == DashboardAt::OnMetrics;
+    serve_http(
+        &cfg.metrics_address,
+        store.clone(),
+        Routes {
+            metrics: true,
+            dashboard: on_metrics,
+        },
+    )?;
+    if let DashboardAt::Own(addr) = &cfg.dashboard {
+        serve_http(
+            addr,
+            store.clone(),
+            Routes {
+                metrics: false,
+                dashboard: true,
+            },
+        )?;
+    }
+    let board = match &cfg.dashboard {
+        DashboardAt::Off => "off".to_string(),
+        DashboardAt::OnMetrics => format!("http://{}/", cfg.metrics_address),
+        DashboardAt::Own(a) => format!("http://{a}/"),
+    };
     tracing::info!(
-        "coffer server on {} (metrics on http://{}/metrics{})",
+        "coffer server on {} (metrics on http://{}/metrics, dashboard {board}{})",
         cfg.home.display(),
         cfg.metrics_address,
         cfg.pushgateway
@@ -591,27 +618,74 @@ pub fn create_backup_session(
     ))
 }
 
+/// What one HTTP listener serves.
+#[derive(Debug, Clone, Copy)]
+struct Routes {
+    metrics: bool,
+    dashboard: bool,
+}
+
 /// Serves /metrics (every configuration's latest finished session, repositories, and
-/// coffer's own gauges, computed from the store at each scrape) and /healthz.
-fn serve_http(addr: &str, store: Arc<Store>) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| format!("cannot listen on {addr} for /metrics: {e}"))?;
+/// coffer's own gauges, computed from the store at each scrape) and /healthz, and/or the
+/// read-only dashboard (`/` and `/api/overview`). Only GET and HEAD; nothing here writes.
+fn serve_http(addr: &str, store: Arc<Store>, routes: Routes) -> Result<(), String> {
+    let what = match (routes.metrics, routes.dashboard) {
+        (true, true) => "/metrics and the dashboard",
+        (true, false) => "/metrics",
+        _ => "the dashboard",
+    };
+    let server = tiny_http::Server::http(addr).map_err(|e| {
+        let fix = if routes.metrics {
+            "choose another with --metrics-address (metricsAddress in the config file)"
+        } else {
+            "choose another with --dashboard-address (dashboardAddress in the config file), \
+             or turn the dashboard off with --dashboard-address off"
+        };
+        format!("cannot listen on {addr} for {what}: {e}; {fix}")
+    })?;
     std::thread::Builder::new()
         .name("coffer-http".into())
         .spawn(move || {
             for req in server.incoming_requests() {
-                let (code, body, ctype) = match req.url() {
+                let get = matches!(
+                    req.method(),
+                    tiny_http::Method::Get | tiny_http::Method::Head
+                );
+                // The query string (a cache buster, say) does not choose the route.
+                let path = req.url().split('?').next().unwrap_or("").to_string();
+                let (code, body, ctype) = match path.as_str() {
+                    _ if !get => (405, "read-only: GET only\n".to_string(), "text/plain"),
                     "/healthz" => match store.revision() {
                         Ok(_) => (200, "ok\n".to_string(), "text/plain"),
                         Err(e) => (500, format!("store unavailable: {e}\n"), "text/plain"),
                     },
-                    "/metrics" => (200, metrics_text(&store), "text/plain; version=0.0.4"),
+                    "/metrics" if routes.metrics => {
+                        (200, metrics_text(&store), "text/plain; version=0.0.4")
+                    }
+                    "/" | "/index.html" if routes.dashboard => {
+                        (200, dashboard::PAGE.to_string(), "text/html; charset=utf-8")
+                    }
+                    "/api/overview" if routes.dashboard => {
+                        match dashboard::overview(&store, Timestamp::now()) {
+                            Ok(v) => (200, v.to_string(), "application/json"),
+                            Err(e) => (
+                                500,
+                                serde_json::json!({ "error": format!("store unavailable: {e}") })
+                                    .to_string(),
+                                "application/json",
+                            ),
+                        }
+                    }
                     _ => (404, "not found\n".to_string(), "text/plain"),
                 };
                 let resp = tiny_http::Response::from_string(body)
                     .with_status_code(code)
                     .with_header(
                         tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
+                            .expect("valid header"),
+                    )
+                    .with_header(
+                        tiny_http::Header::from_bytes(&b"Cache-Control"[..], &b"no-store"[..])
                             .expect("valid header"),
                     );
                 let _ = req.respond(resp);
