@@ -23,7 +23,7 @@ use crate::common::*;
 
 const SOURCE_ID: u32 = 11;
 
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
         assert!(
@@ -84,7 +84,7 @@ fn setup(cf: &Coffer, db: &MariaDb) -> std::path::PathBuf {
 }
 
 /// `coffer archive shop` in the background, its log in the work directory.
-fn start_archive(cf: &Coffer, name: &str) -> Child {
+pub(crate) fn start_archive(cf: &Coffer, name: &str) -> Child {
     let n = std::fs::read_dir(cf.work.path()).unwrap().count();
     let log = std::fs::File::create(cf.path(&format!("archive-{name}-{n}.log"))).unwrap();
     cf.cmd()
@@ -95,7 +95,7 @@ fn start_archive(cf: &Coffer, name: &str) -> Child {
         .unwrap()
 }
 
-fn logs(cf: &Coffer) -> String {
+pub(crate) fn logs(cf: &Coffer) -> String {
     let mut out = String::new();
     for e in std::fs::read_dir(cf.work.path()).unwrap().flatten() {
         let p = e.path();
@@ -111,7 +111,7 @@ fn logs(cf: &Coffer) -> String {
 }
 
 /// SIGINT (or SIGTERM), then the exit status.
-fn stop(mut child: Child, sig: i32) -> ExitStatus {
+pub(crate) fn stop(mut child: Child, sig: i32) -> ExitStatus {
     unsafe { libc::kill(child.id() as i32, sig) };
     let t = Instant::now();
     loop {
@@ -126,7 +126,7 @@ fn stop(mut child: Child, sig: i32) -> ExitStatus {
     }
 }
 
-fn status(cf: &Coffer, name: &str) -> serde_json::Value {
+pub(crate) fn status(cf: &Coffer, name: &str) -> serde_json::Value {
     cf.get_json("archive", name)["status"].clone()
 }
 
@@ -138,7 +138,7 @@ fn last_gtid(cf: &Coffer, name: &str) -> GtidState {
         .unwrap()
 }
 
-fn wait_streaming(cf: &Coffer, name: &str) {
+pub(crate) fn wait_streaming(cf: &Coffer, name: &str) {
     wait_until(Duration::from_secs(60), "the archive streams", || {
         status(cf, name)["phase"] == "Streaming"
     });

@@ -113,6 +113,29 @@ fn pitr_session(name: &str, ab: &str, point: &str, params: &str) -> String {
     )
 }
 
+/// Restores `point` of `archive` into a fresh server through a RestoreSession `name`;
+/// returns the server and the session.
+fn restore_into_new(
+    cf: &Coffer,
+    name: &str,
+    archive: &str,
+    point: &str,
+) -> (MariaDb, serde_json::Value) {
+    let target = MariaDb::start().unwrap();
+    let ab = format!("t-{name}");
+    let m = [
+        db_secret(&format!("{ab}-auth"), &target),
+        appbinding(&ab, &target, &format!("{ab}-auth")),
+    ]
+    .join("---\n");
+    let r = cf.apply(&format!("{name}-target.yaml"), &m);
+    assert!(r.ok, "{r}");
+    let session = pitr_session(name, &ab, &format!("{point}, archive: {archive}"), "");
+    let f = cf.file(&format!("{name}.yaml"), &session);
+    let _ = cf.run(&["restore", "-f", f.to_str().unwrap(), "--wait"]);
+    (target, cf.get_json("restoresession", name))
+}
+
 /// `(count, max(seq))` of app.t.
 fn rows(c: &mut coffer_testkit::mysql::Conn) -> (u64, u64) {
     use coffer_testkit::mysql::prelude::Queryable;
@@ -190,21 +213,8 @@ fn a_native_base_and_the_archive_restore_to_latest_a_time_and_a_gtid_and_refuse_
     );
     archive(&src, open_store(&cf, "default/gappy"), n, &after_gap, &end);
 
-    let restore = |name: &str, archive: &str, point: &str| -> (MariaDb, serde_json::Value) {
-        let target = MariaDb::start().unwrap();
-        let ab = format!("t-{name}");
-        let m = [
-            db_secret(&format!("{ab}-auth"), &target),
-            appbinding(&ab, &target, &format!("{ab}-auth")),
-        ]
-        .join("---\n");
-        let r = cf.apply(&format!("{name}-target.yaml"), &m);
-        assert!(r.ok, "{r}");
-        let session = pitr_session(name, &ab, &format!("{point}, archive: {archive}"), "");
-        let f = cf.file(&format!("{name}.yaml"), &session);
-        let _ = cf.run(&["restore", "-f", f.to_str().unwrap(), "--wait"]);
-        (target, cf.get_json("restoresession", name))
-    };
+    let restore =
+        |name: &str, archive: &str, point: &str| restore_into_new(&cf, name, archive, point);
 
     let (t, rs) = restore("latest", "arch", "latest: true");
     assert_eq!(phase(&rs), "Succeeded", "{rs:#}");
@@ -329,4 +339,176 @@ fn a_physical_base_is_replayed_over_relay_logs_up_to_a_gtid() {
     assert_eq!(pos.as_deref(), st["reachedGtid"].as_str());
     let slave: Option<coffer_testkit::mysql::Row> = c.query_first("SHOW SLAVE STATUS").unwrap();
     assert!(slave.is_none(), "no replica configuration is left");
+}
+
+/// The row-per-transaction table of the crash test: `committed_at` is the statement's time
+/// on the server (UTC), which is also the time of its binlog events.
+const LOAD_SCHEMA: &str = "CREATE DATABASE app; \
+    CREATE TABLE app.t (seq INT PRIMARY KEY, committed_at DATETIME(6) NOT NULL, \
+    payload VARCHAR(255) NOT NULL) ENGINE=InnoDB";
+
+/// `(seq, committed_at as "unix seconds.micros")` of every row of app.t, in seq order.
+fn committed(db: &MariaDb) -> Vec<(u64, String)> {
+    use coffer_testkit::mysql::prelude::Queryable;
+    let mut c = db.conn().unwrap();
+    c.query_drop("SET time_zone = '+00:00'").unwrap();
+    c.query("SELECT seq, CAST(UNIX_TIMESTAMP(committed_at) AS CHAR) FROM app.t ORDER BY seq")
+        .unwrap()
+}
+
+/// The whole second of a "unix seconds.micros" value.
+fn second(at: &str) -> u64 {
+    at.split('.').next().unwrap().parse().unwrap()
+}
+
+fn unix_f64(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Issue #12's evidence: a real `coffer archive` runs while a writer commits one row per
+/// transaction; the source is SIGKILLed mid-load. Restored to `latest` the rows are exactly
+/// 1..=K with nothing the source did not commit and everything acknowledged more than the
+/// flush interval (5 s) before the kill; to a time, exactly the rows of the seconds up to
+/// it; to a GTID, exactly up to it.
+#[test]
+fn a_source_killed_mid_load_is_restored_to_latest_a_time_and_a_gtid_by_the_real_runner() {
+    use coffer_testkit::mysql::prelude::Queryable;
+    let mut src = MariaDb::start_with(MariaDbOptions::default().binlog(SOURCE_ID, 0)).unwrap();
+    src.exec(LOAD_SCHEMA).unwrap();
+    let cf = Coffer::new();
+    // The default flush interval (5 s): the bound assertion (2) checks.
+    let archive = "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {name: arch}\n\
+                   spec:\n  appBinding: {name: src}\n  repository: {name: repo}\n";
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "repo", "src", &[("method", "native")], 5),
+        archive.to_string(),
+    ]
+    .join("---\n");
+    let applied = cf.apply("m.yaml", &manifests);
+    assert!(applied.ok, "{applied}");
+    // Nothing writes between the base backup and the load: row `seq` is GTID start + seq.
+    let start = gtid_pos(&src);
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    assert_eq!(gtid_pos(&src), start, "nothing wrote during the backup");
+    let runner = crate::archive::start_archive(&cf, "arch");
+    crate::archive::wait_streaming(&cf, "arch");
+
+    // One row per autocommit transaction; each seq is recorded once its COMMIT returned.
+    let mut c = src.conn().unwrap();
+    c.query_drop("SET time_zone = '+00:00'").unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut acked: Vec<(u64, SystemTime)> = Vec::new();
+        for seq in 1u64.. {
+            let sql = format!(
+                "INSERT INTO app.t VALUES ({seq}, NOW(6), REPEAT(CHAR(65 + {seq} % 26), 200))"
+            );
+            if let Err(e) = c.query_drop(sql) {
+                return (acked, e.to_string());
+            }
+            acked.push((seq, SystemTime::now()));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        unreachable!()
+    });
+    std::thread::sleep(Duration::from_secs(18));
+    let killed_at = SystemTime::now();
+    src.kill();
+    let (acked, err) = writer.join().unwrap();
+    // Give the runner a moment to notice, then stop it as an operator would.
+    std::thread::sleep(Duration::from_secs(2));
+    let code = crate::archive::stop(runner, libc::SIGTERM);
+    assert!(
+        code.success(),
+        "coffer archive exited {code}\n{}",
+        crate::archive::logs(&cf)
+    );
+    let last_acked = acked.last().map_or(0, |a| a.0);
+    assert!(
+        last_acked > 100,
+        "the load ran: {last_acked} rows (writer: {err})"
+    );
+    let gtid = |seq: u64| format!("0-{SOURCE_ID}-{}", start.0[&0].seq + seq);
+
+    // (1) latest: exactly 1..=K, (3) K ≤ last acknowledged + the one in flight,
+    // (2) everything acknowledged more than 5 s before the kill.
+    let (latest, rs) = restore_into_new(&cf, "latest", "arch", "latest: true");
+    assert_eq!(
+        phase(&rs),
+        "Succeeded",
+        "{rs:#}\n{}",
+        crate::archive::logs(&cf)
+    );
+    let rows = committed(&latest);
+    let k = rows.len() as u64;
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, (1..=k).collect::<Vec<_>>(), "no hole, nothing extra");
+    assert!(
+        k <= last_acked + 1,
+        "{k} rows restored, the source acknowledged {last_acked} (one more may have been in flight)"
+    );
+    let bound = killed_at - Duration::from_secs(5);
+    let must = acked
+        .iter()
+        .take_while(|(_, at)| *at < bound)
+        .last()
+        .map_or(0, |a| a.0);
+    assert!(
+        must <= k,
+        "row {must} was acknowledged more than 5 s before the kill but only 1..={k} were restored"
+    );
+    assert_eq!(
+        rs["status"]["pointInTime"]["reachedGtid"],
+        gtid(k),
+        "{rs:#}"
+    );
+    let pos = latest.query_strings("SELECT @@gtid_slave_pos").unwrap();
+    assert_eq!(pos[0][0].as_deref(), Some(gtid(k).as_str()));
+    // Every restored row is the source's: its payload as written.
+    let bad = latest
+        .query_strings(
+            "SELECT COUNT(*) FROM app.t WHERE payload <> REPEAT(CHAR(65 + seq % 26), 200)",
+        )
+        .unwrap();
+    assert_eq!(bad[0][0].as_deref(), Some("0"));
+    let last_at: f64 = rows.last().unwrap().1.parse().unwrap();
+    eprintln!(
+        "RPO: {:.3} s (kill at {:.3}, last restored row {k} committed at {last_at:.3}; \
+         {last_acked} acknowledged, {must} acknowledged more than 5 s before the kill)",
+        unix_f64(killed_at) - last_at,
+        unix_f64(killed_at)
+    );
+
+    // A whole second in the middle: exactly the rows whose transactions have a time (the
+    // binlog's, in whole seconds: the statement's second) at or before it.
+    let t = second(&rows[rows.len() / 2].1);
+    let want = rows.iter().take_while(|r| second(&r.1) <= t).count() as u64;
+    assert!(
+        want < k && rows.iter().all(|r| (r.0 <= want) == (second(&r.1) <= t)),
+        "the rows up to {t} are a strict prefix"
+    );
+    let (at_t, rs) = restore_into_new(&cf, "time", "arch", &format!("time: \"{}\"", rfc3339(t)));
+    assert_eq!(phase(&rs), "Succeeded", "{rs:#}");
+    let got = committed(&at_t);
+    assert_eq!(got, rows[..want as usize], "exactly the rows up to {t}");
+    assert_eq!(
+        rs["status"]["pointInTime"]["reachedGtid"],
+        gtid(want),
+        "{rs:#}"
+    );
+
+    // A GTID in the middle, inclusive (the default): exactly up to it.
+    let g = k / 3;
+    let (at_g, rs) = restore_into_new(&cf, "gtid", "arch", &format!("gtid: \"{}\"", gtid(g)));
+    assert_eq!(phase(&rs), "Succeeded", "{rs:#}");
+    assert_eq!(
+        committed(&at_g),
+        rows[..g as usize],
+        "exactly up to {}",
+        gtid(g)
+    );
 }
