@@ -237,6 +237,8 @@ pub fn readiness(
         observed_generation: previous.and_then(|p| p.observed_generation),
         conditions: conds,
         phase: Some(phase),
+        // What verification recorded is kept as it is.
+        ..previous.cloned().unwrap_or_default()
     }
 }
 
