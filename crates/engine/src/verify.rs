@@ -105,7 +105,8 @@ impl Throwaway {
         Ok(Throwaway {
             dir: Some(dir),
             child: None,
-            port: 0,
+            // Chosen now: the client files for the server are written before it starts.
+            port: free_port()?,
             password: random_hex(16),
         })
     }
@@ -186,7 +187,6 @@ impl Throwaway {
         write_private(&init, &sql)?;
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| EngineError::Step(e.to_string()))?;
-        self.port = free_port()?;
         let mut cmd = Command::new(bin);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.datadir().display()))

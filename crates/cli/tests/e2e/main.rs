@@ -18,3 +18,4 @@ mod server;
 mod tasks;
 mod tls;
 mod untrusted;
+mod verify;

@@ -1,0 +1,151 @@
+//! Restore verification (`coffer verify`, spec.verification): the newest snapshot restored
+//! into a throwaway server, checked, and the server gone afterwards whatever the outcome.
+
+use coffer_testkit::MariaDb;
+
+use crate::common::*;
+
+const QUERIES: &str = "  verification:\n    everyBackups: 1\n    queries:\n    \
+    - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n    \
+    - {name: max-id, sql: 'SELECT MAX(id), MIN(name) FROM app.t', expect: \"3000\\tn1\"}\n";
+
+fn setup(params: &[(&str, &str)], queries: &str) -> (MariaDb, Coffer) {
+    let src = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20));
+         USE app; INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;
+         CREATE TABLE app.empty (id INT);",
+    )
+    .unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "repo", "src", params, 5) + queries,
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    (src, cf)
+}
+
+/// Nothing of the throwaway server is left: no directory in the scratch directory, no
+/// process started on one, nothing listening on its port.
+fn assert_nothing_left(cf: &Coffer, status: &serde_json::Value) {
+    let tmp = cf.path("tmp");
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("coffer-verify-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "directories left in {}: {left:?}",
+        tmp.display()
+    );
+    let needle = tmp.to_string_lossy().into_owned();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        assert!(
+            !(cmd.contains("mariadbd") && cmd.contains(&needle)),
+            "a verification server is still running: {cmd}"
+        );
+    }
+    let started = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ServerStarted")
+        .expect("ServerStarted condition");
+    let port: u16 = started["message"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on the verification port {port}"
+    );
+}
+
+fn verify_ok(params: &[(&str, &str)]) {
+    let (_src, cf) = setup(params, QUERIES);
+    let run = cf.run(&["verify", "bc", "-o", "json"]);
+    assert!(run.ok, "{run}");
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["phase"], "Succeeded", "{out:#}");
+    assert!(out["recoverySeconds"].as_f64().unwrap() > 0.0, "{out:#}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    assert_eq!(last["snapshot"], out["snapshot"]);
+    assert!(last["recoverySeconds"].as_f64().is_some(), "{bc:#}");
+    assert_eq!(bc["status"]["lastVerifiedTime"], last["time"]);
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        last["snapshot"], snaps[0]["id"],
+        "the newest snapshot is verified"
+    );
+    for t in [
+        "ServerStarted",
+        "SnapshotRestored",
+        "TablesChecked",
+        "QueriesChecked",
+    ] {
+        let c = last["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
+        assert_eq!(c["status"], "True", "{t}: {last:#}");
+    }
+    assert_nothing_left(&cf, last);
+}
+
+#[test]
+fn a_native_snapshot_verifies_with_a_recovery_time() {
+    verify_ok(&[("method", "native")]);
+}
+
+#[test]
+fn a_mysqldump_snapshot_verifies_with_a_recovery_time() {
+    verify_ok(&[("args", "--databases app")]);
+}
+
+#[test]
+fn a_physical_snapshot_verifies_with_a_recovery_time() {
+    verify_ok(&[("method", "physical")]);
+}
+
+#[test]
+fn a_query_with_another_result_fails_the_verification_and_is_named() {
+    let wrong = "  verification:\n    everyBackups: 1\n    queries:\n    \
+        - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n    \
+        - {name: too-many, sql: 'SELECT COUNT(*) FROM app.t', expect: '3001'}\n";
+    let (_src, cf) = setup(&[("method", "native")], wrong);
+    let run = cf.run(&["verify", "bc"]);
+    assert!(!run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Failed", "{bc:#}");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("query `too-many` returned `3000`, expected `3001`"),
+        "{reason}"
+    );
+    assert!(bc["status"].get("lastVerifiedTime").is_none(), "{bc:#}");
+    assert_nothing_left(&cf, last);
+}
