@@ -149,3 +149,30 @@ fn a_query_with_another_result_fails_the_verification_and_is_named() {
     assert!(bc["status"].get("lastVerifiedTime").is_none(), "{bc:#}");
     assert_nothing_left(&cf, last);
 }
+
+/// spec.verification.everyBackups: 2 verifies after the second backup, not the first.
+#[test]
+fn every_second_backup_is_verified() {
+    let every = "  verification:\n    everyBackups: 2\n    queries:\n    \
+        - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n";
+    let (_src, cf) = setup(&[("method", "native")], every);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    assert!(bc["status"].get("lastVerification").is_none(), "{bc:#}");
+    assert_eq!(bc["status"]["backupsSinceVerification"], 1, "{bc:#}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    assert_eq!(bc["status"]["backupsSinceVerification"], 0, "{bc:#}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    let newest = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["time"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(last["snapshot"], newest["id"], "{snaps:#}");
+    assert_nothing_left(&cf, last);
+}
