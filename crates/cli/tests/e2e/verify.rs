@@ -176,3 +176,39 @@ fn every_second_backup_is_verified() {
     assert_eq!(last["snapshot"], newest["id"], "{snaps:#}");
     assert_nothing_left(&cf, last);
 }
+
+/// spec.verification.schedule: `coffer server` verifies when the schedule fires.
+#[test]
+fn the_server_verifies_on_the_verification_schedule() {
+    let cron = "  verification:\n    schedule: '* * * * *'\n    queries:\n    \
+        - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n";
+    let (_src, cf) = setup(&[("method", "native")], cron);
+    let port = coffer_testkit::free_port();
+    let log = std::fs::File::create(cf.path("server.log")).unwrap();
+    let mut server = cf
+        .cmd()
+        .args(["server", "--metrics-address", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Waits for the outcome (the schedule fires within a minute), not for a time.
+    let mut last = serde_json::Value::Null;
+    for _ in 0..300 {
+        let bc = cf.get_json("backupconfiguration", "bc");
+        last = bc["status"]["lastVerification"].clone();
+        if matches!(last["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let _ = server.wait();
+    let log = std::fs::read_to_string(cf.path("server.log")).unwrap_or_default();
+    assert_eq!(last["phase"], "Succeeded", "{last:#}\n{log}");
+    assert!(
+        log.contains("verification schedule `* * * * *` fired"),
+        "{log}"
+    );
+    assert_nothing_left(&cf, &last);
+}
