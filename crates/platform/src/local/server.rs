@@ -759,6 +759,16 @@ pub fn metrics_text(store: &Store) -> String {
         } else if let Some(r) = &repo {
             coffer_engine::metrics::repository(&mut m, r);
         }
+        if let Some(st) = bc.status.as_ref() {
+            if let Some(v) = &st.last_verification {
+                coffer_engine::metrics::verification(
+                    &mut m,
+                    &bc,
+                    v,
+                    st.last_verified_time.as_deref(),
+                );
+            }
+        }
     }
     m.text()
 }
