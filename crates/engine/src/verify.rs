@@ -96,9 +96,11 @@ pub struct Throwaway {
 
 impl Throwaway {
     fn new() -> EngineResult<Throwaway> {
+        let scratch = coffer_db::process::scratch_dir();
+        sweep(&scratch);
         let dir = tempfile::Builder::new()
-            .prefix("coffer-verify-")
-            .tempdir_in(coffer_db::process::scratch_dir())
+            .prefix(&format!("coffer-verify-{}-", std::process::id()))
+            .tempdir_in(&scratch)
             .map_err(|e| {
                 EngineError::Step(format!("cannot create a verification directory: {e}"))
             })?;
@@ -131,6 +133,15 @@ impl Throwaway {
             tls: None,
             label: format!("the verification server on 127.0.0.1:{}", self.port),
         }
+    }
+
+    /// The statements that create the verification account (the password is random hex).
+    fn account_sql(&self) -> String {
+        format!(
+            "CREATE OR REPLACE USER 'coffer_verify'@'127.0.0.1' IDENTIFIED BY '{}';\n\
+             GRANT ALL PRIVILEGES ON *.* TO 'coffer_verify'@'127.0.0.1' WITH GRANT OPTION;\n",
+            self.password
+        )
     }
 
     /// An empty server's data directory (for logical and native snapshots).
@@ -179,12 +190,7 @@ impl Throwaway {
         .ok_or_else(|| EngineError::Step("mariadbd is not on PATH or in /usr/sbin".into()))?;
         let root = self.root().to_path_buf();
         let init = root.join("init.sql");
-        let sql = format!(
-            "CREATE OR REPLACE USER 'coffer_verify'@'127.0.0.1' IDENTIFIED BY '{}';\n\
-             GRANT ALL PRIVILEGES ON *.* TO 'coffer_verify'@'127.0.0.1' WITH GRANT OPTION;\n",
-            self.password
-        );
-        write_private(&init, &sql)?;
+        write_private(&init, &self.account_sql())?;
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| EngineError::Step(e.to_string()))?;
         let mut cmd = Command::new(bin);
@@ -246,6 +252,31 @@ impl Throwaway {
 impl Drop for Throwaway {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Removes the directories of verifications whose coffer died without removing them (killed:
+/// its server died with it, by the parent-death signal, but a directory cannot).
+fn sweep(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("coffer-verify-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(
+                "removing {} left by an ended verification",
+                e.path().display()
+            );
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -551,8 +582,16 @@ fn verify(
             Ok(())
         })(),
         SnapKind::Dump => (|| {
+            // A dump of every database brings the source's accounts along and reloads them:
+            // a connection made before keeps its privileges and gives the account back.
+            let mut keep = coffer_db::connect(&conn, &files)?;
             let sink = LoadSink::start(&clients, &conn, files.clone(), &[])?;
             crate::restore::load(&repo, &snap.id, sink)?;
+            keep.query_drop(server.account_sql()).map_err(|e| {
+                EngineError::Step(format!(
+                    "cannot give the verification account back after the load: {e}"
+                ))
+            })?;
             Ok(())
         })(),
     };

@@ -125,6 +125,12 @@ fn a_mysqldump_snapshot_verifies_with_a_recovery_time() {
     verify_ok(&[("args", "--databases app")]);
 }
 
+/// The default selection (--all-databases) brings the source's mysql schema along.
+#[test]
+fn an_all_databases_mysqldump_snapshot_verifies() {
+    verify_ok(&[]);
+}
+
 #[test]
 fn a_physical_snapshot_verifies_with_a_recovery_time() {
     verify_ok(&[("method", "physical")]);
@@ -211,4 +217,56 @@ fn the_server_verifies_on_the_verification_schedule() {
         "{log}"
     );
     assert_nothing_left(&cf, &last);
+}
+
+fn verification_servers(cf: &Coffer) -> usize {
+    let needle = cf.path("tmp").to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("mariadbd") && cmd.contains(&needle)
+        })
+        .count()
+}
+
+/// A `coffer verify` killed while its server runs takes the server with it, and the next
+/// verification removes the directory it left.
+#[test]
+fn a_killed_verification_leaves_nothing_after_the_next() {
+    let (_src, cf) = setup(&[("method", "native")], QUERIES);
+    let mut child = cf
+        .cmd()
+        .args(["verify", "bc"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..600 {
+        if verification_servers(&cf) > 0 {
+            seen = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen, "the verification server was never seen running");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    for _ in 0..200 {
+        if verification_servers(&cf) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(verification_servers(&cf), 0, "the server died with coffer");
+    let run = cf.run(&["verify", "bc"]);
+    assert!(run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    assert_nothing_left(&cf, &bc["status"]["lastVerification"]);
 }
