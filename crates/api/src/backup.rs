@@ -42,6 +42,58 @@ pub struct BackupConfigurationSpec {
     pub time_out: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_config: Option<RetryConfig>,
+    /// coffer: scheduled restore verification of the newest snapshot into a throwaway server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSpec>,
+}
+
+/// coffer: when and how the newest snapshot is restored into a throwaway server on this
+/// machine and checked. Exactly one of `everyBackups` or `schedule`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerificationSpec {
+    /// Verify after every this many successful backups (1: after each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_backups: Option<u32>,
+    /// Verify on this cron schedule (read in spec.timeZone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The user's own checks, run on the restored server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<VerificationQuery>,
+}
+
+/// One SQL query and the result it must give: rows separated by newlines, columns by tabs,
+/// NULL as `NULL` (what `mariadb --batch --skip-column-names` prints).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerificationQuery {
+    pub name: String,
+    pub sql: String,
+    pub expect: String,
+}
+
+/// coffer: the outcome of the last restore verification.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// When the verification started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The snapshot verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<SessionPhase>,
+    /// Seconds from the start until the restored server answered a query with the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_seconds: Option<f64>,
+    /// Why it failed: the table, check or query, and what was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The steps: ServerStarted, SnapshotRestored, TablesChecked, QueriesChecked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -117,6 +169,15 @@ pub struct BackupConfigurationStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ConfigPhase>,
+    /// coffer: the last restore verification (spec.verification or `coffer verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<VerificationStatus>,
+    /// coffer: the time of the last verification that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<String>,
+    /// coffer: successful backups since the last verification (for everyBackups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups_since_verification: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -428,6 +428,55 @@ fn backup_configuration(
         hook("spec.hooks.preBackup", &h.pre_backup, p);
         hook("spec.hooks.postBackup", &h.post_backup, p);
     }
+    if let Some(v) = &s.verification {
+        verification(v, s.time_zone.as_deref(), p);
+    }
+}
+
+fn verification(v: &crate::backup::VerificationSpec, zone: Option<&str>, p: &mut Vec<Problem>) {
+    match (v.every_backups, &v.schedule) {
+        (None, None) => p.push(Problem::new(
+            "spec.verification",
+            "required: everyBackups (verify after every N backups) or schedule (a cron \
+             schedule)",
+        )),
+        (Some(_), Some(_)) => p.push(Problem::new(
+            "spec.verification",
+            "everyBackups and schedule both set: choose one",
+        )),
+        (Some(0), None) => p.push(Problem::new(
+            "spec.verification.everyBackups",
+            "must be at least 1 (1: after every backup)",
+        )),
+        (None, Some(sched)) => {
+            let zone = zone.filter(|z| !z.is_empty() && crate::schedule::time_zone(z).is_ok());
+            if let Err(e) = crate::schedule::parse(sched, zone) {
+                p.push(Problem::new("spec.verification.schedule", e));
+            }
+        }
+        _ => {}
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, q) in v.queries.iter().enumerate() {
+        let at = format!("spec.verification.queries[{i}]");
+        if q.name.is_empty() {
+            p.push(Problem::new(
+                format!("{at}.name"),
+                "required: names the query in a failure",
+            ));
+        } else if !names.insert(q.name.as_str()) {
+            p.push(Problem::new(
+                format!("{at}.name"),
+                format!("`{}` is used by another query", q.name),
+            ));
+        }
+        if q.sql.trim().is_empty() {
+            p.push(Problem::new(
+                format!("{at}.sql"),
+                "required: the query to run",
+            ));
+        }
+    }
 }
 
 fn schedule(s: &crate::backup::BackupConfigurationSpec, p: &mut Vec<Problem>) {
@@ -856,6 +905,29 @@ mod tests {
                      executionPolicy: OnSuccess}}}}\n"
                 ),
                 "spec.hooks.preBackup.executionPolicy: only postBackup and postRestore hooks",
+            ),
+            (
+                format!("{KEEP}  verification: {{queries: [{{name: q, sql: 'SELECT 1', expect: '1'}}]}}\n"),
+                "spec.verification: required: everyBackups",
+            ),
+            (
+                format!("{KEEP}  verification: {{everyBackups: 0}}\n"),
+                "spec.verification.everyBackups: must be at least 1",
+            ),
+            (
+                format!("{KEEP}  verification: {{everyBackups: 2, schedule: '@daily'}}\n"),
+                "spec.verification: everyBackups and schedule both set",
+            ),
+            (
+                format!("{KEEP}  verification: {{schedule: '61 * * * *'}}\n"),
+                "spec.verification.schedule: `61 * * * *` is not a valid cron schedule",
+            ),
+            (
+                format!(
+                    "{KEEP}  verification: {{everyBackups: 1, queries: [{{name: q, sql: 'SELECT 1', \
+                     expect: '1'}}, {{name: q, sql: 'SELECT 2', expect: '2'}}]}}\n"
+                ),
+                "spec.verification.queries[1].name: `q` is used by another query",
             ),
         ] {
             let e = errors(&bc_with(&extra));

@@ -110,6 +110,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             subset.as_deref(),
             output,
         ),
+        Command::Verify {
+            backup_configuration,
+            output,
+        } => verify(&store, ns, &backup_configuration, output),
         Command::Pause {
             backup_configuration,
         } => set_paused(&store, ns, &backup_configuration, true),
@@ -715,6 +719,41 @@ fn check(
         Format::Table => print!("{}", check_text(ns, name, &out)),
     }
     Ok(if out.healthy() { 0 } else { 1 })
+}
+
+fn verify(store: &Store, ns: &str, name: &str, format: Format) -> Result<i32> {
+    must_get(store, Kind::BackupConfiguration, ns, name)?;
+    let pushgateway = engine_config().pushgateway;
+    let st = coffer_engine::verify::run_verification(store, ns, name, pushgateway.as_deref())?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&st)?),
+        Format::Table => {
+            println!(
+                "verification of BackupConfiguration {ns}/{name}: {}",
+                st.phase.map(|p| format!("{p:?}")).unwrap_or_default()
+            );
+            if let Some(s) = &st.snapshot {
+                println!("snapshot {s}");
+            }
+            if let Some(r) = st.recovery_seconds {
+                println!("recovery time {r:.1}s");
+            }
+            for c in &st.conditions {
+                println!("{} {}: {}", c.type_, c.status, c.message);
+            }
+            if let Some(r) = &st.reason {
+                println!("failed: {r}");
+            }
+        }
+    }
+    Ok(
+        if st.phase == Some(coffer_api::backup::SessionPhase::Succeeded) {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn check_text(ns: &str, name: &str, out: &coffer_engine::check::CheckOutcome) -> String {

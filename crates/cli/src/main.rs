@@ -110,6 +110,17 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Verify a BackupConfiguration's newest snapshot now (exit 1 if the verification fails)
+    ///
+    /// The snapshot is restored into a throwaway server started on this machine (a private
+    /// data directory and loopback port, removed afterwards), its tables are checked and the
+    /// queries of spec.verification run; the outcome is recorded on the BackupConfiguration's
+    /// status (lastVerification) and pushed as metrics.
+    Verify {
+        backup_configuration: String,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Stop scheduling new sessions of a BackupConfiguration
     Pause { backup_configuration: String },
     /// Resume scheduling a paused BackupConfiguration

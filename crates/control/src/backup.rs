@@ -237,12 +237,57 @@ pub fn readiness(
         observed_generation: previous.and_then(|p| p.observed_generation),
         conditions: conds,
         phase: Some(phase),
+        // What verification recorded is kept as it is.
+        ..previous.cloned().unwrap_or_default()
     }
+}
+
+/// After a successful backup: the count of backups since the last verification, and whether
+/// a verification is due now (spec.verification.everyBackups reached). A schedule-driven
+/// verification does not count backups.
+pub fn verification_after_backup(
+    v: Option<&coffer_api::backup::VerificationSpec>,
+    since: Option<u32>,
+) -> Option<(u32, bool)> {
+    let every = v?.every_backups.filter(|n| *n > 0)?;
+    let count = since.unwrap_or(0).saturating_add(1);
+    Some((count, count >= every))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_is_due_after_every_n_backups() {
+        use coffer_api::backup::VerificationSpec;
+        let every = |n| VerificationSpec {
+            every_backups: Some(n),
+            ..Default::default()
+        };
+        let cron = VerificationSpec {
+            schedule: Some("@daily".into()),
+            ..Default::default()
+        };
+        // (spec, backups since the last verification) -> (count now, due)
+        let cases = [
+            (None, None, None),
+            (Some(cron), Some(4), None),
+            (Some(every(1)), None, Some((1, true))),
+            (Some(every(3)), None, Some((1, false))),
+            (Some(every(3)), Some(1), Some((2, false))),
+            (Some(every(3)), Some(2), Some((3, true))),
+            // A count above N (N lowered since) verifies at once.
+            (Some(every(2)), Some(7), Some((8, true))),
+        ];
+        for (spec, since, want) in cases {
+            assert_eq!(
+                verification_after_backup(spec.as_ref(), since),
+                want,
+                "{spec:?} {since:?}"
+            );
+        }
+    }
     use coffer_api::{
         backup::{BackupSessionSpec, BackupSessionStatus, Invoker, RetryConfig},
         meta::ObjectMeta,

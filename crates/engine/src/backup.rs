@@ -300,7 +300,43 @@ pub fn run_backup(
     if !out.write(Resource::BackupSession(session.clone())) {
         tracing::error!("cannot record the session's final status");
     }
+    if let (Ok(p), Some(SessionPhase::Succeeded)) =
+        (&planned, session.status.as_ref().and_then(|s| s.phase))
+    {
+        verify_if_due(cat, p, cfg);
+    }
     session
+}
+
+/// spec.verification.everyBackups: counts this backup and, when N are reached, verifies the
+/// newest snapshot (after the session's final status is written: the backup's outcome does
+/// not depend on the verification's).
+fn verify_if_due(cat: &dyn Catalog, p: &Plan, cfg: &EngineConfig) {
+    let ns = p.bc.metadata.namespace().to_string();
+    let name = p.bc.metadata.name.clone();
+    let mut due = false;
+    crate::catalog::update_status(cat, Kind::BackupConfiguration, &ns, &name, &mut |r| {
+        let Resource::BackupConfiguration(bc) = r else {
+            return;
+        };
+        let since = bc
+            .status
+            .as_ref()
+            .and_then(|s| s.backups_since_verification);
+        if let Some((count, now)) =
+            coffer_control::backup::verification_after_backup(bc.spec.verification.as_ref(), since)
+        {
+            bc.status_mut().backups_since_verification = Some(count);
+            due = now;
+        }
+    });
+    if due {
+        tracing::info!("verifying the newest snapshot (spec.verification.everyBackups)");
+        if let Err(e) = crate::verify::run_verification(cat, &ns, &name, cfg.pushgateway.as_deref())
+        {
+            tracing::error!("verification could not run: {e}");
+        }
+    }
 }
 
 fn record_failure(session: &mut BackupSession, msg: &str) {

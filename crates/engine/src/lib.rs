@@ -24,6 +24,7 @@ pub mod restore;
 pub mod stores;
 pub mod swap;
 pub mod tasks;
+pub mod verify;
 pub mod volume_swap;
 
 pub use backup::run_backup;

@@ -597,6 +597,44 @@ pub fn restore_session(m: &mut Metrics, rs: &RestoreSession) {
 /// Pushes to a Pushgateway under Stash's job name (`<kind>-<namespace>-<name>`), replacing
 /// metrics of the same name in that job and keeping the others (Stash's `Add`): a failed run
 /// leaves the last success time in place for alerting.
+/// A restore verification of a BackupConfiguration (labels `namespace`, `name`, as the
+/// alert rules in deploy/prometheus/coffer-alerts.yaml read them).
+pub fn verification(
+    m: &mut Metrics,
+    bc: &BackupConfiguration,
+    st: &coffer_api::backup::VerificationStatus,
+    last_success: Option<&str>,
+) {
+    let l = vec![
+        ("namespace", bc.metadata.namespace().to_string()),
+        ("name", bc.metadata.name.clone()),
+        ("repository", bc.spec.repository.name.clone()),
+    ];
+    let ok = st.phase == Some(SessionPhase::Succeeded);
+    m.set(
+        &["coffer_verification_success"],
+        "Whether the last restore verification succeeded (1) or failed (0)",
+        &l,
+        if ok { 1.0 } else { 0.0 },
+    );
+    if let Some(t) = ts_secs(last_success) {
+        m.set(
+            &["coffer_verification_last_success_timestamp_seconds"],
+            "When the last successful restore verification started",
+            &l,
+            t,
+        );
+    }
+    if let Some(r) = st.recovery_seconds.filter(|_| ok) {
+        m.set(
+            &["coffer_verification_recovery_seconds"],
+            "Seconds from the start of the last verification to a restored server answering",
+            &l,
+            r,
+        );
+    }
+}
+
 pub fn push(url: &str, job: &str, m: &Metrics) -> Result<(), String> {
     let url = format!("{}/metrics/job/{}", url.trim_end_matches('/'), job);
     let client = reqwest::blocking::Client::builder()

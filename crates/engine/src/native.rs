@@ -91,7 +91,7 @@ pub fn native_backup(
     })
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     reader: &coffer_repo::SnapshotReader,
     path: &str,
 ) -> EngineResult<T> {

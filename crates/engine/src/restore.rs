@@ -656,7 +656,7 @@ fn replay_into(
 
 /// Streams a dump into the client. mysql's own error, when it has one, is the cause to report:
 /// a broken pipe on our side only echoes it.
-fn load(repo: &Repo, snapshot: &str, sink: LoadSink) -> EngineResult<u64> {
+pub(crate) fn load(repo: &Repo, snapshot: &str, sink: LoadSink) -> EngineResult<u64> {
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("restored", counter.clone(), Duration::from_secs(10));
     let mut w = CountingSink {

@@ -21,3 +21,4 @@ mod server;
 mod tasks;
 mod tls;
 mod untrusted;
+mod verify;

@@ -60,8 +60,19 @@ struct Server {
     /// Sessions of an earlier server whose agent still runs (only their pid is known).
     adopted: HashMap<Key, u32>,
     last_check: HashMap<(String, String), Timestamp>,
+    /// spec.verification.schedule: when each configuration's was last looked at, and the
+    /// `coffer verify` it runs (one at a time per configuration).
+    last_verify_check: HashMap<(String, String), Timestamp>,
+    verifiers: HashMap<(String, String), Verifier>,
     started: Timestamp,
     archives: Archives,
+}
+
+/// A scheduled `coffer verify` child and its scratch directory (removed once it is reaped,
+/// whatever the child left there).
+struct Verifier {
+    child: std::process::Child,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -125,6 +136,8 @@ pub fn run(cfg: ServerConfig) -> Result<(), String> {
         agents: HashMap::new(),
         adopted: HashMap::new(),
         last_check: HashMap::new(),
+        last_verify_check: HashMap::new(),
+        verifiers: HashMap::new(),
         started: Timestamp::now(),
         archives: Archives::default(),
     };
@@ -209,7 +222,17 @@ impl Server {
         for bc in &bcs {
             let bc = self.update_readiness(bc);
             self.fire_schedule(&bc);
+            self.fire_verification(&bc);
         }
+        self.verifiers
+            .retain(|(ns, name), v| match v.child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(status)) => {
+                    tracing::info!("scheduled verification of {ns}/{name} ended: {status}");
+                    false
+                }
+                Err(_) => false,
+            });
         self.start_backup_sessions();
         self.retry_and_trim(&bcs);
         self.start_restore_sessions();
@@ -316,6 +339,69 @@ impl Server {
                 ),
                 Err(e) => tracing::error!("cannot create a scheduled session: {e}"),
             }
+        }
+    }
+
+    /// spec.verification.schedule: runs `coffer verify` as a child when the schedule fires.
+    fn fire_verification(&mut self, bc: &BackupConfiguration) {
+        let Some(expr) = bc
+            .spec
+            .verification
+            .as_ref()
+            .and_then(|v| v.schedule.as_deref())
+        else {
+            return;
+        };
+        let key = (
+            bc.metadata.namespace().to_string(),
+            bc.metadata.name.clone(),
+        );
+        let now = Timestamp::now();
+        let since = *self
+            .last_verify_check
+            .entry(key.clone())
+            .or_insert(self.started);
+        self.last_verify_check.insert(key.clone(), now);
+        if bc.spec.paused || self.verifiers.contains_key(&key) {
+            return;
+        }
+        let Ok(s) = Schedule::parse(expr, bc.spec.time_zone.as_deref()) else {
+            return;
+        };
+        if !s.due(since, now) {
+            return;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("coffer-verify-session-")
+            .tempdir()
+            .ok();
+        let mut cmd = std::process::Command::new(&self.cfg.exe);
+        if let Some(t) = &tmp {
+            cmd.env("COFFER_SESSION_TMPDIR", t.path());
+        }
+        cmd.arg("--home")
+            .arg(&self.cfg.home)
+            .arg("-n")
+            .arg(&key.0)
+            .arg("verify")
+            .arg(&key.1)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .env("COFFER_LOG_COLOR", "never");
+        match &self.cfg.pushgateway {
+            Some(p) => cmd.env("COFFER_PUSHGATEWAY", p),
+            None => cmd.env_remove("COFFER_PUSHGATEWAY"),
+        };
+        match cmd.spawn() {
+            Ok(child) => {
+                tracing::info!(
+                    "verification schedule `{expr}` fired: verifying {}/{}",
+                    key.0,
+                    key.1
+                );
+                self.verifiers.insert(key, Verifier { child, _tmp: tmp });
+            }
+            Err(e) => tracing::error!("cannot start a scheduled verification: {e}"),
         }
     }
 
@@ -753,6 +839,16 @@ pub fn metrics_text(store: &Store) -> String {
             coffer_engine::metrics::backup_session(&mut m, &bc, s, repo.as_ref(), None);
         } else if let Some(r) = &repo {
             coffer_engine::metrics::repository(&mut m, r);
+        }
+        if let Some(st) = bc.status.as_ref() {
+            if let Some(v) = &st.last_verification {
+                coffer_engine::metrics::verification(
+                    &mut m,
+                    &bc,
+                    v,
+                    st.last_verified_time.as_deref(),
+                );
+            }
         }
     }
     for r in store.list(Kind::BinlogArchive, None).unwrap_or_default() {

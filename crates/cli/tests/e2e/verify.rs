@@ -1,0 +1,272 @@
+//! Restore verification (`coffer verify`, spec.verification): the newest snapshot restored
+//! into a throwaway server, checked, and the server gone afterwards whatever the outcome.
+
+use coffer_testkit::MariaDb;
+
+use crate::common::*;
+
+const QUERIES: &str = "  verification:\n    everyBackups: 1\n    queries:\n    \
+    - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n    \
+    - {name: max-id, sql: 'SELECT MAX(id), MIN(name) FROM app.t', expect: \"3000\\tn1\"}\n";
+
+fn setup(params: &[(&str, &str)], queries: &str) -> (MariaDb, Coffer) {
+    let src = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20));
+         USE app; INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;
+         CREATE TABLE app.empty (id INT);",
+    )
+    .unwrap();
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "repo", "src", params, 5) + queries,
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    (src, cf)
+}
+
+/// Nothing of the throwaway server is left: no directory in the scratch directory, no
+/// process started on one, nothing listening on its port.
+fn assert_nothing_left(cf: &Coffer, status: &serde_json::Value) {
+    let tmp = cf.path("tmp");
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("coffer-verify-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "directories left in {}: {left:?}",
+        tmp.display()
+    );
+    let needle = tmp.to_string_lossy().into_owned();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        assert!(
+            !(cmd.contains("mariadbd") && cmd.contains(&needle)),
+            "a verification server is still running: {cmd}"
+        );
+    }
+    let started = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ServerStarted")
+        .expect("ServerStarted condition");
+    let port: u16 = started["message"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on the verification port {port}"
+    );
+}
+
+fn verify_ok(params: &[(&str, &str)]) {
+    let (_src, cf) = setup(params, QUERIES);
+    let run = cf.run(&["verify", "bc", "-o", "json"]);
+    assert!(run.ok, "{run}");
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["phase"], "Succeeded", "{out:#}");
+    assert!(out["recoverySeconds"].as_f64().unwrap() > 0.0, "{out:#}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    assert_eq!(last["snapshot"], out["snapshot"]);
+    assert!(last["recoverySeconds"].as_f64().is_some(), "{bc:#}");
+    assert_eq!(bc["status"]["lastVerifiedTime"], last["time"]);
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        last["snapshot"], snaps[0]["id"],
+        "the newest snapshot is verified"
+    );
+    for t in [
+        "ServerStarted",
+        "SnapshotRestored",
+        "TablesChecked",
+        "QueriesChecked",
+    ] {
+        let c = last["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
+        assert_eq!(c["status"], "True", "{t}: {last:#}");
+    }
+    assert_nothing_left(&cf, last);
+}
+
+#[test]
+fn a_native_snapshot_verifies_with_a_recovery_time() {
+    verify_ok(&[("method", "native")]);
+}
+
+#[test]
+fn a_mysqldump_snapshot_verifies_with_a_recovery_time() {
+    verify_ok(&[("args", "--databases app")]);
+}
+
+/// The default selection (--all-databases) brings the source's mysql schema along.
+#[test]
+fn an_all_databases_mysqldump_snapshot_verifies() {
+    verify_ok(&[]);
+}
+
+#[test]
+fn a_physical_snapshot_verifies_with_a_recovery_time() {
+    verify_ok(&[("method", "physical")]);
+}
+
+#[test]
+fn a_query_with_another_result_fails_the_verification_and_is_named() {
+    let wrong = "  verification:\n    everyBackups: 1\n    queries:\n    \
+        - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n    \
+        - {name: too-many, sql: 'SELECT COUNT(*) FROM app.t', expect: '3001'}\n";
+    let (_src, cf) = setup(&[("method", "native")], wrong);
+    let run = cf.run(&["verify", "bc"]);
+    assert!(!run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Failed", "{bc:#}");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("query `too-many` returned `3000`, expected `3001`"),
+        "{reason}"
+    );
+    assert!(bc["status"].get("lastVerifiedTime").is_none(), "{bc:#}");
+    assert_nothing_left(&cf, last);
+}
+
+/// spec.verification.everyBackups: 2 verifies after the second backup, not the first.
+#[test]
+fn every_second_backup_is_verified() {
+    let every = "  verification:\n    everyBackups: 2\n    queries:\n    \
+        - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n";
+    let (_src, cf) = setup(&[("method", "native")], every);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    assert!(bc["status"].get("lastVerification").is_none(), "{bc:#}");
+    assert_eq!(bc["status"]["backupsSinceVerification"], 1, "{bc:#}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    assert_eq!(bc["status"]["backupsSinceVerification"], 0, "{bc:#}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    let newest = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["time"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(last["snapshot"], newest["id"], "{snaps:#}");
+    assert_nothing_left(&cf, last);
+}
+
+/// spec.verification.schedule: `coffer server` verifies when the schedule fires.
+#[test]
+fn the_server_verifies_on_the_verification_schedule() {
+    let cron = "  verification:\n    schedule: '* * * * *'\n    queries:\n    \
+        - {name: row-count, sql: 'SELECT COUNT(*) FROM app.t', expect: '3000'}\n";
+    let (_src, cf) = setup(&[("method", "native")], cron);
+    let port = coffer_testkit::free_port();
+    let log = std::fs::File::create(cf.path("server.log")).unwrap();
+    let mut server = cf
+        .cmd()
+        .args(["server", "--metrics-address", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Waits for the outcome (the schedule fires within a minute), not for a time.
+    let mut last = serde_json::Value::Null;
+    for _ in 0..300 {
+        let bc = cf.get_json("backupconfiguration", "bc");
+        last = bc["status"]["lastVerification"].clone();
+        if matches!(last["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let _ = server.wait();
+    let log = std::fs::read_to_string(cf.path("server.log")).unwrap_or_default();
+    assert_eq!(last["phase"], "Succeeded", "{last:#}\n{log}");
+    assert!(
+        log.contains("verification schedule `* * * * *` fired"),
+        "{log}"
+    );
+    assert_nothing_left(&cf, &last);
+}
+
+fn verification_servers(cf: &Coffer) -> usize {
+    let needle = cf.path("tmp").to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("mariadbd") && cmd.contains(&needle)
+        })
+        .count()
+}
+
+/// A `coffer verify` killed while its server runs takes the server with it, and the next
+/// verification removes the directory it left.
+#[test]
+fn a_killed_verification_leaves_nothing_after_the_next() {
+    let (_src, cf) = setup(&[("method", "native")], QUERIES);
+    let mut child = cf
+        .cmd()
+        .args(["verify", "bc"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..600 {
+        if verification_servers(&cf) > 0 {
+            seen = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(seen, "the verification server was never seen running");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    for _ in 0..200 {
+        if verification_servers(&cf) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(verification_servers(&cf), 0, "the server died with coffer");
+    let run = cf.run(&["verify", "bc"]);
+    assert!(run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    assert_nothing_left(&cf, &bc["status"]["lastVerification"]);
+}
