@@ -369,9 +369,13 @@ impl<'a> Run<'a> {
             Ok(p) => p,
             Err(e) => return Err(Box::new((e, status))),
         };
-        // The server proves it is alive at least this often: below the flush interval, so
-        // an idle stream still closes a due segment in time.
-        let heartbeat = (flush / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // The server proves it is alive at least this often, so an idle stream still closes
+        // a due segment in time.
+        let heartbeat = (flush / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // A transaction is durable when the `put` of its segment returns, which is up to one
+        // heartbeat after the segment is due plus the write itself: cut segments early enough
+        // that both fit in the flush interval (a fifth of it is left for the write).
+        let cut_after = segment_cut_after(flush, heartbeat);
         Ok(Run {
             status,
             store: SegmentStore::new(repo, &label),
@@ -384,7 +388,7 @@ impl<'a> Run<'a> {
                 heartbeat,
             },
             policy: SegmentPolicy {
-                flush_interval: flush,
+                flush_interval: cut_after,
                 max_bytes,
             },
             flush,
@@ -922,5 +926,35 @@ impl<'a> Run<'a> {
             self.store.forget(&forget)?;
         }
         Ok(())
+    }
+}
+
+/// How long a segment stays open so that its last transaction is durable within `flush`:
+/// the heartbeat that notices it is due comes up to one period late, and a fifth of the
+/// interval is left for writing it.
+fn segment_cut_after(flush: Duration, heartbeat: Duration) -> Duration {
+    flush.saturating_sub(heartbeat + flush / 5).max(heartbeat)
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::segment_cut_after;
+    use std::time::Duration;
+
+    #[test]
+    fn segments_are_cut_so_the_heartbeat_and_the_write_fit_in_the_flush_interval() {
+        let ms = Duration::from_millis;
+        for (flush, heartbeat, cut) in [
+            (5_000, 500, 3_500),
+            (1_000, 100, 700),
+            (60_000, 1_000, 47_000),
+            (200, 100, 100),
+        ] {
+            assert_eq!(
+                segment_cut_after(ms(flush), ms(heartbeat)),
+                ms(cut),
+                "{flush} ms"
+            );
+        }
     }
 }

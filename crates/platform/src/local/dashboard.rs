@@ -200,6 +200,10 @@ fn configuration_json(bc: &BackupConfiguration, mine: &[&BackupSession], now: Ti
         .as_ref()
         .and_then(|s| s["end"].as_str().or(s["start"].as_str()))
         .and_then(|t| t.parse::<Timestamp>().ok());
+    let verification = bc
+        .status
+        .as_ref()
+        .and_then(|s| s.last_verification.as_ref());
     json!({
         "name": bc.metadata.name,
         "namespace": ns,
@@ -215,12 +219,14 @@ fn configuration_json(bc: &BackupConfiguration, mine: &[&BackupSession], now: Ti
         "lastSession": last,
         "newestSucceeded": good_time.map(fmt_ts),
         "newestSucceededAgeSeconds": good_time.map(|t| (now - t).get_seconds().max(0)),
-        // Filled once restore verification exists: when the newest verification ran, its
-        // outcome, and how long the recovery it rehearsed took.
+        // When the newest restore verification ran, its outcome, the recovery time it
+        // measured, and why it failed.
         "verification": {
-            "last": Value::Null,
-            "outcome": Value::Null,
-            "recoveryTimeSeconds": Value::Null,
+            "last": verification.and_then(|v| v.time.clone()),
+            "outcome": verification.and_then(|v| v.phase).map(|p| p.as_str()),
+            "recoveryTimeSeconds": verification.and_then(|v| v.recovery_seconds),
+            "reason": verification.and_then(|v| v.reason.clone()),
+            "snapshot": verification.and_then(|v| v.snapshot.clone()),
         },
     })
 }
