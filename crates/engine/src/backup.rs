@@ -312,6 +312,11 @@ pub fn run_backup(
 /// newest snapshot (after the session's final status is written: the backup's outcome does
 /// not depend on the verification's).
 fn verify_if_due(cat: &dyn Catalog, p: &Plan, cfg: &EngineConfig) {
+    // Without a verification section there is nothing to count: the configuration's status
+    // is not touched (an agent in a Job is not granted that write).
+    if p.bc.spec.verification.is_none() {
+        return;
+    }
     let ns = p.bc.metadata.namespace().to_string();
     let name = p.bc.metadata.name.clone();
     let mut due = false;
