@@ -200,20 +200,7 @@ pub fn galera_backup(
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
     coffer_db::ping(conn, &files, db_wait)?;
-    let gcomm_hosts: Vec<String> = g
-        .address
-        .trim_start_matches("gcomm://")
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|a| {
-            a.rsplit_once(':')
-                .map(|(h, _)| h.to_string())
-                .or(Some(a.to_string()))
-        })
-        .filter(|h| !h.is_empty())
-        .collect();
+    let gcomm_hosts = gcomm_hosts(&g.address);
     let mut members = cluster_members(conn, &files, &g.group, &gcomm_hosts)?;
     members.dedup_by(|a, b| a.name == b.name);
     let first = first_gcomm(&g.address);
@@ -613,4 +600,17 @@ pub fn restore_replica_then(
         bytes,
         position: pos,
     })
+}
+
+/// The hosts of a `gcomm://host[:port],...[?options]` cluster address, ports dropped.
+pub(crate) fn gcomm_hosts(address: &str) -> Vec<String> {
+    address
+        .trim_start_matches("gcomm://")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(|a| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string())
+        .filter(|h| !h.is_empty())
+        .collect()
 }

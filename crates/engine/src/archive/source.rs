@@ -43,20 +43,7 @@ pub fn nodes(cat: &dyn Catalog, ab: &AppBinding) -> EngineResult<Vec<Node>> {
         return Ok(vec![Node::new(spec)?]);
     };
     let files = ClientFiles::new(&spec, ClientFlavor::MariaDb)?;
-    let gcomm_hosts: Vec<String> = g
-        .address
-        .trim_start_matches("gcomm://")
-        .split('?')
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|a| {
-            a.rsplit_once(':')
-                .map(|(h, _)| h.to_string())
-                .or(Some(a.to_string()))
-        })
-        .filter(|h| !h.is_empty())
-        .collect();
+    let gcomm_hosts = crate::physical::gcomm_hosts(&g.address);
     let members = match crate::physical::cluster_members(&spec, &files, &g.group, &gcomm_hosts) {
         Ok(m) => m,
         // The AppBinding's node is down: read it alone; reconnecting retries it, and the
