@@ -10,11 +10,7 @@
 
 use std::{
     collections::HashMap,
-    fs,
-    os::unix::{
-        fs::{DirBuilderExt, OpenOptionsExt},
-        process::CommandExt,
-    },
+    os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{atomic::AtomicBool, Arc},
@@ -272,18 +268,7 @@ fn terminate(sup: &mut Supervised) {
 
 /// Starts `coffer archive NAME` with its own session and log, dying with the server.
 fn spawn(exe: &Path, home: &Path, ns: &str, name: &str) -> std::io::Result<Child> {
-    let log = runner::log_path(home, Kind::BinlogArchive, ns, name);
-    if let Some(dir) = log.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let out = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log)?;
+    let out = runner::open_log(home, Kind::BinlogArchive, ns, name)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home")

@@ -124,18 +124,7 @@ pub fn spawn(
     pushgateway: Option<&str>,
     timeout: Option<Duration>,
 ) -> std::io::Result<Agent> {
-    let log = log_path(home, kind, ns, name);
-    if let Some(dir) = log.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let out = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log)?;
+    let out = open_log(home, kind, ns, name)?;
     let err = out.try_clone()?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!("coffer-{}-", kind.as_str().to_ascii_lowercase()))
@@ -191,4 +180,21 @@ pub fn spawn(
         deadline: timeout.map(|t| started + t),
         _tmp: tmp,
     })
+}
+
+/// Opens (creates, 0600, in a 0700 directory) the log a child process of `kind/ns/name`
+/// appends to.
+pub(crate) fn open_log(home: &Path, kind: Kind, ns: &str, name: &str) -> std::io::Result<fs::File> {
+    let log = log_path(home, kind, ns, name);
+    if let Some(dir) = log.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log)
 }
