@@ -431,9 +431,9 @@ impl CloudStore {
                      itself)"
                 .to_string(),
             Some(login) => format!(
-                "{} in the storage Secret (coffer logged in again and Swift still refused the \
-                 new token: the user may lack a role on the project, or an ACL on the \
-                 container)",
+                "{} in the storage Secret (Swift refused the token coffer logged in for, a fresh \
+                 one when the old was refused: the user may lack a role on the project, or an \
+                 ACL on the container)",
                 login.credential_keys().join(", ")
             ),
         };

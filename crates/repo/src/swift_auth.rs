@@ -163,18 +163,16 @@ pub fn auth_version(url: &str) -> Option<u8> {
     let path = url.split("://").nth(1).unwrap_or(url);
     let path = path.split_once('/').map(|(_, p)| p).unwrap_or("");
     let path = path.split(['?', '#']).next().unwrap_or("");
-    path.split('/')
-        .filter_map(|seg| {
-            let s = seg.to_ascii_lowercase();
-            let rest = s.strip_prefix('v')?;
-            match rest.split('.').next()? {
-                "1" => Some(1),
-                "2" => Some(2),
-                "3" => Some(3),
-                _ => None,
-            }
-        })
-        .last()
+    path.split('/').rev().find_map(|seg| {
+        let s = seg.to_ascii_lowercase();
+        let rest = s.strip_prefix('v')?;
+        match rest.split('.').next()? {
+            "1" => Some(1),
+            "2" => Some(2),
+            "3" => Some(3),
+            _ => None,
+        }
+    })
 }
 
 /// A storage URL and token, and when the token expires (when the login said so).
