@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use coffer_api::{repository::Backend, secret::Secret};
 use coffer_repo::{
+    swift_auth::{self, Cred, IdOrName, SwiftLogin, SwiftSession, V3Identity, V3Scope, V3User},
     AzureConfig, B2Config, CloudStore, GcsConfig, ObjectStore, RestConfig, RestStore, S3Config,
     StoreError, SwiftConfig,
 };
@@ -185,57 +186,189 @@ fn b2_config_at(
     })
 }
 
-/// Keystone keys, with which OpenDAL's Swift service cannot log in and coffer does not.
-const SWIFT_KEYSTONE_KEYS: &[&str] = &[
-    "OS_AUTH_URL",
-    "OS_USERNAME",
-    "OS_PASSWORD",
-    "OS_APPLICATION_CREDENTIAL_ID",
-    "OS_APPLICATION_CREDENTIAL_SECRET",
-    "OS_APPLICATION_CREDENTIAL_NAME",
-];
-
-/// A Swift container, reached with a storage URL and token: given (`OS_STORAGE_URL`,
-/// `OS_AUTH_TOKEN`), or from a v1 login (`ST_AUTH`, `ST_USER`, `ST_KEY`). Keystone logins are
-/// refused naming the keys.
+/// A Swift container. The storage URL and token come from the Secret (`OS_STORAGE_URL`,
+/// `OS_AUTH_TOKEN`), or from a login with the keys restic reads: Swift v1 auth (`ST_AUTH`,
+/// `ST_USER`, `ST_KEY`) or Keystone v2.0/v3 (`OS_AUTH_URL` and the other `OS_*` keys). With
+/// both, the given token is used first and the login renews it. Nothing is contacted here.
 pub fn swift_config(
     sw: &coffer_api::repository::SwiftSpec,
     keys: &Keys,
 ) -> Result<SwiftConfig, BuildError> {
-    let (storage_url, token) = match (keys.get("OS_STORAGE_URL"), keys.get("OS_AUTH_TOKEN")) {
-        (Some(url), Some(token)) => (url, token),
-        _ => match (keys.get("ST_AUTH"), keys.get("ST_USER"), keys.get("ST_KEY")) {
-            (Some(auth), Some(user), Some(key)) => {
-                coffer_repo::cloud::swift_v1_login(&auth, &user, &key).map_err(BuildError::Store)?
-            }
-            _ => {
-                let login: Vec<&str> = SWIFT_KEYSTONE_KEYS
-                    .iter()
-                    .copied()
-                    .filter(|k| keys.get(k).is_some())
-                    .collect();
-                let why = if login.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (it has {}: coffer does not log in to Swift with Keystone)",
-                        login.join(", ")
-                    )
-                };
-                return Err(BuildError::Secret(format!(
-                    "has neither OS_STORAGE_URL and OS_AUTH_TOKEN nor ST_AUTH, ST_USER and \
-                     ST_KEY, one of which a swift repository needs{why}: put a storage URL and \
-                     a token (e.g. from `swift auth`) under OS_STORAGE_URL and OS_AUTH_TOKEN"
-                )));
-            }
-        },
+    let login = swift_login(keys)?;
+    let preset = match (keys.get("OS_STORAGE_URL"), keys.get("OS_AUTH_TOKEN")) {
+        (Some(storage_url), Some(token)) => Some(SwiftSession {
+            storage_url,
+            token,
+            expires: None,
+        }),
+        (Some(_), None) if login.is_none() => {
+            return Err(BuildError::Secret(
+                "has OS_STORAGE_URL but no OS_AUTH_TOKEN, which a swift repository needs with \
+                 it (or give login keys instead: OS_AUTH_URL, or ST_AUTH)"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) if login.is_none() => {
+            return Err(BuildError::Secret(
+                "has OS_AUTH_TOKEN but no OS_STORAGE_URL, which a swift repository needs with \
+                 it (or give login keys instead: OS_AUTH_URL, or ST_AUTH)"
+                    .into(),
+            ))
+        }
+        _ => None,
     };
+    if preset.is_none() && login.is_none() {
+        return Err(BuildError::Secret(
+            "has neither OS_AUTH_URL (Keystone) nor ST_AUTH (Swift v1 auth) nor \
+             OS_STORAGE_URL and OS_AUTH_TOKEN, one of which a swift repository needs"
+                .into(),
+        ));
+    }
     Ok(SwiftConfig {
-        storage_url,
-        token,
+        preset,
+        login,
         container: sw.container.clone(),
         prefix: sw.prefix.clone().unwrap_or_default(),
     })
+}
+
+/// Keys that only Keystone v3 has: with them, an auth URL whose path names no version is v3.
+const KEYSTONE_V3_ONLY: &[&str] = &[
+    "OS_USER_ID",
+    "OS_USER_DOMAIN_NAME",
+    "OS_USER_DOMAIN_ID",
+    "OS_PROJECT_DOMAIN_NAME",
+    "OS_PROJECT_DOMAIN_ID",
+    "OS_TRUST_ID",
+    "OS_APPLICATION_CREDENTIAL_ID",
+    "OS_APPLICATION_CREDENTIAL_NAME",
+    "OS_APPLICATION_CREDENTIAL_SECRET",
+];
+
+/// How to log in to Swift, from the Secret keys restic reads; `None` without an auth URL.
+///
+/// As restic: `OS_AUTH_URL`, `OS_USERNAME` and `OS_PASSWORD` are read before `ST_AUTH`,
+/// `ST_USER` and `ST_KEY`; `OS_PROJECT_NAME` and `OS_TENANT_NAME` name the same thing, as do
+/// `OS_TENANT_ID` and (coffer reads it too) `OS_PROJECT_ID`; the version is the auth URL's
+/// (`/v3`, `/v2.0`, `/v1.0`). An `ST_AUTH` whose path names none is v1 auth, as coffer has
+/// always read it; an `OS_AUTH_URL` whose path names none is v3 when a v3-only key is set.
+fn swift_login(keys: &Keys) -> Result<Option<SwiftLogin>, BuildError> {
+    let cred = |k: &'static str| keys.get(k).map(|v| Cred::new(k, v));
+    let first = |ks: &[&'static str]| ks.iter().find_map(|k| cred(k));
+    let Some(url) = first(&["OS_AUTH_URL", "ST_AUTH"]) else {
+        return Ok(None);
+    };
+    let from_st = url.key == "ST_AUTH";
+    let version = match swift_auth::auth_version(&url.value) {
+        Some(v) => v,
+        None if from_st => 1,
+        None if KEYSTONE_V3_ONLY.iter().any(|k| keys.get(k).is_some()) => 3,
+        None => {
+            return Err(BuildError::Secret(
+                "has an OS_AUTH_URL whose path names no Keystone version: end it in /v3 (or \
+                 /v2.0 for Keystone v2.0), e.g. https://<keystone host>:5000/v3"
+                    .into(),
+            ))
+        }
+    };
+    // The key a refusal names for a missing user or password: the family of the auth URL.
+    let (user_key, password_key) = if from_st {
+        ("ST_USER", "ST_KEY")
+    } else {
+        ("OS_USERNAME", "OS_PASSWORD")
+    };
+    let missing = |what: &str| {
+        BuildError::Secret(format!(
+            "has {} (Swift {} auth) but no {what}, which logging in needs",
+            url.key,
+            match version {
+                1 => "v1",
+                2 => "Keystone v2.0",
+                _ => "Keystone v3",
+            }
+        ))
+    };
+    let user_name = first(&["OS_USERNAME", "ST_USER"]);
+    let password = first(&["OS_PASSWORD", "ST_KEY"]);
+    let region = cred("OS_REGION_NAME");
+    let login = match version {
+        1 => SwiftLogin::V1 {
+            user: user_name.ok_or_else(|| missing(user_key))?,
+            key: password.ok_or_else(|| missing(password_key))?,
+            url,
+        },
+        2 => SwiftLogin::V2 {
+            user: user_name.ok_or_else(|| missing(user_key))?,
+            password: password.ok_or_else(|| missing(password_key))?,
+            tenant: first(&["OS_TENANT_ID", "OS_PROJECT_ID"])
+                .map(IdOrName::Id)
+                .or_else(|| first(&["OS_TENANT_NAME", "OS_PROJECT_NAME"]).map(IdOrName::Name)),
+            region,
+            url,
+        },
+        _ => {
+            let user_domain = cred("OS_USER_DOMAIN_ID")
+                .map(IdOrName::Id)
+                .or_else(|| cred("OS_USER_DOMAIN_NAME").map(IdOrName::Name));
+            // A user by id, or by name within a domain (Keystone v3 finds names only there).
+            let user = || match (cred("OS_USER_ID"), user_name.clone(), user_domain.clone()) {
+                (Some(id), _, _) => Ok(V3User::Id(id)),
+                (None, Some(name), Some(domain)) => Ok(V3User::Name { name, domain }),
+                (None, Some(name), None) => Err(BuildError::Secret(format!(
+                    "has {} but neither OS_USER_DOMAIN_NAME nor OS_USER_DOMAIN_ID: Keystone v3 \
+                     finds a user by name only within a domain (OpenStack's own is `Default`), \
+                     or give OS_USER_ID instead",
+                    name.key
+                ))),
+                (None, None, _) => Err(missing(&format!("{user_key} or OS_USER_ID"))),
+            };
+            let app_id = cred("OS_APPLICATION_CREDENTIAL_ID");
+            let app_name = cred("OS_APPLICATION_CREDENTIAL_NAME");
+            let app_secret = cred("OS_APPLICATION_CREDENTIAL_SECRET");
+            let identity = match (app_id, app_name, app_secret) {
+                (Some(id), _, Some(secret)) => V3Identity::ApplicationCredentialId { id, secret },
+                (None, Some(name), Some(secret)) => V3Identity::ApplicationCredentialName {
+                    name,
+                    user: user()?,
+                    secret,
+                },
+                (Some(c), _, None) | (None, Some(c), None) => {
+                    return Err(BuildError::Secret(format!(
+                        "has {} but no OS_APPLICATION_CREDENTIAL_SECRET, which logging in with \
+                         an application credential needs",
+                        c.key
+                    )))
+                }
+                (None, None, _) => V3Identity::Password {
+                    user: user()?,
+                    password: password.ok_or_else(|| missing(password_key))?,
+                },
+            };
+            // A project named without its domain is looked up in the user's, else in
+            // `Default`, as restic's Swift library does.
+            let project_domain = cred("OS_PROJECT_DOMAIN_ID")
+                .map(IdOrName::Id)
+                .or_else(|| cred("OS_PROJECT_DOMAIN_NAME").map(IdOrName::Name))
+                .or_else(|| cred("OS_USER_DOMAIN_NAME").map(IdOrName::Name))
+                .or_else(|| cred("OS_USER_DOMAIN_ID").map(IdOrName::Id));
+            let scope = cred("OS_TRUST_ID")
+                .map(V3Scope::Trust)
+                .or_else(|| first(&["OS_TENANT_ID", "OS_PROJECT_ID"]).map(V3Scope::ProjectId))
+                .or_else(|| {
+                    first(&["OS_PROJECT_NAME", "OS_TENANT_NAME"]).map(|name| V3Scope::ProjectName {
+                        name,
+                        domain: project_domain,
+                    })
+                });
+            SwiftLogin::V3 {
+                url,
+                identity,
+                scope,
+                region,
+            }
+        }
+    };
+    Ok(Some(login))
 }
 
 pub fn rest_config(
@@ -351,40 +484,297 @@ mod tests {
         );
     }
 
-    #[test]
-    fn swift_takes_a_storage_url_and_token_and_refuses_logins_by_name() {
+    fn swift(pairs: &[(&str, &str)]) -> Result<SwiftConfig, BuildError> {
+        let s = secret(pairs);
         let spec = SwiftSpec {
             container: "c".into(),
-            prefix: None,
+            prefix: Some("db".into()),
         };
-        let s = secret(&[
+        swift_config(&spec, &Keys { secret: &s })
+    }
+
+    fn login(pairs: &[(&str, &str)]) -> SwiftLogin {
+        let c = swift(pairs).unwrap();
+        assert!(c.preset.is_none());
+        c.login.expect("a login")
+    }
+
+    fn c(key: &'static str, value: &str) -> Cred {
+        Cred::new(key, value)
+    }
+
+    const V3: (&str, &str) = ("OS_AUTH_URL", "https://keystone.example:5000/v3");
+
+    #[test]
+    fn swift_takes_a_given_storage_url_and_token_or_v1_auth() {
+        let cfg = swift(&[
             ("OS_STORAGE_URL", "https://swift/v1/AUTH_x"),
             ("OS_AUTH_TOKEN", "t"),
-        ]);
-        let keys = Keys { secret: &s };
-        let c = swift_config(&spec, &keys).unwrap();
-        assert_eq!(c.storage_url, "https://swift/v1/AUTH_x");
-        assert_eq!(c.token, "t");
-        let s = secret(&[
-            ("OS_AUTH_URL", "https://keystone/v3"),
-            ("OS_USERNAME", "u"),
-            ("OS_PASSWORD", "p"),
-        ]);
-        let keys = Keys { secret: &s };
-        let m = err(swift_config(&spec, &keys));
-        assert!(m.contains("OS_AUTH_URL, OS_USERNAME, OS_PASSWORD"), "{m}");
-        assert!(m.contains("does not log in to Swift with Keystone"), "{m}");
-        assert!(!m.contains("https://keystone"), "values stay out: {m}");
-        // v1 auth logs in at ST_AUTH: here nothing listens, and the refusal says where.
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("http://{}/auth/v1.0", l.local_addr().unwrap())
+        ])
+        .unwrap();
+        let preset = cfg.preset.unwrap();
+        assert_eq!(
+            (preset.storage_url.as_str(), preset.token.as_str()),
+            ("https://swift/v1/AUTH_x", "t")
+        );
+        assert!(cfg.login.is_none());
+        assert_eq!(cfg.prefix, "db");
+        assert_eq!(
+            login(&[
+                ("ST_AUTH", "http://swift:8080/auth/v1.0"),
+                ("ST_USER", "a:u"),
+                ("ST_KEY", "k")
+            ]),
+            SwiftLogin::V1 {
+                url: c("ST_AUTH", "http://swift:8080/auth/v1.0"),
+                user: c("ST_USER", "a:u"),
+                key: c("ST_KEY", "k"),
+            }
+        );
+        // An ST_AUTH whose path names no version is v1 auth, as coffer always read it.
+        assert!(matches!(
+            login(&[
+                ("ST_AUTH", "https://auth.example/"),
+                ("ST_USER", "u"),
+                ("ST_KEY", "k")
+            ]),
+            SwiftLogin::V1 { .. }
+        ));
+        // A given token and login keys: the token first, the login to renew it (as restic).
+        let both = swift(&[
+            ("OS_STORAGE_URL", "https://swift/v1/AUTH_x"),
+            ("OS_AUTH_TOKEN", "t"),
+            ("ST_AUTH", "http://swift:8080/auth/v1.0"),
+            ("ST_USER", "u"),
+            ("ST_KEY", "k"),
+        ])
+        .unwrap();
+        assert!(both.preset.is_some() && both.login.is_some());
+    }
+
+    #[test]
+    fn swift_keystone_v3_keys_map_to_the_login_restic_makes() {
+        // By names, the project in the user's domain when its own is not given.
+        assert_eq!(
+            login(&[
+                V3,
+                ("OS_USERNAME", "alice"),
+                ("OS_PASSWORD", "pw"),
+                ("OS_USER_DOMAIN_NAME", "Users"),
+                ("OS_PROJECT_NAME", "backups"),
+                ("OS_REGION_NAME", "RegionTwo"),
+            ]),
+            SwiftLogin::V3 {
+                url: c("OS_AUTH_URL", V3.1),
+                identity: V3Identity::Password {
+                    user: V3User::Name {
+                        name: c("OS_USERNAME", "alice"),
+                        domain: IdOrName::Name(c("OS_USER_DOMAIN_NAME", "Users")),
+                    },
+                    password: c("OS_PASSWORD", "pw"),
+                },
+                scope: Some(V3Scope::ProjectName {
+                    name: c("OS_PROJECT_NAME", "backups"),
+                    domain: Some(IdOrName::Name(c("OS_USER_DOMAIN_NAME", "Users"))),
+                }),
+                region: Some(c("OS_REGION_NAME", "RegionTwo")),
+            }
+        );
+        // The project's own domain, by id; OS_TENANT_NAME is OS_PROJECT_NAME's older name.
+        let SwiftLogin::V3 { scope, .. } = login(&[
+            V3,
+            ("OS_USERNAME", "alice"),
+            ("OS_PASSWORD", "pw"),
+            ("OS_USER_DOMAIN_ID", "default"),
+            ("OS_TENANT_NAME", "backups"),
+            ("OS_PROJECT_DOMAIN_ID", "d-9"),
+        ]) else {
+            panic!("v3")
         };
-        let s = secret(&[("ST_AUTH", &dead), ("ST_USER", "u"), ("ST_KEY", "k")]);
-        let keys = Keys { secret: &s };
-        match swift_config(&spec, &keys) {
-            Err(BuildError::Store(e)) => assert!(e.to_string().contains("ST_AUTH"), "{e}"),
-            other => panic!("{other:?}"),
+        assert_eq!(
+            scope,
+            Some(V3Scope::ProjectName {
+                name: c("OS_TENANT_NAME", "backups"),
+                domain: Some(IdOrName::Id(c("OS_PROJECT_DOMAIN_ID", "d-9"))),
+            })
+        );
+        // By ids.
+        let SwiftLogin::V3 {
+            identity,
+            scope,
+            region,
+            ..
+        } = login(&[
+            V3,
+            ("OS_USER_ID", "u-1"),
+            ("OS_PASSWORD", "pw"),
+            ("OS_TENANT_ID", "p-1"),
+        ])
+        else {
+            panic!("v3")
+        };
+        assert_eq!(
+            identity,
+            V3Identity::Password {
+                user: V3User::Id(c("OS_USER_ID", "u-1")),
+                password: c("OS_PASSWORD", "pw"),
+            }
+        );
+        assert_eq!(scope, Some(V3Scope::ProjectId(c("OS_TENANT_ID", "p-1"))));
+        assert_eq!(region, None);
+        // A trust is the scope even when a project is named too.
+        let SwiftLogin::V3 { scope, .. } = login(&[
+            V3,
+            ("OS_USER_ID", "u-1"),
+            ("OS_PASSWORD", "pw"),
+            ("OS_PROJECT_NAME", "backups"),
+            ("OS_TRUST_ID", "t-1"),
+        ]) else {
+            panic!("v3")
+        };
+        assert_eq!(scope, Some(V3Scope::Trust(c("OS_TRUST_ID", "t-1"))));
+        // restic reads OS_AUTH_URL before ST_AUTH, OS_USERNAME before ST_USER.
+        let l = login(&[
+            V3,
+            ("ST_AUTH", "http://swift:8080/auth/v1.0"),
+            ("ST_USER", "st"),
+            ("ST_KEY", "k"),
+            ("OS_USER_ID", "u-1"),
+            ("OS_PASSWORD", "pw"),
+        ]);
+        assert_eq!(l.auth_url(), &c("OS_AUTH_URL", V3.1));
+    }
+
+    #[test]
+    fn swift_application_credentials_and_v2() {
+        // An application credential by id; the v3-only keys tell the version when the URL
+        // does not.
+        assert_eq!(
+            login(&[
+                ("OS_AUTH_URL", "https://keystone.example:5000"),
+                ("OS_APPLICATION_CREDENTIAL_ID", "ac-1"),
+                ("OS_APPLICATION_CREDENTIAL_SECRET", "acs"),
+                ("OS_PROJECT_NAME", "ignored: the credential is scoped"),
+            ]),
+            SwiftLogin::V3 {
+                url: c("OS_AUTH_URL", "https://keystone.example:5000"),
+                identity: V3Identity::ApplicationCredentialId {
+                    id: c("OS_APPLICATION_CREDENTIAL_ID", "ac-1"),
+                    secret: c("OS_APPLICATION_CREDENTIAL_SECRET", "acs"),
+                },
+                scope: Some(V3Scope::ProjectName {
+                    name: c("OS_PROJECT_NAME", "ignored: the credential is scoped"),
+                    domain: None,
+                }),
+                region: None,
+            }
+        );
+        // By name, which needs its user.
+        let SwiftLogin::V3 { identity, .. } = login(&[
+            V3,
+            ("OS_APPLICATION_CREDENTIAL_NAME", "coffer"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "acs"),
+            ("OS_USERNAME", "alice"),
+            ("OS_USER_DOMAIN_ID", "default"),
+        ]) else {
+            panic!("v3")
+        };
+        assert_eq!(
+            identity,
+            V3Identity::ApplicationCredentialName {
+                name: c("OS_APPLICATION_CREDENTIAL_NAME", "coffer"),
+                user: V3User::Name {
+                    name: c("OS_USERNAME", "alice"),
+                    domain: IdOrName::Id(c("OS_USER_DOMAIN_ID", "default")),
+                },
+                secret: c("OS_APPLICATION_CREDENTIAL_SECRET", "acs"),
+            }
+        );
+        assert_eq!(
+            login(&[
+                ("OS_AUTH_URL", "https://auth.example/v2.0/"),
+                ("OS_USERNAME", "alice"),
+                ("OS_PASSWORD", "pw"),
+                ("OS_TENANT_NAME", "backups"),
+                ("OS_REGION_NAME", "LON"),
+            ]),
+            SwiftLogin::V2 {
+                url: c("OS_AUTH_URL", "https://auth.example/v2.0/"),
+                user: c("OS_USERNAME", "alice"),
+                password: c("OS_PASSWORD", "pw"),
+                tenant: Some(IdOrName::Name(c("OS_TENANT_NAME", "backups"))),
+                region: Some(c("OS_REGION_NAME", "LON")),
+            }
+        );
+    }
+
+    #[test]
+    fn swift_refusals_name_the_missing_keys_and_no_value() {
+        for (pairs, expected) in [
+            (
+                &[][..],
+                "has neither OS_AUTH_URL (Keystone) nor ST_AUTH (Swift v1 auth) nor \
+                 OS_STORAGE_URL and OS_AUTH_TOKEN",
+            ),
+            (
+                &[("OS_STORAGE_URL", "https://swift/v1/AUTH_x")][..],
+                "but no OS_AUTH_TOKEN",
+            ),
+            (
+                &[
+                    ("OS_AUTH_URL", "https://keystone.example:5000"),
+                    ("OS_USERNAME", "alice"),
+                    ("OS_PASSWORD", "s3cr3t"),
+                ][..],
+                "has an OS_AUTH_URL whose path names no Keystone version: end it in /v3",
+            ),
+            (
+                &[V3, ("OS_USERNAME", "alice"), ("OS_PASSWORD", "s3cr3t")][..],
+                "has OS_USERNAME but neither OS_USER_DOMAIN_NAME nor OS_USER_DOMAIN_ID",
+            ),
+            (
+                &[
+                    V3,
+                    ("OS_USER_DOMAIN_NAME", "Default"),
+                    ("OS_PASSWORD", "s3cr3t"),
+                ][..],
+                "has OS_AUTH_URL (Swift Keystone v3 auth) but no OS_USERNAME or OS_USER_ID",
+            ),
+            (
+                &[
+                    V3,
+                    ("OS_USERNAME", "alice"),
+                    ("OS_USER_DOMAIN_NAME", "Default"),
+                ][..],
+                "but no OS_PASSWORD",
+            ),
+            (
+                &[
+                    V3,
+                    ("OS_APPLICATION_CREDENTIAL_ID", "ac-1"),
+                    ("OS_PASSWORD", "s3cr3t"),
+                ][..],
+                "has OS_APPLICATION_CREDENTIAL_ID but no OS_APPLICATION_CREDENTIAL_SECRET",
+            ),
+            (
+                &[
+                    V3,
+                    ("OS_APPLICATION_CREDENTIAL_NAME", "coffer"),
+                    ("OS_APPLICATION_CREDENTIAL_SECRET", "s3cr3t"),
+                ][..],
+                "but no OS_USERNAME or OS_USER_ID",
+            ),
+            (
+                &[("ST_AUTH", "http://swift:8080/auth/v1.0"), ("ST_USER", "u")][..],
+                "has ST_AUTH (Swift v1 auth) but no ST_KEY",
+            ),
+        ] {
+            let m = err(swift(pairs));
+            assert!(m.contains(expected), "{pairs:?}: {m}");
+            assert!(
+                !m.contains("s3cr3t") && !m.contains("keystone.example"),
+                "{m}"
+            );
         }
     }
 

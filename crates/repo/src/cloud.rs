@@ -6,11 +6,15 @@
 //! Repository and Secret to a service, and the translation of failures into messages that
 //! name the backend, the bucket or container, and what to fix.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{Mutex, OnceLock, PoisonError, RwLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 
 use crate::store::{ObjectStore, StoreError, StoreResult};
+use crate::swift_auth::{SwiftLogin, SwiftSession};
 
 /// What a store is, for messages: which backend, which bucket or container, where, and which
 /// Secret keys carry its credentials.
@@ -25,7 +29,7 @@ struct Target {
     name: String,
     endpoint: String,
     /// The Secret keys to check when the service refuses the credentials.
-    credentials: &'static str,
+    credentials: String,
     /// Texts in a service's error that mean the bucket or container itself is missing.
     missing: &'static [&'static str],
 }
@@ -38,9 +42,57 @@ impl Target {
 
 /// A repository under a prefix of a bucket or container, through one OpenDAL service.
 pub struct CloudStore {
-    op: opendal::blocking::Operator,
+    current: RwLock<Current>,
+    /// How to log in to Swift again; `None` for the other services.
+    swift: Option<SwiftState>,
     location: String,
     target: Target,
+}
+
+/// The operator in use. Only Swift's changes: its token is fixed when the operator is built,
+/// so a new token means a new operator.
+struct Current {
+    /// `None` until a Swift repository without a given token first logs in.
+    op: Option<opendal::blocking::Operator>,
+    /// When the Swift token expires, when the login said.
+    expires: Option<jiff::Timestamp>,
+    /// The storage URL the Swift login answered, which messages name.
+    endpoint: Option<String>,
+    /// Counts logins, so that threads that met the same expired token log in only once.
+    generation: u64,
+}
+
+struct SwiftState {
+    login: Option<SwiftLogin>,
+    container: String,
+    prefix: String,
+    /// Held while logging in.
+    lock: Mutex<()>,
+}
+
+/// A token this close to its expiry is renewed before the next request (ncw/swift, which
+/// restic uses, does the same), so that a long upload does not start on a dying token.
+const TOKEN_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// Why an operation failed: the service's answer, or logging in again.
+enum Failure {
+    Op(opendal::Error),
+    Login(StoreError),
+}
+
+impl Failure {
+    fn or_else(self, f: impl FnOnce(opendal::Error) -> StoreError) -> StoreError {
+        match self {
+            Failure::Op(e) => f(e),
+            Failure::Login(e) => e,
+        }
+    }
+}
+
+/// Swift answered 401: the token is wrong or has expired (403 is an ACL or role refusal,
+/// which a new token does not cure).
+fn token_rejected(e: &opendal::Error) -> bool {
+    e.kind() == opendal::ErrorKind::PermissionDenied && format!("{e:?}").contains("status: 401")
 }
 
 /// Where an S3 repository lives and how to sign requests to it.
@@ -148,24 +200,16 @@ impl std::fmt::Debug for B2Config {
     }
 }
 
-/// An OpenStack Swift container reached with a storage URL and a token (OpenDAL's Swift
-/// service does not authenticate by itself).
-#[derive(Clone)]
+/// An OpenStack Swift container. OpenDAL's Swift service takes a storage URL and a token and
+/// does not log in by itself: the token is given (`preset`), or coffer logs in (`login`), or
+/// both (the given token first, a login when it expires), as restic does.
+#[derive(Clone, Debug)]
 pub struct SwiftConfig {
-    pub storage_url: String,
-    pub token: String,
+    /// `OS_STORAGE_URL` and `OS_AUTH_TOKEN` (Debug shows no token).
+    pub preset: Option<SwiftSession>,
+    pub login: Option<SwiftLogin>,
     pub container: String,
     pub prefix: String,
-}
-
-impl std::fmt::Debug for SwiftConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SwiftConfig")
-            .field("storage_url", &self.storage_url)
-            .field("container", &self.container)
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
 }
 
 /// opendal is async inside; its blocking facade needs a runtime to drive requests.
@@ -203,6 +247,45 @@ fn restic_location(backend: &str, bucket: &str, prefix: &str) -> String {
     format!("{backend}:{bucket}:/{}", prefix.trim_matches('/'))
 }
 
+/// An OpenDAL operator with coffer's retries and timeouts.
+fn make_operator(
+    builder: impl opendal::Builder,
+    location: &str,
+    backend: &str,
+) -> StoreResult<opendal::blocking::Operator> {
+    // Without opendal's auto-registration feature, the HTTP transport is installed here.
+    opendal::install_default();
+    let err = |e: opendal::Error| StoreError::Remote {
+        location: location.to_string(),
+        message: format!("invalid {backend} configuration: {}", e.message()),
+    };
+    let op = opendal::Operator::new(builder)
+        .map_err(err)?
+        .layer(
+            opendal::layers::RetryLayer::new()
+                .with_max_times(4)
+                .with_min_delay(Duration::from_millis(200))
+                .with_jitter(),
+        )
+        .layer(
+            opendal::layers::TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(120))
+                .with_io_timeout(Duration::from_secs(60)),
+        );
+    let _guard = runtime().enter();
+    opendal::blocking::Operator::new(op).map_err(err)
+}
+
+impl SwiftState {
+    fn builder(&self, session: &SwiftSession) -> opendal::services::Swift {
+        opendal::services::Swift::default()
+            .root(&root_of(&self.prefix))
+            .endpoint(&session.storage_url)
+            .container(&self.container)
+            .token(&session.token)
+    }
+}
+
 impl CloudStore {
     pub fn s3(cfg: &S3Config) -> StoreResult<Self> {
         let location = format!(
@@ -235,7 +318,8 @@ impl CloudStore {
             name: cfg.bucket.clone(),
             endpoint: cfg.endpoint.clone(),
             credentials: "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the storage Secret and \
-                          spec.backend.s3.region",
+                          spec.backend.s3.region"
+                .into(),
             missing: &["NoSuchBucket"],
         };
         Self::build(builder, location, target)
@@ -250,7 +334,8 @@ impl CloudStore {
             name: cfg.container.clone(),
             endpoint: endpoint.clone(),
             credentials: "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY (or AZURE_ACCOUNT_SAS) in the \
-                          storage Secret",
+                          storage Secret"
+                .into(),
             missing: &["ContainerNotFound"],
         };
         let location = restic_location("azure", &cfg.container, &cfg.prefix);
@@ -285,7 +370,8 @@ impl CloudStore {
             endpoint: endpoint.clone(),
             credentials: "GOOGLE_SERVICE_ACCOUNT_JSON_KEY and GOOGLE_PROJECT_ID in the storage \
                           Secret (the service account needs roles/storage.objectAdmin on the \
-                          bucket)",
+                          bucket)"
+                .into(),
             missing: &["bucket does not exist", "No such bucket", "NoSuchBucket"],
         };
         let location = restic_location("gs", &cfg.bucket, &cfg.prefix);
@@ -322,7 +408,8 @@ impl CloudStore {
             name: cfg.bucket.clone(),
             endpoint: "https://api.backblazeb2.com".into(),
             credentials: "B2_ACCOUNT_ID and B2_ACCOUNT_KEY in the storage Secret (an application \
-                          key allowed to read and write the bucket)",
+                          key allowed to read and write the bucket)"
+                .into(),
             missing: &["bad_bucket_id", "bucket_missing"],
         };
         let location = restic_location("b2", &cfg.bucket, &cfg.prefix);
@@ -336,23 +423,70 @@ impl CloudStore {
     }
 
     pub fn swift(cfg: &SwiftConfig) -> StoreResult<Self> {
+        let location = restic_location("swift", &cfg.container, &cfg.prefix);
+        let credentials = match &cfg.login {
+            None => "OS_STORAGE_URL and OS_AUTH_TOKEN in the storage Secret (Swift answers 401 \
+                     once the token has expired: put a fresh one, or add login keys such as \
+                     OS_AUTH_URL, OS_USERNAME and OS_PASSWORD so that coffer logs in again by \
+                     itself)"
+                .to_string(),
+            Some(login) => format!(
+                "{} in the storage Secret (Swift refused the token coffer logged in for, a fresh \
+                 one when the old was refused: the user may lack a role on the project, or an \
+                 ACL on the container)",
+                login.credential_keys().join(", ")
+            ),
+        };
+        let endpoint = match (&cfg.preset, &cfg.login) {
+            (Some(p), _) => p.storage_url.clone(),
+            (None, Some(l)) => l.auth_url().value.clone(),
+            (None, None) => {
+                return Err(StoreError::Remote {
+                    location,
+                    message: "neither a storage URL and token nor a way to log in was given".into(),
+                })
+            }
+        };
         let target = Target {
             backend: "swift",
             service: "Swift",
             noun: "container",
             name: cfg.container.clone(),
-            endpoint: cfg.storage_url.clone(),
-            credentials: "OS_STORAGE_URL and OS_AUTH_TOKEN in the storage Secret (the token may \
-                          have expired)",
+            endpoint,
+            credentials,
             missing: &[],
         };
-        let location = restic_location("swift", &cfg.container, &cfg.prefix);
-        let builder = opendal::services::Swift::default()
-            .root(&root_of(&cfg.prefix))
-            .endpoint(&cfg.storage_url)
-            .container(&cfg.container)
-            .token(&cfg.token);
-        Self::build(builder, location, target)
+        let state = SwiftState {
+            login: cfg.login.clone(),
+            container: cfg.container.clone(),
+            prefix: cfg.prefix.clone(),
+            lock: Mutex::new(()),
+        };
+        // A given token is used until Swift refuses it; without one, the first request logs in.
+        let current = match &cfg.preset {
+            Some(session) => Current {
+                op: Some(make_operator(
+                    state.builder(session),
+                    &location,
+                    target.backend,
+                )?),
+                expires: session.expires,
+                endpoint: Some(session.storage_url.clone()),
+                generation: 0,
+            },
+            None => Current {
+                op: None,
+                expires: None,
+                endpoint: None,
+                generation: 0,
+            },
+        };
+        Ok(Self {
+            current: RwLock::new(current),
+            swift: Some(state),
+            location,
+            target,
+        })
     }
 
     fn build(
@@ -360,32 +494,123 @@ impl CloudStore {
         location: String,
         target: Target,
     ) -> StoreResult<Self> {
-        // Without opendal's auto-registration feature, the HTTP transport is installed here.
-        opendal::install_default();
-        let err = |e: opendal::Error| StoreError::Remote {
-            location: location.clone(),
-            message: format!("invalid {} configuration: {}", target.backend, e.message()),
-        };
-        let op = opendal::Operator::new(builder)
-            .map_err(err)?
-            .layer(
-                opendal::layers::RetryLayer::new()
-                    .with_max_times(4)
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_jitter(),
-            )
-            .layer(
-                opendal::layers::TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(60)),
-            );
-        let _guard = runtime().enter();
-        let op = opendal::blocking::Operator::new(op).map_err(err)?;
+        let op = make_operator(builder, &location, target.backend)?;
         Ok(Self {
-            op,
+            current: RwLock::new(Current {
+                op: Some(op),
+                expires: None,
+                endpoint: None,
+                generation: 0,
+            }),
+            swift: None,
             location,
             target,
         })
+    }
+
+    fn can_login(&self) -> bool {
+        self.swift.as_ref().is_some_and(|s| s.login.is_some())
+    }
+
+    /// The operator to use now, logging in first when there is none yet or its token is about
+    /// to expire.
+    fn operator(&self) -> StoreResult<(opendal::blocking::Operator, u64)> {
+        let seen = {
+            let cur = self.current.read().unwrap_or_else(PoisonError::into_inner);
+            let expiring = cur
+                .expires
+                .is_some_and(|t| t.duration_since(jiff::Timestamp::now()) < TOKEN_MARGIN);
+            match &cur.op {
+                Some(op) if !(expiring && self.can_login()) => {
+                    return Ok((op.clone(), cur.generation))
+                }
+                _ => cur.generation,
+            }
+        };
+        self.login(seen)?;
+        let cur = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        match &cur.op {
+            Some(op) => Ok((op.clone(), cur.generation)),
+            None => Err(StoreError::Remote {
+                location: self.location.clone(),
+                message: "no Swift token: give OS_STORAGE_URL and OS_AUTH_TOKEN, or login keys"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Logs in to Swift again and rebuilds the operator with the new token, unless another
+    /// thread already did since generation `seen`.
+    fn login(&self, seen: u64) -> StoreResult<()> {
+        let Some(sw) = &self.swift else {
+            return Ok(());
+        };
+        let Some(login) = &sw.login else {
+            return Ok(());
+        };
+        let _held = sw.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+            != seen
+        {
+            return Ok(());
+        }
+        // Outside the runtime context: the login client blocks on its own.
+        let session = login.login()?;
+        let op = make_operator(sw.builder(&session), &self.location, self.target.backend)?;
+        tracing::debug!(
+            location = %self.location,
+            storage_url = %session.storage_url,
+            expires = ?session.expires,
+            "logged in to Swift"
+        );
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
+            op: Some(op),
+            expires: session.expires,
+            endpoint: Some(session.storage_url),
+            generation: seen + 1,
+        };
+        Ok(())
+    }
+
+    /// Runs one operation; when Swift answers 401 and coffer can log in, logs in again and
+    /// runs it once more (the operations are whole-file, so a retry repeats nothing partial).
+    fn call<T>(
+        &self,
+        f: impl Fn(&opendal::blocking::Operator) -> opendal::Result<T>,
+    ) -> Result<T, Failure> {
+        let mut again = true;
+        loop {
+            let (op, generation) = self.operator().map_err(Failure::Login)?;
+            let r = {
+                let _guard = runtime().enter();
+                f(&op)
+            };
+            match r {
+                Err(e) if again && self.can_login() && token_rejected(&e) => {
+                    tracing::info!(
+                        location = %self.location,
+                        "Swift refused the token (401, expired?): logging in again"
+                    );
+                    self.login(generation).map_err(Failure::Login)?;
+                    again = false;
+                }
+                r => return r.map_err(Failure::Op),
+            }
+        }
+    }
+
+    /// Where requests go, for messages: the storage URL once Swift has logged in.
+    fn endpoint(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| self.target.endpoint.clone())
     }
 
     fn container_missing(&self, e: &opendal::Error) -> bool {
@@ -426,7 +651,7 @@ impl CloudStore {
                 t.service,
                 t.noun,
                 t.name,
-                t.endpoint,
+                self.endpoint(),
                 t.field()
             ),
         }
@@ -444,6 +669,13 @@ impl CloudStore {
                 t.name,
                 t.field()
             );
+        }
+        if token_rejected(e) && self.swift.is_some() && !self.can_login() {
+            return "Swift refused the token in OS_AUTH_TOKEN (401): it has expired or is wrong. \
+                    Put a fresh token there, or add login keys (OS_AUTH_URL with OS_USERNAME and \
+                    OS_PASSWORD or an application credential, or ST_AUTH, ST_USER and ST_KEY) so \
+                    that coffer logs in again by itself"
+                .into();
         }
         if e.kind() == opendal::ErrorKind::PermissionDenied
             || [
@@ -476,7 +708,8 @@ impl CloudStore {
             return format!(
                 "cannot reach the {} endpoint {} (is the server running and the address \
                  right?)",
-                t.service, t.endpoint
+                t.service,
+                self.endpoint()
             );
         }
         // The message alone can hide the cause (e.g. "deserialize json"): keep the source.
@@ -493,18 +726,19 @@ impl ObjectStore for CloudStore {
     }
 
     fn list(&self, dir: &str) -> StoreResult<Vec<(String, u64)>> {
-        let _guard = runtime().enter();
         let path = format!("{}/", dir.trim_end_matches('/'));
         let opts = opendal::options::ListOptions {
             recursive: true,
             ..Default::default()
         };
-        let entries = match self.op.list_options(&path, opts) {
+        let entries = match self.call(|op| op.list_options(&path, opts.clone())) {
             Ok(v) => v,
             // A prefix without files lists as empty; only a missing bucket or container
             // answers "not found" (some servers, like GCS emulators, without saying which).
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Err(self.no_container()),
-            Err(e) => return Err(self.err("list", dir, e)),
+            Err(Failure::Op(e)) if e.kind() == opendal::ErrorKind::NotFound => {
+                return Err(self.no_container())
+            }
+            Err(f) => return Err(f.or_else(|e| self.err("list", dir, e))),
         };
         Ok(entries
             .into_iter()
@@ -519,42 +753,38 @@ impl ObjectStore for CloudStore {
     }
 
     fn read(&self, key: &str) -> StoreResult<Bytes> {
-        let _guard = runtime().enter();
-        self.op
-            .read(key)
+        self.call(|op| op.read(key))
             .map(|b| b.to_bytes())
-            .map_err(|e| self.err("read", key, e))
+            .map_err(|f| f.or_else(|e| self.err("read", key, e)))
     }
 
     fn read_range(&self, key: &str, offset: u64, len: u64) -> StoreResult<Bytes> {
-        let _guard = runtime().enter();
         let opts = opendal::options::ReadOptions {
             range: (offset..offset + len).into(),
             ..Default::default()
         };
-        self.op
-            .read_options(key, opts)
+        self.call(|op| op.read_options(key, opts.clone()))
             .map(|b| b.to_bytes())
-            .map_err(|e| self.err("read", key, e))
+            .map_err(|f| f.or_else(|e| self.err("read", key, e)))
     }
 
     fn write(&self, key: &str, parts: &[Bytes]) -> StoreResult<()> {
-        let _guard = runtime().enter();
         let buf: opendal::Buffer = parts.iter().cloned().collect();
         let opts = opendal::options::WriteOptions {
             content_type: Some(OCTET_STREAM.into()),
             ..Default::default()
         };
-        self.op
-            .write_options(key, buf, opts)
+        self.call(|op| op.write_options(key, buf.clone(), opts.clone()))
             .map(|_| ())
-            .map_err(|e| self.write_err(key, e))
+            .map_err(|f| f.or_else(|e| self.write_err(key, e)))
     }
 
     fn write_new(&self, key: &str, parts: &[Bytes]) -> StoreResult<bool> {
-        let _guard = runtime().enter();
         let buf: opendal::Buffer = parts.iter().cloned().collect();
-        if !self.op.info().capability().write_with_if_not_exists {
+        let conditional = self
+            .call(|op| Ok(op.info().capability().write_with_if_not_exists))
+            .map_err(|f| f.or_else(|e| self.write_err(key, e)))?;
+        if !conditional {
             // B2 and Swift have no conditional write: check, then write. Two processes
             // initialising one repository in the same instant can both pass the check; the
             // read-back in `InitClaim` then makes the loser notice.
@@ -570,35 +800,35 @@ impl ObjectStore for CloudStore {
             content_type: Some(OCTET_STREAM.into()),
             ..Default::default()
         };
-        match self.op.write_options(key, buf, opts) {
+        match self.call(|op| op.write_options(key, buf.clone(), opts.clone())) {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
-            Err(e) => Err(self.write_err(key, e)),
+            Err(Failure::Op(e)) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
+            Err(f) => Err(f.or_else(|e| self.write_err(key, e))),
         }
     }
 
     fn delete(&self, key: &str) -> StoreResult<()> {
-        let _guard = runtime().enter();
-        match self.op.delete(key) {
+        match self.call(|op| op.delete(key)) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound && !self.container_missing(&e) => {
+            Err(Failure::Op(e))
+                if e.kind() == opendal::ErrorKind::NotFound && !self.container_missing(&e) =>
+            {
                 Ok(())
             }
-            Err(e) => Err(self.err("delete", key, e)),
+            Err(f) => Err(f.or_else(|e| self.err("delete", key, e))),
         }
     }
 
     fn exists(&self, key: &str) -> StoreResult<bool> {
-        let _guard = runtime().enter();
-        match self.op.stat(key) {
+        match self.call(|op| op.stat(key)) {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+            Err(Failure::Op(e)) if e.kind() == opendal::ErrorKind::NotFound => {
                 if self.container_missing(&e) {
                     return Err(self.no_container());
                 }
                 Ok(false)
             }
-            Err(e) => Err(self.err("check", key, e)),
+            Err(f) => Err(f.or_else(|e| self.err("check", key, e))),
         }
     }
 
@@ -678,10 +908,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(b2.location(), "b2:bk:/db");
-        assert!(!format!("{:?}", b2.op).contains("K001secret"));
+        assert!(!format!("{:?}", b2.current.read().unwrap().op).contains("K001secret"));
         let sw = CloudStore::swift(&SwiftConfig {
-            storage_url: "https://swift.example.com/v1/AUTH_t".into(),
-            token: "tok".into(),
+            preset: Some(SwiftSession {
+                storage_url: "https://swift.example.com/v1/AUTH_t".into(),
+                token: "tok".into(),
+                expires: None,
+            }),
+            login: None,
             container: "c".into(),
             prefix: String::new(),
         })
@@ -777,47 +1011,6 @@ pub fn b2_bucket_id(api: &str, account_id: &str, key: &str, bucket: &str) -> Sto
         })
 }
 
-/// Logs in to Swift with v1 auth (Stash's `ST_AUTH`, `ST_USER`, `ST_KEY`): returns the storage
-/// URL and a token, which OpenDAL's Swift service takes (it does not log in by itself).
-pub fn swift_v1_login(auth_url: &str, user: &str, key: &str) -> StoreResult<(String, String)> {
-    let fail = |message: String| StoreError::Remote {
-        location: format!("swift auth {auth_url}"),
-        message,
-    };
-    let r = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| fail(format!("cannot set up the HTTP client: {e}")))?
-        .get(auth_url)
-        .header("X-Auth-User", user)
-        .header("X-Auth-Key", key)
-        .send()
-        .map_err(|e| fail(format!("cannot reach the Swift auth URL (ST_AUTH) ({e})")))?;
-    if matches!(r.status().as_u16(), 401 | 403) {
-        return Err(fail(
-            "Swift refused the login: check ST_USER and ST_KEY in the storage Secret".into(),
-        ));
-    }
-    if !r.status().is_success() {
-        return Err(fail(format!("Swift login answered {}", r.status())));
-    }
-    let header = |n: &str| {
-        r.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    match (header("x-storage-url"), header("x-auth-token")) {
-        (Some(url), Some(token)) => Ok((url, token)),
-        _ => Err(fail(
-            "Swift login answered without X-Storage-Url and X-Auth-Token: is ST_AUTH a v1 \
-             auth URL?"
-                .into(),
-        )),
-    }
-}
-
 fn json_answer(r: reqwest::blocking::Response) -> Result<serde_json::Value, String> {
     let status = r.status();
     let body = r.text().map_err(|e| e.to_string())?;
@@ -829,13 +1022,15 @@ fn json_answer(r: reqwest::blocking::Response) -> Result<serde_json::Value, Stri
 }
 
 #[cfg(test)]
-mod login_tests {
+pub(crate) mod login_tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read, Write};
 
     /// A one-connection-per-answer HTTP server: answers the requests in order, and returns
     /// what it was asked.
-    fn fake(answers: Vec<(u16, String)>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    pub(crate) fn fake(
+        answers: Vec<(u16, String)>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
         fake_with(
             answers
                 .into_iter()
@@ -845,10 +1040,17 @@ mod login_tests {
     }
 
     /// Like [`fake`], with extra response header lines (each ending in CRLF).
-    fn fake_with(
+    pub(crate) fn fake_with(
         answers: Vec<(u16, String, String)>,
     ) -> (String, std::thread::JoinHandle<Vec<String>>) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        fake_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), answers)
+    }
+
+    /// Like [`fake_with`], on a listener already bound (so that answers can name it).
+    fn fake_on(
+        l: std::net::TcpListener,
+        answers: Vec<(u16, String, String)>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
         let base = format!("http://{}", l.local_addr().unwrap());
         let h = std::thread::spawn(move || {
             let mut seen = Vec::new();
@@ -933,31 +1135,135 @@ mod login_tests {
         assert!(e.contains("B2_ACCOUNT_KEY"), "{e}");
     }
 
+    fn keystone(base: &str) -> SwiftLogin {
+        use crate::swift_auth::{Cred, V3Identity, V3User};
+        SwiftLogin::V3 {
+            url: Cred::new("OS_AUTH_URL", format!("{base}/v3")),
+            identity: V3Identity::Password {
+                user: V3User::Id(Cred::new("OS_USER_ID", "u-1")),
+                password: Cred::new("OS_PASSWORD", "pw"),
+            },
+            scope: None,
+            region: None,
+        }
+    }
+
+    /// Keystone's answer: a token, and a catalog that points at the same fake server.
+    fn token(base: &str, token: &str, expires: jiff::Timestamp) -> (u16, String, String) {
+        (
+            201,
+            format!("X-Subject-Token: {token}\r\n"),
+            serde_json::json!({"token": {"expires_at": expires.to_string(), "catalog": [
+                {"type": "object-store", "endpoints": [
+                    {"interface": "public", "region_id": "R", "url": format!("{base}/v1/AUTH_p")}]}]}})
+            .to_string(),
+        )
+    }
+
+    fn listing() -> (u16, String, String) {
+        (
+            200,
+            "Content-Type: application/json; charset=utf-8\r\n".into(),
+            "[]".into(),
+        )
+    }
+
+    fn token_of(request: &str) -> String {
+        request
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-auth-token:")
+                    .map(|t| t.trim().to_string())
+            })
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn swift_v1_login_returns_the_storage_url_and_token() {
-        let (auth, h) = fake_with(vec![
-            (
-                200,
-                "X-Storage-Url: https://swift.example/v1/AUTH_t\r\nX-Auth-Token: tk\r\n".into(),
-                String::new(),
-            ),
-            (401, String::new(), String::new()),
-        ]);
-        let url = format!("{auth}/auth/v1.0");
-        assert_eq!(
-            swift_v1_login(&url, "acct:user", "k").unwrap(),
-            (
-                "https://swift.example/v1/AUTH_t".to_string(),
-                "tk".to_string()
-            )
+    fn swift_logs_in_on_first_use_and_again_when_the_token_is_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+        let (base2, h) = fake_on(
+            l,
+            vec![
+                token(&base, "tk1", later),
+                (
+                    401,
+                    String::new(),
+                    "<html><h1>Unauthorized</h1></html>".into(),
+                ),
+                token(&base, "tk2", later),
+                listing(),
+            ],
         );
-        let e = swift_v1_login(&url, "acct:user", "bad")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("ST_KEY"), "{e}");
+        assert_eq!(base, base2);
+        let store = CloudStore::swift(&SwiftConfig {
+            preset: None,
+            login: Some(keystone(&base)),
+            container: "c".into(),
+            prefix: "db".into(),
+        })
+        .unwrap();
+        assert_eq!(store.list("snapshots").unwrap(), vec![]);
         let seen = h.join().unwrap();
-        assert!(seen[0].starts_with("GET /auth/v1.0"), "{}", seen[0]);
-        let lower = seen[0].to_ascii_lowercase();
-        assert!(lower.contains("x-auth-user: acct:user") && lower.contains("x-auth-key: k"));
+        assert!(seen[0].starts_with("POST /v3/auth/tokens"), "{}", seen[0]);
+        assert!(seen[1].starts_with("GET /v1/AUTH_p/c"), "{}", seen[1]);
+        assert_eq!(token_of(&seen[1]), "tk1");
+        assert!(seen[2].starts_with("POST /v3/auth/tokens"), "{}", seen[2]);
+        assert_eq!(token_of(&seen[3]), "tk2");
+    }
+
+    #[test]
+    fn a_swift_token_near_its_expiry_is_renewed_before_the_request() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let now = jiff::Timestamp::now();
+        let (_, h) = fake_on(
+            l,
+            vec![
+                token(&base, "tk1", now + jiff::SignedDuration::from_secs(30)),
+                listing(),
+                token(&base, "tk2", now + jiff::SignedDuration::from_hours(1)),
+                listing(),
+                listing(),
+            ],
+        );
+        let store = CloudStore::swift(&SwiftConfig {
+            preset: None,
+            login: Some(keystone(&base)),
+            container: "c".into(),
+            prefix: String::new(),
+        })
+        .unwrap();
+        for _ in 0..3 {
+            store.list("locks").unwrap();
+        }
+        let seen = h.join().unwrap();
+        let tokens: Vec<String> = seen.iter().map(|r| token_of(r)).collect();
+        assert_eq!(tokens, ["", "tk1", "", "tk2", "tk2"], "{seen:?}");
+    }
+
+    #[test]
+    fn a_refused_given_token_is_named_when_coffer_cannot_log_in() {
+        let (base, _h) = fake_with(vec![(401, String::new(), "Unauthorized".into())]);
+        let store = CloudStore::swift(&SwiftConfig {
+            preset: Some(SwiftSession {
+                storage_url: format!("{base}/v1/AUTH_p"),
+                token: "old-token".into(),
+                expires: None,
+            }),
+            login: None,
+            container: "c".into(),
+            prefix: String::new(),
+        })
+        .unwrap();
+        let e = store.list("keys").unwrap_err().to_string();
+        assert!(
+            e.contains("Swift refused the token in OS_AUTH_TOKEN (401)"),
+            "{e}"
+        );
+        assert!(e.contains("OS_AUTH_URL"), "{e}");
+        assert!(!e.contains("old-token"), "{e}");
     }
 }

@@ -16,6 +16,7 @@ pub mod rest;
 mod rustic_error;
 mod sizes;
 pub mod store;
+pub mod swift_auth;
 
 pub use bounded::BoundedStore;
 pub use cloud::{AzureConfig, B2Config, CloudStore, GcsConfig, S3Config, SwiftConfig};
