@@ -689,6 +689,10 @@ pub fn follow_mysqldump(
     pending
 }
 
+/// What mariabackup 10.11 logs once commits are blocked (until `Finishing BACKUP STAGE
+/// BLOCK_COMMIT`).
+const BLOCK_COMMIT_HELD: &str = "Acquired locks for BACKUP STAGE BLOCK_COMMIT";
+
 /// A connection waiting for mariabackup's `BACKUP STAGE BLOCK_COMMIT`; said so if it never
 /// came.
 struct Armed(Option<(MysqlConn, Recorder)>);
@@ -697,8 +701,8 @@ impl Drop for Armed {
     fn drop(&mut self) {
         if let Some((_, rec)) = self.0.take() {
             rec.fail(
-                "mariabackup's log did not announce BACKUP STAGE BLOCK_COMMIT, the only moment \
-                 a snapshot can be taken at its point"
+                "mariabackup's log did not say `Acquired locks for BACKUP STAGE BLOCK_COMMIT`, \
+                 the only moment a snapshot can be taken at its point"
                     .into(),
             );
         }
@@ -728,7 +732,9 @@ pub fn for_mariabackup(
     };
     let mut armed = Armed(Some((c, rec)));
     let watch: coffer_db::process::LineWatch = Box::new(move |line: &str| {
-        if !line.contains("BACKUP STAGE BLOCK_COMMIT") {
+        // mariabackup logs `Starting BACKUP STAGE BLOCK_COMMIT` before it has the lock (a
+        // snapshot taken then missed commits still landing) and this line once it holds it.
+        if !line.contains(BLOCK_COMMIT_HELD) {
             return;
         }
         if let Some((mut c, rec)) = armed.0.take() {
