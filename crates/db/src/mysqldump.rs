@@ -65,9 +65,15 @@ pub fn snapshot_started(head: &[u8]) -> Option<Option<(String, u64)>> {
         let header = line.is_empty()
             || line == "--"
             || line.starts_with("/*")
-            || ["-- MariaDB dump", "-- MySQL dump", "-- Host:", "-- ---", "-- Server version"]
-                .iter()
-                .any(|h| line.starts_with(h));
+            || [
+                "-- MariaDB dump",
+                "-- MySQL dump",
+                "-- Host:",
+                "-- ---",
+                "-- Server version",
+            ]
+            .iter()
+            .any(|h| line.starts_with(h));
         if header {
             continue;
         }

@@ -748,12 +748,11 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
     };
     // The row counts and checksums a verification compares (only with spec.verification: it
     // reads every table once more), at the dump's own point; see table_sums.rs.
-    let sums_side = p
-        .bc
-        .spec
-        .verification
-        .is_some()
-        .then(|| crate::table_sums::before_mysqldump(&p.conn, &files, &args));
+    let sums_side =
+        p.bc.spec
+            .verification
+            .is_some()
+            .then(|| crate::table_sums::before_mysqldump(&p.conn, &files, &args));
     let mut dump = DumpStream::start(&clients, &p.conn, files, &args)?;
     let sums = sums_side.map(|s| crate::table_sums::follow_mysqldump(s, &mut dump));
     let late = coffer_repo::LateTags::default();

@@ -220,10 +220,12 @@ pub fn snapshot_binlog(c: &mut MysqlConn) -> Result<Option<String>, String> {
             .map(|(_, v)| v.clone())
             .filter(|v| !v.is_empty())
     };
-    Ok(match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
-        (Some(f), Some(p)) => Some(format!("{f}:{p}")),
-        _ => None,
-    })
+    Ok(
+        match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
+            (Some(f), Some(p)) => Some(format!("{f}:{p}")),
+            _ => None,
+        },
+    )
 }
 
 /// Counts and sums every table of `scope` in the snapshot open on `c`; stops early (Err) when
@@ -603,7 +605,6 @@ pub fn confirm_point(mut sums: TableSums, recorded: Option<&str>, who: &str) -> 
     sums
 }
 
-
 /// How long coffer holds its global read lock for mysqldump to show its snapshot: every
 /// writer on the source waits as long.
 const DUMP_HOLD: std::time::Duration = coffer_db::global_lock::FTWRL_WAIT;
@@ -792,11 +793,28 @@ mod tests {
     #[test]
     fn a_table_is_judged_by_what_was_recorded_for_it() {
         let mut c = Compared::default();
-        judge(&sum("t", Some(3), Some(42), false), Some((3, Some(42))), true, &mut c).unwrap();
+        judge(
+            &sum("t", Some(3), Some(42), false),
+            Some((3, Some(42))),
+            true,
+            &mut c,
+        )
+        .unwrap();
         // FLOAT/DOUBLE: rows only after a logical restore, the checksum after a physical one.
-        judge(&sum("f", Some(2), Some(7), true), Some((2, Some(8))), true, &mut c).unwrap();
-        let e = judge(&sum("f", Some(2), Some(7), true), Some((2, Some(8))), false, &mut c)
-            .unwrap_err();
+        judge(
+            &sum("f", Some(2), Some(7), true),
+            Some((2, Some(8))),
+            true,
+            &mut c,
+        )
+        .unwrap();
+        let e = judge(
+            &sum("f", Some(2), Some(7), true),
+            Some((2, Some(8))),
+            false,
+            &mut c,
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             "table app.f: CHECKSUM TABLE of the restored table is 8, the backup recorded 7"
@@ -810,16 +828,26 @@ mod tests {
                 present: vec!["app.m".into()],
             }
         );
-        let e = judge(&sum("t", Some(3), Some(42), false), Some((2, Some(42))), true, &mut c)
-            .unwrap_err();
+        let e = judge(
+            &sum("t", Some(3), Some(42), false),
+            Some((2, Some(42))),
+            true,
+            &mut c,
+        )
+        .unwrap_err();
         assert_eq!(e, "table app.t: 2 rows restored, the backup recorded 3");
         let e = judge(&sum("t", Some(3), Some(42), false), None, true, &mut c).unwrap_err();
         assert_eq!(
             e,
             "table app.t: recorded by the backup but not in the restored server"
         );
-        let e = judge(&sum("t", Some(3), Some(42), false), Some((3, None)), true, &mut c)
-            .unwrap_err();
+        let e = judge(
+            &sum("t", Some(3), Some(42), false),
+            Some((3, None)),
+            true,
+            &mut c,
+        )
+        .unwrap_err();
         assert!(e.contains("is NULL, the backup recorded 42"), "{e}");
     }
 
@@ -836,9 +864,10 @@ mod tests {
         assert_eq!(kept, sums);
         let moved = confirm_point(sums.clone(), Some("bin.000001:1200"), "mariabackup");
         assert!(moved.tables.is_empty());
-        assert!(
-            moved.not_recorded.unwrap().contains("recorded bin.000001:1200"),
-        );
+        assert!(moved
+            .not_recorded
+            .unwrap()
+            .contains("recorded bin.000001:1200"),);
         let unknown = confirm_point(sums, None, "mariabackup");
         assert!(unknown.tables.is_empty() && unknown.not_recorded.is_some());
     }

@@ -651,7 +651,14 @@ fn verify(
         Ok((compared, reason, msg)) => {
             tracing::info!("table checksums: {msg}");
             let sums = crate::table_sums::CHECKSUMS_COMPARED;
-            set_condition(&mut st.conditions, sums, compared, reason, &msg, &clock::now());
+            set_condition(
+                &mut st.conditions,
+                sums,
+                compared,
+                reason,
+                &msg,
+                &clock::now(),
+            );
         }
         Err(m) => {
             cond(st, crate::table_sums::CHECKSUMS_COMPARED, false, &m);

@@ -403,9 +403,15 @@ fn verify_sums_under_load(params: &[(&str, &str)], logical: bool) {
     let want = if logical { 3 } else { 4 };
     assert_eq!(compared_by_checksum(&out), want, "{msg}");
     if logical {
-        assert!(msg.contains("1 by row count only") && msg.contains("app.f"), "{msg}");
+        assert!(
+            msg.contains("1 by row count only") && msg.contains("app.f"),
+            "{msg}"
+        );
     }
-    assert!(msg.contains("present only") && msg.contains("app.m"), "{msg}");
+    assert!(
+        msg.contains("present only") && msg.contains("app.m"),
+        "{msg}"
+    );
     assert!(msg.contains("at binlog mysql-bin."), "{msg}");
     assert_nothing_left(&cf, &out);
 }
