@@ -633,8 +633,7 @@ fn execute(
                         &p.conn,
                         &p.task,
                         &p.host,
-                        &tag,
-                        &app,
+                        [&tag, &app],
                         db_wait(&p.task)?,
                         p.bc.spec.verification.is_some(),
                     )

@@ -33,8 +33,8 @@ pub fn native_backup(
     conn: &ConnSpec,
     task: &ResolvedTask,
     host: &str,
-    session_tag: &str,
-    app_tag: &str,
+    // The session's and the AppBinding's tags.
+    origin_tags: [&str; 2],
     db_wait: Duration,
     with_sums: bool,
 ) -> EngineResult<SnapshotInfo> {
@@ -68,8 +68,8 @@ pub fn native_backup(
     let mut tags = vec![
         "coffer".to_string(),
         "method=native".to_string(),
-        session_tag.to_string(),
-        app_tag.to_string(),
+        origin_tags[0].to_string(),
+        origin_tags[1].to_string(),
         format!("server-version={}", info.version),
     ];
     tags.extend(crate::position::position_tags(&pos));
