@@ -21,7 +21,7 @@ pub use conn::{
 };
 pub use mysql::prelude as mysql_prelude;
 pub use mysql::Conn as MysqlConn;
-pub use mysql::{Row as MysqlRow, Value as MysqlValue};
+pub use mysql::{Error as MysqlError, Row as MysqlRow, Value as MysqlValue};
 pub use mysql_client::LoadSink;
 pub use mysqldump::DumpStream;
 

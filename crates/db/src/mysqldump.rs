@@ -44,6 +44,50 @@ const TAIL: usize = 4 << 10;
 /// Called once with the dump's position when the dump has ended complete.
 pub type OnPosition = Box<dyn FnOnce(crate::native::Position) + Send>;
 
+/// What the start of a dump shows about mysqldump's snapshot: called once with the binlog
+/// position mysqldump printed (with `--master-data`) as soon as a line proves that its
+/// transaction has started, or when the dump ends complete. Dropped without a call when the
+/// dump fails or its start shows no such line.
+pub type OnSnapshot = Box<dyn FnOnce(Option<(String, u64)>) + Send>;
+
+/// Whether the complete lines of `head` prove that mysqldump has started its consistent
+/// snapshot (`Some`, with its CHANGE MASTER position where it printed one). mysqldump writes
+/// its header comments (`-- MariaDB dump`, `-- Host:`, `-- Server version`) and `/*!...*/`
+/// settings before it starts the transaction; anything else comes after: the CHANGE MASTER
+/// line, `-- Current Database:`, `-- Table structure ...`, a statement. A comment that
+/// announces the position (`-- Alternately, following is the position ...`) waits for the
+/// CHANGE MASTER line after it.
+pub fn snapshot_started(head: &[u8]) -> Option<Option<(String, u64)>> {
+    let complete = &head[..head.iter().rposition(|b| *b == b'\n')? + 1];
+    for line in complete.split(|b| *b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        let header = line.is_empty()
+            || line == "--"
+            || line.starts_with("/*")
+            || [
+                "-- MariaDB dump",
+                "-- MySQL dump",
+                "-- Host:",
+                "-- ---",
+                "-- Server version",
+            ]
+            .iter()
+            .any(|h| line.starts_with(h));
+        if header {
+            continue;
+        }
+        if line.contains("CHANGE MASTER TO") {
+            return Some(change_master_position(line.as_bytes()));
+        }
+        if line.starts_with("--") && line.to_ascii_lowercase().contains("position") {
+            continue;
+        }
+        return Some(None);
+    }
+    None
+}
+
 /// The first `CHANGE MASTER TO MASTER_LOG_FILE='f', MASTER_LOG_POS=n;` line (commented with
 /// `--master-data=2`). The first: it comes before any database, so no routine's body can
 /// stand in for it.
@@ -86,6 +130,7 @@ pub struct DumpStream {
     head: Vec<u8>,
     tail: Vec<u8>,
     on_position: Option<OnPosition>,
+    on_snapshot: Option<OnSnapshot>,
     bytes: Arc<AtomicU64>,
     finished: bool,
     target: String,
@@ -125,6 +170,7 @@ impl DumpStream {
             head: Vec::new(),
             tail: Vec::with_capacity(2 * TAIL),
             on_position: None,
+            on_snapshot: None,
             bytes: Arc::new(AtomicU64::new(0)),
             finished: false,
             target: spec.label.clone(),
@@ -144,10 +190,25 @@ impl DumpStream {
         self.on_position = Some(f);
     }
 
+    /// `f` learns when mysqldump's snapshot has started (see [`OnSnapshot`]).
+    pub fn on_snapshot(&mut self, f: OnSnapshot) {
+        self.on_snapshot = Some(f);
+    }
+
     fn remember(&mut self, data: &[u8]) {
         if self.head.len() < HEAD {
             let n = (HEAD - self.head.len()).min(data.len());
             self.head.extend_from_slice(&data[..n]);
+            if self.on_snapshot.is_some() {
+                if let Some(pos) = snapshot_started(&self.head) {
+                    if let Some(f) = self.on_snapshot.take() {
+                        f(pos);
+                    }
+                }
+            }
+        } else if let Some(f) = self.on_snapshot.take() {
+            // Its start showed nothing: whoever waits is told by the callback's drop.
+            drop(f);
         }
         // Only the last bytes matter for the trailer and the GTID state.
         self.tail
@@ -186,6 +247,10 @@ impl DumpStream {
                          is truncated"
                     .into(),
             });
+        }
+        if let Some(f) = self.on_snapshot.take() {
+            // A dump that ended complete had its snapshot before its end.
+            f(change_master_position(&self.head));
         }
         if let Some(f) = self.on_position.take() {
             let (binlog_file, binlog_position) = change_master_position(&self.head).unzip();
@@ -341,6 +406,43 @@ mod tests {
         );
         assert_eq!(change_master_position(b"-- nothing here\n"), None);
         assert_eq!(deferred_gtid(b"-- Dump completed\n"), None);
+    }
+
+    #[test]
+    fn the_snapshot_is_proven_started_by_the_first_line_after_the_header() {
+        // The header alone proves nothing, nor does an incomplete line.
+        let header = "-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n--\n\
+            -- Host: 127.0.0.1    Database: \n\
+            -- ------------------------------------------------------\n\
+            -- Server version\t10.11.19-MariaDB-log\n\n\
+            /*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n";
+        assert_eq!(snapshot_started(header.as_bytes()), None);
+        assert_eq!(
+            snapshot_started(format!("{header}-- Current Data").as_bytes()),
+            None
+        );
+        // With --master-data: the announcing comment waits for the position itself.
+        let announced = format!(
+            "{header}--\n-- Alternately, following is the position of the binary logging \
+             from SHOW MASTER STATUS at point of backup.\n--\n"
+        );
+        assert_eq!(snapshot_started(announced.as_bytes()), None);
+        assert_eq!(
+            snapshot_started(HEAD_TEXT.as_bytes()),
+            Some(Some(("bin.000001".into(), 774)))
+        );
+        // Without it: the first database or statement.
+        for next in [
+            "--\n-- Current Database: `app`\n",
+            "--\n-- Table structure for table `t`\n",
+            "CREATE DATABASE app;\n",
+        ] {
+            assert_eq!(
+                snapshot_started(format!("{header}{next}").as_bytes()),
+                Some(None),
+                "{next}"
+            );
+        }
     }
 
     #[test]

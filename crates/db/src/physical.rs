@@ -93,6 +93,17 @@ impl PhysicalStream {
         files: Arc<ClientFiles>,
         target: &str,
     ) -> Result<PhysicalStream, DbError> {
+        Self::start_watching(tools, files, target, None)
+    }
+
+    /// Like [`start`](Self::start), and `watch` sees each line of mariabackup's log as it
+    /// comes (for example its `BACKUP STAGE BLOCK_COMMIT`).
+    pub fn start_watching(
+        tools: &PhysicalTools,
+        files: Arc<ClientFiles>,
+        target: &str,
+        watch: Option<crate::process::LineWatch>,
+    ) -> Result<PhysicalStream, DbError> {
         let tmp = tempfile::Builder::new()
             .prefix("coffer-mariabackup-")
             .tempdir_in(crate::process::scratch_dir())
@@ -113,7 +124,8 @@ impl PhysicalStream {
         let mut child = spawn_bound(cmd)
             .map_err(|e| DbError::Local(format!("cannot start {}: {e}", tools.backup.display())))?;
         let stdout = child.stdout.take().expect("piped");
-        let stderr = StderrTail::start("mariabackup", child.stderr.take().expect("piped"));
+        let stderr =
+            StderrTail::watching("mariabackup", child.stderr.take().expect("piped"), watch);
         Ok(PhysicalStream {
             child,
             stdout,

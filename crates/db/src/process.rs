@@ -84,8 +84,20 @@ pub(crate) struct StderrTail {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Called with each line a child writes to stderr, on the thread that reads it.
+pub type LineWatch = Box<dyn FnMut(&str) + Send>;
+
 impl StderrTail {
     pub(crate) fn start(program: &'static str, stderr: impl Read + Send + 'static) -> Self {
+        Self::watching(program, stderr, None)
+    }
+
+    /// Like `start`, and `watch` sees every line as it comes.
+    pub(crate) fn watching(
+        program: &'static str,
+        stderr: impl Read + Send + 'static,
+        mut watch: Option<LineWatch>,
+    ) -> Self {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let b = buf.clone();
         let thread = std::thread::Builder::new()
@@ -99,6 +111,9 @@ impl StderrTail {
                     }
                     let text = String::from_utf8_lossy(&line);
                     tracing::info!(target: "coffer::client", "{program}: {}", text.trim_end());
+                    if let Some(w) = watch.as_mut() {
+                        w(text.trim_end());
+                    }
                     let mut g = b.lock().unwrap();
                     g.extend_from_slice(&line);
                     if g.len() > STDERR_TAIL {

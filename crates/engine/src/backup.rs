@@ -633,9 +633,9 @@ fn execute(
                         &p.conn,
                         &p.task,
                         &p.host,
-                        &tag,
-                        &app,
+                        [&tag, &app],
                         db_wait(&p.task)?,
+                        p.bc.spec.verification.is_some(),
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, coffer_db::native::DIR)
@@ -647,6 +647,7 @@ fn execute(
                         &tag,
                         &app,
                         db_wait(&p.task)?,
+                        p.bc.spec.verification.is_some(),
                     )
                     .map_err(|e| name_repo(&p.repo_res, e))?;
                     (s, crate::physical::STREAM_PATH)
@@ -744,14 +745,23 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         DumpPosition::Given => true,
         DumpPosition::Add | DumpPosition::Off => false,
     };
+    // The row counts and checksums a verification compares (only with spec.verification: it
+    // reads every table once more), at the dump's own point; see table_sums.rs.
+    let sums_side =
+        p.bc.spec
+            .verification
+            .is_some()
+            .then(|| crate::table_sums::before_mysqldump(&p.conn, &files, &args));
     let mut dump = DumpStream::start(&clients, &p.conn, files, &args)?;
+    let sums = sums_side.map(|s| crate::table_sums::follow_mysqldump(s, &mut dump));
     let late = coffer_repo::LateTags::default();
     if read_position {
         dump.on_position(crate::position::into_late_tags(&late));
     }
     let progress = Progress::start("dumped", dump.counter(), Duration::from_secs(10));
     let meta = SnapshotMeta {
-        paths: Vec::new(),
+        // Stash's path, whatever else the snapshot holds.
+        paths: vec![DUMP_PATH.into()],
         host: p.host.clone(),
         tags: vec![
             "coffer".into(),
@@ -766,7 +776,9 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         ],
         late_tags: late,
     };
-    let result = repo.backup(vec![SourceFile::new(DUMP_PATH, dump)], &meta);
+    let mut sources = vec![SourceFile::new(DUMP_PATH, dump)];
+    sources.extend(sums.map(|p| p.into_source(crate::table_sums::path_for(DUMP_PATH))));
+    let result = repo.backup(sources, &meta);
     drop(progress);
     result.map_err(|e| match e {
         // The dump's own error (mysqldump failed, output truncated) is the cause to report.

@@ -23,6 +23,7 @@ pub mod resolve;
 pub mod restore;
 pub mod stores;
 pub mod swap;
+pub mod table_sums;
 pub mod tasks;
 pub mod verify;
 pub mod volume_swap;

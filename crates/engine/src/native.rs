@@ -33,9 +33,10 @@ pub fn native_backup(
     conn: &ConnSpec,
     task: &ResolvedTask,
     host: &str,
-    session_tag: &str,
-    app_tag: &str,
+    // The session's and the AppBinding's tags.
+    origin_tags: [&str; 2],
     db_wait: Duration,
+    with_sums: bool,
 ) -> EngineResult<SnapshotInfo> {
     let clients = Clients::detect()?;
     let files = ClientFiles::new(conn, clients.flavor)?;
@@ -50,8 +51,9 @@ pub fn native_backup(
         // Pieces the repository stores whole skip its content-defined chunking, the largest
         // single cost of a backup.
         piece_bytes: repo.unchunked_file_limit()? as usize,
+        extra_connection: with_sums,
     };
-    let dump = NativeDump::prepare(conn, &files, &opts)?;
+    let mut dump = NativeDump::prepare(conn, &files, &opts)?;
     let pos = dump.position().clone();
     tracing::info!(
         "native dump: {} chunks over {} connections; snapshot at binlog {}:{} gtid {}",
@@ -66,16 +68,37 @@ pub fn native_backup(
     let mut tags = vec![
         "coffer".to_string(),
         "method=native".to_string(),
-        session_tag.to_string(),
-        app_tag.to_string(),
+        origin_tags[0].to_string(),
+        origin_tags[1].to_string(),
         format!("server-version={}", info.version),
     ];
     tags.extend(crate::position::position_tags(&pos));
-    let sources = dump.stream().map(|f| SourceFile {
-        path: f.path,
-        reader: f.reader,
-        size: f.size,
+    // The row counts and checksums a verification compares, read on one more connection
+    // of the dump's own snapshot (see table_sums.rs).
+    let sums = with_sums.then(|| {
+        let (rec, pending) = crate::table_sums::pending("native");
+        match dump.take_extra() {
+            Some(c) => crate::table_sums::measure_in_background(
+                c,
+                pos.binlog_file
+                    .as_ref()
+                    .zip(pos.binlog_position)
+                    .map(|(f, p)| format!("{f}:{p}")),
+                crate::table_sums::Scope::databases(&opts.databases),
+                rec,
+            ),
+            None => rec.fail("the dump opened no connection for the checksums".into()),
+        }
+        pending.into_source(crate::table_sums::NATIVE_PATH.into())
     });
+    let sources = dump
+        .stream()
+        .map(|f| SourceFile {
+            path: f.path,
+            reader: f.reader,
+            size: f.size,
+        })
+        .chain(sums);
     repo.backup_stream(
         Box::new(sources),
         &SnapshotMeta {

@@ -339,23 +339,41 @@ pub fn physical_backup(
     session_tag: &str,
     app_tag: &str,
     db_wait: Duration,
+    with_sums: bool,
 ) -> EngineResult<SnapshotInfo> {
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
     let info = coffer_db::ping(conn, &files, db_wait)?;
     let tools = PhysicalTools::detect()?;
-    let mut stream = PhysicalStream::start(&tools, files.clone(), &conn.label)?;
+    // The row counts and checksums a verification compares: a snapshot started while
+    // mariabackup blocks commits, kept if its position is the one mariabackup records.
+    let (pos_tx, pos_rx) = std::sync::mpsc::channel::<Option<String>>();
+    let (watch, sums) = if with_sums {
+        let (w, p) = crate::table_sums::for_mariabackup(conn, &files, pos_rx);
+        (w, Some(p))
+    } else {
+        (None, None)
+    };
+    let mut stream = PhysicalStream::start_watching(&tools, files.clone(), &conn.label, watch)?;
     // mariabackup writes the position its data is consistent at near the stream's end.
     let late = coffer_repo::LateTags::default();
-    stream.on_position(crate::position::into_late_tags_at_server(
-        &late,
-        conn.clone(),
-        files,
-    ));
+    let tags = crate::position::into_late_tags_at_server(&late, conn.clone(), files);
+    stream.on_position(Box::new(move |p| {
+        let _ = pos_tx.send(
+            p.binlog_file
+                .as_ref()
+                .zip(p.binlog_position)
+                .map(|(f, n)| format!("{f}:{n}")),
+        );
+        tags(p)
+    }));
+    let mut sources = vec![SourceFile::new(STREAM_PATH, stream)];
+    sources.extend(sums.map(|p| p.into_source(crate::table_sums::path_for(STREAM_PATH))));
     repo.backup(
-        vec![SourceFile::new(STREAM_PATH, stream)],
+        sources,
         &SnapshotMeta {
-            paths: Vec::new(),
+            // Stash's path, whatever else the snapshot holds.
+            paths: vec![STREAM_PATH.into()],
             host: host.to_string(),
             tags: vec![
                 "coffer".into(),

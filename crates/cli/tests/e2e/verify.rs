@@ -1,7 +1,12 @@
 //! Restore verification (`coffer verify`, spec.verification): the newest snapshot restored
 //! into a throwaway server, checked, and the server gone afterwards whatever the outcome.
 
-use coffer_testkit::MariaDb;
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc,
+};
+
+use coffer_testkit::{mysql::prelude::Queryable, MariaDb, MariaDbOptions};
 
 use crate::common::*;
 
@@ -269,4 +274,224 @@ fn a_killed_verification_leaves_nothing_after_the_next() {
     assert!(run.ok, "{run}");
     let bc = cf.get_json("backupconfiguration", "bc");
     assert_nothing_left(&cf, &bc["status"]["lastVerification"]);
+}
+
+// ---- row counts and checksums recorded at the backup's point (table_sums.rs) ----------
+
+/// A source with a binary log and tables of every kind the comparison treats apart: InnoDB
+/// (compared by checksum), FLOAT/DOUBLE (by row count only after a logical restore) and
+/// MyISAM (present only).
+fn loaded_source() -> MariaDb {
+    let src = MariaDb::start_with(MariaDbOptions::default().binlog(1, 0)).unwrap();
+    src.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20));
+         USE app; INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;
+         CREATE TABLE app.empty (id INT);
+         CREATE TABLE app.w (id INT AUTO_INCREMENT PRIMARY KEY, v INT, note VARCHAR(40));
+         CREATE TABLE app.f (id INT PRIMARY KEY, x FLOAT, y DOUBLE);
+         INSERT INTO app.f VALUES (1, 0.1, 1.0/3), (2, 3.14159, 2.718281828459045);
+         CREATE TABLE app.m (id INT PRIMARY KEY) ENGINE=MyISAM; INSERT INTO app.m VALUES (1);",
+    )
+    .unwrap();
+    src
+}
+
+/// Commits into app.w (inserts and updates, one transaction each) until stopped. Started before the backup and stopped after it, so the backup's point
+/// falls in the middle of the load.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(src: &MariaDb) -> Writer {
+        let mut c = src.conn().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let (s, d) = (stop.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i: u64 = 0;
+            while !s.load(Ordering::Relaxed) {
+                i += 1;
+                c.query_drop(format!(
+                    "INSERT INTO app.w (v, note) VALUES ({i}, 'row {i}')"
+                ))
+                .unwrap();
+                c.query_drop(format!(
+                    "UPDATE app.w SET v = v + 1 WHERE id = {}",
+                    i / 2 + 1
+                ))
+                .unwrap();
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let w = Writer {
+            stop,
+            done,
+            thread: Some(thread),
+        };
+        // The load is under way before the backup starts.
+        while w.done.load(Ordering::Relaxed) < 50 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        w
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+/// Backs up `src` under a write load with spec.verification (which records the sums).
+fn backup_under_load(src: &MariaDb, params: &[(&str, &str)]) -> Coffer {
+    let cf = Coffer::new();
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", src),
+        appbinding("src", src, "src-auth"),
+        backup_config_with("bc", "repo", "src", params, 5)
+            + "  verification:\n    everyBackups: 100\n",
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let writer = Writer::start(src);
+    let before = writer.done.load(Ordering::Relaxed);
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    let after = writer.done.load(Ordering::Relaxed);
+    writer.stop();
+    assert!(run.ok, "{run}");
+    assert!(after > before, "no write committed while the backup ran");
+    cf
+}
+
+fn condition<'a>(status: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap_or_else(|| panic!("{t} missing: {status:#}"))
+}
+
+/// The number of tables the verification compared by row count and checksum.
+fn compared_by_checksum(status: &serde_json::Value) -> usize {
+    let c = condition(status, "ChecksumsCompared");
+    let msg = c["message"].as_str().unwrap();
+    assert_eq!(c["status"], "True", "{status:#}");
+    msg.split(" table(s) compared by row count and checksum")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in `{msg}`"))
+}
+
+fn verify_sums_under_load(params: &[(&str, &str)], logical: bool) {
+    let src = loaded_source();
+    let cf = backup_under_load(&src, params);
+    let run = cf.run(&["verify", "bc", "-o", "json"]);
+    assert!(run.ok, "{run}");
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["phase"], "Succeeded", "{out:#}");
+    let msg = condition(&out, "ChecksumsCompared")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // t, empty and w (under load) always; f too after a physical restore (its bytes).
+    let want = if logical { 3 } else { 4 };
+    assert_eq!(compared_by_checksum(&out), want, "{msg}");
+    if logical {
+        assert!(
+            msg.contains("1 by row count only") && msg.contains("app.f"),
+            "{msg}"
+        );
+    }
+    assert!(
+        msg.contains("present only") && msg.contains("app.m"),
+        "{msg}"
+    );
+    assert!(msg.contains("at binlog mysql-bin."), "{msg}");
+    assert_nothing_left(&cf, &out);
+}
+
+#[test]
+fn a_native_snapshot_under_writes_matches_the_checksums_recorded_at_its_point() {
+    verify_sums_under_load(&[("method", "native")], true);
+}
+
+#[test]
+fn a_mysqldump_snapshot_under_writes_matches_the_checksums_recorded_at_its_point() {
+    verify_sums_under_load(&[("args", "--databases app")], true);
+}
+
+#[test]
+fn a_physical_snapshot_under_writes_matches_the_checksums_recorded_at_its_point() {
+    verify_sums_under_load(&[("method", "physical")], false);
+}
+
+/// A snapshot whose recorded checksum of app.t does not match its data (written again with
+/// one value changed) fails the verification, naming the table and both values.
+#[test]
+fn a_recorded_checksum_that_does_not_match_fails_naming_the_table() {
+    use coffer_repo::{LocalStore, Repo, SnapshotMeta, SnapshotSelector, SourceFile};
+    let src = loaded_source();
+    let cf = backup_under_load(&src, &[("args", "--databases app")]);
+    let repo = Repo::open(Arc::new(LocalStore::new(cf.path("repo"))), REPO_PASSWORD).unwrap();
+    let snap = repo
+        .find(&SnapshotSelector {
+            snapshot: "latest".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let files = repo.files(&snap.id).unwrap();
+    let sums_path = "/dumpfile.sql.table-sums.json";
+    assert!(
+        files.iter().any(|(p, _)| p == sums_path),
+        "no sums recorded: {files:?}"
+    );
+    let mut sums = Vec::new();
+    repo.dump(&snap.id, sums_path, &mut sums).unwrap();
+    let mut sums: serde_json::Value = serde_json::from_slice(&sums).unwrap();
+    let t = sums["tables"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["table"] == "t")
+        .expect("app.t recorded");
+    let real = t["checksum"].as_u64().unwrap();
+    t["checksum"] = serde_json::json!(real + 1);
+    let mut dump = Vec::new();
+    repo.dump(&snap.id, "/dumpfile.sql", &mut dump).unwrap();
+    let meta = SnapshotMeta {
+        host: snap.hostname.clone(),
+        tags: snap.tags.clone(),
+        paths: vec!["/dumpfile.sql".into()],
+        late_tags: Default::default(),
+    };
+    repo.backup(
+        vec![
+            SourceFile::in_memory("/dumpfile.sql", dump),
+            SourceFile::in_memory(sums_path, serde_json::to_vec(&sums).unwrap()),
+        ],
+        &meta,
+    )
+    .unwrap();
+    repo.delete_snapshot(&snap.id).unwrap();
+    let run = cf.run(&["verify", "bc", "-o", "json"]);
+    assert!(!run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Failed", "{bc:#}");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "table app.t: CHECKSUM TABLE of the restored table is {real}, the backup recorded {}",
+            real + 1
+        )),
+        "{reason}"
+    );
+    assert_eq!(condition(last, "ChecksumsCompared")["status"], "False");
+    assert_nothing_left(&cf, last);
 }

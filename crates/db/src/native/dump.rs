@@ -41,6 +41,9 @@ pub struct NativeDumpOptions {
     /// The largest piece, in bytes: the repository's largest file stored without
     /// content-defined chunking (its minimum chunk size).
     pub piece_bytes: usize,
+    /// One more connection in the snapshot, for the caller ([`NativeDump::take_extra`]):
+    /// the per-table checksums a restore verification compares are read there.
+    pub extra_connection: bool,
 }
 
 impl Default for NativeDumpOptions {
@@ -51,6 +54,7 @@ impl Default for NativeDumpOptions {
             databases: Vec::new(),
             users: false,
             piece_bytes: 1 << 20,
+            extra_connection: false,
         }
     }
 }
@@ -124,6 +128,7 @@ pub struct NativeDump {
     schema: Schema,
     position: Position,
     started: String,
+    extra: Option<Conn>,
 }
 
 fn q(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<(), DbError> {
@@ -386,7 +391,7 @@ impl NativeDump {
             crate::global_lock::FTWRL_WAIT,
         )?;
         let mut conns = Vec::new();
-        for _ in 0..n {
+        for _ in 0..n + usize::from(opts.extra_connection) {
             let mut c = connect(spec, files)?;
             q(
                 spec,
@@ -426,6 +431,11 @@ impl NativeDump {
             .filter(|g| !g.is_empty());
         q(spec, &mut lock, "UNLOCK TABLES")?;
         drop(lock);
+        let extra = if opts.extra_connection {
+            conns.pop()
+        } else {
+            None
+        };
 
         // Definitions, read inside the snapshot on the first connection.
         let c = &mut conns[0];
@@ -713,7 +723,14 @@ impl NativeDump {
             schema,
             position,
             started: now(),
+            extra,
         })
+    }
+
+    /// The extra connection of [`NativeDumpOptions::extra_connection`], inside the same
+    /// snapshot as the dump's (its transaction started under the same global read lock).
+    pub fn take_extra(&mut self) -> Option<Conn> {
+        self.extra.take()
     }
 
     pub fn position(&self) -> &Position {
