@@ -653,7 +653,7 @@ pub fn follow_mysqldump(
                 Ok(pos) => pos.map(|(f, p)| format!("{f}:{p}")),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     return rec.fail(format!(
-                        "mysqldump's output did not show its snapshot within {}s, so coffer                          released its lock without knowing the dump's point",
+                        "mysqldump's output did not show its snapshot within {}s, so coffer released its lock without knowing the dump's point",
                         DUMP_HOLD.as_secs()
                     ))
                 }
@@ -667,7 +667,7 @@ pub fn follow_mysqldump(
             match (&binlog, &theirs) {
                 (Some(ours), Some(theirs)) if ours != theirs => {
                     return rec.fail(format!(
-                        "the checksums' snapshot is at binlog {ours} but mysqldump's at                          {theirs}: the sums would not match the dump"
+                        "the checksums' snapshot is at binlog {ours} but mysqldump's at {theirs}: the sums would not match the dump"
                     ))
                 }
                 _ => {}
