@@ -73,7 +73,7 @@ fn late_tags_with(
             match binlog_gtid_pos(spec, files, file, pos) {
                 Ok(Some(g)) => p.gtid = Some(g),
                 Ok(None) => tracing::warn!(
-                    "{}: BINLOG_GTID_POS({file}, {pos}) is NULL (the file is gone?); the                      backup's own GTID field is recorded",
+                    "{}: BINLOG_GTID_POS({file}, {pos}) is NULL (the file is gone?); the backup's own GTID field is recorded",
                     spec.label
                 ),
                 Err(e) => tracing::warn!(
