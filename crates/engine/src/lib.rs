@@ -25,6 +25,8 @@ pub mod stores;
 pub mod swap;
 pub mod tasks;
 pub mod verify;
+pub mod verify_script;
+pub mod verify_tag;
 pub mod volume_swap;
 
 pub use backup::run_backup;
