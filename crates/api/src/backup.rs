@@ -63,8 +63,9 @@ pub struct VerificationSpec {
     pub queries: Vec<VerificationQuery>,
     /// The user's own program, run after the queries with the restored server's address in
     /// its environment; a non-zero exit fails the verification.
+    // Boxed: inline it would make every BackupConfiguration, and so every Resource, larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub script: Option<VerificationScript>,
+    pub script: Option<Box<VerificationScript>>,
 }
 
 /// A program coffer runs against the restored server, on the machine that verifies (with

@@ -554,8 +554,8 @@ fn check_snapshot(
             galera,
             volume_root: false,
         };
-        crate::physical::restore_replica(&repo, &snap.id, &plan, 0, &label)
-            .map_err(|e| name_repo(&repo_res, e))?;
+        crate::physical::restore_replica(repo, &snap.id, &plan, 0, label)
+            .map_err(|e| name_repo(repo_res, e))?;
         Ok(())
     };
     // A physical snapshot is the data directory itself; the others load into an empty one.
@@ -605,7 +605,7 @@ fn check_snapshot(
             // a connection made before keeps its privileges and gives the account back.
             let mut keep = coffer_db::connect(&conn, &files)?;
             let sink = LoadSink::start(&clients, &conn, files.clone(), &[])?;
-            crate::restore::load(&repo, &snap.id, sink)?;
+            crate::restore::load(repo, &snap.id, sink)?;
             keep.query_drop(server.account_sql()).map_err(|e| {
                 EngineError::Step(format!(
                     "cannot give the verification account back after the load: {e}"
@@ -615,7 +615,7 @@ fn check_snapshot(
         })(),
     };
     if let Err(e) = loaded {
-        let e = name_repo(&repo_res, e);
+        let e = name_repo(repo_res, e);
         cond(st, SNAPSHOT_RESTORED, false, &e.to_string());
         return Err(e);
     }
