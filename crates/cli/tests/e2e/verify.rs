@@ -472,3 +472,65 @@ fn a_snapshot_on_a_damaged_pack_fails_its_verification() {
     );
     assert_nothing_left(&cf, last);
 }
+
+/// A Galera SST snapshot is the newest snapshot verify picks: extracted, prepared and
+/// started as a standalone server, its tables and the user's queries checked, then tagged.
+#[test]
+fn a_galera_sst_snapshot_is_verified() {
+    use coffer_testkit::galera::{GaleraCluster, GaleraOptions};
+    let _one_at_a_time = crate::galera::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let c = GaleraCluster::start(GaleraOptions::default()).unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20));
+             USE app; INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;",
+        )
+        .unwrap();
+    c.wait_synced(std::time::Duration::from_secs(60)).unwrap();
+    let cf = Coffer::new();
+    let bc = backup_config_with("bc", "repo", "cluster", &[("sstTimeout", "120s")], 10)
+        .replace("mariadb-backup-10.5.8", "perconaxtradb-backup-5.7")
+        .replace("  schedule: \"0 3 * * *\"\n", "")
+        + QUERIES;
+    let m = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        secret(
+            "cluster-auth",
+            &[("username", "root"), ("password", c.root_password())],
+        ),
+        crate::galera::cluster_appbinding("cluster", &c, 0, c.group()),
+        bc,
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &m);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let written = newest_snapshot_id(&cf);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    let s = restic_snapshot(&cf, last["snapshot"].as_str().unwrap());
+    assert!(
+        s["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/galera-position.xbstream"),
+        "the SST snapshot was verified: {s:#}"
+    );
+    for t in ["SnapshotRestored", "TablesChecked", "QueriesChecked"] {
+        let cond = last["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["type"] == t)
+            .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
+        assert_eq!(cond["status"], "True", "{t}: {last:#}");
+    }
+    assert_tagged(&cf, last, &written);
+    assert_nothing_left(&cf, last);
+}
