@@ -61,6 +61,37 @@ pub struct VerificationSpec {
     /// The user's own checks, run on the restored server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queries: Vec<VerificationQuery>,
+    /// The user's own program, run after the queries with the restored server's address in
+    /// its environment; a non-zero exit fails the verification.
+    // Boxed: inline it would make every BackupConfiguration, and so every Resource, larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<Box<VerificationScript>>,
+}
+
+/// A program coffer runs against the restored server, on the machine that verifies (with
+/// coffer's own user), without a shell, stdin closed, in a process group of its own. Its
+/// environment holds only PATH, HOME, LANG and: COFFER_VERIFY_HOST, COFFER_VERIFY_PORT,
+/// COFFER_VERIFY_USER (an account with every privilege on the throwaway server),
+/// COFFER_VERIFY_DEFAULTS_FILE (a 0600 MariaDB/MySQL option file with that account's
+/// password, for `mariadb --defaults-file=...`; the password is in no argument or variable),
+/// COFFER_VERIFY_SNAPSHOT and COFFER_VERIFY_CONFIGURATION (`namespace/name`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerificationScript {
+    /// Absolute path of the executable.
+    pub path: String,
+    /// Its arguments (no shell expands them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// How long it may run (e.g. `90s`, `10m`; default 10m); past it, it and everything it
+    /// started are killed and the verification fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+impl VerificationScript {
+    /// The time limit when `timeout` does not set one.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 }
 
 /// One SQL query and the result it must give: rows separated by newlines, columns by tabs,
@@ -91,7 +122,8 @@ pub struct VerificationStatus {
     /// Why it failed: the table, check or query, and what was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The steps: ServerStarted, SnapshotRestored, TablesChecked, QueriesChecked.
+    /// The steps: ServerStarted, SnapshotRestored, TablesChecked, QueriesChecked,
+    /// ScriptChecked (with spec.verification.script), SnapshotTagged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

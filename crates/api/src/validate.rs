@@ -477,6 +477,50 @@ fn verification(v: &crate::backup::VerificationSpec, zone: Option<&str>, p: &mut
             ));
         }
     }
+    if let Some(sc) = &v.script {
+        verification_script(sc, p);
+    }
+}
+
+fn verification_script(sc: &crate::backup::VerificationScript, p: &mut Vec<Problem>) {
+    let at = "spec.verification.script";
+    if sc.path.trim().is_empty() {
+        p.push(Problem::new(
+            format!("{at}.path"),
+            "required: the absolute path of the program to run",
+        ));
+    } else if !sc.path.starts_with('/') {
+        p.push(Problem::new(
+            format!("{at}.path"),
+            format!(
+                "`{}` is not an absolute path (no shell or PATH search runs it)",
+                sc.path
+            ),
+        ));
+    } else if sc.path.contains('\0') {
+        p.push(Problem::new(format!("{at}.path"), "contains a NUL byte"));
+    }
+    for (i, a) in sc.args.iter().enumerate() {
+        if a.contains('\0') {
+            p.push(Problem::new(
+                format!("{at}.args[{i}]"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    if let Some(t) = &sc.timeout {
+        match crate::duration::parse(t) {
+            Ok(d) if d.is_zero() => p.push(Problem::new(
+                format!("{at}.timeout"),
+                "must be more than 0 (leave it out for the default, 10m)",
+            )),
+            Ok(_) => {}
+            Err(e) => p.push(Problem::new(
+                format!("{at}.timeout"),
+                format!("`{t}`: {e} (e.g. 90s, 10m)"),
+            )),
+        }
+    }
 }
 
 fn schedule(s: &crate::backup::BackupConfigurationSpec, p: &mut Vec<Problem>) {
@@ -929,6 +973,35 @@ mod tests {
                 ),
                 "spec.verification.queries[1].name: `q` is used by another query",
             ),
+            (
+                format!("{KEEP}  verification: {{everyBackups: 1, script: {{path: check.sh}}}}\n"),
+                "spec.verification.script.path: `check.sh` is not an absolute path",
+            ),
+            (
+                format!("{KEEP}  verification: {{everyBackups: 1, script: {{path: ''}}}}\n"),
+                "spec.verification.script.path: required",
+            ),
+            (
+                format!(
+                    "{KEEP}  verification: {{everyBackups: 1, script: {{path: /bin/true, \
+                     timeout: soon}}}}\n"
+                ),
+                "spec.verification.script.timeout: `soon`",
+            ),
+            (
+                format!(
+                    "{KEEP}  verification: {{everyBackups: 1, script: {{path: /bin/true, \
+                     timeout: '0'}}}}\n"
+                ),
+                "spec.verification.script.timeout: must be more than 0",
+            ),
+            (
+                format!(
+                    "{KEEP}  verification: {{everyBackups: 1, script: {{path: /bin/true, \
+                     command: x}}}}\n"
+                ),
+                "spec.verification.script",
+            ),
         ] {
             let e = errors(&bc_with(&extra));
             assert!(e.starts_with(&format!("{head}{want}")), "{extra}\n{e}");
@@ -937,6 +1010,13 @@ mod tests {
         assert_eq!(
             errors_or_none(&bc_with(&format!(
                 "{KEEP}  schedule: '@daily'\n  timeZone: UTC\n"
+            ))),
+            None
+        );
+        assert_eq!(
+            errors_or_none(&bc_with(&format!(
+                "{KEEP}  verification: {{everyBackups: 1, script: {{path: /usr/local/bin/check, \
+                 args: [--fast], timeout: 5m}}}}\n"
             ))),
             None
         );

@@ -254,9 +254,59 @@ pub fn verification_after_backup(
     Some((count, count >= every))
 }
 
+/// The tag a successful restore verification leaves on the snapshot it verified.
+pub const VERIFIED_TAG: &str = "verified";
+/// With the time that verification started (RFC 3339, UTC), as in status.lastVerifiedTime.
+pub const VERIFIED_AT_TAG: &str = "verified=";
+
+/// A snapshot's tags after a verification of it: on success `verified` and `verified=<time>`
+/// replacing an earlier time; on failure neither (a snapshot that no longer restores must not
+/// keep the word of an earlier verification). Other tags are kept as they are.
+pub fn tags_after_verification(tags: &mut Vec<String>, succeeded: bool, time: &str) {
+    tags.retain(|t| t != VERIFIED_TAG && !t.starts_with(VERIFIED_AT_TAG));
+    if succeeded {
+        tags.push(VERIFIED_TAG.to_string());
+        tags.push(format!("{VERIFIED_AT_TAG}{time}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verification_sets_or_clears_the_verified_tags() {
+        let t = "2024-05-06T07:08:09Z";
+        // (tags before, succeeded) -> tags after
+        let cases: [(&[&str], bool, &[&str]); 5] = [
+            (
+                &["gtid=0-1-5"],
+                true,
+                &["gtid=0-1-5", "verified", "verified=2024-05-06T07:08:09Z"],
+            ),
+            (
+                &["verified", "verified=2020-01-01T00:00:00Z", "app=a"],
+                true,
+                &["app=a", "verified", "verified=2024-05-06T07:08:09Z"],
+            ),
+            (
+                &["verified", "verified=2020-01-01T00:00:00Z", "app=a"],
+                false,
+                &["app=a"],
+            ),
+            (&["app=a"], false, &["app=a"]),
+            // A user's tag that only starts with the word is not ours.
+            (&["verifiedby=ops"], false, &["verifiedby=ops"]),
+        ];
+        for (before, ok, want) in cases {
+            let mut tags: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+            tags_after_verification(&mut tags, ok, t);
+            tags.sort();
+            let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            want.sort();
+            assert_eq!(tags, want, "{before:?} {ok}");
+        }
+    }
 
     #[test]
     fn verification_is_due_after_every_n_backups() {

@@ -26,6 +26,8 @@ pub mod swap;
 pub mod table_sums;
 pub mod tasks;
 pub mod verify;
+pub mod verify_script;
+pub mod verify_tag;
 pub mod volume_swap;
 
 pub use backup::run_backup;

@@ -145,7 +145,12 @@ pub fn bases(
     snapshots
         .iter()
         .filter(|s| tag(s, APP_TAG).is_none_or(|a| a == app))
-        .filter(|s| named.is_none_or(|n| s.id.starts_with(n)))
+        .filter(|s| {
+            // A base named by the id it had before its tags changed (a verification tags).
+            named.is_none_or(|n| {
+                s.id.starts_with(n) || s.original.as_ref().is_some_and(|o| o.starts_with(n))
+            })
+        })
         .filter(|s| {
             let has = |p: &str| s.paths.iter().any(|x| x == p);
             match kind {

@@ -39,6 +39,7 @@ pub const SERVER_STARTED: &str = "ServerStarted";
 pub const SNAPSHOT_RESTORED: &str = "SnapshotRestored";
 pub const TABLES_CHECKED: &str = "TablesChecked";
 pub const QUERIES_CHECKED: &str = "QueriesChecked";
+pub const SCRIPT_CHECKED: &str = "ScriptChecked";
 
 /// How long the throwaway server may take to answer after it is started.
 const START_WAIT: Duration = Duration::from_secs(120);
@@ -508,13 +509,31 @@ fn verify(
         .unwrap_or_else(|| "host-0".into());
     let repo =
         Repo::open(access.store.clone(), &access.password).map_err(|e| repo_err(&repo_res, e))?;
-    let _lock = repo.lock(false).map_err(|e| repo_err(&repo_res, e))?;
+    let lock = repo.lock(false).map_err(|e| repo_err(&repo_res, e))?;
     let (snap, kind) = newest(&repo, &host).ok_or_else(|| {
         EngineError::Step(format!(
             "{label}: the repository has no snapshot of host {host} to verify: back up first"
         ))
     })?;
     st.snapshot = Some(snap.id.clone());
+    let checked = check_snapshot(bc, &repo, &repo_res, &label, &snap, kind, st, started);
+    // The throwaway server is gone by now: the repository is taken for itself only briefly.
+    crate::verify_tag::record(&repo, &lock, &snap, checked.is_ok(), st);
+    checked
+}
+
+/// Restores `snap` into a throwaway server and checks it; the server is gone on return.
+#[allow(clippy::too_many_arguments)]
+fn check_snapshot(
+    bc: &coffer_api::backup::BackupConfiguration,
+    repo: &Repo,
+    repo_res: &coffer_api::repository::Repository,
+    label: &str,
+    snap: &SnapshotInfo,
+    kind: SnapKind,
+    st: &mut VerificationStatus,
+    started: Instant,
+) -> EngineResult<()> {
     tracing::info!("verifying snapshot {} ({kind:?})", snap.short_id);
     let mut server = Throwaway::new()?;
     let clients = Clients::detect()?;
@@ -538,8 +557,8 @@ fn verify(
             galera,
             volume_root: false,
         };
-        crate::physical::restore_replica(&repo, &snap.id, &plan, 0, &label)
-            .map_err(|e| name_repo(&repo_res, e))?;
+        crate::physical::restore_replica(repo, &snap.id, &plan, 0, label)
+            .map_err(|e| name_repo(repo_res, e))?;
         Ok(())
     };
     // A physical snapshot is the data directory itself; the others load into an empty one.
@@ -589,7 +608,7 @@ fn verify(
             // a connection made before keeps its privileges and gives the account back.
             let mut keep = coffer_db::connect(&conn, &files)?;
             let sink = LoadSink::start(&clients, &conn, files.clone(), &[])?;
-            crate::restore::load(&repo, &snap.id, sink)?;
+            crate::restore::load(repo, &snap.id, sink)?;
             keep.query_drop(server.account_sql()).map_err(|e| {
                 EngineError::Step(format!(
                     "cannot give the verification account back after the load: {e}"
@@ -599,7 +618,7 @@ fn verify(
         })(),
     };
     if let Err(e) = loaded {
-        let e = name_repo(&repo_res, e);
+        let e = name_repo(repo_res, e);
         cond(st, SNAPSHOT_RESTORED, false, &e.to_string());
         return Err(e);
     }
@@ -647,7 +666,7 @@ fn verify(
         SnapKind::Dump => DUMP_PATH,
     };
     let logical = kind != SnapKind::Physical;
-    match crate::table_sums::verify(&repo, &snap.id, main, logical, &mut c) {
+    match crate::table_sums::verify(repo, &snap.id, main, logical, &mut c) {
         Ok((compared, reason, msg)) => {
             tracing::info!("table checksums: {msg}");
             let sums = crate::table_sums::CHECKSUMS_COMPARED;
@@ -684,6 +703,50 @@ fn verify(
         }
     }
     drop(c);
+    if let Some(sc) = bc
+        .spec
+        .verification
+        .as_ref()
+        .and_then(|v| v.script.as_ref())
+    {
+        let conf = format!("{}/{}", bc.metadata.namespace(), bc.metadata.name);
+        match server.script(sc, &snap.id, &conf) {
+            Ok(m) => cond(st, SCRIPT_CHECKED, true, &m),
+            Err(m) => {
+                cond(st, SCRIPT_CHECKED, false, &m);
+                return Err(EngineError::Step(m));
+            }
+        }
+    }
     server.stop();
     Ok(())
+}
+
+impl Throwaway {
+    /// Runs spec.verification.script against this server (see crate::verify_script).
+    fn script(
+        &self,
+        sc: &coffer_api::backup::VerificationScript,
+        snapshot: &str,
+        configuration: &str,
+    ) -> Result<String, String> {
+        let conn = self.conn();
+        let cnf = self.root().join("client.cnf");
+        let text = crate::verify_script::defaults_file_text(
+            &conn.host,
+            conn.port,
+            &conn.user,
+            &conn.password,
+        );
+        write_private(&cnf, &text).map_err(|e| e.to_string())?;
+        let target = crate::verify_script::Target {
+            host: &conn.host,
+            port: conn.port,
+            user: &conn.user,
+            defaults_file: &cnf,
+            snapshot,
+            configuration,
+        };
+        crate::verify_script::run(sc, &target, self.root())
+    }
 }

@@ -13,6 +13,7 @@ pub mod direct;
 pub mod lock;
 pub mod repository;
 pub mod rest;
+mod retag;
 mod rustic_error;
 mod sizes;
 pub mod store;

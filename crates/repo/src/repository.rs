@@ -91,6 +91,10 @@ pub struct SnapshotInfo {
     /// archive's snapshots carry their segment index there.
     #[serde(skip)]
     pub description: Option<String>,
+    /// The id the snapshot had when it was written, when its tags were changed since (a
+    /// changed snapshot is a new file with a new id, as with `restic tag`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -114,6 +118,11 @@ impl SnapshotInfo {
             total_files: summary.total_files_processed,
             duration_seconds: summary.backup_duration,
             description: s.description.clone(),
+            // rustic fills `original` with the id itself when the file has none.
+            original: s
+                .original
+                .filter(|o| *o != s.id)
+                .map(|o| o.to_hex().to_string()),
         }
     }
 }
@@ -584,11 +593,26 @@ impl Repo {
         let found: Vec<&SnapshotInfo> = if sel.snapshot.is_empty() || sel.snapshot == "latest" {
             snaps.iter().filter(matches_filters).take(1).collect()
         } else {
-            snaps
+            let by_id: Vec<&SnapshotInfo> = snaps
                 .iter()
                 .filter(|s| s.id.starts_with(&sel.snapshot))
                 .filter(matches_filters)
-                .collect()
+                .collect();
+            if by_id.is_empty() {
+                // An id recorded before the snapshot's tags changed (a backup session's
+                // status, a verification's) still names it.
+                snaps
+                    .iter()
+                    .filter(|s| {
+                        s.original
+                            .as_ref()
+                            .is_some_and(|o| o.starts_with(&sel.snapshot))
+                    })
+                    .filter(matches_filters)
+                    .collect()
+            } else {
+                by_id
+            }
         };
         match found.as_slice() {
             [one] => Ok((*one).clone()),

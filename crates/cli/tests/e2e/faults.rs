@@ -610,7 +610,7 @@ fn locks_are_shared_with_restic_and_survive_crashes() {
 
 /// Overwrites 16 bytes in the middle of the repository's largest pack (the dump's data; the
 /// trees' pack is small) and returns the pack's id.
-fn damage_largest_pack(cf: &Coffer) -> String {
+pub(crate) fn damage_largest_pack(cf: &Coffer) -> String {
     let mut packs = Vec::new();
     let mut dirs = vec![cf.path("repo").join("data")];
     while let Some(d) = dirs.pop() {

@@ -84,8 +84,71 @@ fn assert_nothing_left(cf: &Coffer, status: &serde_json::Value) {
     );
 }
 
+/// The snapshot `id` as restic lists it.
+fn restic_snapshot(cf: &Coffer, id: &str) -> serde_json::Value {
+    let snaps = restic_snapshots(cf.path("repo").to_str().unwrap(), &[]);
+    snaps
+        .iter()
+        .find(|s| s["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no snapshot {id} in {snaps:#?}"))
+}
+
+/// The verified snapshot carries `verified` and `verified=<time>` (restic's view), under a
+/// new id whose `original` is the id the backup wrote; restic still finds the repository
+/// sound.
+fn assert_tagged(cf: &Coffer, last: &serde_json::Value, written: &str) {
+    let id = last["snapshot"].as_str().unwrap();
+    assert_ne!(id, written, "a tagged snapshot is a new file: {last:#}");
+    let s = restic_snapshot(cf, id);
+    assert_eq!(s["original"], written, "{s:#}");
+    let tags: Vec<&str> = s["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(tags.contains(&"verified"), "{s:#}");
+    let at = format!("verified={}", last["time"].as_str().unwrap());
+    assert_eq!(
+        tags.iter()
+            .filter(|t| t.starts_with("verified="))
+            .collect::<Vec<_>>(),
+        vec![&at.as_str()],
+        "{s:#}"
+    );
+    let c = last["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "SnapshotTagged")
+        .unwrap_or_else(|| panic!("SnapshotTagged missing: {last:#}"));
+    assert_eq!(c["status"], "True", "{last:#}");
+    assert!(
+        restic_snapshots(cf.path("repo").to_str().unwrap(), &[])
+            .iter()
+            .all(|s| s["id"] != written),
+        "the old snapshot file is gone"
+    );
+    assert_restic_check(cf.path("repo").to_str().unwrap(), &[]);
+}
+
+/// The id the newest snapshot was written with (setup's backup may have verified, and so
+/// tagged, it already).
+fn newest_snapshot_id(cf: &Coffer) -> String {
+    let snaps: serde_json::Value =
+        serde_json::from_str(&cf.ok(&["snapshots", "repo", "-o", "json"]).stdout).unwrap();
+    let s = &snaps[0];
+    s.get("original")
+        .unwrap_or(&s["id"])
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn verify_ok(params: &[(&str, &str)]) {
     let (_src, cf) = setup(params, QUERIES);
+    let written = newest_snapshot_id(&cf);
     let run = cf.run(&["verify", "bc", "-o", "json"]);
     assert!(run.ok, "{run}");
     let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -117,6 +180,7 @@ fn verify_ok(params: &[(&str, &str)]) {
             .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
         assert_eq!(c["status"], "True", "{t}: {last:#}");
     }
+    assert_tagged(&cf, last, &written);
     assert_nothing_left(&cf, last);
 }
 
@@ -274,6 +338,206 @@ fn a_killed_verification_leaves_nothing_after_the_next() {
     assert!(run.ok, "{run}");
     let bc = cf.get_json("backupconfiguration", "bc");
     assert_nothing_left(&cf, &bc["status"]["lastVerification"]);
+}
+
+/// A verified snapshot has a new id; the id its backup session recorded still restores it
+/// (bit-exact table checksums), and a second verification leaves one `verified=` tag.
+#[test]
+fn a_verified_snapshot_restores_by_the_id_its_backup_recorded() {
+    let (src, cf) = setup(&[("method", "native")], QUERIES);
+    let written = newest_snapshot_id(&cf);
+    cf.ok(&["verify", "bc"]);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    assert_tagged(&cf, &bc["status"]["lastVerification"], &written);
+    cf.ok(&["verify", "bc"]);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    assert_tagged(&cf, last, &written);
+
+    let dst = MariaDb::start().unwrap();
+    let more = [
+        db_secret("dst-auth", &dst),
+        appbinding("dst", &dst, "dst-auth"),
+        restore_session("rs", "repo", "dst", &written[..8]),
+    ]
+    .join("---\n");
+    let rs = cf.file("rs.yaml", &more);
+    let r = cf.run(&["restore", "-f", rs.to_str().unwrap(), "--wait"]);
+    assert!(r.ok, "restore by the id the backup recorded: {r}");
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    let got = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
+    assert_eq!(want, got);
+    assert!(want.values().all(Option::is_some));
+}
+
+/// spec.verification.script runs against the restored server with its address in the
+/// environment and the password in an option file; its exit code and last stderr lines name
+/// a failure.
+#[test]
+fn a_script_checks_the_restored_server_and_its_failure_is_named() {
+    let cf0 = Coffer::new();
+    let script = cf0.file(
+        "check.sh",
+        "#!/bin/sh\n\
+         n=$(mariadb --defaults-file=\"$COFFER_VERIFY_DEFAULTS_FILE\" -N -B \\\n\
+           -e 'SELECT COUNT(*) FROM app.t') || exit 2\n\
+         echo \"checked $COFFER_VERIFY_USER@$COFFER_VERIFY_HOST:$COFFER_VERIFY_PORT\" >&2\n\
+         if [ \"$n\" != \"$1\" ]; then echo \"app.t has $n rows, expected $1\" >&2; exit 4; fi\n",
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = |rows: &str| {
+        format!(
+            "  verification:\n    everyBackups: 1\n    script:\n      path: {}\n      \
+             args: ['{rows}']\n      timeout: 2m\n",
+            script.display()
+        )
+    };
+    let (_src, cf) = setup(&[("method", "native")], &spec("3000"));
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    let c = last["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ScriptChecked")
+        .unwrap_or_else(|| panic!("ScriptChecked missing: {last:#}"));
+    assert_eq!(c["status"], "True", "{last:#}");
+
+    let bad = backup_config_with("bc", "repo", "src", &[("method", "native")], 5) + &spec("3001");
+    let r = cf.apply("bad.yaml", &bad);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["verify", "bc"]);
+    assert!(!run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Failed", "{bc:#}");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("script {} exited with code 4", script.display())),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("app.t has 3000 rows, expected 3001"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("checked coffer_verify@127.0.0.1:"),
+        "{reason}"
+    );
+    assert_nothing_left(&cf, last);
+
+    // A path that is not absolute is refused at apply, naming the field.
+    let rel = backup_config_with("bc", "repo", "src", &[("method", "native")], 5)
+        + "  verification:\n    everyBackups: 1\n    script: {path: check.sh}\n";
+    let r = cf.apply("rel.yaml", &rel);
+    assert!(!r.ok, "{r}");
+    assert!(r.stderr.contains("spec.verification.script.path"), "{r}");
+}
+
+/// A pack the verified snapshot depends on, damaged on disk, fails its verification with the
+/// reason, takes the `verified` tags an earlier verification left, and leaves no server.
+#[test]
+fn a_snapshot_on_a_damaged_pack_fails_its_verification() {
+    let (_src, cf) = setup(&[("method", "native")], QUERIES);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let first = bc["status"]["lastVerification"].clone();
+    assert_eq!(first["phase"], "Succeeded", "{bc:#}");
+    let tagged = first["snapshot"].as_str().unwrap().to_string();
+
+    let pack = crate::faults::damage_largest_pack(&cf);
+    let run = cf.run(&["verify", "bc"]);
+    assert!(!run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Failed", "{bc:#}");
+    let reason = last["reason"].as_str().unwrap();
+    // It names the table whose data could not be read, the pack, and why.
+    assert!(reason.contains("into `app`.`t`"), "{reason}");
+    assert!(reason.contains(&format!("Pack:{}", &pack[..8])), "{reason}");
+    assert!(reason.contains("MAC check failed"), "{reason}");
+    let restored = last["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "SnapshotRestored")
+        .unwrap_or_else(|| panic!("SnapshotRestored missing: {last:#}"));
+    assert_eq!(restored["status"], "False", "{last:#}");
+    assert_eq!(bc["status"]["lastVerifiedTime"], first["time"], "{bc:#}");
+    // The tags of the earlier verification are gone: the snapshot no longer restores.
+    let id = last["snapshot"].as_str().unwrap();
+    assert_ne!(id, tagged, "{last:#}");
+    let s = restic_snapshot(&cf, id);
+    let tags = s["tags"].as_array().cloned().unwrap_or_default();
+    assert!(
+        tags.iter()
+            .all(|t| !t.as_str().unwrap().starts_with("verified")),
+        "{s:#}"
+    );
+    assert_nothing_left(&cf, last);
+}
+
+/// A Galera SST snapshot is the newest snapshot verify picks: extracted, prepared and
+/// started as a standalone server, its tables and the user's queries checked, then tagged.
+#[test]
+fn a_galera_sst_snapshot_is_verified() {
+    use coffer_testkit::galera::{GaleraCluster, GaleraOptions};
+    let _one_at_a_time = crate::galera::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let c = GaleraCluster::start(GaleraOptions::default()).unwrap();
+    c.node(0)
+        .exec(
+            "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20));
+             USE app; INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;",
+        )
+        .unwrap();
+    c.wait_synced(std::time::Duration::from_secs(60)).unwrap();
+    let cf = Coffer::new();
+    let bc = backup_config_with("bc", "repo", "cluster", &[("sstTimeout", "120s")], 10)
+        .replace("mariadb-backup-10.5.8", "perconaxtradb-backup-5.7")
+        .replace("  schedule: \"0 3 * * *\"\n", "")
+        + QUERIES;
+    let m = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        secret(
+            "cluster-auth",
+            &[("username", "root"), ("password", c.root_password())],
+        ),
+        crate::galera::cluster_appbinding("cluster", &c, 0, c.group()),
+        bc,
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &m);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let written = newest_snapshot_id(&cf);
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    let s = restic_snapshot(&cf, last["snapshot"].as_str().unwrap());
+    assert!(
+        s["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/galera-position.xbstream"),
+        "the SST snapshot was verified: {s:#}"
+    );
+    for t in ["SnapshotRestored", "TablesChecked", "QueriesChecked"] {
+        let cond = last["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["type"] == t)
+            .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
+        assert_eq!(cond["status"], "True", "{t}: {last:#}");
+    }
+    assert_tagged(&cf, last, &written);
+    assert_nothing_left(&cf, last);
 }
 
 // ---- row counts and checksums recorded at the backup's point (table_sums.rs) ----------

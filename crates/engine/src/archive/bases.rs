@@ -62,6 +62,7 @@ mod tests {
             total_files: 0,
             duration_seconds: 0.0,
             description: None,
+            original: None,
         }
     }
 
