@@ -312,10 +312,14 @@ pub enum PlanError {
         first: u64,
         second: u64,
     },
+    // What is refused, which gap, and what to do come first: a status keeps only the first
+    // 300 characters of an error (the gap's details are in the archive's `describe`).
     #[error(
-        "restoring to {target} would cross a gap: {gap}. The latest point recoverable before \
-         it is {latest}; restore to it or earlier, or to a target after a base backup taken \
-         after the gap"
+        "restoring to {target} would cross a {reason} gap (after segment {after}); the latest \
+         point before it is {latest}: restore to it or earlier, or to a target after a base \
+         backup taken after the gap. {gap}",
+        reason = gap.reason.as_str(),
+        after = gap.after
     )]
     GapBeforeTarget {
         target: String,

@@ -418,6 +418,69 @@ fn archive_while(cf: &Coffer, db: &MariaDb, write: impl FnOnce()) {
     assert!(code.success(), "{code}\n{}", logs(cf));
 }
 
+const TABLES: &[&str] = &["app.t", "app.u"];
+
+/// A native base backup of AppBinding `db`, taken before the archive first runs: an empty
+/// archive starts at its GTID state, so restores from it can reach every archived point.
+fn base_backup(cf: &Coffer) {
+    let bc = backup_config_with("bc", "repo", "db", &[("method", "native")], 5);
+    let r = cf.apply("bc.yaml", &bc);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+}
+
+/// The source at one point: its GTID position and every row of the load's tables.
+struct Point {
+    gtid: GtidState,
+    rows: Vec<Vec<Vec<Option<String>>>>,
+}
+
+fn point(db: &MariaDb) -> Point {
+    Point {
+        gtid: pos(db),
+        rows: table_rows(db, TABLES),
+    }
+}
+
+/// The last GTID of `domain` in a state, as a restore target names it.
+fn gtid_of(state: &GtidState, domain: u32) -> String {
+    state.0[&domain].to_string()
+}
+
+/// A restore across the archive's gap: refused before anything is written, the error naming
+/// the gap by its reason.
+fn assert_refused_across(rs: &serde_json::Value, reasons: &[String], target: &MariaDb) {
+    assert_eq!(phase(rs), "Failed", "{rs:#}");
+    let e = error(rs);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| e.contains(&format!("would cross a {r} gap"))),
+        "the error names one of the gaps {reasons:?}: {e}"
+    );
+    let dbs = target.query_strings("SHOW DATABASES LIKE 'app'").unwrap();
+    assert!(dbs.is_empty(), "a refused restore wrote nothing");
+}
+
+/// A restore up to a point before the gap: succeeded, at exactly that point, with exactly
+/// the rows the source had then.
+fn assert_restored_to(rs: &serde_json::Value, want: &Point, target: &MariaDb) {
+    assert_eq!(phase(rs), "Succeeded", "{rs:#}");
+    assert_eq!(
+        rs["status"]["pointInTime"]["reachedGtid"],
+        want.gtid.to_string(),
+        "{rs:#}"
+    );
+    let got = table_rows(target, TABLES);
+    for (i, t) in TABLES.iter().enumerate() {
+        assert_eq!(got[i].len(), want.rows[i].len(), "{t}: row count");
+        for (g, w) in got[i].iter().zip(&want.rows[i]) {
+            assert_eq!(g, w, "{t}: row");
+        }
+    }
+}
+
 /// (b) Binlogs purged while the archive was stopped (the test purges; coffer never does):
 /// a Purged gap in the status, in `describe` and in /metrics' source (the status).
 #[test]
@@ -426,7 +489,14 @@ fn binlogs_purged_while_stopped_are_a_purged_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_while(&cf, &db, || load(&db, 0, 10));
+    base_backup(&cf);
+    let mut mid = None;
+    archive_while(&cf, &db, || {
+        load(&db, 0, 6);
+        mid = Some(point(&db));
+        load(&db, 6, 4);
+    });
+    let (mid, before_gap) = (mid.unwrap(), point(&db));
     load(&db, 10, 10);
     purge_all_but_current(&db);
     load(&db, 20, 10);
@@ -483,7 +553,26 @@ fn binlogs_purged_while_stopped_are_a_purged_gap() {
     let d = cf.ok(&["describe", "archive", "shop"]).stdout;
     assert!(d.contains("Purged"), "{d}");
     // The window after the gap ends at the server's position.
-    assert_eq!(last_gtid(&cf, "shop"), pos(&db));
+    let end = pos(&db);
+    assert_eq!(last_gtid(&cf, "shop"), end);
+
+    // Restores from the base backup, which lies before the gap: to a GTID after it, refused
+    // (naming it); to a GTID before it, exactly that point; `latest` stops before it.
+    let (t, ab) = restore_target(&cf, "across");
+    let across = format!("gtid: \"{}\"", gtid_of(&end, 0));
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_refused_across(&rs, &["Purged".into()], &t);
+    let before = format!("gtid: \"{}\"", gtid_of(&mid.gtid, 0));
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &before);
+    assert_restored_to(&rs, &mid, &t);
+    let (t, ab) = restore_target(&cf, "latest");
+    let rs = pitr_restore(&cf, "latest", &ab, "shop", "latest: true");
+    assert_restored_to(&rs, &before_gap, &t);
+    let note = rs["status"]["pointInTime"]["note"].as_str().unwrap_or("");
+    assert!(
+        note.contains("Purged"),
+        "`latest` says it stopped before the gap: {rs:#}"
+    );
 }
 
 /// (b) RESET MASTER: the server's history went back; a Diverged gap.
@@ -493,14 +582,42 @@ fn reset_master_is_a_diverged_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_while(&cf, &db, || load(&db, 0, 10));
+    base_backup(&cf);
+    let mut mid = None;
+    archive_while(&cf, &db, || {
+        load(&db, 0, 6);
+        mid = Some(point(&db));
+        load(&db, 6, 4);
+    });
+    let mid = mid.unwrap();
     db.exec("RESET MASTER").unwrap();
-    archive_while(&cf, &db, || load(&db, 10, 5));
+    // The transactions after the reset commit in a later second than those before it, so a
+    // time target can lie after the gap only.
+    let t0 = now();
+    wait_until(Duration::from_secs(3), "the next second", || now() > t0);
+    archive_while(&cf, &db, || load(&db, 10, 3));
     let st = status(&cf, "shop");
-    assert!(gap_reasons(&st).contains(&"Diverged".to_string()), "{st}");
+    let reasons = gap_reasons(&st);
+    assert!(reasons.contains(&"Diverged".to_string()), "{st}");
     assert_eq!(gap_condition(&st).0, "True", "{st}");
     let d = cf.ok(&["describe", "archive", "shop"]).stdout;
     assert!(d.contains("Diverged"), "{d}");
+
+    // The GTIDs after the reset repeat earlier numbers: the target after the gap is a time.
+    let (t, ab) = restore_target(&cf, "across");
+    let across = format!("time: \"{}\"", coffer_control::pitr::rfc3339(now() as i64));
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_refused_across(&rs, &reasons, &t);
+    let before = format!("gtid: \"{}\"", gtid_of(&mid.gtid, 0));
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &before);
+    assert_restored_to(&rs, &mid, &t);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// (b) The AppBinding now points at another server with its own GTID history (another
@@ -512,7 +629,14 @@ fn a_server_with_another_history_is_a_named_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_while(&cf, &db, || load(&db, 0, 5));
+    base_backup(&cf);
+    let mut mid = None;
+    archive_while(&cf, &db, || {
+        load(&db, 0, 6);
+        mid = Some(point(&db));
+        load(&db, 6, 2);
+    });
+    let mid = mid.unwrap();
     other.exec(SCHEMA).unwrap();
     load(&other, 0, 5);
     let r = cf.apply(
@@ -532,6 +656,16 @@ fn a_server_with_another_history_is_a_named_gap() {
         "{st}"
     );
     assert_eq!(gap_condition(&st).0, "True", "{st}");
+
+    // From the first server's base backup: the other server's last GTID is across the gap
+    // (refused, naming it); a GTID of the first server before it restores exactly.
+    let (t, ab) = restore_target(&cf, "across");
+    let across = format!("gtid: \"{}\"", gtid_of(&pos(&other), 7));
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_refused_across(&rs, &reasons, &t);
+    let before = format!("gtid: \"{}\"", gtid_of(&mid.gtid, 0));
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &before);
+    assert_restored_to(&rs, &mid, &t);
 }
 
 /// (c) Galera: the archive reads node 1; node 1 is SIGKILLed during a write load; the
