@@ -669,7 +669,9 @@ fn a_server_with_another_history_is_a_named_gap() {
 }
 
 /// (c) Galera: the archive reads node 1; node 1 is SIGKILLed during a write load; the
-/// archive continues from another node, and the segments hold every GTID once, in order.
+/// archive continues from another node, and the segments hold every GTID once, in order; a
+/// point-in-time restore (the SST base, then the replay) to a GTID after the move has
+/// exactly the cluster's rows at that GTID.
 #[test]
 fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
     let cluster = GaleraCluster::start(GaleraOptions {
@@ -714,13 +716,24 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
         )
     };
     let start = node_pos(0);
+    // A base backup of the cluster's AppBinding (a Galera SST through garbd: its parameters
+    // name a cluster), before the archive runs.
+    base_backup(&cf);
+    assert_eq!(node_pos(0), start, "nothing wrote during the backup");
+    // Row `i` is the cluster's i-th transaction of the load (one writer, one row per
+    // transaction): its id is its commit order. Each row's GTID, as its node reported it.
+    let gtid_of_row = std::sync::Mutex::new(std::collections::BTreeMap::<i32, String>::new());
+    let insert = |node: usize, i: i32| {
+        let mut c = cluster.node(node).conn().unwrap();
+        c.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
+            .unwrap();
+        let g: String = c.query_first("SELECT @@last_gtid").unwrap().unwrap();
+        gtid_of_row.lock().unwrap().insert(i, g);
+    };
     let child = start_archive(&cf, "shop");
     wait_streaming(&cf, "shop");
     for i in 0..40 {
-        cluster
-            .node(i % 3)
-            .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
-            .unwrap();
+        insert(i as usize % 3, i);
     }
     wait_until(
         Duration::from_secs(60),
@@ -736,10 +749,7 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
                 if i == 80 {
                     half.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
-                cluster
-                    .node(1 + i % 2)
-                    .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
-                    .unwrap();
+                insert(1 + i as usize % 2, i);
             }
         });
         wait_until(Duration::from_secs(60), "half the load is written", || {
@@ -750,10 +760,7 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
     });
     // Node 1 may have sent all of that before it died: more writes after its death.
     for i in 160..200 {
-        cluster
-            .node(1 + i % 2)
-            .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
-            .unwrap();
+        insert(1 + i as usize % 2, i);
     }
     let end = node_pos(1);
     let node1 = format!("127.0.0.1:{} ", n1.port());
@@ -804,4 +811,68 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
         .query_strings("SELECT COUNT(*) FROM app.t")
         .unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("200"));
+
+    // Each row's GTID is the next of domain 100: the ids are the commit order.
+    let gtid_of_row = gtid_of_row.into_inner().unwrap();
+    let by_row: Vec<u64> = (0..200)
+        .map(|i| {
+            gtid_of_row[&i]
+                .parse::<coffer_api::gtid::Gtid>()
+                .unwrap()
+                .seq
+        })
+        .collect();
+    assert_eq!(by_row, (s0 + 1..=s1).collect::<Vec<_>>(), "{gtid_of_row:?}");
+    // Point-in-time restore: the cluster's base backup (a Galera SST: the AppBinding is a
+    // cluster's) into a new data directory, then the segments of both nodes replayed up to
+    // row 180's GTID (after the move to another node). The cluster had exactly rows 0..=180
+    // then; the restored server's rows are compared with the cluster's one by one.
+    let at = &gtid_of_row[&180];
+    let datadir = cf.path("restored/data");
+    let params = format!(
+        ", params: [{{name: dataDir, value: \"{}\"}}]",
+        datadir.display()
+    );
+    let m = pitr_session(
+        "galera",
+        "db",
+        &format!("gtid: \"{at}\", archive: shop"),
+        &params,
+    );
+    let f = cf.file("galera.yaml", &m);
+    let _ = cf.run(&["restore", "-f", f.to_str().unwrap(), "--wait"]);
+    let rs = cf.get_json("restoresession", "galera");
+    assert_eq!(
+        phase(&rs),
+        "Succeeded",
+        "{rs:#}\n{:#?}\n{}",
+        restic_snapshots(repo.to_str().unwrap(), &[]),
+        logs(&cf)
+    );
+    let st = &rs["status"]["pointInTime"];
+    assert!(
+        st["reachedGtid"]
+            .as_str()
+            .unwrap_or("")
+            .contains(at.as_str()),
+        "{st:#}"
+    );
+    let port = coffer_testkit::free_port();
+    let _server = crate::physical::start_on(&datadir, port);
+    let mut c = crate::physical::connect(port, cluster.root_password());
+    let want = cluster
+        .node(1)
+        .query_strings("SELECT * FROM app.t WHERE id <= 180 ORDER BY id")
+        .unwrap();
+    assert_eq!(want.len(), 181);
+    let got: Vec<Vec<Option<String>>> = c
+        .query_map(
+            "SELECT id, v FROM app.t ORDER BY id",
+            |(id, v): (i64, String)| vec![Some(id.to_string()), Some(v)],
+        )
+        .unwrap();
+    assert_eq!(got.len(), want.len(), "no missing and no extra row");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "row");
+    }
 }
