@@ -523,9 +523,17 @@ pub fn plan_restore(
     for base in sorted {
         // The latest run that holds the base (a run after a hole whose states still chain
         // holds the same state as the end of the one before).
-        let Some(ri) = runs.iter().rposition(|r| r.holds(&base.state, &known)) else {
+        let holding: Vec<usize> = (0..runs.len())
+            .filter(|&i| runs[i].holds(&base.state, &known))
+            .collect();
+        let Some(&ri) = holding.last() else {
             continue;
         };
+        // The empty state begins every history: when two runs start with it (RESET MASTER
+        // between them) nothing says which one the base was taken on.
+        if base.state.0.is_empty() && holding.len() > 1 {
+            continue;
+        }
         let run = &runs[ri];
         let beyond = |target: String| {
             gap_after(run).map(|gap| PlanError::GapBeforeTarget {

@@ -330,6 +330,51 @@ fn the_archive_holds_every_committed_transaction_and_says_where_it_is() {
     assert_eq!(checksums(&target), checksums(&db));
 }
 
+/// A server that never binlogged a transaction (empty GTID state; its data loaded without
+/// the binlog), a base backup of it holding that empty state, then the archive: it starts
+/// at the empty state, archives every later transaction once, in order, and a restore to
+/// `latest` from that base gives the source's rows (the reported "an archive of a server
+/// with an empty GTID state streams nothing").
+#[test]
+fn an_archive_of_a_server_with_an_empty_gtid_state_streams_what_comes_next() {
+    let db = binlog_source();
+    // What a fresh server looks like, whatever the test kit's set-up wrote.
+    db.exec("RESET MASTER").unwrap();
+    db.exec(&format!("SET SESSION sql_log_bin = 0; {SCHEMA}"))
+        .unwrap();
+    assert!(pos(&db).0.is_empty(), "{}", pos(&db));
+    let cf = Coffer::new();
+    let repo = setup(&cf, &db);
+    base_backup(&cf);
+    let child = start_archive(&cf, "shop");
+    wait_streaming(&cf, "shop");
+    load(&db, 0, 20);
+    let end = pos(&db);
+    wait_until(
+        Duration::from_secs(60),
+        "the archive has the server's transactions",
+        || last_gtid(&cf, "shop") == end,
+    );
+    let code = stop(child, libc::SIGINT);
+    assert!(code.success(), "{code}\n{}", logs(&cf));
+    let segs = segments(&repo, "shop");
+    assert_chained(&segs);
+    assert!(segs[0].0.start_state.0.is_empty(), "{:?}", segs[0].0);
+    let want: Vec<String> = (1..=end.0[&0].seq)
+        .map(|s| format!("0-{SOURCE_ID}-{s}"))
+        .collect();
+    assert_eq!(gtids(&segs), want, "every transaction once, in order");
+    let st = status(&cf, "shop");
+    assert!(st["gaps"].is_null(), "{st}");
+    let (t, ab) = restore_target(&cf, "latest");
+    let rs = pitr_restore(&cf, "latest", &ab, "shop", "latest: true");
+    let want = Point {
+        gtid: end,
+        rows: table_rows(&db, TABLES),
+    };
+    assert_restored_to(&rs, &want, &t);
+}
+
 /// (d) A restarted server is resumed from the last archived GTID: no gap, no duplicate.
 #[test]
 fn a_restarted_server_is_resumed_without_a_gap() {
