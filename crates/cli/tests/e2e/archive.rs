@@ -373,6 +373,45 @@ fn an_archive_of_a_server_with_an_empty_gtid_state_streams_what_comes_next() {
         rows: table_rows(&db, TABLES),
     };
     assert_restored_to(&rs, &want, &t);
+
+    // The server purges the binlogs since the empty state: a new archive cannot start at
+    // the empty base any more, and must not pretend to (it starts at the server's position).
+    load(&db, 20, 3);
+    purge_all_but_current(&db);
+    let oldest = pos(&db);
+    load(&db, 23, 3);
+    let r = cf.apply("shop2.yaml", &archive_yaml("shop2", "db", "repo"));
+    assert!(r.ok, "{r}");
+    let child = start_archive(&cf, "shop2");
+    wait_streaming(&cf, "shop2");
+    load(&db, 26, 3);
+    let end = pos(&db);
+    wait_until(Duration::from_secs(60), "shop2 caught up", || {
+        last_gtid(&cf, "shop2") == end
+    });
+    let code = stop(child, libc::SIGINT);
+    assert!(code.success(), "{code}\n{}", logs(&cf));
+    // MariaDB refuses the empty connect state once binlogs are purged (it does not stream
+    // from the oldest binlog left as if it were the beginning): the archive starts where
+    // the server's oldest binlog does, and says so.
+    let segs = segments(&repo, "shop2");
+    let first = &segs[0].0;
+    assert_eq!(first.start_state, oldest, "{first:?}");
+    let mut at = first.start_state.clone();
+    for t in &first.transactions {
+        assert!(
+            at.0.get(&t.gtid.domain).map_or(1, |g| g.seq + 1) == t.gtid.seq,
+            "segment 0 starts at `{}` but holds {:?}\n{}",
+            first.start_state,
+            first
+                .transactions
+                .iter()
+                .map(|t| t.gtid.to_string())
+                .collect::<Vec<_>>(),
+            logs(&cf)
+        );
+        at.advance(t.gtid);
+    }
 }
 
 /// (d) A restarted server is resumed from the last archived GTID: no gap, no duplicate.
