@@ -26,7 +26,6 @@ pub fn base_backups(snapshots: &[SnapshotInfo]) -> Vec<BaseBackup> {
                     time: s.unix_time,
                     state,
                 }),
-                Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(
                         "snapshot {}: tag `{GTID_TAG}{tag}`: {e}; ignored",
