@@ -27,7 +27,6 @@ pub const API_VERSION: &str = "coffer.dev/v1alpha1";
 
 /// Defaults of the spec's optional fields.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
-pub const DEFAULT_SEGMENT_MAX_AGE: Duration = Duration::from_secs(60);
 pub const DEFAULT_SEGMENT_MAX_SIZE: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -43,7 +42,9 @@ pub struct BinlogArchiveSpec {
     /// repository (the RPO). A Go duration; default 5s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_interval: Option<String>,
-    /// A segment is closed when it reaches this size: bytes, or a Kubernetes quantity
+    /// A segment is closed when it reaches this size, and at the latest one flush interval
+    /// after it opened (its snapshot is the durability point; compaction merges the small
+    /// ones later): bytes, or a Kubernetes quantity
     /// (`64Mi`, `1Gi`, `500M`). Default 64Mi.
     #[serde(
         default,
@@ -52,9 +53,6 @@ pub struct BinlogArchiveSpec {
     )]
     #[schemars(schema_with = "int_or_string")]
     pub segment_max_size: Option<String>,
-    /// …or when it is this old (a Go duration). Default 1m.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_max_age: Option<String>,
     /// How long segments are kept: `BaseBackups` (the default) keeps every segment that a
     /// base backup still in the repository needs to reach any point after it; a duration
     /// (`720h`, `30d`) keeps segments that young, and never one a base backup needs.
@@ -146,12 +144,6 @@ impl BinlogArchiveSpec {
         self.flush_interval
             .as_deref()
             .map_or(Ok(DEFAULT_FLUSH_INTERVAL), crate::duration::parse)
-    }
-
-    pub fn segment_max_age(&self) -> Result<Duration, String> {
-        self.segment_max_age
-            .as_deref()
-            .map_or(Ok(DEFAULT_SEGMENT_MAX_AGE), crate::duration::parse)
     }
 
     pub fn segment_max_size(&self) -> Result<u64, String> {

@@ -708,27 +708,10 @@ fn binlog_archive(s: &crate::archive::BinlogArchiveSpec, p: &mut Vec<Problem>) {
             "required: the Repository to archive into",
         ));
     }
-    let flush = s.flush_interval();
-    let age = s.segment_max_age();
-    for (path, r) in [("spec.flushInterval", &flush), ("spec.segmentMaxAge", &age)] {
-        match r {
-            Err(e) => p.push(Problem::new(path, e.clone())),
-            Ok(d) if d.is_zero() => p.push(Problem::new(path, "must be more than 0")),
-            Ok(_) => {}
-        }
-    }
-    if let (Ok(f), Ok(a)) = (flush, age) {
-        if !f.is_zero() && a < f {
-            p.push(Problem::new(
-                "spec.segmentMaxAge",
-                format!(
-                    "{} is shorter than flushInterval {}: a segment would close before it is \
-                     ever written; make it at least the flush interval",
-                    crate::duration::format(a),
-                    crate::duration::format(f)
-                ),
-            ));
-        }
+    match s.flush_interval() {
+        Err(e) => p.push(Problem::new("spec.flushInterval", e)),
+        Ok(d) if d.is_zero() => p.push(Problem::new("spec.flushInterval", "must be more than 0")),
+        Ok(_) => {}
     }
     match s.segment_max_size() {
         Err(e) => p.push(Problem::new("spec.segmentMaxSize", e)),
@@ -1037,7 +1020,7 @@ mod tests {
         assert_eq!(
             errors_or_none(&archive_with(
                 "{appBinding: {name: db}, repository: {name: r}, flushInterval: 1s, \
-                 segmentMaxAge: 10m, segmentMaxSize: 1Gi, keep: 30d, paused: true, serverId: 7}"
+                 segmentMaxSize: 1Gi, keep: 30d, paused: true, serverId: 7}"
             )),
             None
         );
@@ -1055,7 +1038,7 @@ mod tests {
             ),
             (
                 "{appBinding: {name: db}, repository: {name: r}, segmentMaxAge: 2s}",
-                "spec.segmentMaxAge: 2s is shorter than flushInterval 5s",
+                "unknown field `segmentMaxAge`",
             ),
             (
                 "{appBinding: {name: db}, repository: {name: r}, segmentMaxSize: 64MB}",

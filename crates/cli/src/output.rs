@@ -286,10 +286,9 @@ fn describe_archive(out: &mut String, r: &Resource, a: &coffer_api::BinlogArchiv
         st.phase.map_or("-", |p| p.as_str()),
     ));
     out.push_str(&format!(
-        "Flush:      every {}\nSegments:   at most {} or {}\nKeep:       {}\n",
+        "Flush:      every {}\nSegments:   at most {}\nKeep:       {}\n",
         s.flush_interval.as_deref().unwrap_or("5s"),
         s.segment_max_size.as_deref().unwrap_or("64Mi"),
-        s.segment_max_age.as_deref().unwrap_or("1m"),
         s.keep.as_deref().unwrap_or("BaseBackups"),
     ));
     if let Some(src) = &st.source {

@@ -312,10 +312,14 @@ pub enum PlanError {
         first: u64,
         second: u64,
     },
+    // What is refused, which gap, and what to do come first: a status keeps only the first
+    // 300 characters of an error (the gap's details are in the archive's `describe`).
     #[error(
-        "restoring to {target} would cross a gap: {gap}. The latest point recoverable before \
-         it is {latest}; restore to it or earlier, or to a target after a base backup taken \
-         after the gap"
+        "restoring to {target} would cross a {reason} gap (after segment {after}); the latest \
+         point before it is {latest}: restore to it or earlier, or to a target after a base \
+         backup taken after the gap. {gap}",
+        reason = gap.reason.as_str(),
+        after = gap.after
     )]
     GapBeforeTarget {
         target: String,
@@ -519,9 +523,17 @@ pub fn plan_restore(
     for base in sorted {
         // The latest run that holds the base (a run after a hole whose states still chain
         // holds the same state as the end of the one before).
-        let Some(ri) = runs.iter().rposition(|r| r.holds(&base.state, &known)) else {
+        let holding: Vec<usize> = (0..runs.len())
+            .filter(|&i| runs[i].holds(&base.state, &known))
+            .collect();
+        let Some(&ri) = holding.last() else {
             continue;
         };
+        // The empty state begins every history: when two runs start with it (RESET MASTER
+        // between them) nothing says which one the base was taken on.
+        if base.state.0.is_empty() && holding.len() > 1 {
+            continue;
+        }
         let run = &runs[ri];
         let beyond = |target: String| {
             gap_after(run).map(|gap| PlanError::GapBeforeTarget {

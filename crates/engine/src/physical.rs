@@ -285,7 +285,7 @@ pub fn galera_backup(
             spec,
             files.clone(),
         )),
-        None => stream.on_position(crate::position::into_late_tags(&late)),
+        None => stream.on_position(crate::position::into_late_tags_of_stream(&late)),
     }
     let progress = Progress::start("received", stream.counter(), Duration::from_secs(10));
     let mut tags = vec![

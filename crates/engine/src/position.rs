@@ -14,15 +14,22 @@ pub fn app_tag(namespace: &str, name: &str) -> String {
 /// `binlog=<file>:<pos>` where both are known, and `gtid=<state>` where the server has
 /// GTIDs. A GTID set that is not a MariaDB GTID state (MySQL's `gtid_executed`) is left out:
 /// the tag means a MariaDB state wherever it is read.
+///
+/// An empty state is recorded too (`gtid=`) when the binlog position is known: the server
+/// binlogs and has not written a transaction yet (a fresh server, its data loaded without
+/// the binlog). That backup is the base every later transaction replays onto; without the
+/// tag a fresh server's first backups could never anchor a point-in-time restore.
 pub fn position_tags(p: &Position) -> Vec<String> {
     let mut tags = Vec::new();
+    let mut binlog = false;
     if let (Some(f), Some(pos)) = (p.binlog_file.as_deref(), p.binlog_position) {
         if !f.is_empty() {
             tags.push(format!("binlog={f}:{pos}"));
+            binlog = true;
         }
     }
     match p.gtid.as_deref().map(str::parse::<GtidState>) {
-        Some(Ok(g)) if !g.0.is_empty() => tags.push(format!("gtid={g}")),
+        Some(Ok(g)) if !g.0.is_empty() || binlog => tags.push(format!("gtid={g}")),
         Some(Err(e)) => tracing::warn!("the backup's GTID position is not recorded: {e}"),
         _ => {}
     }
@@ -31,7 +38,14 @@ pub fn position_tags(p: &Position) -> Vec<String> {
 
 /// A position known only when the stream ends goes into the snapshot's late tags.
 pub fn into_late_tags(late: &LateTags) -> OnPosition {
-    late_tags_with(late, None)
+    late_tags_with(late, None, false)
+}
+
+/// Like [`into_late_tags`], for a mariabackup stream whose server cannot be asked: its GTID
+/// field, when empty, may be a rotated binlog's and not the server's state, so an empty one
+/// is not recorded.
+pub fn into_late_tags_of_stream(late: &LateTags) -> OnPosition {
+    late_tags_with(late, None, true)
 }
 
 /// Like [`into_late_tags`], for a mariabackup stream: its GTID field is the state only while
@@ -45,7 +59,7 @@ pub fn into_late_tags_at_server(
     server: coffer_db::ConnSpec,
     files: std::sync::Arc<coffer_db::ClientFiles>,
 ) -> OnPosition {
-    late_tags_with(late, Some((server, files)))
+    late_tags_with(late, Some((server, files)), true)
 }
 
 fn binlog_gtid_pos(
@@ -61,26 +75,47 @@ fn binlog_gtid_pos(
         .map_err(|e| e.to_string())
 }
 
+/// A stream's own GTID field is empty after a binlog rotation although the server has GTIDs:
+/// unconfirmed by the server, an empty one is unknown, not the empty state.
+fn forget_empty(p: &mut Position) {
+    if p.gtid.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        p.gtid = None;
+    }
+}
+
 fn late_tags_with(
     late: &LateTags,
     server: Option<(coffer_db::ConnSpec, std::sync::Arc<coffer_db::ClientFiles>)>,
+    stream_field: bool,
 ) -> OnPosition {
     let late = late.clone();
     Box::new(move |mut p: Position| {
+        let mut unconfirmed = stream_field && server.is_none();
         if let (Some((spec, files)), Some(file), Some(pos)) =
             (&server, p.binlog_file.as_deref(), p.binlog_position)
         {
             match binlog_gtid_pos(spec, files, file, pos) {
                 Ok(Some(g)) => p.gtid = Some(g),
-                Ok(None) => tracing::warn!(
-                    "{}: BINLOG_GTID_POS({file}, {pos}) is NULL (the file is gone?); the backup's own GTID field is recorded",
-                    spec.label
-                ),
-                Err(e) => tracing::warn!(
-                    "{}: cannot ask BINLOG_GTID_POS({file}, {pos}): {e}; the backup's own GTID                      field is recorded",
-                    spec.label
-                ),
+                Ok(None) => {
+                    unconfirmed = true;
+                    tracing::warn!(
+                        "{}: BINLOG_GTID_POS({file}, {pos}) is NULL (the file is gone?); the \
+                         backup's own GTID field is recorded",
+                        spec.label
+                    )
+                }
+                Err(e) => {
+                    unconfirmed = true;
+                    tracing::warn!(
+                    "{}: cannot ask BINLOG_GTID_POS({file}, {pos}): {e}; the backup's own GTID \
+                         field is recorded",
+                        spec.label
+                    )
+                }
             }
+        }
+        if unconfirmed {
+            forget_empty(&mut p);
         }
         let tags = position_tags(&p);
         tracing::info!("the backup is consistent at {}", tags.join(" "));
@@ -109,8 +144,9 @@ mod tests {
             ),
             (
                 pos(Some("bin.000001"), Some(4), Some("")),
-                vec!["binlog=bin.000001:4"],
+                vec!["binlog=bin.000001:4", "gtid="],
             ),
+            (pos(None, None, Some("")), vec![]),
             (pos(None, None, Some("0-1-5")), vec!["gtid=0-1-5"]),
             (pos(Some("bin.000001"), None, None), vec![]),
             (pos(Some(""), Some(4), None), vec![]),
@@ -126,6 +162,15 @@ mod tests {
             assert_eq!(position_tags(&p), want, "{p:?}");
         }
         assert_eq!(app_tag("demo", "db"), "app=demo/db");
+    }
+
+    /// A mariabackup stream's empty GTID field is not the empty state unless its server says
+    /// so (a rotated binlog leaves it empty).
+    #[test]
+    fn an_unconfirmed_empty_stream_gtid_is_not_recorded() {
+        let late = LateTags::default();
+        into_late_tags_of_stream(&late)(pos(Some("bin.000002"), Some(385), Some("")));
+        assert_eq!(*late.lock().unwrap(), vec!["binlog=bin.000002:385"]);
     }
 
     #[test]

@@ -330,6 +330,90 @@ fn the_archive_holds_every_committed_transaction_and_says_where_it_is() {
     assert_eq!(checksums(&target), checksums(&db));
 }
 
+/// A server that never binlogged a transaction (empty GTID state; its data loaded without
+/// the binlog), a base backup of it holding that empty state, then the archive: it starts
+/// at the empty state, archives every later transaction once, in order, and a restore to
+/// `latest` from that base gives the source's rows (the reported "an archive of a server
+/// with an empty GTID state streams nothing").
+#[test]
+fn an_archive_of_a_server_with_an_empty_gtid_state_streams_what_comes_next() {
+    let db = binlog_source();
+    // What a fresh server looks like, whatever the test kit's set-up wrote.
+    db.exec("RESET MASTER").unwrap();
+    db.exec(&format!("SET SESSION sql_log_bin = 0; {SCHEMA}"))
+        .unwrap();
+    assert!(pos(&db).0.is_empty(), "{}", pos(&db));
+    let cf = Coffer::new();
+    let repo = setup(&cf, &db);
+    base_backup(&cf);
+    let child = start_archive(&cf, "shop");
+    wait_streaming(&cf, "shop");
+    load(&db, 0, 20);
+    let end = pos(&db);
+    wait_until(
+        Duration::from_secs(60),
+        "the archive has the server's transactions",
+        || last_gtid(&cf, "shop") == end,
+    );
+    let code = stop(child, libc::SIGINT);
+    assert!(code.success(), "{code}\n{}", logs(&cf));
+    let segs = segments(&repo, "shop");
+    assert_chained(&segs);
+    assert!(segs[0].0.start_state.0.is_empty(), "{:?}", segs[0].0);
+    let want: Vec<String> = (1..=end.0[&0].seq)
+        .map(|s| format!("0-{SOURCE_ID}-{s}"))
+        .collect();
+    assert_eq!(gtids(&segs), want, "every transaction once, in order");
+    let st = status(&cf, "shop");
+    assert!(st["gaps"].is_null(), "{st}");
+    let (t, ab) = restore_target(&cf, "latest");
+    let rs = pitr_restore(&cf, "latest", &ab, "shop", "latest: true");
+    let want = Point {
+        gtid: end,
+        rows: table_rows(&db, TABLES),
+    };
+    assert_restored_to(&rs, &want, &t);
+
+    // The server purges the binlogs since the empty state: a new archive cannot start at
+    // the empty base any more, and must not pretend to (it starts at the server's position).
+    load(&db, 20, 3);
+    purge_all_but_current(&db);
+    let oldest = pos(&db);
+    load(&db, 23, 3);
+    let r = cf.apply("shop2.yaml", &archive_yaml("shop2", "db", "repo"));
+    assert!(r.ok, "{r}");
+    let child = start_archive(&cf, "shop2");
+    wait_streaming(&cf, "shop2");
+    load(&db, 26, 3);
+    let end = pos(&db);
+    wait_until(Duration::from_secs(60), "shop2 caught up", || {
+        last_gtid(&cf, "shop2") == end
+    });
+    let code = stop(child, libc::SIGINT);
+    assert!(code.success(), "{code}\n{}", logs(&cf));
+    // MariaDB refuses the empty connect state once binlogs are purged (it does not stream
+    // from the oldest binlog left as if it were the beginning): the archive starts where
+    // the server's oldest binlog does, and says so.
+    let segs = segments(&repo, "shop2");
+    let first = &segs[0].0;
+    assert_eq!(first.start_state, oldest, "{first:?}");
+    let mut at = first.start_state.clone();
+    for t in &first.transactions {
+        assert!(
+            at.0.get(&t.gtid.domain).map_or(1, |g| g.seq + 1) == t.gtid.seq,
+            "segment 0 starts at `{}` but holds {:?}\n{}",
+            first.start_state,
+            first
+                .transactions
+                .iter()
+                .map(|t| t.gtid.to_string())
+                .collect::<Vec<_>>(),
+            logs(&cf)
+        );
+        at.advance(t.gtid);
+    }
+}
+
 /// (d) A restarted server is resumed from the last archived GTID: no gap, no duplicate.
 #[test]
 fn a_restarted_server_is_resumed_without_a_gap() {
@@ -418,6 +502,69 @@ fn archive_while(cf: &Coffer, db: &MariaDb, write: impl FnOnce()) {
     assert!(code.success(), "{code}\n{}", logs(cf));
 }
 
+const TABLES: &[&str] = &["app.t", "app.u"];
+
+/// A native base backup of AppBinding `db`, taken before the archive first runs: an empty
+/// archive starts at its GTID state, so restores from it can reach every archived point.
+fn base_backup(cf: &Coffer) {
+    let bc = backup_config_with("bc", "repo", "db", &[("method", "native")], 5);
+    let r = cf.apply("bc.yaml", &bc);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+}
+
+/// The source at one point: its GTID position and every row of the load's tables.
+struct Point {
+    gtid: GtidState,
+    rows: Vec<Vec<Vec<Option<String>>>>,
+}
+
+fn point(db: &MariaDb) -> Point {
+    Point {
+        gtid: pos(db),
+        rows: table_rows(db, TABLES),
+    }
+}
+
+/// The last GTID of `domain` in a state, as a restore target names it.
+fn gtid_of(state: &GtidState, domain: u32) -> String {
+    state.0[&domain].to_string()
+}
+
+/// A restore across the archive's gap: refused before anything is written, the error naming
+/// the gap by its reason.
+fn assert_refused_across(rs: &serde_json::Value, reasons: &[String], target: &MariaDb) {
+    assert_eq!(phase(rs), "Failed", "{rs:#}");
+    let e = error(rs);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| e.contains(&format!("would cross a {r} gap"))),
+        "the error names one of the gaps {reasons:?}: {e}"
+    );
+    let dbs = target.query_strings("SHOW DATABASES LIKE 'app'").unwrap();
+    assert!(dbs.is_empty(), "a refused restore wrote nothing");
+}
+
+/// A restore up to a point before the gap: succeeded, at exactly that point, with exactly
+/// the rows the source had then.
+fn assert_restored_to(rs: &serde_json::Value, want: &Point, target: &MariaDb) {
+    assert_eq!(phase(rs), "Succeeded", "{rs:#}");
+    assert_eq!(
+        rs["status"]["pointInTime"]["reachedGtid"],
+        want.gtid.to_string(),
+        "{rs:#}"
+    );
+    let got = table_rows(target, TABLES);
+    for (i, t) in TABLES.iter().enumerate() {
+        assert_eq!(got[i].len(), want.rows[i].len(), "{t}: row count");
+        for (g, w) in got[i].iter().zip(&want.rows[i]) {
+            assert_eq!(g, w, "{t}: row");
+        }
+    }
+}
+
 /// (b) Binlogs purged while the archive was stopped (the test purges; coffer never does):
 /// a Purged gap in the status, in `describe` and in /metrics' source (the status).
 #[test]
@@ -426,7 +573,14 @@ fn binlogs_purged_while_stopped_are_a_purged_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_while(&cf, &db, || load(&db, 0, 10));
+    base_backup(&cf);
+    let mut mid = None;
+    archive_while(&cf, &db, || {
+        load(&db, 0, 6);
+        mid = Some(point(&db));
+        load(&db, 6, 4);
+    });
+    let (mid, before_gap) = (mid.unwrap(), point(&db));
     load(&db, 10, 10);
     purge_all_but_current(&db);
     load(&db, 20, 10);
@@ -483,7 +637,26 @@ fn binlogs_purged_while_stopped_are_a_purged_gap() {
     let d = cf.ok(&["describe", "archive", "shop"]).stdout;
     assert!(d.contains("Purged"), "{d}");
     // The window after the gap ends at the server's position.
-    assert_eq!(last_gtid(&cf, "shop"), pos(&db));
+    let end = pos(&db);
+    assert_eq!(last_gtid(&cf, "shop"), end);
+
+    // Restores from the base backup, which lies before the gap: to a GTID after it, refused
+    // (naming it); to a GTID before it, exactly that point; `latest` stops before it.
+    let (t, ab) = restore_target(&cf, "across");
+    let across = format!("gtid: \"{}\"", gtid_of(&end, 0));
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_refused_across(&rs, &["Purged".into()], &t);
+    let before = format!("gtid: \"{}\"", gtid_of(&mid.gtid, 0));
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &before);
+    assert_restored_to(&rs, &mid, &t);
+    let (t, ab) = restore_target(&cf, "latest");
+    let rs = pitr_restore(&cf, "latest", &ab, "shop", "latest: true");
+    assert_restored_to(&rs, &before_gap, &t);
+    let note = rs["status"]["pointInTime"]["note"].as_str().unwrap_or("");
+    assert!(
+        note.contains("Purged"),
+        "`latest` says it stopped before the gap: {rs:#}"
+    );
 }
 
 /// (b) RESET MASTER: the server's history went back; a Diverged gap.
@@ -493,14 +666,42 @@ fn reset_master_is_a_diverged_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_while(&cf, &db, || load(&db, 0, 10));
+    base_backup(&cf);
+    let mut mid = None;
+    archive_while(&cf, &db, || {
+        load(&db, 0, 6);
+        mid = Some(point(&db));
+        load(&db, 6, 4);
+    });
+    let mid = mid.unwrap();
     db.exec("RESET MASTER").unwrap();
-    archive_while(&cf, &db, || load(&db, 10, 5));
+    // The transactions after the reset commit in a later second than those before it, so a
+    // time target can lie after the gap only.
+    let t0 = now();
+    wait_until(Duration::from_secs(3), "the next second", || now() > t0);
+    archive_while(&cf, &db, || load(&db, 10, 3));
     let st = status(&cf, "shop");
-    assert!(gap_reasons(&st).contains(&"Diverged".to_string()), "{st}");
+    let reasons = gap_reasons(&st);
+    assert!(reasons.contains(&"Diverged".to_string()), "{st}");
     assert_eq!(gap_condition(&st).0, "True", "{st}");
     let d = cf.ok(&["describe", "archive", "shop"]).stdout;
     assert!(d.contains("Diverged"), "{d}");
+
+    // The GTIDs after the reset repeat earlier numbers: the target after the gap is a time.
+    let (t, ab) = restore_target(&cf, "across");
+    let across = format!("time: \"{}\"", coffer_control::pitr::rfc3339(now() as i64));
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_refused_across(&rs, &reasons, &t);
+    let before = format!("gtid: \"{}\"", gtid_of(&mid.gtid, 0));
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &before);
+    assert_restored_to(&rs, &mid, &t);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// (b) The AppBinding now points at another server with its own GTID history (another
@@ -512,7 +713,14 @@ fn a_server_with_another_history_is_a_named_gap() {
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
     db.exec(SCHEMA).unwrap();
-    archive_while(&cf, &db, || load(&db, 0, 5));
+    base_backup(&cf);
+    let mut mid = None;
+    archive_while(&cf, &db, || {
+        load(&db, 0, 6);
+        mid = Some(point(&db));
+        load(&db, 6, 2);
+    });
+    let mid = mid.unwrap();
     other.exec(SCHEMA).unwrap();
     load(&other, 0, 5);
     let r = cf.apply(
@@ -532,10 +740,22 @@ fn a_server_with_another_history_is_a_named_gap() {
         "{st}"
     );
     assert_eq!(gap_condition(&st).0, "True", "{st}");
+
+    // From the first server's base backup: the other server's last GTID is across the gap
+    // (refused, naming it); a GTID of the first server before it restores exactly.
+    let (t, ab) = restore_target(&cf, "across");
+    let across = format!("gtid: \"{}\"", gtid_of(&pos(&other), 7));
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_refused_across(&rs, &reasons, &t);
+    let before = format!("gtid: \"{}\"", gtid_of(&mid.gtid, 0));
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &before);
+    assert_restored_to(&rs, &mid, &t);
 }
 
 /// (c) Galera: the archive reads node 1; node 1 is SIGKILLed during a write load; the
-/// archive continues from another node, and the segments hold every GTID once, in order.
+/// archive continues from another node, and the segments hold every GTID once, in order; a
+/// point-in-time restore (the SST base, then the replay) to a GTID after the move has
+/// exactly the cluster's rows at that GTID.
 #[test]
 fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
     let cluster = GaleraCluster::start(GaleraOptions {
@@ -580,13 +800,24 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
         )
     };
     let start = node_pos(0);
+    // A base backup of the cluster's AppBinding (a Galera SST through garbd: its parameters
+    // name a cluster), before the archive runs.
+    base_backup(&cf);
+    assert_eq!(node_pos(0), start, "nothing wrote during the backup");
+    // Row `i` is the cluster's i-th transaction of the load (one writer, one row per
+    // transaction): its id is its commit order. Each row's GTID, as its node reported it.
+    let gtid_of_row = std::sync::Mutex::new(std::collections::BTreeMap::<i32, String>::new());
+    let insert = |node: usize, i: i32| {
+        let mut c = cluster.node(node).conn().unwrap();
+        c.query_drop(format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
+            .unwrap();
+        let g: String = c.query_first("SELECT @@last_gtid").unwrap().unwrap();
+        gtid_of_row.lock().unwrap().insert(i, g);
+    };
     let child = start_archive(&cf, "shop");
     wait_streaming(&cf, "shop");
     for i in 0..40 {
-        cluster
-            .node(i % 3)
-            .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
-            .unwrap();
+        insert(i as usize % 3, i);
     }
     wait_until(
         Duration::from_secs(60),
@@ -602,10 +833,7 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
                 if i == 80 {
                     half.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
-                cluster
-                    .node(1 + i % 2)
-                    .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
-                    .unwrap();
+                insert(1 + i as usize % 2, i);
             }
         });
         wait_until(Duration::from_secs(60), "half the load is written", || {
@@ -616,10 +844,7 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
     });
     // Node 1 may have sent all of that before it died: more writes after its death.
     for i in 160..200 {
-        cluster
-            .node(1 + i % 2)
-            .exec(&format!("INSERT INTO app.t VALUES ({i}, 'row {i}')"))
-            .unwrap();
+        insert(1 + i as usize % 2, i);
     }
     let end = node_pos(1);
     let node1 = format!("127.0.0.1:{} ", n1.port());
@@ -670,4 +895,68 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
         .query_strings("SELECT COUNT(*) FROM app.t")
         .unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("200"));
+
+    // Each row's GTID is the next of domain 100: the ids are the commit order.
+    let gtid_of_row = gtid_of_row.into_inner().unwrap();
+    let by_row: Vec<u64> = (0..200)
+        .map(|i| {
+            gtid_of_row[&i]
+                .parse::<coffer_api::gtid::Gtid>()
+                .unwrap()
+                .seq
+        })
+        .collect();
+    assert_eq!(by_row, (s0 + 1..=s1).collect::<Vec<_>>(), "{gtid_of_row:?}");
+    // Point-in-time restore: the cluster's base backup (a Galera SST: the AppBinding is a
+    // cluster's) into a new data directory, then the segments of both nodes replayed up to
+    // row 180's GTID (after the move to another node). The cluster had exactly rows 0..=180
+    // then; the restored server's rows are compared with the cluster's one by one.
+    let at = &gtid_of_row[&180];
+    let datadir = cf.path("restored/data");
+    let params = format!(
+        ", params: [{{name: dataDir, value: \"{}\"}}]",
+        datadir.display()
+    );
+    let m = pitr_session(
+        "galera",
+        "db",
+        &format!("gtid: \"{at}\", archive: shop"),
+        &params,
+    );
+    let f = cf.file("galera.yaml", &m);
+    let _ = cf.run(&["restore", "-f", f.to_str().unwrap(), "--wait"]);
+    let rs = cf.get_json("restoresession", "galera");
+    assert_eq!(
+        phase(&rs),
+        "Succeeded",
+        "{rs:#}\n{:#?}\n{}",
+        restic_snapshots(repo.to_str().unwrap(), &[]),
+        logs(&cf)
+    );
+    let st = &rs["status"]["pointInTime"];
+    assert!(
+        st["reachedGtid"]
+            .as_str()
+            .unwrap_or("")
+            .contains(at.as_str()),
+        "{st:#}"
+    );
+    let port = coffer_testkit::free_port();
+    let _server = crate::physical::start_on(&datadir, port);
+    let mut c = crate::physical::connect(port, cluster.root_password());
+    let want = cluster
+        .node(1)
+        .query_strings("SELECT * FROM app.t WHERE id <= 180 ORDER BY id")
+        .unwrap();
+    assert_eq!(want.len(), 181);
+    let got: Vec<Vec<Option<String>>> = c
+        .query_map(
+            "SELECT id, v FROM app.t ORDER BY id",
+            |(id, v): (i64, String)| vec![Some(id.to_string()), Some(v)],
+        )
+        .unwrap();
+    assert_eq!(got.len(), want.len(), "no missing and no extra row");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "row");
+    }
 }

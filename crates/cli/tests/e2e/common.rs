@@ -341,3 +341,54 @@ pub fn a_backup_records_the_position_it_is_consistent_at(params: &[(&str, &str)]
         "{tags:?}"
     );
 }
+
+/// A RestoreSession of a point in time into AppBinding `ab` (`point` is the YAML of the
+/// pointInTime fields, `params` extra task fields such as `, params: [...]`).
+pub fn pitr_session(name: &str, ab: &str, point: &str, params: &str) -> String {
+    format!(
+        "apiVersion: stash.appscode.com/v1beta1\nkind: RestoreSession\nmetadata: {{name: {name}}}\n\
+         spec:\n  task: {{name: mariadb-restore-10.5.8{params}}}\n  repository: {{name: repo}}\n  \
+         target:\n    ref: {{apiVersion: appcatalog.appscode.com/v1alpha1, kind: AppBinding, \
+         name: {ab}}}\n    pointInTime: {{{point}}}\n"
+    )
+}
+
+/// A fresh server to restore into, with its AppBinding `t-<name>`.
+pub fn restore_target(cf: &Coffer, name: &str) -> (MariaDb, String) {
+    let target = MariaDb::start().unwrap();
+    let ab = format!("t-{name}");
+    let m = [
+        db_secret(&format!("{ab}-auth"), &target),
+        appbinding(&ab, &target, &format!("{ab}-auth")),
+    ]
+    .join("---\n");
+    let r = cf.apply(&format!("{name}-target.yaml"), &m);
+    assert!(r.ok, "{r}");
+    (target, ab)
+}
+
+/// Runs the point-in-time RestoreSession `name` of `archive` into AppBinding `ab` to its end;
+/// returns the session.
+pub fn pitr_restore(
+    cf: &Coffer,
+    name: &str,
+    ab: &str,
+    archive: &str,
+    point: &str,
+) -> serde_json::Value {
+    let session = pitr_session(name, ab, &format!("{point}, archive: {archive}"), "");
+    let f = cf.file(&format!("{name}.yaml"), &session);
+    let _ = cf.run(&["restore", "-f", f.to_str().unwrap(), "--wait"]);
+    cf.get_json("restoresession", name)
+}
+
+/// Every row of each table, in primary-key order, as strings: what "row by row" compares.
+pub fn table_rows(db: &MariaDb, tables: &[&str]) -> Vec<Vec<Vec<Option<String>>>> {
+    tables
+        .iter()
+        .map(|t| {
+            db.query_strings(&format!("SELECT * FROM {t} ORDER BY 1"))
+                .unwrap()
+        })
+        .collect()
+}

@@ -441,7 +441,12 @@ fn plans_refuse_what_they_cannot_do_and_say_why() {
     );
     assert!(latest.contains("0-1-5"), "{latest}");
     let msg = e.to_string();
-    assert!(msg.contains("would cross a gap"), "{msg}");
+    assert!(
+        msg.starts_with(
+            "restoring to 1970-01-01T00:02:50Z would cross a Purged gap (after segment 2)"
+        ),
+        "the refusal names the gap first: {msg}"
+    );
     assert!(
         msg.contains("1970-01-01T00:02:20Z (GTID 0-1-5, segment 2)"),
         "{msg}"
@@ -878,4 +883,26 @@ fn two_pass_planning_reads_few_segments_and_plans_as_the_full_index() {
     let e = plan_restore("shop", &target, &one, &mixed).unwrap_err();
     assert_eq!(e, plan_restore("shop", &target, &one, &segs).unwrap_err());
     assert!(e.to_string().contains("segments 4..5"), "{e}");
+}
+
+/// A base of a server that had not binlogged a transaction (the empty state) is the start of
+/// an archive that began there; when two runs begin with the empty state (RESET MASTER
+/// between them) nothing says which one it was taken on, so it is not used.
+#[test]
+fn an_empty_base_starts_the_run_that_starts_empty_and_only_one() {
+    let first = seg(0, "", &[("0-1-1", 100), ("0-1-2", 110)]);
+    let p = plan_restore(
+        "shop",
+        &PointInTimeTarget::Latest,
+        &[base("e", 90, "")],
+        std::slice::from_ref(&first),
+    )
+    .unwrap();
+    assert_eq!(
+        summary(&p),
+        sum("e", &[0], Some((0, None)), Some("0-1-2"), "0-1-2", None)
+    );
+    let reset = [first, seg(1, "", &[("0-1-1", 200)])];
+    let e = plan_restore("shop", &time(105), &[base("e", 90, "")], &reset).unwrap_err();
+    assert!(matches!(e, PlanError::NoBaseBackup { .. }), "{e}");
 }

@@ -419,16 +419,19 @@ impl NativeDump {
             .next()
             .and_then(|r| r.into_iter().next().flatten())
             .unwrap_or_default();
-        let gtid_sql = if version.to_ascii_lowercase().contains("mariadb") {
+        let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        let gtid_sql = if mariadb {
             "SELECT @@gtid_binlog_pos"
         } else {
             "SELECT @@gtid_executed"
         };
+        // MariaDB's empty state, read under the lock, is a state: the server has not
+        // binlogged a transaction yet, and the backup is the base of every later one.
         position.gtid = rows(spec, &mut lock, gtid_sql)
             .ok()
             .and_then(|r| r.into_iter().next())
             .and_then(|r| r.into_iter().next().flatten())
-            .filter(|g| !g.is_empty());
+            .filter(|g| mariadb || !g.is_empty());
         q(spec, &mut lock, "UNLOCK TABLES")?;
         drop(lock);
         let extra = if opts.extra_connection {

@@ -20,12 +20,12 @@ pub fn base_backups(snapshots: &[SnapshotInfo]) -> Vec<BaseBackup> {
         .filter_map(|s| {
             let tag = s.tags.iter().find_map(|t| t.strip_prefix(GTID_TAG))?;
             match tag.parse::<GtidState>() {
-                Ok(state) if !state.0.is_empty() => Some(BaseBackup {
+                // An empty state is a server that had not binlogged a transaction yet.
+                Ok(state) => Some(BaseBackup {
                     snapshot: s.id.clone(),
                     time: s.unix_time,
                     state,
                 }),
-                Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(
                         "snapshot {}: tag `{GTID_TAG}{tag}`: {e}; ignored",
@@ -73,11 +73,12 @@ mod tests {
             snap("b", 30, &["gtid=0-1-9,100-21-3"]),
             snap("c", 20, &["coffer"]),
             snap("d", 40, &["gtid=not-a-gtid"]),
-            snap("e", 50, &["gtid="]),
+            snap("e", 50, &["binlog=bin.000001:4", "gtid="]),
             snap("f", 60, &[coffer_repo::ARCHIVE_TAG, "gtid=0-1-20"]),
         ]);
         let ids: Vec<&str> = b.iter().map(|b| b.snapshot.as_str()).collect();
-        assert_eq!(ids, ["b", "a"]);
-        assert_eq!(b[0].state.to_string(), "0-1-9,100-21-3");
+        assert_eq!(ids, ["e", "b", "a"]);
+        assert!(b[0].state.0.is_empty());
+        assert_eq!(b[1].state.to_string(), "0-1-9,100-21-3");
     }
 }
