@@ -132,12 +132,6 @@ fn app_db() -> MariaDb {
     db
 }
 
-fn condition<'a>(bs: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
-    bs["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-        .unwrap_or_else(|| panic!("no {t} condition: {bs:#}"))
-}
 
 fn snapshot_count(cf: &Coffer, repo: &str) -> usize {
     let listed = cf.ok(&["snapshots", repo]);

@@ -392,3 +392,17 @@ pub fn table_rows(db: &MariaDb, tables: &[&str]) -> Vec<Vec<Vec<Option<String>>>
         })
         .collect()
 }
+
+/// The condition of type `t` in a status object (anything with `conditions`), or a panic
+/// that shows the whole status.
+pub fn condition_of<'a>(status: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .unwrap_or_else(|| panic!("no {t} condition: {status:#}"))
+}
+
+/// The condition of type `t` on a resource's status.
+pub fn condition<'a>(resource: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
+    condition_of(&resource["status"], t)
+}

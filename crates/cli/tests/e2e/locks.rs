@@ -10,12 +10,6 @@ use coffer_testkit::{mysql::prelude::Queryable, verify, MariaDb};
 
 use crate::common::*;
 
-fn condition<'a>(session: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
-    session["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-        .unwrap_or_else(|| panic!("no condition {t}: {session:#}"))
-}
 
 /// Waits until a statement of the restore's load waits on the table lock held by `LOCK TABLES`.
 fn wait_until_blocked(dst: &MariaDb) {
