@@ -185,16 +185,21 @@ impl BinlogArchiveSpec {
             &self.app_binding.name,
             ns,
         );
-        let arch_repo = full(self.repository.namespace.as_deref(), &self.repository.name, ns);
+        let arch_repo = full(
+            self.repository.namespace.as_deref(),
+            &self.repository.name,
+            ns,
+        );
         let bc_app = app.map(|t| full(t.namespace.as_deref(), &t.name, bc_ns));
         let bc_repo = full(repository.namespace.as_deref(), &repository.name, bc_ns);
         let mut wrong = Vec::new();
         if bc_app.as_deref() != Some(arch_app.as_str()) {
             wrong.push(format!(
                 "it archives AppBinding {arch_app}, the configuration backs up {}",
-                bc_app.map_or("no AppBinding (spec.target is missing)".into(), |a| format!(
-                    "AppBinding {a}"
-                ))
+                bc_app.map_or(
+                    "no AppBinding (spec.target is missing)".into(),
+                    |a| format!("AppBinding {a}")
+                )
             ));
         }
         if bc_repo != arch_repo {
@@ -414,9 +419,20 @@ mod tests {
             namespace: ns.map(str::to_string),
         };
         // (configuration's namespace, AppBinding, Repository) -> what the refusal names
-        let cases: Vec<(&str, Option<TargetRef>, ObjectRef, Option<&[&str]>)> = vec![
-            ("demo", Some(app("db", None)), repo("repo", Some("backups")), None),
-            ("x", Some(app("db", Some("demo"))), repo("repo", Some("backups")), None),
+        type Case<'a> = (&'a str, Option<TargetRef>, ObjectRef, Option<&'a [&'a str]>);
+        let cases: Vec<Case> = vec![
+            (
+                "demo",
+                Some(app("db", None)),
+                repo("repo", Some("backups")),
+                None,
+            ),
+            (
+                "x",
+                Some(app("db", Some("demo"))),
+                repo("repo", Some("backups")),
+                None,
+            ),
             (
                 "demo",
                 Some(app("other", None)),

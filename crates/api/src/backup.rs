@@ -130,8 +130,9 @@ pub struct VerificationStatus {
     /// With spec.verification.binlogArchive: the point the replay reached (the GTID state
     /// and the commit time of the last transaction applied), as a point-in-time restore
     /// reports it.
+    // Boxed: inline it would make every BackupConfiguration, and so every Resource, larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub point_in_time: Option<crate::restore::PointInTimeStatus>,
+    pub point_in_time: Option<Box<crate::restore::PointInTimeStatus>>,
     /// The steps: ServerStarted, SnapshotRestored, ArchiveReplayed (with
     /// spec.verification.binlogArchive), TablesChecked, ChecksumsCompared, QueriesChecked,
     /// ScriptChecked (with spec.verification.script), SnapshotTagged.

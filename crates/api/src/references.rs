@@ -123,7 +123,10 @@ pub fn check_set(set: &[Located], stored: Stored<'_>) -> SetReport {
                     task: &s.task,
                 };
                 session_refs(&cx, &mut out, &ns, session, TaskDirection::Backup);
-                let archive = s.verification.as_ref().and_then(|v| v.binlog_archive.as_ref());
+                let archive = s
+                    .verification
+                    .as_ref()
+                    .and_then(|v| v.binlog_archive.as_ref());
                 if let Some(name) = archive.filter(|n| !n.is_empty() && !n.contains('/')) {
                     let path = "spec.verification.binlogArchive";
                     let found = reference(&cx, &mut out, path, Kind::BinlogArchive, &ns, name);
@@ -604,7 +607,15 @@ mod tests {
                      metadata: {name: other}\nspec: {clientConfig: {url: 'mysql://h2:3306/'}, \
                      secret: {name: auth}}\n";
         let (e, _) = check(
-            &[SECRETS, AB, other, REPO, &archive("other"), &verified("arc")].join("---\n"),
+            &[
+                SECRETS,
+                AB,
+                other,
+                REPO,
+                &archive("other"),
+                &verified("arc"),
+            ]
+            .join("---\n"),
         );
         assert!(
             e.contains(

@@ -742,7 +742,10 @@ fn verify(store: &Store, ns: &str, name: &str, format: Format) -> Result<i32> {
             if let Some(p) = &st.point_in_time {
                 println!(
                     "replayed to {} (last transaction at {})",
-                    p.reached_gtid.as_ref().map(|g| g.to_string()).unwrap_or_default(),
+                    p.reached_gtid
+                        .as_ref()
+                        .map(|g| g.to_string())
+                        .unwrap_or_default(),
                     p.last_transaction_time.as_deref().unwrap_or("-")
                 );
             }

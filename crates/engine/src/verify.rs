@@ -627,7 +627,7 @@ fn replayed(
             None => n,
         });
     }
-    st.point_in_time = Some(pit);
+    st.point_in_time = Some(Box::new(pit));
     let (reason, msg) = coffer_control::pitr::verification_replay(&p.plan, &snap.short_id);
     tracing::info!("{msg}");
     set_condition(

@@ -919,5 +919,8 @@ fn a_verification_says_how_far_its_replay_went_and_names_a_gap() {
     let p = plan_restore("shop", &PointInTimeTarget::Latest, &at_end, &segs).unwrap();
     let (r, msg) = verification_replay(&p, "d");
     assert_eq!(r, "NothingToReplay", "{msg}");
-    assert!(msg.contains("nothing to replay after snapshot d (it holds 0-1-10"), "{msg}");
+    assert!(
+        msg.contains("nothing to replay after snapshot d (it holds 0-1-10"),
+        "{msg}"
+    );
 }
