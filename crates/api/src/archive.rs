@@ -157,6 +157,57 @@ impl BinlogArchiveSpec {
             .as_deref()
             .map_or(Ok(Keep::BaseBackups), Keep::parse)
     }
+
+    /// Why this archive (in namespace `ns`) cannot serve the restore verification of a
+    /// BackupConfiguration in `bc_ns` that backs up AppBinding `app` into `repository`:
+    /// its binlogs continue the configuration's snapshots only when it archives the same
+    /// server into the same repository (where the snapshots are). None when it can.
+    pub fn mismatch_with(
+        &self,
+        ns: &str,
+        bc_ns: &str,
+        app: Option<&crate::meta::TargetRef>,
+        repository: &ObjectRef,
+    ) -> Option<String> {
+        let full = |r_ns: Option<&str>, name: &str, dflt: &str| {
+            format!("{}/{name}", r_ns.filter(|n| !n.is_empty()).unwrap_or(dflt))
+        };
+        let arch_app = full(
+            self.app_binding.namespace.as_deref(),
+            &self.app_binding.name,
+            ns,
+        );
+        let arch_repo = full(
+            self.repository.namespace.as_deref(),
+            &self.repository.name,
+            ns,
+        );
+        let bc_app = app.map(|t| full(t.namespace.as_deref(), &t.name, bc_ns));
+        let bc_repo = full(repository.namespace.as_deref(), &repository.name, bc_ns);
+        let mut wrong = Vec::new();
+        if bc_app.as_deref() != Some(arch_app.as_str()) {
+            wrong.push(format!(
+                "it archives AppBinding {arch_app}, the configuration backs up {}",
+                bc_app.map_or(
+                    "no AppBinding (spec.target is missing)".into(),
+                    |a| format!("AppBinding {a}")
+                )
+            ));
+        }
+        if bc_repo != arch_repo {
+            wrong.push(format!(
+                "it archives into Repository {arch_repo}, the configuration backs up into \
+                 Repository {bc_repo}"
+            ));
+        }
+        (!wrong.is_empty()).then(|| {
+            format!(
+                "{}: its binlogs continue the snapshots only when it archives the same AppBinding \
+                 into the same Repository",
+                wrong.join("; ")
+            )
+        })
+    }
 }
 
 /// What the archive is doing.
@@ -335,6 +386,77 @@ pub struct ArchiveGap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_serves_a_verification_only_of_its_server_into_its_repository() {
+        use crate::meta::TargetRef;
+        let arch = BinlogArchiveSpec {
+            app_binding: ObjectRef {
+                name: "db".into(),
+                namespace: None,
+            },
+            repository: ObjectRef {
+                name: "repo".into(),
+                namespace: Some("backups".into()),
+            },
+            ..Default::default()
+        };
+        let app = |name: &str, ns: Option<&str>| TargetRef {
+            name: name.into(),
+            namespace: ns.map(str::to_string),
+            ..Default::default()
+        };
+        let repo = |name: &str, ns: Option<&str>| ObjectRef {
+            name: name.into(),
+            namespace: ns.map(str::to_string),
+        };
+        // (configuration's namespace, AppBinding, Repository) -> what the refusal names
+        type Case<'a> = (&'a str, Option<TargetRef>, ObjectRef, Option<&'a [&'a str]>);
+        let cases: Vec<Case> = vec![
+            (
+                "demo",
+                Some(app("db", None)),
+                repo("repo", Some("backups")),
+                None,
+            ),
+            (
+                "x",
+                Some(app("db", Some("demo"))),
+                repo("repo", Some("backups")),
+                None,
+            ),
+            (
+                "demo",
+                Some(app("other", None)),
+                repo("repo", Some("backups")),
+                Some(&["AppBinding demo/db", "backs up AppBinding demo/other"]),
+            ),
+            (
+                "demo",
+                Some(app("db", None)),
+                repo("repo", None),
+                Some(&["Repository backups/repo", "into Repository demo/repo"]),
+            ),
+            (
+                "demo",
+                None,
+                repo("repo", Some("backups")),
+                Some(&["no AppBinding (spec.target is missing)"]),
+            ),
+        ];
+        for (bc_ns, a, r, want) in cases {
+            let got = arch.mismatch_with("demo", bc_ns, a.as_ref(), &r);
+            match want {
+                None => assert_eq!(got, None, "{bc_ns} {a:?} {r:?}"),
+                Some(parts) => {
+                    let got = got.unwrap_or_else(|| panic!("refused: {a:?} {r:?}"));
+                    for p in parts {
+                        assert!(got.contains(p), "`{p}` in `{got}`");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn keep_and_sizes_parse_or_say_what_is_expected() {

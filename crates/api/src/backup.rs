@@ -66,6 +66,11 @@ pub struct VerificationSpec {
     // Boxed: inline it would make every BackupConfiguration, and so every Resource, larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<Box<VerificationScript>>,
+    /// A BinlogArchive in this namespace that archives this configuration's AppBinding into
+    /// its Repository: the snapshot is then replayed with the archive's binlogs up to the
+    /// newest recoverable point (`latest`, stopping before a gap) before it is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_archive: Option<String>,
 }
 
 /// A program coffer runs against the restored server, on the machine that verifies (with
@@ -122,7 +127,14 @@ pub struct VerificationStatus {
     /// Why it failed: the table, check or query, and what was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The steps: ServerStarted, SnapshotRestored, TablesChecked, QueriesChecked,
+    /// With spec.verification.binlogArchive: the point the replay reached (the GTID state
+    /// and the commit time of the last transaction applied), as a point-in-time restore
+    /// reports it.
+    // Boxed: inline it would make every BackupConfiguration, and so every Resource, larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<Box<crate::restore::PointInTimeStatus>>,
+    /// The steps: ServerStarted, SnapshotRestored, ArchiveReplayed (with
+    /// spec.verification.binlogArchive), TablesChecked, ChecksumsCompared, QueriesChecked,
     /// ScriptChecked (with spec.verification.script), SnapshotTagged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

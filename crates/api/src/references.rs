@@ -123,6 +123,23 @@ pub fn check_set(set: &[Located], stored: Stored<'_>) -> SetReport {
                     task: &s.task,
                 };
                 session_refs(&cx, &mut out, &ns, session, TaskDirection::Backup);
+                let archive = s
+                    .verification
+                    .as_ref()
+                    .and_then(|v| v.binlog_archive.as_ref());
+                if let Some(name) = archive.filter(|n| !n.is_empty() && !n.contains('/')) {
+                    let path = "spec.verification.binlogArchive";
+                    let found = reference(&cx, &mut out, path, Kind::BinlogArchive, &ns, name);
+                    if let Some(Resource::BinlogArchive(a)) = found {
+                        let wrong = a.spec.mismatch_with(&ns, &ns, target, &s.repository);
+                        if let Some(why) = wrong {
+                            out.problems.push(Problem::new(
+                                path,
+                                format!("BinlogArchive {ns}/{name} cannot serve it: {why}"),
+                            ));
+                        }
+                    }
+                }
             }
             Resource::RestoreSession(rs) => {
                 let s = &rs.spec;
@@ -564,6 +581,56 @@ mod tests {
                  spec.target.pointInTime.archive: BinlogArchive default/later does not exist \
                  yet; sessions fail until it is applied"
             ]
+        );
+    }
+
+    #[test]
+    fn a_verification_archive_must_archive_the_configurations_server_into_its_repository() {
+        let archive = |ab: &str| {
+            format!(
+                "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {{name: arc}}\n\
+                 spec: {{appBinding: {{name: {ab}}}, repository: {{name: repo}}}}\n"
+            )
+        };
+        let verified = |arc: &str| {
+            bc("mariadb-backup-10.5.8", "", "repo")
+                + &format!("  verification: {{everyBackups: 1, binlogArchive: {arc}}}\n")
+        };
+        let (e, w) = check(&[SECRETS, AB, REPO, &archive("db"), &verified("arc")].join("---\n"));
+        assert!(e.is_empty() && w.is_empty(), "{e} {w:?}");
+        let (e, _) = check(&[SECRETS, AB, REPO, &archive("db"), &verified("db")].join("---\n"));
+        assert!(
+            e.contains("spec.verification.binlogArchive: `db` is an AppBinding in this apply"),
+            "{e}"
+        );
+        let other = "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\n\
+                     metadata: {name: other}\nspec: {clientConfig: {url: 'mysql://h2:3306/'}, \
+                     secret: {name: auth}}\n";
+        let (e, _) = check(
+            &[
+                SECRETS,
+                AB,
+                other,
+                REPO,
+                &archive("other"),
+                &verified("arc"),
+            ]
+            .join("---\n"),
+        );
+        assert!(
+            e.contains(
+                "BackupConfiguration/default/bc: spec.verification.binlogArchive: BinlogArchive \
+                 default/arc cannot serve it: it archives AppBinding default/other, the \
+                 configuration backs up AppBinding default/db"
+            ),
+            "{e}"
+        );
+        let (_, w) = check(&[SECRETS, AB, REPO, &verified("later")].join("---\n"));
+        assert!(
+            w.iter().any(|w| w.contains(
+                "spec.verification.binlogArchive: BinlogArchive default/later does not exist yet"
+            )),
+            "{w:?}"
         );
     }
 

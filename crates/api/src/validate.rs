@@ -480,6 +480,23 @@ fn verification(v: &crate::backup::VerificationSpec, zone: Option<&str>, p: &mut
     if let Some(sc) = &v.script {
         verification_script(sc, p);
     }
+    if let Some(a) = &v.binlog_archive {
+        let at = "spec.verification.binlogArchive";
+        if a.trim().is_empty() {
+            p.push(Problem::new(
+                at,
+                "empty: name a BinlogArchive of this namespace (or leave the field out)",
+            ));
+        } else if a.contains('/') {
+            p.push(Problem::new(
+                at,
+                format!(
+                    "`{a}`: the archive is named without a namespace; it must be in the \
+                     configuration's namespace"
+                ),
+            ));
+        }
+    }
 }
 
 fn verification_script(sc: &crate::backup::VerificationScript, p: &mut Vec<Problem>) {
@@ -963,6 +980,14 @@ mod tests {
             (
                 format!("{KEEP}  verification: {{everyBackups: 1, script: {{path: ''}}}}\n"),
                 "spec.verification.script.path: required",
+            ),
+            (
+                format!("{KEEP}  verification: {{everyBackups: 1, binlogArchive: ''}}\n"),
+                "spec.verification.binlogArchive: empty: name a BinlogArchive",
+            ),
+            (
+                format!("{KEEP}  verification: {{everyBackups: 1, binlogArchive: other/arch}}\n"),
+                "spec.verification.binlogArchive: `other/arch`: the archive is named without",
             ),
             (
                 format!(

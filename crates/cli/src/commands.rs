@@ -739,6 +739,16 @@ fn verify(store: &Store, ns: &str, name: &str, format: Format) -> Result<i32> {
             if let Some(r) = st.recovery_seconds {
                 println!("recovery time {r:.1}s");
             }
+            if let Some(p) = &st.point_in_time {
+                println!(
+                    "replayed to {} (last transaction at {})",
+                    p.reached_gtid
+                        .as_ref()
+                        .map(|g| g.to_string())
+                        .unwrap_or_default(),
+                    p.last_transaction_time.as_deref().unwrap_or("-")
+                );
+            }
             for c in &st.conditions {
                 println!("{} {}: {}", c.type_, c.status, c.message);
             }

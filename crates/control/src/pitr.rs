@@ -684,6 +684,45 @@ fn plan(
     }
 }
 
+/// How a restore verification with a binlog archive reports its replay (condition
+/// ArchiveReplayed, always True once the replay ran): the reason and the message. Stopping
+/// before a gap does not fail the verification — what lies before the gap is recoverable
+/// and is what was checked — but the reason says so and the message names the gap.
+pub fn verification_replay(p: &RestorePlan, snapshot: &str) -> (&'static str, String) {
+    let reached = show_state(&p.reached);
+    let done = match &p.stop {
+        None => format!(
+            "archive {}: nothing to replay after snapshot {snapshot} (it holds {reached}, the \
+             newest archived point{})",
+            p.archive,
+            if p.stopped_before.is_some() {
+                " before a gap"
+            } else {
+                ""
+            }
+        ),
+        Some(stop) => format!(
+            "archive {}: {} segment(s) replayed after snapshot {snapshot} up to {reached}, \
+             the last transaction ({}) committed at {}",
+            p.archive,
+            p.segments.len(),
+            stop.gtid,
+            rfc3339(stop.time)
+        ),
+    };
+    match &p.stopped_before {
+        Some(gap) => (
+            "StoppedBeforeGap",
+            format!(
+                "{done}; stopped there, before a gap: {gap}. Later transactions cannot be \
+                 recovered from this snapshot: take a new base backup"
+            ),
+        ),
+        None if p.stop.is_none() => ("NothingToReplay", done),
+        None => ("Replayed", done),
+    }
+}
+
 /// A segment as the repository lists it: its index without the transaction list, and the
 /// commit times of its first and last transaction.
 #[derive(Debug, Clone, Copy)]

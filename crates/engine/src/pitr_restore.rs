@@ -107,6 +107,55 @@ pub fn resolve(
     })
 }
 
+/// The archive spec.verification.binlogArchive names, for a verification to replay to
+/// `latest`. It must archive the configuration's AppBinding into its Repository (the
+/// snapshots it continues are there); the error names both resources otherwise.
+pub fn resolve_for_verification(
+    cat: &dyn Catalog,
+    bc: &coffer_api::backup::BackupConfiguration,
+    name: &str,
+    label: &str,
+) -> EngineResult<Archive> {
+    let ns = bc.metadata.namespace();
+    let field = "spec.verification.binlogArchive";
+    let resource = match cat
+        .get(Kind::BinlogArchive, ns, name)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::BinlogArchive(a)) => a,
+        _ => {
+            return Err(EngineError::Missing {
+                kind: Kind::BinlogArchive,
+                namespace: ns.into(),
+                name: name.into(),
+                referenced_by: format!("{field} of {label}"),
+            })
+        }
+    };
+    let target = bc.spec.target.as_ref().map(|t| &t.ref_);
+    if let Some(why) = resource
+        .spec
+        .mismatch_with(ns, ns, target, &bc.spec.repository)
+    {
+        return Err(EngineError::Invalid {
+            resource: label.to_string(),
+            message: format!(
+                "{field}: BinlogArchive {ns}/{name} cannot serve this configuration's \
+                 verification: {why}; name an archive of this configuration's AppBinding and \
+                 Repository"
+            ),
+        });
+    }
+    let mut repository = resource.spec.repository.clone();
+    repository.namespace.get_or_insert_with(|| ns.to_string());
+    Ok(Archive {
+        name: format!("{ns}/{name}"),
+        resource,
+        repository,
+        target: PointInTimeTarget::Latest,
+    })
+}
+
 fn dot(f: &str) -> &'static str {
     if f.is_empty() {
         ""
@@ -179,12 +228,14 @@ pub struct Planned {
 }
 
 /// Plans in two passes: the listing, then the full index of the segments the restore can
-/// start or stop in (and any other the plan then starts or stops in).
+/// start or stop in (and any other the plan then starts or stops in). A plan that cannot be
+/// made is an error of `label`'s `field` (the one that asked for the point).
 pub fn plan(
     store: SegmentStore,
     target: &PointInTimeTarget,
     bases: &[BaseBackup],
     label: &str,
+    field: &str,
 ) -> EngineResult<Planned> {
     let listing = store.list()?;
     let listed: Vec<Listed> = listing
@@ -214,7 +265,7 @@ pub fn plan(
         let plan = plan_restore(store.archive(), target, bases, &metas).map_err(|e| {
             EngineError::Invalid {
                 resource: label.to_string(),
-                message: format!("spec.target.pointInTime: {e}"),
+                message: format!("{field}: {e}"),
             }
         })?;
         let ends = [

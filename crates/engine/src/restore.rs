@@ -469,8 +469,14 @@ fn execute(
                 named,
             );
             let store = crate::pitr_restore::store(&repo, archive);
-            let planned = crate::pitr_restore::plan(store, &archive.target, &bases, &label)
-                .map_err(|e| name_repo(&repo_res, e))?;
+            let planned = crate::pitr_restore::plan(
+                store,
+                &archive.target,
+                &bases,
+                &label,
+                "spec.target.pointInTime",
+            )
+            .map_err(|e| name_repo(&repo_res, e))?;
             // The base is the plan's, whatever host or "latest" the rule says.
             selector.snapshot = planned.plan.base.snapshot.clone();
             selector.host = None;

@@ -10,6 +10,20 @@
 //! with spec.verification, for native, mysqldump and mariabackup snapshots; FLOAT/DOUBLE
 //! tables by row count only after a logical restore; a snapshot without sums is said so and
 //! not failed); then the user's queries against their expected results.
+//!
+//! With `spec.verification.binlogArchive` the snapshot is also replayed with that archive's
+//! binlogs up to the newest recoverable point (`latest`) before it is checked, the way a
+//! point-in-time restore does (crate::pitr_restore: relay logs through a private server on
+//! a physical snapshot's data directory, `mariadb-binlog | mariadb` after a load), so the
+//! check covers the archive too. The archive is named, not discovered: a configuration and
+//! an archive are tied only by naming the same AppBinding and Repository, and an explicit
+//! name says which archive is meant where several could match (a paused or retired one),
+//! is checked at apply, and needs no listing of the store. A replay stops before a gap in
+//! the archive and the verification still succeeds (condition ArchiveReplayed, reason
+//! StoppedBeforeGap, naming the gap): what lies before it is what can be recovered, and
+//! that is checked. After a replay the counts and checksums recorded at the backup's point
+//! no longer apply: ChecksumsCompared is False with reason Replayed, and the native
+//! manifest's row counts are not compared either.
 
 use std::{
     collections::BTreeMap,
@@ -40,6 +54,7 @@ pub const SNAPSHOT_RESTORED: &str = "SnapshotRestored";
 pub const TABLES_CHECKED: &str = "TablesChecked";
 pub const QUERIES_CHECKED: &str = "QueriesChecked";
 pub const SCRIPT_CHECKED: &str = "ScriptChecked";
+pub const ARCHIVE_REPLAYED: &str = "ArchiveReplayed";
 
 /// How long the throwaway server may take to answer after it is started.
 const START_WAIT: Duration = Duration::from_secs(120);
@@ -507,6 +522,18 @@ fn verify(
         .and_then(|t| t.alias.clone())
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "host-0".into());
+    let archive = match bc
+        .spec
+        .verification
+        .as_ref()
+        .and_then(|v| v.binlog_archive.as_deref())
+    {
+        Some(name) => Some(
+            crate::pitr_restore::resolve_for_verification(cat, bc, name, &label)
+                .inspect_err(|e| replay_failed(st, &e.to_string()))?,
+        ),
+        None => None,
+    };
     let repo =
         Repo::open(access.store.clone(), &access.password).map_err(|e| repo_err(&repo_res, e))?;
     let lock = repo.lock(false).map_err(|e| repo_err(&repo_res, e))?;
@@ -516,13 +543,105 @@ fn verify(
         ))
     })?;
     st.snapshot = Some(snap.id.clone());
-    let checked = check_snapshot(bc, &repo, &repo_res, &label, &snap, kind, st, started);
+    // A replay that cannot be planned says nothing about the snapshot: it keeps its tags.
+    let replay = match &archive {
+        Some(a) => Some(
+            plan_replay(&repo, &repo_res, a, &snap, kind, &label)
+                .inspect_err(|e| replay_failed(st, &e.to_string()))?,
+        ),
+        None => None,
+    };
+    let checked = check_snapshot(
+        bc,
+        &repo,
+        &repo_res,
+        &label,
+        &snap,
+        kind,
+        replay.as_ref(),
+        st,
+        started,
+    );
     // The throwaway server is gone by now: the repository is taken for itself only briefly.
     crate::verify_tag::record(&repo, &lock, &snap, checked.is_ok(), st);
     checked
 }
 
-/// Restores `snap` into a throwaway server and checks it; the server is gone on return.
+fn replay_failed(st: &mut VerificationStatus, msg: &str) {
+    set_condition(
+        &mut st.conditions,
+        ARCHIVE_REPLAYED,
+        false,
+        "Failed",
+        msg,
+        &clock::now(),
+    );
+}
+
+/// The replay of `archive` from `snap` to `latest`: `snap` must be a base of the archive
+/// (of its AppBinding, with the GTID state it holds recorded, on the archive's timeline).
+fn plan_replay(
+    repo: &Repo,
+    repo_res: &coffer_api::repository::Repository,
+    archive: &crate::pitr_restore::Archive,
+    snap: &SnapshotInfo,
+    kind: SnapKind,
+    label: &str,
+) -> EngineResult<crate::pitr_restore::Planned> {
+    use crate::pitr_restore::{self as pitr, BaseKind};
+    let base_kind = match kind {
+        SnapKind::Physical => BaseKind::Physical,
+        SnapKind::Native => BaseKind::Native,
+        SnapKind::Dump => BaseKind::Logical,
+    };
+    let snapshots = repo.snapshots().map_err(|e| repo_err(repo_res, e))?;
+    let app = pitr::app_of(archive);
+    let bases = pitr::bases(&snapshots, &app, base_kind, Some(&snap.id));
+    if bases.is_empty() {
+        return Err(EngineError::Invalid {
+            resource: label.to_string(),
+            message: format!(
+                "spec.verification.binlogArchive: snapshot {} (the newest) cannot start a \
+                 replay of BinlogArchive {}: it records no GTID state (no `gtid=` tag: was the \
+                 server's binary log on?) or it is of another AppBinding than {app}",
+                snap.short_id, archive.name
+            ),
+        });
+    }
+    let store = pitr::store(repo, archive);
+    let field = "spec.verification.binlogArchive";
+    pitr::plan(store, &archive.target, &bases, label, field).map_err(|e| name_repo(repo_res, e))
+}
+
+/// Records how far the replay went (lastVerification.pointInTime, ArchiveReplayed).
+fn replayed(
+    st: &mut VerificationStatus,
+    p: &crate::pitr_restore::Planned,
+    snap: &SnapshotInfo,
+    note: Option<String>,
+) {
+    let mut pit = crate::pitr_restore::status(p);
+    if let Some(n) = note {
+        pit.note = Some(match pit.note {
+            Some(before) => format!("{before}; {n}"),
+            None => n,
+        });
+    }
+    st.point_in_time = Some(Box::new(pit));
+    let (reason, msg) = coffer_control::pitr::verification_replay(&p.plan, &snap.short_id);
+    tracing::info!("{msg}");
+    set_condition(
+        &mut st.conditions,
+        ARCHIVE_REPLAYED,
+        true,
+        reason,
+        &msg,
+        &clock::now(),
+    );
+}
+
+/// Restores `snap` into a throwaway server (replayed with `replay`), and checks it; the
+/// server is gone on return.
 #[allow(clippy::too_many_arguments)]
 fn check_snapshot(
     bc: &coffer_api::backup::BackupConfiguration,
@@ -531,6 +650,7 @@ fn check_snapshot(
     label: &str,
     snap: &SnapshotInfo,
     kind: SnapKind,
+    replay: Option<&crate::pitr_restore::Planned>,
     st: &mut VerificationStatus,
     started: Instant,
 ) -> EngineResult<()> {
@@ -542,6 +662,7 @@ fn check_snapshot(
         set_condition(&mut st.conditions, t, ok, reason, msg, &clock::now());
     };
     let mut recorded = None;
+    let relay_failed = std::cell::Cell::new(false);
     let restore_physical = || -> EngineResult<()> {
         let galera = snap
             .paths
@@ -557,7 +678,14 @@ fn check_snapshot(
             galera,
             volume_root: false,
         };
-        crate::physical::restore_replica(repo, &snap.id, &plan, 0, label)
+        // The archive is replayed into the prepared data directory by a private server.
+        let relay = |dir: &Path| match replay {
+            Some(p) => crate::pitr_restore::replay_relay(p, dir, label).inspect_err(|_| {
+                relay_failed.set(true);
+            }),
+            None => Ok(()),
+        };
+        crate::physical::restore_replica_then(repo, &snap.id, &plan, 0, label, &relay)
             .map_err(|e| name_repo(repo_res, e))?;
         Ok(())
     };
@@ -568,8 +696,15 @@ fn check_snapshot(
         server.install()
     };
     if let Err(e) = prepared {
-        cond(st, SNAPSHOT_RESTORED, false, &e.to_string());
+        if relay_failed.get() {
+            replay_failed(st, &e.to_string());
+        } else {
+            cond(st, SNAPSHOT_RESTORED, false, &e.to_string());
+        }
         return Err(e);
+    }
+    if let (Some(p), SnapKind::Physical) = (replay, kind) {
+        replayed(st, p, snap, None);
     }
     let conn = server.conn();
     let files = Arc::new(ClientFiles::new(&conn, clients.flavor)?);
@@ -622,6 +757,22 @@ fn check_snapshot(
         cond(st, SNAPSHOT_RESTORED, false, &e.to_string());
         return Err(e);
     }
+    if let (Some(p), false) = (replay, kind == SnapKind::Physical) {
+        match crate::pitr_restore::replay_pipe(p, &conn) {
+            Ok(note) => replayed(st, p, snap, note),
+            Err(e) => {
+                let e = name_repo(repo_res, e);
+                replay_failed(st, &e.to_string());
+                return Err(e);
+            }
+        }
+    }
+    // Transactions replayed after the snapshot changed rows: what the backup recorded at
+    // its point no longer applies (with nothing replayed, it still does).
+    let moved = replay.filter(|p| p.plan.stop.is_some());
+    if moved.is_some() {
+        recorded = None;
+    }
     let mut c = coffer_db::connect(&conn, &files)?;
     // The recovery time ends when the server answers a query over the restored data.
     let answered: Result<Option<u64>, _> = c.query_first(
@@ -649,6 +800,8 @@ fn check_snapshot(
                 "{n} table(s) readable{}",
                 if recorded.is_some() {
                     ", row counts as the backup recorded"
+                } else if moved.is_some() {
+                    " (row counts not compared: the archive was replayed after the snapshot)"
                 } else {
                     " (this kind of snapshot records no row counts)"
                 }
@@ -666,7 +819,20 @@ fn check_snapshot(
         SnapKind::Dump => DUMP_PATH,
     };
     let logical = kind != SnapKind::Physical;
-    match crate::table_sums::verify(repo, &snap.id, main, logical, &mut c) {
+    let sums = match moved {
+        Some(p) => Ok((
+            false,
+            "Replayed",
+            format!(
+                "not compared: the archive's transactions after the snapshot were replayed \
+                 (up to {}), so the row counts and checksums the backup recorded at its point \
+                 no longer apply",
+                p.plan.reached
+            ),
+        )),
+        None => crate::table_sums::verify(repo, &snap.id, main, logical, &mut c),
+    };
+    match sums {
         Ok((compared, reason, msg)) => {
             tracing::info!("table checksums: {msg}");
             let sums = crate::table_sums::CHECKSUMS_COMPARED;

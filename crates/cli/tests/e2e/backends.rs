@@ -132,7 +132,6 @@ fn app_db() -> MariaDb {
     db
 }
 
-
 fn snapshot_count(cf: &Coffer, repo: &str) -> usize {
     let listed = cf.ok(&["snapshots", repo]);
     listed.stdout.lines().count().saturating_sub(1)

@@ -10,7 +10,6 @@ use coffer_testkit::{mysql::prelude::Queryable, verify, MariaDb};
 
 use crate::common::*;
 
-
 /// Waits until a statement of the restore's load waits on the table lock held by `LOCK TABLES`.
 fn wait_until_blocked(dst: &MariaDb) {
     let t0 = Instant::now();

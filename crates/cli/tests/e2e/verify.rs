@@ -759,3 +759,94 @@ fn a_recorded_checksum_that_does_not_match_fails_naming_the_table() {
     assert_eq!(condition(last, "ChecksumsCompared")["status"], "False");
     assert_nothing_left(&cf, last);
 }
+
+// ---- replayed with a binlog archive (spec.verification.binlogArchive) ------------------
+
+/// spec.verification.binlogArchive: the newest snapshot is replayed with the archive's
+/// binlogs to the newest archived point before it is checked. The rows written after the
+/// backup reach the throwaway server only by the replay, and a user query counts them; the
+/// status names the point reached; the sums recorded at the backup's point are not compared.
+fn verify_replayed(params: &[(&str, &str)]) {
+    use std::time::Duration;
+    let src = MariaDb::start_with(MariaDbOptions::default().binlog(21, 0)).unwrap();
+    src.exec(
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, name VARCHAR(20));
+         USE app; INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_1_to_3000;",
+    )
+    .unwrap();
+    let cf = Coffer::new();
+    let verification = "  verification:\n    everyBackups: 100\n    binlogArchive: arch\n    \
+        queries:\n    \
+        - {name: after-base, sql: 'SELECT COUNT(*) FROM app.t WHERE id > 3000', expect: '500'}\n    \
+        - {name: updated, sql: \"SELECT COUNT(*) FROM app.t WHERE name LIKE 'u%'\", expect: '100'}\n";
+    let manifests = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", &src),
+        appbinding("src", &src, "src-auth"),
+        backup_config_with("bc", "repo", "src", params, 5) + verification,
+        "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {name: arch}\n\
+         spec:\n  appBinding: {name: src}\n  repository: {name: repo}\n  flushInterval: 1s\n"
+            .to_string(),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &manifests);
+    assert!(r.ok, "{r}");
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let runner = crate::archive::start_archive(&cf, "arch");
+    crate::archive::wait_streaming(&cf, "arch");
+    // After the base: 50 transactions of 10 new rows, then 100 rows of the base changed.
+    let mut c = src.conn().unwrap();
+    c.query_drop("USE app").unwrap();
+    for i in 0..50 {
+        let from = 3001 + i * 10;
+        c.query_drop(format!(
+            "INSERT INTO app.t SELECT seq, CONCAT('n', seq) FROM seq_{from}_to_{}",
+            from + 9
+        ))
+        .unwrap();
+    }
+    c.query_drop("UPDATE app.t SET name = CONCAT('u', id) WHERE id <= 100")
+        .unwrap();
+    let end = src.query_strings("SELECT @@gtid_binlog_pos").unwrap()[0][0]
+        .clone()
+        .unwrap();
+    crate::archive::wait_until(Duration::from_secs(60), "the archive caught up", || {
+        crate::archive::status(&cf, "arch")["lastArchivedGtid"] == end.as_str()
+    });
+    let code = crate::archive::stop(runner, libc::SIGINT);
+    assert!(code.success(), "{code}\n{}", crate::archive::logs(&cf));
+
+    let run = cf.run(&["verify", "bc", "-o", "json"]);
+    assert!(run.ok, "{run}");
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let last = &bc["status"]["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{bc:#}");
+    let pit = &last["pointInTime"];
+    assert_eq!(pit["reachedGtid"], end.as_str(), "{last:#}");
+    assert!(pit["lastTransactionTime"].as_str().is_some(), "{last:#}");
+    assert!(pit["segments"].as_u64().unwrap() >= 1, "{last:#}");
+    let replayed = condition(last, "ArchiveReplayed");
+    assert_eq!(replayed["status"], "True", "{last:#}");
+    assert_eq!(replayed["reason"], "Replayed", "{last:#}");
+    let msg = replayed["message"].as_str().unwrap();
+    assert!(msg.contains("archive default/arch: "), "{msg}");
+    assert!(msg.contains(&format!("up to {end}")), "{msg}");
+    let sums = condition(last, "ChecksumsCompared");
+    assert_eq!(sums["status"], "False", "{last:#}");
+    assert_eq!(sums["reason"], "Replayed", "{last:#}");
+    assert_eq!(condition(last, "QueriesChecked")["status"], "True");
+    assert!(last["recoverySeconds"].as_f64().unwrap() > 0.0, "{last:#}");
+    assert_nothing_left(&cf, last);
+}
+
+#[test]
+fn a_native_snapshot_is_verified_replayed_to_the_archives_newest_point() {
+    verify_replayed(&[("method", "native")]);
+}
+
+#[test]
+fn a_physical_snapshot_is_verified_replayed_over_relay_logs() {
+    verify_replayed(&[("method", "physical")]);
+}

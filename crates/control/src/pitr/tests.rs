@@ -906,3 +906,48 @@ fn an_empty_base_starts_the_run_that_starts_empty_and_only_one() {
     let e = plan_restore("shop", &time(105), &[base("e", 90, "")], &reset).unwrap_err();
     assert!(matches!(e, PlanError::NoBaseBackup { .. }), "{e}");
 }
+
+/// A verification's replay: to the archive's end, stopped before a gap (named, and not a
+/// failure), or nothing to replay.
+#[test]
+fn a_verification_says_how_far_its_replay_went_and_names_a_gap() {
+    let segs = archive();
+    // (base, reason, parts of the message)
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (
+            "c",
+            "Replayed",
+            vec![
+                "archive shop: 1 segment(s) replayed after snapshot c up to 0-1-10",
+                "the last transaction (0-1-10) committed at 1970-01-01T00:03:30Z",
+            ],
+        ),
+        (
+            "b",
+            "StoppedBeforeGap",
+            vec![
+                "2 segment(s) replayed after snapshot b up to 0-1-5",
+                "stopped there, before a gap: archive shop, segments 2..3: domain 0",
+                "(Purged)",
+                "take a new base backup",
+            ],
+        ),
+    ];
+    for (name, reason, parts) in cases {
+        let p = plan_restore("shop", &PointInTimeTarget::Latest, &bases(name), &segs).unwrap();
+        let (r, msg) = verification_replay(&p, name);
+        assert_eq!(r, reason, "{msg}");
+        for part in parts {
+            assert!(msg.contains(part), "`{part}` in `{msg}`");
+        }
+    }
+    // A base at the archive's newest point: nothing to replay.
+    let at_end = [base("d", 300, "0-1-10")];
+    let p = plan_restore("shop", &PointInTimeTarget::Latest, &at_end, &segs).unwrap();
+    let (r, msg) = verification_replay(&p, "d");
+    assert_eq!(r, "NothingToReplay", "{msg}");
+    assert!(
+        msg.contains("nothing to replay after snapshot d (it holds 0-1-10"),
+        "{msg}"
+    );
+}
