@@ -117,12 +117,7 @@ fn assert_tagged(cf: &Coffer, last: &serde_json::Value, written: &str) {
         vec![&at.as_str()],
         "{s:#}"
     );
-    let c = last["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "SnapshotTagged")
-        .unwrap_or_else(|| panic!("SnapshotTagged missing: {last:#}"));
+    let c = condition_of(last, "SnapshotTagged");
     assert_eq!(c["status"], "True", "{last:#}");
     assert!(
         restic_snapshots(cf.path("repo").to_str().unwrap(), &[])
@@ -172,12 +167,7 @@ fn verify_ok(params: &[(&str, &str)]) {
         "TablesChecked",
         "QueriesChecked",
     ] {
-        let c = last["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == t)
-            .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
+        let c = condition_of(last, t);
         assert_eq!(c["status"], "True", "{t}: {last:#}");
     }
     assert_tagged(&cf, last, &written);
@@ -397,12 +387,7 @@ fn a_script_checks_the_restored_server_and_its_failure_is_named() {
     let bc = cf.get_json("backupconfiguration", "bc");
     let last = &bc["status"]["lastVerification"];
     assert_eq!(last["phase"], "Succeeded", "{bc:#}");
-    let c = last["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "ScriptChecked")
-        .unwrap_or_else(|| panic!("ScriptChecked missing: {last:#}"));
+    let c = condition_of(last, "ScriptChecked");
     assert_eq!(c["status"], "True", "{last:#}");
 
     let bad = backup_config_with("bc", "repo", "src", &[("method", "native")], 5) + &spec("3001");
@@ -457,12 +442,7 @@ fn a_snapshot_on_a_damaged_pack_fails_its_verification() {
     assert!(reason.contains("into `app`.`t`"), "{reason}");
     assert!(reason.contains(&format!("Pack:{}", &pack[..8])), "{reason}");
     assert!(reason.contains("MAC check failed"), "{reason}");
-    let restored = last["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "SnapshotRestored")
-        .unwrap_or_else(|| panic!("SnapshotRestored missing: {last:#}"));
+    let restored = condition_of(last, "SnapshotRestored");
     assert_eq!(restored["status"], "False", "{last:#}");
     assert_eq!(bc["status"]["lastVerifiedTime"], first["time"], "{bc:#}");
     // The tags of the earlier verification are gone: the snapshot no longer restores.
@@ -528,12 +508,7 @@ fn a_galera_sst_snapshot_is_verified() {
         "the SST snapshot was verified: {s:#}"
     );
     for t in ["SnapshotRestored", "TablesChecked", "QueriesChecked"] {
-        let cond = last["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["type"] == t)
-            .unwrap_or_else(|| panic!("{t} missing: {last:#}"));
+        let cond = condition_of(last, t);
         assert_eq!(cond["status"], "True", "{t}: {last:#}");
     }
     assert_tagged(&cf, last, &written);
@@ -632,18 +607,9 @@ fn backup_under_load(src: &MariaDb, params: &[(&str, &str)]) -> Coffer {
     cf
 }
 
-fn condition<'a>(status: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
-    status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == t)
-        .unwrap_or_else(|| panic!("{t} missing: {status:#}"))
-}
-
 /// The number of tables the verification compared by row count and checksum.
 fn compared_by_checksum(status: &serde_json::Value) -> usize {
-    let c = condition(status, "ChecksumsCompared");
+    let c = condition_of(status, "ChecksumsCompared");
     let msg = c["message"].as_str().unwrap();
     assert_eq!(c["status"], "True", "{status:#}");
     msg.split(" table(s) compared by row count and checksum")
@@ -659,7 +625,7 @@ fn verify_sums_under_load(params: &[(&str, &str)], logical: bool) {
     assert!(run.ok, "{run}");
     let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(out["phase"], "Succeeded", "{out:#}");
-    let msg = condition(&out, "ChecksumsCompared")["message"]
+    let msg = condition_of(&out, "ChecksumsCompared")["message"]
         .as_str()
         .unwrap()
         .to_string();
@@ -756,7 +722,7 @@ fn a_recorded_checksum_that_does_not_match_fails_naming_the_table() {
         )),
         "{reason}"
     );
-    assert_eq!(condition(last, "ChecksumsCompared")["status"], "False");
+    assert_eq!(condition_of(last, "ChecksumsCompared")["status"], "False");
     assert_nothing_left(&cf, last);
 }
 
@@ -827,16 +793,16 @@ fn verify_replayed(params: &[(&str, &str)]) {
     assert_eq!(pit["reachedGtid"], end.as_str(), "{last:#}");
     assert!(pit["lastTransactionTime"].as_str().is_some(), "{last:#}");
     assert!(pit["segments"].as_u64().unwrap() >= 1, "{last:#}");
-    let replayed = condition(last, "ArchiveReplayed");
+    let replayed = condition_of(last, "ArchiveReplayed");
     assert_eq!(replayed["status"], "True", "{last:#}");
     assert_eq!(replayed["reason"], "Replayed", "{last:#}");
     let msg = replayed["message"].as_str().unwrap();
     assert!(msg.contains("archive default/arch: "), "{msg}");
     assert!(msg.contains(&format!("up to {end}")), "{msg}");
-    let sums = condition(last, "ChecksumsCompared");
+    let sums = condition_of(last, "ChecksumsCompared");
     assert_eq!(sums["status"], "False", "{last:#}");
     assert_eq!(sums["reason"], "Replayed", "{last:#}");
-    assert_eq!(condition(last, "QueriesChecked")["status"], "True");
+    assert_eq!(condition_of(last, "QueriesChecked")["status"], "True");
     assert!(last["recoverySeconds"].as_f64().unwrap() > 0.0, "{last:#}");
     assert_nothing_left(&cf, last);
 }
