@@ -243,8 +243,7 @@ pub fn readiness(
         || r.backend_secret_found.is_err()
         || r.target_found.is_err()
         || r.cron_job_created.as_ref().is_some_and(|c| c.is_err())
-        || r
-            .verification_cron_job_created
+        || r.verification_cron_job_created
             .as_ref()
             .is_some_and(|c| c.is_err())
     {

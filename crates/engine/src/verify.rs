@@ -455,16 +455,17 @@ pub fn run_verification(
     }
     let ok = st.phase == Some(SessionPhase::Succeeded);
     let rec = st.clone();
-    let written = crate::catalog::update_status(cat, Kind::BackupConfiguration, ns, name, &mut |r| {
-        if let Resource::BackupConfiguration(b) = r {
-            let s = b.status_mut();
-            s.last_verification = Some(rec.clone());
-            s.backups_since_verification = Some(0);
-            if ok {
-                s.last_verified_time = rec.time.clone();
+    let written =
+        crate::catalog::update_status(cat, Kind::BackupConfiguration, ns, name, &mut |r| {
+            if let Resource::BackupConfiguration(b) = r {
+                let s = b.status_mut();
+                s.last_verification = Some(rec.clone());
+                s.backups_since_verification = Some(0);
+                if ok {
+                    s.last_verified_time = rec.time.clone();
+                }
             }
-        }
-    });
+        });
     if let Some(url) = pushgateway.filter(|u| !u.is_empty()) {
         let mut m = crate::metrics::Metrics::new();
         let last_ok = if ok {

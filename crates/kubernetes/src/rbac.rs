@@ -434,7 +434,8 @@ mod tests {
     /// and each role grants only what its pod does.
     #[test]
     fn the_operator_holds_every_permission_of_the_roles_it_binds() {
-        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
+        let chart =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
         let rbac = ChartRbac::from_chart_dir(&chart, &RELEASE_COFFER).unwrap();
         let operator = &rbac.cluster_roles["coffer-operator"];
         let s = crate::OperatorSettings::default();
@@ -474,9 +475,9 @@ mod tests {
         let mut granted: Vec<String> = verify
             .iter()
             .flat_map(|r| {
-                r.verbs.iter().flat_map(move |v| {
-                    r.resources.iter().map(move |x| format!("{v} {x}"))
-                })
+                r.verbs
+                    .iter()
+                    .flat_map(move |v| r.resources.iter().map(move |x| format!("{v} {x}")))
             })
             .collect();
         granted.sort();

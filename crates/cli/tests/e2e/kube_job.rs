@@ -749,9 +749,16 @@ fn the_verification_cron_job_verifies_the_newest_snapshot_as_a_kubelet_runs_it()
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("coffer-verify-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("coffer-verify-")
+        })
         .collect();
-    assert!(left.is_empty(), "the throwaway server's directory is left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the throwaway server's directory is left: {left:?}"
+    );
 }
 
 #[test]

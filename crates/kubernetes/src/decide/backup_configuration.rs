@@ -1,4 +1,5 @@
-//! BackupConfiguration → the CronJob that triggers its sessions, and the configuration's status.
+//! BackupConfiguration → the CronJob that triggers its sessions, the CronJob that verifies its
+//! newest snapshot, and the configuration's status.
 //!
 //! As Stash's operator: once the configuration is valid and its Repository, the Repository's
 //! storage Secret and its target exist, the CronJob [`names::trigger_cron_job`] is applied
@@ -11,21 +12,36 @@
 //! grants it), else one named after the CronJob, bound to `settings.trigger_cluster_role` by a
 //! RoleBinding of the same name — both applied here and owned by the configuration.
 //!
-//! Once the CronJob exists it follows every change of the configuration (it is applied on
+//! coffer's own `spec.verification.schedule` gets a second CronJob, made, followed and
+//! deleted the same way ([`Scheduled`] names the two): [`names::verify_cron_job`], the same
+//! `timeZone` and `suspend`, `concurrencyPolicy: Forbid`, Jobs with `backoffLimit: 0` whose
+//! pod is the backup Job's agent pod (image, agent environment, the `/tmp` emptyDir,
+//! runtimeSettings and security; `objects::agent_pod_plan`) running
+//! `coffer verify --namespace=<ns> <bc>` ([`verify_args`]): the newest snapshot restored into a
+//! throwaway server inside the pod, checked, and the outcome written to the configuration's
+//! `status.lastVerification` through the API. Its ServiceAccount (named after the CronJob
+//! unless runtimeSettings names one) is bound to `settings.verify_job_cluster_role`. A
+//! verification every N backups (`everyBackups`) needs no CronJob: the backup Job's agent runs
+//! it once the session ends.
+//!
+//! Once a CronJob exists it follows every change of the configuration (it is applied on
 //! every reconcile: server-side apply makes an unchanged object a no-op), even while the
 //! Repository is missing (the sessions it creates are then skipped with the reason). A
 //! configuration without `schedule` runs only when asked (`coffer backup`): its CronJob, if
-//! one was made, is deleted, and no CronJobCreated condition is written.
+//! one was made, is deleted, and no CronJobCreated condition is written; likewise without
+//! `spec.verification.schedule` for the verification CronJob and VerificationCronJobCreated.
 //!
 //! The status — conditions ValidationPassed, RepositoryFound, BackendSecretFound,
-//! BackupTargetFound, CronJobCreated and the phase Ready / NotReady / Invalid — is
-//! [`coffer_control::readiness`]'s, written (conditionally on the resourceVersion) only when
-//! it changed, with an Event when the phase changes and when the CronJob is created, changed
-//! or deleted.
+//! BackupTargetFound, CronJobCreated, VerificationCronJobCreated and the phase Ready /
+//! NotReady / Invalid — is [`coffer_control::readiness`]'s (either CronJob not made is
+//! NotReady), written (conditionally on the resourceVersion) only when it changed, with an
+//! Event when the phase changes and when a CronJob is created, changed or deleted
+//! (`CronJob…` for the trigger, `VerificationCronJob…` for the verification).
 //!
-//! Deletion needs no decision: the CronJob, its ServiceAccount and RoleBinding are owned by
-//! the configuration, so Kubernetes' garbage collector removes them (and the CronJob's Jobs)
-//! when it is deleted; the controller has no finalizer and does nothing for a deleted object.
+//! Deletion needs no decision: the CronJobs, their ServiceAccounts and RoleBindings are owned
+//! by the configuration, so Kubernetes' garbage collector removes them (and the CronJobs'
+//! Jobs) when it is deleted; the controller has no finalizer and does nothing for a deleted
+//! object.
 
 use std::collections::BTreeMap;
 
@@ -65,7 +81,11 @@ pub fn trigger_args(namespace: &str, bc: &str) -> Vec<String> {
 /// server inside the pod, and writes the outcome to the configuration's status
 /// (`lastVerification`); it exits non-zero when the verification failed.
 pub fn verify_args(namespace: &str, bc: &str) -> Vec<String> {
-    vec!["verify".into(), format!("--namespace={namespace}"), bc.into()]
+    vec![
+        "verify".into(),
+        format!("--namespace={namespace}"),
+        bc.into(),
+    ]
 }
 
 /// What the observe layer found for one BackupConfiguration.
@@ -407,15 +427,7 @@ pub fn decide(
     let mut applies = Vec::new();
     let mut events = Vec::new();
     for which in Scheduled::ALL {
-        let created = ensure_cron_job(
-            bc,
-            which,
-            observed,
-            &r,
-            settings,
-            &mut applies,
-            &mut events,
-        );
+        let created = ensure_cron_job(bc, which, observed, &r, settings, &mut applies, &mut events);
         match which {
             Scheduled::Backup => r.cron_job_created = created,
             Scheduled::Verification => r.verification_cron_job_created = created,
@@ -633,7 +645,9 @@ mod tests {
         let job = &cron["spec"]["jobTemplate"];
         assert_eq!(job["spec"]["backoffLimit"], 0);
         assert!(
-            job["metadata"]["labels"].get(DELETE_JOB_ON_COMPLETION).is_none(),
+            job["metadata"]["labels"]
+                .get(DELETE_JOB_ON_COMPLETION)
+                .is_none(),
             "a verification's Job and its log stay for the CronJob's history"
         );
         let pod = &job["spec"]["template"]["spec"];
@@ -665,7 +679,11 @@ mod tests {
         }
         assert_eq!(verify, agent);
         let env = &c["env"];
-        assert!(env.as_array().unwrap().iter().any(|e| e["name"] == "COFFER_PUSHGATEWAY"));
+        assert!(env
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "COFFER_PUSHGATEWAY"));
         let rb = objects_of(&a, "RoleBinding");
         let rb = rb
             .iter()
@@ -703,7 +721,12 @@ mod tests {
     /// condition's status (None: absent), the events).
     #[test]
     fn verification_cron_job_table() {
-        type Case = (&'static str, Option<(&'static str, bool)>, Option<&'static str>, Vec<&'static str>);
+        type Case = (
+            &'static str,
+            Option<(&'static str, bool)>,
+            Option<&'static str>,
+            Vec<&'static str>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "bc-verification-schedule-changed",
@@ -717,12 +740,23 @@ mod tests {
                 Some("True"),
                 vec!["CronJobUpdated", "VerificationCronJobUpdated"],
             ),
-            ("bc-verification-removed", None, None, vec!["VerificationCronJobDeleted"]),
+            (
+                "bc-verification-removed",
+                None,
+                None,
+                vec!["VerificationCronJobDeleted"],
+            ),
         ];
         for (case, want, cond, want_events) in cases {
             let i = load(case);
             let a = run(&i);
-            let old = i.backup_configuration.as_ref().unwrap().configuration.status.clone();
+            let old = i
+                .backup_configuration
+                .as_ref()
+                .unwrap()
+                .configuration
+                .status
+                .clone();
             match want {
                 Some((schedule, suspend)) => {
                     let cron = verify_cron(&a).unwrap_or_else(|| panic!("{case}: {a:?}"));
@@ -749,7 +783,9 @@ mod tests {
                 .collect();
             assert_eq!(trigger.len(), 1, "{case}");
             let got_cond = match status_of(&a) {
-                Some(st) => condition(st, "VerificationCronJobCreated").map(|c| c["status"].clone()),
+                Some(st) => {
+                    condition(st, "VerificationCronJobCreated").map(|c| c["status"].clone())
+                }
                 // Unchanged: as the configuration's status has it.
                 None => {
                     let old = serde_json::to_value(old.unwrap()).unwrap();

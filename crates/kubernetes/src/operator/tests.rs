@@ -785,10 +785,16 @@ mod reconcilers {
             })
         }
 
-        fn applied(kind: &'static str, name: &'static str, check: impl Fn(&Value) + Send + 'static) -> Expect {
+        fn applied(
+            kind: &'static str,
+            name: &'static str,
+            check: impl Fn(&Value) + Send + 'static,
+        ) -> Expect {
             let path = match kind {
                 "ServiceAccount" => format!("/api/v1/namespaces/db/serviceaccounts/{name}{SSA}"),
-                "RoleBinding" => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/{name}{SSA}"),
+                "RoleBinding" => format!(
+                    "/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/{name}{SSA}"
+                ),
                 _ => format!("/apis/batch/v1/namespaces/db/cronjobs/{name}{SSA}"),
             };
             Expect::new("PATCH", path)
@@ -912,9 +918,12 @@ mod reconcilers {
             );
             steps.extend(trigger_applies(false));
             steps.push(
-                Expect::new("DELETE", format!("/apis/batch/v1/namespaces/db/cronjobs/{VERIFY}?"))
-                    .body_is(json!({"propagationPolicy": "Background"}))
-                    .reply(200, status(200, "Success")),
+                Expect::new(
+                    "DELETE",
+                    format!("/apis/batch/v1/namespaces/db/cronjobs/{VERIFY}?"),
+                )
+                .body_is(json!({"propagationPolicy": "Background"}))
+                .reply(200, status(200, "Success")),
             );
             steps.push(status_write("12", |p| {
                 assert_eq!(p["status"]["phase"], "Ready", "{p}");
