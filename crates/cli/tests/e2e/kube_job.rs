@@ -730,20 +730,38 @@ fn the_verification_cron_job_verifies_the_newest_snapshot_as_a_kubelet_runs_it()
     let st = &api.object(&bc_path).unwrap()["status"];
     let last = &st["lastVerification"];
     assert_eq!(last["phase"], "Succeeded", "{st:#}");
+    // The backup's snapshot was verified, then tagged (which gives it a new id: restic's
+    // snapshot files are immutable).
+    let verified = last["snapshot"].as_str().unwrap();
+    let condition = |t: &str| {
+        last["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}: {st:#}"))
+            .clone()
+    };
+    let tagged = condition("SnapshotTagged");
+    let said = tagged["message"].as_str().unwrap();
     assert!(
-        snap.starts_with(last["snapshot"].as_str().unwrap())
-            || last["snapshot"].as_str().unwrap().starts_with(&snap),
-        "the backup's snapshot {snap} was verified: {st:#}"
+        said.contains(&format!(
+            "snapshot {} is now {}",
+            &snap[..8],
+            &verified[..8]
+        )),
+        "the backup's snapshot {snap} was verified and tagged: {st:#}"
     );
     assert!(last["recoverySeconds"].as_f64().unwrap() > 0.0, "{st:#}");
     assert_eq!(st["lastVerifiedTime"], last["time"], "{st:#}");
-    let queries = last["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "QueriesChecked")
-        .unwrap_or_else(|| panic!("no QueriesChecked: {st:#}"));
-    assert_eq!(queries["status"], "True", "{st:#}");
+    for t in [
+        "ServerStarted",
+        "SnapshotRestored",
+        "TablesChecked",
+        "QueriesChecked",
+    ] {
+        assert_eq!(condition(t)["status"], "True", "{t}: {st:#}");
+    }
     // The throwaway server ran in the pod's emptyDir and is gone from it.
     let tmp = kubelet.dir.path().join("volumes").join("stash-tmp-dir");
     let left: Vec<_> = std::fs::read_dir(&tmp)
