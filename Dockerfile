@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# coffer's image for Kubernetes: the operator, the CronJobs that create BackupSessions and the
-# backup and restore Jobs all run it. Debian 12, like the machines coffer's tests run on.
+# coffer's image for Kubernetes: the operator, the CronJobs that create BackupSessions or verify
+# the newest snapshot, and the backup and restore Jobs all run it. Debian 12, like the machines
+# coffer's tests run on.
 #   docker build -t ghcr.io/coffer-backup/coffer:0.1.0 .
 
 FROM rust:1-bookworm AS build
@@ -18,11 +19,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:12-slim
 # The MariaDB/MySQL clients (mysqldump, mysql), mariabackup (physical backups and Galera SST
-# preparation) and garbd (Galera's arbitrator, which requests the SST a cluster backup streams).
+# preparation), garbd (Galera's arbitrator, which requests the SST a cluster backup streams)
+# and the MariaDB server's binaries (mariadbd, mariadb-install-db: restore verification starts
+# a throwaway server inside its pod; no service is installed or started).
 # restic is not needed: coffer reads and writes restic repositories itself.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      ca-certificates mariadb-client mariadb-backup galera-arbitrator-4 \
+      ca-certificates mariadb-client mariadb-backup mariadb-server-core galera-arbitrator-4 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/coffer /usr/local/bin/coffer
 # Non-root (nobody), with a read-only root filesystem in the pods: scratch space is /tmp,

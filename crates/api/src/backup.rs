@@ -268,6 +268,8 @@ pub mod condition {
     pub const BACKUP_TARGET_FOUND: &str = "BackupTargetFound";
     pub const VALIDATION_PASSED: &str = "ValidationPassed";
     pub const CRON_JOB_CREATED: &str = "CronJobCreated";
+    /// coffer: the CronJob that runs spec.verification.schedule exists (Kubernetes).
+    pub const VERIFICATION_CRON_JOB_CREATED: &str = "VerificationCronJobCreated";
 
     /// coffer: the reason of RetentionPolicyApplied=False when the repository was in use (a
     /// restore, another backup, a restic command) and retention waits for a later backup;

@@ -18,9 +18,15 @@ use crate::{home, output, Cli, Command, Format};
 pub fn run(cli: Cli) -> Result<i32> {
     // An agent in a Kubernetes Job has no home and no store: everything it reads and writes
     // goes through the API, so it must not open (or create) a local store first.
-    if let Command::Agent { kind, name } = &cli.command {
-        if crate::pod::on_kubernetes() {
-            return crate::pod::agent(&cli.namespace, kind, name);
+    if crate::pod::on_kubernetes() {
+        match &cli.command {
+            Command::Agent { kind, name } => return crate::pod::agent(&cli.namespace, kind, name),
+            // The operator's verification CronJob: the same, for spec.verification.schedule.
+            Command::Verify {
+                backup_configuration,
+                output,
+            } => return crate::pod::verify(&cli.namespace, backup_configuration, *output),
+            _ => {}
         }
     }
     let home = home::resolve(cli.home.clone());
@@ -723,8 +729,19 @@ fn check(
 
 fn verify(store: &Store, ns: &str, name: &str, format: Format) -> Result<i32> {
     must_get(store, Kind::BackupConfiguration, ns, name)?;
+    verify_in(store, ns, name, format)
+}
+
+/// `coffer verify` through `cat` (the local store, or the API in a pod): prints the outcome;
+/// exit 1 when the verification failed.
+pub fn verify_in(
+    cat: &dyn coffer_engine::Catalog,
+    ns: &str,
+    name: &str,
+    format: Format,
+) -> Result<i32> {
     let pushgateway = engine_config().pushgateway;
-    let st = coffer_engine::verify::run_verification(store, ns, name, pushgateway.as_deref())?;
+    let st = coffer_engine::verify::run_verification(cat, ns, name, pushgateway.as_deref())?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
         Format::Yaml => print!("{}", serde_yaml::to_string(&st)?),

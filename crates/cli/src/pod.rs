@@ -1,6 +1,7 @@
 //! The agent as it runs in a Kubernetes Job: the operator's Job gives it the session's name
 //! in its arguments and the rest in its environment (downward API values, never a Secret's);
-//! it reads every resource and Secret through the API with the Job's ServiceAccount.
+//! it reads every resource and Secret through the API with the Job's ServiceAccount. The
+//! verification CronJob's `coffer verify` runs the same way.
 
 use anyhow::{anyhow, Context, Result};
 use coffer_engine::Catalog;
@@ -34,6 +35,17 @@ pub fn agent(flag_namespace: &str, kind: &str, name: &str) -> Result<i32> {
         })?;
     tracing::info!("running {kind} {ns}/{name} in pod {}", pod_name()?);
     crate::commands::run_session(&cat, session, &cfg)
+}
+
+/// Runs `coffer verify BC` in the operator's verification CronJob's pod: the configuration,
+/// its Repository and Secrets are read through the API, the outcome is written to the
+/// configuration's status; the throwaway server runs inside this pod, in its scratch space.
+pub fn verify(ns: &str, name: &str, format: crate::Format) -> Result<i32> {
+    let cat = KubeCatalog::infer().map_err(|e| anyhow!(e))?;
+    if let Ok(pod) = pod_name() {
+        tracing::info!("verifying BackupConfiguration {ns}/{name} in pod {pod}");
+    }
+    crate::commands::verify_in(&cat, ns, name, format)
 }
 
 /// The pod this agent runs in, which the session's status names as its executor.

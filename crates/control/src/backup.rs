@@ -173,51 +173,66 @@ pub struct Readiness {
     pub target_found: Result<(), String>,
     pub validation: Result<(), String>,
     /// Whether the trigger CronJob exists (Kubernetes); `None` where sessions are scheduled
-    /// without one (the local server), and then no CronJobCreated condition is written.
+    /// without one (the local server) or there is no `spec.schedule`, and then the status has
+    /// no CronJobCreated condition.
     pub cron_job_created: Option<Result<(), String>>,
+    /// Whether the CronJob that runs `spec.verification.schedule` exists (Kubernetes); `None`
+    /// where verifications are scheduled without one (the local server) or there is no
+    /// verification schedule, and then the status has no VerificationCronJobCreated condition.
+    pub verification_cron_job_created: Option<Result<(), String>>,
 }
 
 /// Stash's BackupConfiguration phase: Invalid when validation failed, NotReady while the
-/// repository, its secret or the target is missing (or, on Kubernetes, the trigger CronJob is
-/// not created), Ready otherwise — each with the condition that explains it.
+/// repository, its secret or the target is missing (or, on Kubernetes, the trigger CronJob or
+/// the verification CronJob is not created), Ready otherwise — each with the condition that
+/// explains it. A CronJob's condition is removed when there is no CronJob to report on.
 pub fn readiness(
     r: &Readiness,
     previous: Option<&BackupConfigurationStatus>,
     now: &str,
 ) -> BackupConfigurationStatus {
     let mut conds: Vec<Condition> = previous.map(|p| p.conditions.clone()).unwrap_or_default();
-    let mut put = |t: &str, res: &Result<(), String>, ok_reason: &str, bad_reason: &str| match res {
-        Ok(()) => set_condition(&mut conds, t, true, ok_reason, "", now),
-        Err(m) => set_condition(&mut conds, t, false, bad_reason, m, now),
+    // None: the condition reports on nothing here, so it is removed.
+    let mut put = |t: &str, res: Option<&Result<(), String>>, ok_reason: &str, bad: &str| match res
+    {
+        Some(Ok(())) => set_condition(&mut conds, t, true, ok_reason, "", now),
+        Some(Err(m)) => set_condition(&mut conds, t, false, bad, m, now),
+        None => conds.retain(|x| x.type_ != t),
     };
     put(
         c::VALIDATION_PASSED,
-        &r.validation,
+        Some(&r.validation),
         "ResourceValidationPassed",
         "ResourceValidationFailed",
     );
     put(
         c::REPOSITORY_FOUND,
-        &r.repository_found,
+        Some(&r.repository_found),
         "RepositoryAvailable",
         "RepositoryNotAvailable",
     );
     put(
         c::BACKEND_SECRET_FOUND,
-        &r.backend_secret_found,
+        Some(&r.backend_secret_found),
         "BackendSecretAvailable",
         "BackendSecretNotAvailable",
     );
     put(
         c::BACKUP_TARGET_FOUND,
-        &r.target_found,
+        Some(&r.target_found),
         "TargetAvailable",
         "TargetNotAvailable",
     );
-    if let Some(cron) = &r.cron_job_created {
+    for (t, cron) in [
+        (c::CRON_JOB_CREATED, &r.cron_job_created),
+        (
+            c::VERIFICATION_CRON_JOB_CREATED,
+            &r.verification_cron_job_created,
+        ),
+    ] {
         put(
-            c::CRON_JOB_CREATED,
-            cron,
+            t,
+            cron.as_ref(),
             "CronJobCreationSucceeded",
             "CronJobCreationFailed",
         );
@@ -228,6 +243,9 @@ pub fn readiness(
         || r.backend_secret_found.is_err()
         || r.target_found.is_err()
         || r.cron_job_created.as_ref().is_some_and(|c| c.is_err())
+        || r.verification_cron_job_created
+            .as_ref()
+            .is_some_and(|c| c.is_err())
     {
         ConfigPhase::NotReady
     } else {
@@ -530,6 +548,7 @@ mod tests {
             target_found: Ok(()),
             validation: Ok(()),
             cron_job_created: None,
+            verification_cron_job_created: None,
         };
         assert_eq!(readiness(&ok, None, "t").phase, Some(ConfigPhase::Ready));
         let missing = Readiness {
@@ -562,6 +581,7 @@ mod tests {
             target_found: Ok(()),
             validation: Ok(()),
             cron_job_created: None,
+            verification_cron_job_created: None,
         };
         let not_created = Err("waiting for the Repository".to_string());
         // (case, readiness, phase, CronJobCreated status or None when absent)
@@ -611,5 +631,93 @@ mod tests {
                 .map(|x| x.status.as_str());
             assert_eq!(got, cron, "{name}");
         }
+    }
+
+    #[test]
+    fn verification_cron_job_created_table() {
+        let ok = Readiness {
+            repository_found: Ok(()),
+            backend_secret_found: Ok(()),
+            target_found: Ok(()),
+            validation: Ok(()),
+            cron_job_created: Some(Ok(())),
+            verification_cron_job_created: None,
+        };
+        let created = |st: &BackupConfigurationStatus, t: &str| {
+            st.conditions
+                .iter()
+                .find(|x| x.type_ == t)
+                .map(|x| x.status.clone())
+        };
+        let not_created = Err("runtimeSettings.pod is not valid".to_string());
+        // (case, readiness, phase, VerificationCronJobCreated status or None when absent)
+        let cases: Vec<(&str, Readiness, ConfigPhase, Option<&str>)> = vec![
+            (
+                "no verification schedule",
+                ok.clone(),
+                ConfigPhase::Ready,
+                None,
+            ),
+            (
+                "verification CronJob created",
+                Readiness {
+                    verification_cron_job_created: Some(Ok(())),
+                    ..ok.clone()
+                },
+                ConfigPhase::Ready,
+                Some("True"),
+            ),
+            (
+                "verification CronJob not created",
+                Readiness {
+                    verification_cron_job_created: Some(not_created.clone()),
+                    ..ok.clone()
+                },
+                ConfigPhase::NotReady,
+                Some("False"),
+            ),
+            (
+                "a verification schedule without a backup schedule",
+                Readiness {
+                    cron_job_created: None,
+                    verification_cron_job_created: Some(Ok(())),
+                    ..ok.clone()
+                },
+                ConfigPhase::Ready,
+                Some("True"),
+            ),
+            (
+                "invalid wins",
+                Readiness {
+                    validation: Err("spec.verification.schedule: bad".into()),
+                    verification_cron_job_created: Some(not_created),
+                    ..ok.clone()
+                },
+                ConfigPhase::Invalid,
+                Some("False"),
+            ),
+        ];
+        for (name, r, phase, want) in cases {
+            let st = readiness(&r, None, "t");
+            assert_eq!(st.phase, Some(phase), "{name}");
+            let got = created(&st, c::VERIFICATION_CRON_JOB_CREATED);
+            assert_eq!(got.as_deref(), want, "{name}");
+        }
+        // A schedule removed: the condition goes with the CronJob, the other one stays.
+        let before = readiness(
+            &Readiness {
+                verification_cron_job_created: Some(Ok(())),
+                ..ok.clone()
+            },
+            None,
+            "t",
+        );
+        let after = readiness(&ok, Some(&before), "t2");
+        assert_eq!(created(&after, c::VERIFICATION_CRON_JOB_CREATED), None);
+        assert_eq!(
+            created(&after, c::CRON_JOB_CREATED).as_deref(),
+            Some("True")
+        );
+        assert_eq!(after.phase, Some(ConfigPhase::Ready));
     }
 }

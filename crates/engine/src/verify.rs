@@ -470,16 +470,17 @@ pub fn run_verification(
     }
     let ok = st.phase == Some(SessionPhase::Succeeded);
     let rec = st.clone();
-    crate::catalog::update_status(cat, Kind::BackupConfiguration, ns, name, &mut |r| {
-        if let Resource::BackupConfiguration(b) = r {
-            let s = b.status_mut();
-            s.last_verification = Some(rec.clone());
-            s.backups_since_verification = Some(0);
-            if ok {
-                s.last_verified_time = rec.time.clone();
+    let written =
+        crate::catalog::update_status(cat, Kind::BackupConfiguration, ns, name, &mut |r| {
+            if let Resource::BackupConfiguration(b) = r {
+                let s = b.status_mut();
+                s.last_verification = Some(rec.clone());
+                s.backups_since_verification = Some(0);
+                if ok {
+                    s.last_verified_time = rec.time.clone();
+                }
             }
-        }
-    });
+        });
     if let Some(url) = pushgateway.filter(|u| !u.is_empty()) {
         let mut m = crate::metrics::Metrics::new();
         let last_ok = if ok {
@@ -495,6 +496,17 @@ pub fn run_verification(
         if !pushed {
             tracing::warn!("verification metrics not pushed: {msg}");
         }
+    }
+    // An outcome nobody can see is no outcome: the caller (a CronJob's pod, the local server)
+    // must fail rather than report a verification the configuration does not show.
+    if written.is_none() {
+        return Err(EngineError::Step(format!(
+            "the verification {} (snapshot {}), but its outcome could not be written to the \
+             status of BackupConfiguration {ns}/{name} (see the error logged before); run it \
+             again once the status can be written",
+            if ok { "succeeded" } else { "failed" },
+            st.snapshot.as_deref().unwrap_or("none"),
+        )));
     }
     Ok(st)
 }

@@ -2,6 +2,11 @@
 //! observe → decide → act, with the decisions pure and shared with the local platform through
 //! coffer-control), and the catalog through which an agent in a Job reads its resources and
 //! patches their status.
+//!
+//! What the operator runs, per BackupConfiguration: the trigger CronJob of `spec.schedule`
+//! (creates BackupSessions) and, with `spec.verification.schedule`, the verification CronJob
+//! (`coffer verify` in an agent pod); per BackupSession one backup Job; per RestoreSession
+//! one restore Job (one per replica for a cluster). See [`decide`].
 
 pub mod action;
 pub mod catalog;

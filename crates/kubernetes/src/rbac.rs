@@ -429,6 +429,69 @@ mod tests {
         assert!(needed("GET", "/healthz", "").is_err());
     }
 
+    /// Kubernetes lets the operator bind a ClusterRole (the RoleBindings it makes for its
+    /// CronJobs' and Jobs' ServiceAccounts) only if it holds every permission the role grants;
+    /// and each role grants only what its pod does.
+    #[test]
+    fn the_operator_holds_every_permission_of_the_roles_it_binds() {
+        let chart =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/coffer");
+        let rbac = ChartRbac::from_chart_dir(&chart, &RELEASE_COFFER).unwrap();
+        let operator = &rbac.cluster_roles["coffer-operator"];
+        let s = crate::OperatorSettings::default();
+        for role in [
+            &s.trigger_cluster_role,
+            &s.backup_job_cluster_role,
+            &s.restore_job_cluster_role,
+            &s.verify_job_cluster_role,
+        ] {
+            let rules = rbac
+                .cluster_roles
+                .get(role)
+                .unwrap_or_else(|| panic!("the chart has no ClusterRole {role}"));
+            for r in rules {
+                for (verb, group, resource) in r.verbs.iter().flat_map(|v| {
+                    r.api_groups
+                        .iter()
+                        .flat_map(move |g| r.resources.iter().map(move |x| (v, g, x)))
+                }) {
+                    let n = Needed {
+                        verb: verb.clone(),
+                        api_group: group.clone(),
+                        resource: resource.clone(),
+                        namespace: Some("db".into()),
+                        name: None,
+                    };
+                    assert!(
+                        operator.iter().any(|o| o.matches(&n)),
+                        "ClusterRole {role} grants {n}, which the operator does not hold"
+                    );
+                }
+            }
+        }
+        // The verification's pod reads its configuration, Repository and Secrets and writes
+        // the configuration's status: nothing more.
+        let verify = &rbac.cluster_roles[&s.verify_job_cluster_role];
+        let mut granted: Vec<String> = verify
+            .iter()
+            .flat_map(|r| {
+                r.verbs
+                    .iter()
+                    .flat_map(move |v| r.resources.iter().map(move |x| format!("{v} {x}")))
+            })
+            .collect();
+        granted.sort();
+        assert_eq!(
+            granted,
+            [
+                "get backupconfigurations",
+                "get repositories",
+                "get secrets",
+                "patch backupconfigurations/status",
+            ]
+        );
+    }
+
     const ROLES: &str = r#"{{- if .Values.rbac.create }}
 ---
 kind: ClusterRole

@@ -3,8 +3,8 @@
 /// Settings every reconciler reads; from the operator's flags (and the Helm chart's values).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperatorSettings {
-    /// The image with `coffer`, the MariaDB/MySQL clients, mariabackup and garbd; CronJob and
-    /// Job pods run it.
+    /// The image with `coffer`, the MariaDB/MySQL clients, mariabackup, garbd and the MariaDB
+    /// server (a verification's throwaway server); CronJob and Job pods run it.
     pub image: String,
     /// `IfNotPresent` unless set.
     pub image_pull_policy: String,
@@ -19,6 +19,10 @@ pub struct OperatorSettings {
     pub backup_job_cluster_role: String,
     /// The ClusterRole bound to each restore Job's ServiceAccount.
     pub restore_job_cluster_role: String,
+    /// The ClusterRole bound to each configuration's verification CronJob ServiceAccount
+    /// (reads the configuration, its Repository and Secrets; writes the configuration's
+    /// status).
+    pub verify_job_cluster_role: String,
 }
 
 impl Default for OperatorSettings {
@@ -31,6 +35,7 @@ impl Default for OperatorSettings {
             trigger_cluster_role: "coffer-trigger".into(),
             backup_job_cluster_role: "coffer-backup-job".into(),
             restore_job_cluster_role: "coffer-restore-job".into(),
+            verify_job_cluster_role: "coffer-verify-job".into(),
         }
     }
 }

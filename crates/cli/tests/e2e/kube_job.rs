@@ -134,6 +134,69 @@ fn operator_jobs(api: &KubeApi, session_path: &str) -> Vec<Value> {
     jobs
 }
 
+/// The Job the verification CronJob of configuration `bc` starts: the operator's decision on
+/// the configuration as the double holds it (its Repository, Secret and AppBinding found, no
+/// CronJob yet), the CronJob it applies, and a Job made from its jobTemplate as the CronJob
+/// controller makes it.
+fn operator_verify_job(api: &KubeApi, bc: &str) -> Value {
+    use coffer_api::{Kind, Resource};
+    use coffer_kubernetes::{decide, KubeAction, OperatorSettings};
+    let path = object_path(
+        "stash.appscode.com/v1beta1",
+        "backupconfigurations",
+        Some(NS),
+        bc,
+    );
+    let v = api.object(&path).expect("the configuration is stored");
+    let Ok(Resource::BackupConfiguration(config)) =
+        Resource::from_json(Kind::BackupConfiguration, v.clone())
+    else {
+        panic!("{path} is not a BackupConfiguration")
+    };
+    let repo = api
+        .object(&object_path(
+            "stash.appscode.com/v1alpha1",
+            "repositories",
+            Some(NS),
+            &config.spec.repository.name,
+        ))
+        .expect("its Repository");
+    let Ok(Resource::Repository(repo)) = Resource::from_json(Kind::Repository, repo) else {
+        panic!("not a Repository")
+    };
+    let observed = decide::backup_configuration::Observed {
+        resource_version: v["metadata"]["resourceVersion"].as_str().map(String::from),
+        repository: Some(repo),
+        backend_secret_found: true,
+        target_found: true,
+        validation: Ok(()),
+        cron_job: None,
+        verification_cron_job: None,
+    };
+    let actions = decide::backup_configuration::decide(
+        &config,
+        &observed,
+        &OperatorSettings::default(),
+        jiff::Timestamp::now(),
+    );
+    let name = decide::names::verify_cron_job(bc);
+    let cron = actions
+        .iter()
+        .find_map(|a| match a {
+            KubeAction::Apply(o) if o["kind"] == "CronJob" && o["metadata"]["name"] == name => {
+                Some(o.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the operator applies no CronJob {name}: {actions:#?}"));
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": format!("{name}-29000000"), "namespace": NS,
+                     "labels": cron["spec"]["jobTemplate"]["metadata"]["labels"]},
+        "spec": cron["spec"]["jobTemplate"]["spec"],
+    })
+}
+
 /// Neither the Job's spec nor its container's resolved environment holds a Secret's value:
 /// the agent reads Secrets through the API.
 fn assert_no_secret_in(job: &Value, env: Option<&[(String, String)]>, secrets: &[&str]) {
@@ -156,14 +219,17 @@ fn assert_no_secret_in(job: &Value, env: Option<&[(String, String)]>, secrets: &
 
 /// Every request the Job's agent made (`reqs`, as the double recorded them) is one the
 /// chart's RBAC grants its ServiceAccount: the ClusterRole the operator binds to it in the
-/// namespace (coffer-backup-job or coffer-restore-job), or a ClusterRoleBinding of the chart.
+/// namespace (coffer-backup-job, coffer-restore-job or, for a verification CronJob's Job,
+/// coffer-verify-job), or a ClusterRoleBinding of the chart.
 fn assert_the_chart_allows(reqs: &[coffer_testkit::kubeapi::ApiRequest], job: &Value) {
     let settings = coffer_kubernetes::OperatorSettings::default();
     let pod = &job["spec"]["template"]["spec"];
-    let role = match pod["containers"][0]["args"][1].as_str() {
-        Some("backupsession") => &settings.backup_job_cluster_role,
-        Some("restoresession") => &settings.restore_job_cluster_role,
-        other => panic!("not an agent's Job: args[1] is {other:?}"),
+    let args = &pod["containers"][0]["args"];
+    let role = match (args[0].as_str(), args[1].as_str()) {
+        (Some("agent"), Some("backupsession")) => &settings.backup_job_cluster_role,
+        (Some("agent"), Some("restoresession")) => &settings.restore_job_cluster_role,
+        (Some("verify"), _) => &settings.verify_job_cluster_role,
+        other => panic!("not an agent's Job: args are {other:?}"),
     };
     let sa = pod["serviceAccountName"]
         .as_str()
@@ -591,6 +657,126 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
     assert!(!want.is_empty());
     let have = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
     assert_eq!(want, have, "CHECKSUM TABLE differs after the restore Job");
+}
+
+/// spec.verification.schedule on Kubernetes: the operator's verification CronJob starts a Job
+/// whose pod runs `coffer verify` — here run as a kubelet runs it, after a backup Job — which
+/// restores the newest snapshot into a throwaway server inside the pod (its scratch space, the
+/// emptyDir), checks it, and writes lastVerification through the API with only what the
+/// chart's coffer-verify-job ClusterRole grants.
+#[test]
+fn the_verification_cron_job_verifies_the_newest_snapshot_as_a_kubelet_runs_it() {
+    let g = Garage::start().expect("Garage is required (scripts/install-deps.sh builds it)");
+    let src = MariaDb::start().unwrap();
+    let dst = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, v VARBINARY(64));
+         INSERT INTO t SELECT seq, UNHEX(SHA2(seq, 256)) FROM seq_1_to_3000;",
+    )
+    .unwrap();
+    let api = KubeApi::start().unwrap();
+    let secret_values = [REPO_PASSWORD, g.secret_key(), src.root_password()];
+    let mut manifests = s3_manifests(&g, &src, &dst);
+    let bc = manifests.last_mut().unwrap();
+    let mut v: Value = serde_yaml::from_str(bc).unwrap();
+    v["spec"]["verification"] = json!({
+        "schedule": "0 4 * * *",
+        "queries": [{"name": "rows", "sql": "SELECT COUNT(*) FROM app.t", "expect": "3000"}],
+    });
+    *bc = serde_yaml::to_string(&v).unwrap();
+    load(&api, &manifests);
+    let bs_path = api.insert(
+        "backupsessions",
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {"name": "bc-1764567000", "namespace": NS,
+                         "creationTimestamp": "2026-12-01T05:30:00Z",
+                         "labels": {"stash.appscode.com/invoker-name": "bc"}},
+            "spec": {"invoker": {"apiGroup": "stash.appscode.com",
+                                 "kind": "BackupConfiguration", "name": "bc"}}
+        }),
+    );
+    let kubelet = Kubelet::new(&api);
+    let backup = kubelet.run(&operator_jobs(&api, &bs_path)[0]);
+    assert!(backup.run.ok, "the backup Job failed:\n{}", backup.run);
+    let bs = api.object(&bs_path).unwrap();
+    assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
+    let snap = bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = api.requests().len();
+
+    let job = operator_verify_job(&api, "bc");
+    assert_no_secret_in(&job, None, &secret_values);
+    let pod = kubelet.run(&job);
+    assert!(pod.run.ok, "the verification Job failed:\n{}", pod.run);
+    assert_no_secret_in(&job, Some(&pod.env), &secret_values);
+    let reqs = api.requests()[before..].to_vec();
+    assert_the_chart_allows(&reqs, &job);
+    let bc_path = object_path(
+        "stash.appscode.com/v1beta1",
+        "backupconfigurations",
+        Some(NS),
+        "bc",
+    );
+    assert!(
+        reqs.iter()
+            .filter(|r| r.method != "GET")
+            .all(|r| r.method == "PATCH" && r.path == format!("{bc_path}/status")),
+        "the verification writes only the configuration's status: {reqs:#?}"
+    );
+
+    let st = &api.object(&bc_path).unwrap()["status"];
+    let last = &st["lastVerification"];
+    assert_eq!(last["phase"], "Succeeded", "{st:#}");
+    // The backup's snapshot was verified, then tagged (which gives it a new id: restic's
+    // snapshot files are immutable).
+    let verified = last["snapshot"].as_str().unwrap();
+    let condition = |t: &str| {
+        last["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}: {st:#}"))
+            .clone()
+    };
+    let tagged = condition("SnapshotTagged");
+    let said = tagged["message"].as_str().unwrap();
+    assert!(
+        said.contains(&format!(
+            "snapshot {} is now {}",
+            &snap[..8],
+            &verified[..8]
+        )),
+        "the backup's snapshot {snap} was verified and tagged: {st:#}"
+    );
+    assert!(last["recoverySeconds"].as_f64().unwrap() > 0.0, "{st:#}");
+    assert_eq!(st["lastVerifiedTime"], last["time"], "{st:#}");
+    for t in [
+        "ServerStarted",
+        "SnapshotRestored",
+        "TablesChecked",
+        "QueriesChecked",
+    ] {
+        assert_eq!(condition(t)["status"], "True", "{t}: {st:#}");
+    }
+    // The throwaway server ran in the pod's emptyDir and is gone from it.
+    let tmp = kubelet.dir.path().join("volumes").join("stash-tmp-dir");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("coffer-verify-")
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the throwaway server's directory is left: {left:?}"
+    );
 }
 
 #[test]

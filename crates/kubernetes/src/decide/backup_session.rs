@@ -136,18 +136,15 @@ fn job_objects(
         objects::owner(Kind::BackupConfiguration, &bc.metadata),
         &settings.backup_job_cluster_role,
     );
-    let (tmp, tmp_mount) = objects::tmp_volume();
     let template = objects::pod_template(
-        objects::PodPlan {
-            container: AGENT_CONTAINER,
-            args: agent_container_args(&session.metadata.name),
-            env: objects::agent_env(settings),
-            volumes: vec![tmp],
-            mounts: vec![tmp_mount],
-            service_account: sa,
-            runtime_settings: rs,
-            labels: labels.clone(),
-        },
+        objects::agent_pod_plan(
+            AGENT_CONTAINER,
+            agent_container_args(&session.metadata.name),
+            sa,
+            rs,
+            labels.clone(),
+            settings,
+        ),
         settings,
     )?;
     let job = Job {

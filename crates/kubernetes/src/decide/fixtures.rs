@@ -54,6 +54,7 @@ pub(crate) struct BcInput {
     pub target_found: bool,
     pub validation_error: Option<String>,
     pub cron_job: Option<CronJob>,
+    pub verification_cron_job: Option<CronJob>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +144,7 @@ pub(crate) fn run(i: &Input) -> Vec<KubeAction> {
                     None => Ok(()),
                 },
                 cron_job: b.cron_job.clone(),
+                verification_cron_job: b.verification_cron_job.clone(),
             },
             &s,
             i.now,

@@ -38,6 +38,12 @@ pub fn trigger_cron_job(bc: &str) -> String {
     keep_tail(&format!("stash-trigger-{}", dashed(bc)), CRON_JOB_NAME_MAX)
 }
 
+/// `coffer-verify-<bc>`: the CronJob that runs a configuration's `spec.verification.schedule`
+/// (coffer's own: Stash has no such CronJob), cut as the trigger's name is.
+pub fn verify_cron_job(bc: &str) -> String {
+    keep_tail(&format!("coffer-verify-{}", dashed(bc)), CRON_JOB_NAME_MAX)
+}
+
 /// `stash-backup-<session>-<index>`: the Job that runs one target of a BackupSession.
 pub fn backup_job(session: &str, index: usize) -> String {
     with_prefix_and_suffix(
@@ -87,6 +93,11 @@ mod tests {
         );
         assert_eq!(trigger_cron_job("db.v1"), "stash-trigger-db-v1");
         assert_eq!(
+            verify_cron_job("mariadb-backup"),
+            "coffer-verify-mariadb-backup"
+        );
+        assert_eq!(verify_cron_job("db.v1"), "coffer-verify-db-v1");
+        assert_eq!(
             backup_job("mariadb-backup-1767225600", 0),
             "stash-backup-mariadb-backup-1767225600-0"
         );
@@ -117,6 +128,10 @@ mod tests {
         // The cut falls right after a dash: no leading dash survives.
         let bc = format!("{}-{}", "b".repeat(40), "c".repeat(51));
         assert_eq!(trigger_cron_job(&bc), "c".repeat(51));
+        let bc = format!("{}-backup", "a".repeat(60));
+        let name = verify_cron_job(&bc);
+        assert_eq!(name.len(), CRON_JOB_NAME_MAX);
+        assert!(name.ends_with("a-backup"), "{name}");
     }
 
     #[test]

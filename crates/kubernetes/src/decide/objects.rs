@@ -252,6 +252,30 @@ pub(crate) struct PodPlan<'a> {
     pub labels: BTreeMap<String, String>,
 }
 
+/// The pod of an agent — a backup or restore Job's, or a verification's: the agent's
+/// environment ([`agent_env`]) and the `stash-tmp-dir` emptyDir at `/tmp` (its scratch space,
+/// the root filesystem being read-only). The caller may add to it (a restore's volumes).
+pub(crate) fn agent_pod_plan<'a>(
+    container: &'a str,
+    args: Vec<String>,
+    service_account: String,
+    runtime_settings: Option<&'a Value>,
+    labels: BTreeMap<String, String>,
+    settings: &OperatorSettings,
+) -> PodPlan<'a> {
+    let (tmp, tmp_mount) = tmp_volume();
+    PodPlan {
+        container,
+        args,
+        env: agent_env(settings),
+        volumes: vec![tmp],
+        mounts: vec![tmp_mount],
+        service_account,
+        runtime_settings,
+        labels,
+    }
+}
+
 /// `runtimeSettings.pod` fields that are PodSpec fields of the same name.
 const POD_FIELDS: [&str; 12] = [
     "nodeSelector",

@@ -164,12 +164,16 @@ fn objects_to_apply(
     };
     let mut jobs = Vec::new();
     for ordinal in ordinals {
-        let (tmp, tmp_mount) = objects::tmp_volume();
-        let mut volumes = vec![tmp];
-        let mut job_mounts = vec![tmp_mount];
-        let mut env = objects::agent_env(settings);
+        let mut plan = objects::agent_pod_plan(
+            AGENT_CONTAINER,
+            agent_container_args(&meta.name),
+            sa.clone(),
+            rset,
+            labels.clone(),
+            settings,
+        );
         if let Some(o) = ordinal {
-            env.push(EnvVar {
+            plan.env.push(EnvVar {
                 name: "POD_ORDINAL".into(),
                 value: Some(o.to_string()),
                 value_from: None,
@@ -178,7 +182,7 @@ fn objects_to_apply(
                 let claim = pvc.metadata.name.clone().unwrap_or_default();
                 let suffix = format!("-{o}");
                 let volume = claim.strip_suffix(&suffix).unwrap_or(&claim).to_string();
-                volumes.push(Volume {
+                plan.volumes.push(Volume {
                     name: volume,
                     persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                         claim_name: claim,
@@ -188,21 +192,9 @@ fn objects_to_apply(
                 });
                 out.push(objects::value(&pvc));
             }
-            job_mounts.extend(mounts.iter().cloned());
+            plan.mounts.extend(mounts.iter().cloned());
         }
-        let template = objects::pod_template(
-            objects::PodPlan {
-                container: AGENT_CONTAINER,
-                args: agent_container_args(&meta.name),
-                env,
-                volumes,
-                mounts: job_mounts,
-                service_account: sa.clone(),
-                runtime_settings: rset,
-                labels: labels.clone(),
-            },
-            settings,
-        )?;
+        let template = objects::pod_template(plan, settings)?;
         let job = Job {
             metadata: objects::metadata(
                 &names::restore_job(&meta.name, 0, ordinal),

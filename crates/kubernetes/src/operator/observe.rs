@@ -78,7 +78,8 @@ where
 }
 
 /// BackupConfiguration: its Repository and that Repository's storage Secret, its target
-/// AppBinding, its validation, and its trigger CronJob, in that order.
+/// AppBinding, its validation, its trigger CronJob and its verification CronJob, in that
+/// order.
 pub async fn backup_configuration(
     client: &Client,
     bc: &BackupConfiguration,
@@ -131,21 +132,32 @@ pub async fn backup_configuration(
             .collect::<Vec<_>>()
             .join("; "))
     };
-    let cron_name = names::trigger_cron_job(&bc.metadata.name);
-    let cron_job = get_typed(
-        Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(client.clone(), &ns),
-        format!("CronJob/{ns}/{cron_name}"),
-        &cron_name,
-    )
-    .await?;
+    // Both CronJobs are read whether or not their schedule is set: one whose schedule was
+    // removed is deleted.
+    let trigger = cron_job(client, &ns, names::trigger_cron_job(&bc.metadata.name)).await?;
+    let verification = cron_job(client, &ns, names::verify_cron_job(&bc.metadata.name)).await?;
     Ok(decide::backup_configuration::Observed {
         resource_version,
         repository,
         backend_secret_found,
         target_found,
         validation,
-        cron_job,
+        cron_job: trigger,
+        verification_cron_job: verification,
     })
+}
+
+async fn cron_job(
+    client: &Client,
+    ns: &str,
+    name: String,
+) -> Result<Option<k8s_openapi::api::batch::v1::CronJob>, ObserveError> {
+    get_typed(
+        Api::namespaced(client.clone(), ns),
+        format!("CronJob/{ns}/{name}"),
+        &name,
+    )
+    .await
 }
 
 fn storage_secret(r: &Repository) -> &str {

@@ -496,8 +496,24 @@ mod reconcilers {
         })
     }
 
-    /// The reads of a BackupConfiguration's observe step, everything found but its CronJob.
+    /// The reads of a BackupConfiguration's observe step, everything found but its CronJobs.
     fn bc_reads() -> Vec<Expect> {
+        bc_reads_with(None, None)
+    }
+
+    /// A CronJob as the API returns it, or 404.
+    fn cron_reply(found: Option<Value>) -> (u16, Value) {
+        match found {
+            Some(c) => (200, c),
+            None => (404, status(404, "NotFound")),
+        }
+    }
+
+    /// The reads of a BackupConfiguration's observe step, everything found, its trigger and
+    /// verification CronJobs as given.
+    fn bc_reads_with(trigger: Option<Value>, verification: Option<Value>) -> Vec<Expect> {
+        let (ts, tr) = cron_reply(trigger);
+        let (vs, vr) = cron_reply(verification);
         vec![
             Expect::new("GET", format!("{STASH}/v1alpha1/namespaces/db/repositories/s3")).reply(
                 200,
@@ -525,7 +541,9 @@ mod reconcilers {
                     }),
                 ),
             Expect::new("GET", "/apis/batch/v1/namespaces/db/cronjobs/stash-trigger-nightly")
-                .reply(404, status(404, "NotFound")),
+                .reply(ts, tr),
+            Expect::new("GET", "/apis/batch/v1/namespaces/db/cronjobs/coffer-verify-nightly")
+                .reply(vs, vr),
         ]
     }
 
@@ -709,6 +727,235 @@ mod reconcilers {
         );
         drop(ctx);
         verified(verifier).await;
+    }
+
+    /// spec.verification.schedule: the verification CronJob (coffer verify, run by the
+    /// scenarios below) next to the trigger.
+    mod verification {
+        use super::*;
+
+        const VERIFY: &str = "coffer-verify-nightly";
+
+        fn with_verification(mut bc: Value, schedule: Option<&str>, paused: bool) -> Value {
+            if let Some(s) = schedule {
+                bc["spec"]["verification"] = json!({"schedule": s});
+            }
+            if paused {
+                bc["spec"]["paused"] = json!(true);
+            }
+            bc
+        }
+
+        /// The configuration as the operator left it: Ready with both CronJobs' conditions
+        /// (or only the trigger's).
+        fn ready(mut bc: Value, verification: bool) -> Value {
+            let cond = |t: &str| {
+                json!({"type": t, "status": "True", "reason": match t {
+                    "ValidationPassed" => "ResourceValidationPassed",
+                    "RepositoryFound" => "RepositoryAvailable",
+                    "BackendSecretFound" => "BackendSecretAvailable",
+                    "BackupTargetFound" => "TargetAvailable",
+                    _ => "CronJobCreationSucceeded",
+                }, "lastTransitionTime": "2026-12-01T05:00:00Z"})
+            };
+            let mut conds: Vec<Value> = [
+                "ValidationPassed",
+                "RepositoryFound",
+                "BackendSecretFound",
+                "BackupTargetFound",
+                "CronJobCreated",
+            ]
+            .into_iter()
+            .map(cond)
+            .collect();
+            if verification {
+                conds.push(cond("VerificationCronJobCreated"));
+            }
+            bc["status"] = json!({"phase": "Ready", "observedGeneration": 1, "conditions": conds});
+            bc
+        }
+
+        /// A CronJob as the API holds it.
+        fn stored_cron(name: &str, schedule: &str) -> Value {
+            json!({
+                "apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": {"name": name, "namespace": "db", "resourceVersion": "7"},
+                "spec": {"schedule": schedule, "suspend": false,
+                         "jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+            })
+        }
+
+        fn applied(
+            kind: &'static str,
+            name: &'static str,
+            check: impl Fn(&Value) + Send + 'static,
+        ) -> Expect {
+            let path = match kind {
+                "ServiceAccount" => format!("/api/v1/namespaces/db/serviceaccounts/{name}{SSA}"),
+                "RoleBinding" => format!(
+                    "/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/{name}{SSA}"
+                ),
+                _ => format!("/apis/batch/v1/namespaces/db/cronjobs/{name}{SSA}"),
+            };
+            Expect::new("PATCH", path)
+                .body(move |o| {
+                    applies(kind, name)(o);
+                    check(o);
+                })
+                .echo()
+        }
+
+        /// The trigger's three applies, its CronJob suspended or not.
+        fn trigger_applies(suspend: bool) -> Vec<Expect> {
+            vec![
+                applied("ServiceAccount", "stash-trigger-nightly", |_| {}),
+                applied("RoleBinding", "stash-trigger-nightly", |_| {}),
+                applied("CronJob", "stash-trigger-nightly", move |cj| {
+                    assert_eq!(cj["spec"]["suspend"], suspend);
+                }),
+            ]
+        }
+
+        /// The verification's three applies: its CronJob with `schedule` (suspended or not)
+        /// runs `coffer verify` as the backup Job's agent runs, bound to coffer-verify-job.
+        fn verification_applies(schedule: &'static str, suspend: bool) -> Vec<Expect> {
+            vec![
+                applied("ServiceAccount", VERIFY, |_| {}),
+                applied("RoleBinding", VERIFY, |rb| {
+                    assert_eq!(rb["roleRef"]["name"], "coffer-verify-job");
+                    assert_eq!(rb["subjects"][0]["name"], VERIFY);
+                }),
+                applied("CronJob", VERIFY, move |cj| {
+                    assert_eq!(cj["spec"]["schedule"], schedule);
+                    assert_eq!(cj["spec"]["suspend"], suspend);
+                    assert_eq!(cj["spec"]["concurrencyPolicy"], "Forbid");
+                    let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+                    assert_eq!(pod["serviceAccountName"], VERIFY);
+                    let c = &pod["containers"][0];
+                    assert_eq!(c["args"], json!(["verify", "--namespace=db", "nightly"]));
+                    assert!(c["env"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e["name"] == "COFFER_PLATFORM" && e["value"] == "kubernetes"));
+                    assert_eq!(c["volumeMounts"][0]["mountPath"], "/tmp");
+                }),
+            ]
+        }
+
+        fn status_write(rv: &'static str, check: impl Fn(&Value) + Send + 'static) -> Expect {
+            Expect::new(
+                "PATCH",
+                format!("{STASH}/v1beta1/namespaces/db/backupconfigurations/nightly/status?"),
+            )
+            .body(move |p| {
+                assert_eq!(p["metadata"], json!({"resourceVersion": rv}));
+                check(p);
+            })
+            .reply(200, backup_configuration("99"))
+        }
+
+        fn verification_condition(p: &Value) -> Option<String> {
+            p["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "VerificationCronJobCreated")
+                .map(|c| c["status"].as_str().unwrap().to_string())
+        }
+
+        async fn reconciles(bc: Value, steps: Vec<Expect>) {
+            let (client, verifier) = mock_api(steps);
+            let ctx = context(client);
+            let action = reconcile::reconcile(Kind::BackupConfiguration, object(bc), ctx.clone())
+                .await
+                .expect("reconciled");
+            assert_eq!(action, kube::runtime::controller::Action::await_change());
+            drop(ctx);
+            verified(verifier).await;
+        }
+
+        #[tokio::test]
+        async fn created_next_to_the_trigger_with_its_condition() {
+            let bc = with_verification(backup_configuration("12"), Some("0 4 * * *"), false);
+            let mut steps = bc_reads();
+            steps.extend(trigger_applies(false));
+            steps.extend(verification_applies("0 4 * * *", false));
+            steps.push(status_write("12", |p| {
+                assert_eq!(p["status"]["phase"], "Ready", "{p}");
+                assert_eq!(verification_condition(p).as_deref(), Some("True"), "{p}");
+            }));
+            steps.extend([
+                event("CronJobCreated"),
+                event("VerificationCronJobCreated"),
+                event("BackupConfigurationReady"),
+            ]);
+            reconciles(bc, steps).await;
+        }
+
+        #[tokio::test]
+        async fn schedule_changed_is_applied_and_the_status_left_alone() {
+            let bc = ready(
+                with_verification(backup_configuration("12"), Some("15 5 * * 0"), false),
+                true,
+            );
+            let mut steps = bc_reads_with(
+                Some(stored_cron("stash-trigger-nightly", "30 2 * * *")),
+                Some(stored_cron(VERIFY, "0 4 * * *")),
+            );
+            steps.extend(trigger_applies(false));
+            steps.extend(verification_applies("15 5 * * 0", false));
+            steps.push(event("VerificationCronJobUpdated"));
+            reconciles(bc, steps).await;
+        }
+
+        #[tokio::test]
+        async fn schedule_removed_deletes_the_cron_job_and_its_condition() {
+            let bc = ready(backup_configuration("12"), true);
+            let mut steps = bc_reads_with(
+                Some(stored_cron("stash-trigger-nightly", "30 2 * * *")),
+                Some(stored_cron(VERIFY, "0 4 * * *")),
+            );
+            steps.extend(trigger_applies(false));
+            steps.push(
+                Expect::new(
+                    "DELETE",
+                    format!("/apis/batch/v1/namespaces/db/cronjobs/{VERIFY}?"),
+                )
+                .body_is(json!({"propagationPolicy": "Background"}))
+                .reply(200, status(200, "Success")),
+            );
+            steps.push(status_write("12", |p| {
+                assert_eq!(p["status"]["phase"], "Ready", "{p}");
+                assert_eq!(verification_condition(p), None, "{p}");
+                assert!(
+                    p["status"]["conditions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| c["type"] == "CronJobCreated"),
+                    "{p}"
+                );
+            }));
+            steps.push(event("VerificationCronJobDeleted"));
+            reconciles(bc, steps).await;
+        }
+
+        #[tokio::test]
+        async fn paused_suspends_both_cron_jobs() {
+            let bc = ready(
+                with_verification(backup_configuration("12"), Some("0 4 * * *"), true),
+                true,
+            );
+            let mut steps = bc_reads_with(
+                Some(stored_cron("stash-trigger-nightly", "30 2 * * *")),
+                Some(stored_cron(VERIFY, "0 4 * * *")),
+            );
+            steps.extend(trigger_applies(true));
+            steps.extend(verification_applies("0 4 * * *", true));
+            steps.extend([event("CronJobUpdated"), event("VerificationCronJobUpdated")]);
+            reconciles(bc, steps).await;
+        }
     }
 
     const SESSION: &str = "nightly-x7k2p";

@@ -286,6 +286,7 @@ impl Server {
             target_found,
             validation,
             cron_job_created: None,
+            verification_cron_job_created: None,
         };
         let mut st = coffer_control::readiness(&r, bc.status.as_ref(), &now_str());
         st.observed_generation = bc.metadata.generation;
