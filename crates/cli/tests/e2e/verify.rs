@@ -144,6 +144,17 @@ fn newest_snapshot_id(cf: &Coffer) -> String {
 fn verify_ok(params: &[(&str, &str)]) {
     let (_src, cf) = setup(params, QUERIES);
     let written = newest_snapshot_id(&cf);
+    // The backup itself verified its snapshot (everyBackups: 1), as scheduled.
+    let bc = cf.get_json("backupconfiguration", "bc");
+    let scheduled = &bc["status"]["lastVerification"];
+    assert_eq!(scheduled["phase"], "Succeeded", "{bc:#}");
+    assert!(
+        scheduled["recoverySeconds"].as_f64().unwrap() > 0.0,
+        "{bc:#}"
+    );
+    assert_eq!(bc["status"]["backupsSinceVerification"], 0, "{bc:#}");
+    assert_tagged(&cf, scheduled, &written);
+    // And `coffer verify` verifies again by hand.
     let run = cf.run(&["verify", "bc", "-o", "json"]);
     assert!(run.ok, "{run}");
     let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
