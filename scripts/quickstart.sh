@@ -11,7 +11,7 @@ root=$(pwd)
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 echo "quickstart: building coffer"
 cargo build -q -p coffer
-coffer="$root/target/debug/coffer"
+coffer="${CARGO_TARGET_DIR:-$root/target}/debug/coffer"
 
 work=$(mktemp -d /tmp/coffer-quickstart-XXXXXX)
 chmod 700 "$work"
