@@ -73,7 +73,7 @@ pub fn get_bc(
     }
 }
 
-fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
+fn plan(cat: &dyn Catalog, session: &BackupSession, cfg: &EngineConfig) -> EngineResult<Plan> {
     let ns = session.metadata.namespace().to_string();
     let by = format!(
         "spec.invoker of BackupSession {ns}/{}",
@@ -88,7 +88,7 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         &bc.spec.repository.name,
         &format!("spec.repository of {bc_label}"),
     )?;
-    let access = resolve::repo_access(cat, &repo_res)?;
+    let access = resolve::repo_access(cat, &repo_res, cfg.local_mount)?;
     let target = bc.spec.target.clone().ok_or_else(|| EngineError::Invalid {
         resource: bc_label.clone(),
         message: "spec.target is required".into(),
@@ -262,7 +262,7 @@ pub fn run_backup(
     }
     out.write(Resource::BackupSession(session.clone()));
     // Hooks the platform cannot run refuse the session before anything runs.
-    let mut planned = plan(cat, &session).and_then(|p| {
+    let mut planned = plan(cat, &session, cfg).and_then(|p| {
         let h = p.bc.spec.hooks.as_ref();
         crate::hooks::check(
             &cfg.hook_exec,
@@ -337,8 +337,13 @@ fn verify_if_due(cat: &dyn Catalog, p: &Plan, cfg: &EngineConfig) {
     });
     if due {
         tracing::info!("verifying the newest snapshot (spec.verification.everyBackups)");
-        if let Err(e) = crate::verify::run_verification(cat, &ns, &name, cfg.pushgateway.as_deref())
-        {
+        if let Err(e) = crate::verify::run_verification(
+            cat,
+            &ns,
+            &name,
+            cfg.pushgateway.as_deref(),
+            cfg.local_mount,
+        ) {
             tracing::error!("verification could not run: {e}");
         }
     }
@@ -1120,6 +1125,7 @@ mod tests {
             replica: None,
             data_dir_from_volume_mounts: true,
             hook_exec: crate::hooks::HookExec::Refused,
+            local_mount: coffer_api::repository::LocalMount::Pod,
         };
         let done = run_backup(&cat, session(&cat), &cfg);
         let st = done.status.unwrap();

@@ -2,7 +2,9 @@
 //!
 //! Standalone: the Job [`names::restore_job`] `stash-restore-<rs>-0` runs
 //! `coffer agent restoresession <rs>` ([`agent_container_args`]) with the same container
-//! contract as the backup Job (see [`super::backup_session`]).
+//! contract as the backup Job (see [`super::backup_session`]), including a local backend's
+//! volume at its `mountPath`. A point-in-time restore reads its BinlogArchive's repository,
+//! which is not mounted (archives run on one machine only).
 //!
 //! Cluster (`spec.target.replicas` > 1, or `spec.target.volumeClaimTemplates` given): for each
 //! ordinal 0‥replicas, each claim template with `${POD_ORDINAL}` substituted (Stash's
@@ -24,7 +26,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use coffer_api::{
-    backup::condition as c, meta::set_condition, restore::RestoreSessionStatus, Kind,
+    backup::condition as c, meta::set_condition, restore::RestoreSessionStatus, Kind, Repository,
     RestoreSession,
 };
 use coffer_control::session::{
@@ -64,6 +66,9 @@ pub struct Observed {
     /// The session's Jobs ([`names::restore_job`]), read from the API; those not found are
     /// absent.
     pub jobs: Vec<ObservedJob>,
+    /// The Repository `spec.repository` names, if it exists: a local backend's volume is
+    /// mounted into every Job's pod.
+    pub repository: Option<Repository>,
 }
 
 /// How many replicas a restore fills, and whether it is a cluster restore.
@@ -124,6 +129,7 @@ fn claims(rs: &RestoreSession, ordinal: i32) -> Result<Vec<PersistentVolumeClaim
 /// ServiceAccount, RoleBinding, PVCs and Jobs, in apply order.
 fn objects_to_apply(
     rs: &RestoreSession,
+    repository: Option<&Repository>,
     settings: &OperatorSettings,
     time_out: Option<Duration>,
 ) -> Result<Vec<Value>, String> {
@@ -172,6 +178,7 @@ fn objects_to_apply(
             labels.clone(),
             settings,
         );
+        plan.mount_repository(repository)?;
         if let Some(o) = ordinal {
             plan.env.push(EnvVar {
                 name: "POD_ORDINAL".into(),
@@ -305,43 +312,45 @@ pub fn decide(
     }
     for action in actions {
         match action {
-            Action::Start { deadline } => match objects_to_apply(rs, settings, time_out) {
-                Ok(objs) => {
-                    first.extend(objs.into_iter().map(KubeAction::Apply));
-                    st.phase = Some(Phase::Running);
-                    st.total_hosts = Some(replicas(rs).0);
-                    st.session_deadline = deadline.map(objects::rfc3339);
-                    set_condition(
-                        &mut st.conditions,
-                        c::RESTORE_EXECUTOR_ENSURED,
-                        true,
-                        "SuccessfullyEnsuredRestoreExecutor",
-                        "",
-                        &now_s,
-                    );
-                    after.push(ev(
-                        false,
-                        "RestoreSessionRunning",
-                        format!("started Job(s) {}", expected.join(", ")),
-                    ));
-                    if let Some(t) = time_out {
-                        after.push(KubeAction::RequeueAfter(t.max(Duration::from_secs(1))));
+            Action::Start { deadline } => {
+                match objects_to_apply(rs, observed.repository.as_ref(), settings, time_out) {
+                    Ok(objs) => {
+                        first.extend(objs.into_iter().map(KubeAction::Apply));
+                        st.phase = Some(Phase::Running);
+                        st.total_hosts = Some(replicas(rs).0);
+                        st.session_deadline = deadline.map(objects::rfc3339);
+                        set_condition(
+                            &mut st.conditions,
+                            c::RESTORE_EXECUTOR_ENSURED,
+                            true,
+                            "SuccessfullyEnsuredRestoreExecutor",
+                            "",
+                            &now_s,
+                        );
+                        after.push(ev(
+                            false,
+                            "RestoreSessionRunning",
+                            format!("started Job(s) {}", expected.join(", ")),
+                        ));
+                        if let Some(t) = time_out {
+                            after.push(KubeAction::RequeueAfter(t.max(Duration::from_secs(1))));
+                        }
+                    }
+                    Err(e) => {
+                        set_condition(
+                            &mut st.conditions,
+                            c::RESTORE_EXECUTOR_ENSURED,
+                            false,
+                            "FailedToEnsureRestoreExecutor",
+                            &e,
+                            &now_s,
+                        );
+                        st.phase = Some(Phase::Failed);
+                        st.error = Some(e.clone());
+                        after.push(ev(true, "RestoreExecutorEnsureFailed", e));
                     }
                 }
-                Err(e) => {
-                    set_condition(
-                        &mut st.conditions,
-                        c::RESTORE_EXECUTOR_ENSURED,
-                        false,
-                        "FailedToEnsureRestoreExecutor",
-                        &e,
-                        &now_s,
-                    );
-                    st.phase = Some(Phase::Failed);
-                    st.error = Some(e.clone());
-                    after.push(ev(true, "RestoreExecutorEnsureFailed", e));
-                }
-            },
+            }
             Action::Kill => {
                 for j in observed
                     .jobs
