@@ -1150,11 +1150,24 @@ mod tests {
         );
     }
 
+    /// The engine as it runs on one machine.
+    fn one_machine() -> EngineConfig {
+        EngineConfig {
+            pushgateway: None,
+            executor: crate::Executor::Process(1),
+            listen_address: None,
+            replica: None,
+            data_dir_from_volume_mounts: false,
+            hook_exec: crate::hooks::HookExec::Local,
+            local_mount: coffer_api::repository::LocalMount::Host,
+        }
+    }
+
     #[test]
     fn a_session_is_planned_from_its_configuration_and_references() {
         let dir = tempfile::tempdir().unwrap();
         let cat = catalog(dir.path());
-        let p = plan(&cat, &session(&cat)).expect("planned");
+        let p = plan(&cat, &session(&cat), &one_machine()).expect("planned");
         assert_eq!(p.host, "primary");
         assert_eq!(p.task.name, "mariadb-backup-10.5.8");
         assert_eq!(p.task.param("args"), Some("--databases app"));
@@ -1187,7 +1200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cat = catalog(dir.path());
         cat.remove(Kind::AppBinding, "demo", "db");
-        let e = plan(&cat, &session(&cat))
+        let e = plan(&cat, &session(&cat), &one_machine())
             .err()
             .expect("no plan")
             .to_string();
@@ -1198,7 +1211,7 @@ mod tests {
         );
         let cat = catalog(dir.path());
         cat.remove(Kind::Secret, "demo", "repo-secret");
-        let e = plan(&cat, &session(&cat))
+        let e = plan(&cat, &session(&cat), &one_machine())
             .err()
             .expect("no plan")
             .to_string();
@@ -1221,7 +1234,7 @@ mod tests {
             .unwrap()
             .remove(0),
         );
-        let e = plan(&cat, &session(&cat))
+        let e = plan(&cat, &session(&cat), &one_machine())
             .err()
             .expect("no plan")
             .to_string();

@@ -310,47 +310,46 @@ pub fn decide(
             after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
         }
     }
+    let repo = observed.repository.as_ref();
     for action in actions {
         match action {
-            Action::Start { deadline } => {
-                match objects_to_apply(rs, observed.repository.as_ref(), settings, time_out) {
-                    Ok(objs) => {
-                        first.extend(objs.into_iter().map(KubeAction::Apply));
-                        st.phase = Some(Phase::Running);
-                        st.total_hosts = Some(replicas(rs).0);
-                        st.session_deadline = deadline.map(objects::rfc3339);
-                        set_condition(
-                            &mut st.conditions,
-                            c::RESTORE_EXECUTOR_ENSURED,
-                            true,
-                            "SuccessfullyEnsuredRestoreExecutor",
-                            "",
-                            &now_s,
-                        );
-                        after.push(ev(
-                            false,
-                            "RestoreSessionRunning",
-                            format!("started Job(s) {}", expected.join(", ")),
-                        ));
-                        if let Some(t) = time_out {
-                            after.push(KubeAction::RequeueAfter(t.max(Duration::from_secs(1))));
-                        }
-                    }
-                    Err(e) => {
-                        set_condition(
-                            &mut st.conditions,
-                            c::RESTORE_EXECUTOR_ENSURED,
-                            false,
-                            "FailedToEnsureRestoreExecutor",
-                            &e,
-                            &now_s,
-                        );
-                        st.phase = Some(Phase::Failed);
-                        st.error = Some(e.clone());
-                        after.push(ev(true, "RestoreExecutorEnsureFailed", e));
+            Action::Start { deadline } => match objects_to_apply(rs, repo, settings, time_out) {
+                Ok(objs) => {
+                    first.extend(objs.into_iter().map(KubeAction::Apply));
+                    st.phase = Some(Phase::Running);
+                    st.total_hosts = Some(replicas(rs).0);
+                    st.session_deadline = deadline.map(objects::rfc3339);
+                    set_condition(
+                        &mut st.conditions,
+                        c::RESTORE_EXECUTOR_ENSURED,
+                        true,
+                        "SuccessfullyEnsuredRestoreExecutor",
+                        "",
+                        &now_s,
+                    );
+                    after.push(ev(
+                        false,
+                        "RestoreSessionRunning",
+                        format!("started Job(s) {}", expected.join(", ")),
+                    ));
+                    if let Some(t) = time_out {
+                        after.push(KubeAction::RequeueAfter(t.max(Duration::from_secs(1))));
                     }
                 }
-            }
+                Err(e) => {
+                    set_condition(
+                        &mut st.conditions,
+                        c::RESTORE_EXECUTOR_ENSURED,
+                        false,
+                        "FailedToEnsureRestoreExecutor",
+                        &e,
+                        &now_s,
+                    );
+                    st.phase = Some(Phase::Failed);
+                    st.error = Some(e.clone());
+                    after.push(ev(true, "RestoreExecutorEnsureFailed", e));
+                }
+            },
             Action::Kill => {
                 for j in observed
                     .jobs
