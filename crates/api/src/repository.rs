@@ -118,16 +118,35 @@ pub struct LocalSpec {
     pub volume_source: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+/// Where a local backend's repository is reached from — the platform's choice, made by the
+/// caller (an agent in a pod says so explicitly), never read from the environment here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalMount {
+    /// One machine: the host's directory, `hostPath.path` when given, else `mountPath`.
+    #[default]
+    Host,
+    /// A pod the operator built: the volume source is mounted at `mountPath`, so the host's
+    /// path means nothing there.
+    Pod,
+}
+
 impl LocalSpec {
-    pub fn repository_path(&self) -> std::path::PathBuf {
-        let base = match &self.host_path {
-            Some(h) if !h.path.is_empty() => std::path::PathBuf::from(&h.path),
+    /// The repository's directory: `<base>/<subPath>`, the base being where `at` says the
+    /// volume is (see [`LocalMount`]).
+    pub fn repository_path_in(&self, at: LocalMount) -> std::path::PathBuf {
+        let base = match (&self.host_path, at) {
+            (Some(h), LocalMount::Host) if !h.path.is_empty() => std::path::PathBuf::from(&h.path),
             _ => std::path::PathBuf::from(&self.mount_path),
         };
         match &self.sub_path {
             Some(s) if !s.is_empty() => base.join(s),
             _ => base,
         }
+    }
+
+    /// Whether a volume source is given (hostPath or any other): a pod needs one to mount.
+    pub fn has_volume_source(&self) -> bool {
+        self.host_path.is_some() || !self.volume_source.is_empty()
     }
 }
 
@@ -261,6 +280,31 @@ pub struct RepositoryStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_repository_is_on_the_host_path_on_one_machine_and_at_mount_path_in_a_pod() {
+        let spec = |y: &str| serde_yaml::from_str::<LocalSpec>(y).unwrap();
+        let host = spec("{mountPath: /safe/data, subPath: demo, hostPath: {path: /srv/r}}");
+        let pvc = spec("{mountPath: /safe/data, persistentVolumeClaim: {claimName: c}}");
+        let bare = spec("{mountPath: /srv/repo}");
+        let cases = [
+            (&host, LocalMount::Host, "/srv/r/demo"),
+            (&host, LocalMount::Pod, "/safe/data/demo"),
+            (&pvc, LocalMount::Host, "/safe/data"),
+            (&pvc, LocalMount::Pod, "/safe/data"),
+            (&bare, LocalMount::Host, "/srv/repo"),
+            (&bare, LocalMount::Pod, "/srv/repo"),
+        ];
+        for (l, at, want) in cases {
+            assert_eq!(
+                l.repository_path_in(at),
+                std::path::PathBuf::from(want),
+                "{l:?} {at:?}"
+            );
+        }
+        assert!(host.has_volume_source() && pvc.has_volume_source());
+        assert!(!bare.has_volume_source());
+    }
 
     #[test]
     fn connections_follow_max_connections_else_restics_defaults() {

@@ -173,11 +173,20 @@ fn repository(s: &crate::repository::RepositorySpec, p: &mut Vec<Problem>) {
                 "spec.backend.local.mountPath",
                 "must not be /stash or below it (reserved, as in Stash)",
             ));
-        }
-        if l.repository_path().is_relative() {
+        } else if !l.mount_path.starts_with('/') {
+            // A pod mounts the volume there (Kubernetes refuses a relative mountPath).
             p.push(Problem::new(
-                "spec.backend.local",
-                "the repository path must be absolute",
+                "spec.backend.local.mountPath",
+                "must be an absolute path: the backup and restore pods mount the volume there",
+            ));
+        }
+        if l.host_path
+            .as_ref()
+            .is_some_and(|h| !h.path.is_empty() && !h.path.starts_with('/'))
+        {
+            p.push(Problem::new(
+                "spec.backend.local.hostPath.path",
+                "must be an absolute path",
             ));
         }
     }
@@ -848,6 +857,45 @@ mod tests {
              spec: {backend: {storageSecretName: s, s3: {endpoint: 'http://x'}}}\n",
         );
         assert!(e.contains("spec.backend.s3.bucket: required"), "{e}");
+    }
+
+    #[test]
+    fn a_local_backend_needs_an_absolute_mount_path_outside_stash() {
+        let repo = |local: &str| {
+            format!(
+                "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: r}}\n\
+                 spec: {{backend: {{storageSecretName: s, local: {local}}}}}\n"
+            )
+        };
+        for (local, want) in [
+            (
+                "{hostPath: {path: /srv/r}}",
+                "spec.backend.local.mountPath: required",
+            ),
+            (
+                "{mountPath: /stash, hostPath: {path: /srv/r}}",
+                "spec.backend.local.mountPath: must not be /stash",
+            ),
+            (
+                "{mountPath: /stash/repo, persistentVolumeClaim: {claimName: c}}",
+                "spec.backend.local.mountPath: must not be /stash",
+            ),
+            (
+                "{mountPath: repo, hostPath: {path: /srv/r}}",
+                "spec.backend.local.mountPath: must be an absolute path",
+            ),
+        ] {
+            let e = errors(&repo(local));
+            assert!(e.contains(want), "{local}: {e}");
+        }
+        for ok in [
+            "{mountPath: /stashed, hostPath: {path: /srv/r}}",
+            "{mountPath: /safe/data, subPath: demo, persistentVolumeClaim: {claimName: c}}",
+            // On one machine no volume source is needed: mountPath is the directory.
+            "{mountPath: /srv/repo}",
+        ] {
+            assert_eq!(errors_or_none(&repo(ok)), None, "{ok}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use coffer_api::{backup::SessionPhase, parse_located, Kind, Resource};
+use coffer_api::{backup::SessionPhase, parse_located, repository::LocalMount, Kind, Resource};
 use coffer_platform::local::{
     lifecycle::{self, Start},
     Store,
@@ -164,6 +164,7 @@ pub fn engine_config() -> coffer_engine::EngineConfig {
         replica: None,
         data_dir_from_volume_mounts: false,
         hook_exec: coffer_engine::hooks::HookExec::Local,
+        local_mount: LocalMount::Host,
     }
 }
 
@@ -648,7 +649,7 @@ fn open_repo(store: &Store, ns: &str, name: &str) -> Result<coffer_repo::Repo> {
         Resource::Repository(r) => r,
         _ => unreachable!(),
     };
-    let access = coffer_engine::resolve::repo_access(store, &r)?;
+    let access = coffer_engine::resolve::repo_access(store, &r, LocalMount::Host)?;
     let repo = coffer_repo::Repo::open(access.store, &access.password)
         .map_err(|e| anyhow!("Repository {ns}/{name}: {e}"))?;
     Ok(repo)
@@ -718,7 +719,7 @@ fn check(
         (true, None) => Some(coffer_repo::DataSubset::ALL),
         (false, None) => None,
     };
-    let out = coffer_engine::check::run_check(store, &r, subset)?;
+    let out = coffer_engine::check::run_check(store, &r, subset, LocalMount::Host)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&out)?),
         Format::Yaml => print!("{}", serde_yaml::to_string(&out)?),
@@ -729,7 +730,7 @@ fn check(
 
 fn verify(store: &Store, ns: &str, name: &str, format: Format) -> Result<i32> {
     must_get(store, Kind::BackupConfiguration, ns, name)?;
-    verify_in(store, ns, name, format)
+    verify_in(store, ns, name, format, LocalMount::Host)
 }
 
 /// `coffer verify` through `cat` (the local store, or the API in a pod): prints the outcome;
@@ -739,9 +740,10 @@ pub fn verify_in(
     ns: &str,
     name: &str,
     format: Format,
+    at: LocalMount,
 ) -> Result<i32> {
     let pushgateway = engine_config().pushgateway;
-    let st = coffer_engine::verify::run_verification(cat, ns, name, pushgateway.as_deref())?;
+    let st = coffer_engine::verify::run_verification(cat, ns, name, pushgateway.as_deref(), at)?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&st)?),
         Format::Yaml => print!("{}", serde_yaml::to_string(&st)?),

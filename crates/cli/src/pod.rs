@@ -4,6 +4,7 @@
 //! verification CronJob's `coffer verify` runs the same way.
 
 use anyhow::{anyhow, Context, Result};
+use coffer_api::repository::LocalMount;
 use coffer_engine::Catalog;
 use coffer_kubernetes::KubeCatalog;
 
@@ -45,7 +46,8 @@ pub fn verify(ns: &str, name: &str, format: crate::Format) -> Result<i32> {
     if let Ok(pod) = pod_name() {
         tracing::info!("verifying BackupConfiguration {ns}/{name} in pod {pod}");
     }
-    crate::commands::verify_in(&cat, ns, name, format)
+    // The operator's CronJob mounts a local backend's volume at its mountPath.
+    crate::commands::verify_in(&cat, ns, name, format, LocalMount::Pod)
 }
 
 /// The pod this agent runs in, which the session's status names as its executor.
@@ -77,6 +79,8 @@ fn engine_config() -> Result<coffer_engine::EngineConfig> {
         hook_exec: coffer_engine::hooks::HookExec::InTargetPod(std::sync::Arc::new(
             coffer_kubernetes::pod_exec::PodExec::infer().map_err(|e| anyhow!(e))?,
         )),
+        // The operator's Jobs mount a local backend's volume at its mountPath.
+        local_mount: LocalMount::Pod,
         ..crate::commands::engine_config()
     })
 }

@@ -73,7 +73,7 @@ pub fn get_bc(
     }
 }
 
-fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
+fn plan(cat: &dyn Catalog, session: &BackupSession, cfg: &EngineConfig) -> EngineResult<Plan> {
     let ns = session.metadata.namespace().to_string();
     let by = format!(
         "spec.invoker of BackupSession {ns}/{}",
@@ -88,7 +88,7 @@ fn plan(cat: &dyn Catalog, session: &BackupSession) -> EngineResult<Plan> {
         &bc.spec.repository.name,
         &format!("spec.repository of {bc_label}"),
     )?;
-    let access = resolve::repo_access(cat, &repo_res)?;
+    let access = resolve::repo_access(cat, &repo_res, cfg.local_mount)?;
     let target = bc.spec.target.clone().ok_or_else(|| EngineError::Invalid {
         resource: bc_label.clone(),
         message: "spec.target is required".into(),
@@ -262,7 +262,7 @@ pub fn run_backup(
     }
     out.write(Resource::BackupSession(session.clone()));
     // Hooks the platform cannot run refuse the session before anything runs.
-    let mut planned = plan(cat, &session).and_then(|p| {
+    let mut planned = plan(cat, &session, cfg).and_then(|p| {
         let h = p.bc.spec.hooks.as_ref();
         crate::hooks::check(
             &cfg.hook_exec,
@@ -337,8 +337,13 @@ fn verify_if_due(cat: &dyn Catalog, p: &Plan, cfg: &EngineConfig) {
     });
     if due {
         tracing::info!("verifying the newest snapshot (spec.verification.everyBackups)");
-        if let Err(e) = crate::verify::run_verification(cat, &ns, &name, cfg.pushgateway.as_deref())
-        {
+        if let Err(e) = crate::verify::run_verification(
+            cat,
+            &ns,
+            &name,
+            cfg.pushgateway.as_deref(),
+            cfg.local_mount,
+        ) {
             tracing::error!("verification could not run: {e}");
         }
     }
@@ -1120,6 +1125,7 @@ mod tests {
             replica: None,
             data_dir_from_volume_mounts: true,
             hook_exec: crate::hooks::HookExec::Refused,
+            local_mount: coffer_api::repository::LocalMount::Pod,
         };
         let done = run_backup(&cat, session(&cat), &cfg);
         let st = done.status.unwrap();
@@ -1144,11 +1150,24 @@ mod tests {
         );
     }
 
+    /// The engine as it runs on one machine.
+    fn one_machine() -> EngineConfig {
+        EngineConfig {
+            pushgateway: None,
+            executor: crate::Executor::Process(1),
+            listen_address: None,
+            replica: None,
+            data_dir_from_volume_mounts: false,
+            hook_exec: crate::hooks::HookExec::Local,
+            local_mount: coffer_api::repository::LocalMount::Host,
+        }
+    }
+
     #[test]
     fn a_session_is_planned_from_its_configuration_and_references() {
         let dir = tempfile::tempdir().unwrap();
         let cat = catalog(dir.path());
-        let p = plan(&cat, &session(&cat)).expect("planned");
+        let p = plan(&cat, &session(&cat), &one_machine()).expect("planned");
         assert_eq!(p.host, "primary");
         assert_eq!(p.task.name, "mariadb-backup-10.5.8");
         assert_eq!(p.task.param("args"), Some("--databases app"));
@@ -1181,7 +1200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cat = catalog(dir.path());
         cat.remove(Kind::AppBinding, "demo", "db");
-        let e = plan(&cat, &session(&cat))
+        let e = plan(&cat, &session(&cat), &one_machine())
             .err()
             .expect("no plan")
             .to_string();
@@ -1192,7 +1211,7 @@ mod tests {
         );
         let cat = catalog(dir.path());
         cat.remove(Kind::Secret, "demo", "repo-secret");
-        let e = plan(&cat, &session(&cat))
+        let e = plan(&cat, &session(&cat), &one_machine())
             .err()
             .expect("no plan")
             .to_string();
@@ -1215,7 +1234,7 @@ mod tests {
             .unwrap()
             .remove(0),
         );
-        let e = plan(&cat, &session(&cat))
+        let e = plan(&cat, &session(&cat), &one_machine())
             .err()
             .expect("no plan")
             .to_string();

@@ -87,8 +87,9 @@ pub fn run_check(
     cat: &dyn Catalog,
     repo_res: &Repository,
     read_data: Option<DataSubset>,
+    at: coffer_api::repository::LocalMount,
 ) -> EngineResult<CheckOutcome> {
-    let access = resolve::repo_access(cat, repo_res)?;
+    let access = resolve::repo_access(cat, repo_res, at)?;
     let repo = Repo::open(access.store, &access.password).map_err(|e| repo_err(repo_res, e))?;
     let lock = repo.lock(false).map_err(|e| repo_err(repo_res, e))?;
     let mut out = CheckOutcome::default();

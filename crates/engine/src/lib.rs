@@ -55,6 +55,9 @@ pub struct EngineConfig {
     pub data_dir_from_volume_mounts: bool,
     /// Where hooks' `exec` handlers may run (a Job's pod is not the database's).
     pub hook_exec: hooks::HookExec,
+    /// Where a Repository's local backend is: the host's directory on one machine; in a
+    /// pod the operator built, the volume mounted at `mountPath`.
+    pub local_mount: coffer_api::repository::LocalMount,
 }
 
 /// Who executes a session: the platform says, the engine only records it.

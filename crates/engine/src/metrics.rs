@@ -451,7 +451,10 @@ pub fn repository(m: &mut Metrics, r: &Repository) {
     } else if let Some(l) = &b.local {
         (
             "local",
-            l.repository_path().display().to_string(),
+            // The local server's metrics: the repository as this machine sees it.
+            l.repository_path_in(coffer_api::repository::LocalMount::Host)
+                .display()
+                .to_string(),
             String::new(),
         )
     } else {

@@ -86,7 +86,13 @@ pub struct RepoAccess {
     pub prefix: String,
 }
 
-pub fn repo_access(cat: &dyn Catalog, repo: &Repository) -> EngineResult<RepoAccess> {
+/// `at` says where a local backend's volume is (see [`coffer_api::repository::LocalMount`]):
+/// the platform's choice, from [`crate::EngineConfig::local_mount`].
+pub fn repo_access(
+    cat: &dyn Catalog,
+    repo: &Repository,
+    at: coffer_api::repository::LocalMount,
+) -> EngineResult<RepoAccess> {
     let ns = repo.metadata.namespace();
     let label = format!("Repository {ns}/{}", repo.metadata.name);
     let backend = &repo.spec.backend;
@@ -110,7 +116,7 @@ pub fn repo_access(cat: &dyn Catalog, repo: &Repository) -> EngineResult<RepoAcc
         });
     }
     if let Some(local) = &backend.local {
-        let path = local.repository_path();
+        let path = local.repository_path_in(at);
         return Ok(RepoAccess {
             store: Arc::new(BoundedStore::new(
                 Arc::new(LocalStore::new(&path)),

@@ -358,7 +358,7 @@ fn execute(
         &repo_name,
         &format!("spec.repository of {label}"),
     )?;
-    let access = resolve::repo_access(cat, &repo_res)?;
+    let access = resolve::repo_access(cat, &repo_res, cfg.local_mount)?;
     let target = rs.spec.target.clone().ok_or_else(|| EngineError::Invalid {
         resource: label.clone(),
         message: "spec.target is required".into(),
@@ -793,6 +793,7 @@ mod tests {
             replica: None,
             data_dir_from_volume_mounts: false,
             hook_exec: crate::hooks::HookExec::Local,
+            local_mount: coffer_api::repository::LocalMount::Host,
         };
         let e = execute(&cat, &mut rs, Instant::now(), &cfg).unwrap_err();
         let msg = e.to_string();

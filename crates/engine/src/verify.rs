@@ -442,6 +442,7 @@ pub fn run_verification(
     ns: &str,
     name: &str,
     pushgateway: Option<&str>,
+    at: coffer_api::repository::LocalMount,
 ) -> EngineResult<VerificationStatus> {
     let bc = get_bc(cat, ns, name, "coffer verify")?;
     let started = Instant::now();
@@ -451,7 +452,7 @@ pub fn run_verification(
         phase: Some(SessionPhase::Running),
         ..Default::default()
     };
-    let result = verify(cat, &bc, &mut st, started);
+    let result = verify(cat, &bc, &mut st, started, at);
     match result {
         Ok(()) => {
             st.phase = Some(SessionPhase::Succeeded);
@@ -516,6 +517,7 @@ fn verify(
     bc: &coffer_api::backup::BackupConfiguration,
     st: &mut VerificationStatus,
     started: Instant,
+    at: coffer_api::repository::LocalMount,
 ) -> EngineResult<()> {
     let ns = bc.metadata.namespace().to_string();
     let label = format!("BackupConfiguration {ns}/{}", bc.metadata.name);
@@ -526,7 +528,7 @@ fn verify(
         &bc.spec.repository.name,
         &format!("spec.repository of {label}"),
     )?;
-    let access = resolve::repo_access(cat, &repo_res)?;
+    let access = resolve::repo_access(cat, &repo_res, at)?;
     let host = bc
         .spec
         .target

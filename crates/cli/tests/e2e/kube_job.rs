@@ -76,6 +76,22 @@ fn load(api: &KubeApi, manifests: &[String]) -> Vec<String> {
     paths
 }
 
+/// The Repository `name` as the double holds it, if it is there (the operator's observe step
+/// reads it: a local backend's volume is mounted into the Jobs).
+fn stored_repository(api: &KubeApi, name: &str) -> Option<coffer_api::Repository> {
+    use coffer_api::{Kind, Resource};
+    let v = api.object(&object_path(
+        "stash.appscode.com/v1alpha1",
+        "repositories",
+        Some(NS),
+        name,
+    ))?;
+    match Resource::from_json(Kind::Repository, v) {
+        Ok(Resource::Repository(r)) => Some(r),
+        _ => panic!("Repository {name} is not a Repository"),
+    }
+}
+
 /// The Jobs the operator creates for a session: its decision (decide/) on the session and on
 /// what the session refers to, as the double holds them, before any Job exists — the objects
 /// the act layer would apply, untouched.
@@ -102,6 +118,7 @@ fn operator_jobs(api: &KubeApi, session_path: &str) -> Vec<Value> {
             };
             let observed = decide::backup_session::Observed {
                 resource_version,
+                repository: stored_repository(api, &bc.spec.repository.name),
                 configuration: Some(bc),
                 siblings: Vec::new(),
                 job: None,
@@ -116,6 +133,7 @@ fn operator_jobs(api: &KubeApi, session_path: &str) -> Vec<Value> {
             let observed = decide::restore_session::Observed {
                 resource_version,
                 jobs: Vec::new(),
+                repository: stored_repository(api, &rs.spec.repository.name),
             };
             decide::restore_session::decide(&rs, &observed, &settings, now)
         }
@@ -265,6 +283,9 @@ struct Kubelet<'a> {
     api: &'a KubeApi,
     /// PersistentVolumeClaims by name: the directories that stand for their volumes.
     claims: BTreeMap<String, PathBuf>,
+    /// hostPath volumes by the node's path: the directories that stand for them (the node's
+    /// path itself need not exist on this machine, and the pod never sees it).
+    host_paths: BTreeMap<String, PathBuf>,
     /// The address `status.podIP` resolves to (any loopback address).
     pod_ip: String,
     dir: tempfile::TempDir,
@@ -282,6 +303,7 @@ impl<'a> Kubelet<'a> {
         Kubelet {
             api,
             claims: BTreeMap::new(),
+            host_paths: BTreeMap::new(),
             pod_ip: "127.0.0.1".into(),
             dir: scratch(),
         }
@@ -363,8 +385,13 @@ impl<'a> Kubelet<'a> {
                         .get(claim)
                         .unwrap_or_else(|| panic!("no volume stands for PVC {claim}"))
                         .clone()
+                } else if let Some(path) = v["hostPath"]["path"].as_str() {
+                    self.host_paths
+                        .get(path)
+                        .unwrap_or_else(|| panic!("no directory stands for hostPath {path}"))
+                        .clone()
                 } else {
-                    panic!("the kubelet double mounts emptyDir and PVC volumes only: {v}")
+                    panic!("the kubelet double mounts emptyDir, PVC and hostPath volumes only: {v}")
                 };
                 (name, dir)
             })
@@ -653,6 +680,118 @@ fn backup_and_restore_jobs_run_as_a_kubelet_runs_them() {
     assert_eq!(rs["status"]["phase"], "Succeeded", "{rs:#}");
     assert_eq!(rs["status"]["executorPod"], pod.pod.as_str(), "{rs:#}");
     assert!(rs["status"].get("agentPid").is_none(), "{rs:#}");
+    let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
+    assert!(!want.is_empty());
+    let have = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();
+    assert_eq!(want, have, "CHECKSUM TABLE differs after the restore Job");
+}
+
+/// A Repository with a `local` backend on Kubernetes: the backup and restore Jobs mount its
+/// hostPath at mountPath, and the agent opens `<mountPath>/<subPath>` there. The node's path
+/// does not exist on this machine (a directory stands for it, bind-mounted only inside the
+/// pod), so an agent that opened the hostPath's path instead would fail.
+#[test]
+fn a_local_repository_is_mounted_into_the_backup_and_restore_jobs() {
+    let src = MariaDb::start().unwrap();
+    let dst = MariaDb::start().unwrap();
+    src.exec(
+        "CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, v VARBINARY(64));
+         INSERT INTO t SELECT seq, UNHEX(SHA2(seq, 256)) FROM seq_1_to_3000;",
+    )
+    .unwrap();
+    let api = KubeApi::start().unwrap();
+    let node = scratch();
+    let node_dir = node.path().join("node-backups");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    // Absolute, as Kubernetes wants it, and under this test's scratch directory so that the
+    // mount point the "kubelet" creates is not left on this machine's root.
+    let mount_path = node.path().join("pod").join("safe-data");
+    // The pod's user must reach the mount point, as it reaches `/` in a real pod.
+    std::fs::create_dir_all(mount_path.parent().unwrap()).unwrap();
+    for d in [node.path(), &node.path().join("pod")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    const HOST_PATH: &str = "/coffer-e2e-node-only/backups";
+    assert!(!std::path::Path::new(HOST_PATH).exists());
+    load(
+        &api,
+        &[
+            secret("local-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+            format!(
+                "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: local}}\n\
+                 spec:\n  backend:\n    local: {{mountPath: \"{}\", subPath: shop, \
+                 hostPath: {{path: {HOST_PATH}, type: DirectoryOrCreate}}}}\n    \
+                 storageSecretName: local-secret\n",
+                mount_path.display()
+            ),
+            db_secret("src-auth", &src),
+            db_secret("dst-auth", &dst),
+            appbinding("src", &src, "src-auth"),
+            appbinding("dst", &dst, "dst-auth"),
+            backup_config("bc", "local", "src", "--databases app", 3),
+        ],
+    );
+    let bs_path = api.insert(
+        "backupsessions",
+        json!({
+            "apiVersion": "stash.appscode.com/v1beta1", "kind": "BackupSession",
+            "metadata": {"name": "bc-1764567000", "namespace": NS,
+                         "creationTimestamp": "2026-12-01T05:30:00Z",
+                         "labels": {"stash.appscode.com/invoker-name": "bc"}},
+            "spec": {"invoker": {"apiGroup": "stash.appscode.com",
+                                 "kind": "BackupConfiguration", "name": "bc"}}
+        }),
+    );
+    let mut kubelet = Kubelet::new(&api);
+    kubelet
+        .host_paths
+        .insert(HOST_PATH.into(), node_dir.clone());
+
+    let jobs = operator_jobs(&api, &bs_path);
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    let pod = &jobs[0]["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["hostPath"]["path"] == HOST_PATH)
+        .unwrap_or_else(|| panic!("the backup Job does not mount the hostPath: {pod:#}"));
+    assert!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == volume["name"]
+                && m["mountPath"] == mount_path.display().to_string()),
+        "not mounted at mountPath: {pod:#}"
+    );
+    let run = kubelet.run(&jobs[0]);
+    assert!(run.run.ok, "the backup Job failed:\n{}", run.run);
+    let bs = api.object(&bs_path).unwrap();
+    assert_eq!(bs["status"]["phase"], "Succeeded", "{bs:#}");
+    let snap = bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // On the node: the hostPath's directory, subPath inside it, holds the repository.
+    let snaps = restic_snapshots(&node_dir.join("shop").display().to_string(), &[]);
+    assert!(
+        snaps
+            .iter()
+            .any(|s| s["id"] == snap.as_str() || s["short_id"] == snap.as_str()),
+        "restic does not list {snap} on the node's directory: {snaps:#?}"
+    );
+
+    let rs_paths = load(
+        &api,
+        &[restore_session("restore", "local", "dst", "latest")],
+    );
+    let jobs = operator_jobs(&api, &rs_paths[0]);
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    let run = kubelet.run(&jobs[0]);
+    assert!(run.run.ok, "the restore Job failed:\n{}", run.run);
+    let rs = api.object(&rs_paths[0]).unwrap();
+    assert_eq!(rs["status"]["phase"], "Succeeded", "{rs:#}");
     let want = coffer_testkit::verify::checksums(&mut src.conn().unwrap(), &["app"]).unwrap();
     assert!(!want.is_empty());
     let have = coffer_testkit::verify::checksums(&mut dst.conn().unwrap(), &["app"]).unwrap();

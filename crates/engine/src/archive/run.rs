@@ -351,7 +351,12 @@ impl<'a> Run<'a> {
                 &a.spec.repository.name,
                 &format!("spec.repository of {res}"),
             )?;
-            let access = crate::resolve::repo_access(cat, &repository)?;
+            // Archives run on one machine only (the operator makes no pod for them).
+            let access = crate::resolve::repo_access(
+                cat,
+                &repository,
+                coffer_api::repository::LocalMount::Host,
+            )?;
             let (repo, created) = Repo::open_or_init(access.store.clone(), &access.password)
                 .map_err(EngineError::Repo)?;
             if created {

@@ -19,7 +19,8 @@
 //! runtimeSettings and security; `objects::agent_pod_plan`) running
 //! `coffer verify --namespace=<ns> <bc>` ([`verify_args`]): the newest snapshot restored into a
 //! throwaway server inside the pod, checked, and the outcome written to the configuration's
-//! `status.lastVerification` through the API. Its ServiceAccount (named after the CronJob
+//! `status.lastVerification` through the API; a Repository with a `local` backend has its
+//! volume mounted at `mountPath` there, as in the backup Job. Its ServiceAccount (named after the CronJob
 //! unless runtimeSettings names one) is bound to `settings.verify_job_cluster_role`. A
 //! verification every N backups (`everyBackups`) needs no CronJob: the backup Job's agent runs
 //! it once the session ends.
@@ -30,6 +31,9 @@
 //! configuration without `schedule` runs only when asked (`coffer backup`): its CronJob, if
 //! one was made, is deleted, and no CronJobCreated condition is written; likewise without
 //! `spec.verification.schedule` for the verification CronJob and VerificationCronJobCreated.
+//!
+//! A Repository with a `local` backend but no volume source (hostPath, persistentVolumeClaim,
+//! …) cannot be mounted into any pod: RepositoryFound is False with that reason.
 //!
 //! The status — conditions ValidationPassed, RepositoryFound, BackendSecretFound,
 //! BackupTargetFound, CronJobCreated, VerificationCronJobCreated and the phase Ready /
@@ -114,7 +118,8 @@ fn references(bc: &BackupConfiguration, o: &Observed) -> Readiness {
     let repo_ns = bc.spec.repository.namespace.as_deref().unwrap_or(ns);
     let repo = format!("Repository {repo_ns}/{}", bc.spec.repository.name);
     let repository_found = match &o.repository {
-        Some(_) => Ok(()),
+        // Found, but its pods could not mount it: a local backend needs a volume source.
+        Some(r) => objects::repository_volume(r).map(|_| ()),
         None => Err(format!(
             "{repo} (spec.repository) was not found; create it or correct the reference"
         )),
@@ -258,6 +263,7 @@ fn cron_objects(
     bc: &BackupConfiguration,
     which: Scheduled,
     schedule: &str,
+    repository: Option<&Repository>,
     settings: &OperatorSettings,
 ) -> Result<Vec<Value>, String> {
     let ns = bc.metadata.namespace();
@@ -272,7 +278,12 @@ fn cron_objects(
         owner.clone(),
         which.cluster_role(settings),
     );
-    let template = objects::pod_template(which.pod(bc, sa, labels.clone(), settings), settings)?;
+    let mut plan = which.pod(bc, sa, labels.clone(), settings);
+    if which == Scheduled::Verification {
+        // `coffer verify` opens the Repository: a local backend's volume is mounted.
+        plan.mount_repository(repository)?;
+    }
+    let template = objects::pod_template(plan, settings)?;
     let mut job_labels = labels.clone();
     let (concurrency, backoff) = match which {
         Scheduled::Backup => {
@@ -388,7 +399,7 @@ fn ensure_cron_job(
             ))
         });
     }
-    let objs = match cron_objects(bc, which, schedule, settings) {
+    let objs = match cron_objects(bc, which, schedule, observed.repository.as_ref(), settings) {
         Ok(objs) => objs,
         Err(e) => return Some(Err(format!("CronJob {ns}/{name} cannot be built: {e}"))),
     };

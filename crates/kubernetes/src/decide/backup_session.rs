@@ -35,7 +35,9 @@
 //! `COFFER_PUSHGATEWAY` when configured, `TMPDIR=/tmp` (the emptyDir `stash-tmp-dir`), a
 //! non-root user (65534 unless `runtimeSettings` says otherwise), a read-only root filesystem,
 //! no privilege escalation, no capabilities; `backoffLimit: 0`, `restartPolicy: Never`,
-//! `activeDeadlineSeconds` from `timeOut`. No Secret value is in the Job: the agent reads
+//! `activeDeadlineSeconds` from `timeOut`. A Repository with a `local` backend has its volume
+//! source mounted at `mountPath` (volume `stash-local-repository`); one without a volume source
+//! fails the session (BackupExecutorEnsured=False). No Secret value is in the Job: the agent reads
 //! Secrets through the API with its ServiceAccount.
 
 use std::time::Duration;
@@ -43,7 +45,7 @@ use std::time::Duration;
 use coffer_api::{
     backup::{condition as c, BackupSessionStatus, BackupTargetStatus},
     meta::set_condition,
-    BackupConfiguration, BackupSession, Kind,
+    BackupConfiguration, BackupSession, Kind, Repository,
 };
 use coffer_control::{
     history_to_delete,
@@ -72,6 +74,9 @@ pub struct Observed {
     pub resource_version: Option<String>,
     /// The BackupConfiguration `spec.invoker.name` names, if it exists.
     pub configuration: Option<BackupConfiguration>,
+    /// The Repository the configuration's `spec.repository` names, if it exists: a local
+    /// backend's volume is mounted into the Job's pod.
+    pub repository: Option<Repository>,
     /// Every BackupSession of the same configuration (this one may be among them).
     pub siblings: Vec<BackupSession>,
     /// The session's Job ([`names::backup_job`] index 0), read from the API (not a possibly
@@ -122,6 +127,7 @@ pub(crate) fn job_hit_deadline(job: Option<&ObservedJob>) -> bool {
 fn job_objects(
     session: &BackupSession,
     bc: &BackupConfiguration,
+    repository: Option<&Repository>,
     settings: &OperatorSettings,
     time_out: Option<Duration>,
 ) -> Result<Vec<Value>, String> {
@@ -136,17 +142,16 @@ fn job_objects(
         objects::owner(Kind::BackupConfiguration, &bc.metadata),
         &settings.backup_job_cluster_role,
     );
-    let template = objects::pod_template(
-        objects::agent_pod_plan(
-            AGENT_CONTAINER,
-            agent_container_args(&session.metadata.name),
-            sa,
-            rs,
-            labels.clone(),
-            settings,
-        ),
+    let mut plan = objects::agent_pod_plan(
+        AGENT_CONTAINER,
+        agent_container_args(&session.metadata.name),
+        sa,
+        rs,
+        labels.clone(),
         settings,
-    )?;
+    );
+    plan.mount_repository(repository)?;
+    let template = objects::pod_template(plan, settings)?;
     let job = Job {
         metadata: objects::metadata(
             &names::backup_job(&session.metadata.name, 0),
@@ -321,7 +326,13 @@ pub fn decide(
     }
     for action in actions {
         match action {
-            Action::Start { deadline } => match job_objects(session, bc, settings, o.time_out) {
+            Action::Start { deadline } => match job_objects(
+                session,
+                bc,
+                observed.repository.as_ref(),
+                settings,
+                o.time_out,
+            ) {
                 Ok(objs) => {
                     first.extend(objs.into_iter().map(KubeAction::Apply));
                     st.session_deadline = deadline.map(objects::rfc3339);

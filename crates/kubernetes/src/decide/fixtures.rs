@@ -91,6 +91,7 @@ pub(crate) struct BsInput {
     pub session: BackupSession,
     pub resource_version: Option<String>,
     pub configuration: Option<BackupConfiguration>,
+    pub repository: Option<Repository>,
     #[serde(default)]
     pub siblings: Vec<BackupSession>,
     pub job: Option<JobInput>,
@@ -103,6 +104,7 @@ pub(crate) struct RsInput {
     pub resource_version: Option<String>,
     #[serde(default)]
     pub jobs: Vec<JobInput>,
+    pub repository: Option<Repository>,
 }
 
 fn root() -> PathBuf {
@@ -154,6 +156,7 @@ pub(crate) fn run(i: &Input) -> Vec<KubeAction> {
             &backup_session::Observed {
                 resource_version: b.resource_version.clone(),
                 configuration: b.configuration.clone(),
+                repository: b.repository.clone(),
                 siblings: b.siblings.clone(),
                 job: b.job.as_ref().map(JobInput::observed),
             },
@@ -165,6 +168,7 @@ pub(crate) fn run(i: &Input) -> Vec<KubeAction> {
             &restore_session::Observed {
                 resource_version: r.resource_version.clone(),
                 jobs: r.jobs.iter().map(JobInput::observed).collect(),
+                repository: r.repository.clone(),
             },
             &s,
             i.now,

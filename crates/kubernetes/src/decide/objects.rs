@@ -254,7 +254,8 @@ pub(crate) struct PodPlan<'a> {
 
 /// The pod of an agent — a backup or restore Job's, or a verification's: the agent's
 /// environment ([`agent_env`]) and the `stash-tmp-dir` emptyDir at `/tmp` (its scratch space,
-/// the root filesystem being read-only). The caller may add to it (a restore's volumes).
+/// the root filesystem being read-only). The caller may add to it (a restore's volumes, a
+/// local Repository's: [`PodPlan::mount_repository`]).
 pub(crate) fn agent_pod_plan<'a>(
     container: &'a str,
     args: Vec<String>,
@@ -273,6 +274,70 @@ pub(crate) fn agent_pod_plan<'a>(
         service_account,
         runtime_settings,
         labels,
+    }
+}
+
+/// The volume a Repository's `local` backend is mounted from in every agent pod.
+pub(crate) const LOCAL_REPOSITORY_VOLUME: &str = "stash-local-repository";
+
+/// A Repository's `spec.backend.local` as a volume and its mount at `mountPath` (Stash's
+/// inline VolumeSource, kept as given: hostPath, persistentVolumeClaim, nfs, …); the agent,
+/// told it runs in a pod, opens `<mountPath>/<subPath>`. None for any other backend. A local
+/// backend without a volume source, or with one Kubernetes does not know, is an error
+/// naming the field: the pod would have nothing to mount.
+pub(crate) fn repository_volume(
+    repo: &coffer_api::Repository,
+) -> Result<Option<(Volume, VolumeMount)>, String> {
+    let Some(local) = &repo.spec.backend.local else {
+        return Ok(None);
+    };
+    let field = format!(
+        "spec.backend.local of Repository {}/{}",
+        repo.metadata.namespace(),
+        repo.metadata.name
+    );
+    if !local.has_volume_source() {
+        return Err(format!(
+            "{field} has no volume source: on Kubernetes the backup, restore and verification \
+             pods mount the repository from one (hostPath, persistentVolumeClaim, nfs, …) at \
+             mountPath; add it"
+        ));
+    }
+    let mut source = serde_json::Map::new();
+    if let Some(h) = &local.host_path {
+        source.insert("hostPath".into(), value(h));
+    }
+    source.extend(local.volume_source.clone());
+    source.insert("name".into(), json!(LOCAL_REPOSITORY_VOLUME));
+    let volume: Volume = serde_json::from_value(Value::Object(source.clone()))
+        .map_err(|e| format!("{field} is not a valid volume source: {e}"))?;
+    // k8s-openapi skips fields it does not know: a misspelt source would mount nothing.
+    let kept = value(&volume);
+    if let Some(k) = source.keys().find(|k| kept.get(k.as_str()).is_none()) {
+        return Err(format!(
+            "{field}: `{k}` is not a Kubernetes volume source (hostPath, persistentVolumeClaim, \
+             nfs, …)"
+        ));
+    }
+    let mount = VolumeMount {
+        name: LOCAL_REPOSITORY_VOLUME.into(),
+        mount_path: local.mount_path.clone(),
+        ..Default::default()
+    };
+    Ok(Some((volume, mount)))
+}
+
+impl PodPlan<'_> {
+    /// Mounts the Repository's local backend, if it has one (see [`repository_volume`]).
+    pub(crate) fn mount_repository(
+        &mut self,
+        repo: Option<&coffer_api::Repository>,
+    ) -> Result<(), String> {
+        if let Some((v, m)) = repo.map(repository_volume).transpose()?.flatten() {
+            self.volumes.push(v);
+            self.mounts.push(m);
+        }
+        Ok(())
     }
 }
 
@@ -434,6 +499,63 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_local_repository_is_mounted_from_its_volume_source_at_mount_path() {
+        let repo = |backend: Value| -> coffer_api::Repository {
+            serde_json::from_value(json!({
+                "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+                "metadata": {"name": "r", "namespace": "demo"},
+                "spec": {"backend": backend},
+            }))
+            .unwrap()
+        };
+        let local = |l: Value| repo(json!({"storageSecretName": "s", "local": l}));
+        let mounted = |l: Value| {
+            let (v, m) = repository_volume(&local(l)).unwrap().expect("a volume");
+            assert_eq!(
+                (m.name.as_str(), v.name.as_str()),
+                (LOCAL_REPOSITORY_VOLUME, LOCAL_REPOSITORY_VOLUME)
+            );
+            (value(&v), m.mount_path, m.sub_path)
+        };
+        // Mounted whole at mountPath (subPath is the directory inside it, which the agent
+        // opens), the source kept as given.
+        let cases = [
+            (
+                json!({"mountPath": "/safe/data", "subPath": "db", "hostPath": {"path": "/srv/b", "type": "DirectoryOrCreate"}}),
+                json!({"name": LOCAL_REPOSITORY_VOLUME, "hostPath": {"path": "/srv/b", "type": "DirectoryOrCreate"}}),
+            ),
+            (
+                json!({"mountPath": "/safe/data", "persistentVolumeClaim": {"claimName": "c"}}),
+                json!({"name": LOCAL_REPOSITORY_VOLUME, "persistentVolumeClaim": {"claimName": "c"}}),
+            ),
+            (
+                json!({"mountPath": "/r", "nfs": {"server": "nfs", "path": "/x", "readOnly": true}}),
+                json!({"name": LOCAL_REPOSITORY_VOLUME, "nfs": {"server": "nfs", "path": "/x", "readOnly": true}}),
+            ),
+        ];
+        for (l, want) in cases {
+            let mount_path = l["mountPath"].as_str().unwrap().to_string();
+            assert_eq!(mounted(l.clone()), (want, mount_path, None), "{l}");
+        }
+        let refused = |l: Value| repository_volume(&local(l)).unwrap_err();
+        let e = refused(json!({"mountPath": "/safe/data"}));
+        assert!(
+            e.contains("spec.backend.local of Repository demo/r has no volume source"),
+            "{e}"
+        );
+        let e =
+            refused(json!({"mountPath": "/safe/data", "persistentVolumeClam": {"claimName": "c"}}));
+        assert!(
+            e.contains("`persistentVolumeClam` is not a Kubernetes volume source"),
+            "{e}"
+        );
+        // Other backends: nothing to mount.
+        let s3 =
+            repo(json!({"storageSecretName": "s", "s3": {"endpoint": "http://s3", "bucket": "b"}}));
+        assert!(repository_volume(&s3).unwrap().is_none());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Standalone: the Job [`names::restore_job`] `stash-restore-<rs>-0` runs
 //! `coffer agent restoresession <rs>` ([`agent_container_args`]) with the same container
-//! contract as the backup Job (see [`super::backup_session`]).
+//! contract as the backup Job (see [`super::backup_session`]), including a local backend's
+//! volume at its `mountPath`. A point-in-time restore reads its BinlogArchive's repository,
+//! which is not mounted (archives run on one machine only).
 //!
 //! Cluster (`spec.target.replicas` > 1, or `spec.target.volumeClaimTemplates` given): for each
 //! ordinal 0‥replicas, each claim template with `${POD_ORDINAL}` substituted (Stash's
@@ -24,7 +26,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use coffer_api::{
-    backup::condition as c, meta::set_condition, restore::RestoreSessionStatus, Kind,
+    backup::condition as c, meta::set_condition, restore::RestoreSessionStatus, Kind, Repository,
     RestoreSession,
 };
 use coffer_control::session::{
@@ -64,6 +66,9 @@ pub struct Observed {
     /// The session's Jobs ([`names::restore_job`]), read from the API; those not found are
     /// absent.
     pub jobs: Vec<ObservedJob>,
+    /// The Repository `spec.repository` names, if it exists: a local backend's volume is
+    /// mounted into every Job's pod.
+    pub repository: Option<Repository>,
 }
 
 /// How many replicas a restore fills, and whether it is a cluster restore.
@@ -124,6 +129,7 @@ fn claims(rs: &RestoreSession, ordinal: i32) -> Result<Vec<PersistentVolumeClaim
 /// ServiceAccount, RoleBinding, PVCs and Jobs, in apply order.
 fn objects_to_apply(
     rs: &RestoreSession,
+    repository: Option<&Repository>,
     settings: &OperatorSettings,
     time_out: Option<Duration>,
 ) -> Result<Vec<Value>, String> {
@@ -172,6 +178,7 @@ fn objects_to_apply(
             labels.clone(),
             settings,
         );
+        plan.mount_repository(repository)?;
         if let Some(o) = ordinal {
             plan.env.push(EnvVar {
                 name: "POD_ORDINAL".into(),
@@ -303,9 +310,10 @@ pub fn decide(
             after.push(KubeAction::RequeueAfter(until(now, add(s, t))));
         }
     }
+    let repo = observed.repository.as_ref();
     for action in actions {
         match action {
-            Action::Start { deadline } => match objects_to_apply(rs, settings, time_out) {
+            Action::Start { deadline } => match objects_to_apply(rs, repo, settings, time_out) {
                 Ok(objs) => {
                     first.extend(objs.into_iter().map(KubeAction::Apply));
                     st.phase = Some(Phase::Running);

@@ -160,11 +160,27 @@ async fn cron_job(
     .await
 }
 
+/// The Repository a session's `spec.repository` names (namespace defaulting to the
+/// session's), if it exists: the Jobs mount a local backend's volume.
+async fn repository(
+    client: &Client,
+    ns: &str,
+    r: &coffer_api::meta::ObjectRef,
+) -> Result<Option<Repository>, ObserveError> {
+    let repo_ns = r.namespace.as_deref().unwrap_or(ns);
+    Ok(
+        match get_coffer(client, Kind::Repository, repo_ns, &r.name).await? {
+            Some(Resource::Repository(r)) => Some(r),
+            _ => None,
+        },
+    )
+}
+
 fn storage_secret(r: &Repository) -> &str {
     &r.spec.backend.storage_secret_name
 }
 
-/// BackupSession: its configuration, every session of that configuration (by Stash's
+/// BackupSession: its configuration and that configuration's Repository, every session of that configuration (by Stash's
 /// invoker label), and its Job.
 pub async fn backup_session(
     client: &Client,
@@ -180,6 +196,10 @@ pub async fn backup_session(
             Some(Resource::BackupConfiguration(bc)) => Some(bc),
             _ => None,
         }
+    };
+    let repository = match &configuration {
+        Some(bc) => repository(client, &ns, &bc.spec.repository).await?,
+        None => None,
     };
     let mut siblings = Vec::new();
     if !bc_name.is_empty() {
@@ -208,12 +228,14 @@ pub async fn backup_session(
     Ok(decide::backup_session::Observed {
         resource_version,
         configuration,
+        repository,
         siblings,
         job,
     })
 }
 
-/// RestoreSession: its Job (standalone) or one Job per replica (cluster), those that exist.
+/// RestoreSession: its Repository, and its Job (standalone) or one Job per replica
+/// (cluster), those that exist.
 pub async fn restore_session(
     client: &Client,
     rs: &RestoreSession,
@@ -228,8 +250,10 @@ pub async fn restore_session(
             jobs.push(ObservedJob::from_job(&j));
         }
     }
+    let repository = repository(client, &ns, &rs.spec.repository).await?;
     Ok(decide::restore_session::Observed {
         resource_version,
         jobs,
+        repository,
     })
 }

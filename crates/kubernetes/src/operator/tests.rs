@@ -509,20 +509,25 @@ mod reconcilers {
         }
     }
 
+    /// The Repository `s3` (an S3 backend: nothing to mount), as every observe step reads it.
+    fn s3_repository_read() -> Expect {
+        Expect::new("GET", format!("{STASH}/v1alpha1/namespaces/db/repositories/s3")).reply(
+            200,
+            json!({
+                "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
+                "metadata": {"name": "s3", "namespace": "db", "resourceVersion": "3"},
+                "spec": {"backend": {"s3": {"endpoint": "http://s3:9000", "bucket": "b"}, "storageSecretName": "s3-secret"}},
+            }),
+        )
+    }
+
     /// The reads of a BackupConfiguration's observe step, everything found, its trigger and
     /// verification CronJobs as given.
     fn bc_reads_with(trigger: Option<Value>, verification: Option<Value>) -> Vec<Expect> {
         let (ts, tr) = cron_reply(trigger);
         let (vs, vr) = cron_reply(verification);
         vec![
-            Expect::new("GET", format!("{STASH}/v1alpha1/namespaces/db/repositories/s3")).reply(
-                200,
-                json!({
-                    "apiVersion": "stash.appscode.com/v1alpha1", "kind": "Repository",
-                    "metadata": {"name": "s3", "namespace": "db", "resourceVersion": "3"},
-                    "spec": {"backend": {"s3": {"endpoint": "http://s3:9000", "bucket": "b"}, "storageSecretName": "s3-secret"}},
-                }),
-            ),
+            s3_repository_read(),
             // Metadata only: the operator never holds the Secret's values.
             Expect::new("GET", "/api/v1/namespaces/db/secrets/s3-secret")
                 .accept("as=PartialObjectMetadata")
@@ -993,6 +998,8 @@ mod reconcilers {
         vec![
             Expect::new("GET", format!("{STASH}/v1beta1/namespaces/db/backupconfigurations/nightly"))
                 .reply(200, with_time_out(backup_configuration("12"), "10m")),
+            // Its Repository: a local backend's volume would be mounted into the Job.
+            s3_repository_read(),
             Expect::new(
                 "GET",
                 format!("{STASH}/v1beta1/namespaces/db/backupsessions?&labelSelector=stash.appscode.com%2Finvoker-name%3Dnightly"),
@@ -1176,6 +1183,7 @@ mod reconcilers {
                     .reply(404, status(404, "NotFound"))
             })
             .collect();
+        steps.push(s3_repository_read());
         let sa = "restoresession-shop-restore-0";
         let kind_and_name = |kind: &'static str, name: &'static str| {
             move |o: &Value| {

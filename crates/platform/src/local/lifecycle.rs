@@ -49,10 +49,11 @@ pub fn release_stale_locks(store: &Store, ns: &str, name: &str) {
     let Ok(Some(Resource::Repository(repo))) = store.get(Kind::Repository, ns, name) else {
         return;
     };
-    let res = coffer_engine::resolve::repo_access(store, &repo)
-        .map_err(|e| e.to_string())
-        .and_then(|a| coffer_repo::Repo::open(a.store, &a.password).map_err(|e| e.to_string()))
-        .and_then(|r| r.unlock(false).map_err(|e| e.to_string()));
+    let res =
+        coffer_engine::resolve::repo_access(store, &repo, coffer_api::repository::LocalMount::Host)
+            .map_err(|e| e.to_string())
+            .and_then(|a| coffer_repo::Repo::open(a.store, &a.password).map_err(|e| e.to_string()))
+            .and_then(|r| r.unlock(false).map_err(|e| e.to_string()));
     match res {
         Ok(removed) => {
             for l in removed {
