@@ -27,6 +27,14 @@ fn archived_up_to(repo: &Path) -> Option<GtidState> {
     list.last().map(|s| s.meta.end_state.clone())
 }
 
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// `restic dump` of the level-0 snapshot holding segment `seq`, through `mariadb-binlog`.
 fn restic_dump_binlog(repo: &Path, seq: u64) -> String {
     let tag = format!("segments={seq}-{seq}");
