@@ -103,6 +103,9 @@ fn segments_are_stored_while_a_maintenance_runs() {
             let store = Store::open(&home).unwrap();
             run_archive(&store, "default", "shop", &stop, &opts)
         });
+        // A failing assertion below stops the run too (and drops `go`, which lets a held
+        // maintenance go), so the test fails instead of hanging.
+        let _stop_on_panic = StopOnDrop(&stop);
         began
             .recv_timeout(LIMIT)
             .expect("the first maintenance began");
