@@ -21,7 +21,7 @@ use mysql::prelude::Queryable;
 
 use crate::common::*;
 
-const SOURCE_ID: u32 = 11;
+pub(crate) const SOURCE_ID: u32 = 11;
 
 pub(crate) fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -46,7 +46,7 @@ fn http_get(url: &str) -> Option<String> {
     body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
-fn binlog_source() -> MariaDb {
+pub(crate) fn binlog_source() -> MariaDb {
     MariaDb::start_with(MariaDbOptions::default().binlog(SOURCE_ID, 0)).unwrap()
 }
 
@@ -54,7 +54,7 @@ fn gtid_pos(rows: Vec<Vec<Option<String>>>) -> GtidState {
     rows[0][0].clone().unwrap_or_default().parse().unwrap()
 }
 
-fn pos(db: &MariaDb) -> GtidState {
+pub(crate) fn pos(db: &MariaDb) -> GtidState {
     gtid_pos(db.query_strings("SELECT @@gtid_binlog_pos").unwrap())
 }
 
@@ -66,7 +66,7 @@ fn archive_yaml(name: &str, ab: &str, repo: &str) -> String {
 }
 
 /// A home with a repository, a standalone server's AppBinding and an archive `shop`.
-fn setup(cf: &Coffer, db: &MariaDb) -> std::path::PathBuf {
+pub(crate) fn setup(cf: &Coffer, db: &MariaDb) -> std::path::PathBuf {
     let repo = cf.path("repo");
     let r = cf.apply(
         "m.yaml",
@@ -145,7 +145,7 @@ pub(crate) fn wait_streaming(cf: &Coffer, name: &str) {
 }
 
 /// Every segment of `default/<name>`, in order, with its bytes.
-fn segments(repo: &Path, name: &str) -> Vec<(SegmentMeta, Vec<u8>)> {
+pub(crate) fn segments(repo: &Path, name: &str) -> Vec<(SegmentMeta, Vec<u8>)> {
     let r = Repo::open(Arc::new(LocalStore::new(repo)), REPO_PASSWORD).unwrap();
     let store = SegmentStore::new(r, &format!("default/{name}"));
     store
@@ -163,14 +163,14 @@ fn segments(repo: &Path, name: &str) -> Vec<(SegmentMeta, Vec<u8>)> {
 }
 
 /// The archived GTIDs, in order.
-fn gtids(segs: &[(SegmentMeta, Vec<u8>)]) -> Vec<String> {
+pub(crate) fn gtids(segs: &[(SegmentMeta, Vec<u8>)]) -> Vec<String> {
     segs.iter()
         .flat_map(|(m, _)| m.transactions.iter().map(|t| t.gtid.to_string()))
         .collect()
 }
 
 /// Segments chain: each starts where the previous ended, numbered without holes.
-fn assert_chained(segs: &[(SegmentMeta, Vec<u8>)]) {
+pub(crate) fn assert_chained(segs: &[(SegmentMeta, Vec<u8>)]) {
     for pair in segs.windows(2) {
         assert_eq!(pair[0].0.seq + 1, pair[1].0.seq);
         assert_eq!(
@@ -181,12 +181,12 @@ fn assert_chained(segs: &[(SegmentMeta, Vec<u8>)]) {
     }
 }
 
-const SCHEMA: &str = "CREATE DATABASE app; \
+pub(crate) const SCHEMA: &str = "CREATE DATABASE app; \
     CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB; \
     CREATE TABLE app.u (id INT PRIMARY KEY AUTO_INCREMENT, t_id INT, big TEXT) ENGINE=InnoDB";
 
 /// Single- and multi-statement transactions, updates, deletes and one large transaction.
-fn load(db: &MariaDb, from: i32, n: i32) {
+pub(crate) fn load(db: &MariaDb, from: i32, n: i32) {
     let mut c = db.conn().unwrap();
     for i in from..from + n {
         let sql = match i % 40 {

@@ -2,6 +2,7 @@
 //! (Garage) and the restic CLI. One test binary for the whole crate keeps link time down.
 
 mod archive;
+mod archive_maintenance;
 mod archive_store;
 mod backends;
 mod common;

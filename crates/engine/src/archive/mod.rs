@@ -6,10 +6,12 @@
 
 pub mod bases;
 mod catalog;
+mod maintain;
 pub mod run;
 pub mod source;
 pub mod store;
 pub mod track;
 
+pub use maintain::MaintenanceHook;
 pub use run::{run_archive, ArchiveError, RunEnd, RunOptions};
 pub use store::{Compacted, RepoSink, SegmentStore, SegmentSummary};

@@ -23,7 +23,12 @@
 //!   an AppBinding or Repository that is missing: the run ends with the error (the
 //!   supervisor restarts it with back-off).
 //!
-//! A clean stop (the stop flag) closes the open segment and stores it first.
+//! Maintenance (compaction of the small per-flush snapshots, retention) runs every
+//! `maintenance_every` on a thread of its own ([`super::maintain`]): the stream is read and
+//! segments are cut and stored meanwhile, so the flush interval holds during it.
+//!
+//! A clean stop (the stop flag) closes the open segment and stores it first, and stops a
+//! maintenance in progress between two of its steps.
 
 use std::{
     sync::{
@@ -34,7 +39,7 @@ use std::{
 };
 
 use coffer_api::{
-    archive::{condition, ArchivePhase, BinlogArchive, BinlogArchiveStatus, GapReason, Keep},
+    archive::{condition, ArchivePhase, BinlogArchive, BinlogArchiveStatus, GapReason},
     gtid::{GtidState, SegmentMeta},
     meta::set_condition,
     Kind, Resource,
@@ -48,6 +53,7 @@ use coffer_repo::{Repo, RepoError};
 
 use super::{
     bases::base_backups,
+    maintain::{Maintainer, MaintenanceHook},
     source::{self, Facts, Node},
     store::{RepoSink, SegmentStore},
     track::{self, Tracker},
@@ -62,11 +68,15 @@ use crate::{
 pub struct RunOptions {
     /// Delays between attempts after consecutive failures inside the run.
     pub backoff: Backoff,
-    /// How often small segment snapshots are merged and retention is applied.
+    /// How often small segment snapshots are merged and retention is applied (the first
+    /// time as soon as the stream runs).
     pub maintenance_every: Duration,
     /// Consecutive failures after which the run gives up and ends with the error (the
     /// supervisor restarts it later); None: it never gives up by itself.
     pub max_failures: Option<u32>,
+    /// Tests only: called by the maintenance thread before it works.
+    #[doc(hidden)]
+    pub maintenance_hook: Option<MaintenanceHook>,
 }
 
 impl Default for RunOptions {
@@ -75,6 +85,7 @@ impl Default for RunOptions {
             backoff: Backoff::default(),
             maintenance_every: Duration::from_secs(600),
             max_failures: None,
+            maintenance_hook: None,
         }
     }
 }
@@ -283,14 +294,13 @@ struct Run<'a> {
     stream: StreamOptions,
     policy: SegmentPolicy,
     flush: Duration,
-    keep: Keep,
     tracker: Tracker,
     stored: Arc<Mutex<Vec<SegmentMeta>>>,
     stop: &'a AtomicBool,
     opts: RunOptions,
     last_status: Option<Instant>,
     dirty: bool,
-    last_maintenance: Instant,
+    maint: Maintainer,
     lag_conn: Option<(usize, coffer_db::MysqlConn)>,
     retention: BinlogRetention,
     /// A gap detected that no stored segment shows yet.
@@ -381,9 +391,16 @@ impl<'a> Run<'a> {
         // heartbeat after the segment is due plus the write itself: cut segments early enough
         // that both fit in the flush interval (a fifth of it is left for the write).
         let cut_after = segment_cut_after(flush, heartbeat);
+        let store = SegmentStore::new(repo, &label);
+        let maint = Maintainer::new(
+            &store,
+            keep,
+            opts.maintenance_every,
+            opts.maintenance_hook.clone(),
+        );
         Ok(Run {
             status,
-            store: SegmentStore::new(repo, &label),
+            store,
             label,
             nodes,
             galera,
@@ -397,14 +414,13 @@ impl<'a> Run<'a> {
                 max_bytes,
             },
             flush,
-            keep,
             tracker: Tracker::default(),
             stored: Arc::new(Mutex::new(Vec::new())),
             stop,
             opts,
             last_status: None,
             dirty: true,
-            last_maintenance: Instant::now(),
+            maint,
             lag_conn: None,
             retention: BinlogRetention::Unknown,
             pending_gap: None,
@@ -436,9 +452,10 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// Reads what the repository holds (and applies compaction and retention first).
+    /// Reads what the repository holds (a maintenance in progress is stopped first: the
+    /// listing then sees no snapshot vanish under it).
     fn reload(&mut self) -> Result<(), ArchiveError> {
-        self.maintain();
+        self.maint.cancel();
         let list = self.store.list().map_err(|e| self.store_err(e))?;
         self.tracker = Tracker::from_summaries(&list);
         self.dirty = true;
@@ -513,6 +530,10 @@ impl<'a> Run<'a> {
             }
         }
         self.absorb();
+        if let Some(t) = self.maint.cancel() {
+            self.tracker = t;
+            self.progress(true)?;
+        }
         self.status.write(&mut |st| {
             st.phase = Some(ArchivePhase::Pending);
             st.lag_seconds = None;
@@ -755,26 +776,22 @@ impl<'a> Run<'a> {
     }
 
     /// Called after every event (heartbeats included): takes stored segments into account,
-    /// writes the status when due, runs maintenance when due. True stops the stream.
+    /// picks up an ended maintenance's listing, writes the status when due, starts
+    /// maintenance when due (it runs beside the stream). True stops the stream.
     fn on_event(&mut self) -> bool {
         if self.stopping() {
             return true;
         }
         self.absorb();
+        if let Some(t) = self.maint.finished() {
+            self.tracker = t;
+            self.dirty = true;
+        }
         if let Err(e) = self.progress(false) {
             self.fatal = Some(e);
             return true;
         }
-        if self.last_maintenance.elapsed() >= self.opts.maintenance_every {
-            self.maintain();
-            match self.store.list() {
-                Ok(list) => {
-                    self.tracker = Tracker::from_summaries(&list);
-                    self.dirty = true;
-                }
-                Err(e) => tracing::warn!("archive {}: listing segments: {e}", self.label),
-            }
-        }
+        self.maint.start_if_due();
         false
     }
 
@@ -786,6 +803,7 @@ impl<'a> Run<'a> {
         }
         for m in &stored {
             self.tracker.push(m);
+            self.maint.stored(m);
         }
         self.pending_gap = None;
         self.dirty = true;
@@ -884,53 +902,6 @@ impl<'a> Run<'a> {
             return Some(0.0);
         }
         self.tracker.last_time().map(|t| (now() - t).max(0) as f64)
-    }
-
-    /// Merges small snapshots and forgets what retention no longer needs. Failures are
-    /// logged: the archive goes on and the next maintenance tries again.
-    fn maintain(&mut self) {
-        self.last_maintenance = Instant::now();
-        match self.store.compact() {
-            Ok(c) if c.merged > 0 => tracing::info!(
-                "archive {}: {} segment snapshots merged into {}",
-                self.label,
-                c.merged,
-                c.written
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("archive {}: compaction failed: {e}", self.label),
-        }
-        if let Err(e) = self.apply_retention() {
-            tracing::warn!("archive {}: retention failed: {e}", self.label);
-        }
-    }
-
-    fn apply_retention(&mut self) -> Result<(), RepoError> {
-        let list = self.store.list()?;
-        if list.len() < 2 {
-            return Ok(());
-        }
-        let bases = base_backups(&self.store.repo().snapshots()?);
-        let mut metas = Vec::with_capacity(list.len());
-        for s in &list {
-            metas.push(if track::needs_full_meta(s, &bases) {
-                self.store.meta(s.meta.seq)?
-            } else {
-                track::light_summary(s)
-            });
-        }
-        let forget = pitr::retention(&metas, &bases, self.keep, now());
-        if !forget.is_empty() {
-            tracing::info!(
-                "archive {}: retention ({:?}) removes segments {}..={}",
-                self.label,
-                self.keep,
-                forget[0],
-                forget[forget.len() - 1]
-            );
-            self.store.forget(&forget)?;
-        }
-        Ok(())
     }
 }
 

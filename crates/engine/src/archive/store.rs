@@ -29,7 +29,7 @@
 //! # Compaction
 //!
 //! [`compact`](SegmentStore::compact) merges every level-0 snapshot into one level-1
-//! snapshot, and then, level by level, the oldest [`FANOUT`] snapshots of level n into one
+//! snapshot (those stored while it runs are left for the next call), and then, level by level, the oldest [`FANOUT`] snapshots of level n into one
 //! of level n + 1 while the merged one holds at most [`MAX_SEGMENTS`] segments (the
 //! description stays a few MB). A merge writes only trees (the blobs are reused), one
 //! index file that repeats the packs of the merged snapshots' index files, and the
@@ -45,11 +45,26 @@
 //! of the same repository run alongside, a prune (exclusive) waits for them and they fail
 //! while it runs (the caller retries the same segment: a segment stored twice lists once).
 //! One process writes one archive.
+//!
+//! Within that process, puts run while a compaction or a forget runs (the runner does its
+//! maintenance on another thread, with its own `SegmentStore`, so the stream never waits
+//! for it). They cannot conflict: a put reads nothing and writes only new files (pack,
+//! index, snapshot); a compaction or forget deletes only the snapshot files it listed and
+//! the index files those snapshots name, never a put's that landed after its listing (that
+//! one stays a level-0 snapshot for the next compaction). The caches are per store. What a
+//! listing can meet is a snapshot file deleted between its name being listed and its
+//! reading: [`list`](SegmentStore::list) then lists again. Only one maintenance runs at a
+//! time (two would merge the same snapshots twice: identical copies, harmless but
+//! wasteful). A maintenance can be asked to stop ([`SegmentStore::cancelled_by`]): it
+//! stops between two merges or two rewrites, each of which is crash-safe anyway.
 
 use std::{
     collections::BTreeMap,
     io::Write,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use coffer_api::gtid::SegmentMeta;
@@ -75,6 +90,8 @@ pub struct SegmentStore {
     /// The last listing and an index-loaded repository for reads; refreshed when a read
     /// misses.
     cache: Arc<Mutex<Cache>>,
+    /// Set: compaction and forget stop at their next step.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Default)]
@@ -113,7 +130,22 @@ impl SegmentStore {
             repo,
             archive: archive.to_string(),
             cache: Arc::default(),
+            cancel: None,
         }
+    }
+
+    /// This store's compaction and forget stop at their next step (between two merges,
+    /// between two rewrites) once `flag` is set: what is done stays done, the rest is left
+    /// for the next call. Used to end a maintenance at shutdown without waiting for all of it.
+    pub fn cancelled_by(mut self, flag: Arc<AtomicBool>) -> SegmentStore {
+        self.cancel = Some(flag);
+        self
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
     }
 
     pub fn archive(&self) -> &str {
@@ -215,7 +247,15 @@ impl SegmentStore {
     /// Reads the archive's snapshots afresh (and drops the index-loaded repository, which
     /// may not know the newest packs).
     fn refresh(&self) -> RepoResult<Listing> {
-        let entries = self.entries()?;
+        // A compaction (or forget) running beside this may delete a snapshot file after its
+        // name was listed and before it is read; the next listing no longer names it.
+        let entries = match self.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(archive = %self.archive, "listing again after: {e}");
+                self.entries()?
+            }
+        };
         let chosen = catalog::choose(&entries)
             .into_iter()
             .map(|(seq, i, s)| (seq, (i, s)))
@@ -370,17 +410,22 @@ impl SegmentStore {
     /// Call it periodically (hourly suits the default flush interval); it costs one read of
     /// the repository's index and a few small writes.
     pub fn compact(&self) -> RepoResult<Compacted> {
-        self.compact_until(Halt::Never)
+        self.compact_until(Halt::Never, &mut || {})
     }
 
-    fn compact_until(&self, halt: Halt) -> RepoResult<Compacted> {
+    /// `listed` runs after each listing, before its merge: tests store a segment there, as
+    /// the stream does meanwhile.
+    fn compact_until(&self, halt: Halt, listed: &mut dyn FnMut()) -> RepoResult<Compacted> {
         let _lock = self.repo.lock(false)?;
         let mut done = Compacted::default();
-        loop {
+        while !self.cancelled() {
             let listing = self.refresh()?;
-            let Some((group, level)) = next_merge(&listing.entries) else {
+            // Level-0 snapshots are merged by the first step only: puts go on during a
+            // compaction, and merging theirs again and again could keep it from ending.
+            let Some((group, level)) = next_merge(&listing.entries, done.written == 0) else {
                 break;
             };
+            listed();
             self.rewrite(&listing, &group, level, &Default::default(), halt)?;
             done.merged += group.len() as u64;
             done.written += 1;
@@ -397,12 +442,16 @@ impl SegmentStore {
 
     /// Removes these segments (retention): snapshots holding only removed segments are
     /// deleted, the others written again without them. Their data stays in the
-    /// repository until a prune.
+    /// repository until a prune. A cancelled store stops between two snapshots: the rest
+    /// is removed by the next call.
     pub fn forget(&self, seqs: &[u64]) -> RepoResult<()> {
         let _lock = self.repo.lock(false)?;
         let gone: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
         let listing = self.refresh()?;
         for (i, e) in listing.entries.iter().enumerate() {
+            if self.cancelled() {
+                break;
+            }
             if e.segments.iter().any(|s| gone.contains(&s.meta.seq)) {
                 self.rewrite(&listing, &[i], e.level, &gone, Halt::Never)?;
             }
@@ -508,11 +557,14 @@ enum Halt {
 }
 
 /// The next merge a compaction makes: the entries to merge and the level of the result.
-/// Level 0: all of them (at least two, within [`MAX_SEGMENTS`]); level n: the oldest
-/// [`FANOUT`] when their segments fit [`MAX_SEGMENTS`].
-fn next_merge(entries: &[Entry]) -> Option<(Vec<usize>, u32)> {
+/// Level 0 (only when `level0`): all of them (at least two, within [`MAX_SEGMENTS`]);
+/// level n: the oldest [`FANOUT`] when their segments fit [`MAX_SEGMENTS`].
+fn next_merge(entries: &[Entry], level0: bool) -> Option<(Vec<usize>, u32)> {
     let mut levels: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
+        if e.level == 0 && !level0 {
+            continue;
+        }
         levels.entry(e.level).or_default().push(i);
     }
     for (level, mut idx) in levels {
@@ -847,7 +899,7 @@ mod tests {
             let store = SegmentStore::new(repo(dir.path()), ARCHIVE);
             let segs = puts(&store, 0..12);
             let before = store.list().unwrap();
-            store.compact_until(halt).unwrap();
+            store.compact_until(halt, &mut || {}).unwrap();
             assert!(
                 snapshot_count(&store) > 1,
                 "{halt:?} left the old snapshots"
@@ -863,6 +915,94 @@ mod tests {
             let check = restic(dir.path(), &["check", "--read-data"]);
             assert!(check.status.success(), "{halt:?}: {check:?}");
         }
+    }
+
+    /// The stream stores segments while a compaction runs (another store on the same
+    /// repository, as the runner's maintenance thread has): a put made after the
+    /// compaction listed and before it merged is neither lost nor merged; the next
+    /// compaction takes it.
+    #[test]
+    fn segments_stored_during_a_compaction_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = SegmentStore::new(repo(dir.path()), ARCHIVE);
+        let compactor = SegmentStore::new(writer.repo().clone(), ARCHIVE);
+        let mut segs = puts(&writer, 0..8);
+        let mut during = Vec::new();
+        let done = compactor
+            .compact_until(Halt::Never, &mut || {
+                if during.is_empty() {
+                    during.extend(puts(&writer, 8..10));
+                }
+            })
+            .unwrap();
+        // 0..8 merged; the two puts made meanwhile are left for the next compaction.
+        assert_eq!(
+            done,
+            Compacted {
+                merged: 8,
+                written: 1
+            }
+        );
+        segs.extend(during);
+        // The writer's own cached listing and a fresh store both see every segment once.
+        assert_holds(&writer, &segs);
+        assert_holds(&SegmentStore::new(writer.repo().clone(), ARCHIVE), &segs);
+        assert_eq!(snapshot_count(&writer), 3);
+        assert_eq!(
+            compactor.compact().unwrap(),
+            Compacted {
+                merged: 2,
+                written: 1
+            }
+        );
+        assert_eq!(snapshot_count(&writer), 2);
+        assert_eq!(index_count(dir.path()), 2);
+        assert_holds(&writer, &segs);
+        let check = restic(dir.path(), &["check", "--read-data"]);
+        assert!(check.status.success(), "{check:?}");
+    }
+
+    /// A cancelled maintenance stops between steps: not at all when cancelled before, after
+    /// the merge in progress when cancelled during it; nothing is lost either way.
+    #[test]
+    fn a_cancelled_compaction_stops_between_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = SegmentStore::new(repo(dir.path()), ARCHIVE);
+        let flag = Arc::new(AtomicBool::new(true));
+        let cancelled =
+            SegmentStore::new(writer.repo().clone(), ARCHIVE).cancelled_by(flag.clone());
+        // FANOUT - 1 level-1 snapshots and a few puts: two merges are due (the puts into
+        // one more level-1 snapshot, then the FANOUT level-1 ones into a level-2).
+        let mut segs = Vec::new();
+        let n = FANOUT as u64 - 1;
+        for k in 0..n {
+            segs.extend(puts(&writer, 2 * k..2 * k + 2));
+            writer.compact().unwrap();
+        }
+        segs.extend(puts(&writer, 2 * n..2 * n + 3));
+        let before = snapshot_count(&writer);
+        assert_eq!(before, FANOUT + 2);
+        assert_eq!(cancelled.compact().unwrap(), Compacted::default());
+        cancelled.forget(&[0, 1]).unwrap();
+        assert_eq!(
+            snapshot_count(&writer),
+            before,
+            "cancelled before: nothing done"
+        );
+        flag.store(false, Ordering::SeqCst);
+        let done = cancelled
+            .compact_until(Halt::Never, &mut || flag.store(true, Ordering::SeqCst))
+            .unwrap();
+        assert_eq!(done.written, 1, "the merge in progress finishes: {done:?}");
+        assert_holds(&writer, &segs);
+        flag.store(false, Ordering::SeqCst);
+        cancelled.compact().unwrap();
+        assert_eq!(
+            snapshot_count(&writer),
+            1,
+            "the rest is done by the next call"
+        );
+        assert_holds(&writer, &segs);
     }
 
     #[test]

@@ -109,6 +109,20 @@ impl Tracker {
         }
     }
 
+    /// From a listing taken while segments kept being stored (by a maintenance running
+    /// beside the stream), plus the segments stored since it began (`later`, in seq order):
+    /// those the listing already holds count once, the newer ones are pushed.
+    pub fn listed_then(list: &[SegmentSummary], later: &[SegmentMeta]) -> Tracker {
+        let mut t = Tracker::from_summaries(list);
+        let listed_up_to = list.last().map(|s| s.meta.seq);
+        for m in later {
+            if listed_up_to.is_none_or(|l| m.seq > l) {
+                t.push(m);
+            }
+        }
+        t
+    }
+
     /// A segment was stored.
     pub fn push(&mut self, meta: &SegmentMeta) {
         let m = light(meta);
@@ -250,6 +264,43 @@ mod tests {
         assert_eq!(st.gaps.len(), 2);
         assert_eq!(st.recoverable_windows.len(), 3);
         assert_eq!(st.last_event_time.as_deref(), Some("1970-01-01T00:08:20Z"));
+    }
+
+    /// A listing that already holds some of the segments stored meanwhile, or none of them,
+    /// or all: each segment counts once and the timeline is the full one.
+    #[test]
+    fn a_listing_plus_the_segments_stored_meanwhile_counts_each_once() {
+        let segs: Vec<SegmentMeta> = (0..6)
+            .map(|i| {
+                let g = format!("0-1-{}", i + 1);
+                seg(i, &format!("0-1-{i}"), &[g.as_str()], 100 * i as i64)
+            })
+            .collect();
+        let full = pitr::timeline(&segs);
+        let sums: Vec<SegmentSummary> = segs.iter().map(summary).collect();
+        // (segments listed, segments stored since the maintenance began)
+        for (listed, later) in [
+            (4, 2),
+            (4, 3),
+            (4, 4),
+            (6, 2),
+            (0, 0),
+            (6, 0),
+            (5, 1),
+            (6, 6),
+        ] {
+            let t = Tracker::listed_then(&sums[..listed], &segs[later..]);
+            assert_eq!(t.count, 6, "listed {listed}, later from {later}");
+            assert_eq!(t.bytes, 6000, "listed {listed}, later from {later}");
+            assert_eq!(
+                t.windows, full.windows,
+                "listed {listed}, later from {later}"
+            );
+            assert_eq!(t.next_seq(), 6);
+        }
+        // Retention removed the oldest while segments were stored: they stay gone.
+        let t = Tracker::listed_then(&sums[2..4], &segs[3..]);
+        assert_eq!((t.count, t.next_seq()), (4, 6));
     }
 
     /// Retention decides the same on light metas (full only where a base falls inside) as
