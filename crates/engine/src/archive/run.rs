@@ -67,6 +67,9 @@ pub struct RunOptions {
     /// Consecutive failures after which the run gives up and ends with the error (the
     /// supervisor restarts it later); None: it never gives up by itself.
     pub max_failures: Option<u32>,
+    /// Where a local backend's repository is reached from: the host's directory (one
+    /// machine), or the volume the operator's pod mounts at `mountPath`.
+    pub local_mount: coffer_api::repository::LocalMount,
 }
 
 impl Default for RunOptions {
@@ -75,6 +78,7 @@ impl Default for RunOptions {
             backoff: Backoff::default(),
             maintenance_every: Duration::from_secs(600),
             max_failures: None,
+            local_mount: coffer_api::repository::LocalMount::Host,
         }
     }
 }
@@ -351,12 +355,9 @@ impl<'a> Run<'a> {
                 &a.spec.repository.name,
                 &format!("spec.repository of {res}"),
             )?;
-            // Archives run on one machine only (the operator makes no pod for them).
-            let access = crate::resolve::repo_access(
-                cat,
-                &repository,
-                coffer_api::repository::LocalMount::Host,
-            )?;
+            // On one machine the host's directory; in the operator's Deployment the volume
+            // mounted at mountPath.
+            let access = crate::resolve::repo_access(cat, &repository, opts.local_mount)?;
             let (repo, created) = Repo::open_or_init(access.store.clone(), &access.password)
                 .map_err(EngineError::Repo)?;
             if created {

@@ -22,6 +22,7 @@
 //! `UPDATE_GOLDEN=1 cargo test -p coffer-kubernetes --lib` rewrites them.
 
 pub mod backup_configuration;
+pub mod binlog_archive;
 pub mod backup_session;
 #[cfg(test)]
 mod fixtures;

@@ -303,7 +303,7 @@ async fn an_unknown_kind_is_refused_before_any_request() {
     let err = actor
         .act(
             vec![KubeAction::Apply(json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
                 "metadata": {"name": "x", "namespace": "db"},
             }))],
             &Subject::default(),
@@ -1511,7 +1511,7 @@ mod leadership {
                 .filter(|r| r.contains("watch=true"))
                 .count()
         };
-        until("the controllers watch", || watches(&seen) == 6).await;
+        until("the controllers watch", || watches(&seen) == 8).await;
 
         stolen.store(true, Ordering::SeqCst);
         until("the controllers stopped", || !leading(&metrics)).await;
@@ -1527,12 +1527,12 @@ mod leadership {
                 .all(|r| r.starts_with(&format!("GET {LEASE}/coffer-operator"))),
             "{after:?}"
         );
-        assert_eq!(watches(&seen), 6, "no controller started again");
+        assert_eq!(watches(&seen), 8, "no controller started again");
 
         // The lease is free again: this replica takes over and the controllers start again.
         stolen.store(false, Ordering::SeqCst);
         until("leading again", || leading(&metrics)).await;
-        until("watching again", || watches(&seen) == 12).await;
+        until("watching again", || watches(&seen) == 16).await;
 
         shutdown_tx.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), op)
