@@ -1334,8 +1334,7 @@ fn operator_archive_deployment(api: &KubeApi, name: &str) -> Value {
     use coffer_kubernetes::{decide, KubeAction, OperatorSettings};
     let path = object_path("coffer.dev/v1alpha1", "binlogarchives", Some(NS), name);
     let v = api.object(&path).expect("the archive is stored");
-    let Ok(Resource::BinlogArchive(a)) = Resource::from_json(Kind::BinlogArchive, v.clone())
-    else {
+    let Ok(Resource::BinlogArchive(a)) = Resource::from_json(Kind::BinlogArchive, v.clone()) else {
         panic!("{path} is not a BinlogArchive")
     };
     let observed = decide::binlog_archive::Observed {

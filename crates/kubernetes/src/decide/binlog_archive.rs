@@ -139,18 +139,28 @@ fn blocked(a: &BinlogArchive, o: &Observed) -> Option<String> {
 }
 
 /// The status with the operator's fields brought up to date.
-fn status(
-    a: &BinlogArchive,
-    created: Result<(), &str>,
-    now: &str,
-) -> BinlogArchiveStatus {
+fn status(a: &BinlogArchive, created: Result<(), &str>, now: &str) -> BinlogArchiveStatus {
     let mut st = a.status.clone().unwrap_or_default();
     let was_created = get_condition(&st.conditions, DEPLOYMENT_CREATED).map(|c| c.is_true());
     let name = names::archive_deployment(&a.metadata.name);
     match created {
         Err(why) => {
-            set_condition(&mut st.conditions, DEPLOYMENT_CREATED, false, "Failed", why, now);
-            set_condition(&mut st.conditions, condition::STREAMING, false, "Failed", why, now);
+            set_condition(
+                &mut st.conditions,
+                DEPLOYMENT_CREATED,
+                false,
+                "Failed",
+                why,
+                now,
+            );
+            set_condition(
+                &mut st.conditions,
+                condition::STREAMING,
+                false,
+                "Failed",
+                why,
+                now,
+            );
             st.phase = Some(ArchivePhase::Failed);
             st.error = Some(why.to_string());
         }
@@ -160,7 +170,14 @@ fn status(
             } else {
                 format!("Deployment {name} runs the archiver")
             };
-            set_condition(&mut st.conditions, DEPLOYMENT_CREATED, true, "Applied", &msg, now);
+            set_condition(
+                &mut st.conditions,
+                DEPLOYMENT_CREATED,
+                true,
+                "Applied",
+                &msg,
+                now,
+            );
             if a.spec.paused {
                 st.phase = Some(ArchivePhase::Paused);
                 st.lag_seconds = None;
@@ -252,7 +269,11 @@ pub fn decide(
             Err(e) => Err(format!("Deployment {ns}/{name} cannot be built: {e}")),
         },
     };
-    let mut st = status(a, created.as_ref().map(|_| ()).map_err(String::as_str), &objects::rfc3339(now));
+    let mut st = status(
+        a,
+        created.as_ref().map(|_| ()).map_err(String::as_str),
+        &objects::rfc3339(now),
+    );
     st.observed_generation = meta.generation;
     let old = a.status.clone().unwrap_or_default();
     if st.phase != old.phase {

@@ -22,8 +22,8 @@
 //! `UPDATE_GOLDEN=1 cargo test -p coffer-kubernetes --lib` rewrites them.
 
 pub mod backup_configuration;
-pub mod binlog_archive;
 pub mod backup_session;
+pub mod binlog_archive;
 #[cfg(test)]
 mod fixtures;
 pub mod names;

@@ -1313,8 +1313,11 @@ mod reconcilers {
         let (code, reply) = cron_reply(deployment);
         vec![
             s3_repository_read(),
-            Expect::new("GET", "/apis/apps/v1/namespaces/db/deployments/coffer-archive-pitr")
-                .reply(code, reply),
+            Expect::new(
+                "GET",
+                "/apis/apps/v1/namespaces/db/deployments/coffer-archive-pitr",
+            )
+            .reply(code, reply),
         ]
     }
 
@@ -1375,17 +1378,28 @@ mod reconcilers {
             .echo()
     }
 
-    fn archive_status_write(rv: &'static str, phase: &'static str, streaming: &'static str) -> Expect {
-        Expect::new("PATCH", format!("{COFFER}/namespaces/db/binlogarchives/pitr/status?"))
-            .body(move |p| {
-                assert_eq!(p["metadata"], json!({"resourceVersion": rv}), "a conditional write");
-                assert_eq!(p["status"]["phase"], phase, "{p}");
-                let conds = p["status"]["conditions"].as_array().unwrap();
-                let of = |t: &str| conds.iter().find(|c| c["type"] == t).cloned().unwrap();
-                assert_eq!(of("DeploymentCreated")["status"], "True");
-                assert_eq!(of("Streaming")["reason"], streaming);
-            })
-            .reply(200, binlog_archive("99", 1, false, Value::Null))
+    fn archive_status_write(
+        rv: &'static str,
+        phase: &'static str,
+        streaming: &'static str,
+    ) -> Expect {
+        Expect::new(
+            "PATCH",
+            format!("{COFFER}/namespaces/db/binlogarchives/pitr/status?"),
+        )
+        .body(move |p| {
+            assert_eq!(
+                p["metadata"],
+                json!({"resourceVersion": rv}),
+                "a conditional write"
+            );
+            assert_eq!(p["status"]["phase"], phase, "{p}");
+            let conds = p["status"]["conditions"].as_array().unwrap();
+            let of = |t: &str| conds.iter().find(|c| c["type"] == t).cloned().unwrap();
+            assert_eq!(of("DeploymentCreated")["status"], "True");
+            assert_eq!(of("Streaming")["reason"], streaming);
+        })
+        .reply(200, binlog_archive("99", 1, false, Value::Null))
     }
 
     #[tokio::test]
