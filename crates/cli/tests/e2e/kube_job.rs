@@ -1385,8 +1385,12 @@ fn the_archive_deployment_streams_the_binlog_as_a_kubelet_runs_it() {
         .unwrap();
     let api = KubeApi::start().unwrap();
     let node = scratch();
-    let claim_dir = node.path().join("pvc-backups");
-    std::fs::create_dir_all(&claim_dir).unwrap();
+    // A hostPath that exists only as the pod's mount: the runner must open the repository at
+    // mountPath/subPath, as an agent in a pod does, not at the node's path.
+    const HOST_PATH: &str = "/coffer-e2e-node-only/archive";
+    assert!(!std::path::Path::new(HOST_PATH).exists());
+    let node_dir = node.path().join("node-archive");
+    std::fs::create_dir_all(&node_dir).unwrap();
     let mount_path = node.path().join("pod").join("safe-data");
     std::fs::create_dir_all(mount_path.parent().unwrap()).unwrap();
     for d in [node.path(), &node.path().join("pod")] {
@@ -1399,7 +1403,7 @@ fn the_archive_deployment_streams_the_binlog_as_a_kubelet_runs_it() {
             format!(
                 "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: local}}\n\
                  spec:\n  backend:\n    local: {{mountPath: \"{}\", subPath: shop, \
-                 persistentVolumeClaim: {{claimName: backups}}}}\n    \
+                 hostPath: {{path: {HOST_PATH}, type: DirectoryOrCreate}}}}\n    \
                  storageSecretName: local-secret\n",
                 mount_path.display()
             ),
@@ -1419,7 +1423,9 @@ fn the_archive_deployment_streams_the_binlog_as_a_kubelet_runs_it() {
     assert_eq!(condition_in(&st, "DeploymentCreated")["status"], "True");
 
     let mut kubelet = Kubelet::new(&api);
-    kubelet.claims.insert("backups".into(), claim_dir.clone());
+    kubelet
+        .host_paths
+        .insert(HOST_PATH.into(), node_dir.clone());
     let (mut cmd, pod, _env) = kubelet.container(&deployment);
     let log_path = node.path().join("archive.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -1433,7 +1439,16 @@ fn the_archive_deployment_streams_the_binlog_as_a_kubelet_runs_it() {
     crate::archive::wait_until(
         std::time::Duration::from_secs(120),
         "the archive streams",
-        || status()["phase"] == "Streaming",
+        || {
+            let st = status();
+            assert_ne!(
+                st["phase"],
+                "Failed",
+                "the archiver failed: {st:#}\n{}",
+                log()
+            );
+            st["phase"] == "Streaming"
+        },
     );
 
     src.exec("USE app; INSERT INTO t SELECT seq, seq FROM seq_1_to_100; UPDATE t SET v = v + 1; DELETE FROM t WHERE id > 90;")
@@ -1463,8 +1478,8 @@ fn the_archive_deployment_streams_the_binlog_as_a_kubelet_runs_it() {
     // The operator's condition survives the runner's writes.
     assert_eq!(condition_in(&st, "DeploymentCreated")["status"], "True");
     assert!(st["segmentCount"].as_u64().unwrap_or(0) >= 1, "{st:#}");
-    // The segments are on the claim's volume, in subPath, a restic repository.
-    let snaps = restic_snapshots(&claim_dir.join("shop").display().to_string(), &[]);
+    // The segments are on the node's directory, in subPath, a restic repository.
+    let snaps = restic_snapshots(&node_dir.join("shop").display().to_string(), &[]);
     assert!(!snaps.is_empty(), "no segment snapshot on the volume");
     assert_the_chart_allows(&api.requests(), &deployment);
 }
