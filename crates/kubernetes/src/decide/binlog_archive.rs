@@ -15,8 +15,10 @@
 //! ServiceAccount (named after the Deployment) is bound to `settings.archive_cluster_role`.
 //!
 //! The Deployment is created once the archive's Repository is found (a local backend must be
-//! mountable); once it exists it follows every change (applied on every reconcile:
-//! server-side apply makes an unchanged object a no-op).
+//! mountable); once it exists it follows every change: the three objects are applied again
+//! whenever they differ from what was last applied, which the Deployment's annotation
+//! [`APPLIED_HASH`] records (the runner's status writes reconcile the archive every few
+//! seconds; they send nothing then).
 //!
 //! Status: the runner owns the phase while it runs (Pending, Streaming, Backoff, Failed) and
 //! the `Streaming` condition with it. The operator writes only what no runner can:
@@ -45,6 +47,20 @@ use crate::{KubeAction, OperatorSettings};
 pub const ARCHIVE_CONTAINER: &str = "coffer-archive";
 /// The condition the operator owns on a BinlogArchive: its Deployment was applied.
 pub const DEPLOYMENT_CREATED: &str = "DeploymentCreated";
+/// The Deployment's annotation with a digest of the objects last applied for the archive
+/// (ServiceAccount, RoleBinding, Deployment): equal, they are not applied again.
+pub const APPLIED_HASH: &str = "coffer.dev/applied-hash";
+
+/// FNV-1a, 64 bits, in hex: stable across builds and toolchains (the annotation outlives
+/// the operator's version).
+fn digest(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
 
 /// The archiver's container runs `coffer archive --namespace=<ns> <archive>` (command
 /// `["coffer"]`, these args): with `COFFER_PLATFORM=kubernetes` it streams until the pod is
@@ -119,6 +135,10 @@ fn deployment_objects(
         status: None,
     };
     out.push(objects::value(&deployment));
+    let hash = digest(&Value::Array(out.clone()).to_string());
+    if let Some(d) = out.last_mut() {
+        d["metadata"]["annotations"] = serde_json::json!({ APPLIED_HASH: hash });
+    }
     Ok(out)
 }
 
@@ -238,7 +258,22 @@ pub fn decide(
         None if existing.is_some() && observed.repository.is_none() => Ok(()),
         None => match deployment_objects(a, observed.repository.as_ref(), settings) {
             Ok(objs) => {
-                out.extend(objs.into_iter().map(KubeAction::Apply));
+                let applied = |d: &Deployment| {
+                    d.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|m| m.get(APPLIED_HASH))
+                        .cloned()
+                };
+                let want_hash = objs
+                    .last()
+                    .and_then(|d| d["metadata"]["annotations"][APPLIED_HASH].as_str())
+                    .map(String::from);
+                // The runner writes the status every few seconds, and each write reconciles
+                // the archive: what was applied last is not sent again.
+                if want_hash.is_none() || existing.and_then(applied) != want_hash {
+                    out.extend(objs.into_iter().map(KubeAction::Apply));
+                }
                 let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas);
                 let want = if a.spec.paused { 0 } else { 1 };
                 match existing {
@@ -360,10 +395,23 @@ mod tests {
 
     #[test]
     fn streaming_is_the_runner_s_and_is_not_rewritten() {
+        // A Deployment without the digest (made by an older operator): applied again.
         let a = run_case("ba-streaming");
         assert!(status_of(&a).is_none(), "{a:?}");
         assert_eq!(objects_of(&a, "Deployment").len(), 1);
         assert!(events(&a).is_empty(), "{a:?}");
+        // The digest of what would be applied: nothing is sent.
+        let a = run_case("ba-unchanged");
+        assert!(a.is_empty(), "{a:?}");
+        let created = run_case("ba-created");
+        let d = objects_of(&created, "Deployment")[0];
+        let i = crate::decide::fixtures::load("ba-unchanged");
+        let observed = i.binlog_archive.unwrap().deployment.unwrap();
+        assert_eq!(
+            observed.metadata.annotations.unwrap()[APPLIED_HASH],
+            d["metadata"]["annotations"][APPLIED_HASH].as_str().unwrap(),
+            "ba-unchanged carries the digest ba-created applies"
+        );
     }
 
     #[test]

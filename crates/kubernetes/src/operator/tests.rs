@@ -1442,9 +1442,39 @@ mod reconcilers {
 
     #[tokio::test]
     async fn a_streaming_archive_keeps_its_deployment_and_the_runner_s_status() {
+        // A Deployment without the digest of what was applied: applied again (a no-op for
+        // server-side apply); no status write, no Event.
         let mut steps = ba_reads(Some(archive_deployment(1)));
-        // Applied again (a no-op for server-side apply); no status write, no Event.
-        steps.extend(ba_applies(1));
+        let mut applies = ba_applies(1);
+        let deployment = applies.pop().unwrap();
+        let digest = Arc::new(std::sync::Mutex::new(None::<Value>));
+        let seen = digest.clone();
+        steps.extend(applies);
+        steps.push(Expect {
+            check: Box::new(move |d| {
+                (deployment.check)(d);
+                *seen.lock().unwrap() = Some(d["metadata"]["annotations"].clone());
+            }),
+            ..Expect::new(deployment.method, deployment.uri.clone()).echo()
+        });
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(
+            Kind::BinlogArchive,
+            object(binlog_archive("21", 1, false, streaming_status())),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+
+        // The runner's next status write reconciles it again: the Deployment now carries the
+        // digest of what would be applied, so only the reads are made.
+        let mut applied = archive_deployment(1);
+        applied["metadata"]["annotations"] = digest.lock().unwrap().clone().expect("applied");
+        assert!(applied["metadata"]["annotations"]["coffer.dev/applied-hash"].is_string());
+        let steps = ba_reads(Some(applied));
         let (client, verifier) = mock_api(steps);
         let ctx = context(client);
         reconcile::reconcile(
