@@ -26,6 +26,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 backup_configuration,
                 output,
             } => return crate::pod::verify(&cli.namespace, backup_configuration, *output),
+            // The operator's archive Deployment.
+            Command::Archive { binlog_archive } => {
+                return crate::pod::archive(&cli.namespace, binlog_archive)
+            }
             _ => {}
         }
     }

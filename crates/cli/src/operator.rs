@@ -45,6 +45,9 @@ pub struct RunArgs {
     /// ClusterRole bound to each configuration's verification CronJob ServiceAccount
     #[arg(long, default_value = "coffer-verify-job")]
     pub verify_job_cluster_role: String,
+    /// ClusterRole bound to each BinlogArchive Deployment's ServiceAccount
+    #[arg(long, default_value = "coffer-archive-job")]
+    pub archive_cluster_role: String,
     /// Address for /metrics, /healthz and /readyz
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_address: String,
@@ -84,6 +87,7 @@ fn run(args: RunArgs) -> Result<i32> {
         backup_job_cluster_role: args.backup_job_cluster_role,
         restore_job_cluster_role: args.restore_job_cluster_role,
         verify_job_cluster_role: args.verify_job_cluster_role,
+        archive_cluster_role: args.archive_cluster_role,
     };
     let options = RunOptions {
         metrics_address: args.metrics_address,

@@ -1,7 +1,8 @@
 //! The agent as it runs in a Kubernetes Job: the operator's Job gives it the session's name
 //! in its arguments and the rest in its environment (downward API values, never a Secret's);
 //! it reads every resource and Secret through the API with the Job's ServiceAccount. The
-//! verification CronJob's `coffer verify` runs the same way.
+//! verification CronJob's `coffer verify` and the archive Deployment's `coffer archive` run
+//! the same way.
 
 use anyhow::{anyhow, Context, Result};
 use coffer_api::repository::LocalMount;
@@ -48,6 +49,31 @@ pub fn verify(ns: &str, name: &str, format: crate::Format) -> Result<i32> {
     }
     // The operator's CronJob mounts a local backend's volume at its mountPath.
     crate::commands::verify_in(&cat, ns, name, format, LocalMount::Pod)
+}
+
+/// Runs `coffer archive NAME` in the pod of the operator's archive Deployment: the archive,
+/// its AppBinding, Repository and Secrets are read through the API, its status is written
+/// there; a local backend's volume is mounted at its mountPath. It runs until Kubernetes
+/// stops the pod (SIGTERM: the open segment is stored first); an error ends it non-zero and
+/// the kubelet restarts the container with its back-off.
+pub fn archive(flag_namespace: &str, name: &str) -> Result<i32> {
+    let ns = env("COFFER_NAMESPACE").unwrap_or_else(|| flag_namespace.to_string());
+    let cat = KubeCatalog::infer().map_err(|e| anyhow!(e))?;
+    if let Ok(pod) = pod_name() {
+        tracing::info!("archiving BinlogArchive {ns}/{name} in pod {pod}");
+    }
+    let opts = coffer_engine::archive::RunOptions {
+        local_mount: LocalMount::Pod,
+        ..Default::default()
+    };
+    match coffer_platform::local::archives::run_until_signal(&cat, &ns, name, &opts) {
+        Ok(coffer_engine::archive::RunEnd::Paused) => {
+            println!("binlogarchive/{name} is paused (spec.paused); nothing streamed");
+            Ok(0)
+        }
+        Ok(coffer_engine::archive::RunEnd::Stopped) => Ok(0),
+        Err(e) => Err(anyhow!(e)),
+    }
 }
 
 /// The pod this agent runs in, which the session's status names as its executor.

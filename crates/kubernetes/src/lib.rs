@@ -6,7 +6,8 @@
 //! What the operator runs, per BackupConfiguration: the trigger CronJob of `spec.schedule`
 //! (creates BackupSessions) and, with `spec.verification.schedule`, the verification CronJob
 //! (`coffer verify` in an agent pod); per BackupSession one backup Job; per RestoreSession
-//! one restore Job (one per replica for a cluster). See [`decide`].
+//! one restore Job (one per replica for a cluster); per BinlogArchive one Deployment of one
+//! pod running `coffer archive` (scaled to 0 while paused). See [`decide`].
 
 pub mod action;
 pub mod catalog;

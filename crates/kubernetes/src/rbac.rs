@@ -444,6 +444,7 @@ mod tests {
             &s.backup_job_cluster_role,
             &s.restore_job_cluster_role,
             &s.verify_job_cluster_role,
+            &s.archive_cluster_role,
         ] {
             let rules = rbac
                 .cluster_roles

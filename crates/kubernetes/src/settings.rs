@@ -23,6 +23,9 @@ pub struct OperatorSettings {
     /// (reads the configuration, its Repository and Secrets; writes the configuration's
     /// status).
     pub verify_job_cluster_role: String,
+    /// The ClusterRole bound to each BinlogArchive Deployment's ServiceAccount (reads the
+    /// archive, its AppBinding, Repository and Secrets; writes the archive's status).
+    pub archive_cluster_role: String,
 }
 
 impl Default for OperatorSettings {
@@ -36,6 +39,7 @@ impl Default for OperatorSettings {
             backup_job_cluster_role: "coffer-backup-job".into(),
             restore_job_cluster_role: "coffer-restore-job".into(),
             verify_job_cluster_role: "coffer-verify-job".into(),
+            archive_cluster_role: "coffer-archive-job".into(),
         }
     }
 }

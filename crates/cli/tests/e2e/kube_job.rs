@@ -40,6 +40,7 @@ fn plural(kind: &str) -> &'static str {
         "BackupConfiguration" => "backupconfigurations",
         "BackupSession" => "backupsessions",
         "RestoreSession" => "restoresessions",
+        "BinlogArchive" => "binlogarchives",
         other => panic!("no plural for {other}"),
     }
 }
@@ -247,6 +248,7 @@ fn assert_the_chart_allows(reqs: &[coffer_testkit::kubeapi::ApiRequest], job: &V
         (Some("agent"), Some("backupsession")) => &settings.backup_job_cluster_role,
         (Some("agent"), Some("restoresession")) => &settings.restore_job_cluster_role,
         (Some("verify"), _) => &settings.verify_job_cluster_role,
+        (Some("archive"), _) => &settings.archive_cluster_role,
         other => panic!("not an agent's Job: args are {other:?}"),
     };
     let sa = pod["serviceAccountName"]
@@ -335,6 +337,14 @@ impl<'a> Kubelet<'a> {
     }
 
     fn run(&self, job: &Value) -> PodRun {
+        let (mut cmd, pod, env) = self.container(job);
+        let run = Run::from(cmd.output().expect("run the pod's container under unshare"));
+        PodRun { pod, env, run }
+    }
+
+    /// The pod's container as a command, ready to run: its name and resolved environment
+    /// besides. A Job's or a Deployment's pod template alike (`spec.template`).
+    fn container(&self, job: &Value) -> (Command, String, Vec<(String, String)>) {
         let ns = job["metadata"]["namespace"].as_str().unwrap();
         let pod_name = format!("{}-x7k2p", job["metadata"]["name"].as_str().unwrap());
         let pod = &job["spec"]["template"]["spec"];
@@ -483,12 +493,7 @@ exec setpriv --reuid="$user" --regid="$group" "$groups" --inh-caps=-all -- "$@""
         .env("KUBECONFIG", &kubeconfig)
         .env("COFFER_LOG", "info")
         .current_dir(c["workingDir"].as_str().unwrap_or("/"));
-        let run = Run::from(cmd.output().expect("run the pod's container under unshare"));
-        PodRun {
-            pod: pod_name,
-            env,
-            run,
-        }
+        (cmd, pod_name, env)
     }
 }
 
@@ -1319,4 +1324,162 @@ fn a_restore_job_killed_mid_swap_loses_nothing_in_the_pvc_and_the_next_one_finis
         coffer_testkit::verify::checksums(&mut restored, &["app"]).unwrap(),
         "the PVC holds the second backup's data"
     );
+}
+
+/// The archive's Deployment as the operator applies it for BinlogArchive `name` (its decision
+/// on the archive and its Repository as the double holds them, no Deployment yet), and the
+/// status the operator writes with it, stored into the double as the act layer would.
+fn operator_archive_deployment(api: &KubeApi, name: &str) -> Value {
+    use coffer_api::{Kind, Resource};
+    use coffer_kubernetes::{decide, KubeAction, OperatorSettings};
+    let path = object_path("coffer.dev/v1alpha1", "binlogarchives", Some(NS), name);
+    let v = api.object(&path).expect("the archive is stored");
+    let Ok(Resource::BinlogArchive(a)) = Resource::from_json(Kind::BinlogArchive, v.clone()) else {
+        panic!("{path} is not a BinlogArchive")
+    };
+    let observed = decide::binlog_archive::Observed {
+        resource_version: v["metadata"]["resourceVersion"].as_str().map(String::from),
+        repository: stored_repository(api, &a.spec.repository.name),
+        deployment: None,
+    };
+    let actions = decide::binlog_archive::decide(
+        &a,
+        &observed,
+        &OperatorSettings::default(),
+        jiff::Timestamp::now(),
+    );
+    let mut deployment = None;
+    for act in &actions {
+        match act {
+            KubeAction::Apply(o) if o["kind"] == "Deployment" => deployment = Some(o.clone()),
+            KubeAction::PatchStatus { status, .. } => {
+                let mut stored = api.object(&path).unwrap();
+                stored["status"] = status.clone();
+                api.insert("binlogarchives", stored);
+            }
+            _ => {}
+        }
+    }
+    deployment.unwrap_or_else(|| panic!("the operator applies no Deployment: {actions:#?}"))
+}
+
+fn condition_in<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:#}"))
+}
+
+/// A BinlogArchive on Kubernetes: the operator's Deployment runs `coffer archive` in its pod —
+/// here run as a kubelet runs it — which reads the archive, its AppBinding, Repository and
+/// Secrets through the API, streams the server's binlog into the Repository's local volume
+/// (a PVC mounted at mountPath), writes the archive's status (Streaming, lastArchivedGtid)
+/// through the API with only what coffer-archive-job grants, and on SIGTERM (the pod being
+/// stopped) stores its open segment and exits cleanly.
+#[test]
+fn the_archive_deployment_streams_the_binlog_as_a_kubelet_runs_it() {
+    use coffer_api::gtid::GtidState;
+    use coffer_testkit::MariaDbOptions;
+    let src = MariaDb::start_with(MariaDbOptions::default().binlog(11, 0)).unwrap();
+    src.exec("CREATE DATABASE app; USE app; CREATE TABLE t (id INT PRIMARY KEY, v INT);")
+        .unwrap();
+    let api = KubeApi::start().unwrap();
+    let node = scratch();
+    // A hostPath that exists only as the pod's mount: the runner must open the repository at
+    // mountPath/subPath, as an agent in a pod does, not at the node's path.
+    const HOST_PATH: &str = "/coffer-e2e-node-only/archive";
+    assert!(!std::path::Path::new(HOST_PATH).exists());
+    let node_dir = node.path().join("node-archive");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let mount_path = node.path().join("pod").join("safe-data");
+    std::fs::create_dir_all(mount_path.parent().unwrap()).unwrap();
+    for d in [node.path(), &node.path().join("pod")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    load(
+        &api,
+        &[
+            secret("local-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+            format!(
+                "apiVersion: stash.appscode.com/v1alpha1\nkind: Repository\nmetadata: {{name: local}}\n\
+                 spec:\n  backend:\n    local: {{mountPath: \"{}\", subPath: shop, \
+                 hostPath: {{path: {HOST_PATH}, type: DirectoryOrCreate}}}}\n    \
+                 storageSecretName: local-secret\n",
+                mount_path.display()
+            ),
+            db_secret("src-auth", &src),
+            appbinding("src", &src, "src-auth"),
+            "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {name: pitr}\n\
+             spec:\n  appBinding: {name: src}\n  repository: {name: local}\n  flushInterval: 1s\n"
+                .to_string(),
+        ],
+    );
+    let archive_path = object_path("coffer.dev/v1alpha1", "binlogarchives", Some(NS), "pitr");
+    let deployment = operator_archive_deployment(&api, "pitr");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let st = api.object(&archive_path).unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Pending", "{st:#}");
+    assert_eq!(condition_in(&st, "DeploymentCreated")["status"], "True");
+
+    let mut kubelet = Kubelet::new(&api);
+    kubelet
+        .host_paths
+        .insert(HOST_PATH.into(), node_dir.clone());
+    let (mut cmd, pod, _env) = kubelet.container(&deployment);
+    let log_path = node.path().join("archive.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the archive pod's container under unshare");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let status = || api.object(&archive_path).unwrap()["status"].clone();
+    crate::archive::wait_until(
+        std::time::Duration::from_secs(120),
+        "the archive streams",
+        || {
+            let st = status();
+            assert_ne!(
+                st["phase"],
+                "Failed",
+                "the archiver failed: {st:#}\n{}",
+                log()
+            );
+            st["phase"] == "Streaming"
+        },
+    );
+
+    src.exec("USE app; INSERT INTO t SELECT seq, seq FROM seq_1_to_100; UPDATE t SET v = v + 1; DELETE FROM t WHERE id > 90;")
+        .unwrap();
+    let want: GtidState = src.query_strings("SELECT @@gtid_binlog_pos").unwrap()[0][0]
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let archived = |st: &Value| -> Option<GtidState> {
+        st["lastArchivedGtid"].as_str().and_then(|g| g.parse().ok())
+    };
+    crate::archive::wait_until(
+        std::time::Duration::from_secs(120),
+        &format!("{want} is archived (pod {pod})"),
+        || archived(&status()).as_ref() == Some(&want),
+    );
+
+    // The pod is stopped: SIGTERM, as the kubelet sends it; the runner stores its open
+    // segment and exits 0.
+    let exit = crate::archive::stop(child, libc::SIGTERM);
+    assert!(exit.success(), "the archiver exited {exit}:\n{}", log());
+    let st = status();
+    assert_eq!(archived(&st), Some(want.clone()), "{st:#}");
+    assert_eq!(st["phase"], "Pending", "{st:#}");
+    assert_eq!(condition_in(&st, "Streaming")["reason"], "Stopped");
+    // The operator's condition survives the runner's writes.
+    assert_eq!(condition_in(&st, "DeploymentCreated")["status"], "True");
+    assert!(st["segmentCount"].as_u64().unwrap_or(0) >= 1, "{st:#}");
+    // The segments are on the node's directory, in subPath, a restic repository.
+    let snaps = restic_snapshots(&node_dir.join("shop").display().to_string(), &[]);
+    assert!(!snaps.is_empty(), "no segment snapshot on the volume");
+    assert_the_chart_allows(&api.requests(), &deployment);
 }

@@ -77,6 +77,9 @@ pub struct RunOptions {
     /// Tests only: called by the maintenance thread before it works.
     #[doc(hidden)]
     pub maintenance_hook: Option<MaintenanceHook>,
+    /// Where a local backend's repository is reached from: the host's directory (one
+    /// machine), or the volume the operator's pod mounts at `mountPath`.
+    pub local_mount: coffer_api::repository::LocalMount,
 }
 
 impl Default for RunOptions {
@@ -86,6 +89,7 @@ impl Default for RunOptions {
             maintenance_every: Duration::from_secs(600),
             max_failures: None,
             maintenance_hook: None,
+            local_mount: coffer_api::repository::LocalMount::Host,
         }
     }
 }
@@ -361,12 +365,9 @@ impl<'a> Run<'a> {
                 &a.spec.repository.name,
                 &format!("spec.repository of {res}"),
             )?;
-            // Archives run on one machine only (the operator makes no pod for them).
-            let access = crate::resolve::repo_access(
-                cat,
-                &repository,
-                coffer_api::repository::LocalMount::Host,
-            )?;
+            // On one machine the host's directory; in the operator's Deployment the volume
+            // mounted at mountPath.
+            let access = crate::resolve::repo_access(cat, &repository, opts.local_mount)?;
             let (repo, created) = Repo::open_or_init(access.store.clone(), &access.password)
                 .map_err(EngineError::Repo)?;
             if created {

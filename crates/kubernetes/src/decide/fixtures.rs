@@ -17,7 +17,9 @@ use k8s_openapi::api::batch::v1::CronJob;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{backup_configuration, backup_session, restore_session, JobState, ObservedJob};
+use super::{
+    backup_configuration, backup_session, binlog_archive, restore_session, JobState, ObservedJob,
+};
 use crate::{KubeAction, OperatorSettings};
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +34,7 @@ pub(crate) struct Input {
     pub backup_configuration: Option<BcInput>,
     pub backup_session: Option<BsInput>,
     pub restore_session: Option<RsInput>,
+    pub binlog_archive: Option<BaInput>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +110,15 @@ pub(crate) struct RsInput {
     pub repository: Option<Repository>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BaInput {
+    pub archive: coffer_api::archive::BinlogArchive,
+    pub resource_version: Option<String>,
+    pub repository: Option<Repository>,
+    pub deployment: Option<k8s_openapi::api::apps::v1::Deployment>,
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -129,6 +141,24 @@ pub(crate) fn settings(i: &Input) -> OperatorSettings {
 /// The decision the case's input asks for.
 pub(crate) fn run(i: &Input) -> Vec<KubeAction> {
     let s = settings(i);
+    if let Some(b) = &i.binlog_archive {
+        assert!(
+            i.backup_configuration.is_none()
+                && i.backup_session.is_none()
+                && i.restore_session.is_none(),
+            "an input has exactly one resource"
+        );
+        return binlog_archive::decide(
+            &b.archive,
+            &binlog_archive::Observed {
+                resource_version: b.resource_version.clone(),
+                repository: b.repository.clone(),
+                deployment: b.deployment.clone(),
+            },
+            &s,
+            i.now,
+        );
+    }
     match (
         &i.backup_configuration,
         &i.backup_session,

@@ -23,6 +23,7 @@
 
 pub mod backup_configuration;
 pub mod backup_session;
+pub mod binlog_archive;
 #[cfg(test)]
 mod fixtures;
 pub mod names;

@@ -81,6 +81,15 @@ pub fn restore_job_service_account(rs: &str, index: usize) -> String {
     with_prefix_and_suffix("restoresession", &dashed(rs), &index.to_string(), NAME_MAX)
 }
 
+/// `coffer-archive-<archive>`: the Deployment (and its ServiceAccount and RoleBinding) that
+/// runs a BinlogArchive (coffer's own: Stash has no archive). Cut at its end to 63: the name
+/// is also a label value of its pods.
+pub fn archive_deployment(archive: &str) -> String {
+    let full = format!("coffer-archive-{}", dashed(archive));
+    let cut: String = full.chars().take(NAME_MAX).collect();
+    cut.trim_end_matches('-').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -384,6 +384,7 @@ pub fn api_resource_of(api_version: &str, kind: &str) -> Option<ApiResource> {
     let core = [
         ApiResource::erase::<CronJob>(&()),
         ApiResource::erase::<Job>(&()),
+        ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
         ApiResource::erase::<PersistentVolumeClaim>(&()),
         ApiResource::erase::<ServiceAccount>(&()),
         ApiResource::erase::<RoleBinding>(&()),
@@ -482,6 +483,7 @@ mod tests {
         // A wrong version is refused, not sent to a URL that does not exist.
         assert!(api_resource_of("batch/v1beta1", "CronJob").is_none());
         assert!(api_resource_of("stash.appscode.com/v1alpha1", "BackupSession").is_none());
-        assert!(api_resource_of("apps/v1", "Deployment").is_none());
+        assert!(api_resource_of("apps/v1", "StatefulSet").is_none());
+        assert!(api_resource_of("apps/v1", "Deployment").is_some());
     }
 }

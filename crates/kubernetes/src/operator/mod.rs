@@ -1,5 +1,6 @@
 //! `coffer operator run`: kube-rs controllers for BackupConfiguration (owning CronJobs),
-//! BackupSession (owning Jobs) and RestoreSession (owning Jobs), each reconcile
+//! BackupSession (owning Jobs), RestoreSession (owning Jobs) and BinlogArchive (owning its
+//! archiver's Deployment), each reconcile
 //! observe → decide → act; run only by the replica that holds the leader Lease; stopped
 //! gracefully on SIGTERM/SIGINT; with /healthz, /readyz and /metrics.
 
@@ -17,6 +18,7 @@ use std::{sync::Arc, time::Duration};
 use coffer_api::Kind;
 use futures::StreamExt;
 use k8s_openapi::api::{
+    apps::v1::Deployment,
     batch::v1::{CronJob, Job},
     coordination::v1::Lease,
 };
@@ -157,7 +159,7 @@ pub async fn run_with(
     tracing::info!("coffer operator stopped");
 }
 
-/// Runs the three controllers until `stop` resolves, then lets running reconciliations end.
+/// Runs the four controllers until `stop` resolves, then lets running reconciliations end.
 async fn run_controllers(
     client: Client,
     ctx: Arc<Context>,
@@ -188,6 +190,7 @@ async fn run_controllers(
     // session (the data outlives it), so their events would map to no RestoreSession; the
     // Jobs that fill them say when the restore is done.
     let rs = main(Kind::RestoreSession).owns(Api::<Job>::all(client.clone()), ours());
+    let ba = main(Kind::BinlogArchive).owns(Api::<Deployment>::all(client.clone()), ours());
 
     let synced = tokio::spawn(check_collections(client.clone(), metrics.clone()));
 
@@ -204,10 +207,11 @@ async fn run_controllers(
             )
             .for_each(move |r| async move { log_outcome(kind, r) })
     };
-    futures::future::join3(
+    futures::future::join4(
         drive(bc, Kind::BackupConfiguration),
         drive(bs, Kind::BackupSession),
         drive(rs, Kind::RestoreSession),
+        drive(ba, Kind::BinlogArchive),
     )
     .await;
     synced.abort();
@@ -246,6 +250,7 @@ async fn check_collections(client: Client, metrics: Arc<Metrics>) {
         Kind::BackupConfiguration,
         Kind::BackupSession,
         Kind::RestoreSession,
+        Kind::BinlogArchive,
     ] {
         let api = Api::<DynamicObject>::all_with(client.clone(), &kinds::api_resource(kind));
         while let Err(e) = api.list(&lp()).await {
@@ -258,9 +263,14 @@ async fn check_collections(client: Client, metrics: Arc<Metrics>) {
         tracing::warn!(error = %e, "cannot list CronJobs; is the operator's ClusterRole bound?");
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    let jobs = Api::<Job>::all(client);
+    let jobs = Api::<Job>::all(client.clone());
     while let Err(e) = jobs.list(&lp().labels(MANAGED_BY_COFFER)).await {
         tracing::warn!(error = %e, "cannot list Jobs; is the operator's ClusterRole bound?");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let deployments = Api::<Deployment>::all(client);
+    while let Err(e) = deployments.list(&lp().labels(MANAGED_BY_COFFER)).await {
+        tracing::warn!(error = %e, "cannot list Deployments; is the operator's ClusterRole bound?");
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     tracing::info!("every watched collection is served: ready");

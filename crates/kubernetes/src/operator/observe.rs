@@ -1,7 +1,10 @@
 //! Reads what each decision needs, straight from the API server (not from a watch cache that
 //! may lag: a Job missing from a stale cache would read as an interrupted session).
 
-use coffer_api::{BackupConfiguration, BackupSession, Kind, Repository, Resource, RestoreSession};
+use coffer_api::{
+    archive::BinlogArchive, BackupConfiguration, BackupSession, Kind, Repository, Resource,
+    RestoreSession,
+};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
 use kube::{
     api::{Api, DynamicObject, ListParams},
@@ -255,5 +258,28 @@ pub async fn restore_session(
         resource_version,
         jobs,
         repository,
+    })
+}
+
+/// BinlogArchive: its Repository (a local backend's volume is mounted into its pod) and its
+/// Deployment.
+pub async fn binlog_archive(
+    client: &Client,
+    a: &BinlogArchive,
+    resource_version: Option<String>,
+) -> Result<decide::binlog_archive::Observed, ObserveError> {
+    let ns = a.metadata.namespace().to_string();
+    let repository = repository(client, &ns, &a.spec.repository).await?;
+    let name = names::archive_deployment(&a.metadata.name);
+    let deployment = get_typed(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns),
+        format!("Deployment/{ns}/{name}"),
+        &name,
+    )
+    .await?;
+    Ok(decide::binlog_archive::Observed {
+        resource_version,
+        repository,
+        deployment,
     })
 }

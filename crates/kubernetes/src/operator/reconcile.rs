@@ -1,4 +1,4 @@
-//! One reconciliation: observe → decide → act, for each of the three kinds the operator
+//! One reconciliation: observe → decide → act, for each of the four kinds the operator
 //! drives. A status write that loses a race (409) is not an error to back off from: the
 //! resource is read again and decided anew, a few times, before giving up to the controller.
 
@@ -73,11 +73,13 @@ pub fn controller_name(kind: Kind) -> &'static str {
         Kind::BackupConfiguration => "backupconfiguration",
         Kind::BackupSession => "backupsession",
         Kind::RestoreSession => "restoresession",
+        Kind::BinlogArchive => "binlogarchive",
         _ => "other",
     }
 }
 
-/// Reconciles one object of `kind` (BackupConfiguration, BackupSession or RestoreSession).
+/// Reconciles one object of `kind` (BackupConfiguration, BackupSession, RestoreSession or
+/// BinlogArchive).
 pub async fn reconcile(
     kind: Kind,
     obj: Arc<DynamicObject>,
@@ -182,7 +184,11 @@ async fn once(kind: Kind, obj: &DynamicObject, ctx: &Context) -> Result<Action, 
             let observed = observe::restore_session(client, &rs, rv).await?;
             decide::restore_session::decide(&rs, &observed, &ctx.settings, now)
         }
-        // The controllers are only built for the three kinds above.
+        Resource::BinlogArchive(a) => {
+            let observed = observe::binlog_archive(client, &a, rv).await?;
+            decide::binlog_archive::decide(&a, &observed, &ctx.settings, now)
+        }
+        // The controllers are only built for the four kinds above.
         _ => Vec::new(),
     };
     tracing::debug!(object = %format!("{kind}/{}/{}", subject.namespace, subject.name), ?actions, "decided");

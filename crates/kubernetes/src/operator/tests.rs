@@ -303,7 +303,7 @@ async fn an_unknown_kind_is_refused_before_any_request() {
     let err = actor
         .act(
             vec![KubeAction::Apply(json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
                 "metadata": {"name": "x", "namespace": "db"},
             }))],
             &Subject::default(),
@@ -1281,6 +1281,258 @@ mod reconcilers {
         drop(ctx);
         verified(verifier).await;
     }
+
+    const COFFER: &str = "/apis/coffer.dev/v1alpha1";
+
+    fn binlog_archive(rv: &str, generation: i64, paused: bool, status: Value) -> Value {
+        json!({
+            "apiVersion": "coffer.dev/v1alpha1", "kind": "BinlogArchive",
+            "metadata": {
+                "name": "pitr", "namespace": "db", "uid": "uid-ba", "resourceVersion": rv,
+                "generation": generation, "creationTimestamp": "2026-12-01T05:00:00Z",
+            },
+            "spec": {"appBinding": {"name": "shop-db"}, "repository": {"name": "s3"}, "paused": paused},
+            "status": status,
+        })
+    }
+
+    /// The archive's Deployment as the API returns it, with `replicas`.
+    fn archive_deployment(replicas: i32) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "coffer-archive-pitr", "namespace": "db", "resourceVersion": "7"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app.kubernetes.io/managed-by": "coffer"}},
+                "template": {"spec": {"containers": [{"name": "coffer-archive"}]}},
+            },
+        })
+    }
+
+    fn ba_reads(deployment: Option<Value>) -> Vec<Expect> {
+        let (code, reply) = cron_reply(deployment);
+        vec![
+            s3_repository_read(),
+            Expect::new(
+                "GET",
+                "/apis/apps/v1/namespaces/db/deployments/coffer-archive-pitr",
+            )
+            .reply(code, reply),
+        ]
+    }
+
+    fn archive_applies(kind: &'static str) -> impl Fn(&Value) + Send {
+        move |o| {
+            assert_eq!(
+                (o["kind"].as_str(), o["metadata"]["name"].as_str()),
+                (Some(kind), Some("coffer-archive-pitr")),
+                "{o}"
+            );
+            let owner = &o["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                (owner["kind"].as_str(), owner["uid"].as_str()),
+                (Some("BinlogArchive"), Some("uid-ba"))
+            );
+            assert_eq!(owner["controller"], true);
+        }
+    }
+
+    /// The archiver's ServiceAccount, RoleBinding and Deployment (with `replicas`).
+    fn ba_applies(replicas: i32) -> Vec<Expect> {
+        vec![
+            Expect::new("PATCH", format!("/api/v1/namespaces/db/serviceaccounts/coffer-archive-pitr{SSA}"))
+                .body(archive_applies("ServiceAccount"))
+                .echo(),
+            Expect::new(
+                "PATCH",
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/db/rolebindings/coffer-archive-pitr{SSA}"),
+            )
+            .body(|rb| {
+                archive_applies("RoleBinding")(rb);
+                assert_eq!(rb["roleRef"]["name"], "coffer-archive-job");
+            })
+            .echo(),
+            Expect::new("PATCH", format!("/apis/apps/v1/namespaces/db/deployments/coffer-archive-pitr{SSA}"))
+                .body(move |d| {
+                    archive_applies("Deployment")(d);
+                    assert_eq!(d["spec"]["replicas"], replicas);
+                    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+                    let pod = &d["spec"]["template"]["spec"];
+                    assert_eq!(pod["restartPolicy"], "Always");
+                    assert_eq!(
+                        pod["containers"][0]["args"],
+                        json!(["archive", "--namespace=db", "pitr"])
+                    );
+                })
+                .echo(),
+        ]
+    }
+
+    fn archive_event(reason: &'static str) -> Expect {
+        Expect::new("POST", "/apis/events.k8s.io/v1/namespaces/db/events?")
+            .body(move |e| {
+                assert_eq!(e["reason"], reason, "{e}");
+                assert_eq!(e["regarding"]["kind"], "BinlogArchive");
+                assert_eq!(e["regarding"]["uid"], "uid-ba");
+            })
+            .echo()
+    }
+
+    fn archive_status_write(
+        rv: &'static str,
+        phase: &'static str,
+        streaming: &'static str,
+    ) -> Expect {
+        Expect::new(
+            "PATCH",
+            format!("{COFFER}/namespaces/db/binlogarchives/pitr/status?"),
+        )
+        .body(move |p| {
+            assert_eq!(
+                p["metadata"],
+                json!({"resourceVersion": rv}),
+                "a conditional write"
+            );
+            assert_eq!(p["status"]["phase"], phase, "{p}");
+            let conds = p["status"]["conditions"].as_array().unwrap();
+            let of = |t: &str| conds.iter().find(|c| c["type"] == t).cloned().unwrap();
+            assert_eq!(of("DeploymentCreated")["status"], "True");
+            assert_eq!(of("Streaming")["reason"], streaming);
+        })
+        .reply(200, binlog_archive("99", 1, false, Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_new_binlog_archive_gets_one_archiver_deployment_and_a_pending_status() {
+        let mut steps = ba_reads(None);
+        steps.extend(ba_applies(1));
+        steps.push(archive_status_write("20", "Pending", "Starting"));
+        steps.extend([
+            archive_event("DeploymentCreated"),
+            archive_event("BinlogArchivePending"),
+        ]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        let action = reconcile::reconcile(
+            Kind::BinlogArchive,
+            object(binlog_archive("20", 1, false, Value::Null)),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        assert_eq!(action, kube::runtime::controller::Action::await_change());
+        drop(ctx);
+        verified(verifier).await;
+    }
+
+    /// The runner's status, streaming, as the operator last left it plus the runner's fields.
+    fn streaming_status() -> Value {
+        json!({
+            "observedGeneration": 1, "phase": "Streaming",
+            "conditions": [
+                {"type": "DeploymentCreated", "status": "True", "reason": "Applied",
+                 "message": "Deployment coffer-archive-pitr runs the archiver",
+                 "lastTransitionTime": "2026-12-01T05:00:00Z"},
+                {"type": "Streaming", "status": "True", "reason": "Streaming",
+                 "message": "streaming", "lastTransitionTime": "2026-12-01T05:00:01Z"},
+            ],
+            "lastArchivedGtid": "0-1-42", "lagSeconds": 0.2,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_streaming_archive_keeps_its_deployment_and_the_runner_s_status() {
+        // A Deployment without the digest of what was applied: applied again (a no-op for
+        // server-side apply); no status write, no Event.
+        let mut steps = ba_reads(Some(archive_deployment(1)));
+        let mut applies = ba_applies(1);
+        let deployment = applies.pop().unwrap();
+        let digest = Arc::new(std::sync::Mutex::new(None::<Value>));
+        let seen = digest.clone();
+        steps.extend(applies);
+        steps.push(Expect {
+            check: Box::new(move |d| {
+                (deployment.check)(d);
+                *seen.lock().unwrap() = Some(d["metadata"]["annotations"].clone());
+            }),
+            ..Expect::new(deployment.method, deployment.uri.clone()).echo()
+        });
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(
+            Kind::BinlogArchive,
+            object(binlog_archive("21", 1, false, streaming_status())),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+
+        // The runner's next status write reconciles it again: the Deployment now carries the
+        // digest of what would be applied, so only the reads are made.
+        let mut applied = archive_deployment(1);
+        applied["metadata"]["annotations"] = digest.lock().unwrap().clone().expect("applied");
+        assert!(applied["metadata"]["annotations"]["coffer.dev/applied-hash"].is_string());
+        let steps = ba_reads(Some(applied));
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(
+            Kind::BinlogArchive,
+            object(binlog_archive("21", 1, false, streaming_status())),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+    }
+
+    #[tokio::test]
+    async fn a_paused_archive_is_scaled_to_zero_and_paused_then_resumed() {
+        // spec.paused set (generation 2): replicas 0, phase Paused.
+        let mut steps = ba_reads(Some(archive_deployment(1)));
+        steps.extend(ba_applies(0));
+        steps.push(archive_status_write("22", "Paused", "Paused"));
+        steps.extend([
+            archive_event("DeploymentUpdated"),
+            archive_event("BinlogArchivePaused"),
+        ]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(
+            Kind::BinlogArchive,
+            object(binlog_archive("22", 2, true, streaming_status())),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+
+        // spec.paused cleared (generation 3): replicas 1, Pending until the runner writes.
+        let mut paused = streaming_status();
+        paused["phase"] = json!("Paused");
+        paused["observedGeneration"] = json!(2);
+        let mut steps = ba_reads(Some(archive_deployment(0)));
+        steps.extend(ba_applies(1));
+        steps.push(archive_status_write("23", "Pending", "Starting"));
+        steps.extend([
+            archive_event("DeploymentUpdated"),
+            archive_event("BinlogArchivePending"),
+        ]);
+        let (client, verifier) = mock_api(steps);
+        let ctx = context(client);
+        reconcile::reconcile(
+            Kind::BinlogArchive,
+            object(binlog_archive("23", 3, false, paused)),
+            ctx.clone(),
+        )
+        .await
+        .expect("reconciled");
+        drop(ctx);
+        verified(verifier).await;
+    }
 }
 
 /// The controllers' wiring: what they watch, when they count as synced, and that they stop.
@@ -1374,12 +1626,16 @@ mod controllers {
         let cron = lists("/apis/batch/v1/cronjobs");
         let jobs = lists("/apis/batch/v1/jobs");
         assert_eq!(cron.len(), 1, "{seen:?}");
+        let archives = lists("/apis/coffer.dev/v1alpha1/binlogarchives");
+        assert_eq!(archives.len(), 1, "binlogarchives listed once: {seen:?}");
+        let deployments = lists("/apis/apps/v1/deployments");
+        assert_eq!(deployments.len(), 1, "{seen:?}");
         assert_eq!(
             jobs.len(),
             2,
             "Jobs for BackupSessions and RestoreSessions: {seen:?}"
         );
-        for r in cron.iter().chain(&jobs) {
+        for r in cron.iter().chain(&jobs).chain(&deployments) {
             assert!(
                 r.contains(selector),
                 "only coffer's own objects are watched: {r}"
@@ -1511,7 +1767,7 @@ mod leadership {
                 .filter(|r| r.contains("watch=true"))
                 .count()
         };
-        until("the controllers watch", || watches(&seen) == 6).await;
+        until("the controllers watch", || watches(&seen) == 8).await;
 
         stolen.store(true, Ordering::SeqCst);
         until("the controllers stopped", || !leading(&metrics)).await;
@@ -1527,12 +1783,12 @@ mod leadership {
                 .all(|r| r.starts_with(&format!("GET {LEASE}/coffer-operator"))),
             "{after:?}"
         );
-        assert_eq!(watches(&seen), 6, "no controller started again");
+        assert_eq!(watches(&seen), 8, "no controller started again");
 
         // The lease is free again: this replica takes over and the controllers start again.
         stolen.store(false, Ordering::SeqCst);
         until("leading again", || leading(&metrics)).await;
-        until("watching again", || watches(&seen) == 12).await;
+        until("watching again", || watches(&seen) == 16).await;
 
         shutdown_tx.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), op)

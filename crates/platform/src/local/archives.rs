@@ -29,13 +29,25 @@ use super::{runner, store::Store};
 
 /// Runs the archive here until SIGINT or SIGTERM.
 pub fn run_foreground(store: &Store, ns: &str, name: &str) -> Result<RunEnd, ArchiveError> {
+    run_until_signal(store, ns, name, &RunOptions::default())
+}
+
+/// Runs the archive on any platform's catalog until SIGINT or SIGTERM (the open segment is
+/// stored first): `coffer archive` on one machine, and in the operator's Deployment, whose
+/// pod Kubernetes stops with SIGTERM.
+pub fn run_until_signal(
+    cat: &dyn coffer_engine::Catalog,
+    ns: &str,
+    name: &str,
+    opts: &RunOptions,
+) -> Result<RunEnd, ArchiveError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
             tracing::warn!("cannot handle signal {sig}: {e}");
         }
     }
-    run_archive(store, ns, name, &stop, &RunOptions::default())
+    run_archive(cat, ns, name, &stop, opts)
 }
 
 type Key = (String, String);
