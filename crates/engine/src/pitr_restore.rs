@@ -66,20 +66,12 @@ pub fn resolve(
                 .join("; "),
         )
     })?;
-    let resource = match cat
-        .get(Kind::BinlogArchive, ns, &pit.archive)
-        .map_err(EngineError::Catalog)?
-    {
-        Some(Resource::BinlogArchive(a)) => a,
-        _ => {
-            return Err(EngineError::Missing {
-                kind: Kind::BinlogArchive,
-                namespace: ns.into(),
-                name: pit.archive.clone(),
-                referenced_by: format!("spec.target.pointInTime.archive of {label}"),
-            })
-        }
-    };
+    let resource = get_archive(
+        cat,
+        ns,
+        &pit.archive,
+        format!("spec.target.pointInTime.archive of {label}"),
+    )?;
     let mut repository = resource.spec.repository.clone();
     repository.namespace.get_or_insert_with(|| ns.to_string());
     let given = &rs.spec.repository;
@@ -107,6 +99,27 @@ pub fn resolve(
     })
 }
 
+/// The BinlogArchive `ns/name`, or an error naming the field that referred to it.
+fn get_archive(
+    cat: &dyn Catalog,
+    ns: &str,
+    name: &str,
+    referenced_by: String,
+) -> EngineResult<coffer_api::archive::BinlogArchive> {
+    match cat
+        .get(Kind::BinlogArchive, ns, name)
+        .map_err(EngineError::Catalog)?
+    {
+        Some(Resource::BinlogArchive(a)) => Ok(a),
+        _ => Err(EngineError::Missing {
+            kind: Kind::BinlogArchive,
+            namespace: ns.into(),
+            name: name.into(),
+            referenced_by,
+        }),
+    }
+}
+
 /// The archive spec.verification.binlogArchive names, for a verification to replay to
 /// `latest`. It must archive the configuration's AppBinding into its Repository (the
 /// snapshots it continues are there); the error names both resources otherwise.
@@ -118,20 +131,7 @@ pub fn resolve_for_verification(
 ) -> EngineResult<Archive> {
     let ns = bc.metadata.namespace();
     let field = "spec.verification.binlogArchive";
-    let resource = match cat
-        .get(Kind::BinlogArchive, ns, name)
-        .map_err(EngineError::Catalog)?
-    {
-        Some(Resource::BinlogArchive(a)) => a,
-        _ => {
-            return Err(EngineError::Missing {
-                kind: Kind::BinlogArchive,
-                namespace: ns.into(),
-                name: name.into(),
-                referenced_by: format!("{field} of {label}"),
-            })
-        }
-    };
+    let resource = get_archive(cat, ns, name, format!("{field} of {label}"))?;
     let target = bc.spec.target.as_ref().map(|t| &t.ref_);
     if let Some(why) = resource
         .spec
