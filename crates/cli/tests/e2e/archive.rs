@@ -514,6 +514,20 @@ fn base_backup(cf: &Coffer) {
     assert!(run.ok, "{run}");
 }
 
+/// The gap tests' first run: the schema, a base backup, then the archive while 6 rows are
+/// loaded, a point taken, and `then` more rows loaded. Returns that point.
+fn first_run(cf: &Coffer, db: &MariaDb, then: i32) -> Point {
+    db.exec(SCHEMA).unwrap();
+    base_backup(cf);
+    let mut mid = None;
+    archive_while(cf, db, || {
+        load(db, 0, 6);
+        mid = Some(point(db));
+        load(db, 6, then);
+    });
+    mid.unwrap()
+}
+
 /// The source at one point: its GTID position and every row of the load's tables.
 struct Point {
     gtid: GtidState,
@@ -572,15 +586,8 @@ fn binlogs_purged_while_stopped_are_a_purged_gap() {
     let db = binlog_source();
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
-    db.exec(SCHEMA).unwrap();
-    base_backup(&cf);
-    let mut mid = None;
-    archive_while(&cf, &db, || {
-        load(&db, 0, 6);
-        mid = Some(point(&db));
-        load(&db, 6, 4);
-    });
-    let (mid, before_gap) = (mid.unwrap(), point(&db));
+    let mid = first_run(&cf, &db, 4);
+    let before_gap = point(&db);
     load(&db, 10, 10);
     purge_all_but_current(&db);
     load(&db, 20, 10);
@@ -665,15 +672,7 @@ fn reset_master_is_a_diverged_gap() {
     let db = binlog_source();
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
-    db.exec(SCHEMA).unwrap();
-    base_backup(&cf);
-    let mut mid = None;
-    archive_while(&cf, &db, || {
-        load(&db, 0, 6);
-        mid = Some(point(&db));
-        load(&db, 6, 4);
-    });
-    let mid = mid.unwrap();
+    let mid = first_run(&cf, &db, 4);
     db.exec("RESET MASTER").unwrap();
     // The transactions after the reset commit in a later second than those before it, so a
     // time target can lie after the gap only.
@@ -712,15 +711,7 @@ fn a_server_with_another_history_is_a_named_gap() {
     let other = MariaDb::start_with(MariaDbOptions::default().binlog(12, 7)).unwrap();
     let cf = Coffer::new();
     let _repo = setup(&cf, &db);
-    db.exec(SCHEMA).unwrap();
-    base_backup(&cf);
-    let mut mid = None;
-    archive_while(&cf, &db, || {
-        load(&db, 0, 6);
-        mid = Some(point(&db));
-        load(&db, 6, 2);
-    });
-    let mid = mid.unwrap();
+    let mid = first_run(&cf, &db, 2);
     other.exec(SCHEMA).unwrap();
     load(&other, 0, 5);
     let r = cf.apply(
