@@ -138,6 +138,21 @@ fn rfc3339(secs: u64) -> String {
         .to_string()
 }
 
+/// Applies the repository, the source's AppBinding, BackupConfiguration `bc` with `method`
+/// and the given archive manifests.
+fn apply_source(cf: &Coffer, src: &MariaDb, method: &str, archives: &[String]) {
+    let mut manifests = vec![
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", src),
+        appbinding("src", src, "src-auth"),
+        backup_config_with("bc", "repo", "src", &[("method", method)], 5),
+    ];
+    manifests.extend_from_slice(archives);
+    let applied = cf.apply("m.yaml", &manifests.join("---\n"));
+    assert!(applied.ok, "{applied}");
+}
+
 #[test]
 fn a_native_base_and_the_archive_restore_to_latest_a_time_and_a_gtid_and_refuse_a_gap() {
     let src = MariaDb::start_with(MariaDbOptions::default().binlog(SOURCE_ID, 0)).unwrap();
@@ -145,18 +160,12 @@ fn a_native_base_and_the_archive_restore_to_latest_a_time_and_a_gtid_and_refuse_
     let start = gtid_pos(&src);
     insert(&src, 1..=100);
     let cf = Coffer::new();
-    let manifests = [
-        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
-        local_repo("repo", &cf.path("repo"), "repo-secret"),
-        db_secret("src-auth", &src),
-        appbinding("src", &src, "src-auth"),
-        backup_config_with("bc", "repo", "src", &[("method", "native")], 5),
-        archive_manifest("arch"),
-        archive_manifest("gappy"),
-    ]
-    .join("---\n");
-    let applied = cf.apply("m.yaml", &manifests);
-    assert!(applied.ok, "{applied}");
+    apply_source(
+        &cf,
+        &src,
+        "native",
+        &[archive_manifest("arch"), archive_manifest("gappy")],
+    );
     let run = cf.run(&["backup", "bc", "--wait"]);
     assert!(run.ok, "{run}");
     let mut gtids = insert(&src, 101..=250);
@@ -252,16 +261,7 @@ fn a_physical_base_is_replayed_over_relay_logs_up_to_a_gtid() {
     let start = gtid_pos(&src);
     insert(&src, 1..=50);
     let cf = Coffer::new();
-    let manifests = [
-        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
-        local_repo("repo", &cf.path("repo"), "repo-secret"),
-        db_secret("src-auth", &src),
-        appbinding("src", &src, "src-auth"),
-        backup_config_with("bc", "repo", "src", &[("method", "physical")], 5),
-        archive_manifest("arch"),
-    ]
-    .join("---\n");
-    assert!(cf.apply("m.yaml", &manifests).ok);
+    apply_source(&cf, &src, "physical", &[archive_manifest("arch")]);
     // No writes while the backup runs: its GTID state is the one before and after.
     let base_state = gtid_pos(&src);
     let run = cf.run(&["backup", "bc", "--wait"]);
@@ -361,17 +361,7 @@ fn a_source_killed_mid_load_is_restored_to_latest_a_time_and_a_gtid_by_the_real_
     // The default flush interval (5 s): the bound assertion (2) checks.
     let archive = "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {name: arch}\n\
                    spec:\n  appBinding: {name: src}\n  repository: {name: repo}\n";
-    let manifests = [
-        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
-        local_repo("repo", &cf.path("repo"), "repo-secret"),
-        db_secret("src-auth", &src),
-        appbinding("src", &src, "src-auth"),
-        backup_config_with("bc", "repo", "src", &[("method", "native")], 5),
-        archive.to_string(),
-    ]
-    .join("---\n");
-    let applied = cf.apply("m.yaml", &manifests);
-    assert!(applied.ok, "{applied}");
+    apply_source(&cf, &src, "native", &[archive.to_string()]);
     // Nothing writes between the base backup and the load: row `seq` is GTID start + seq.
     let start = gtid_pos(&src);
     let run = cf.run(&["backup", "bc", "--wait"]);
