@@ -484,10 +484,17 @@ pub fn start_pending(store: &Store, kind: Kind, ns: &str, name: &str) -> Start {
     let until = std::time::Instant::now() + Duration::from_secs(3);
     let observed = loop {
         for s in list() {
-            if let Some(pid) = s.status.as_ref().and_then(|st| st.agent_pid) {
-                if !(runner::alive(pid) && runner::process_is_agent(pid)) {
-                    fail_vanished(store, None, Resource::BackupSession(s));
-                }
+            let Some(st) = s.status.as_ref() else {
+                continue;
+            };
+            let (Some(pid), Some(SessionPhase::Running)) = (st.agent_pid, st.phase) else {
+                continue;
+            };
+            if !(runner::alive(pid) && runner::process_is_agent(pid)) {
+                // Not an agent any more, but perhaps still exiting: its locks are released
+                // once it is gone (a pid reused by another process is not waited on long).
+                runner::wait_gone(pid, Duration::from_secs(5));
+                fail_vanished(store, None, Resource::BackupSession(s));
             }
         }
         let observed = coffer_control::observe(&bc, &bs, &list(), Timestamp::now());

@@ -114,6 +114,21 @@ pub fn process_is_agent(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (at most `limit`) until `pid` has fully exited. An agent whose runner was just killed
+/// gets its SIGKILL from `PR_SET_PDEATHSIG` but takes a moment to exit: its command line
+/// already reads empty while `kill(pid, 0)` still succeeds, and a lock it holds still looks
+/// live. Releasing its locks before it is gone would leave them behind.
+pub fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while alive(pid) {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Starts `coffer agent KIND NAME` for a session that the caller has claimed.
 pub fn spawn(
     exe: &Path,

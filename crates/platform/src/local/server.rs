@@ -182,11 +182,17 @@ impl Server {
                         tracing::info!("adopting {} (agent pid {p} still runs)", r.display_name());
                         self.adopted.insert(key, p);
                     }
-                    _ => self.fail_interrupted(
-                        r,
-                        "interrupted: the process running this session is gone (the coffer \
+                    _ => {
+                        if let Some(p) = pid {
+                            // Perhaps still exiting (its command line already gone).
+                            runner::wait_gone(p, Duration::from_secs(5));
+                        }
+                        self.fail_interrupted(
+                            r,
+                            "interrupted: the process running this session is gone (the coffer \
                          server or machine stopped while it ran); run it again",
-                    ),
+                        )
+                    }
                 }
             }
         }
