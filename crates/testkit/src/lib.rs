@@ -10,6 +10,8 @@
 //! process even when it is killed or aborts without running destructors.
 //!
 //! * [`MariaDb`] — a throwaway MariaDB server (optionally with TLS).
+//! * [`MysqlServer`] — a throwaway MySQL 9 server (GTID binlog source), from the prefix
+//!   `scripts/install-mysql.sh` installs.
 //! * [`Garage`] — a single-node Garage S3 server with a default bucket and key.
 //! * [`ObjectServer`] — Azurite (Azure Blob), a GCS emulator, rustic_server (restic REST).
 //! * [`Pushgateway`] — a Prometheus Pushgateway.
@@ -34,6 +36,7 @@
 //! | variable | effect |
 //! | --- | --- |
 //! | `COFFER_MARIADBD`, `COFFER_MARIADB_INSTALL_DB` | paths of `mariadbd` / `mariadb-install-db` (default: `PATH`, then `/usr/sbin`, `/usr/bin`) |
+//! | `COFFER_MYSQLD` | path of `mysqld` (default: `/opt/coffer-mysql/bin/mysqld`, the wrapper `scripts/install-mysql.sh` writes) |
 //! | `COFFER_GARAGE` | path of `garage` (default: `~/.cargo/bin/garage`, then `PATH`) |
 //! | `COFFER_PUSHGATEWAY` | path of the Pushgateway (default: `prometheus-pushgateway` on `PATH`) |
 //! | `COFFER_GARAGE_LOG` | `RUST_LOG` for Garage servers (default `garage=info`) |
@@ -43,6 +46,8 @@
 mod garage;
 mod http;
 mod mariadb;
+// Not `mysql`: that would shadow the `mysql` crate re-exported below.
+mod mysql_server;
 mod objstores;
 mod process;
 mod pushgateway;
@@ -58,6 +63,7 @@ pub use galera::{start_restored, GaleraCluster, GaleraNode, GaleraOptions};
 pub use garage::{garage_binary, Garage};
 pub use kubeapi::KubeApi;
 pub use mariadb::{MariaDb, MariaDbOptions};
+pub use mysql_server::{MysqlOptions, MysqlServer};
 pub use objstores::{Azurite, GcsEmulator, ObjectServer, RestServer, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use pushgateway::Pushgateway;
 pub use tls::TlsMaterial;

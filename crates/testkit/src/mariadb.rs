@@ -515,7 +515,7 @@ pub(crate) fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
-fn abbreviate(sql: &str) -> String {
+pub(crate) fn abbreviate(sql: &str) -> String {
     const MAX: usize = 300;
     if sql.len() <= MAX {
         return sql.to_string();
@@ -527,13 +527,13 @@ fn abbreviate(sql: &str) -> String {
     format!("{}… ({} bytes)", &sql[..end], sql.len())
 }
 
-fn arg(prefix: &str, path: &Path) -> OsString {
+pub(crate) fn arg(prefix: &str, path: &Path) -> OsString {
     let mut s = OsString::from(prefix);
     s.push(path.as_os_str());
     s
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -564,7 +564,7 @@ fn install_db_binary() -> Result<PathBuf> {
 }
 
 /// Whether the server answers on the port with a MySQL protocol greeting.
-fn probe_handshake(port: u16) -> Result<Option<()>> {
+pub(crate) fn probe_handshake(port: u16) -> Result<Option<()>> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
         Ok(s) => s,

@@ -3,7 +3,8 @@
 //! which proves the verify helpers compare what they should.
 
 use coffer_testkit::{
-    fidelity, free_port, garage_binary, verify, Garage, MariaDb, MariaDbOptions, Pushgateway,
+    fidelity, free_port, garage_binary, verify, Garage, MariaDb, MariaDbOptions, MysqlServer,
+    Pushgateway,
 };
 use mysql::prelude::Queryable;
 use std::collections::HashSet;
@@ -893,4 +894,77 @@ fn galera_nodes_die_with_the_test_process() {
         "the SST never ran: {during:#?}"
     );
     assert!(left.is_empty(), "outlived the test process: {left:#?}");
+}
+
+/// MySQL 9 (from scripts/install-mysql.sh) starts as a GTID binlog source: the
+/// harness's own set-up leaves no GTIDs, each of the test's transactions adds one, and
+/// the 8.4+/9 `SHOW BINARY LOG STATUS` names the current binlog.
+#[test]
+fn mysql_server_is_a_gtid_binlog_source() {
+    if std::env::var_os("COFFER_MYSQLD").is_none()
+        && !Path::new(MysqlServer::DEFAULT_PREFIX).exists()
+    {
+        eprintln!(
+            "SKIPPED mysql_server_is_a_gtid_binlog_source: {} is absent (run scripts/install-mysql.sh)",
+            MysqlServer::DEFAULT_PREFIX
+        );
+        return;
+    }
+    let t = Instant::now();
+    let db = MysqlServer::start().expect("start MySQL");
+    eprintln!("MySQL started in {:?}", t.elapsed());
+    assert_eq!(db.host(), "127.0.0.1");
+    assert!(db.socket().exists());
+
+    let one = |sql: &str| -> String {
+        let rows = db.query_strings(sql).unwrap();
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows[0][0].clone().unwrap_or_default()
+    };
+    let version = one("SELECT @@version");
+    assert!(!version.contains("MariaDB"), "{version}");
+    assert_eq!(one("SELECT @@gtid_mode"), "ON");
+    assert_eq!(
+        one("SELECT @@gtid_executed"),
+        "",
+        "the harness's set-up left GTIDs"
+    );
+    let uuid = one("SELECT @@server_uuid");
+
+    // Two DDL statements (one GTID each) and three multi-row transactions.
+    db.exec("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .unwrap();
+    let mut conn = db.conn().unwrap();
+    for txn in 0..3 {
+        let mut tx = conn.start_transaction(mysql::TxOpts::default()).unwrap();
+        for row in 0..2 {
+            let id = txn * 10 + row;
+            tx.exec_drop("INSERT INTO shop.t VALUES (?, ?)", (id, format!("v{id}")))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    assert_eq!(one("SELECT COUNT(*) FROM shop.t"), "6");
+    assert_eq!(one("SELECT @@gtid_executed"), format!("{uuid}:1-5"));
+
+    let status = db.query_strings("SHOW BINARY LOG STATUS").unwrap();
+    let file = status[0][0].clone().unwrap_or_default();
+    assert!(file.starts_with("mysql-bin."), "{status:?}");
+
+    // The mysqlbinlog wrapper beside mysqld reads that binlog and finds the last GTID.
+    let mysqlbinlog = db.mysqld().with_file_name("mysqlbinlog");
+    if mysqlbinlog.exists() {
+        let out = Command::new(&mysqlbinlog)
+            .arg("--no-defaults")
+            .arg(db.datadir().join(&file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("GTID_NEXT= '{uuid}:5'")), "{text}");
+    }
 }
