@@ -4,6 +4,7 @@
 # Pushgateway, promtool (package prometheus; its service is kept from starting), sysbench,
 # and Garage (an S3-compatible server, built once with cargo and reused wherever it is
 # already installed), python3-venv for the Kubernetes manifest gate,
+# MySQL 9 from Debian sid's packages in a private prefix (scripts/install-mysql.sh),
 # the Azure Blob, GCS and restic REST servers of the backends tests, and Chromium (headless,
 # for the dashboard test).
 # Idempotent; safe to re-run.
@@ -16,7 +17,7 @@ need_apt=()
 pairs="mariadbd:mariadb-server mariadb:mariadb-client"
 $only_db || pairs="$pairs mariabackup:mariadb-backup garbd:galera-arbitrator-4 restic:restic \
   prometheus-pushgateway:prometheus-pushgateway sysbench:sysbench socat:socat ss:iproute2 \
-  openssl:openssl promtool:prometheus chromium:chromium"
+  openssl:openssl promtool:prometheus chromium:chromium curl:curl xz:xz-utils"
 for pair in $pairs; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
@@ -47,6 +48,10 @@ if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -q "$G
   echo "install-deps: building garage $GARAGE_VERSION (once per machine; 10-25 min on 2 cores)"
   cargo install "garage@$GARAGE_VERSION" --locked --quiet
 fi
+# MySQL 9 (mysqld, mysqlbinlog, mysql): Debian 12 has no MySQL package, so sid's .debs are
+# unpacked into /opt/coffer-mysql and run through sid's own loader (the system is left
+# alone; ~25 s, 58 MiB, once per machine).
+"$(dirname "$0")/install-mysql.sh"
 # Servers for the backends e2e tests, each in its own prefix under /opt so that nothing of
 # the project's is mixed with the system's: Azurite (Azure Blob; npm, with the machine's
 # Node.js), gcp-storage-emulator (GCS; PyPI, in a venv) and rustic_server (restic's REST
