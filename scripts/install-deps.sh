@@ -45,8 +45,13 @@ if $only_db; then echo "install-deps: ok"; exit 0; fi
 GARAGE_VERSION=2.5.0
 garage_bin=${CARGO_HOME:-$HOME/.cargo}/bin/garage
 if ! { [ -x "$garage_bin" ] && "$garage_bin" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; }; then
-  echo "install-deps: building garage $GARAGE_VERSION (once per machine; 10-25 min on 2 cores)"
-  cargo install "garage@$GARAGE_VERSION" --locked --quiet
+  echo "install-deps: building garage $GARAGE_VERSION (once per machine; 10-20 min on 2 cores)"
+  # Only what the tests use (the sqlite metadata engine; no LMDB, K2V or metrics), and
+  # optimised less: a test server handles kilobytes, and the build is most of the time a
+  # fresh machine spends here.
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install "garage@$GARAGE_VERSION" --locked --quiet --no-default-features \
+    --features bundled-libs,sqlite
 fi
 # MySQL 9 (mysqld, mysqlbinlog, mysql): Debian 12 has no MySQL package, so sid's .debs are
 # unpacked into /opt/coffer-mysql and run through sid's own loader (the system is left
@@ -80,6 +85,7 @@ RUSTIC_SERVER_VERSION=0.4.4
 have=$(/opt/coffer-rustic-server/bin/rustic-server --version 2>/dev/null || true)
 if [ "$have" != "rustic-server $RUSTIC_SERVER_VERSION" ]; then
   echo "install-deps: building rustic_server $RUSTIC_SERVER_VERSION (once per machine; ~4 min on 2 cores)"
-  cargo install "rustic_server@$RUSTIC_SERVER_VERSION" --locked --quiet --root /opt/coffer-rustic-server
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+    cargo install "rustic_server@$RUSTIC_SERVER_VERSION" --locked --quiet --root /opt/coffer-rustic-server
 fi
 echo "install-deps: ok"
