@@ -232,11 +232,7 @@ impl RawEvent {
             });
         }
         Ok((
-            Gtid {
-                domain: le32(&p[8..]),
-                server: self.header.server_id,
-                seq: le64(&p[0..]),
-            },
+            Gtid::mariadb(le32(&p[8..]), self.header.server_id, le64(&p[0..])),
             p[12],
         ))
     }
@@ -254,11 +250,7 @@ impl RawEvent {
         let mut st = GtidState::default();
         for i in 0..count {
             let e = p.get(4 + i * 16..4 + (i + 1) * 16).ok_or(short.clone())?;
-            st.advance(Gtid {
-                domain: le32(&e[0..]),
-                server: le32(&e[4..]),
-                seq: le64(&e[8..]),
-            });
+            st.advance(Gtid::mariadb(le32(&e[0..]), le32(&e[4..]), le64(&e[8..])));
         }
         Ok(st)
     }

@@ -10,6 +10,8 @@
 //!
 //! [`SegmentMeta`]: coffer_api::gtid::SegmentMeta
 
+use coffer_api::gtid::{Flavour, GtidState};
+
 pub mod event;
 pub mod replay;
 pub mod segment;
@@ -20,6 +22,18 @@ mod tests;
 
 pub use segment::{SegmentError, SegmentPolicy, SegmentSink, SegmentWriter, SourceServer};
 pub use stream::{capture, open, BinlogSource, CaptureError, StreamOptions};
+
+/// Refuses a MySQL GTID state in a step that speaks MariaDB's GTIDs only (`what` names
+/// it): a typed error instead of a statement the server would reject or misread.
+pub fn require_mariadb(what: &str, state: &GtidState) -> Result<(), crate::DbError> {
+    match state.flavour() {
+        Some(Flavour::MySql) => Err(crate::DbError::NotMariaDbGtid {
+            what: what.to_string(),
+            state: state.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// The lowest server_id coffer registers with. Archives take ids in
 /// `ARCHIVE_SERVER_ID_BASE..=u32::MAX - 1`, derived from the archive's namespace and name:

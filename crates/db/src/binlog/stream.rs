@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coffer_api::gtid::{Gtid, GtidState};
+use coffer_api::gtid::{Domain, Flavour, Gtid, GtidState};
 use mysql::{prelude::Queryable, BinlogRequest};
 
 use super::{
@@ -63,7 +63,7 @@ pub enum CaptureError {
     )]
     UnknownDomain {
         target: String,
-        domains: Vec<u32>,
+        domains: Vec<Domain>,
         state: String,
         server_state: String,
     },
@@ -170,6 +170,12 @@ pub fn open(
              is not implemented yet)"
         )));
     }
+    if start.flavour() == Some(Flavour::MySql) {
+        return Err(unsupported(format!(
+            "it is MariaDB ({version}), and the archive is at the MySQL GTID state `{start}`: \
+             another server's history — give this server its own archive"
+        )));
+    }
     if log_bin == 0 {
         return Err(unsupported(
             "its binary log is off (start it with log_bin, binlog_format=ROW)".into(),
@@ -223,7 +229,7 @@ pub fn open(
     })?;
     // The server accepts a connect state naming a domain it never had and streams from
     // there without a word: a gap coffer must see itself.
-    let missing: Vec<u32> = start
+    let missing: Vec<Domain> = start
         .0
         .keys()
         .copied()
