@@ -80,4 +80,14 @@ mod id_tests {
         }
         assert_eq!(seen.len(), 2000);
     }
+
+    #[test]
+    fn mariadb_only_steps_refuse_a_mysql_state() {
+        let mysql: GtidState = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5".parse().unwrap();
+        let e = require_mariadb("the relay-log replay", &mysql).unwrap_err();
+        assert!(matches!(e, crate::DbError::NotMariaDbGtid { .. }), "{e}");
+        assert!(e.to_string().contains("not implemented yet"), "{e}");
+        require_mariadb("x", &"0-1-5".parse().unwrap()).unwrap();
+        require_mariadb("x", &GtidState::default()).unwrap();
+    }
 }
