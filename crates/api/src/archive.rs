@@ -371,9 +371,13 @@ pub struct ArchiveGap {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_segment: Option<u64>,
     pub before_segment: u64,
-    /// The GTID domain that breaks, what the archive expected and what the server had.
+    /// The GTID domain that breaks (a MariaDB domain id; a MySQL source is `sourceUuid`),
+    /// what the archive expected and what the server had.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<u32>,
+    /// The MySQL source UUID that breaks (MySQL archives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_uuid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

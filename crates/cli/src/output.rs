@@ -355,7 +355,10 @@ fn describe_archive(out: &mut String, r: &Resource, a: &coffer_api::BinlogArchiv
                         g.after_segment.map_or("-".into(), |s| s.to_string()),
                         g.before_segment
                     ),
-                    g.domain.map_or("-".into(), |d| d.to_string()),
+                    g.domain
+                        .map(|d| d.to_string())
+                        .or_else(|| g.source_uuid.clone())
+                        .unwrap_or_else(|| "-".into()),
                     or_dash(g.expected.as_deref()),
                     or_dash(g.found.as_deref()),
                     g.message.clone(),
@@ -507,6 +510,7 @@ mod tests {
             after_segment: Some(2),
             before_segment: 3,
             domain: Some(0),
+            source_uuid: None,
             expected: Some("0-1-10".into()),
             found: Some("0-1-20".into()),
             message: "transactions are missing".into(),

@@ -15,7 +15,7 @@ use std::{
 
 use coffer_api::{
     archive::{ArchiveGap, GapReason, Keep, RecoverableWindow},
-    gtid::{Gtid, GtidState, SegmentMeta, TxEnd},
+    gtid::{Domain, Gtid, GtidState, SegmentMeta, TxEnd},
     restore::PointInTimeTarget,
 };
 
@@ -34,7 +34,7 @@ pub struct Gap {
     pub before: u64,
     pub reason: GapReason,
     /// The domain that breaks (none for a missing or doubled segment).
-    pub domain: Option<u32>,
+    pub domain: Option<Domain>,
     /// The previous segment's end in that domain, and the next one's start.
     pub expected: Option<Gtid>,
     pub found: Option<Gtid>,
@@ -44,12 +44,17 @@ impl fmt::Display for Gap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (a, b) = (self.after, self.before);
         write!(f, "archive {}, segments {a}..{b}: ", self.archive)?;
-        let d = self.domain.unwrap_or_default();
+        // "domain 0" for MariaDB, "source <uuid>" for MySQL.
+        let d = match self.domain {
+            Some(Domain::MySql(u)) => format!("source {u}"),
+            Some(d) => format!("domain {d}"),
+            None => "domain ?".into(),
+        };
         let show = |g: Option<Gtid>| g.map_or("nothing".to_string(), |g| g.to_string());
         match self.reason {
             GapReason::Purged => write!(
                 f,
-                "domain {d}: segment {a} ends at {}, segment {b} starts at {}: the transactions \
+                "{d}: segment {a} ends at {}, segment {b} starts at {}: the transactions \
                  between are missing (the server purged them before they were archived) (Purged)",
                 show(self.expected),
                 show(self.found)
@@ -61,7 +66,7 @@ impl fmt::Display for Gap {
             ),
             GapReason::Diverged => write!(
                 f,
-                "domain {d}: segment {a} ends at {}, segment {b} starts at {}: the server's GTID \
+                "{d}: segment {a} ends at {}, segment {b} starts at {}: the server's GTID \
                  history is not the archived one (failover to a node that missed transactions, \
                  RESET MASTER, or another server) (Diverged)",
                 show(self.expected),
@@ -69,7 +74,7 @@ impl fmt::Display for Gap {
             ),
             GapReason::UnknownDomain => write!(
                 f,
-                "segment {b} starts with domain {d} at {}, a domain the archive had never seen: \
+                "segment {b} starts with {d} at {}, a domain the archive had never seen: \
                  its earlier transactions were never archived (UnknownDomain)",
                 show(self.found)
             ),
@@ -95,7 +100,8 @@ impl Gap {
             reason: self.reason,
             after_segment: Some(self.after),
             before_segment: self.before,
-            domain: self.domain,
+            domain: self.domain.and_then(|d| d.mariadb()),
+            source_uuid: self.domain.and_then(|d| d.mysql()).map(|u| u.to_string()),
             expected: self.expected.map(|g| g.to_string()),
             found: self.found.map(|g| g.to_string()),
             message: self.to_string(),
@@ -225,7 +231,7 @@ fn breaks(prev: &SegmentMeta, next: &SegmentMeta) -> Vec<Gap> {
         out.push(gap(GapReason::MissingSegment, None, None, None));
     }
     let (end, start) = (&prev.end_state.0, &next.start_state.0);
-    let domains: BTreeSet<u32> = end.keys().chain(start.keys()).copied().collect();
+    let domains: BTreeSet<Domain> = end.keys().chain(start.keys()).copied().collect();
     for d in domains {
         let (e, s) = (end.get(&d).copied(), start.get(&d).copied());
         let reason = match (e, s) {
@@ -410,7 +416,7 @@ impl<'a> Run<'a> {
     /// in it, at the run's start or at one of the run's transactions (the GTID, server
     /// included, not just the sequence number), and so is every other domain the archive
     /// knows. Domains the archive never saw (a Galera node's local writes) are not checked.
-    fn holds(&self, base: &GtidState, known: &BTreeSet<u32>) -> bool {
+    fn holds(&self, base: &GtidState, known: &BTreeSet<Domain>) -> bool {
         let start = &self.start().0;
         let on_run = |g: &Gtid| start.get(&g.domain) == Some(g) || self.gtids.contains(g);
         start.keys().all(|d| base.0.contains_key(d))
@@ -427,7 +433,7 @@ fn covered(base: &GtidState, g: Gtid) -> bool {
 }
 
 /// `state` is at or after `base` in every domain the archive knows.
-fn at_or_after(state: &GtidState, base: &GtidState, known: &BTreeSet<u32>) -> bool {
+fn at_or_after(state: &GtidState, base: &GtidState, known: &BTreeSet<Domain>) -> bool {
     base.0
         .values()
         .filter(|g| known.contains(&g.domain))
@@ -461,7 +467,7 @@ pub fn plan_restore(
     };
     let runs: Vec<Run> = runs.into_iter().map(Run::new).collect();
     let gap_after = |r: &Run| gaps.iter().find(|g| g.after == r.last_seq()).cloned();
-    let known: BTreeSet<u32> = segments
+    let known: BTreeSet<Domain> = segments
         .iter()
         .flat_map(|s| {
             s.start_state
@@ -806,7 +812,7 @@ pub fn stand_in(listed: &Listed) -> SegmentMeta {
 
 /// The first and last archived GTID of each domain, for a message.
 fn archived_ranges(segments: &[SegmentMeta]) -> String {
-    let mut ranges: std::collections::BTreeMap<u32, (Gtid, Gtid)> = Default::default();
+    let mut ranges: std::collections::BTreeMap<Domain, (Gtid, Gtid)> = Default::default();
     for s in segments {
         for (d, (a, b)) in s.gtid_range() {
             ranges
@@ -842,7 +848,7 @@ pub fn retention(segments: &[SegmentMeta], bases: &[BaseBackup], keep: Keep, now
     let Some(newest) = runs.last().and_then(|r| r.last()).map(|s| s.seq) else {
         return Vec::new();
     };
-    let known: BTreeSet<u32> = segments
+    let known: BTreeSet<Domain> = segments
         .iter()
         .flat_map(|s| s.start_state.0.keys().chain(s.end_state.0.keys()).copied())
         .chain(

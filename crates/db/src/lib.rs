@@ -60,6 +60,14 @@ pub enum DbError {
     Sst { target: String, reason: String },
     #[error("restoring the physical backup into {target} failed: {reason}")]
     Physical { target: String, reason: String },
+    /// A MariaDB-only step (replay by `mariadb-binlog` or a relay-log SQL thread,
+    /// `gtid_slave_pos`, `@slave_connect_state`) was given a MySQL GTID state.
+    #[error(
+        "{what} works on MariaDB GTIDs only, and `{state}` is a MySQL GTID state: \
+         point-in-time replay of a MySQL archive is not implemented yet (restore the base \
+         backup alone, or replay the archived segments with mysqlbinlog by hand)"
+    )]
+    NotMariaDbGtid { what: String, state: String },
     #[error("{0}")]
     Local(String),
 }

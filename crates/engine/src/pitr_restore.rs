@@ -278,6 +278,16 @@ pub fn plan(
             .filter(|s| !read.contains_key(s))
             .collect();
         if want.is_empty() {
+            // Both replays (mariadb-binlog, the relay-log SQL thread) speak MariaDB GTIDs:
+            // refuse a MySQL archive here, before anything is restored.
+            for state in [&plan.base.state, &plan.reached] {
+                coffer_db::binlog::require_mariadb("point-in-time replay", state).map_err(|e| {
+                    EngineError::Invalid {
+                        resource: label.to_string(),
+                        message: format!("{field}: {e}"),
+                    }
+                })?;
+            }
             tracing::info!(
                 "point in time: base {} ({}), {} segment(s) to replay, {} index(es) read of {}",
                 plan.base.snapshot,
@@ -334,6 +344,7 @@ pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>>
     if p.plan.segments.is_empty() {
         return Ok(None);
     }
+    coffer_db::binlog::require_mariadb("the mariadb-binlog replay", &p.plan.reached)?;
     let tool = replay::binlog_tool()?;
     let clients = Clients::detect()?;
     let files = std::sync::Arc::new(ClientFiles::new(conn, clients.flavor)?);

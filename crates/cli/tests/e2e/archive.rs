@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coffer_api::gtid::{GtidState, SegmentMeta};
+use coffer_api::gtid::{Domain, GtidState, SegmentMeta};
 use coffer_engine::archive::SegmentStore;
 use coffer_repo::{LocalStore, Repo};
 use coffer_testkit::{GaleraCluster, GaleraOptions, MariaDb, MariaDbOptions};
@@ -315,7 +315,8 @@ fn the_archive_holds_every_committed_transaction_and_says_where_it_is() {
         segs[0].0.start_state, start,
         "an empty archive starts at the server's position"
     );
-    let want: Vec<String> = (start.0.get(&0).map_or(0, |g| g.seq) + 1..=end.0[&0].seq)
+    let want: Vec<String> = (start.0.get(&Domain::MariaDb(0)).map_or(0, |g| g.seq) + 1
+        ..=end.0[&Domain::MariaDb(0)].seq)
         .map(|s| format!("0-{SOURCE_ID}-{s}"))
         .collect();
     assert_eq!(gtids(&segs), want, "every transaction once, in order");
@@ -360,7 +361,7 @@ fn an_archive_of_a_server_with_an_empty_gtid_state_streams_what_comes_next() {
     let segs = segments(&repo, "shop");
     assert_chained(&segs);
     assert!(segs[0].0.start_state.0.is_empty(), "{:?}", segs[0].0);
-    let want: Vec<String> = (1..=end.0[&0].seq)
+    let want: Vec<String> = (1..=end.0[&Domain::MariaDb(0)].seq)
         .map(|s| format!("0-{SOURCE_ID}-{s}"))
         .collect();
     assert_eq!(gtids(&segs), want, "every transaction once, in order");
@@ -437,7 +438,8 @@ fn a_restarted_server_is_resumed_without_a_gap() {
     assert!(code.success(), "{code}\n{}", logs(&cf));
     let segs = segments(&repo, "shop");
     assert_chained(&segs);
-    let want: Vec<String> = (start.0.get(&0).map_or(0, |g| g.seq) + 1..=end.0[&0].seq)
+    let want: Vec<String> = (start.0.get(&Domain::MariaDb(0)).map_or(0, |g| g.seq) + 1
+        ..=end.0[&Domain::MariaDb(0)].seq)
         .map(|s| format!("0-{SOURCE_ID}-{s}"))
         .collect();
     assert_eq!(gtids(&segs), want);
@@ -543,7 +545,7 @@ fn point(db: &MariaDb) -> Point {
 
 /// The last GTID of `domain` in a state, as a restore target names it.
 fn gtid_of(state: &GtidState, domain: u32) -> String {
-    state.0[&domain].to_string()
+    state.0[&Domain::MariaDb(domain)].to_string()
 }
 
 /// A restore across the archive's gap: refused before anything is written, the error naming
@@ -858,11 +860,14 @@ fn a_galera_archive_moves_to_another_node_without_loss_or_duplicate() {
         .flat_map(|(m, _)| {
             m.transactions
                 .iter()
-                .filter(|t| t.gtid.domain == 100)
+                .filter(|t| t.gtid.domain == Domain::MariaDb(100))
                 .map(|t| t.gtid.seq)
         })
         .collect();
-    let (s0, s1) = (start.0[&100].seq, end.0[&100].seq);
+    let (s0, s1) = (
+        start.0[&Domain::MariaDb(100)].seq,
+        end.0[&Domain::MariaDb(100)].seq,
+    );
     assert_eq!(
         seqs,
         (s0 + 1..=s1).collect::<Vec<_>>(),

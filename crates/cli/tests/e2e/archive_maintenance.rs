@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use coffer_api::gtid::GtidState;
+use coffer_api::gtid::{Domain, GtidState};
 use coffer_engine::archive::{run_archive, MaintenanceHook, RunEnd, RunOptions, SegmentStore};
 use coffer_platform::local::Store;
 use coffer_repo::{LocalStore, Repo};
@@ -124,7 +124,7 @@ fn segments_are_stored_while_a_maintenance_runs() {
         }
         let segs = segments(&repo, "shop");
         let last = segs.last().unwrap();
-        let gtid = format!("0-{SOURCE_ID}-{}", held.0[&0].seq);
+        let gtid = format!("0-{SOURCE_ID}-{}", held.0[&Domain::MariaDb(0)].seq);
         assert!(
             last.0
                 .transactions
@@ -165,7 +165,7 @@ fn segments_are_stored_while_a_maintenance_runs() {
     let segs = segments(&repo, "shop");
     assert_chained(&segs);
     assert_eq!(segs[0].0.start_state, start);
-    let want: Vec<String> = (start.0[&0].seq + 1..=end.0[&0].seq)
+    let want: Vec<String> = (start.0[&Domain::MariaDb(0)].seq + 1..=end.0[&Domain::MariaDb(0)].seq)
         .map(|s| format!("0-{SOURCE_ID}-{s}"))
         .collect();
     assert_eq!(gtids(&segs), want, "every transaction once, in order");

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use coffer_api::gtid::GtidState;
+use coffer_api::gtid::{Domain, GtidState};
 use coffer_db::{
     binlog::{archive_server_id, capture, open, SegmentPolicy, SegmentWriter, StreamOptions},
     ClientFiles, ClientFlavor, ConnSpec,
@@ -120,7 +120,10 @@ fn captured_segments_come_out_of_restic_dump_as_binlog_mariadb_binlog_reads() {
     // Every transaction the server logged is in a listed segment, in order.
     let listed = store.list().unwrap();
     assert!(listed.len() > 1, "several segments: {listed:?}");
-    let (s0, s1) = (start.0[&0].seq, end.0[&0].seq);
+    let (s0, s1) = (
+        start.0[&Domain::MariaDb(0)].seq,
+        end.0[&Domain::MariaDb(0)].seq,
+    );
     let mut gtids = Vec::new();
     for s in &listed {
         let meta = store.meta(s.meta.seq).unwrap();

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coffer_api::gtid::GtidState;
+use coffer_api::gtid::{Domain, GtidState};
 use coffer_db::{
     binlog::{self, SegmentPolicy, SegmentWriter, StreamOptions},
     ClientFiles, ClientFlavor, ConnSpec,
@@ -400,7 +400,7 @@ fn a_source_killed_mid_load_is_restored_to_latest_a_time_and_a_gtid_by_the_real_
         last_acked > 100,
         "the load ran: {last_acked} rows (writer: {err})"
     );
-    let gtid = |seq: u64| format!("0-{SOURCE_ID}-{}", start.0[&0].seq + seq);
+    let gtid = |seq: u64| format!("0-{SOURCE_ID}-{}", start.0[&Domain::MariaDb(0)].seq + seq);
 
     // (1) latest: exactly 1..=K, (3) K ≤ last acknowledged + the one in flight,
     // (2) everything acknowledged more than 5 s before the kill.

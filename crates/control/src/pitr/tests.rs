@@ -47,7 +47,14 @@ fn seg(seq: u64, start: &str, txs: &[(&str, i64)]) -> SegmentMeta {
 fn gaps_of(t: &Timeline) -> Vec<(GapReason, u64, u64, Option<u32>)> {
     t.gaps
         .iter()
-        .map(|g| (g.reason, g.after, g.before, g.domain))
+        .map(|g| {
+            (
+                g.reason,
+                g.after,
+                g.before,
+                g.domain.and_then(|d| d.mariadb()),
+            )
+        })
         .collect()
 }
 
@@ -950,4 +957,41 @@ fn a_verification_says_how_far_its_replay_went_and_names_a_gap() {
         msg.contains("nothing to replay after snapshot d (it holds 0-1-10"),
         "{msg}"
     );
+}
+
+/// The decisions are the same for MySQL archives: a domain is a source UUID, and a state is
+/// `uuid:1-N`.
+#[test]
+fn mysql_timelines_and_plans_follow_source_uuids() {
+    const A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let a = |n: u64| format!("{A}:{n}");
+    let s0 = seg(0, "", &[(&a(1), 100), (&a(2), 110)]);
+    let s1 = seg(1, &format!("{A}:1-2"), &[(&a(3), 120)]);
+    // Purged: the next segment starts after 3..=4 were lost.
+    let s2 = seg(2, &format!("{A}:1-4"), &[(&a(5), 140)]);
+    let t = timeline(&[s0.clone(), s1.clone(), s2.clone()]);
+    assert_eq!(t.gaps.len(), 1, "{:?}", t.gaps);
+    let gap = &t.gaps[0];
+    let uuid: coffer_api::gtid::Uuid = A.parse().unwrap();
+    assert_eq!(
+        (gap.reason, gap.after, gap.before, gap.domain),
+        (GapReason::Purged, 1, 2, Some(Domain::MySql(uuid)))
+    );
+    let status = gap.to_status();
+    assert_eq!(status.domain, None);
+    assert_eq!(status.source_uuid.as_deref(), Some(A));
+    assert_eq!(status.expected, Some(a(3)));
+    assert_eq!(status.found, Some(format!("{A}:4")));
+    assert!(
+        status.message.contains(&format!("source {A}")),
+        "{}",
+        status.message
+    );
+    assert_eq!(t.windows[0].end.to_string(), format!("{A}:1-3"));
+
+    // A plan from a base at uuid:1-1 to the GTID uuid:3 replays segments 0 and 1.
+    let bases = vec![base("b", 105, &format!("{A}:1"))];
+    let p = plan_restore("shop", &gtid(&a(3), true), &bases, &[s0, s1, s2]).unwrap();
+    assert_eq!(p.segments, vec![0, 1]);
+    assert_eq!(p.reached.to_string(), format!("{A}:1-3"));
 }

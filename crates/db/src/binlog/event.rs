@@ -2,7 +2,7 @@
 //! parsed, then checked against the event's own size and CRC32) and the few fields the archive
 //! index needs, decoded here because mysql_common does not know MariaDB's event types.
 
-use coffer_api::gtid::{Gtid, GtidState};
+use coffer_api::gtid::{Gtid, GtidState, Uuid};
 
 /// Event types (`Log_event_type`) the capture looks at.
 pub mod kind {
@@ -13,6 +13,18 @@ pub mod kind {
     pub const XID: u8 = 16;
     pub const HEARTBEAT: u8 = 27;
     pub const XA_PREPARE: u8 = 38;
+    /// MySQL: a transaction's GTID (source UUID and GNO).
+    pub const MYSQL_GTID: u8 = 33;
+    /// MySQL: a transaction logged without a GTID (gtid_mode not ON when it was written).
+    pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
+    /// MySQL: the GTID set before a binlog file's first transaction (like GTID_LIST).
+    pub const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+    /// MySQL 8.0.20+: a compressed transaction (binlog_transaction_compression).
+    pub const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
+    /// MySQL 8.0.26+: a heartbeat with a 64-bit position.
+    pub const MYSQL_HEARTBEAT_V2: u8 = 41;
+    /// MySQL 8.3+: a GTID with a tag.
+    pub const MYSQL_GTID_TAGGED: u8 = 42;
     pub const BINLOG_CHECKPOINT: u8 = 161;
     pub const GTID: u8 = 162;
     pub const GTID_LIST: u8 = 163;
@@ -232,13 +244,28 @@ impl RawEvent {
             });
         }
         Ok((
-            Gtid {
-                domain: le32(&p[8..]),
-                server: self.header.server_id,
-                seq: le64(&p[0..]),
-            },
+            Gtid::mariadb(le32(&p[8..]), self.header.server_id, le64(&p[0..])),
             p[12],
         ))
+    }
+
+    /// A MySQL GTID event's GTID: the body starts with a flags byte, the source UUID (16
+    /// bytes) and the GNO (i64, little-endian).
+    pub fn mysql_gtid(&self) -> Result<Gtid, Bad> {
+        let p = self.payload();
+        let short = Bad::Short {
+            kind: self.header.kind,
+        };
+        let sid: [u8; 16] = p
+            .get(1..17)
+            .ok_or(short.clone())?
+            .try_into()
+            .expect("16 bytes");
+        let gno = i64::from_le_bytes(p.get(17..25).ok_or(short.clone())?.try_into().expect("8"));
+        if gno < 1 {
+            return Err(short);
+        }
+        Ok(Gtid::mysql(Uuid(sid), gno as u64))
     }
 
     /// A GTID_LIST event's state.
@@ -254,11 +281,7 @@ impl RawEvent {
         let mut st = GtidState::default();
         for i in 0..count {
             let e = p.get(4 + i * 16..4 + (i + 1) * 16).ok_or(short.clone())?;
-            st.advance(Gtid {
-                domain: le32(&e[0..]),
-                server: le32(&e[4..]),
-                seq: le64(&e[8..]),
-            });
+            st.advance(Gtid::mariadb(le32(&e[0..]), le32(&e[4..]), le64(&e[8..])));
         }
         Ok(st)
     }
@@ -398,6 +421,22 @@ mod tests {
         p.extend_from_slice(&[9, 9, 9]);
         p.extend_from_slice(b"db\0COMMIT");
         assert_eq!(event(kind::QUERY, 0, &p).query_text(), Some(&b"COMMIT"[..]));
+    }
+
+    #[test]
+    fn mysql_gtids_decode() {
+        let sid: [u8; 16] = core::array::from_fn(|i| 0x10 + i as u8);
+        let mut p = vec![1u8];
+        p.extend_from_slice(&sid);
+        p.extend_from_slice(&42i64.to_le_bytes());
+        p.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0, 0]); // lt_type, last_committed, ...
+        let g = event(kind::MYSQL_GTID, 0, &p).mysql_gtid().unwrap();
+        assert_eq!(g.to_string(), "10111213-1415-1617-1819-1a1b1c1d1e1f:42");
+        assert_eq!(g.server, 0);
+        assert!(event(kind::MYSQL_GTID, 0, &p[..20]).mysql_gtid().is_err());
+        let mut zero = p.clone();
+        zero[17..25].copy_from_slice(&0i64.to_le_bytes());
+        assert!(event(kind::MYSQL_GTID, 0, &zero).mysql_gtid().is_err());
     }
 
     #[test]

@@ -1,15 +1,21 @@
-//! Binlog capture for point-in-time recovery (issue #12): coffer reads a MariaDB server's
-//! binlog as a replica does (the server's files are never read, and coffer never runs
-//! `FLUSH BINARY LOGS`), verifies every event's CRC32 and stores the events byte-exact in
-//! segments that are binlog files of their own, each with its index ([`SegmentMeta`]).
+//! Binlog capture for point-in-time recovery (issue #12): coffer reads a MariaDB or MySQL
+//! server's binlog as a replica does (the server's files are never read, and coffer never
+//! runs `FLUSH BINARY LOGS`), positioned by GTID, verifies every event's CRC32 and stores the
+//! events byte-exact in segments that are binlog files of their own, each with its index
+//! ([`SegmentMeta`]).
 //!
 //! - [`stream`]: the replication connection (GTID positioning, heartbeats, a server_id that
 //!   cannot silently collide) and the classification of what can end it ([`CaptureError`]).
-//! - [`event`]: an event's exact bytes and the MariaDB fields the index needs.
+//! - [`checks`]: the flavour, the checks before a stream, a MySQL dump's GTID set, and the
+//!   classification of the dump thread's errors: pure, table-tested.
+//! - [`event`]: an event's exact bytes and the MariaDB and MySQL fields the index needs.
 //! - [`segment`]: cutting the stream into segments of whole transactions.
 //!
 //! [`SegmentMeta`]: coffer_api::gtid::SegmentMeta
 
+use coffer_api::gtid::{Flavour, GtidState};
+
+pub mod checks;
 pub mod event;
 pub mod replay;
 pub mod segment;
@@ -20,6 +26,18 @@ mod tests;
 
 pub use segment::{SegmentError, SegmentPolicy, SegmentSink, SegmentWriter, SourceServer};
 pub use stream::{capture, open, BinlogSource, CaptureError, StreamOptions};
+
+/// Refuses a MySQL GTID state in a step that speaks MariaDB's GTIDs only (`what` names
+/// it): a typed error instead of a statement the server would reject or misread.
+pub fn require_mariadb(what: &str, state: &GtidState) -> Result<(), crate::DbError> {
+    match state.flavour() {
+        Some(Flavour::MySql) => Err(crate::DbError::NotMariaDbGtid {
+            what: what.to_string(),
+            state: state.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// The lowest server_id coffer registers with. Archives take ids in
 /// `ARCHIVE_SERVER_ID_BASE..=u32::MAX - 1`, derived from the archive's namespace and name:

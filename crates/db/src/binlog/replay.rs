@@ -422,6 +422,8 @@ impl RelayServer {
         stop: &GtidState,
         reached: &GtidState,
     ) -> Result<(), DbError> {
+        super::require_mariadb("the relay-log replay", stop)?;
+        super::require_mariadb("the relay-log replay", reached)?;
         self.q(&format!(
             "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=1, MASTER_USER='none', \
              MASTER_USE_GTID=no, RELAY_LOG_FILE='{RELAY_BASE}.000001', RELAY_LOG_POS=4"

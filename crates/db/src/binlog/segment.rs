@@ -9,6 +9,12 @@
 //! source positions in the index name one file). A transaction is held back (in memory, on
 //! disk beyond [`SPILL_BYTES`]) until its last event arrived, so a stream that breaks
 //! mid-transaction leaves nothing of it in any segment.
+//!
+//! MySQL streams cut the same way: a transaction starts at its GTID event (33) and ends at
+//! its XID or `COMMIT` query, or is the DDL statement that directly follows the GTID event
+//! (MySQL's GTID event has no "standalone" flag, the first Query decides). Transactions
+//! without a GTID, tagged GTIDs and compressed transactions are refused, and so is a GNO
+//! that is not the next one of its source: the index records MySQL states as `uuid:1-N`.
 
 use std::{
     io::{self, Read, Seek, Write},
@@ -75,6 +81,9 @@ struct Open<W> {
 struct Tx {
     gtid: Gtid,
     standalone: bool,
+    /// MySQL's GTID event does not say whether the group is a DDL statement: its first
+    /// Query does (`BEGIN` opens a transaction, anything else is the statement itself).
+    undecided: bool,
     buf: TxBuf,
     /// Where its first event starts in the source file.
     start_pos: u64,
@@ -202,7 +211,31 @@ impl<S: SegmentSink> SegmentWriter<S> {
     pub fn push(&mut self, ev: RawEvent, now: Instant) -> Result<(), SegmentError> {
         let h = ev.header;
         match h.kind {
-            kind::HEARTBEAT => return self.tick(now),
+            kind::HEARTBEAT | kind::MYSQL_HEARTBEAT_V2 => return self.tick(now),
+            kind::MYSQL_ANONYMOUS_GTID => {
+                return Err(self.stream_err(
+                    "the stream has a transaction without a GTID (an anonymous GTID event): \
+                     the server wrote it while gtid_mode was not ON; the archive positions \
+                     by GTID only — archive from after the server switched to gtid_mode=ON \
+                     (a new base backup)"
+                        .into(),
+                ))
+            }
+            kind::MYSQL_GTID_TAGGED => {
+                return Err(self.stream_err(
+                    "the stream has a tagged GTID (MySQL 8.3+ gtid tags): not supported by \
+                     the archive yet"
+                        .into(),
+                ))
+            }
+            kind::MYSQL_TRANSACTION_PAYLOAD => {
+                return Err(self.stream_err(
+                    "the stream has a compressed transaction (TRANSACTION_PAYLOAD): \
+                     compressed transactions are not archived yet (SET GLOBAL \
+                     binlog_transaction_compression=OFF)"
+                        .into(),
+                ))
+            }
             // The server decrypted the events; the marker means nothing in our copy.
             kind::START_ENCRYPTION => return Ok(()),
             kind::ROTATE if h.artificial() || h.timestamp == 0 => {
@@ -236,8 +269,17 @@ impl<S: SegmentSink> SegmentWriter<S> {
                 self.file = name;
                 return Ok(());
             }
-            kind::GTID => {
-                let (gtid, flags2) = ev.gtid().map_err(|e| self.stream_err(e.to_string()))?;
+            kind::GTID | kind::MYSQL_GTID => {
+                let mysql = h.kind == kind::MYSQL_GTID;
+                let (gtid, flags2) = if mysql {
+                    (ev.mysql_gtid(), 0)
+                } else {
+                    match ev.gtid() {
+                        Ok((g, f)) => (Ok(g), f),
+                        Err(e) => (Err(e), 0),
+                    }
+                };
+                let gtid = gtid.map_err(|e| self.stream_err(e.to_string()))?;
                 if let Some(tx) = &self.tx {
                     return Err(self.stream_err(format!(
                         "transaction {} has no end before the next one, {gtid}",
@@ -252,11 +294,21 @@ impl<S: SegmentSink> SegmentWriter<S> {
                         )));
                     }
                 }
+                // A MySQL state is "uuid:1-N": a transaction after a hole would make it lie.
+                let next = self.state.0.get(&gtid.domain).map_or(1, |g| g.seq + 1);
+                if mysql && gtid.seq != next {
+                    return Err(self.stream_err(format!(
+                        "the stream sent {gtid} where {} was due: the archive records MySQL \
+                         states as sets contiguous from 1 and cannot hold a hole",
+                        Gtid { seq: next, ..gtid }
+                    )));
+                }
                 let mut buf = TxBuf::Mem(Vec::new());
                 buf.push(&ev.bytes).map_err(|e| self.io(e))?;
                 self.tx = Some(Tx {
                     gtid,
                     standalone: flags2 & GTID_STANDALONE != 0,
+                    undecided: mysql,
                     buf,
                     start_pos: u64::from(h.log_pos).saturating_sub(u64::from(h.size)),
                 });
@@ -282,6 +334,10 @@ impl<S: SegmentSink> SegmentWriter<S> {
             seq: self.next_seq,
             source: e,
         })?;
+        if tx.undecided && h.kind == kind::QUERY {
+            tx.undecided = false;
+            tx.standalone = !opens_transaction(&ev);
+        }
         if ends_transaction(tx.standalone, &ev) {
             self.complete(h.timestamp, h.log_pos, now)?;
             self.tick(now)?;
@@ -388,6 +444,16 @@ impl<S: SegmentSink> SegmentWriter<S> {
     }
 }
 
+/// Whether the first Query after a MySQL GTID event opens a multi-event transaction:
+/// `BEGIN`, `XA START`, or a DDL that MySQL logs as part of one (an atomic
+/// `CREATE TABLE ... SELECT` is logged `... START TRANSACTION`, its rows and an XID follow).
+fn opens_transaction(ev: &RawEvent) -> bool {
+    ev.query_text().is_some_and(|q| {
+        let q = String::from_utf8_lossy(q).trim().to_ascii_uppercase();
+        q == "BEGIN" || q.starts_with("XA START") || q.ends_with("START TRANSACTION")
+    })
+}
+
 /// Whether `ev` is the last event of its transaction.
 fn ends_transaction(standalone: bool, ev: &RawEvent) -> bool {
     let k = ev.header.kind;
@@ -483,6 +549,15 @@ mod tests {
             p.push(0);
             p.extend_from_slice(text.as_bytes());
             self.ev(kind::QUERY, 0, 100, &p)
+        }
+        /// A MySQL GTID event: flags, SID, GNO, then the logical-clock fields.
+        fn mysql_gtid(&mut self, sid: [u8; 16], gno: i64) -> RawEvent {
+            let mut p = vec![1u8];
+            p.extend_from_slice(&sid);
+            p.extend_from_slice(&gno.to_le_bytes());
+            p.push(2);
+            p.extend_from_slice(&[0; 16]);
+            self.ev(kind::MYSQL_GTID, 0, 100, &p)
         }
         fn tx(&mut self, seq: u64) -> Vec<RawEvent> {
             vec![self.gtid(seq, 0), self.rows(), self.xid(200 + seq as u32)]
@@ -611,5 +686,158 @@ mod tests {
         }
         let all: usize = done.iter().map(|d| d.1.transactions.len()).sum();
         assert_eq!(all, 5);
+    }
+
+    const SID: [u8; 16] = [
+        0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95,
+        0x62,
+    ];
+    const UUID: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+
+    fn mysql_writer() -> SegmentWriter<Mem> {
+        let mut w = SegmentWriter::new(
+            "a",
+            0,
+            GtidState::default(),
+            SegmentPolicy::default(),
+            Mem::default(),
+        );
+        w.set_source(SourceServer {
+            server_id: 1,
+            address: "mysql:3306".into(),
+        });
+        w
+    }
+
+    #[test]
+    fn a_mysql_stream_is_cut_into_transactions_by_gtid_and_commit() {
+        let t0 = Instant::now();
+        let mut w = mysql_writer();
+        let mut g = Gen { pos: 0 };
+        w.push(g.fake_rotate("binlog.000001"), t0).unwrap();
+        w.push(g.fde(), t0).unwrap();
+        // PREVIOUS_GTIDS (empty set) between transactions, before any segment: not kept.
+        w.push(
+            g.ev(kind::MYSQL_PREVIOUS_GTIDS, 0, 1, &0u64.to_le_bytes()),
+            t0,
+        )
+        .unwrap();
+        // Each transaction's events, and the kind of the event that must end it.
+        let txs: Vec<(Vec<RawEvent>, u8)> = vec![
+            // A row transaction: GTID, BEGIN, rows, XID.
+            (
+                vec![g.mysql_gtid(SID, 1), g.query("BEGIN"), g.rows(), g.xid(201)],
+                kind::XID,
+            ),
+            // A DDL: GTID, then the statement alone.
+            (
+                vec![g.mysql_gtid(SID, 2), g.query("CREATE TABLE t (a INT)")],
+                kind::QUERY,
+            ),
+            // A non-transactional table: BEGIN ... COMMIT query.
+            (
+                vec![
+                    g.mysql_gtid(SID, 3),
+                    g.query("BEGIN"),
+                    g.rows(),
+                    g.query("COMMIT"),
+                ],
+                kind::QUERY,
+            ),
+            // An atomic CREATE TABLE ... SELECT: its rows and XID belong to it.
+            (
+                vec![
+                    g.mysql_gtid(SID, 4),
+                    g.query("CREATE TABLE u (a INT) START TRANSACTION"),
+                    g.rows(),
+                    g.xid(204),
+                ],
+                kind::XID,
+            ),
+        ];
+        let mut enders = Vec::new();
+        for (events, ender) in txs {
+            enders.push(ender);
+            for e in events {
+                w.push(e, t0).unwrap();
+            }
+        }
+        let end = w.finish().unwrap();
+        assert_eq!(end.to_string(), format!("{UUID}:1-4"));
+        let (bytes, meta) = &w.sink().done[0];
+        assert_eq!(meta.start_state, GtidState::default());
+        assert_eq!(meta.end_state.to_string(), format!("{UUID}:1-4"));
+        assert_eq!(meta.source_file, "binlog.000001");
+        let gtids: Vec<String> = meta
+            .transactions
+            .iter()
+            .map(|t| t.gtid.to_string())
+            .collect();
+        let want: Vec<String> = (1..=4).map(|n| format!("{UUID}:{n}")).collect();
+        assert_eq!(gtids, want);
+        // Walk the file: each transaction starts with its GTID event, and its recorded end
+        // is just after the event that ends it.
+        let mut off = 4usize;
+        let mut events = Vec::new();
+        while off < bytes.len() {
+            let h = Header::parse(&bytes[off..]).unwrap();
+            off += h.size as usize;
+            events.push((h.kind, off as u64));
+        }
+        assert_eq!(off, bytes.len());
+        assert_eq!(meta.bytes as usize, bytes.len());
+        for (t, ender) in meta.transactions.iter().zip(&enders) {
+            let i = events
+                .iter()
+                .position(|e| e.1 == t.end)
+                .expect("an event boundary");
+            assert_eq!(events[i].0, *ender, "{}", t.gtid);
+            if let Some(next) = events.get(i + 1) {
+                assert_eq!(next.0, kind::MYSQL_GTID, "after {}", t.gtid);
+            }
+        }
+        assert_eq!(meta.transactions.last().unwrap().end, meta.bytes);
+        assert_eq!(meta.transactions[0].time, 201);
+    }
+
+    #[test]
+    fn a_mysql_stream_without_gtids_with_holes_or_compressed_is_refused() {
+        let t0 = Instant::now();
+        let start = |w: &mut SegmentWriter<Mem>, g: &mut Gen| {
+            w.push(g.fake_rotate("binlog.000001"), t0).unwrap();
+            w.push(g.fde(), t0).unwrap();
+        };
+        let mut g = Gen { pos: 0 };
+        // (case, the offending event, what the error says)
+        let cases: Vec<(&str, RawEvent, &str)> = vec![
+            (
+                "anonymous",
+                g.ev(kind::MYSQL_ANONYMOUS_GTID, 0, 100, &[0; 42]),
+                "without a GTID",
+            ),
+            ("hole", g.mysql_gtid(SID, 3), "contiguous from 1"),
+            (
+                "compressed",
+                g.ev(kind::MYSQL_TRANSACTION_PAYLOAD, 0, 100, &[0; 20]),
+                "compressed",
+            ),
+            (
+                "tagged",
+                g.ev(kind::MYSQL_GTID_TAGGED, 0, 100, &[0; 40]),
+                "tagged",
+            ),
+        ];
+        for (case, ev, says) in cases {
+            let mut w = mysql_writer();
+            let mut g = Gen { pos: 0 };
+            start(&mut w, &mut g);
+            for e in [g.mysql_gtid(SID, 1), g.query("CREATE TABLE t (a INT)")] {
+                w.push(e, t0).unwrap();
+            }
+            let e = w.push(ev, t0).unwrap_err().to_string();
+            assert!(e.contains(says), "{case}: {e}");
+            // What was complete stays archived, and the stream resumes after it.
+            assert_eq!(w.finish().unwrap().to_string(), format!("{UUID}:1"));
+        }
     }
 }

@@ -13,10 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coffer_api::gtid::{Gtid, GtidState};
+use coffer_api::gtid::{Domain, Flavour, Gtid, GtidState};
 use mysql::{prelude::Queryable, BinlogRequest};
 
 use super::{
+    checks::{check_mysql, classify_1236, detect_flavour, replica_uuid, sid_block, MySqlGtidFacts},
     event::{kind, Bad, Header, RawEvent},
     segment::{SegmentError, SegmentSink, SegmentWriter, SourceServer},
 };
@@ -63,7 +64,7 @@ pub enum CaptureError {
     )]
     UnknownDomain {
         target: String,
-        domains: Vec<u32>,
+        domains: Vec<Domain>,
         state: String,
         server_state: String,
     },
@@ -141,7 +142,7 @@ fn parse_gtid_list(s: &str) -> Result<Vec<Gtid>, String> {
 }
 
 /// Connects to the server of `spec`, checks it can serve the transactions after `start`,
-/// and starts streaming them.
+/// and starts streaming them (MariaDB or MySQL, told apart by `@@version`).
 pub fn open(
     spec: &ConnSpec,
     files: &ClientFiles,
@@ -156,18 +157,16 @@ pub fn open(
         target: target.clone(),
         reason,
     };
-    type Facts = (String, u64, i64, String, String, String);
-    let (version, server_id, log_bin, checksum, binlog_state, binlog_pos): Facts = c
-        .query_first(
-            "SELECT @@version, @@server_id, @@log_bin, @@binlog_checksum, \
-             @@gtid_binlog_state, @@gtid_binlog_pos",
-        )
+    type Facts = (String, u64, i64, String);
+    let (version, server_id, log_bin, checksum): Facts = c
+        .query_first("SELECT @@version, @@server_id, @@log_bin, @@binlog_checksum")
         .map_err(q)?
         .ok_or_else(|| unsupported("it returned no server variables".into()))?;
-    if !version.to_ascii_lowercase().contains("mariadb") {
+    let flavour = detect_flavour(&version);
+    if flavour == Flavour::MariaDb && start.flavour() == Some(Flavour::MySql) {
         return Err(unsupported(format!(
-            "it is {version}; the binlog archive reads MariaDB GTIDs (MySQL GTID positioning \
-             is not implemented yet)"
+            "it is MariaDB ({version}), and the archive is at the MySQL GTID state `{start}`: \
+             another server's history — give this server its own archive"
         )));
     }
     if log_bin == 0 {
@@ -187,17 +186,63 @@ pub fn open(
             server_id: opts.server_id,
         });
     }
-    // Our own previous stream may still be listed for a moment after it broke: the server
-    // drops it when a heartbeat to it fails. A live replica with the same id stays.
+    wait_for_free_id(&mut c, spec, flavour, opts)?;
+    let (server_pos, request) = match flavour {
+        Flavour::MariaDb => {
+            let pos = prepare_mariadb(&mut c, spec, opts, start)?;
+            (pos, BinlogRequest::new(opts.server_id))
+        }
+        Flavour::MySql => {
+            let pos = prepare_mysql(&mut c, spec, opts, start)?;
+            let request = BinlogRequest::new(opts.server_id)
+                .with_use_gtid(true)
+                .with_sids(sid_block(start));
+            (pos, request)
+        }
+    };
+    let stream = c
+        .get_binlog_stream(request)
+        .map_err(|e| CaptureError::Connection {
+            target: target.clone(),
+            reason: format!("registering as replica {}: {e}", opts.server_id),
+        })?;
+    Ok(BinlogSource {
+        stream,
+        target,
+        server: SourceServer {
+            server_id: server_id as u32,
+            address: spec.address(),
+        },
+        start: start.clone(),
+        server_pos,
+        seen_fde: false,
+        failed: false,
+    })
+}
+
+/// Refuses a server_id the server already lists as a replica. Our own previous stream may
+/// still be listed for a moment after it broke: the server drops it when a heartbeat to it
+/// fails. A live replica with the same id stays.
+fn wait_for_free_id(
+    c: &mut mysql::Conn,
+    spec: &ConnSpec,
+    flavour: Flavour,
+    opts: StreamOptions,
+) -> Result<(), CaptureError> {
+    // MySQL 8.4 removed SHOW SLAVE HOSTS; SHOW REPLICAS exists since 8.0.22.
+    let (statement, grant) = match flavour {
+        Flavour::MariaDb => ("SHOW SLAVE HOSTS", "REPLICATION MASTER ADMIN"),
+        Flavour::MySql => ("SHOW REPLICAS", "REPLICATION SLAVE"),
+    };
     let deadline = Instant::now() + opts.heartbeat * 5 + Duration::from_secs(1);
     loop {
-        let replicas: Vec<mysql::Row> = c.query("SHOW SLAVE HOSTS").map_err(|e| {
+        let replicas: Vec<mysql::Row> = c.query(statement).map_err(|e| {
             CaptureError::Db(match conn::classify(spec, &e) {
                 DbError::Query { target, reason } => DbError::Query {
                     target,
                     reason: format!(
-                        "{reason} — SHOW SLAVE HOSTS, run to refuse a server_id already in \
-                         use, needs REPLICATION MASTER ADMIN (grant it with REPLICATION SLAVE)"
+                        "{reason} — {statement}, run to refuse a server_id already in use, \
+                         needs {grant}"
                     ),
                 },
                 other => other,
@@ -207,23 +252,39 @@ pub fn open(
             .iter()
             .any(|r| r.get::<u64, _>(0) == Some(u64::from(opts.server_id)));
         if !taken {
-            break;
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(CaptureError::ServerIdInUse {
-                target,
+                target: spec.label.clone(),
                 server_id: opts.server_id,
             });
         }
         std::thread::sleep(opts.heartbeat.min(Duration::from_millis(500)));
     }
+}
+
+/// MariaDB: checks the domains of `start`, then sets the session up for a GTID stream
+/// (pitr.md §1). Returns the server's binlog position.
+fn prepare_mariadb(
+    c: &mut mysql::Conn,
+    spec: &ConnSpec,
+    opts: StreamOptions,
+    start: &GtidState,
+) -> Result<GtidState, CaptureError> {
+    let target = spec.label.clone();
+    let q = |e: mysql::Error| CaptureError::Db(conn::classify(spec, &e));
+    let (binlog_state, binlog_pos): (String, String) = c
+        .query_first("SELECT @@gtid_binlog_state, @@gtid_binlog_pos")
+        .map_err(q)?
+        .unwrap_or_default();
     let server_state = parse_gtid_list(&binlog_state).map_err(|e| CaptureError::Corrupt {
         target: target.clone(),
         reason: format!("@@gtid_binlog_state: {e}"),
     })?;
     // The server accepts a connect state naming a domain it never had and streams from
     // there without a word: a gap coffer must see itself.
-    let missing: Vec<u32> = start
+    let missing: Vec<Domain> = start
         .0
         .keys()
         .copied()
@@ -241,31 +302,55 @@ pub fn open(
         target: target.clone(),
         reason: format!("@@gtid_binlog_pos: {e}"),
     })?;
-    // The state is digits, dashes and commas (it was parsed), so it is safe in the statement.
+    // The state is digits, dashes and commas (it was parsed, and is MariaDB's: open refused
+    // a MySQL one), so it is safe in the statement.
     c.query_drop(format!(
         "SET @mariadb_slave_capability=4, @slave_connect_state='{start}', \
          @slave_gtid_strict_mode=1, @master_heartbeat_period={}",
         opts.heartbeat.as_nanos()
     ))
     .map_err(q)?;
-    let stream = c
-        .get_binlog_stream(BinlogRequest::new(opts.server_id))
-        .map_err(|e| CaptureError::Connection {
-            target: target.clone(),
-            reason: format!("registering as replica {}: {e}", opts.server_id),
-        })?;
-    Ok(BinlogSource {
-        stream,
-        target,
-        server: SourceServer {
-            server_id: server_id as u32,
-            address: spec.address(),
-        },
-        start: start.clone(),
-        server_pos,
-        seen_fde: false,
-        failed: false,
-    })
+    Ok(server_pos)
+}
+
+/// MySQL: reads the GTID facts, checks them ([`check_mysql`]), then sets the session up
+/// for a GTID stream. The driver sets `@master_binlog_checksum='ALL'` when it registers;
+/// MySQL reads `@source_binlog_checksum` first (8.0.26+), so CRC32 stands. Returns the
+/// server's executed state.
+fn prepare_mysql(
+    c: &mut mysql::Conn,
+    spec: &ConnSpec,
+    opts: StreamOptions,
+    start: &GtidState,
+) -> Result<GtidState, CaptureError> {
+    let q = |e: mysql::Error| CaptureError::Db(conn::classify(spec, &e));
+    let (gtid_mode, executed, purged): (String, String, String) = c
+        .query_first("SELECT @@gtid_mode, @@gtid_executed, @@gtid_purged")
+        .map_err(q)?
+        .unwrap_or_default();
+    // Absent before 8.0.20: an error here means "no compression".
+    let compression: Option<bool> = c
+        .query_first::<Option<String>, _>("SELECT @@binlog_transaction_compression")
+        .ok()
+        .flatten()
+        .flatten()
+        .map(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
+    let facts = MySqlGtidFacts {
+        gtid_mode,
+        executed,
+        purged,
+        compression,
+    };
+    let executed = check_mysql(&spec.label, &facts, start)?;
+    let uuid = replica_uuid(opts.server_id);
+    c.query_drop(format!(
+        "SET @source_binlog_checksum='CRC32', @master_binlog_checksum='CRC32', \
+         @source_heartbeat_period={ns}, @master_heartbeat_period={ns}, \
+         @replica_uuid='{uuid}', @slave_uuid='{uuid}'",
+        ns = opts.heartbeat.as_nanos()
+    ))
+    .map_err(q)?;
+    Ok(executed)
 }
 
 impl BinlogSource {
@@ -349,7 +434,6 @@ impl BinlogSource {
     }
 
     fn classify(&self, e: mysql::Error) -> CaptureError {
-        let state = self.start.to_string();
         let mysql::Error::MySqlError(me) = &e else {
             return self.connection(e.to_string());
         };
@@ -358,37 +442,7 @@ impl BinlogSource {
             // gone, the binlog is not at fault.
             return self.connection(format!("error {}: {}", me.code, me.message));
         }
-        let m = &me.message;
-        let target = self.target.clone();
-        if m.contains("Could not find GTID state") || m.contains("Could not find first log file") {
-            return CaptureError::Purged {
-                target,
-                state,
-                message: m.clone(),
-            };
-        }
-        if m.contains("GTID") {
-            let ahead = self.start.0.values().any(|g| {
-                self.server_pos
-                    .0
-                    .get(&g.domain)
-                    .is_some_and(|p| p.seq < g.seq)
-            });
-            return match ahead {
-                true => CaptureError::Ahead {
-                    target,
-                    state,
-                    server_pos: self.server_pos.to_string(),
-                    message: m.clone(),
-                },
-                false => CaptureError::Diverged {
-                    target,
-                    state,
-                    message: m.clone(),
-                },
-            };
-        }
-        self.corrupt(format!("error 1236: {m}"))
+        classify_1236(&self.target, &me.message, &self.start, &self.server_pos)
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use coffer_api::gtid::{GtidState, SegmentMeta};
+use coffer_api::gtid::{Domain, GtidState, SegmentMeta};
 use coffer_testkit::{GaleraCluster, GaleraOptions, MariaDb, MariaDbOptions};
 
 use super::{
@@ -186,8 +186,8 @@ fn a_workload_becomes_segments_mariadb_binlog_reads_and_replays_to_the_same_tabl
     );
 
     // The index names every transaction the server logged, once, in order.
-    let s0 = start.0[&0].seq;
-    let s1 = end.0[&0].seq;
+    let s0 = start.0[&Domain::MariaDb(0)].seq;
+    let s1 = end.0[&Domain::MariaDb(0)].seq;
     let indexed: Vec<String> = sink
         .metas
         .iter()
@@ -365,14 +365,14 @@ fn purged_ahead_diverged_and_unknown_domain_are_named() {
             }
         }
     };
-    let seq = now.0[&0].seq;
+    let seq = now.0[&Domain::MariaDb(0)].seq;
     let e = first_error(&format!("0-{SOURCE_ID}-{}", seq + 100));
     assert!(matches!(e, CaptureError::Ahead { .. }), "{e}");
     let e = first_error(&format!("0-99-{}", seq - 2));
     assert!(matches!(e, CaptureError::Diverged { .. }), "{e}");
     let e = first_error(&format!("0-{SOURCE_ID}-{seq},5-{SOURCE_ID}-3"));
     assert!(
-        matches!(e, CaptureError::UnknownDomain { ref domains, .. } if domains == &[5]),
+        matches!(e, CaptureError::UnknownDomain { ref domains, .. } if domains == &[Domain::MariaDb(5)]),
         "{e}"
     );
 
@@ -427,7 +427,8 @@ fn a_restarted_server_is_resumed_from_the_last_archived_state_without_loss_or_du
         .iter()
         .flat_map(|m| m.transactions.iter().map(|t| t.gtid.seq))
         .collect();
-    let expected: Vec<u64> = (start.0[&0].seq + 1..=end.0[&0].seq).collect();
+    let expected: Vec<u64> =
+        (start.0[&Domain::MariaDb(0)].seq + 1..=end.0[&Domain::MariaDb(0)].seq).collect();
     assert_eq!(seqs, expected);
     let files: Vec<&str> = sink.metas.iter().map(|m| m.source_file.as_str()).collect();
     assert_ne!(
@@ -469,7 +470,7 @@ fn a_galera_archive_continues_from_another_node_without_loss_or_duplicate() {
     n1.exec(SCHEMA).unwrap();
     let start = pos(0);
     assert!(
-        start.0.contains_key(&100),
+        start.0.contains_key(&Domain::MariaDb(100)),
         "replicated writes use domain 100: {start}"
     );
     for i in 0..30 {
@@ -503,8 +504,8 @@ fn a_galera_archive_continues_from_another_node_without_loss_or_duplicate() {
         .iter()
         .flat_map(|m| m.transactions.iter().map(|t| t.gtid.to_string()))
         .collect();
-    let s0 = start.0[&100].seq;
-    let s1 = end.0[&100].seq;
+    let s0 = start.0[&Domain::MariaDb(100)].seq;
+    let s1 = end.0[&Domain::MariaDb(100)].seq;
     assert_eq!(gtids.len() as u64, s1 - s0, "{gtids:?}");
     let seqs: Vec<u64> = sink
         .metas

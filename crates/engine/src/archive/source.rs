@@ -9,9 +9,15 @@
 //! `open` refuses a node whose binlog lacks an archived domain or has not reached the
 //! archived state.
 
-use coffer_api::{appbinding::AppBinding, gtid::GtidState};
+use coffer_api::{
+    appbinding::AppBinding,
+    gtid::{Flavour, GtidState},
+};
 use coffer_control::pitr::BinlogRetention;
-use coffer_db::{mysql_prelude::Queryable, ClientFiles, ClientFlavor, ConnSpec, DbError};
+use coffer_db::{
+    binlog::checks::detect_flavour, mysql_prelude::Queryable, ClientFiles, ClientFlavor, ConnSpec,
+    DbError,
+};
 
 use crate::{
     catalog::Catalog,
@@ -78,19 +84,31 @@ pub fn nodes(cat: &dyn Catalog, ab: &AppBinding) -> EngineResult<Vec<Node>> {
 pub struct Facts;
 
 impl Facts {
-    /// `@@gtid_binlog_pos`: the state after the last transaction in the server's binlog.
+    /// The state after the last transaction in the server's binlog: MariaDB's
+    /// `@@gtid_binlog_pos`, MySQL's `@@gtid_executed`.
     pub fn binlog_pos(node: &Node) -> Result<GtidState, DbError> {
         let mut c = coffer_db::connect_control(&node.spec, &node.files)?;
+        let statement = match flavour(&node.spec, &mut c)? {
+            Flavour::MariaDb => "SELECT @@gtid_binlog_pos",
+            Flavour::MySql => "SELECT @@gtid_executed",
+        };
         let pos: Option<String> = c
-            .query_first("SELECT @@gtid_binlog_pos")
+            .query_first(statement)
             .map_err(|e| coffer_db::conn::classify(&node.spec, &e))?;
         parse_state(&node.spec, pos.unwrap_or_default())
     }
 
     /// The GTID state at the start of the server's oldest binlog file: the earliest state a
-    /// stream can start from. None when the server cannot say.
+    /// stream can start from (MySQL: `@@gtid_purged`, exactly that). None when the server
+    /// cannot say.
     pub fn oldest_binlog_start(node: &Node) -> Result<Option<GtidState>, DbError> {
         let mut c = coffer_db::connect_control(&node.spec, &node.files)?;
+        if flavour(&node.spec, &mut c)? == Flavour::MySql {
+            let purged: Option<String> = c
+                .query_first("SELECT @@gtid_purged")
+                .map_err(|e| coffer_db::conn::classify(&node.spec, &e))?;
+            return parse_state(&node.spec, purged.unwrap_or_default()).map(Some);
+        }
         // Log_name, File_size.
         let logs: Vec<(String, u64)> = c
             .query("SHOW BINARY LOGS")
@@ -129,6 +147,14 @@ impl Facts {
         };
         read().unwrap_or(BinlogRetention::Unknown)
     }
+}
+
+/// MariaDB or MySQL, from `@@version`.
+fn flavour(spec: &ConnSpec, c: &mut coffer_db::MysqlConn) -> Result<Flavour, DbError> {
+    let version: Option<String> = c
+        .query_first("SELECT @@version")
+        .map_err(|e| coffer_db::conn::classify(spec, &e))?;
+    Ok(detect_flavour(&version.unwrap_or_default()))
 }
 
 fn parse_state(spec: &ConnSpec, s: String) -> Result<GtidState, DbError> {
