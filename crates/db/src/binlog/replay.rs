@@ -181,7 +181,16 @@ pub fn binlog_tool(flavour: Flavour) -> Result<BinlogTool, DbError> {
         .stderr(Stdio::null())
         .output()
         .map_err(|e| DbError::Local(format!("cannot run {} --help: {e}", path.display())))?;
-    let family = tool_flavour(&String::from_utf8_lossy(&help.stdout));
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !help.contains("binary log") {
+        return Err(DbError::Local(format!(
+            "{} --help does not describe a binlog decoder (it printed {} bytes): set {env} to \
+             {flavour}'s",
+            path.display(),
+            help.len()
+        )));
+    }
+    let family = tool_flavour(&help);
     if family != flavour {
         return Err(DbError::Local(format!(
             "{} is {family}'s binlog decoder, but the archive holds {flavour} binlogs, which \
