@@ -5,13 +5,14 @@
 //! full index of only the segments a restore can start or stop in ([`segments_to_read`]).
 //! The base is restored by the ordinary restore paths; the replay then goes either through
 //! the SQL thread of a private server on a physical restore's data directory (relay logs,
-//! the fast way), or through `mariadb-binlog | mariadb` into any server.
+//! the fast way, MariaDB only), or through `mariadb-binlog | mariadb` (MySQL: MySQL's
+//! `mysqlbinlog`) into any server.
 
 use std::{collections::BTreeMap, path::Path};
 
 use coffer_api::{
     archive::BinlogArchive,
-    gtid::{GtidState, SegmentMeta},
+    gtid::{Flavour, GtidState, SegmentMeta},
     meta::ObjectRef,
     restore::{PointInTime, PointInTimeStatus, PointInTimeTarget, RestoreSession},
     Kind, Resource,
@@ -278,15 +279,21 @@ pub fn plan(
             .filter(|s| !read.contains_key(s))
             .collect();
         if want.is_empty() {
-            // Both replays (mariadb-binlog, the relay-log SQL thread) speak MariaDB GTIDs:
-            // refuse a MySQL archive here, before anything is restored.
-            for state in [&plan.base.state, &plan.reached] {
-                coffer_db::binlog::require_mariadb("point-in-time replay", state).map_err(|e| {
-                    EngineError::Invalid {
+            // A base of one family cannot be continued by an archive of the other.
+            let family = |st: &GtidState| st.flavour();
+            if let (Some(b), Some(a)) = (family(&plan.base.state), family(&plan.reached)) {
+                if a != b {
+                    return Err(EngineError::Invalid {
                         resource: label.to_string(),
-                        message: format!("{field}: {e}"),
-                    }
-                })?;
+                        message: format!(
+                            "{field}: base backup {} holds a {b} GTID state ({}), but archive \
+                             {} holds {a} binlogs",
+                            plan.base.snapshot,
+                            plan.base.state,
+                            store.archive()
+                        ),
+                    });
+                }
             }
             tracing::info!(
                 "point in time: base {} ({}), {} segment(s) to replay, {} index(es) read of {}",
@@ -298,6 +305,24 @@ pub fn plan(
             );
             return Ok(Planned { store, plan, read });
         }
+    }
+}
+
+impl Planned {
+    /// Whose binlogs the replay applies: MariaDB's unless a state of the plan or of a read
+    /// segment is MySQL's (an empty archive's states say nothing; nothing is replayed then).
+    pub fn flavour(&self) -> Flavour {
+        let states = [&self.plan.reached, &self.plan.base.state]
+            .into_iter()
+            .chain(
+                self.read
+                    .values()
+                    .flat_map(|m| [&m.start_state, &m.end_state]),
+            );
+        states
+            .filter_map(GtidState::flavour)
+            .next()
+            .unwrap_or(Flavour::MariaDb)
     }
 }
 
@@ -336,18 +361,41 @@ fn io_err(e: coffer_repo::RepoError) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// Replays the plan into a running server through `mariadb-binlog | mariadb`, one
-/// `mariadb-binlog` per segment into one client session, then records the reached state as
-/// `gtid_slave_pos` (the replay leaves it untouched on a server without binlog: pitr.md §4
-/// trap 5). Returns a note when the state could not be recorded.
+/// Replays the plan into a running server through `mariadb-binlog | mariadb` (a MySQL
+/// archive: MySQL's `mysqlbinlog | client`), one decoder per segment into one client
+/// session, then records the reached state: MariaDB as `gtid_slave_pos` (the replay leaves
+/// it untouched on a server without binlog: pitr.md §4 trap 5); MySQL in `gtid_executed`,
+/// which the replayed `SET GTID_NEXT`s fill on a target with `gtid_mode=ON` (checked after).
+/// Returns a note when the state could not be recorded.
 pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>> {
     if p.plan.segments.is_empty() {
         return Ok(None);
     }
-    coffer_db::binlog::require_mariadb("the mariadb-binlog replay", &p.plan.reached)?;
-    let tool = replay::binlog_tool()?;
+    let flavour = p.flavour();
+    let mut tool = replay::binlog_tool(flavour)?;
     let clients = Clients::detect()?;
     let files = std::sync::Arc::new(ClientFiles::new(conn, clients.flavor)?);
+    use coffer_db::mysql_prelude::Queryable;
+    if flavour == Flavour::MySql {
+        // MySQL's GTIDs are replayed as GTID_NEXT, which a target with gtid_mode other
+        // than ON refuses: there they are left out, and the reached state is not recorded.
+        let mode: Option<String> = coffer_db::connect_control(conn, &files).and_then(|mut c| {
+            c.query_first("SELECT @@GLOBAL.gtid_mode")
+                .map_err(|e| coffer_db::conn::classify(conn, &e))
+        })?;
+        tool.skip_gtids = mode.as_deref() != Some("ON");
+        tracing::info!(
+            "MySQL archive: replaying through {} into {} (the relay-log replay is MariaDB's \
+             only){}",
+            tool.path.display(),
+            conn.label,
+            if tool.skip_gtids {
+                ", without GTIDs: the target's gtid_mode is not ON"
+            } else {
+                ""
+            }
+        );
+    }
     let mut sink = LoadSink::start(&clients, conn, files.clone(), &[])?;
     for &seq in &p.plan.segments {
         let store = p.store.clone();
@@ -363,15 +411,38 @@ pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>>
                 if said.is_empty() {
                     String::new()
                 } else {
-                    format!("; mariadb said: {said}")
+                    format!("; the client said: {said}")
                 }
             )));
         }
         tracing::info!("segment {seq} replayed");
     }
     sink.finish()?;
-    use coffer_db::mysql_prelude::Queryable;
     let reached = &p.plan.reached;
+    if flavour == Flavour::MySql {
+        if tool.skip_gtids {
+            return Ok(Some(format!(
+                "the target's gtid_mode is not ON: the replayed transactions carry no GTIDs \
+                 there, and the reached state {reached} is not recorded in its gtid_executed"
+            )));
+        }
+        let executed: Option<String> =
+            coffer_db::connect_control(conn, &files).and_then(|mut c| {
+                c.query_first("SELECT @@GLOBAL.gtid_executed")
+                    .map_err(|e| coffer_db::conn::classify(conn, &e))
+            })?;
+        let text = executed.unwrap_or_default().replace('\n', "");
+        let covers = text.parse::<GtidState>().is_ok_and(|st| st.covers(reached));
+        if !covers {
+            return Err(EngineError::Step(format!(
+                "after replaying archive {} into {}, its gtid_executed is `{text}`, which \
+                 does not hold the reached state {reached}: transactions were skipped or lost",
+                p.store.archive(),
+                conn.label
+            )));
+        }
+        return Ok(None);
+    }
     let set = coffer_db::connect_control(conn, &files).and_then(|mut c| {
         c.query_drop(format!("SET GLOBAL gtid_slave_pos = '{reached}'"))
             .map_err(|e| coffer_db::conn::classify(conn, &e))
@@ -392,6 +463,18 @@ pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>>
 pub fn replay_relay(p: &Planned, datadir: &Path, label: &str) -> EngineResult<()> {
     if p.plan.segments.is_empty() {
         return Ok(());
+    }
+    if p.flavour() == Flavour::MySql {
+        return Err(EngineError::Invalid {
+            resource: label.to_string(),
+            message: format!(
+                "archive {} holds MySQL binlogs: the replay into a data directory (a private \
+                 mariadbd's SQL thread over relay logs) is MariaDB's only; restore a logical or \
+                 native base into a running MySQL server instead (the replay then pipes \
+                 MySQL's mysqlbinlog into it)",
+                p.store.archive()
+            ),
+        });
     }
     let place = |n: usize, seq: u64| -> EngineResult<()> {
         let path = RelayServer::relay_path(datadir, n);

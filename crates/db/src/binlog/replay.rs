@@ -7,9 +7,10 @@
 //! position options would do.
 //!
 //! - [`Trim`]: the cut, as a `Write` adapter the repository streams a segment into.
-//! - [`pipe_segment`]: the portable way, `mariadb-binlog - | mariadb`, for any target.
+//! - [`pipe_segment`]: the portable way, `mariadb-binlog - | mariadb` (MySQL archives:
+//!   MySQL's `mysqlbinlog - | mysql`), for any target.
 //! - [`RelayServer`]: the fast way when coffer owns the data directory: a private `mariadbd`
-//!   on it whose SQL thread applies the segments placed as relay logs.
+//!   on it whose SQL thread applies the segments placed as relay logs. MariaDB only.
 
 use std::{
     io::{self, Read, Write},
@@ -18,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coffer_api::gtid::GtidState;
+use coffer_api::gtid::{Flavour, GtidState};
 use mysql::prelude::Queryable;
 
 use super::event::HEADER_LEN;
@@ -123,18 +124,100 @@ impl<W: Write> Write for Trim<W> {
     }
 }
 
-/// The `mariadb-binlog` program (`COFFER_MARIADB_BINLOG` overrides).
-pub fn binlog_tool() -> Result<PathBuf, DbError> {
-    if let Some(p) = std::env::var_os("COFFER_MARIADB_BINLOG") {
-        return Ok(PathBuf::from(p));
+/// The program that decodes a segment into SQL, and which server family's binlogs it reads.
+#[derive(Debug, Clone)]
+pub struct BinlogTool {
+    pub path: PathBuf,
+    pub flavour: Flavour,
+    /// MySQL: leave the transactions' `SET GTID_NEXT` out (`--skip-gtids`), for a target
+    /// whose `gtid_mode` is not ON (it refuses them).
+    pub skip_gtids: bool,
+}
+
+/// Where `scripts/install-mysql.sh` puts MySQL's `mysqlbinlog` (a wrapper running it
+/// through its own libraries).
+pub const MYSQL_PREFIX_BINLOG: &str = "/opt/coffer-mysql/bin/mysqlbinlog";
+
+/// The decoder for segments of `flavour`:
+/// - MariaDB: `COFFER_MARIADB_BINLOG`, else `mariadb-binlog` (or `mysqlbinlog`) on PATH;
+/// - MySQL: `COFFER_MYSQLBINLOG`, else [`MYSQL_PREFIX_BINLOG`], else `mysqlbinlog` on PATH.
+///
+/// Each family's decoder misreads the other's events (MariaDB's GTID events are 162, MySQL's
+/// 33; Debian's `/usr/bin/mysqlbinlog` is MariaDB's), so the program found is asked who it is
+/// and refused when it is the other family's.
+pub fn binlog_tool(flavour: Flavour) -> Result<BinlogTool, DbError> {
+    let (env, found) = match flavour {
+        Flavour::MariaDb => (
+            "COFFER_MARIADB_BINLOG",
+            on_path(&["mariadb-binlog", "mysqlbinlog"]),
+        ),
+        Flavour::MySql => (
+            "COFFER_MYSQLBINLOG",
+            Some(PathBuf::from(MYSQL_PREFIX_BINLOG))
+                .filter(|p| p.is_file())
+                .or_else(|| on_path(&["mysqlbinlog"])),
+        ),
+    };
+    let path = match std::env::var_os(env).filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => found.ok_or_else(|| {
+            DbError::Local(match flavour {
+                Flavour::MariaDb => "mariadb-binlog is not on PATH: a point-in-time restore \
+                    replays the archive with it; install the MariaDB client (Debian: apt-get \
+                    install mariadb-client) or set COFFER_MARIADB_BINLOG"
+                    .into(),
+                Flavour::MySql => format!(
+                    "MySQL's mysqlbinlog is neither at {MYSQL_PREFIX_BINLOG} nor on PATH: a \
+                     point-in-time restore of a MySQL archive replays it with MySQL's own \
+                     mysqlbinlog; install it (scripts/install-mysql.sh, or the MySQL client \
+                     package) or set COFFER_MYSQLBINLOG"
+                ),
+            })
+        })?,
+    };
+    let help = Command::new(&path)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| DbError::Local(format!("cannot run {} --help: {e}", path.display())))?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !help.contains("binary log") {
+        return Err(DbError::Local(format!(
+            "{} --help does not describe a binlog decoder (it printed {} bytes): set {env} to \
+             {flavour}'s",
+            path.display(),
+            help.len()
+        )));
     }
-    on_path(&["mariadb-binlog", "mysqlbinlog"]).ok_or_else(|| {
-        DbError::Local(
-            "mariadb-binlog is not on PATH: a point-in-time restore replays the archive with it; \
-             install the MariaDB client (Debian: apt-get install mariadb-client)"
-                .into(),
-        )
+    let family = tool_flavour(&help);
+    if family != flavour {
+        return Err(DbError::Local(format!(
+            "{} is {family}'s binlog decoder, but the archive holds {flavour} binlogs, which \
+             it cannot decode; set {env} to {flavour}'s {}",
+            path.display(),
+            match flavour {
+                Flavour::MariaDb => "mariadb-binlog",
+                Flavour::MySql => "mysqlbinlog (e.g. /opt/coffer-mysql/bin/mysqlbinlog)",
+            }
+        )));
+    }
+    Ok(BinlogTool {
+        path,
+        flavour,
+        skip_gtids: false,
     })
+}
+
+/// Whose `mysqlbinlog` printed this `--help`: MariaDB's names MariaDB in its description
+/// ("Dumps a MariaDB binary log", its option groups); MySQL's never does. (`--version` is
+/// no help: MariaDB's says only "Ver 3.5".)
+pub fn tool_flavour(help: &str) -> Flavour {
+    if help.contains("MariaDB") {
+        Flavour::MariaDb
+    } else {
+        Flavour::MySql
+    }
 }
 
 fn on_path(names: &[&str]) -> Option<PathBuf> {
@@ -146,27 +229,44 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
         .find_map(|n| dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()))
 }
 
-/// Replays one segment through `mariadb-binlog` into the client behind `sink`: `feed` writes
-/// the segment (a thread streams it into `mariadb-binlog`'s stdin, cut by `cut`), the
-/// decoded SQL goes to `sink`. Nothing is staged on disk. `--skip-gtid-strict-mode`: the
-/// continuity was checked on the index (pitr.md §2; 10.11's default strict mode refuses
-/// replays across files).
+/// Replays one segment through the binlog decoder into the client behind `sink`: `feed`
+/// writes the segment (a thread streams it into the decoder's stdin, cut by `cut`), the
+/// decoded SQL goes to `sink`. Nothing is staged on disk.
+///
+/// MariaDB: `--skip-gtid-strict-mode`, the continuity was checked on the index (pitr.md §2;
+/// 10.11's default strict mode refuses replays across files). MySQL's `mysqlbinlog` has no
+/// such check (and no such option); its output sets `GTID_NEXT` per transaction, so the
+/// target records the replayed GTIDs in its own `gtid_executed`.
 pub fn pipe_segment(
-    tool: &Path,
+    tool: &BinlogTool,
     sink: &mut LoadSink,
     cut: Cut,
     feed: impl FnOnce(&mut dyn Write) -> io::Result<u64> + Send + 'static,
 ) -> Result<u64, DbError> {
-    let mut cmd = Command::new(tool);
-    cmd.args(["--no-defaults", "--skip-gtid-strict-mode", "-"])
+    let name = match tool.flavour {
+        Flavour::MariaDb => "mariadb-binlog",
+        Flavour::MySql => "mysqlbinlog",
+    };
+    let mut cmd = Command::new(&tool.path);
+    cmd.arg("--no-defaults");
+    match tool.flavour {
+        Flavour::MariaDb => {
+            cmd.arg("--skip-gtid-strict-mode");
+        }
+        Flavour::MySql if tool.skip_gtids => {
+            cmd.arg("--skip-gtids");
+        }
+        Flavour::MySql => {}
+    }
+    cmd.arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = spawn_bound(cmd)
-        .map_err(|e| DbError::Local(format!("cannot start {}: {e}", tool.display())))?;
+        .map_err(|e| DbError::Local(format!("cannot start {}: {e}", tool.path.display())))?;
     let stdin = child.stdin.take().expect("piped stdin");
     let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = StderrTail::start("mariadb-binlog", child.stderr.take().expect("piped"));
+    let mut stderr = StderrTail::start(name, child.stderr.take().expect("piped"));
     let feeder = std::thread::Builder::new()
         .name("segment-feed".into())
         .spawn(move || {
@@ -183,17 +283,14 @@ pub fn pipe_segment(
         .unwrap_or_else(|_| Err(io::Error::other("the segment feeder panicked")));
     let status = child
         .wait()
-        .map_err(|e| DbError::Local(format!("cannot wait for mariadb-binlog: {e}")))?;
+        .map_err(|e| DbError::Local(format!("cannot wait for {name}: {e}")))?;
     let said = stderr.finish();
     let fail = |reason: String| DbError::Local(format!("replaying a segment failed: {reason}"));
     if !status.success() {
-        return Err(fail(format!(
-            "mariadb-binlog {}: {said}",
-            describe_exit(status)
-        )));
+        return Err(fail(format!("{name} {}: {said}", describe_exit(status))));
     }
     fed.map_err(|e| fail(format!("reading the segment: {e}")))?;
-    copied.map_err(|e| fail(format!("mariadb stopped taking the replayed SQL: {e}")))
+    copied.map_err(|e| fail(format!("the client stopped taking the replayed SQL: {e}")))
 }
 
 /// A private `mariadbd` on a prepared data directory: no network, its own socket, a
@@ -596,6 +693,27 @@ mod tests {
         let mut e = vec![fill; size as usize];
         e[9..13].copy_from_slice(&size.to_le_bytes());
         e
+    }
+
+    #[test]
+    fn a_binlog_decoder_is_known_by_its_help() {
+        let cases = [
+            // Debian's /usr/bin/mysqlbinlog is MariaDB's, and its --version says only "3.5".
+            (
+                "mysqlbinlog Ver 3.5 for debian-linux-gnu at x86_64\nCopyright (c) 2000, 2018, \
+                 Oracle, MariaDB Corporation Ab and others.\n\nDumps a MariaDB binary log",
+                Flavour::MariaDb,
+            ),
+            (
+                "mysqlbinlog  Ver 9.7.4-2 for Linux on x86_64 ((Debian))\nCopyright (c) 2000, \
+                 2026, Oracle and/or its affiliates.\n\nDumps a MySQL binary log",
+                Flavour::MySql,
+            ),
+            ("", Flavour::MySql),
+        ];
+        for (help, want) in cases {
+            assert_eq!(tool_flavour(help), want, "{help}");
+        }
     }
 
     #[test]

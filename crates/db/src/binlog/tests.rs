@@ -658,7 +658,7 @@ fn pipe_and_relay_replays_stop_exactly_after_the_chosen_transaction() {
     let clients = crate::Clients::detect().unwrap();
     let files = std::sync::Arc::new(ClientFiles::new(&tspec, clients.flavor).unwrap());
     let mut load = crate::LoadSink::start(&clients, &tspec, files, &[]).unwrap();
-    let tool = replay::binlog_tool().unwrap();
+    let tool = replay::binlog_tool(coffer_api::gtid::Flavour::MariaDb).unwrap();
     for (seq, cut) in &cuts {
         let path = sink.path(*seq);
         replay::pipe_segment(&tool, &mut load, *cut, move |w| {

@@ -305,7 +305,8 @@ struct Run<'a> {
     last_status: Option<Instant>,
     dirty: bool,
     maint: Maintainer,
-    lag_conn: Option<(usize, coffer_db::MysqlConn)>,
+    /// The node, its connection, and the statement that reads its binlog position there.
+    lag_conn: Option<(usize, coffer_db::MysqlConn, &'static str)>,
     retention: BinlogRetention,
     /// A gap detected that no stored segment shows yet.
     pending_gap: Option<(GapReason, String)>,
@@ -883,20 +884,25 @@ impl<'a> Run<'a> {
     fn lag(&mut self) -> Option<f64> {
         use coffer_db::mysql_prelude::Queryable;
         let i = self.current;
-        if self.lag_conn.as_ref().is_none_or(|(n, _)| *n != i) {
+        if self.lag_conn.as_ref().is_none_or(|(n, _, _)| *n != i) {
             let node = &self.nodes[i];
             self.lag_conn = coffer_db::connect_control(&node.spec, &node.files)
                 .ok()
-                .map(|c| (i, c));
+                .and_then(|mut c| {
+                    let statement = source::position_statement(&node.spec, &mut c).ok()?;
+                    Some((i, c, statement))
+                });
         }
-        let (_, c) = self.lag_conn.as_mut()?;
-        let pos: Option<String> = match c.query_first("SELECT @@gtid_binlog_pos") {
+        let (_, c, statement) = self.lag_conn.as_mut()?;
+        let pos: Option<String> = match c.query_first(*statement) {
             Ok(p) => p,
             Err(_) => {
                 self.lag_conn = None;
                 return None;
             }
         };
+        // MySQL writes a long gtid_executed over several lines.
+        let pos = pos.map(|p| p.replace('\n', ""));
         let pos: GtidState = pos.unwrap_or_default().parse().ok()?;
         let durable = self.tracker.end_state().cloned().unwrap_or_default();
         if durable.covers(&pos) {

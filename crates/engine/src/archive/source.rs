@@ -88,10 +88,7 @@ impl Facts {
     /// `@@gtid_binlog_pos`, MySQL's `@@gtid_executed`.
     pub fn binlog_pos(node: &Node) -> Result<GtidState, DbError> {
         let mut c = coffer_db::connect_control(&node.spec, &node.files)?;
-        let statement = match flavour(&node.spec, &mut c)? {
-            Flavour::MariaDb => "SELECT @@gtid_binlog_pos",
-            Flavour::MySql => "SELECT @@gtid_executed",
-        };
+        let statement = position_statement(&node.spec, &mut c)?;
         let pos: Option<String> = c
             .query_first(statement)
             .map_err(|e| coffer_db::conn::classify(&node.spec, &e))?;
@@ -147,6 +144,17 @@ impl Facts {
         };
         read().unwrap_or(BinlogRetention::Unknown)
     }
+}
+
+/// The statement that reads the state after the last transaction in the server's binlog.
+pub(crate) fn position_statement(
+    spec: &ConnSpec,
+    c: &mut coffer_db::MysqlConn,
+) -> Result<&'static str, DbError> {
+    Ok(match flavour(spec, c)? {
+        Flavour::MariaDb => "SELECT @@gtid_binlog_pos",
+        Flavour::MySql => "SELECT @@gtid_executed",
+    })
 }
 
 /// MariaDB or MySQL, from `@@version`.
