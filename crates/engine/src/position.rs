@@ -12,8 +12,9 @@ pub fn app_tag(namespace: &str, name: &str) -> String {
 }
 
 /// `binlog=<file>:<pos>` where both are known, and `gtid=<state>` where the server has
-/// GTIDs. A GTID set that is not a MariaDB GTID state (MySQL's `gtid_executed`) is left out:
-/// the tag means a MariaDB state wherever it is read.
+/// GTIDs: a MariaDB state (`0-1-42`) or MySQL's `gtid_executed` (`uuid:1-42`). A MySQL set
+/// coffer cannot anchor a replay on (holes, not from 1, tagged GTIDs) is left out, said in
+/// the log: the tag is always a state [`GtidState`] reads.
 ///
 /// An empty state is recorded too (`gtid=`) when the binlog position is known: the server
 /// binlogs and has not written a transaction yet (a fresh server, its data loaded without
@@ -155,6 +156,17 @@ mod tests {
                     Some("b.1"),
                     Some(9),
                     Some("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5"),
+                ),
+                vec![
+                    "binlog=b.1:9",
+                    "gtid=3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
+                ],
+            ),
+            (
+                pos(
+                    Some("b.1"),
+                    Some(9),
+                    Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9"),
                 ),
                 vec!["binlog=b.1:9"],
             ),
