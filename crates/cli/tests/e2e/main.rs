@@ -13,6 +13,7 @@ mod kube_job;
 mod lifecycle;
 mod locks;
 mod logical;
+mod mysql;
 mod native;
 mod physical;
 mod physical_swap;

@@ -137,8 +137,12 @@ fn q(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<(), DbError> {
 
 fn rows(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
     let out: Vec<mysql::Row> = c.query(sql).map_err(|e| classify(spec, &e))?;
-    Ok(out
-        .into_iter()
+    Ok(strings(out))
+}
+
+/// Every value of `rows` as text, `None` for NULL.
+fn strings(rows: Vec<mysql::Row>) -> Vec<Vec<Option<String>>> {
+    rows.into_iter()
         .map(|r| {
             r.unwrap()
                 .into_iter()
@@ -149,7 +153,7 @@ fn rows(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<Strin
                 })
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 fn now() -> String {
@@ -374,6 +378,25 @@ fn read_accounts(spec: &ConnSpec, c: &mut Conn, mariadb: bool) -> Result<Vec<Str
     Ok(creates)
 }
 
+/// The binlog file and position (`SHOW MASTER STATUS`'s rows). MySQL renamed the statement
+/// `SHOW BINARY LOG STATUS` in 8.2 and removed the old name in 8.4; MySQL before 8.2 knows
+/// only the old one, so on MySQL the new name is tried first.
+fn binlog_status(
+    spec: &ConnSpec,
+    c: &mut Conn,
+    mariadb: bool,
+) -> Result<Vec<Vec<Option<String>>>, DbError> {
+    if !mariadb {
+        match c.query::<mysql::Row, _>("SHOW BINARY LOG STATUS") {
+            Ok(r) => return Ok(strings(r)),
+            // 1064: a syntax error, the server is older than 8.2.
+            Err(mysql::Error::MySqlError(e)) if e.code == 1064 => {}
+            Err(e) => return Err(classify(spec, &e)),
+        }
+    }
+    rows(spec, c, "SHOW MASTER STATUS")
+}
+
 impl NativeDump {
     /// Opens the snapshot on `opts.connections` connections and reads the schema.
     pub fn prepare(
@@ -407,19 +430,16 @@ impl NativeDump {
             conns.push(c);
         }
         let mut position = Position::default();
-        if let Some(r) = rows(spec, &mut lock, "SHOW MASTER STATUS")?
-            .into_iter()
-            .next()
-        {
-            position.binlog_file = r.first().cloned().flatten();
-            position.binlog_position = r.get(1).cloned().flatten().and_then(|p| p.parse().ok());
-        }
         let version = rows(spec, &mut lock, "SELECT VERSION()")?
             .into_iter()
             .next()
             .and_then(|r| r.into_iter().next().flatten())
             .unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        if let Some(r) = binlog_status(spec, &mut lock, mariadb)?.into_iter().next() {
+            position.binlog_file = r.first().cloned().flatten();
+            position.binlog_position = r.get(1).cloned().flatten().and_then(|p| p.parse().ok());
+        }
         let gtid_sql = if mariadb {
             "SELECT @@gtid_binlog_pos"
         } else {

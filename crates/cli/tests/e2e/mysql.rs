@@ -1,0 +1,297 @@
+//! The MySQL family's other half: Oracle MySQL 9 (scripts/install-mysql.sh) as the source and
+//! the target of coffer's logical paths, through the real binary. The native dump and load,
+//! the mysqldump path with MySQL's own mysqldump, and the refusal of a physical backup, which
+//! mariabackup cannot take of MySQL.
+
+use std::collections::BTreeMap;
+
+use coffer_testkit::{verify, MysqlOptions, MysqlServer};
+
+use crate::common::*;
+
+/// Types MySQL 9 has, with rows that reach their edges: 4-byte UTF-8, NUL bytes in blobs,
+/// JSON, fractional seconds, expression defaults, invisible and generated columns, a table
+/// without a primary key, a foreign key, and a view, triggers, a procedure, a function and
+/// a (disabled) event over them.
+const SCHEMA: &str = r#"
+CREATE DATABASE shop CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_ai_ci;
+USE shop;
+CREATE TABLE kinds (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  ti TINYINT, si SMALLINT UNSIGNED, mi MEDIUMINT, i INT, bi BIGINT,
+  dec1 DECIMAL(30,10), dec2 DECIMAL(65,30),
+  f FLOAT, dbl DOUBLE, b BIT(12),
+  vc VARCHAR(200), tx TEXT, lt LONGTEXT, ch CHAR(10) CHARACTER SET latin1,
+  bl BLOB, vb VARBINARY(32), bn BINARY(4),
+  j JSON,
+  dt DATETIME(6), ts TIMESTAMP(3) NULL, d DATE, tm TIME(4), y YEAR,
+  e ENUM('small','médium','大'), s SET('a','b','c'),
+  g GEOMETRY,
+  created DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  token VARCHAR(36) DEFAULT (UUID()),
+  hidden INT INVISIBLE,
+  total DECIMAL(40,10) AS (dec1 * 2) STORED,
+  vlen INT AS (CHAR_LENGTH(vc)) VIRTUAL,
+  KEY vc_k (vc),
+  KEY total_k (total),
+  KEY fn_k ((bi DIV 2)),
+  CONSTRAINT positive_si CHECK (si >= 0)
+);
+INSERT INTO kinds (ti, si, mi, i, bi, dec1, dec2, f, dbl, b, vc, tx, lt, ch, bl, vb, bn, j, dt, ts, d, tm, y, e, s, g, token, hidden) VALUES
+ (-128, 65535, -8388608, -2147483648, -9223372036854775808, -12345678901234567890.0123456789,
+  0.000000000000000000000000000001, 3.40282e38, 1.7976931348623157e308, b'101010101010',
+  'ASCII', 'text', REPEAT('long ', 1000), 'latin', X'00010200FF00', X'00', X'00000000',
+  '{"a": [1, 2.5, "x"], "b": null, "c": {"d": true}}', '2024-02-29 23:59:59.999999',
+  '2030-06-15 12:00:00.123', '1000-01-01', '-838:59:59.0000', 1901, 'small', 'a,c',
+  ST_GeomFromText('POINT(1 2)'), 'fixed-token', 7),
+ (127, 0, 8388607, 2147483647, 9223372036854775807, 0, -1.5, -1.17549435e-38, -2.2250738585072014e-308,
+  b'0', 'Grüße, 日本語, emoji 😀🎉', 'tab\there\nnewline\\backslash ''quote''', '', 'é',
+  X'', X'FFFEFD', X'7F000001', '[]', '1970-01-01 00:00:01.000001', NULL, '9999-12-31',
+  '838:59:59.0000', 2155, 'médium', '', ST_GeomFromText('LINESTRING(0 0, 1 1, 2 3)'), NULL, NULL),
+ (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, '大', 'a,b,c', NULL, 'null-row', NULL),
+ (0, 1, 0, 0, 0, 0.1, 0.1, 0.1, 0.1, b'111111111111', 'NULL', '\\N', 'N', 'N', X'5C4E', X'0A0D09', X'2C2C2C2C',
+  '"just a string with \\u0000 and ☃"', '2000-01-01 00:00:00', '2000-01-01 00:00:00', '2000-01-01',
+  '00:00:00', 2000, 'small', 'b', NULL, 'backslash-n', -1);
+SET SESSION cte_max_recursion_depth = 10000;
+INSERT INTO kinds (i, vc, bl, j)
+  WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 3000)
+  SELECT k, CONCAT('row-', k, '-ü'), UNHEX(REPEAT(LPAD(HEX(k % 256), 2, '0'), 40)),
+         JSON_OBJECT('k', k, 'sq', k * k) FROM n;
+CREATE TABLE parent (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL UNIQUE);
+CREATE TABLE child (
+  id INT PRIMARY KEY AUTO_INCREMENT, parent_id INT NOT NULL, note VARCHAR(40),
+  CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE
+);
+INSERT INTO parent VALUES (1, 'one'), (2, 'two'), (3, 'drei');
+INSERT INTO child (parent_id, note) VALUES (1, 'a'), (1, 'b'), (2, 'c'), (3, 'ç');
+CREATE TABLE nokey (a INT, b VARCHAR(10)) ENGINE=InnoDB;
+INSERT INTO nokey VALUES (1, 'x'), (1, 'x'), (NULL, NULL), (2, 'ÿ');
+CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(80), at DATETIME(6));
+CREATE VIEW kinds_view AS SELECT id, vc, total, JSON_EXTRACT(j, '$.a') AS ja FROM kinds WHERE id < 100;
+CREATE VIEW parent_children AS SELECT p.name, COUNT(c.id) AS n FROM parent p LEFT JOIN child c ON c.parent_id = p.id GROUP BY p.name;
+CREATE DATABASE `other db`;
+CREATE TABLE `other db`.`t-1` (id INT PRIMARY KEY, v VARCHAR(10));
+INSERT INTO `other db`.`t-1` VALUES (1, 'x');
+"#;
+
+/// Stored programs, one statement each: sent with others in one multi-statement string,
+/// MySQL would keep the `;` that ends each in its stored text.
+const PROGRAMS: [&str; 6] = [
+    "CREATE TRIGGER shop.child_ins AFTER INSERT ON shop.child FOR EACH ROW \
+     INSERT INTO shop.audit (what, at) VALUES (CONCAT('child ', NEW.id), NOW(6))",
+    "CREATE TRIGGER shop.parent_upd BEFORE UPDATE ON shop.parent FOR EACH ROW \
+     SET NEW.name = LOWER(NEW.name)",
+    "CREATE PROCEDURE shop.add_child(IN p INT, IN n VARCHAR(40)) \
+     BEGIN INSERT INTO shop.child (parent_id, note) VALUES (p, n); END",
+    "CREATE FUNCTION shop.double_it(x INT) RETURNS INT DETERMINISTIC RETURN x * 2",
+    "CREATE EVENT shop.nightly ON SCHEDULE EVERY 1 DAY STARTS '2099-01-01 00:00:00' DISABLE \
+     DO DELETE FROM shop.audit WHERE at < NOW() - INTERVAL 30 DAY",
+    "CALL shop.add_child(2, 'via procedure')",
+];
+
+const DATABASES: [&str; 2] = ["shop", "other db"];
+
+/// A MySQL server with the schema loaded, then made quiet (nothing else writes to it).
+fn source() -> MysqlServer {
+    let src = MysqlServer::start().unwrap();
+    src.exec(SCHEMA).unwrap();
+    for p in PROGRAMS {
+        src.exec(p).unwrap();
+    }
+    src
+}
+
+/// A fresh MySQL to restore into. `LOAD DATA LOCAL INFILE`, which the native load streams
+/// through, is off on a MySQL 8+ server by default: `local_infile` says whether to turn it on.
+fn target(local_infile: bool) -> MysqlServer {
+    let mut opts = MysqlOptions::default();
+    if local_infile {
+        opts.extra_args.push("--local-infile=ON".into());
+    }
+    MysqlServer::start_with(opts).unwrap()
+}
+
+fn one(db: &MysqlServer, sql: &str) -> String {
+    let rows = db.query_strings(sql).unwrap();
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    rows[0][0].clone().unwrap_or_default()
+}
+
+/// The binlog file:pos and the GTID set of a quiet server.
+fn position(db: &MysqlServer) -> (String, String) {
+    let s = db.query_strings("SHOW BINARY LOG STATUS").unwrap();
+    let binlog = format!("{}:{}", s[0][0].clone().unwrap(), s[0][1].clone().unwrap());
+    let gtid: String = one(db, "SELECT @@gtid_executed")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    (binlog, gtid)
+}
+
+/// Row counts of every base table, keyed `db.table`.
+fn row_counts(db: &MysqlServer) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for d in DATABASES {
+        let tables = db
+            .query_strings(&format!(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{d}' \
+                 AND TABLE_TYPE = 'BASE TABLE'"
+            ))
+            .unwrap();
+        for t in tables {
+            let t = t[0].clone().unwrap();
+            out.insert(
+                format!("{d}.{t}"),
+                one(db, &format!("SELECT COUNT(*) FROM `{d}`.`{t}`")),
+            );
+        }
+    }
+    out
+}
+
+/// Every table of the schema has the same CHECKSUM TABLE and row count on `dst` as on
+/// `src`, and every definition (tables, views, triggers, routines, the event) is the same.
+fn assert_restored(src: &MysqlServer, dst: &MysqlServer) {
+    let (mut s, mut d) = (src.conn().unwrap(), dst.conn().unwrap());
+    assert_eq!(
+        verify::user_databases(&mut s).unwrap(),
+        verify::user_databases(&mut d).unwrap()
+    );
+    let want = verify::checksums(&mut s, &DATABASES).unwrap();
+    let got = verify::checksums(&mut d, &DATABASES).unwrap();
+    assert_eq!(want.len(), 6, "{want:?}");
+    assert!(want.values().all(|v| v.is_some()), "{want:?}");
+    if let Some(diff) = verify::diff(&want, &got) {
+        panic!("CHECKSUM TABLE differs after the restore:\n{diff}");
+    }
+    let counts = row_counts(src);
+    assert_eq!(counts["shop.kinds"], "3004");
+    assert_eq!(counts["shop.audit"], "1", "the trigger ran on the source");
+    assert_eq!(counts, row_counts(dst));
+    for db in DATABASES {
+        let (ws, gs) = (
+            verify::show_creates(&mut s, db).unwrap(),
+            verify::show_creates(&mut d, db).unwrap(),
+        );
+        if db == "shop" {
+            for k in [
+                "view shop.kinds_view",
+                "view shop.parent_children",
+                "trigger shop.child_ins",
+                "trigger shop.parent_upd",
+                "procedure shop.add_child",
+                "function shop.double_it",
+                "event shop.nightly",
+            ] {
+                assert!(ws.contains_key(k), "the source lacks {k}: {:?}", ws.keys());
+            }
+        }
+        if let Some(diff) = verify::diff(&ws, &gs) {
+            panic!("{db}: definitions differ after the restore:\n{diff}");
+        }
+    }
+    // Not just text: the restored definitions work.
+    assert_eq!(one(dst, "SELECT shop.double_it(21)"), "42");
+    assert_eq!(
+        one(dst, "SELECT n FROM shop.parent_children WHERE name = 'two'"),
+        "2"
+    );
+    dst.exec("CALL shop.add_child(3, 'after restore')").unwrap();
+    assert_eq!(
+        one(dst, "SELECT COUNT(*) FROM shop.audit"),
+        "2",
+        "the restored trigger runs"
+    );
+    let vlen = "SELECT vlen FROM shop.kinds WHERE vc LIKE 'Grüße%'";
+    assert_eq!(one(src, vlen), "20");
+    assert_eq!(one(dst, vlen), "20", "the virtual column is computed again");
+    assert_eq!(
+        one(
+            dst,
+            "SELECT hidden FROM shop.kinds WHERE token = 'fixed-token'"
+        ),
+        "7",
+        "invisible column kept"
+    );
+}
+
+fn manifests(src: &MysqlServer, dst: &MysqlServer, cf: &Coffer, params: &[(&str, &str)]) {
+    let m = [
+        secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
+        local_repo("repo", &cf.path("repo"), "repo-secret"),
+        db_secret("src-auth", src),
+        db_secret("dst-auth", dst),
+        appbinding("src", src, "src-auth"),
+        appbinding("dst", dst, "dst-auth"),
+        backup_config_with("bc", "repo", "src", params, 5),
+    ]
+    .join("---\n");
+    let r = cf.apply("m.yaml", &m);
+    assert!(r.ok, "{r}");
+}
+
+/// The id of the snapshot the session of `run` made.
+fn snapshot_of(cf: &Coffer, run: &Run) -> String {
+    let bs = cf.last_session(run);
+    assert_eq!(phase(&bs), "Succeeded", "{bs:#}");
+    bs["status"]["targets"][0]["stats"][0]["snapshots"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The native dump of a MySQL 9 server and its load into another: every table's checksum
+/// and row count, every definition; the snapshot records the binlog position and the GTID
+/// set (`uuid:1-N`) of its consistent point.
+#[test]
+fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
+    let src = source();
+    let dst = target(true);
+    let before = position(&src);
+    let uuid = one(&src, "SELECT @@server_uuid");
+    assert!(
+        before.1.starts_with(&format!("{uuid}:1-")),
+        "the schema's transactions: {before:?}"
+    );
+    let cf = Coffer::new();
+    manifests(
+        &src,
+        &dst,
+        &cf,
+        &[("method", "native"), ("connections", "2")],
+    );
+    let run = cf.run(&["backup", "bc", "--wait"]);
+    assert!(run.ok, "{run}");
+    let id = snapshot_of(&cf, &run);
+    assert_eq!(position(&src), before, "nothing wrote during the backup");
+    let tags = snapshot_tags(&cf.path("repo"), &id);
+    assert_eq!(tag_value(&tags, "app"), Some("default/src"), "{tags:?}");
+    assert_eq!(tag_value(&tags, "method"), Some("native"), "{tags:?}");
+    assert_eq!(
+        tag_value(&tags, "binlog"),
+        Some(before.0.as_str()),
+        "{tags:?}"
+    );
+    assert_eq!(
+        tag_value(&tags, "gtid"),
+        Some(before.1.as_str()),
+        "{tags:?}"
+    );
+    assert!(
+        tag_value(&tags, "server-version").is_some_and(|v| v.starts_with("9.")),
+        "{tags:?}"
+    );
+
+    let rs = crate::native::native_restore("full", "dst", &[]);
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("r.yaml", &rs).to_str().unwrap(),
+        "--wait",
+    ]);
+    assert!(r.ok, "{r}");
+    let rs = cf.get_json("restoresession", "full");
+    assert_eq!(phase(&rs), "Succeeded", "{rs:#}");
+    assert_restored(&src, &dst);
+}
