@@ -726,8 +726,8 @@ pub(crate) fn repo_err(repo: &Repository, e: coffer_repo::RepoError) -> EngineEr
 }
 
 fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResult<SnapshotInfo> {
-    let clients = Clients::detect()?;
-    let files = Arc::new(ClientFiles::new(&p.conn, clients.flavor)?);
+    let detected = Clients::detect()?;
+    let files = Arc::new(ClientFiles::new(&p.conn, detected.flavor)?);
     let info = coffer_db::ping(&p.conn, &files, db_wait(&p.task)?)?;
     tracing::info!(
         "connected to {} at {} (server {})",
@@ -735,6 +735,13 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         p.conn.address(),
         info.version
     );
+    // A MySQL 8+ server needs MySQL's own mysqldump, whose option file spells TLS its way.
+    let clients = detected.clone().for_server(&p.conn.label, &info)?;
+    let files = if clients.flavor == detected.flavor {
+        files
+    } else {
+        Arc::new(ClientFiles::new(&p.conn, clients.flavor)?)
+    };
     let mut args = client_args(
         &p.task,
         "--all-databases",
