@@ -750,7 +750,9 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
     // The binlog position the dump is consistent at, as mysqldump itself writes it.
     use coffer_api::clientargs::DumpPosition;
     let read_position = match coffer_api::clientargs::dump_position(&args) {
-        DumpPosition::Add if info.is_mariadb && info.log_bin => {
+        // MySQL's mysqldump (8.0 to 9) still takes the old name, and writes the position as
+        // CHANGE REPLICATION SOURCE and the GTID set as GTID_PURGED.
+        DumpPosition::Add if info.log_bin => {
             args.insert(0, "--master-data=2".into());
             true
         }

@@ -390,8 +390,9 @@ fn with_mysql_clients(cf: &Coffer, args: &[&str]) -> Run {
 
 /// The compatible logical path of a MySQL 9 source: refused with only MariaDB's mariadb-dump
 /// around (saying what to install or set), dumped by MySQL's own mysqldump once it is on
-/// PATH, and restored into a fresh MySQL with every checksum, count and definition equal,
-/// the source's GTID set carried over as the dump's GTID_PURGED.
+/// PATH, recording the binlog position and GTID set it is consistent at, and restored into a
+/// fresh MySQL with every value, count and definition equal, the source's GTID set carried
+/// over as the dump's GTID_PURGED.
 #[test]
 fn a_mysqldump_backup_of_mysql_uses_mysqls_mysqldump_and_restores() {
     let src = source();
@@ -422,18 +423,31 @@ fn a_mysqldump_backup_of_mysql_uses_mysqls_mysqldump_and_restores() {
     };
     assert!(snaps.is_empty(), "a refused backup wrote {snaps:?}");
 
+    let before = position(&src);
     let run = with_mysql_clients(&cf, &["backup", "bc", "--wait"]);
     assert!(run.ok, "{run}");
+    assert_eq!(position(&src), before, "nothing wrote during the backup");
     let id = snapshot_of(&cf, &run);
     let tags = snapshot_tags(&repo, &id);
     assert_eq!(tag_value(&tags, "method"), Some("mysqldump"), "{tags:?}");
+    // The position mysqldump wrote (--master-data=2, which coffer adds): its snapshot's.
+    assert_eq!(
+        tag_value(&tags, "binlog"),
+        Some(before.0.as_str()),
+        "{tags:?}"
+    );
+    assert_eq!(
+        tag_value(&tags, "gtid"),
+        Some(before.1.as_str()),
+        "{tags:?}"
+    );
     let dump = restic(repo.to_str().unwrap(), &["dump", "latest", "/dumpfile.sql"]);
     assert!(dump.ok, "{dump}");
     assert!(
         dump.stdout.starts_with("-- MySQL dump"),
         "MySQL's mysqldump wrote it"
     );
-    let (_, gtid) = position(&src);
+    let gtid = before.1;
     assert!(
         dump.stdout.contains(&format!(
             "SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '{gtid}';"
