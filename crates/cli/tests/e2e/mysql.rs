@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use coffer_testkit::{verify, MysqlOptions, MysqlServer};
+use coffer_testkit::{verify, MysqlServer};
 
 use crate::common::*;
 
@@ -102,14 +102,9 @@ fn source() -> MysqlServer {
     src
 }
 
-/// A fresh MySQL to restore into. `LOAD DATA LOCAL INFILE`, which the native load streams
-/// through, is off on a MySQL 8+ server by default: `local_infile` says whether to turn it on.
-fn target(local_infile: bool) -> MysqlServer {
-    let mut opts = MysqlOptions::default();
-    if local_infile {
-        opts.extra_args.push("--local-infile=ON".into());
-    }
-    MysqlServer::start_with(opts).unwrap()
+/// A fresh MySQL to restore into, as MySQL configures itself: `local_infile` off.
+fn target() -> MysqlServer {
+    MysqlServer::start().unwrap()
 }
 
 fn one(db: &MysqlServer, sql: &str) -> String {
@@ -325,7 +320,7 @@ fn snapshot_of(cf: &Coffer, run: &Run) -> String {
 #[test]
 fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
     let src = source();
-    let dst = target(true);
+    let dst = target();
     let before = position(&src);
     let uuid = one(&src, "SELECT @@server_uuid");
     assert!(
@@ -361,6 +356,34 @@ fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
         "{tags:?}"
     );
 
+    // MySQL 8+ turns LOAD DATA LOCAL off: the native load says so before it changes anything.
+    assert_eq!(one(&dst, "SELECT @@GLOBAL.local_infile"), "0");
+    let rs = crate::native::native_restore("refused", "dst", &[]);
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("r0.yaml", &rs).to_str().unwrap(),
+        "--wait",
+    ]);
+    assert!(!r.ok, "{r}");
+    let rs = cf.get_json("restoresession", "refused");
+    assert_eq!(phase(&rs), "Failed", "{rs:#}");
+    let reason = error(&rs);
+    for want in [
+        "AppBinding default/dst",
+        "local_infile",
+        "SET PERSIST local_infile = ON",
+    ] {
+        assert!(reason.contains(want), "{want:?} missing: {reason}");
+    }
+    assert!(
+        dst.query_strings("SHOW DATABASES LIKE 'shop%'")
+            .unwrap()
+            .is_empty(),
+        "the refused restore changed the target"
+    );
+    // What the message says to do, and the restore goes through.
+    dst.exec("SET PERSIST local_infile = ON").unwrap();
     let rs = crate::native::native_restore("full", "dst", &[]);
     let r = cf.run(&[
         "restore",
@@ -396,7 +419,7 @@ fn with_mysql_clients(cf: &Coffer, args: &[&str]) -> Run {
 #[test]
 fn a_mysqldump_backup_of_mysql_uses_mysqls_mysqldump_and_restores() {
     let src = source();
-    let dst = target(false);
+    let dst = target();
     let cf = Coffer::new();
     manifests(&src, &dst, &cf, &[("args", "--databases shop other-db")]);
 
