@@ -90,6 +90,17 @@ const PROGRAMS: [&str; 6] = [
     "CALL shop.add_child(2, 'via procedure')",
 ];
 
+/// A role with grants, an account that has it as its default role, and a locked account
+/// with a table grant, TLS requirement and password policy.
+const ACCOUNTS: &str = "CREATE ROLE shop_writer; \
+    GRANT SELECT, INSERT, UPDATE ON shop.* TO shop_writer; \
+    CREATE USER shop_app@'%' IDENTIFIED BY 'app-pass-1'; \
+    GRANT shop_writer TO shop_app@'%'; \
+    ALTER USER shop_app@'%' DEFAULT ROLE shop_writer; \
+    CREATE USER auditor@'10.0.%' IDENTIFIED BY 'aud-pass' REQUIRE SSL \
+      PASSWORD EXPIRE INTERVAL 90 DAY ACCOUNT LOCK; \
+    GRANT SELECT (id, what) ON shop.audit TO auditor@'10.0.%'";
+
 const DATABASES: [&str; 2] = ["shop", "other-db"];
 
 /// A MySQL server with the schema loaded, then made quiet (nothing else writes to it).
@@ -122,6 +133,32 @@ fn position(db: &MysqlServer) -> (String, String) {
         .filter(|c| !c.is_whitespace())
         .collect();
     (binlog, gtid)
+}
+
+/// Every account but the server's own, keyed `user@host`: SHOW CREATE USER (hashes as hex)
+/// and the sorted lines of SHOW GRANTS.
+fn accounts(db: &MysqlServer) -> BTreeMap<String, Vec<String>> {
+    use coffer_testkit::mysql::prelude::Queryable;
+    let mut c = db.conn().unwrap();
+    c.query_drop("SET SESSION print_identified_with_as_hex = ON")
+        .unwrap();
+    let users: Vec<(String, String)> = c
+        .query(
+            "SELECT User, Host FROM mysql.user WHERE User NOT IN \
+             ('root', 'mysql.sys', 'mysql.session', 'mysql.infoschema')",
+        )
+        .unwrap();
+    users
+        .into_iter()
+        .map(|(u, h)| {
+            let who = format!("'{u}'@'{h}'");
+            let create: Option<String> = c.query_first(format!("SHOW CREATE USER {who}")).unwrap();
+            let mut lines: Vec<String> = c.query(format!("SHOW GRANTS FOR {who}")).unwrap();
+            lines.sort();
+            lines.insert(0, create.unwrap());
+            (format!("{u}@{h}"), lines)
+        })
+        .collect()
 }
 
 /// Row counts of every base table, keyed `db.table`.
@@ -320,6 +357,7 @@ fn snapshot_of(cf: &Coffer, run: &Run) -> String {
 #[test]
 fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
     let src = source();
+    src.exec(ACCOUNTS).unwrap();
     let dst = target();
     let before = position(&src);
     let uuid = one(&src, "SELECT @@server_uuid");
@@ -332,7 +370,11 @@ fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
         &src,
         &dst,
         &cf,
-        &[("method", "native"), ("connections", "2")],
+        &[
+            ("method", "native"),
+            ("connections", "2"),
+            ("users", "true"),
+        ],
     );
     let run = cf.run(&["backup", "bc", "--wait"]);
     assert!(run.ok, "{run}");
@@ -384,7 +426,7 @@ fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
     );
     // What the message says to do, and the restore goes through.
     dst.exec("SET PERSIST local_infile = ON").unwrap();
-    let rs = crate::native::native_restore("full", "dst", &[]);
+    let rs = crate::native::native_restore("full", "dst", &[("users", "true")]);
     let r = cf.run(&[
         "restore",
         "-f",
@@ -395,6 +437,45 @@ fn a_native_backup_of_mysql_restores_into_a_fresh_mysql() {
     let rs = cf.get_json("restoresession", "full");
     assert_eq!(phase(&rs), "Succeeded", "{rs:#}");
     assert_restored(&src, &dst, true);
+
+    // Accounts and roles come back with their grants, hashes and default role, and work.
+    let (want, got) = (accounts(&src), accounts(&dst));
+    assert_eq!(want.len(), 3, "{want:?}");
+    if let Some(diff) = verify::diff(&want, &got) {
+        panic!("accounts differ after the restore:\n{diff}");
+    }
+    let mut app = coffer_testkit::mysql::Conn::new(
+        dst.opts().user(Some("shop_app")).pass(Some("app-pass-1")),
+    )
+    .unwrap();
+    use coffer_testkit::mysql::prelude::Queryable;
+    let role: Option<String> = app.query_first("SELECT CURRENT_ROLE()").unwrap();
+    assert_eq!(role.as_deref(), Some("`shop_writer`@`%`"));
+    let n: Option<u64> = app.query_first("SELECT COUNT(*) FROM shop.kinds").unwrap();
+    assert_eq!(n, Some(3004), "the role's grants are live");
+    drop(app);
+
+    // Again over what is there now, with an account changed meanwhile: the snapshot's wins.
+    dst.exec(
+        "ALTER USER shop_app@'%' IDENTIFIED BY 'changed'; \
+         GRANT DELETE ON shop.* TO shop_app@'%'; DELETE FROM shop.parent WHERE id = 3",
+    )
+    .unwrap();
+    let rs = crate::native::native_restore("again", "dst", &[("users", "true")]);
+    let r = cf.run(&[
+        "restore",
+        "-f",
+        cf.file("r2.yaml", &rs).to_str().unwrap(),
+        "--wait",
+    ]);
+    assert!(r.ok, "{r}");
+    if let Some(diff) = verify::diff(&want, &accounts(&dst)) {
+        panic!("accounts differ after the second restore:\n{diff}");
+    }
+    assert_eq!(
+        verify::checksums(&mut src.conn().unwrap(), &DATABASES).unwrap(),
+        verify::checksums(&mut dst.conn().unwrap(), &DATABASES).unwrap()
+    );
 }
 
 /// `coffer`, with MySQL's client programs (scripts/install-mysql.sh's wrappers) first on PATH.
