@@ -77,7 +77,7 @@ pub fn snapshot_started(head: &[u8]) -> Option<Option<(String, u64)>> {
         if header {
             continue;
         }
-        if line.contains("CHANGE MASTER TO") {
+        if line.contains("CHANGE MASTER TO") || line.contains("CHANGE REPLICATION SOURCE TO") {
             return Some(change_master_position(line.as_bytes()));
         }
         if line.starts_with("--") && line.to_ascii_lowercase().contains("position") {
@@ -89,20 +89,51 @@ pub fn snapshot_started(head: &[u8]) -> Option<Option<(String, u64)>> {
 }
 
 /// The first `CHANGE MASTER TO MASTER_LOG_FILE='f', MASTER_LOG_POS=n;` line (commented with
-/// `--master-data=2`). The first: it comes before any database, so no routine's body can
+/// `--master-data=2`), or MySQL 8.0.23+'s `CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='f',
+/// SOURCE_LOG_POS=n;`. The first: it comes before any database, so no routine's body can
 /// stand in for it.
 pub fn change_master_position(head: &[u8]) -> Option<(String, u64)> {
-    const START: &str = "CHANGE MASTER TO MASTER_LOG_FILE='";
+    const FORMS: [(&str, &str); 2] = [
+        ("CHANGE MASTER TO MASTER_LOG_FILE='", ", MASTER_LOG_POS="),
+        (
+            "CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='",
+            ", SOURCE_LOG_POS=",
+        ),
+    ];
     head.split(|b| *b == b'\n').find_map(|line| {
         let line = std::str::from_utf8(line).ok()?;
-        let rest = line
-            .strip_prefix("-- ")
-            .unwrap_or(line)
-            .strip_prefix(START)?;
-        let (file, rest) = rest.split_once('\'')?;
-        let pos = rest.strip_prefix(", MASTER_LOG_POS=")?.strip_suffix(';')?;
-        Some((file.to_string(), pos.trim().parse().ok()?))
+        let line = line.strip_prefix("-- ").unwrap_or(line);
+        FORMS.iter().find_map(|(start, pos_key)| {
+            let (file, rest) = line.strip_prefix(start)?.split_once('\'')?;
+            let pos = rest.strip_prefix(pos_key)?.strip_suffix(';')?;
+            Some((file.to_string(), pos.trim().parse().ok()?))
+        })
     })
+}
+
+/// The GTID set of MySQL's `SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '<set>';` (MySQL 5.7:
+/// `SET @@GLOBAL.GTID_PURGED='<set>';`), which MySQL's mysqldump writes before any database
+/// when the server has GTIDs: `@@gtid_executed` at the dump's snapshot. The set may span
+/// lines (one per server UUID); it is returned without them. The first: no routine's body
+/// comes before it.
+pub fn gtid_purged(head: &[u8]) -> Option<String> {
+    const START: &[u8] = b"SET @@GLOBAL.GTID_PURGED=";
+    let at = head.windows(START.len()).position(|w| w == START)?;
+    // Only at the start of a line: not text inside another statement.
+    if at > 0 && head[at - 1] != b'\n' {
+        return None;
+    }
+    let rest = &head[at + START.len()..];
+    // Up to the statement's end: what follows may be any bytes (a BLOB's), cut anywhere.
+    let end = rest.windows(2).position(|w| w == b"';")? + 2;
+    let rest = std::str::from_utf8(&rest[..end]).ok()?;
+    let rest = rest.strip_prefix("/*!80000 '+'*/ ").unwrap_or(rest);
+    let (set, _) = rest.strip_prefix('\'')?.split_once("';")?;
+    let set: String = set.chars().filter(|c| !c.is_whitespace()).collect();
+    let valid = set
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-:,_".contains(&b));
+    valid.then_some(set)
 }
 
 /// The GTID state of the last `SET GLOBAL gtid_slave_pos='...';` line (commented with
@@ -257,7 +288,8 @@ impl DumpStream {
             f(crate::native::Position {
                 binlog_file,
                 binlog_position,
-                gtid: deferred_gtid(&self.tail),
+                // MariaDB's after the last database, MySQL's before the first.
+                gtid: deferred_gtid(&self.tail).or_else(|| gtid_purged(&self.head)),
             });
         }
         Ok(())
@@ -405,7 +437,47 @@ mod tests {
             Some("0-1-42,100-21-7")
         );
         assert_eq!(change_master_position(b"-- nothing here\n"), None);
+        assert_eq!(gtid_purged(HEAD_TEXT.as_bytes()), None);
         assert_eq!(deferred_gtid(b"-- Dump completed\n"), None);
+    }
+
+    /// The start of what MySQL 9.7's mysqldump writes with `--master-data=2` on a server with
+    /// GTIDs of two server UUIDs.
+    const MYSQL_HEAD_TEXT: &str = "-- MySQL dump 10.13  Distrib 9.7.4, for Linux (x86_64)\n--\n\
+        -- Host: 127.0.0.1    Database: \n\
+        -- ------------------------------------------------------\n\
+        -- Server version\t9.7.4-2\n\n\
+        /*!50503 SET NAMES utf8mb4 */;\n\
+        SET @MYSQLDUMP_TEMP_LOG_BIN = @@SESSION.SQL_LOG_BIN;\n\
+        SET @@SESSION.SQL_LOG_BIN= 0;\n\n\
+        --\n-- GTID state at the beginning of the backup \n--\n\n\
+        SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,\n\
+        614b6cfc-eda3-11f1-b504-02fc00000001:1-8';\n\n\
+        --\n-- Position to start replication or point-in-time recovery from\n--\n\n\
+        -- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='mysql-bin.000002', SOURCE_LOG_POS=2175;\n\n\
+        --\n-- Current Database: `t`\n--\n";
+
+    #[test]
+    fn mysqls_dump_names_its_position_and_gtid_set_at_its_start() {
+        assert_eq!(
+            change_master_position(MYSQL_HEAD_TEXT.as_bytes()),
+            Some(("mysql-bin.000002".into(), 2175))
+        );
+        assert_eq!(
+            gtid_purged(MYSQL_HEAD_TEXT.as_bytes()).as_deref(),
+            Some(
+                "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,614b6cfc-eda3-11f1-b504-02fc00000001:1-8"
+            )
+        );
+        // MySQL 5.7's form.
+        assert_eq!(
+            gtid_purged(b"SET @@GLOBAL.GTID_PURGED='3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5';\n")
+                .as_deref(),
+            Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5")
+        );
+        // Not at a line's start, or not a set: nothing.
+        assert_eq!(gtid_purged(b"x SET @@GLOBAL.GTID_PURGED='a:1';\n"), None);
+        assert_eq!(gtid_purged(b"SET @@GLOBAL.GTID_PURGED='a b\\'c';\n"), None);
     }
 
     #[test]

@@ -726,8 +726,8 @@ pub(crate) fn repo_err(repo: &Repository, e: coffer_repo::RepoError) -> EngineEr
 }
 
 fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResult<SnapshotInfo> {
-    let clients = Clients::detect()?;
-    let files = Arc::new(ClientFiles::new(&p.conn, clients.flavor)?);
+    let detected = Clients::detect()?;
+    let files = Arc::new(ClientFiles::new(&p.conn, detected.flavor)?);
     let info = coffer_db::ping(&p.conn, &files, db_wait(&p.task)?)?;
     tracing::info!(
         "connected to {} at {} (server {})",
@@ -735,6 +735,13 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
         p.conn.address(),
         info.version
     );
+    // A MySQL 8+ server needs MySQL's own mysqldump, whose option file spells TLS its way.
+    let clients = detected.clone().for_server(&p.conn.label, &info)?;
+    let files = if clients.flavor == detected.flavor {
+        files
+    } else {
+        Arc::new(ClientFiles::new(&p.conn, clients.flavor)?)
+    };
     let mut args = client_args(
         &p.task,
         "--all-databases",
@@ -743,7 +750,9 @@ fn logical_backup(repo: &Repo, p: &Plan, session: &BackupSession) -> EngineResul
     // The binlog position the dump is consistent at, as mysqldump itself writes it.
     use coffer_api::clientargs::DumpPosition;
     let read_position = match coffer_api::clientargs::dump_position(&args) {
-        DumpPosition::Add if info.is_mariadb && info.log_bin => {
+        // MySQL's mysqldump (8.0 to 9) still takes the old name, and writes the position as
+        // CHANGE REPLICATION SOURCE and the GTID set as GTID_PURGED.
+        DumpPosition::Add if info.log_bin => {
             args.insert(0, "--master-data=2".into());
             true
         }

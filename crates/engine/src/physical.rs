@@ -332,6 +332,25 @@ pub fn galera_backup(
 }
 
 /// `mariabackup --backup --stream` of a standalone server on this machine.
+/// mariabackup copies MariaDB's data files and redo log; MySQL's (8.0 and later, with its own
+/// redo log and data dictionary) it cannot read, and would fail late, after a repository
+/// was opened and part of a stream written. A MySQL server is refused before anything runs,
+/// saying what backs it up instead.
+pub(crate) fn only_mariadb(conn: &ConnSpec, info: &coffer_db::ServerInfo) -> EngineResult<()> {
+    if info.is_mariadb {
+        return Ok(());
+    }
+    Err(EngineError::Invalid {
+        resource: conn.label.clone(),
+        message: format!(
+            "the server is MySQL {} (not MariaDB): a physical backup (method `physical`, \
+             mariabackup) can only copy MariaDB servers; back it up logically instead: \
+             task param `method: native`, or no method (mysqldump)",
+            info.version
+        ),
+    })
+}
+
 pub fn physical_backup(
     repo: &Repo,
     conn: &ConnSpec,
@@ -344,6 +363,7 @@ pub fn physical_backup(
     let clients = Clients::detect()?;
     let files = Arc::new(ClientFiles::new(conn, clients.flavor)?);
     let info = coffer_db::ping(conn, &files, db_wait)?;
+    only_mariadb(conn, &info)?;
     let tools = PhysicalTools::detect()?;
     // The row counts and checksums a verification compares: a snapshot started while
     // mariabackup blocks commits, kept if its position is the one mariabackup records.
@@ -631,4 +651,40 @@ pub(crate) fn gcomm_hosts(address: &str) -> Vec<String> {
         .map(|a| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string())
         .filter(|h| !h.is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: &str) -> coffer_db::ServerInfo {
+        coffer_db::ServerInfo {
+            version: version.into(),
+            is_mariadb: version.contains("MariaDB"),
+            log_bin: true,
+        }
+    }
+
+    #[test]
+    fn a_physical_backup_of_mysql_is_refused_naming_what_to_use() {
+        let conn = ConnSpec {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: "secret-pw".into(),
+            tls: None,
+            label: "AppBinding demo/shop".into(),
+        };
+        assert!(only_mariadb(&conn, &info("10.11.19-MariaDB-log")).is_ok());
+        let e = only_mariadb(&conn, &info("9.7.4")).unwrap_err().to_string();
+        for want in [
+            "AppBinding demo/shop",
+            "MySQL 9.7.4",
+            "mariabackup",
+            "native",
+        ] {
+            assert!(e.contains(want), "{want} missing: {e}");
+        }
+        assert!(!e.contains("secret-pw"), "{e}");
+    }
 }

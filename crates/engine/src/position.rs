@@ -12,9 +12,9 @@ pub fn app_tag(namespace: &str, name: &str) -> String {
 }
 
 /// `binlog=<file>:<pos>` where both are known, and `gtid=<state>` where the server has
-/// GTIDs: a MariaDB state (`0-1-42`) or MySQL's `gtid_executed` (`uuid:1-42`). A MySQL set
-/// coffer cannot anchor a replay on (holes, not from 1, tagged GTIDs) is left out, said in
-/// the log: the tag is always a state [`GtidState`] reads.
+/// GTIDs: a MariaDB GTID state in [`GtidState`]'s form, or MySQL's `gtid_executed` set
+/// (`uuid:1-N[,uuid:...]`) as the server wrote it without its line breaks. Readers of the
+/// tag skip a value they cannot parse, so a MySQL set never passes for a MariaDB state.
 ///
 /// An empty state is recorded too (`gtid=`) when the binlog position is known: the server
 /// binlogs and has not written a transaction yet (a fresh server, its data loaded without
@@ -31,10 +31,49 @@ pub fn position_tags(p: &Position) -> Vec<String> {
     }
     match p.gtid.as_deref().map(str::parse::<GtidState>) {
         Some(Ok(g)) if !g.0.is_empty() || binlog => tags.push(format!("gtid={g}")),
-        Some(Err(e)) => tracing::warn!("the backup's GTID position is not recorded: {e}"),
+        Some(Err(e)) => match p.gtid.as_deref().and_then(mysql_gtid_set) {
+            Some(set) => tags.push(format!("gtid={set}")),
+            None => tracing::warn!("the backup's GTID position is not recorded: {e}"),
+        },
         _ => {}
     }
     tags
+}
+
+/// `s` without whitespace if it is a non-empty MySQL GTID set: comma-separated
+/// `uuid[:tag]:interval[:interval...]`, each interval `n` or `n-m`. MySQL breaks
+/// `@@gtid_executed` into lines, one per server UUID; a tag holds no whitespace.
+fn mysql_gtid_set(s: &str) -> Option<String> {
+    let set: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let uuid = |u: &str| {
+        u.len() == 36
+            && u.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    };
+    let number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    let interval = |i: &str| match i.split_once('-') {
+        Some((a, b)) => number(a) && number(b),
+        None => number(i),
+    };
+    // MySQL 8.4's tagged GTIDs: `uuid:1-5:tag:1-2`, a tag is [a-z_][a-z0-9_]{0,31}.
+    let tag = |t: &str| {
+        t.len() <= 32
+            && t.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let valid = !set.is_empty()
+        && set.split(',').all(|item| {
+            let parts: Vec<&str> = item.split(':').collect();
+            // A tag names the intervals after it: it is never last.
+            parts.len() > 1
+                && uuid(parts[0])
+                && parts[1..].iter().all(|p| interval(p) || tag(p))
+                && parts.last().is_some_and(|p| interval(p))
+        });
+    valid.then_some(set)
 }
 
 /// A position known only when the stream ends goes into the snapshot's late tags.
@@ -162,11 +201,32 @@ mod tests {
                     "gtid=3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
                 ],
             ),
+            // MySQL's @@gtid_executed of two servers, as it prints it, and a tagged one.
+            (
+                pos(
+                    Some("mysql-bin.000002"),
+                    Some(1557),
+                    Some(
+                        "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9,\n\
+                         4e11fa47-71ca-11e1-9e33-c80aa9429562:1-3:ops:1-2",
+                    ),
+                ),
+                vec![
+                    "binlog=mysql-bin.000002:1557",
+                    "gtid=3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9,\
+                     4e11fa47-71ca-11e1-9e33-c80aa9429562:1-3:ops:1-2",
+                ],
+            ),
+            // Neither a MariaDB state nor a MySQL set: not recorded.
+            (
+                pos(Some("b.1"), Some(9), Some("3e11fa47:1-5")),
+                vec!["binlog=b.1:9"],
+            ),
             (
                 pos(
                     Some("b.1"),
                     Some(9),
-                    Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9"),
+                    Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:Ops:1"),
                 ),
                 vec!["binlog=b.1:9"],
             ),

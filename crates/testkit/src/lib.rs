@@ -71,6 +71,53 @@ pub use tls::TlsMaterial;
 /// The `mysql` crate this harness uses, for tests that need its types.
 pub use mysql;
 
+/// What a test needs to point coffer at a server of either family: where it listens and
+/// root's password. [`MariaDb`] and [`MysqlServer`] both are one, so helpers that build
+/// AppBindings and Secrets take `&impl DbServer` instead of one of them.
+pub trait DbServer {
+    /// Always `"127.0.0.1"`.
+    fn host(&self) -> &str;
+    fn port(&self) -> u16;
+    /// Password of root (`root@localhost` and `root@'%'`).
+    fn root_password(&self) -> &str;
+    /// `"mysql://127.0.0.1:PORT/"` (no credentials).
+    fn url(&self) -> String {
+        format!("mysql://{}:{}/", self.host(), self.port())
+    }
+    /// The AppBinding `spec.type` of this family (`kubedb.com/mariadb`, `kubedb.com/mysql`).
+    fn app_type(&self) -> &'static str;
+}
+
+impl DbServer for MariaDb {
+    fn host(&self) -> &str {
+        MariaDb::host(self)
+    }
+    fn port(&self) -> u16 {
+        MariaDb::port(self)
+    }
+    fn root_password(&self) -> &str {
+        MariaDb::root_password(self)
+    }
+    fn app_type(&self) -> &'static str {
+        "kubedb.com/mariadb"
+    }
+}
+
+impl DbServer for MysqlServer {
+    fn host(&self) -> &str {
+        MysqlServer::host(self)
+    }
+    fn port(&self) -> u16 {
+        MysqlServer::port(self)
+    }
+    fn root_password(&self) -> &str {
+        MysqlServer::root_password(self)
+    }
+    fn app_type(&self) -> &'static str {
+        "kubedb.com/mysql"
+    }
+}
+
 use std::collections::HashSet;
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};

@@ -6,7 +6,7 @@ use std::{
     process::{Command, Output},
 };
 
-use coffer_testkit::MariaDb;
+use coffer_testkit::{DbServer, MariaDb};
 
 pub const REPO_PASSWORD: &str = "repo-pass-Zq8!";
 
@@ -126,17 +126,19 @@ pub fn local_repo(name: &str, path: &Path, secret: &str) -> String {
     )
 }
 
-pub fn appbinding(name: &str, db: &MariaDb, secret: &str) -> String {
+/// An AppBinding of the given server (MariaDB or MySQL), its credentials in Secret `secret`.
+pub fn appbinding(name: &str, db: &impl DbServer, secret: &str) -> String {
     format!(
         "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: {name}}}\n\
-         spec:\n  type: kubedb.com/mariadb\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  \
+         spec:\n  type: {}\n  clientConfig: {{url: \"{}\"}}\n  \
          secret: {{name: {secret}}}\n",
-        db.port()
+        db.app_type(),
+        db.url()
     )
 }
 
 /// A database Secret for root of the given server.
-pub fn db_secret(name: &str, db: &MariaDb) -> String {
+pub fn db_secret(name: &str, db: &impl DbServer) -> String {
     secret(
         name,
         &[("username", "root"), ("password", db.root_password())],

@@ -13,6 +13,7 @@ mod kube_job;
 mod lifecycle;
 mod locks;
 mod logical;
+mod mysql;
 mod mysql_archive;
 mod native;
 mod physical;

@@ -5,7 +5,7 @@ use coffer_testkit::{fidelity, mysql::prelude::Queryable, verify, MariaDb};
 
 use crate::common::*;
 
-fn native_restore(name: &str, ab: &str, params: &[(&str, &str)]) -> String {
+pub(crate) fn native_restore(name: &str, ab: &str, params: &[(&str, &str)]) -> String {
     let params: Vec<String> = params
         .iter()
         .map(|(k, v)| format!("    - {{name: {k}, value: \"{v}\"}}\n"))

@@ -137,8 +137,12 @@ fn q(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<(), DbError> {
 
 fn rows(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<String>>>, DbError> {
     let out: Vec<mysql::Row> = c.query(sql).map_err(|e| classify(spec, &e))?;
-    Ok(out
-        .into_iter()
+    Ok(strings(out))
+}
+
+/// Every value of `rows` as text, `None` for NULL.
+fn strings(rows: Vec<mysql::Row>) -> Vec<Vec<Option<String>>> {
+    rows.into_iter()
         .map(|r| {
             r.unwrap()
                 .into_iter()
@@ -149,7 +153,7 @@ fn rows(spec: &ConnSpec, c: &mut Conn, sql: &str) -> Result<Vec<Vec<Option<Strin
                 })
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 fn now() -> String {
@@ -318,13 +322,13 @@ fn read_sequence(
 /// both ends). MariaDB's roles are rows of `mysql.user` with `is_role`; SHOW CREATE USER
 /// refuses them.
 fn read_accounts(spec: &ConnSpec, c: &mut Conn, mariadb: bool) -> Result<Vec<String>, DbError> {
-    const OWN: &str =
-        "('', 'root', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema', 'PUBLIC')";
-    let role_col = if mariadb { "is_role" } else { "'N'" };
+    if !mariadb {
+        return read_mysql_accounts(spec, c);
+    }
     let accounts = rows(
         spec,
         c,
-        &format!("SELECT User, Host, {role_col} FROM mysql.user WHERE User NOT IN {OWN} ORDER BY User, Host"),
+        &format!("SELECT User, Host, is_role FROM mysql.user WHERE User NOT IN {OWN} ORDER BY User, Host"),
     )?;
     let mut creates = Vec::new();
     let mut grants = Vec::new();
@@ -356,13 +360,12 @@ fn read_accounts(spec: &ConnSpec, c: &mut Conn, mariadb: bool) -> Result<Vec<Str
         }
     }
     // MariaDB 10.11's PUBLIC: what every account may do.
-    let public = mariadb
-        && !rows(
-            spec,
-            c,
-            "SELECT 1 FROM mysql.user WHERE User = 'PUBLIC' AND is_role = 'Y'",
-        )?
-        .is_empty();
+    let public = !rows(
+        spec,
+        c,
+        "SELECT 1 FROM mysql.user WHERE User = 'PUBLIC' AND is_role = 'Y'",
+    )?
+    .is_empty();
     if public {
         for g in rows(spec, c, "SHOW GRANTS FOR PUBLIC")? {
             if let Some(s) = g.into_iter().next().flatten() {
@@ -372,6 +375,125 @@ fn read_accounts(spec: &ConnSpec, c: &mut Conn, mariadb: bool) -> Result<Vec<Str
     }
     creates.extend(grants);
     Ok(creates)
+}
+
+const OWN: &str =
+    "('', 'root', 'mariadb.sys', 'mysql.sys', 'mysql.session', 'mysql.infoschema', 'PUBLIC')";
+
+/// MySQL's accounts (its roles are accounts too, locked ones). MySQL has no `CREATE OR
+/// REPLACE USER`, and may not drop an account that is the definer of a view or routine, so
+/// an account is created if missing and then altered to the snapshot's (authentication,
+/// TLS, locking, password policy), its privileges revoked and granted again. A `DEFAULT
+/// ROLE` clause needs its roles to exist, and so is applied last, after the grants, as its
+/// own `ALTER USER ... DEFAULT ROLE`. Hashes are read as hex: MySQL's binary salts are not
+/// text.
+fn read_mysql_accounts(spec: &ConnSpec, c: &mut Conn) -> Result<Vec<String>, DbError> {
+    // MySQL 8.0.17 and later; older servers print hashes that are text anyway.
+    let _ = c.query_drop("SET SESSION print_identified_with_as_hex = ON");
+    let accounts = rows(
+        spec,
+        c,
+        &format!("SELECT User, Host FROM mysql.user WHERE User NOT IN {OWN} ORDER BY User, Host"),
+    )?;
+    let (mut creates, mut grants, mut defaults) = (Vec::new(), Vec::new(), Vec::new());
+    for a in accounts {
+        let who = format!(
+            "{}@{}",
+            super::sql_string(a[0].as_deref().unwrap_or("")),
+            super::sql_string(a[1].as_deref().unwrap_or(""))
+        );
+        let Some(create) = rows(spec, c, &format!("SHOW CREATE USER {who}"))?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+        else {
+            continue;
+        };
+        let (create, roles) = split_default_role(&create);
+        let Some(rest) = create.strip_prefix("CREATE USER ") else {
+            return Err(DbError::Dump {
+                target: spec.label.clone(),
+                reason: format!("SHOW CREATE USER {who} did not start with CREATE USER"),
+            });
+        };
+        creates.push(format!("CREATE USER IF NOT EXISTS {rest}"));
+        creates.push(format!("ALTER USER {rest}"));
+        creates.push(format!("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {who}"));
+        for g in rows(spec, c, &format!("SHOW GRANTS FOR {who}"))? {
+            if let Some(s) = g.into_iter().next().flatten() {
+                grants.push(s);
+            }
+        }
+        if let Some(roles) = roles {
+            defaults.push(format!("ALTER USER {who} DEFAULT ROLE {roles}"));
+        }
+    }
+    creates.extend(grants);
+    creates.extend(defaults);
+    Ok(creates)
+}
+
+/// MySQL's `SHOW CREATE USER` text without its ` DEFAULT ROLE <list>` clause, and the list:
+/// backquoted `user`@`host` pairs separated by commas (a backquote inside a name is
+/// doubled), so a name cannot end the clause early.
+fn split_default_role(create: &str) -> (String, Option<String>) {
+    const KEY: &str = " DEFAULT ROLE ";
+    // The clause comes after the account and its authentication: the first KEY outside
+    // quotes. Hex hashes and plugin names never hold it, and names are backquoted.
+    let bytes = create.as_bytes();
+    let (mut i, mut quote) = (0, None::<u8>);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => {
+                if bytes.get(i + 1) == Some(&q) {
+                    i += 1;
+                } else {
+                    quote = None;
+                }
+            }
+            Some(_) => {}
+            None if b == b'`' || b == b'\'' => quote = Some(b),
+            None if create[i..].starts_with(KEY) => {
+                let list_start = i + KEY.len();
+                let mut j = list_start;
+                let mut q = false;
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'`' if q && bytes.get(j + 1) == Some(&b'`') => j += 1,
+                        b'`' => q = !q,
+                        b' ' if !q => break,
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                let list = create[list_start..j].to_string();
+                return (format!("{}{}", &create[..i], &create[j..]), Some(list));
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    (create.to_string(), None)
+}
+
+/// The binlog file and position (`SHOW MASTER STATUS`'s rows). MySQL renamed the statement
+/// `SHOW BINARY LOG STATUS` in 8.2 and removed the old name in 8.4; MySQL before 8.2 knows
+/// only the old one, so on MySQL the new name is tried first.
+fn binlog_status(
+    spec: &ConnSpec,
+    c: &mut Conn,
+    mariadb: bool,
+) -> Result<Vec<Vec<Option<String>>>, DbError> {
+    if !mariadb {
+        match c.query::<mysql::Row, _>("SHOW BINARY LOG STATUS") {
+            Ok(r) => return Ok(strings(r)),
+            // 1064: a syntax error, the server is older than 8.2.
+            Err(mysql::Error::MySqlError(e)) if e.code == 1064 => {}
+            Err(e) => return Err(classify(spec, &e)),
+        }
+    }
+    rows(spec, c, "SHOW MASTER STATUS")
 }
 
 impl NativeDump {
@@ -407,19 +529,16 @@ impl NativeDump {
             conns.push(c);
         }
         let mut position = Position::default();
-        if let Some(r) = rows(spec, &mut lock, "SHOW MASTER STATUS")?
-            .into_iter()
-            .next()
-        {
-            position.binlog_file = r.first().cloned().flatten();
-            position.binlog_position = r.get(1).cloned().flatten().and_then(|p| p.parse().ok());
-        }
         let version = rows(spec, &mut lock, "SELECT VERSION()")?
             .into_iter()
             .next()
             .and_then(|r| r.into_iter().next().flatten())
             .unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        if let Some(r) = binlog_status(spec, &mut lock, mariadb)?.into_iter().next() {
+            position.binlog_file = r.first().cloned().flatten();
+            position.binlog_position = r.get(1).cloned().flatten().and_then(|p| p.parse().ok());
+        }
         let gtid_sql = if mariadb {
             "SELECT @@gtid_binlog_pos"
         } else {
@@ -1261,6 +1380,25 @@ fn produce(conn: &mut Conn, chunk: &Chunk, mut out: PieceWriter) -> Result<DataF
 mod tests {
     use super::*;
 
+    #[test]
+    fn mysqls_default_role_clause_is_taken_out_whole() {
+        let create = "CREATE USER `app`@`%` IDENTIFIED WITH 'caching_sha2_password' AS 0x2441 \
+                      DEFAULT ROLE `r_writer`@`%`,`odd`` DEFAULT ROLE x`@`%` REQUIRE NONE \
+                      PASSWORD EXPIRE DEFAULT ACCOUNT UNLOCK";
+        let (rest, roles) = split_default_role(create);
+        assert_eq!(
+            rest,
+            "CREATE USER `app`@`%` IDENTIFIED WITH 'caching_sha2_password' AS 0x2441 \
+             REQUIRE NONE PASSWORD EXPIRE DEFAULT ACCOUNT UNLOCK"
+        );
+        assert_eq!(
+            roles.as_deref(),
+            Some("`r_writer`@`%`,`odd`` DEFAULT ROLE x`@`%`")
+        );
+        // A name that looks like the clause is not it.
+        let create = "CREATE USER ` DEFAULT ROLE `@`%` IDENTIFIED WITH 'x' REQUIRE NONE";
+        assert_eq!(split_default_role(create), (create.to_string(), None));
+    }
     #[test]
     fn an_auto_increment_column_keeps_its_first_index() {
         let create = "CREATE TABLE `t` (\n  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n  `a` int(11) DEFAULT NULL,\n  KEY `ka` (`a`),\n  UNIQUE KEY `id` (`id`),\n  KEY `id2` (`id`,`a`)\n) ENGINE=InnoDB";

@@ -888,6 +888,26 @@ fn stage(
 ///
 /// The tables are loaded into shadow databases and replace the target's only when every file
 /// matched the manifest: a restore that fails before that leaves the target as it was.
+/// Every chunk loads with `LOAD DATA LOCAL INFILE`, which a server with `local_infile` off
+/// refuses (MySQL 8.0 and later are so by default). Said before anything is changed, with
+/// what to do, instead of as the first chunk's error after the schema was staged.
+fn local_infile_on(spec: &ConnSpec, c: &mut Conn) -> Result<(), DbError> {
+    let on: Option<i64> = c
+        .query_first("SELECT @@GLOBAL.local_infile")
+        .map_err(|e| classify(spec, &e))?;
+    if on == Some(0) {
+        return Err(fail(
+            spec,
+            "the server has local_infile OFF, and the native restore loads every table with \
+             LOAD DATA LOCAL INFILE (MySQL 8.0 and later turn it off by default): turn it on \
+             for the restore (SET PERSIST local_infile = ON, or start the server with \
+             --local-infile=ON), or restore a snapshot taken with mysqldump"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn load(
     spec: &ConnSpec,
     files: &ClientFiles,
@@ -914,6 +934,7 @@ pub fn load(
     }
     let mut main = session(spec, files, opts.binlog)?;
     exec(spec, &mut main, "SET NAMES utf8mb4", "session setup")?;
+    local_infile_on(spec, &mut main)?;
     let mut shadows = Shadows::begin(spec, &mut main)?;
     let staged = stage(
         spec,
