@@ -27,22 +27,6 @@ use crate::{
 
 const MYSQLBINLOG: &str = "/opt/coffer-mysql/bin/mysqlbinlog";
 
-fn mysql_secret(name: &str, db: &MysqlServer) -> String {
-    secret(
-        name,
-        &[("username", "root"), ("password", db.root_password())],
-    )
-}
-
-fn mysql_appbinding(name: &str, db: &MysqlServer, secret: &str) -> String {
-    format!(
-        "apiVersion: appcatalog.appscode.com/v1alpha1\nkind: AppBinding\nmetadata: {{name: {name}}}\n\
-         spec:\n  type: kubedb.com/mysql\n  clientConfig: {{url: \"mysql://127.0.0.1:{}/\"}}\n  \
-         secret: {{name: {secret}}}\n",
-        db.port()
-    )
-}
-
 fn archive_yaml(name: &str) -> String {
     format!(
         "apiVersion: coffer.dev/v1alpha1\nkind: BinlogArchive\nmetadata: {{name: {name}}}\n\
@@ -50,9 +34,8 @@ fn archive_yaml(name: &str) -> String {
     )
 }
 
-/// The repository, the server's AppBinding `db`, a BackupConfiguration `bc` of it (the
-/// default dump: `method: native` of MySQL 9 fails today on `SHOW MASTER STATUS`, which
-/// MySQL 8.4 removed) and the archive `shop`.
+/// The repository, the server's AppBinding `db`, a BackupConfiguration `bc` of it (coffer's
+/// native dump of database `app`, which records MySQL's GTID set) and the archive `shop`.
 fn setup(cf: &Coffer, db: &MysqlServer) -> std::path::PathBuf {
     let repo = cf.path("repo");
     let r = cf.apply(
@@ -60,9 +43,15 @@ fn setup(cf: &Coffer, db: &MysqlServer) -> std::path::PathBuf {
         &[
             secret("repo-secret", &[("RESTIC_PASSWORD", REPO_PASSWORD)]),
             local_repo("repo", &repo, "repo-secret"),
-            mysql_secret("db-secret", db),
-            mysql_appbinding("db", db, "db-secret"),
-            backup_config_with("bc", "repo", "db", &[("args", "--databases app")], 5),
+            db_secret("db-secret", db),
+            appbinding("db", db, "db-secret"),
+            backup_config_with(
+                "bc",
+                "repo",
+                "db",
+                &[("method", "native"), ("databases", "app")],
+                5,
+            ),
             archive_yaml("shop"),
         ]
         .join("---\n"),
@@ -289,10 +278,12 @@ fn a_mysql_archive_holds_every_gtid_once_across_a_restart_and_names_a_purged_gap
 /// A fresh MySQL server to restore into, with its AppBinding `t-<name>`.
 fn mysql_target(cf: &Coffer, name: &str) -> (MysqlServer, String) {
     let target = MysqlServer::start().unwrap();
+    // The native load of the base needs LOAD DATA LOCAL, which MySQL 8+ turns off.
+    target.exec("SET GLOBAL local_infile = ON").unwrap();
     let ab = format!("t-{name}");
     let m = [
-        mysql_secret(&format!("{ab}-auth"), &target),
-        mysql_appbinding(&ab, &target, &format!("{ab}-auth")),
+        db_secret(&format!("{ab}-auth"), &target),
+        appbinding(&ab, &target, &format!("{ab}-auth")),
     ]
     .join("---\n");
     let r = cf.apply(&format!("{name}-target.yaml"), &m);
@@ -320,7 +311,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Restore to a point of a MySQL archive: a base (mysqldump) of the server before any row
+/// Restore to a point of a MySQL archive: a native base backup of the server before any row
 /// (its GTID state empty, its schema created without the binlog), the archive from there, and
 /// RestoreSessions into fresh MySQL servers replaying it with MySQL's mysqlbinlog: `latest`
 /// has every row, a GTID `uuid:k` exactly rows 1..=k, a time exactly the rows committed up
@@ -343,14 +334,6 @@ fn a_mysql_archive_restores_to_latest_a_gtid_and_a_time() {
         .to_string();
     let tags = snapshot_tags(&repo, &id);
     assert_eq!(tag_value(&tags, "app"), Some("default/db"), "{tags:?}");
-    // Until base backups of MySQL record its GTID state (branch wip-mysqlbk), the dump of
-    // this server is tagged by hand with the state it was taken at: empty, as asserted
-    // above, nothing having been binlogged. The tag is what a backup of a binlogging
-    // server with no transaction yet records (engine/src/position.rs).
-    if tag_value(&tags, "gtid").is_none() {
-        let r = restic(repo.to_str().unwrap(), &["tag", "--add", "gtid=", &id]);
-        assert!(r.ok, "{r}");
-    }
     let snaps = restic_snapshots(repo.to_str().unwrap(), &[]);
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let base = snaps[0]["id"].as_str().unwrap().to_string();

@@ -540,17 +540,20 @@ impl NativeDump {
             position.binlog_position = r.get(1).cloned().flatten().and_then(|p| p.parse().ok());
         }
         let gtid_sql = if mariadb {
-            "SELECT @@gtid_binlog_pos"
+            "SELECT @@gtid_binlog_pos, 'ON'"
         } else {
-            "SELECT @@gtid_executed"
+            "SELECT @@gtid_executed, @@gtid_mode"
         };
-        // MariaDB's empty state, read under the lock, is a state: the server has not
-        // binlogged a transaction yet, and the backup is the base of every later one.
+        // An empty state, read under the lock, is a state where the server has GTIDs (MariaDB
+        // always; MySQL with gtid_mode ON): it has not binlogged a transaction yet, and the
+        // backup is the base of every later one. MySQL without GTIDs has no state at all.
         position.gtid = rows(spec, &mut lock, gtid_sql)
             .ok()
             .and_then(|r| r.into_iter().next())
-            .and_then(|r| r.into_iter().next().flatten())
-            .filter(|g| mariadb || !g.is_empty());
+            .and_then(|mut r| {
+                let on = r.get(1).cloned().flatten().is_some_and(|m| m == "ON");
+                r.swap_remove(0).filter(|g| on || !g.is_empty())
+            });
         q(spec, &mut lock, "UNLOCK TABLES")?;
         drop(lock);
         let extra = if opts.extra_connection {
