@@ -92,7 +92,7 @@ if [[ -f "$PREFIX/.complete" && "${COFFER_MYSQL_REFRESH:-0}" != 1 ]] &&
 fi
 
 for tool in curl xz dpkg-deb sha256sum awk; do
-    command -v "$tool" >/dev/null || die "$tool is required (apt-get install curl xz-utils dpkg coreutils gawk)"
+    command -v "$tool" >/dev/null || die "$tool is required (apt-get install curl xz-utils dpkg coreutils mawk)"
 done
 
 parent=$(dirname "$PREFIX")
