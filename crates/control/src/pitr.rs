@@ -64,6 +64,15 @@ impl fmt::Display for Gap {
                 "two different segments are numbered {a}: two archivers wrote the same archive \
                  (give each archive its own serverId) (Diverged)"
             ),
+            // The source is gone from the next segment's state: the server has none of its
+            // history (a reset, or another server; a MySQL segment cannot tell which).
+            GapReason::Diverged if self.found.is_none() => write!(
+                f,
+                "{d}: segment {a} ends at {}, segment {b} starts without it: the server no \
+                 longer has this history (RESET MASTER / RESET BINARY LOGS AND GTIDS, or \
+                 another server) (Diverged)",
+                show(self.expected)
+            ),
             GapReason::Diverged => write!(
                 f,
                 "{d}: segment {a} ends at {}, segment {b} starts at {}: the server's GTID \

@@ -384,6 +384,9 @@ pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>>
                 .map_err(|e| coffer_db::conn::classify(conn, &e))
         })?;
         tool.skip_gtids = mode.as_deref() != Some("ON");
+        if !tool.skip_gtids {
+            record_base_gtids(conn, &files, &p.plan.base.state)?;
+        }
         tracing::info!(
             "MySQL archive: replaying through {} into {} (the relay-log replay is MariaDB's \
              only){}",
@@ -454,6 +457,36 @@ pub fn replay_pipe(p: &Planned, conn: &ConnSpec) -> EngineResult<Option<String>>
              server a replica"
         )
     }))
+}
+
+/// A MySQL base's GTID set, which a native or mysqldump load does not carry over, added to
+/// the target's `gtid_purged` before the replay: the replayed GTIDs then continue it, and
+/// the target's gtid_executed is the reached state (not only the replayed part). Skipped
+/// when the target already holds it (a load that set GTID_PURGED itself).
+fn record_base_gtids(conn: &ConnSpec, files: &ClientFiles, base: &GtidState) -> EngineResult<()> {
+    use coffer_db::mysql_prelude::Queryable;
+    if base.0.is_empty() {
+        return Ok(());
+    }
+    let mut c = coffer_db::connect_control(conn, files)?;
+    let executed: Option<String> = c
+        .query_first("SELECT @@GLOBAL.gtid_executed")
+        .map_err(|e| coffer_db::conn::classify(conn, &e))?;
+    let text = executed.unwrap_or_default().replace('\n', "");
+    if text.parse::<GtidState>().is_ok_and(|st| st.covers(base)) {
+        return Ok(());
+    }
+    // The set comes from the backup's own tag, parsed: uuids and numbers only.
+    c.query_drop(format!("SET GLOBAL gtid_purged = '+{base}'"))
+        .map_err(|e| {
+            EngineError::Step(format!(
+                "recording the base backup's GTID set {base} in the gtid_purged of {} before \
+                 the replay: {} — a target whose gtid_executed overlaps it cannot take this \
+                 restore; use a fresh server",
+                conn.label,
+                coffer_db::conn::classify(conn, &e)
+            ))
+        })
 }
 
 /// Replays the plan into the prepared data directory `datadir` with a private server's SQL

@@ -180,6 +180,27 @@ fn gap_reasons(st: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The archive's status names exactly one gap, for `reason`: in `gaps`, in its GapDetected
+/// condition, in `describe`, and between two recoverable windows. The status.
+fn assert_named_gap(cf: &Coffer, reason: &str) -> serde_json::Value {
+    let st = status(cf, "shop");
+    assert_eq!(gap_reasons(&st), [reason], "{st}");
+    let c = condition_of(&st, "GapDetected");
+    assert_eq!(
+        (&c["status"], &c["reason"]),
+        (&"True".into(), &reason.into()),
+        "{st}"
+    );
+    assert_eq!(
+        st["recoverableWindows"].as_array().unwrap().len(),
+        2,
+        "{st}"
+    );
+    let d = cf.ok(&["describe", "archive", "shop"]).stdout;
+    assert!(d.contains(reason), "{d}");
+    st
+}
+
 /// Capture: every transaction once, as `uuid:1..N`, ending at the server's gtid_executed;
 /// each segment read by MySQL's mysqlbinlog names exactly its GTIDs; a server restart in the
 /// middle of the load loses and repeats nothing; binlogs purged while the archive was
@@ -255,20 +276,7 @@ fn a_mysql_archive_holds_every_gtid_once_across_a_restart_and_names_a_purged_gap
         .unwrap();
     assert_eq!(db.query_strings("SHOW BINARY LOGS").unwrap().len(), 1);
     archive_until_caught_up(&cf, &db, || insert(&db, 91..=100));
-    let st = status(&cf, "shop");
-    assert_eq!(gap_reasons(&st), ["Purged"], "{st}");
-    let c = condition_of(&st, "GapDetected");
-    assert_eq!(
-        (&c["status"], &c["reason"]),
-        (&"True".into(), &"Purged".into())
-    );
-    assert_eq!(
-        st["recoverableWindows"].as_array().unwrap().len(),
-        2,
-        "{st}"
-    );
-    let d = cf.ok(&["describe", "archive", "shop"]).stdout;
-    assert!(d.contains("Purged"), "{d}");
+    let st = assert_named_gap(&cf, "Purged");
     // After the gap the archive holds what the server still has, once, in order.
     let segs = segments(&repo, "shop");
     let after: Vec<String> = gtids(&segs).into_iter().skip(n as usize).collect();
@@ -311,20 +319,20 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Restore to a point of a MySQL archive: a native base backup of the server before any row
-/// (its GTID state empty, its schema created without the binlog), the archive from there, and
-/// RestoreSessions into fresh MySQL servers replaying it with MySQL's mysqlbinlog: `latest`
-/// has every row, a GTID `uuid:k` exactly rows 1..=k, a time exactly the rows committed up
-/// to it; the restored server's gtid_executed is the reached state.
-#[test]
-fn a_mysql_archive_restores_to_latest_a_gtid_and_a_time() {
-    let db = MysqlServer::start().unwrap();
+/// The schema of `db` created without the binlog, the repository and archive of [`setup`],
+/// the archive of rows 1..=`rows` (none: the server's GTID state stays empty), and then
+/// coffer's native base backup, which records the server's GTID state (`gtid=`, empty or
+/// `uuid:1-rows`): the repository, the base snapshot's id and the server's UUID.
+fn native_base(cf: &Coffer, db: &MysqlServer, rows: u32) -> (std::path::PathBuf, String, String) {
     db.exec(&format!("SET SESSION sql_log_bin = 0; {SCHEMA}"))
         .unwrap();
-    assert!(executed(&db).0.is_empty(), "{}", executed(&db));
-    let uuid = server_uuid(&db);
-    let cf = Coffer::new();
-    let repo = setup(&cf, &db);
+    assert!(executed(db).0.is_empty(), "{}", executed(db));
+    let uuid = server_uuid(db);
+    let repo = setup(cf, db);
+    if rows > 0 {
+        archive_until_caught_up(cf, db, || insert(db, 1..=rows));
+    }
+    let state = executed(db).to_string();
     let run = cf.run(&["backup", "bc", "--wait"]);
     assert!(run.ok, "the native base backup of MySQL: {run}");
     let bs = cf.last_session(&run);
@@ -334,10 +342,30 @@ fn a_mysql_archive_restores_to_latest_a_gtid_and_a_time() {
         .to_string();
     let tags = snapshot_tags(&repo, &id);
     assert_eq!(tag_value(&tags, "app"), Some("default/db"), "{tags:?}");
-    let snaps = restic_snapshots(repo.to_str().unwrap(), &[]);
+    // The one snapshot that is not the archive's.
+    let snaps: Vec<serde_json::Value> = restic_snapshots(repo.to_str().unwrap(), &[])
+        .into_iter()
+        .filter(|s| s["hostname"] != "coffer-binlog")
+        .collect();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let base = snaps[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(tag_value(&snapshot_tags(&repo, &base), "gtid"), Some(""));
+    assert_eq!(
+        tag_value(&snapshot_tags(&repo, &base), "gtid"),
+        Some(state.as_str())
+    );
+    (repo, base, uuid)
+}
+
+/// Restore to a point of a MySQL archive: a native base backup of the server before any row
+/// (its GTID state empty, its schema created without the binlog), the archive from there, and
+/// RestoreSessions into fresh MySQL servers replaying it with MySQL's mysqlbinlog: `latest`
+/// has every row, a GTID `uuid:k` exactly rows 1..=k, a time exactly the rows committed up
+/// to it; the restored server's gtid_executed is the reached state.
+#[test]
+fn a_mysql_archive_restores_to_latest_a_gtid_and_a_time() {
+    let db = MysqlServer::start().unwrap();
+    let cf = Coffer::new();
+    let (_, base, uuid) = native_base(&cf, &db, 0);
 
     let mut mid = 0;
     archive_until_caught_up(&cf, &db, || {
@@ -394,5 +422,107 @@ fn a_mysql_archive_restores_to_latest_a_gtid_and_a_time() {
     assert_eq!(
         rs["status"]["pointInTime"]["reachedGtid"],
         format!("{uuid}:1-60")
+    );
+}
+
+/// The archive of rows 1..=20 (`uuid:1-20`) with a native base backup at row 5, stopped;
+/// then `RESET BINARY LOGS AND GTIDS` (MySQL 8.4+'s RESET MASTER) and new writes, which MySQL
+/// numbers `uuid:1..` again: the archive, started again, finds the server's history behind
+/// what it archived — a Diverged gap — and archives the new history after it, once.
+#[test]
+fn reset_binary_logs_and_gtids_is_a_diverged_gap() {
+    let db = MysqlServer::start().unwrap();
+    let cf = Coffer::new();
+    let (repo, _, uuid) = native_base(&cf, &db, 5);
+    archive_until_caught_up(&cf, &db, || insert(&db, 6..=20));
+    assert_eq!(last_gtid(&cf).to_string(), format!("{uuid}:1-20"));
+
+    db.exec("RESET BINARY LOGS AND GTIDS").unwrap();
+    insert(&db, 21..=25);
+    archive_until_caught_up(&cf, &db, || insert(&db, 26..=27));
+    assert_eq!(executed(&db).to_string(), format!("{uuid}:1-7"));
+    let st = assert_named_gap(&cf, "Diverged");
+    assert_eq!(st["gaps"][0]["sourceUuid"], uuid, "{st}");
+    let message = st["gaps"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("starts without it") && message.contains("RESET BINARY LOGS AND GTIDS"),
+        "{st}"
+    );
+    // The new history, after the gap: every transaction once, numbered from 1 again.
+    let segs = segments(&repo, "shop");
+    let gap_at = st["gaps"][0]["beforeSegment"].as_u64().unwrap();
+    let (before, after): (Vec<_>, Vec<_>) = segs.into_iter().partition(|(m, _)| m.seq < gap_at);
+    // Rows 1..=5 are in the base backup: retention dropped their segment.
+    assert_eq!(gtids(&before), range(&uuid, 6, 20), "{st}");
+    assert_eq!(gtids(&after), range(&uuid, 1, 7), "{st}");
+}
+
+/// The archive of rows 1..=20 (`uuid:1-20`) with a native base backup at row 5, stopped;
+/// then the AppBinding points at another MySQL server with its own history: the archive, started
+/// again, finds its UUID unknown there (the runner's check says UnknownDomain) and archives
+/// the other server's history after it. The segments record no server UUID, so the timeline
+/// cannot tell this from a reset: both are the archived source vanishing, a Diverged gap
+/// whose message names both causes. From the base, a restore to the other server's last GTID
+/// crosses the gap and is refused, naming it; one to `uuid:12` has exactly rows 1..=12;
+/// `latest` stops before the gap, saying so.
+#[test]
+fn another_mysql_server_is_a_diverged_gap() {
+    let db = MysqlServer::start().unwrap();
+    let other = MysqlServer::start().unwrap();
+    let cf = Coffer::new();
+    // The base at `uuid:1-5`: on the first run only (a base at the empty state would lie
+    // on both runs, which both start empty, and is not used).
+    let (_, _, uuid) = native_base(&cf, &db, 5);
+    archive_until_caught_up(&cf, &db, || insert(&db, 6..=20));
+
+    other.exec(SCHEMA).unwrap();
+    insert(&other, 1..=5);
+    let r = cf.apply(
+        "other.yaml",
+        &[
+            db_secret("db-secret", &other),
+            appbinding("db", &other, "db-secret"),
+        ]
+        .join("---\n"),
+    );
+    assert!(r.ok, "{r}");
+    archive_until_caught_up(&cf, &other, || insert(&other, 6..=8));
+    let st = assert_named_gap(&cf, "Diverged");
+    assert_eq!(st["gaps"][0]["sourceUuid"], uuid, "{st}");
+    let message = st["gaps"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("starts without it") && message.contains("another server"),
+        "{st}"
+    );
+    let end = executed(&other);
+    assert_eq!(last_gtid(&cf), end);
+
+    let (t, ab) = mysql_target(&cf, "across");
+    let other_uuid = server_uuid(&other);
+    let across = format!("gtid: \"{other_uuid}:10\"");
+    let rs = pitr_restore(&cf, "across", &ab, "shop", &across);
+    assert_eq!(phase(&rs), "Failed", "{rs:#}");
+    let e = error(&rs);
+    assert!(e.contains("would cross a Diverged gap"), "{e}");
+    let dbs = t.query_strings("SHOW DATABASES LIKE 'app'").unwrap();
+    assert!(dbs.is_empty(), "a refused restore wrote nothing");
+
+    let rs = pitr_restore(&cf, "before", &ab, "shop", &format!("gtid: \"{uuid}:12\""));
+    assert_eq!(phase(&rs), "Succeeded", "{rs:#}\n{}", logs(&cf));
+    assert_eq!(seqs(&t), (1..=12).collect::<Vec<_>>());
+    assert_eq!(
+        rs["status"]["pointInTime"]["reachedGtid"],
+        format!("{uuid}:1-12")
+    );
+
+    let (t, ab) = mysql_target(&cf, "latest");
+    let rs = pitr_restore(&cf, "latest", &ab, "shop", "latest: true");
+    assert_eq!(phase(&rs), "Succeeded", "{rs:#}\n{}", logs(&cf));
+    assert_eq!(seqs(&t), (1..=20).collect::<Vec<_>>());
+    let pit = &rs["status"]["pointInTime"];
+    assert_eq!(pit["reachedGtid"], format!("{uuid}:1-20"), "{pit:#}");
+    assert!(
+        pit["note"].as_str().unwrap_or("").contains("Diverged"),
+        "`latest` says it stopped before the gap: {pit:#}"
     );
 }

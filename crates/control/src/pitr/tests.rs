@@ -989,6 +989,25 @@ fn mysql_timelines_and_plans_follow_source_uuids() {
     );
     assert_eq!(t.windows[0].end.to_string(), format!("{A}:1-3"));
 
+    // The source gone from the next segment (RESET BINARY LOGS AND GTIDS, or another
+    // server): Diverged, and the message says the server no longer has that history.
+    const B: &str = "4f22ab58-82db-22f2-af44-d91bb9530673";
+    let other = seg(2, "", &[(&format!("{B}:1"), 140)]);
+    let t = timeline(&[s0.clone(), s1.clone(), other]);
+    let gap = t.gaps[0].to_status();
+    assert_eq!(
+        (gap.reason, gap.source_uuid.as_deref(), gap.found.as_deref()),
+        (GapReason::Diverged, Some(A), None)
+    );
+    assert!(
+        gap.message.contains(&format!(
+            "segment 1 ends at {A}:3, segment 2 starts without it: the server no longer has \
+             this history (RESET MASTER / RESET BINARY LOGS AND GTIDS, or another server)"
+        )),
+        "{}",
+        gap.message
+    );
+
     // A plan from a base at uuid:1-1 to the GTID uuid:3 replays segments 0 and 1.
     let bases = vec![base("b", 105, &format!("{A}:1"))];
     let p = plan_restore("shop", &gtid(&a(3), true), &bases, &[s0, s1, s2]).unwrap();

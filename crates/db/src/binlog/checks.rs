@@ -357,6 +357,38 @@ mod tests {
         }
     }
 
+    /// RESET BINARY LOGS AND GTIDS and fewer new writes than were archived: the server is
+    /// behind the archive's own UUID. Checked, that is Ahead (a lag is possible); once the
+    /// archive gives up waiting it is a divergence, and says so without "wait for it".
+    #[test]
+    fn a_server_behind_the_archive_becomes_a_divergence_at_the_gap() {
+        let e = check_mysql(
+            "db",
+            &facts(&format!("{A}:1-7"), ""),
+            &st(&format!("{A}:1-20")),
+        )
+        .unwrap_err();
+        assert!(matches!(e, CaptureError::Ahead { .. }), "{e}");
+        let d = e.into_diverged();
+        assert!(matches!(d, CaptureError::Diverged { .. }), "{d}");
+        let text = d.to_string();
+        for want in [
+            format!("diverged from the archive at `{A}:1-20`"),
+            format!("its binlog ends before it, at `{A}:1-7`"),
+            "RESET BINARY LOGS AND GTIDS".to_string(),
+        ] {
+            assert!(text.contains(&want), "`{want}` in: {text}");
+        }
+        assert!(!text.contains("catch up"), "{text}");
+        // Any other error is left as it is.
+        let p = CaptureError::Purged {
+            target: "db".into(),
+            state: String::new(),
+            message: String::new(),
+        };
+        assert!(matches!(p.into_diverged(), CaptureError::Purged { .. }));
+    }
+
     #[test]
     fn error_1236_is_classified_in_both_flavours() {
         let start = st(&format!("{A}:1-50"));

@@ -49,8 +49,8 @@ pub enum CaptureError {
     },
     #[error(
         "the GTID history of {target} diverged from the archive at `{state}` ({message}): a \
-         failover to a server that missed transactions, or RESET MASTER — the timeline has a \
-         gap here"
+         failover to a server that missed transactions, or RESET MASTER (RESET BINARY LOGS \
+         AND GTIDS on MySQL 8.4+) — the timeline has a gap here"
     )]
     Diverged {
         target: String,
@@ -88,6 +88,26 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
+    /// An [`CaptureError::Ahead`] once no node will catch up (the archive declares a gap):
+    /// the server's history went back — RESET MASTER / RESET BINARY LOGS AND GTIDS and new
+    /// writes, or a server restored from an older backup — so it is a divergence, not a lag
+    /// to wait for. Any other error is returned as it is.
+    pub fn into_diverged(self) -> CaptureError {
+        match self {
+            CaptureError::Ahead {
+                target,
+                state,
+                server_pos,
+                message,
+            } => CaptureError::Diverged {
+                target,
+                state,
+                message: format!("its binlog ends before it, at `{server_pos}`: {message}"),
+            },
+            e => e,
+        }
+    }
+
     /// Reconnecting to the same server from the last archived state may succeed.
     pub fn retryable(&self) -> bool {
         matches!(

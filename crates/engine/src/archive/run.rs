@@ -672,7 +672,7 @@ impl<'a> Run<'a> {
             CaptureError::UnknownDomain { .. } => Next::Gap(GapReason::UnknownDomain, e),
             // Every node is behind the archive: its history went back (RESET MASTER and new
             // writes, a server restored from an older backup).
-            CaptureError::Ahead { .. } => Next::Gap(GapReason::Diverged, e),
+            CaptureError::Ahead { .. } => Next::Gap(GapReason::Diverged, e.into_diverged()),
             CaptureError::Corrupt { .. } => Next::Retry(e),
             CaptureError::Sink(_) => Next::Resync(e),
             _ => Next::Fatal(e),
