@@ -467,7 +467,7 @@ fn purge_all_but_current(db: &MariaDb) {
     });
 }
 
-fn gap_reasons(st: &serde_json::Value) -> Vec<String> {
+pub(crate) fn gap_reasons(st: &serde_json::Value) -> Vec<String> {
     st["gaps"]
         .as_array()
         .map(|g| {

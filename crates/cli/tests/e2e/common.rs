@@ -358,15 +358,22 @@ pub fn pitr_session(name: &str, ab: &str, point: &str, params: &str) -> String {
 /// A fresh server to restore into, with its AppBinding `t-<name>`.
 pub fn restore_target(cf: &Coffer, name: &str) -> (MariaDb, String) {
     let target = MariaDb::start().unwrap();
+    let ab = target_binding(cf, name, &target);
+    (target, ab)
+}
+
+/// Applies the AppBinding `t-<name>` (and its Secret) of a server to restore into; returns
+/// its name.
+pub fn target_binding(cf: &Coffer, name: &str, target: &impl DbServer) -> String {
     let ab = format!("t-{name}");
     let m = [
-        db_secret(&format!("{ab}-auth"), &target),
-        appbinding(&ab, &target, &format!("{ab}-auth")),
+        db_secret(&format!("{ab}-auth"), target),
+        appbinding(&ab, target, &format!("{ab}-auth")),
     ]
     .join("---\n");
     let r = cf.apply(&format!("{name}-target.yaml"), &m);
     assert!(r.ok, "{r}");
-    (target, ab)
+    ab
 }
 
 /// Runs the point-in-time RestoreSession `name` of `archive` into AppBinding `ab` to its end;

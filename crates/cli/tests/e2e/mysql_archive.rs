@@ -19,8 +19,8 @@ use coffer_testkit::{mysql::prelude::Queryable, MysqlServer};
 
 use crate::{
     archive::{
-        assert_chained, gtids, logs, segments, start_archive, status, stop, wait_streaming,
-        wait_until,
+        assert_chained, gap_reasons, gtids, logs, segments, start_archive, status, stop,
+        wait_streaming, wait_until,
     },
     common::*,
 };
@@ -169,17 +169,6 @@ fn gtid_next(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn gap_reasons(st: &serde_json::Value) -> Vec<String> {
-    st["gaps"]
-        .as_array()
-        .map(|g| {
-            g.iter()
-                .map(|x| x["reason"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The archive's status names exactly one gap, for `reason`: in `gaps`, in its GapDetected
 /// condition, in `describe`, and between two recoverable windows. The status.
 fn assert_named_gap(cf: &Coffer, reason: &str) -> serde_json::Value {
@@ -288,14 +277,7 @@ fn mysql_target(cf: &Coffer, name: &str) -> (MysqlServer, String) {
     let target = MysqlServer::start().unwrap();
     // The native load of the base needs LOAD DATA LOCAL, which MySQL 8+ turns off.
     target.exec("SET GLOBAL local_infile = ON").unwrap();
-    let ab = format!("t-{name}");
-    let m = [
-        db_secret(&format!("{ab}-auth"), &target),
-        appbinding(&ab, &target, &format!("{ab}-auth")),
-    ]
-    .join("---\n");
-    let r = cf.apply(&format!("{name}-target.yaml"), &m);
-    assert!(r.ok, "{r}");
+    let ab = target_binding(cf, name, &target);
     (target, ab)
 }
 
